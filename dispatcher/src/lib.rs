@@ -1,0 +1,223 @@
+//! The dispatcher role: consumes accepted requests from JetStream, calls the
+//! providers, streams the answer back to the waiting ingress and records each
+//! request's events exactly once.
+
+pub mod adapter;
+pub mod estimate;
+pub mod openai;
+pub mod process;
+pub mod reply;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aigw_runtime::crypto::Sealer;
+use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats};
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use clap::Args;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Args)]
+pub struct DispatcherArgs {
+    /// Requests this process works on at once.
+    #[arg(long, env = "AIGW_DISPATCH_CONCURRENCY", default_value_t = 512)]
+    pub concurrency: usize,
+
+    /// How long a request may go without a sign of life before JetStream
+    /// hands it to another dispatcher (e.g. "30s"). Shared by every replica.
+    #[arg(long, env = "AIGW_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Deliveries of one request before it is failed instead of retried.
+    #[arg(long, env = "AIGW_MAX_DELIVER", default_value_t = 5)]
+    pub max_deliver: u64,
+
+    /// Limit on connecting to a provider.
+    #[arg(long, env = "AIGW_UPSTREAM_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Limit on a whole provider call, streamed answers included.
+    #[arg(long, env = "AIGW_UPSTREAM_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Longest silence allowed while reading a provider's answer.
+    #[arg(long, env = "AIGW_UPSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_idle_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Cancellation handles of the requests this process is working on.
+#[derive(Default)]
+pub struct Inflight(Mutex<HashMap<Uuid, CancellationToken>>);
+
+impl Inflight {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, CancellationToken>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn insert(&self, id: Uuid, token: CancellationToken) {
+        self.map().insert(id, token);
+    }
+    pub fn remove(&self, id: &Uuid) {
+        self.map().remove(id);
+    }
+    pub fn cancel(&self, id: &Uuid) {
+        if let Some(t) = self.map().get(id) {
+            t.cancel();
+        }
+    }
+}
+
+/// What every request handler of this process shares.
+pub struct Shared {
+    pub client: async_nats::Client,
+    pub stores: Stores,
+    pub registry: Arc<Registry>,
+    pub sealer: Sealer,
+    pub http: reqwest::Client,
+    pub inflight: Inflight,
+    pub ack_wait: Duration,
+    pub max_deliver: u64,
+}
+
+/// The HTTP client for provider calls, with every timeout set.
+pub fn http_client(args: &DispatcherArgs) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(args.upstream_connect_timeout)
+        .timeout(args.upstream_timeout)
+        .read_timeout(args.upstream_idle_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("aigw/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Runs a dispatcher until `shutdown` fires, then finishes the requests in hand.
+pub async fn run(
+    common: CommonArgs,
+    args: DispatcherArgs,
+    shutdown: CancellationToken,
+) -> Result<(), DispatcherError> {
+    let names = common.names()?;
+    let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
+    let (client, js) = nats::connect(&common.nats_url, "aigw-dispatcher").await?;
+    let stream = nats::ensure_streams(&js, &names).await?;
+    let registry = Registry::load(pool.clone()).await?;
+    let follower = registry.follow(client.clone(), &names, Duration::from_secs(10));
+
+    let consumer_name = names.dispatcher_consumer();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &consumer_name,
+            pull::Config {
+                durable_name: Some(consumer_name.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: args.ack_wait,
+                max_deliver: args.max_deliver as i64 + 1,
+                max_ack_pending: (args.concurrency * 4) as i64,
+                filter_subject: names.requests_subjects(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| DispatcherError::Nats(format!("consumer {consumer_name}: {e}")))?;
+
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        stores: Stores::new(pool),
+        registry,
+        sealer: Sealer::new(common.master_key.as_ref()),
+        http: http_client(&args)?,
+        inflight: Inflight::default(),
+        ack_wait: args.ack_wait,
+        max_deliver: args.max_deliver,
+    });
+
+    let cancels = follow_cancellations(shared.clone(), &names).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(args.concurrency.clamp(1, 256))
+        .messages()
+        .await
+        .map_err(|e| DispatcherError::Nats(e.to_string()))?;
+    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    tracing::info!(consumer = %consumer_name, "dispatcher ready");
+
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let next = tokio::select! {
+            m = messages.next() => m,
+            _ = shutdown.cancelled() => break,
+        };
+        let msg = match next {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "pulling requests failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let span = tracing::info_span!("dispatch");
+        tokio::spawn(
+            async move {
+                process::handle(shared, msg).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    // Finish what is in hand, then leave.
+    drop(messages);
+    let total = args.concurrency.max(1) as u32;
+    let drained = tokio::time::timeout(args.upstream_timeout, permits.acquire_many(total)).await;
+    if drained.is_err() {
+        tracing::warn!("shutting down with requests still running; they will be redelivered");
+    }
+    cancels.abort();
+    follower.abort();
+    let _ = client.flush().await;
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}
+
+async fn follow_cancellations(
+    shared: Arc<Shared>,
+    names: &aigw_events::Names,
+) -> Result<tokio::task::JoinHandle<()>, DispatcherError> {
+    let mut sub = shared
+        .client
+        .subscribe(names.cancel_wildcard())
+        .await
+        .map_err(|e| DispatcherError::Nats(e.to_string()))?;
+    Ok(tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let id = msg
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|s| Uuid::parse_str(s).ok());
+            if let Some(id) = id {
+                shared.inflight.cancel(&id);
+            }
+        }
+    }))
+}

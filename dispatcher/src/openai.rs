@@ -1,0 +1,278 @@
+//! The OpenAI-compatible adapter: any base URL that speaks `/chat/completions`.
+
+use std::time::Duration;
+
+use aigw_events::{ErrorClass, Usage, wire};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::adapter::{Answer, StreamItem};
+
+/// Largest upstream error body read (the rest is dropped).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A failed upstream call, classified, with what the caller is told.
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    pub class: ErrorClass,
+    /// The upstream's HTTP status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// Status the caller gets.
+    pub status: u16,
+    pub error_type: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub retry_after: Option<String>,
+}
+
+impl UpstreamError {
+    pub fn body(&self) -> Value {
+        wire::error_body(&self.message, &self.error_type, self.code.as_deref())
+    }
+
+    fn transport(e: &reqwest::Error, provider: &str) -> Self {
+        if e.is_timeout() {
+            Self {
+                class: ErrorClass::Timeout,
+                upstream_status: None,
+                status: 504,
+                error_type: "upstream_timeout".into(),
+                code: Some("upstream_timeout".into()),
+                message: format!("provider {provider} did not answer in time"),
+                retry_after: None,
+            }
+        } else {
+            Self {
+                class: ErrorClass::Connect,
+                upstream_status: None,
+                status: 502,
+                error_type: "upstream_error".into(),
+                code: Some("upstream_unreachable".into()),
+                message: format!("provider {provider} could not be reached"),
+                retry_after: None,
+            }
+        }
+    }
+}
+
+/// Sends a chat completion request and classifies the answer.
+pub async fn chat(
+    http: &reqwest::Client,
+    provider: &str,
+    base_url: &str,
+    api_key: Option<&SecretString>,
+    body: &Value,
+    stream: bool,
+) -> Result<Answer, UpstreamError> {
+    let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+    let mut request = http.post(url).json(body);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    if stream {
+        request = request.header(reqwest::header::ACCEPT, "text/event-stream");
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| UpstreamError::transport(&e, provider))?;
+    let status = response.status().as_u16();
+    if !response.status().is_success() {
+        return Err(error_from_response(response, provider).await);
+    }
+    if stream {
+        return Ok(Answer::Stream(sse_items(response, provider.to_string())));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| UpstreamError::transport(&e, provider))?;
+    let parsed: Value = serde_json::from_slice(&body).map_err(|_| UpstreamError {
+        class: ErrorClass::Upstream,
+        upstream_status: Some(status),
+        status: 502,
+        error_type: "upstream_error".into(),
+        code: Some("upstream_invalid_response".into()),
+        message: format!("provider {provider} sent a response that is not JSON"),
+        retry_after: None,
+    })?;
+    // Some providers answer 200 with an error object.
+    if let Some(err) = parsed.get("error").filter(|e| e.is_object()) {
+        return Err(UpstreamError {
+            class: ErrorClass::Upstream,
+            upstream_status: Some(status),
+            status: 502,
+            error_type: "upstream_error".into(),
+            code: err.get("code").and_then(as_code),
+            message: upstream_message(err, provider),
+            retry_after: None,
+        });
+    }
+    Ok(Answer::Full {
+        usage: parsed.get("usage").and_then(parse_usage),
+        body,
+    })
+}
+
+/// Turns an OpenAI-style SSE body into stream items: each `data:` payload,
+/// then `[DONE]`; a transport failure becomes an error item.
+pub fn sse_items(
+    response: reqwest::Response,
+    provider: String,
+) -> futures::stream::BoxStream<'static, StreamItem> {
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(move |event| match event {
+            Ok(ev) => {
+                let data = ev.data.trim();
+                if data == "[DONE]" {
+                    StreamItem::Done
+                } else {
+                    StreamItem::Data(data.to_string())
+                }
+            }
+            Err(eventsource_stream::EventStreamError::Transport(t)) if t.is_timeout() => {
+                StreamItem::Error(broken(&provider, "the stream stalled"))
+            }
+            Err(_) => StreamItem::Error(broken(&provider, "the stream broke")),
+        })
+        .boxed()
+}
+
+/// A stream that failed after it started.
+pub fn broken(provider: &str, reason: &str) -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::StreamBroken,
+        upstream_status: None,
+        status: 502,
+        error_type: "upstream_error".into(),
+        code: Some("stream_interrupted".into()),
+        message: format!("provider {provider}: {reason}"),
+        retry_after: None,
+    }
+}
+
+/// Reads the OpenAI `usage` object (prompt/completion tokens).
+pub fn parse_usage(usage: &Value) -> Option<Usage> {
+    let prompt = usage.get("prompt_tokens")?.as_u64()?;
+    let completion = usage
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+    })
+}
+
+fn as_code(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn upstream_message(err: &Value, provider: &str) -> String {
+    let text = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("no message");
+    format!("provider {provider}: {text}")
+}
+
+pub async fn error_from_response(response: reqwest::Response, provider: &str) -> UpstreamError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = read_capped(response, MAX_ERROR_BODY).await;
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = match err {
+        Some(e) if e.is_object() => upstream_message(e, provider),
+        Some(Value::String(s)) => format!("provider {provider}: {s}"),
+        _ => {
+            let text = String::from_utf8_lossy(&body);
+            let text = text.trim();
+            if text.is_empty() {
+                format!("provider {provider} answered HTTP {status}")
+            } else {
+                format!(
+                    "provider {provider} answered HTTP {status}: {}",
+                    text.chars().take(500).collect::<String>()
+                )
+            }
+        }
+    };
+    let upstream_type = err
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let code = err.and_then(|e| e.get("code")).and_then(as_code);
+    let (class, caller_status, error_type) = match status {
+        429 => (
+            ErrorClass::RateLimited,
+            429,
+            upstream_type.unwrap_or_else(|| "rate_limit_exceeded".into()),
+        ),
+        // The provider refused aigw's own credential: not the caller's fault.
+        401 | 403 => (ErrorClass::Upstream, 502, "upstream_auth_error".to_string()),
+        408 => (ErrorClass::Timeout, 504, "upstream_timeout".to_string()),
+        400..=499 => (
+            ErrorClass::Client,
+            status,
+            upstream_type.unwrap_or_else(|| "invalid_request_error".into()),
+        ),
+        _ => (ErrorClass::Upstream, 502, "upstream_error".to_string()),
+    };
+    UpstreamError {
+        class,
+        upstream_status: Some(status),
+        status: caller_status,
+        error_type,
+        code,
+        message,
+        retry_after,
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let read = async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            out.extend_from_slice(&chunk);
+            if out.len() >= cap {
+                out.truncate(cap);
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_parsing() {
+        let u =
+            parse_usage(&json!({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}));
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 5
+            })
+        );
+        assert_eq!(parse_usage(&Value::Null), None);
+    }
+}

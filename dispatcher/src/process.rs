@@ -1,0 +1,650 @@
+//! Handling one accepted request: call the provider, answer the caller, record
+//! the request's events exactly once, then ack the JetStream message.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aigw_events::wire::DispatchRequest;
+use aigw_events::{
+    Attempt, ErrorClass, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Usage,
+};
+use aigw_runtime::Target;
+use aigw_runtime::store::metadata;
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
+use bytes::Bytes;
+use chrono::Utc;
+use cqrs_es::AggregateError;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::{self, Answer, StreamItem};
+use crate::openai::{self, UpstreamError, broken};
+use crate::reply::Replier;
+use crate::{Shared, estimate};
+
+/// Processes one delivery of a request message, start to ack.
+pub async fn handle(shared: Arc<Shared>, msg: Message) {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
+    let request: DispatchRequest = match serde_json::from_slice(&msg.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable request message; dropping it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let id = request.request_id;
+    if delivered > 1 {
+        match shared.stores.request_recorded(&id.to_string()).await {
+            Ok(true) => {
+                tracing::info!(request_id = %id, "redelivered request already recorded; acking");
+                let _ = msg.ack().await;
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "cannot check the event store; retrying later");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+        }
+    }
+
+    let cancel = CancellationToken::new();
+    shared.inflight.insert(id, cancel.clone());
+    let progress = keep_alive(&msg, shared.ack_wait);
+    let replier = Replier::new(shared.client.clone(), request.reply_to.clone(), delivered);
+
+    let expired = request.deadline.is_some_and(|d| d < Utc::now());
+    let (attempts, outcome) = if expired {
+        let err = UpstreamError {
+            class: ErrorClass::Timeout,
+            upstream_status: None,
+            status: 504,
+            error_type: "server_error".into(),
+            code: Some("expired_in_queue".into()),
+            message: "the request waited too long for a dispatcher".into(),
+            retry_after: None,
+        };
+        (vec![], failed(&err, Usage::default(), false, 0))
+    } else if delivered >= shared.max_deliver {
+        // Something kept killing the dispatchers working on this request:
+        // give up on it rather than loop.
+        let err = UpstreamError {
+            class: ErrorClass::Upstream,
+            upstream_status: None,
+            status: 502,
+            error_type: "upstream_error".into(),
+            code: Some("delivery_limit".into()),
+            message: "the request could not be completed".into(),
+            retry_after: None,
+        };
+        replier
+            .error(err.status, json_bytes(&err.body()), None, 0)
+            .await;
+        (vec![], failed(&err, Usage::default(), false, 0))
+    } else {
+        run(&shared, &request, &replier, &cancel).await
+    };
+
+    progress.abort();
+    shared.inflight.remove(&id);
+    record(&shared, &request, attempts, outcome).await;
+    if let Err(e) = msg.ack().await {
+        // The request is recorded; a redelivery will find it and only ack.
+        tracing::warn!(request_id = %id, error = %e, "ack failed");
+    }
+}
+
+/// Keeps the JetStream message from being redelivered while we still work on
+/// it (in-progress acks, three per ack-wait period).
+fn keep_alive(msg: &Message, ack_wait: Duration) -> tokio::task::JoinHandle<()> {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let msg = msg.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let _ = msg.ack_with(AckKind::Progress).await;
+        }
+    })
+}
+
+async fn run(
+    shared: &Shared,
+    request: &DispatchRequest,
+    replier: &Replier,
+    cancel: &CancellationToken,
+) -> (Vec<Attempt>, Outcome) {
+    let started = Instant::now();
+    let targets = match shared
+        .registry
+        .resolve(&request.model, request.provider.as_deref())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let err = UpstreamError {
+                class: ErrorClass::Client,
+                upstream_status: None,
+                status: 404,
+                error_type: "invalid_request_error".into(),
+                code: Some("model_not_found".into()),
+                message: e.to_string(),
+                retry_after: None,
+            };
+            replier.error(404, json_bytes(&err.body()), None, 0).await;
+            return (vec![], failed(&err, Usage::default(), false, 0));
+        }
+    };
+
+    let mut attempts = Vec::new();
+    let mut last_error = None;
+    for target in targets {
+        let attempt_start = Instant::now();
+        let started_at = Utc::now();
+        let result = attempt(
+            shared,
+            request,
+            &target,
+            replier,
+            cancel,
+            attempts.len() + 1,
+        )
+        .await;
+        let latency_ms = attempt_start.elapsed().as_millis() as u64;
+        let mut record = Attempt {
+            provider_id: target.provider.id,
+            provider: target.provider.spec.name.clone(),
+            model: target.model.clone(),
+            status: None,
+            latency_ms,
+            error: None,
+            started_at,
+        };
+        metrics::histogram!("aigw_upstream_latency_seconds", "provider" => target.provider.spec.name.clone())
+            .record(attempt_start.elapsed().as_secs_f64());
+        match result {
+            AttemptResult::Done {
+                usage,
+                estimated,
+                status,
+            } => {
+                record.status = Some(status);
+                attempts.push(record);
+                count_upstream(&target, "ok");
+                let outcome = Outcome::Completed {
+                    provider_id: target.provider.id,
+                    provider: target.provider.spec.name.clone(),
+                    model: target.model.clone(),
+                    usage,
+                    usage_estimated: estimated,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    at: Utc::now(),
+                };
+                return (attempts, outcome);
+            }
+            AttemptResult::Failed {
+                error,
+                usage,
+                estimated,
+                started_stream,
+            } => {
+                record.status = error.upstream_status;
+                record.error = Some(error.class);
+                attempts.push(record);
+                count_upstream(&target, error_label(error.class));
+                let retry_elsewhere = error.class.is_retryable() && !started_stream;
+                if !retry_elsewhere {
+                    if !started_stream {
+                        replier
+                            .error(
+                                error.status,
+                                json_bytes(&error.body()),
+                                error.retry_after.as_deref(),
+                                attempts.len(),
+                            )
+                            .await;
+                    }
+                    let latency = started.elapsed().as_millis() as u64;
+                    return (attempts, failed(&error, usage, estimated, latency));
+                }
+                tracing::info!(
+                    request_id = %request.request_id,
+                    provider = %target.provider.spec.name,
+                    class = ?error.class,
+                    "attempt failed; trying the next provider"
+                );
+                last_error = Some(error);
+            }
+        }
+    }
+    let error = last_error.unwrap_or_else(|| UpstreamError {
+        class: ErrorClass::Upstream,
+        upstream_status: None,
+        status: 502,
+        error_type: "upstream_error".into(),
+        code: None,
+        message: "no provider could serve the request".into(),
+        retry_after: None,
+    });
+    replier
+        .error(
+            error.status,
+            json_bytes(&error.body()),
+            error.retry_after.as_deref(),
+            attempts.len(),
+        )
+        .await;
+    let latency = started.elapsed().as_millis() as u64;
+    (attempts, failed(&error, Usage::default(), false, latency))
+}
+
+enum AttemptResult {
+    Done {
+        usage: Usage,
+        estimated: bool,
+        status: u16,
+    },
+    Failed {
+        error: UpstreamError,
+        /// Tokens the provider may bill even though the request failed.
+        usage: Usage,
+        estimated: bool,
+        /// Whether bytes already reached the caller (no failover then).
+        started_stream: bool,
+    },
+}
+
+async fn attempt(
+    shared: &Shared,
+    request: &DispatchRequest,
+    target: &Target,
+    replier: &Replier,
+    cancel: &CancellationToken,
+    attempt_no: usize,
+) -> AttemptResult {
+    let provider = &target.provider.spec;
+    let api_key = match provider.sealed_credential.as_deref() {
+        None => None,
+        Some(sealed) => match shared.sealer.open(sealed) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::error!(provider = %provider.name, error = %e, "cannot open the provider credential");
+                return AttemptResult::Failed {
+                    error: UpstreamError {
+                        class: ErrorClass::Upstream,
+                        upstream_status: None,
+                        status: 502,
+                        error_type: "upstream_error".into(),
+                        code: Some("provider_credential_unavailable".into()),
+                        message: format!("provider {} is misconfigured", provider.name),
+                        retry_after: None,
+                    },
+                    usage: Usage::default(),
+                    estimated: false,
+                    started_stream: false,
+                };
+            }
+        },
+    };
+    let body = upstream_body(request, &target.model);
+    let call = adapter::chat(
+        &shared.http,
+        provider,
+        api_key.as_ref(),
+        &body,
+        request.stream,
+    );
+    let answer = tokio::select! {
+        a = call => a,
+        _ = cancel.cancelled() => Err(cancelled()),
+    };
+    match answer {
+        Err(error) => AttemptResult::Failed {
+            error,
+            usage: Usage::default(),
+            estimated: false,
+            started_stream: false,
+        },
+        Ok(Answer::Full { body, usage }) => {
+            let (usage, estimated) = match usage {
+                Some(u) => (u, false),
+                None => (estimate_from_body(request, &body), true),
+            };
+            replier
+                .response(200, &provider.name, attempt_no, body)
+                .await;
+            AttemptResult::Done {
+                usage,
+                estimated,
+                status: 200,
+            }
+        }
+        Ok(Answer::Stream(items)) => {
+            replier.start(&provider.name, attempt_no).await;
+            relay_stream(request, &provider.name, items, replier, cancel).await
+        }
+    }
+}
+
+/// Relays an upstream SSE stream frame by frame, watching for usage.
+async fn relay_stream(
+    request: &DispatchRequest,
+    provider: &str,
+    mut items: futures::stream::BoxStream<'static, StreamItem>,
+    replier: &Replier,
+    cancel: &CancellationToken,
+) -> AttemptResult {
+    let mut usage: Option<Usage> = None;
+    let mut completion_text = 0u64;
+    let mut end: Result<(), UpstreamError> = Err(broken(provider, "the stream ended early"));
+    loop {
+        let next = tokio::select! {
+            n = items.next() => n,
+            _ = cancel.cancelled() => { end = Err(cancelled()); break; }
+        };
+        let data = match next {
+            None => break,
+            Some(StreamItem::Error(e)) => {
+                end = Err(e);
+                break;
+            }
+            Some(StreamItem::Done) => {
+                end = Ok(());
+                break;
+            }
+            Some(StreamItem::Data(data)) => data,
+        };
+        let data = data.trim();
+        if data.is_empty() {
+            continue;
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
+            tracing::debug!(provider, "skipping a non-JSON SSE event");
+            continue;
+        };
+        if let Some(err) = chunk.get("error").filter(|e| e.is_object()) {
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("stream error");
+            end = Err(broken(provider, message));
+            break;
+        }
+        completion_text += chunk_text_tokens(&chunk);
+        let chunk_usage = chunk
+            .get("usage")
+            .filter(|u| !u.is_null())
+            .and_then(openai::parse_usage);
+        let has_choices = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty());
+        let forward = match chunk_usage {
+            None => Some(Bytes::copy_from_slice(data.as_bytes())),
+            Some(u) => {
+                usage = Some(u);
+                if request.include_usage {
+                    Some(Bytes::copy_from_slice(data.as_bytes()))
+                } else if has_choices {
+                    // Usage rode on a content chunk: pass the content on, not
+                    // the usage the caller did not ask for.
+                    if let Some(obj) = chunk.as_object_mut() {
+                        obj.remove("usage");
+                    }
+                    Some(json_bytes(&chunk))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(bytes) = forward {
+            replier.chunk(bytes).await;
+        }
+    }
+    let (usage, estimated) = match usage {
+        Some(u) => (u, false),
+        None => (
+            Usage {
+                prompt_tokens: estimate::prompt_tokens(&request.body),
+                completion_tokens: completion_text,
+            },
+            true,
+        ),
+    };
+    match end {
+        Ok(()) => {
+            replier.end().await;
+            AttemptResult::Done {
+                usage,
+                estimated,
+                status: 200,
+            }
+        }
+        Err(error) => {
+            if error.class != ErrorClass::Cancelled {
+                replier
+                    .error(error.status, json_bytes(&error.body()), None, 0)
+                    .await;
+            }
+            AttemptResult::Failed {
+                error,
+                usage,
+                estimated,
+                started_stream: true,
+            }
+        }
+    }
+}
+
+fn chunk_text_tokens(chunk: &Value) -> u64 {
+    chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(|choices| {
+            choices
+                .iter()
+                .filter_map(|c| c.get("delta"))
+                .map(|d| {
+                    let content = d.get("content").and_then(Value::as_str).unwrap_or("");
+                    let args: String = d
+                        .get("tool_calls")
+                        .and_then(Value::as_array)
+                        .map(|calls| {
+                            calls
+                                .iter()
+                                .filter_map(|c| c.pointer("/function/arguments"))
+                                .filter_map(Value::as_str)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    estimate::text_tokens(content) + estimate::text_tokens(&args)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn estimate_from_body(request: &DispatchRequest, body: &Bytes) -> Usage {
+    let completion = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/choices/0/message/content")
+                .and_then(Value::as_str)
+                .map(estimate::text_tokens)
+        })
+        .unwrap_or(0);
+    Usage {
+        prompt_tokens: estimate::prompt_tokens(&request.body),
+        completion_tokens: completion,
+    }
+}
+
+/// The body sent upstream: the caller's, with the provider's model id, and
+/// always asking for usage on streams (so billing uses the provider's count).
+pub fn upstream_body(request: &DispatchRequest, model: &str) -> Value {
+    let mut body = request.body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(model.to_string()));
+        if request.stream {
+            let options = obj
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(o) = options.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            } else {
+                *options = serde_json::json!({"include_usage": true});
+            }
+        }
+    }
+    body
+}
+
+fn cancelled() -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Cancelled,
+        upstream_status: None,
+        status: 499,
+        error_type: "client_closed_request".into(),
+        code: Some("client_closed_request".into()),
+        message: "the caller went away".into(),
+        retry_after: None,
+    }
+}
+
+fn failed(error: &UpstreamError, usage: Usage, estimated: bool, latency_ms: u64) -> Outcome {
+    Outcome::Failed {
+        status: error.status,
+        error_type: error.error_type.clone(),
+        message: error.message.clone(),
+        usage,
+        usage_estimated: estimated,
+        latency_ms,
+        at: Utc::now(),
+    }
+}
+
+fn json_bytes(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn error_label(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Connect => "connect",
+        ErrorClass::Timeout => "timeout",
+        ErrorClass::RateLimited => "rate_limited",
+        ErrorClass::Upstream => "upstream",
+        ErrorClass::Client => "client",
+        ErrorClass::StreamBroken => "stream_broken",
+        ErrorClass::Cancelled => "cancelled",
+    }
+}
+
+fn count_upstream(target: &Target, outcome: &'static str) {
+    metrics::counter!(
+        "aigw_upstream_requests_total",
+        "provider" => target.provider.spec.name.clone(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+/// Stores the request's story, retrying on database trouble; a second
+/// recording of the same request is refused by the aggregate and ignored.
+async fn record(
+    shared: &Shared,
+    request: &DispatchRequest,
+    attempts: Vec<Attempt>,
+    outcome: Outcome,
+) {
+    let id = request.request_id.to_string();
+    let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
+    let command = RequestCommand::RecordRequest {
+        key_id: request.key_id,
+        model: request.model.clone(),
+        stream: request.stream,
+        accepted_at: request.accepted_at,
+        attempts,
+        outcome,
+    };
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..8 {
+        match shared
+            .stores
+            .requests
+            .execute_with_metadata(&id, command.clone(), meta.clone())
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!("aigw_requests_recorded_total").increment(1);
+                return;
+            }
+            Err(AggregateError::UserError(_)) | Err(AggregateError::AggregateConflict) => {
+                tracing::info!(request_id = %id, "request was already recorded");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "recording failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(request_id = %id, "could not record the request; it stays unacked for redelivery");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn request(body: Value, stream: bool) -> DispatchRequest {
+        DispatchRequest {
+            request_id: Uuid::nil(),
+            key_id: Uuid::nil(),
+            reply_to: "r".into(),
+            accepted_at: Utc::now(),
+            model: "alias".into(),
+            stream,
+            include_usage: false,
+            provider: None,
+            deadline: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn streams_always_ask_for_usage() {
+        let r = request(
+            json!({"model":"alias","messages":[],"stream":true,"seed":7}),
+            true,
+        );
+        let body = upstream_body(&r, "real-model");
+        assert_eq!(body["model"], "real-model");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["seed"], 7);
+        let r = request(
+            json!({"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}),
+            true,
+        );
+        let body = upstream_body(&r, "m");
+        assert_eq!(
+            body["stream_options"],
+            json!({"include_usage": true, "x": 1})
+        );
+        let r = request(json!({"model":"m"}), false);
+        assert!(upstream_body(&r, "m").get("stream_options").is_none());
+    }
+
+    #[test]
+    fn counts_tool_call_arguments() {
+        let chunk = json!({"choices":[{"delta":{"content":"abcd","tool_calls":[{"function":{"arguments":"abcdefgh"}}]}}]});
+        assert_eq!(chunk_text_tokens(&chunk), 3);
+    }
+}

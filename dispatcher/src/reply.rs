@@ -1,0 +1,88 @@
+//! Frames sent back to the waiting ingress on the request's reply subject.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aigw_events::wire;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+/// Publishes one request's answer, frame by frame, in order.
+pub struct Replier {
+    client: async_nats::Client,
+    subject: String,
+    delivery: String,
+    seq: AtomicU64,
+}
+
+impl Replier {
+    pub fn new(client: async_nats::Client, subject: String, delivery: u64) -> Self {
+        Self {
+            client,
+            subject,
+            delivery: delivery.to_string(),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn headers(&self, kind: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(wire::FRAME, kind);
+        h.insert(wire::DELIVERY, self.delivery.as_str());
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        h.insert(wire::SEQ, seq.to_string().as_str());
+        h
+    }
+
+    async fn send(&self, headers: HeaderMap, payload: Bytes) {
+        // Nobody may be listening any more (the caller left); that is fine.
+        if let Err(e) = self
+            .client
+            .publish_with_headers(self.subject.clone(), headers, payload)
+            .await
+        {
+            tracing::debug!(error = %e, "reply frame not sent");
+        }
+    }
+
+    pub async fn response(&self, status: u16, provider: &str, attempts: usize, body: Bytes) {
+        let mut h = self.headers(wire::FRAME_RESPONSE);
+        h.insert(wire::STATUS, status.to_string().as_str());
+        h.insert(wire::PROVIDER, provider);
+        h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
+        self.send(h, body).await;
+    }
+
+    pub async fn error(
+        &self,
+        status: u16,
+        body: Bytes,
+        retry_after: Option<&str>,
+        attempts: usize,
+    ) {
+        let mut h = self.headers(wire::FRAME_ERROR);
+        h.insert(wire::STATUS, status.to_string().as_str());
+        h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
+        if let Some(r) = retry_after {
+            h.insert(wire::RETRY_AFTER, r);
+        }
+        self.send(h, body).await;
+    }
+
+    pub async fn start(&self, provider: &str, attempts: usize) {
+        let mut h = self.headers(wire::FRAME_START);
+        h.insert(wire::PROVIDER, provider);
+        h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
+        self.send(h, Bytes::new()).await;
+    }
+
+    pub async fn chunk(&self, data: Bytes) {
+        let h = self.headers(wire::FRAME_CHUNK);
+        self.send(h, data).await;
+    }
+
+    pub async fn end(&self) {
+        let h = self.headers(wire::FRAME_END);
+        self.send(h, Bytes::new()).await;
+        let _ = self.client.flush().await;
+    }
+}

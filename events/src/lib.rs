@@ -1,0 +1,29 @@
+//! aigw's shared vocabulary: aggregates, commands, events, wire messages and names.
+//!
+//! This crate stays pure: no HTTP, no database driver, no runtime. Every role
+//! speaks through these types, and stored events must stay readable forever
+//! (see `tests/fixtures`).
+
+pub mod key;
+pub mod names;
+pub mod provider;
+pub mod request;
+pub mod wire;
+
+pub use key::{KeyAggregate, KeyCommand, KeyError, KeyEvent, KeyStatus};
+pub use names::Names;
+pub use provider::{
+    ProviderAggregate, ProviderCommand, ProviderError, ProviderEvent, ProviderSpec,
+};
+pub use request::{
+    Attempt, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError, RequestEvent,
+    Usage,
+};
+
+/// Version written with every event of this crate; bump it with an upcaster.
+pub const EVENT_VERSION: &str = "1.0";
+
+/// Metadata key under which the request id travels with each stored event.
+pub const META_REQUEST_ID: &str = "request_id";
+/// Metadata key naming who caused an event (the admin identity or a role).
+pub const META_ACTOR: &str = "actor";

@@ -1,0 +1,316 @@
+//! The request aggregate: one per accepted call, written once by a dispatcher.
+//!
+//! A dispatcher records a request's whole story (accepted, each attempt, the
+//! outcome) in a single command, so the history of a request is committed in
+//! one transaction. A second recording of the same request, after a JetStream
+//! redelivery, is refused: that is what makes billing exactly-once.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// Why an attempt failed, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Could not connect, or the connection broke.
+    Connect,
+    /// No answer within the deadline.
+    Timeout,
+    /// The upstream said 429.
+    RateLimited,
+    /// The upstream failed (5xx, or an unreadable answer).
+    Upstream,
+    /// The upstream refused the request as the caller's fault (4xx).
+    Client,
+    /// The stream broke after it had started.
+    StreamBroken,
+    /// The caller went away before the answer was complete.
+    Cancelled,
+}
+
+impl ErrorClass {
+    /// Whether another try (here or elsewhere) could succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Connect
+                | ErrorClass::Timeout
+                | ErrorClass::RateLimited
+                | ErrorClass::Upstream
+        )
+    }
+}
+
+/// One call to one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider_id: Uuid,
+    pub provider: String,
+    pub model: String,
+    /// HTTP status from the upstream, if it answered at all.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<ErrorClass>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Completed {
+        provider_id: Uuid,
+        provider: String,
+        model: String,
+        usage: Usage,
+        /// True when the provider never reported usage (a cut stream, a caller
+        /// that left) and the counts are aigw's estimate.
+        usage_estimated: bool,
+        latency_ms: u64,
+        at: DateTime<Utc>,
+    },
+    Failed {
+        /// HTTP status returned to the caller.
+        status: u16,
+        error_type: String,
+        message: String,
+        /// Tokens the provider may still bill for (a stream broken mid-way).
+        usage: Usage,
+        usage_estimated: bool,
+        latency_ms: u64,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestCommand {
+    /// Record a request's whole story at once.
+    RecordRequest {
+        key_id: Uuid,
+        model: String,
+        stream: bool,
+        accepted_at: DateTime<Utc>,
+        attempts: Vec<Attempt>,
+        outcome: Outcome,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestEvent {
+    RequestAccepted {
+        key_id: Uuid,
+        model: String,
+        stream: bool,
+        at: DateTime<Utc>,
+    },
+    AttemptRecorded(Attempt),
+    RequestCompleted {
+        key_id: Uuid,
+        provider_id: Uuid,
+        provider: String,
+        model: String,
+        usage: Usage,
+        usage_estimated: bool,
+        latency_ms: u64,
+        at: DateTime<Utc>,
+    },
+    RequestFailed {
+        key_id: Uuid,
+        model: String,
+        status: u16,
+        error_type: String,
+        message: String,
+        #[serde(default)]
+        usage: Usage,
+        #[serde(default)]
+        usage_estimated: bool,
+        latency_ms: u64,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for RequestEvent {
+    fn event_type(&self) -> String {
+        match self {
+            RequestEvent::RequestAccepted { .. } => "RequestAccepted",
+            RequestEvent::AttemptRecorded(_) => "AttemptRecorded",
+            RequestEvent::RequestCompleted { .. } => "RequestCompleted",
+            RequestEvent::RequestFailed { .. } => "RequestFailed",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION.to_string()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("the request is already recorded")]
+    AlreadyRecorded,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestAggregate {
+    pub recorded: bool,
+    pub attempts: usize,
+    pub finished: bool,
+}
+
+impl Aggregate for RequestAggregate {
+    const TYPE: &'static str = "request";
+    type Command = RequestCommand;
+    type Event = RequestEvent;
+    type Error = RequestError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let RequestCommand::RecordRequest {
+            key_id,
+            model,
+            stream,
+            accepted_at,
+            attempts,
+            outcome,
+        } = command;
+        if self.recorded {
+            return Err(RequestError::AlreadyRecorded);
+        }
+        let accepted = RequestEvent::RequestAccepted {
+            key_id,
+            model: model.clone(),
+            stream,
+            at: accepted_at,
+        };
+        sink.write(accepted, self).await;
+        for attempt in attempts {
+            sink.write(RequestEvent::AttemptRecorded(attempt), self)
+                .await;
+        }
+        let end = match outcome {
+            Outcome::Completed {
+                provider_id,
+                provider,
+                model,
+                usage,
+                usage_estimated,
+                latency_ms,
+                at,
+            } => RequestEvent::RequestCompleted {
+                key_id,
+                provider_id,
+                provider,
+                model,
+                usage,
+                usage_estimated,
+                latency_ms,
+                at,
+            },
+            Outcome::Failed {
+                status,
+                error_type,
+                message,
+                usage,
+                usage_estimated,
+                latency_ms,
+                at,
+            } => RequestEvent::RequestFailed {
+                key_id,
+                model,
+                status,
+                error_type,
+                message,
+                usage,
+                usage_estimated,
+                latency_ms,
+                at,
+            },
+        };
+        sink.write(end, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            RequestEvent::RequestAccepted { .. } => self.recorded = true,
+            RequestEvent::AttemptRecorded(_) => self.attempts += 1,
+            RequestEvent::RequestCompleted { .. } | RequestEvent::RequestFailed { .. } => {
+                self.finished = true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    fn record() -> RequestCommand {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        RequestCommand::RecordRequest {
+            key_id: Uuid::nil(),
+            model: "m".into(),
+            stream: false,
+            accepted_at: at,
+            attempts: vec![],
+            outcome: Outcome::Completed {
+                provider_id: Uuid::nil(),
+                provider: "p".into(),
+                model: "m".into(),
+                usage: Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 4,
+                },
+                usage_estimated: false,
+                latency_ms: 5,
+                at,
+            },
+        }
+    }
+
+    #[test]
+    fn a_request_is_recorded_once() {
+        let events = TestFramework::<RequestAggregate>::with(())
+            .given_no_previous_events()
+            .when(record())
+            .inspect_result()
+            .unwrap();
+        assert_eq!(events.len(), 2);
+        TestFramework::<RequestAggregate>::with(())
+            .given(events)
+            .when(record())
+            .then_expect_error(RequestError::AlreadyRecorded);
+    }
+
+    #[test]
+    fn retryable_classes() {
+        assert!(ErrorClass::Timeout.is_retryable());
+        assert!(ErrorClass::RateLimited.is_retryable());
+        assert!(!ErrorClass::Client.is_retryable());
+        assert!(!ErrorClass::StreamBroken.is_retryable());
+    }
+}

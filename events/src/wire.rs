@@ -1,0 +1,69 @@
+//! Messages between the ingress and the dispatchers.
+//!
+//! The ingress publishes a [`DispatchRequest`] to JetStream and listens on its
+//! `reply_to` subject; the dispatcher answers with frames on that subject,
+//! each a core-NATS message whose [`FRAME`] header names its kind.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A request accepted by the ingress, waiting for a dispatcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchRequest {
+    pub request_id: Uuid,
+    pub key_id: Uuid,
+    /// Where the answer's frames go; nobody may be listening any more.
+    pub reply_to: String,
+    pub accepted_at: DateTime<Utc>,
+    /// The caller's body, minus aigw's own fields (`provider`).
+    pub body: serde_json::Value,
+    pub model: String,
+    pub stream: bool,
+    /// Whether the caller asked for the usage chunk of a stream.
+    pub include_usage: bool,
+    /// Provider pinned by the caller (id or name).
+    pub provider: Option<String>,
+    /// After this the caller has given up: a dispatcher that only now gets
+    /// the request records it as expired instead of calling a provider.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// Header naming a frame's kind: one of the `FRAME_*` values.
+pub const FRAME: &str = "Aigw-Frame";
+/// Header with the JetStream delivery count that produced the frame.
+pub const DELIVERY: &str = "Aigw-Delivery";
+/// Header with a frame's position in the answer (0, 1, 2, ...).
+pub const SEQ: &str = "Aigw-Seq";
+/// Header with the HTTP status of a `response` or `error` frame.
+pub const STATUS: &str = "Aigw-Status";
+/// Header naming the provider that served the request.
+pub const PROVIDER: &str = "Aigw-Provider";
+/// Header with the number of upstream attempts made.
+pub const ATTEMPTS: &str = "Aigw-Attempts";
+/// Header with the value of an upstream's `Retry-After`.
+pub const RETRY_AFTER: &str = "Aigw-Retry-After";
+
+/// A complete non-streamed answer; the payload is the body.
+pub const FRAME_RESPONSE: &str = "response";
+/// An error answer; the payload is OpenAI's error JSON.
+pub const FRAME_ERROR: &str = "error";
+/// A stream has begun (the upstream accepted it).
+pub const FRAME_START: &str = "start";
+/// One SSE data payload (a chat.completion.chunk JSON).
+pub const FRAME_CHUNK: &str = "chunk";
+/// The stream finished cleanly.
+pub const FRAME_END: &str = "end";
+
+/// OpenAI's error JSON: `{"error":{"message","type","param","code"}}`.
+pub fn error_body(message: &str, error_type: &str, code: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "message": message,
+            "type": error_type,
+            "param": null,
+            "code": code,
+        }
+    })
+}

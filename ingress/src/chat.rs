@@ -1,0 +1,483 @@
+//! `POST /v1/chat/completions`: validate, queue on JetStream, relay the answer.
+
+use std::time::Duration;
+
+use aigw_events::wire::{self, DispatchRequest};
+use aigw_runtime::registry::ResolveError;
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::{AppState, RequestId};
+
+/// A chat request that passed validation.
+#[derive(Debug, PartialEq)]
+pub struct ChatRequest {
+    /// The body to forward (aigw's own fields removed).
+    pub body: Value,
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub provider: Option<String>,
+}
+
+fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
+    ApiError::BadRequest {
+        message: message.into(),
+        param: Some(param),
+        code: None,
+    }
+}
+
+/// Checks the shape OpenAI documents for the fields aigw relies on; every
+/// other field passes through untouched.
+pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
+        message: format!("We could not parse the JSON body of your request: {e}"),
+        param: None,
+        code: Some("invalid_json"),
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        None | Some(Value::Null) => {
+            return Err(invalid("Missing required parameter: 'model'.", "model"));
+        }
+        Some(_) => return Err(invalid("'model' must be a non-empty string.", "model")),
+    };
+    match obj.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => {
+            for (i, m) in messages.iter().enumerate() {
+                let ok = m
+                    .as_object()
+                    .and_then(|o| o.get("role"))
+                    .is_some_and(Value::is_string);
+                if !ok {
+                    return Err(invalid(
+                        format!("'messages[{i}]' must be an object with a string 'role'."),
+                        "messages",
+                    ));
+                }
+            }
+        }
+        None | Some(Value::Null) => {
+            return Err(invalid(
+                "Missing required parameter: 'messages'.",
+                "messages",
+            ));
+        }
+        Some(Value::Array(_)) => {
+            return Err(invalid("'messages' must not be empty.", "messages"));
+        }
+        Some(_) => return Err(invalid("'messages' must be an array.", "messages")),
+    }
+    check_type(&obj, "stream", "a boolean", Value::is_boolean)?;
+    for field in ["max_tokens", "max_completion_tokens", "n"] {
+        check_type(&obj, field, "a non-negative integer", Value::is_u64)?;
+    }
+    for field in [
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+    ] {
+        check_type(&obj, field, "a number", Value::is_number)?;
+    }
+    check_type(&obj, "stream_options", "an object", Value::is_object)?;
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let provider = match obj.remove("provider") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if !p.trim().is_empty() => Some(p),
+        Some(_) => {
+            return Err(invalid(
+                "'provider' must be a non-empty string.",
+                "provider",
+            ));
+        }
+    };
+    Ok(ChatRequest {
+        body: Value::Object(obj),
+        model,
+        stream,
+        include_usage,
+        provider,
+    })
+}
+
+fn check_type(
+    obj: &Map<String, Value>,
+    field: &'static str,
+    what: &str,
+    ok: fn(&Value) -> bool,
+) -> Result<(), ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if ok(v) => Ok(()),
+        Some(_) => Err(invalid(format!("'{field}' must be {what}."), field)),
+    }
+}
+
+/// Reads the body, turning the size limit into a 413.
+pub fn body_bytes(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.max_body_bytes)
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body_bytes(&state, body)?;
+    let chat = validate(&bytes)?;
+    // Fail fast on models nobody serves; the dispatcher resolves again.
+    state
+        .registry
+        .resolve(&chat.model, chat.provider.as_deref())
+        .map_err(|e| match e {
+            ResolveError::UnknownProvider(_) => ApiError::NotFound {
+                message: e.to_string(),
+                code: "provider_not_found",
+            },
+            ResolveError::UnknownModel(_) => ApiError::NotFound {
+                message: e.to_string(),
+                code: "model_not_found",
+            },
+        })?;
+
+    let id = request_id.0;
+    let reply_to = state.names.reply_subject(&id.simple().to_string());
+    let mut replies = state
+        .client
+        .subscribe(reply_to.clone())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let now = Utc::now();
+    let deadline =
+        now + chrono::Duration::from_std(state.request_timeout).unwrap_or(chrono::Duration::MAX);
+    let message = DispatchRequest {
+        request_id: id,
+        key_id: key.id,
+        reply_to,
+        accepted_at: now,
+        body: chat.body,
+        model: chat.model,
+        stream: chat.stream,
+        include_usage: chat.include_usage,
+        provider: chat.provider,
+        deadline: Some(deadline),
+    };
+    publish(&state, &message).await?;
+    metrics::counter!("aigw_requests_accepted_total").increment(1);
+
+    let first = next_frame(&mut replies, state.request_timeout).await?;
+    let kind = header_of(&first, wire::FRAME).unwrap_or_default();
+    match kind.as_str() {
+        wire::FRAME_RESPONSE => Ok(full_response(&first)),
+        wire::FRAME_ERROR => Err(relayed_error(&first)),
+        wire::FRAME_START if message.stream => Ok(sse_response(&state, id, &first, replies)),
+        other => Err(ApiError::Internal(format!(
+            "unexpected first frame {other:?}"
+        ))),
+    }
+}
+
+async fn publish(state: &AppState, message: &DispatchRequest) -> Result<(), ApiError> {
+    let payload = serde_json::to_vec(message).map_err(ApiError::internal)?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", message.request_id.to_string().as_str());
+    let ack = state
+        .js
+        .publish_with_headers(state.names.chat_subject(), headers, payload.into())
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("queueing the request: {e}")))?;
+    ack.await
+        .map_err(|e| ApiError::Unavailable(format!("queueing the request: {e}")))?;
+    Ok(())
+}
+
+async fn next_frame(
+    replies: &mut async_nats::Subscriber,
+    wait: Duration,
+) -> Result<async_nats::Message, ApiError> {
+    match tokio::time::timeout(wait, replies.next()).await {
+        Ok(Some(msg)) => Ok(msg),
+        Ok(None) => Err(ApiError::Unavailable("reply subscription closed".into())),
+        Err(_) => Err(ApiError::Timeout),
+    }
+}
+
+fn header_of(msg: &async_nats::Message, name: &str) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+}
+
+fn status_of(msg: &async_nats::Message) -> StatusCode {
+    header_of(msg, wire::STATUS)
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+fn routing_headers(response: &mut Response, msg: &async_nats::Message) {
+    for (frame_header, http_header) in [
+        (wire::PROVIDER, "x-aigw-provider"),
+        (wire::ATTEMPTS, "x-aigw-attempts"),
+    ] {
+        if let Some(v) = header_of(msg, frame_header).and_then(|v| HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(http_header, v);
+        }
+    }
+}
+
+fn full_response(msg: &async_nats::Message) -> Response {
+    let mut response = Response::new(Body::from(msg.payload.clone()));
+    *response.status_mut() = status_of(msg);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    routing_headers(&mut response, msg);
+    response
+}
+
+fn relayed_error(msg: &async_nats::Message) -> ApiError {
+    ApiError::Relayed {
+        status: status_of(msg),
+        body: msg.payload.clone(),
+        retry_after: header_of(msg, wire::RETRY_AFTER),
+    }
+}
+
+/// Tells the dispatchers to stop working on a request whose caller left,
+/// unless the answer finished first.
+struct CancelOnDrop {
+    client: async_nats::Client,
+    subject: String,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let subject = std::mem::take(&mut self.subject);
+        rt.spawn(async move {
+            let _ = client.publish(subject, Bytes::new()).await;
+            let _ = client.flush().await;
+        });
+    }
+}
+
+struct Relay {
+    replies: async_nats::Subscriber,
+    delivery: Option<String>,
+    next_seq: u64,
+    idle: Duration,
+    done: bool,
+    guard: CancelOnDrop,
+}
+
+fn sse_data(payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn sse_error(message: &str, code: &str) -> Bytes {
+    let body = wire::error_body(message, "server_error", Some(code));
+    sse_data(&serde_json::to_vec(&body).unwrap_or_default())
+}
+
+impl Relay {
+    /// The next piece of the SSE body, or `None` once it is finished.
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let msg = match tokio::time::timeout(self.idle, self.replies.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    self.done = true;
+                    return Some(sse_error("the answer stream was lost", "stream_lost"));
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Some(sse_error("the provider stopped answering", "timeout"));
+                }
+            };
+            if header_of(&msg, wire::DELIVERY) != self.delivery {
+                // A redelivery started over elsewhere: the caller already has
+                // part of the first answer, so the stream cannot be resumed.
+                self.done = true;
+                return Some(sse_error(
+                    "the request was interrupted mid-stream",
+                    "stream_interrupted",
+                ));
+            }
+            let seq = header_of(&msg, wire::SEQ).and_then(|s| s.parse::<u64>().ok());
+            if seq != Some(self.next_seq) {
+                self.done = true;
+                return Some(sse_error("parts of the answer were lost", "stream_lost"));
+            }
+            self.next_seq += 1;
+            match header_of(&msg, wire::FRAME).as_deref() {
+                Some(wire::FRAME_CHUNK) => return Some(sse_data(&msg.payload)),
+                Some(wire::FRAME_END) => {
+                    self.done = true;
+                    self.guard.armed = false;
+                    return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+                }
+                Some(wire::FRAME_ERROR) => {
+                    self.done = true;
+                    self.guard.armed = false;
+                    return Some(sse_data(&msg.payload));
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+fn sse_response(
+    state: &AppState,
+    id: Uuid,
+    start: &async_nats::Message,
+    replies: async_nats::Subscriber,
+) -> Response {
+    let start_seq = header_of(start, wire::SEQ)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    let relay = Relay {
+        replies,
+        delivery: header_of(start, wire::DELIVERY),
+        next_seq: start_seq + 1,
+        idle: state.request_timeout,
+        done: false,
+        guard: CancelOnDrop {
+            client: state.client.clone(),
+            subject: state.names.cancel_subject(&id.to_string()),
+            armed: true,
+        },
+    };
+    let body = futures::stream::unfold(relay, |mut relay| async move {
+        relay
+            .next()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), relay))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    routing_headers(&mut response, start);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(r: Result<ChatRequest, ApiError>) -> Option<&'static str> {
+        match r {
+            Err(ApiError::BadRequest { param, .. }) => param.or(Some("-")),
+            Err(_) => Some("other"),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let ok = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":1,"tools":[],"provider":"p"}"#;
+        let parsed = validate(ok).unwrap();
+        assert_eq!(parsed.model, "m");
+        assert_eq!(parsed.provider.as_deref(), Some("p"));
+        assert!(parsed.body.get("provider").is_none());
+        assert_eq!(parsed.body["seed"], 1);
+        assert_eq!(status(validate(b"{nope")), Some("-"));
+        assert_eq!(status(validate(b"[]")), Some("-"));
+        assert_eq!(
+            status(validate(br#"{"messages":[{"role":"user"}]}"#)),
+            Some("model")
+        );
+        assert_eq!(
+            status(validate(br#"{"model":5,"messages":[{"role":"user"}]}"#)),
+            Some("model")
+        );
+        assert_eq!(status(validate(br#"{"model":"m"}"#)), Some("messages"));
+        assert_eq!(
+            status(validate(br#"{"model":"m","messages":"hi"}"#)),
+            Some("messages")
+        );
+        assert_eq!(
+            status(validate(br#"{"model":"m","messages":[]}"#)),
+            Some("messages")
+        );
+        assert_eq!(
+            status(validate(br#"{"model":"m","messages":[1]}"#)),
+            Some("messages")
+        );
+        assert_eq!(
+            status(validate(
+                br#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#
+            )),
+            Some("stream")
+        );
+        assert_eq!(
+            status(validate(
+                br#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#
+            )),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            status(validate(
+                br#"{"model":"m","messages":[{"role":"user"}],"temperature":"hot"}"#
+            )),
+            Some("temperature")
+        );
+        let s = validate(br#"{"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert!(s.stream && s.include_usage);
+    }
+}

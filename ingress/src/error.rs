@@ -1,0 +1,197 @@
+//! Every error the HTTP API returns, as OpenAI's error JSON with its status.
+
+use aigw_events::wire::error_body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<&'static str>,
+        code: Option<&'static str>,
+    },
+    #[error("missing API key")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("revoked API key")]
+    RevokedKey,
+    #[error("admin API disabled")]
+    AdminDisabled,
+    #[error("invalid admin token")]
+    AdminUnauthorized,
+    #[error("{message}")]
+    NotFound { message: String, code: &'static str },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("body over {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// An error answered by a dispatcher, passed on as is.
+    #[error("upstream answered {status}")]
+    Relayed {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<String>,
+    },
+    #[error("no answer in time")]
+    Timeout,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, kind, code, retry_after): (
+            StatusCode,
+            String,
+            &str,
+            Option<&str>,
+            Option<String>,
+        ) = match &self {
+            ApiError::BadRequest {
+                message,
+                param,
+                code,
+            } => {
+                let mut body = error_body(message, "invalid_request_error", *code);
+                body["error"]["param"] = (*param).into();
+                return json(StatusCode::BAD_REQUEST, &body, None);
+            }
+            ApiError::MissingKey => (
+                StatusCode::UNAUTHORIZED,
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.".into(),
+                "invalid_request_error",
+                Some("missing_api_key"),
+                None,
+            ),
+            ApiError::InvalidKey => (
+                StatusCode::UNAUTHORIZED,
+                "Incorrect API key provided.".into(),
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                None,
+            ),
+            ApiError::RevokedKey => (
+                StatusCode::UNAUTHORIZED,
+                "This API key has been revoked.".into(),
+                "invalid_request_error",
+                Some("revoked_api_key"),
+                None,
+            ),
+            ApiError::AdminDisabled => (
+                StatusCode::FORBIDDEN,
+                "The admin API is disabled: set AIGW_ADMIN_TOKEN to enable it.".into(),
+                "permission_error",
+                Some("admin_disabled"),
+                None,
+            ),
+            ApiError::AdminUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "Missing or incorrect admin token.".into(),
+                "invalid_request_error",
+                Some("invalid_admin_token"),
+                None,
+            ),
+            ApiError::NotFound { message, code } => (
+                StatusCode::NOT_FOUND,
+                message.clone(),
+                "invalid_request_error",
+                Some(code),
+                None,
+            ),
+            ApiError::Conflict(message) => (
+                StatusCode::CONFLICT,
+                message.clone(),
+                "invalid_request_error",
+                Some("conflict"),
+                None,
+            ),
+            ApiError::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The request body is larger than the limit of {limit} bytes."),
+                "invalid_request_error",
+                Some("request_too_large"),
+                None,
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed for this path.".into(),
+                "invalid_request_error",
+                Some("method_not_allowed"),
+                None,
+            ),
+            ApiError::Relayed {
+                status,
+                body,
+                retry_after,
+            } => {
+                let mut response = (*status, body.clone()).into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                if let Some(v) = retry_after.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return response;
+            }
+            ApiError::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The request was not answered in time.".into(),
+                "server_error",
+                Some("timeout"),
+                None,
+            ),
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "service unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The service is temporarily unavailable. Please retry.".into(),
+                    "server_error",
+                    Some("service_unavailable"),
+                    Some("1".into()),
+                )
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The server had an error while processing your request.".into(),
+                    "server_error",
+                    None,
+                    None,
+                )
+            }
+        };
+        json(status, &error_body(&message, kind, code), retry_after)
+    }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value, retry_after: Option<String>) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(v) = retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}

@@ -1,0 +1,236 @@
+//! The ingress role: aigw's HTTP API. It authenticates callers, validates
+//! requests, queues them on JetStream for the dispatchers and relays the
+//! answers; it also serves the admin API, stats, health and metrics.
+
+pub mod admin;
+pub mod auth;
+pub mod chat;
+pub mod error;
+pub mod ops;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aigw_events::Names;
+use aigw_runtime::crypto::Sealer;
+use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats, telemetry};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Args)]
+pub struct IngressArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "AIGW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Bearer token for /admin/api; the admin API is disabled when unset.
+    #[arg(long, env = "AIGW_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "AIGW_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long a caller waits for an answer (queueing, provider and stream
+    /// silences included) before getting 504.
+    #[arg(long, env = "AIGW_REQUEST_TIMEOUT", default_value = "330s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("HTTP server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Handles every request handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub names: Names,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub stores: Stores,
+    pub registry: Arc<Registry>,
+    pub sealer: Sealer,
+    pub admin_token: Option<SecretString>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub metrics: PrometheusHandle,
+}
+
+/// The id of one HTTP request, also the id of the chat request it queues.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub Uuid);
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Gives every request a fresh UUID v7, logs it, and returns it as `x-request-id`.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = Uuid::now_v7();
+    request.extensions_mut().insert(RequestId(id));
+    let method = request.method().clone();
+    let span = tracing::info_span!("http", request_id = %id, %method, path = %request.uri().path());
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    response
+}
+
+/// Counts requests by route template (never by raw path: ids would explode
+/// the label set) and status.
+async fn http_metrics(path: MatchedPath, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let path = path.as_str().to_string();
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("aigw_http_requests_total", "path" => path.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("aigw_http_request_duration_seconds", "path" => path)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        message: "Unknown path.".into(),
+        code: "unknown_url",
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::Internal("handler panicked".into()).into_response()
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let keyed = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(ops::models))
+        .route("/stats", get(ops::stats))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    let admin = Router::new()
+        .route(
+            "/admin/api/providers",
+            post(admin::create_provider).get(admin::list_providers),
+        )
+        .route(
+            "/admin/api/providers/{id}",
+            get(admin::get_provider).delete(admin::delete_provider),
+        )
+        .route(
+            "/admin/api/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/admin/api/keys/{id}",
+            get(admin::get_key).delete(admin::revoke_key),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+    let public = Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics));
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            X_REQUEST_ID,
+            HeaderName::from_static("x-aigw-provider"),
+            HeaderName::from_static("x-aigw-attempts"),
+            axum::http::header::RETRY_AFTER,
+        ]);
+    Router::new()
+        .merge(keyed)
+        .merge(admin)
+        .merge(public)
+        .route_layer(middleware::from_fn(http_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn(request_id))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Connects to NATS and PostgreSQL, prepares them, and builds the state.
+pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState, IngressError> {
+    let names = common.names()?;
+    let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
+    let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
+    nats::ensure_streams(&js, &names).await?;
+    let registry = Registry::load(pool.clone()).await?;
+    Ok(AppState {
+        names,
+        client,
+        js,
+        stores: Stores::new(pool),
+        registry,
+        sealer: Sealer::new(common.master_key.as_ref()),
+        admin_token: args.admin_token.clone(),
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: args.request_timeout,
+        metrics: telemetry::metrics(),
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` fires.
+pub async fn run(
+    common: CommonArgs,
+    args: IngressArgs,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
+    let state = prepare(&common, &args).await?;
+    let follower =
+        state
+            .registry
+            .follow(state.client.clone(), &state.names, Duration::from_secs(10));
+    let app = router(state.clone());
+    tracing::info!(addr = %listener.local_addr()?, "ingress listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    follower.abort();
+    let _ = state.client.flush().await;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The plumbing every aigw role shares: configuration, connections to NATS and
+//! PostgreSQL, the schema and streams, the event stores, the registry of keys
+//! and providers, secrets handling and telemetry.
+
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod nats;
+pub mod registry;
+pub mod store;
+pub mod telemetry;
+
+pub use config::CommonArgs;
+pub use registry::{KeyEntry, ProviderEntry, Registry, Target};
+pub use store::Stores;
+
+/// Errors setting up or talking to the shared infrastructure.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

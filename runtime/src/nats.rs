@@ -1,0 +1,84 @@
+//! NATS: connect, check the server, and create the streams aigw needs.
+
+use std::time::Duration;
+
+use aigw_events::Names;
+use async_nats::jetstream::{self, stream};
+
+use crate::{Result, RuntimeError};
+
+/// The oldest NATS server aigw works with (key-value and consumer APIs).
+pub const MIN_SERVER: (u32, u32) = (2, 10);
+
+/// Connects, then refuses servers older than [`MIN_SERVER`] or without JetStream.
+pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetstream::Context)> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(url)
+        .await
+        .map_err(|e| RuntimeError::Nats(format!("cannot connect to {url}: {e}")))?;
+    // retry_on_initial_connect returns before the handshake; wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() > deadline {
+            return Err(RuntimeError::Nats(format!("cannot connect to {url}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let version = client.server_info().version;
+    if !version_at_least(&version, MIN_SERVER) {
+        return Err(RuntimeError::Nats(format!(
+            "NATS server at {url} is {version}; aigw needs {}.{} or newer",
+            MIN_SERVER.0, MIN_SERVER.1
+        )));
+    }
+    let js = jetstream::new(client.clone());
+    js.query_account().await.map_err(|e| {
+        RuntimeError::Nats(format!(
+            "JetStream is not available on {url} (start nats-server with -js): {e}"
+        ))
+    })?;
+    Ok((client, js))
+}
+
+/// Creates (or finds) the request stream. Idempotent across replicas.
+pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: names.requests_stream(),
+        subjects: vec![names.requests_subjects()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        max_age: Duration::from_secs(24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| RuntimeError::Nats(format!("creating stream {}: {e}", names.requests_stream())))
+}
+
+fn version_at_least(version: &str, min: (u32, u32)) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(|c: char| c == '.' || c == '-')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions() {
+        assert!(version_at_least("2.10.0", MIN_SERVER));
+        assert!(version_at_least("2.15.1", MIN_SERVER));
+        assert!(version_at_least("3.0.0-beta", MIN_SERVER));
+        assert!(!version_at_least("2.9.10", MIN_SERVER));
+        assert!(!version_at_least("garbage", MIN_SERVER));
+    }
+}
