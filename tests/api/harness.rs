@@ -1,0 +1,437 @@
+//! `TestEnv`: a private aigw (database, namespace, roles) per test.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aigw_dispatcher::DispatcherArgs;
+use aigw_ingress::IngressArgs;
+use aigw_projector::ProjectorArgs;
+use aigw_runtime::CommonArgs;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const MASTER_KEY: &str = "test-master-key";
+
+/// The nats-server shared by every test of this binary (each test uses its
+/// own namespace). A watchdog shell kills it when the test process exits.
+struct Nats {
+    url: String,
+    _child: Child,
+}
+
+static NATS: OnceLock<Nats> = OnceLock::new();
+
+fn nats_server_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("AIGW_TEST_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    panic!(
+        "no nats-server 2.10+ found: run scripts/test (it installs one into .tools/), \
+         or set AIGW_TEST_NATS_SERVER"
+    );
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nats() -> &'static Nats {
+    NATS.get_or_init(|| {
+        let bin = nats_server_binary();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("aigw-test-nats-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            "'{bin}' -a 127.0.0.1 -p {port} -js -sd '{dir}' >'{dir}/log' 2>&1 & child=$!\n\
+             while kill -0 {parent} 2>/dev/null; do sleep 0.5; done\n\
+             kill $child; sleep 0.5; rm -rf '{dir}'",
+            bin = bin.display(),
+            dir = dir.display(),
+            parent = std::process::id(),
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            url: format!("nats://127.0.0.1:{port}"),
+            _child: child,
+        }
+    })
+}
+
+fn init_process() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if std::env::var("TEST_LOG").is_ok() {
+            aigw_runtime::telemetry::init_tracing("text");
+        }
+    });
+}
+
+/// Which roles a test runs in-process, and their settings.
+#[derive(Clone)]
+pub struct Options {
+    pub dispatcher: bool,
+    pub projector: bool,
+    pub max_body_bytes: usize,
+    pub upstream_timeout: Duration,
+    pub ack_wait: Duration,
+    pub request_timeout: Duration,
+    pub admin_token: Option<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            dispatcher: true,
+            projector: true,
+            max_body_bytes: 256 * 1024,
+            upstream_timeout: Duration::from_secs(5),
+            ack_wait: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            admin_token: Some(ADMIN_TOKEN),
+        }
+    }
+}
+
+pub struct TestEnv {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub common: CommonArgs,
+    pub options: Options,
+    pub pool: PgPool,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    children: Vec<Child>,
+}
+
+impl TestEnv {
+    pub async fn start() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Self {
+        init_process();
+        let nats = nats();
+        let run = std::env::var("AIGW_TEST_RUN").unwrap_or_else(|_| "local".into());
+        let unique = Uuid::now_v7().simple().to_string();
+        let db_name = format!("aigw_t_{run}_{unique}");
+        let common = CommonArgs {
+            nats_url: nats.url.clone(),
+            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            namespace: format!("t{}", &unique[unique.len() - 16..]),
+            db_max_connections: 8,
+            master_key: Some(SecretString::from(MASTER_KEY)),
+        };
+        let pool = aigw_runtime::db::prepare(&common.database_url, 4)
+            .await
+            .unwrap();
+        let mut env = Self {
+            base: String::new(),
+            http: reqwest::Client::new(),
+            common,
+            options: options.clone(),
+            pool,
+            shutdown: CancellationToken::new(),
+            tasks: vec![],
+            children: vec![],
+        };
+        env.base = env.start_ingress().await;
+        if options.dispatcher {
+            env.start_dispatcher();
+        }
+        if options.projector {
+            env.start_projector();
+        }
+        env.wait_ready(&env.base.clone()).await;
+        env
+    }
+
+    pub fn ingress_args(&self) -> IngressArgs {
+        IngressArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_token: self.options.admin_token.map(SecretString::from),
+            max_body_bytes: self.options.max_body_bytes,
+            request_timeout: self.options.request_timeout,
+        }
+    }
+
+    pub fn dispatcher_args(&self) -> DispatcherArgs {
+        DispatcherArgs {
+            concurrency: 64,
+            ack_wait: self.options.ack_wait,
+            max_deliver: 5,
+            upstream_connect_timeout: Duration::from_secs(2),
+            upstream_timeout: self.options.upstream_timeout,
+            upstream_idle_timeout: self.options.upstream_timeout,
+        }
+    }
+
+    /// Starts one more ingress replica; returns its base URL.
+    pub async fn start_ingress(&mut self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (common, args, stop) = (
+            self.common.clone(),
+            self.ingress_args(),
+            self.shutdown.clone(),
+        );
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = aigw_ingress::run(common, args, listener, stop).await {
+                panic!("ingress failed: {e}");
+            }
+        }));
+        self.wait_ready(&base).await;
+        base
+    }
+
+    /// Starts one more dispatcher in this process.
+    pub fn start_dispatcher(&mut self) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        let (common, args, token) = (self.common.clone(), self.dispatcher_args(), stop.clone());
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = aigw_dispatcher::run(common, args, token).await {
+                panic!("dispatcher failed: {e}");
+            }
+        }));
+        stop
+    }
+
+    pub fn start_projector(&mut self) {
+        let (common, stop) = (self.common.clone(), self.shutdown.clone());
+        let args = ProjectorArgs {
+            poll: Duration::from_millis(50),
+            batch: 500,
+        };
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = aigw_projector::run(common, args, stop).await {
+                panic!("projector failed: {e}");
+            }
+        }));
+    }
+
+    /// Starts a dispatcher as a separate `aigw` process (so it can be killed).
+    pub fn spawn_dispatcher_process(&mut self) -> usize {
+        let args = self.dispatcher_args();
+        let child = Command::new(env!("CARGO_BIN_EXE_aigw"))
+            .arg("dispatcher")
+            .env("AIGW_NATS_URL", &self.common.nats_url)
+            .env("AIGW_DATABASE_URL", &self.common.database_url)
+            .env("AIGW_NAMESPACE", &self.common.namespace)
+            .env("AIGW_MASTER_KEY", MASTER_KEY)
+            .env("AIGW_ACK_WAIT", humantime(args.ack_wait))
+            .env("AIGW_UPSTREAM_TIMEOUT", humantime(args.upstream_timeout))
+            .env("AIGW_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// SIGKILLs a dispatcher process started by `spawn_dispatcher_process`.
+    pub fn kill_process(&mut self, index: usize) {
+        let child = &mut self.children[index];
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub async fn wait_ready(&self, base: &str) {
+        let url = format!("{base}/ready");
+        wait_until(Duration::from_secs(20), || async {
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// Configures an OpenAI-compatible provider; returns its id.
+    pub async fn add_provider(&self, name: &str, base_url: &str, models: &[&str]) -> String {
+        let response = self
+            .admin(reqwest::Method::POST, "/admin/api/providers")
+            .json(&json!({
+                "name": name,
+                "base_url": base_url,
+                "api_key": "sk-upstream-secret",
+                "models": models,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Issues an API key; returns (id, secret).
+    pub async fn add_key(&self, name: &str) -> (String, String) {
+        let response = self
+            .admin(reqwest::Method::POST, "/admin/api/keys")
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn chat(&self, key: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stored events of one request, in order: (event_type, payload).
+    pub async fn request_events(&self, request_id: &str) -> Vec<(String, Value)> {
+        sqlx::query_as(
+            "SELECT event_type, payload::jsonb FROM events
+             WHERE aggregate_type = 'request' AND aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the request's outcome is stored, and returns its events.
+    pub async fn wait_recorded(&self, request_id: &str) -> Vec<(String, Value)> {
+        wait_until(Duration::from_secs(15), || async {
+            let events = self.request_events(request_id).await;
+            events
+                .iter()
+                .any(|(t, _)| t == "RequestCompleted" || t == "RequestFailed")
+        })
+        .await;
+        self.request_events(request_id).await
+    }
+
+    pub async fn stats(&self, key: &str) -> Value {
+        self.http
+            .get(self.url("/stats"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A realistic OpenAI chat.completion body.
+pub fn completion(model: &str, content: &str, prompt: u64, completion_tokens: u64) -> Value {
+    json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_764_000_000,
+        "model": model,
+        "system_fingerprint": "fp_test",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens
+        }
+    })
+}
+
+pub fn user(content: &str) -> Value {
+    json!([{ "role": "user", "content": content }])
+}
+
+/// Parses an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").map(str::to_string))
+        })
+        .collect()
+}

@@ -1,0 +1,15 @@
+//! Integration tests: the real roles against real NATS (a current
+//! nats-server started for this test binary) and PostgreSQL, with each test
+//! in its own database and NATS namespace, providers faked with wiremock.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod chat;
+mod errors;
+mod harness;
+mod keys;
+mod resilience;
+mod sdk;
+mod stats;
+mod upstream;

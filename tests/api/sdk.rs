@@ -1,0 +1,74 @@
+//! The official OpenAI Python SDK, unchanged but for base_url and api_key.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use wiremock::matchers::{body_partial_json, method};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::harness::{TestEnv, completion};
+
+#[tokio::test]
+async fn the_openai_python_sdk_works_unchanged() {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/test: it installs the openai SDK into .tools/"
+    );
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    let sse = [
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" there"},"finish_reason":"stop"}]}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}}"#,
+    ]
+    .iter()
+    .map(|d| format!("data: {d}\n\n"))
+    .collect::<String>()
+        + "data: [DONE]\n\n";
+    Mock::given(method("POST"))
+        .and(body_partial_json(serde_json::json!({"stream": true})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(sse),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-4o-mini",
+            "Hello from the SDK",
+            9,
+            4,
+        )))
+        .mount(&mock)
+        .await;
+    env.add_provider("mock", &format!("{}/v1", mock.uri()), &["gpt-4o-mini"])
+        .await;
+    let (_, key) = env.add_key("sdk").await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("OPENAI_BASE_URL", format!("{}/v1", env.base))
+            .env("OPENAI_API_KEY", key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("completion: Hello from the SDK"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stream: Hi there"), "{stdout}");
+    assert!(stdout.contains("stream usage: 10"), "{stdout}");
+    assert!(stdout.contains("bad key: 401"), "{stdout}");
+}
