@@ -39,8 +39,12 @@ CREATE TABLE IF NOT EXISTS api_keys
     id         uuid PRIMARY KEY,
     name       text        NOT NULL,
     key_hash   text        NOT NULL UNIQUE,
+    -- A rotated-out secret that still works until its grace period ends.
+    previous_hash text,
     prefix     text        NOT NULL,
     status     text        NOT NULL,
+    -- The whole folded state (settings, limits, scopes, top-ups).
+    state      jsonb       NOT NULL,
     created_at timestamptz NOT NULL,
     revoked_at timestamptz,
     version    bigint      NOT NULL
@@ -78,5 +82,9 @@ CREATE TABLE IF NOT EXISTS usage_daily
     completion_tokens   bigint NOT NULL DEFAULT 0,
     estimated_requests  bigint NOT NULL DEFAULT 0,
     latency_ms_total    bigint NOT NULL DEFAULT 0,
+    -- Cost in micro-dollars of the priced requests.
+    cost_micros         bigint NOT NULL DEFAULT 0,
+    -- Requests of a model with no price: served, never billed as $0 silently.
+    unpriced_requests   bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, day, model)
 );

@@ -3,7 +3,6 @@
 //! request's events exactly once.
 
 pub mod adapter;
-pub mod estimate;
 pub mod openai;
 pub mod process;
 pub mod reply;
@@ -13,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aigw_runtime::crypto::Sealer;
+use aigw_runtime::limits::Limiter;
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use clap::Args;
@@ -86,6 +86,7 @@ pub struct Shared {
     pub client: async_nats::Client,
     pub stores: Stores,
     pub registry: Arc<Registry>,
+    pub limiter: Limiter,
     pub sealer: Sealer,
     pub http: reqwest::Client,
     pub inflight: Inflight,
@@ -116,7 +117,9 @@ pub async fn run(
     let (client, js) = nats::connect(&common.nats_url, "aigw-dispatcher").await?;
     let stream = nats::ensure_streams(&js, &names).await?;
     let registry = Registry::load(pool.clone()).await?;
-    let follower = registry.follow(client.clone(), &names, Duration::from_secs(10));
+    let follower = registry
+        .follow(client.clone(), &names, Duration::from_secs(10))
+        .await?;
 
     let consumer_name = names.dispatcher_consumer();
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
@@ -135,10 +138,12 @@ pub async fn run(
         .await
         .map_err(|e| DispatcherError::Nats(format!("consumer {consumer_name}: {e}")))?;
 
+    let limiter = Limiter::open(&js, &names).await?;
     let shared = Arc::new(Shared {
         client: client.clone(),
         stores: Stores::new(pool),
         registry,
+        limiter,
         sealer: Sealer::new(common.master_key.as_ref()),
         http: http_client(&args)?,
         inflight: Inflight::default(),

@@ -19,10 +19,11 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::Shared;
 use crate::adapter::{self, Answer, StreamItem};
 use crate::openai::{self, UpstreamError, broken};
 use crate::reply::Replier;
-use crate::{Shared, estimate};
+use aigw_runtime::estimate;
 
 /// Processes one delivery of a request message, start to ack.
 pub async fn handle(shared: Arc<Shared>, msg: Message) {
@@ -40,6 +41,10 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         match shared.stores.request_recorded(&id.to_string()).await {
             Ok(true) => {
                 tracing::info!(request_id = %id, "redelivered request already recorded; acking");
+                // The earlier delivery may have died before settling its budget.
+                if let Some((usage, cost)) = recorded_usage(&shared, &id.to_string()).await {
+                    settle(&shared, &request, usage, cost, false).await;
+                }
                 let _ = msg.ack().await;
                 return;
             }
@@ -91,12 +96,116 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         run(&shared, &request, &replier, &cancel).await
     };
 
+    let outcome = priced(&shared, &attempts, outcome);
+    let (usage, cost) = match &outcome {
+        Outcome::Completed {
+            usage, cost_micros, ..
+        }
+        | Outcome::Failed {
+            usage, cost_micros, ..
+        } => (*usage, *cost_micros),
+    };
+    let recorded = record(&shared, &request, attempts, outcome).await;
     progress.abort();
     shared.inflight.remove(&id);
-    record(&shared, &request, attempts, outcome).await;
+    if !recorded {
+        // Not stored: leave it to a redelivery rather than lose it.
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+            .await;
+        return;
+    }
+    settle(&shared, &request, usage, cost, true).await;
     if let Err(e) = msg.ack().await {
         // The request is recorded; a redelivery will find it and only ack.
         tracing::warn!(request_id = %id, error = %e, "ack failed");
+    }
+}
+
+/// Sets the outcome's cost from the price in force for the model that
+/// served it (or failed last). `None` flags a model without a price.
+fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome) -> Outcome {
+    let (usage, cost) = match &mut outcome {
+        Outcome::Completed {
+            usage, cost_micros, ..
+        }
+        | Outcome::Failed {
+            usage, cost_micros, ..
+        } => (*usage, cost_micros),
+    };
+    *cost = if usage.total() == 0 {
+        Some(0)
+    } else {
+        attempts.last().and_then(|a| {
+            shared
+                .registry
+                .provider(&a.provider_id.to_string())
+                .and_then(|p| {
+                    p.spec
+                        .price(&a.model)
+                        .map(|price| price.cost_micros(&usage))
+                })
+        })
+    };
+    outcome
+}
+
+/// Usage and cost of an already recorded request, from its stored outcome.
+async fn recorded_usage(shared: &Shared, id: &str) -> Option<(Usage, Option<i64>)> {
+    let events = shared.stores.request_events(id).await.ok()?;
+    events.into_iter().rev().find_map(|event| match event {
+        aigw_events::RequestEvent::RequestCompleted {
+            usage, cost_micros, ..
+        }
+        | aigw_events::RequestEvent::RequestFailed {
+            usage, cost_micros, ..
+        } => Some((usage, cost_micros)),
+        _ => None,
+    })
+}
+
+/// Settles the request's budget hold to its actual cost (idempotent) and
+/// corrects the key's token bucket from the estimate to the actual usage.
+async fn settle(
+    shared: &Shared,
+    request: &DispatchRequest,
+    usage: Usage,
+    cost: Option<i64>,
+    correct_rate: bool,
+) {
+    let now_ms = Utc::now().timestamp_millis();
+    if let Some(r) = &request.reservation {
+        let mut delay = Duration::from_millis(20);
+        for _ in 0..6 {
+            match shared
+                .limiter
+                .settle(
+                    request.key_id,
+                    &r.period,
+                    request.request_id,
+                    cost.unwrap_or(0),
+                    usage.total() as i64,
+                    now_ms,
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(request_id = %request.request_id, error = %e, "settling the budget failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+    if correct_rate
+        && let Some(estimate) = request.rate_tokens
+        && let Err(e) = shared
+            .limiter
+            .correct_tokens(request.key_id, estimate, usage.total())
+            .await
+    {
+        tracing::warn!(request_id = %request.request_id, error = %e, "correcting the token rate failed");
     }
 }
 
@@ -183,6 +292,7 @@ async fn run(
                     model: target.model.clone(),
                     usage,
                     usage_estimated: estimated,
+                    cost_micros: None,
                     latency_ms: started.elapsed().as_millis() as u64,
                     at: Utc::now(),
                 };
@@ -524,6 +634,7 @@ fn failed(error: &UpstreamError, usage: Usage, estimated: bool, latency_ms: u64)
         message: error.message.clone(),
         usage,
         usage_estimated: estimated,
+        cost_micros: None,
         latency_ms,
         at: Utc::now(),
     }
@@ -561,7 +672,7 @@ async fn record(
     request: &DispatchRequest,
     attempts: Vec<Attempt>,
     outcome: Outcome,
-) {
+) -> bool {
     let id = request.request_id.to_string();
     let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
     let command = RequestCommand::RecordRequest {
@@ -582,11 +693,11 @@ async fn record(
         {
             Ok(()) => {
                 metrics::counter!("aigw_requests_recorded_total").increment(1);
-                return;
+                return true;
             }
             Err(AggregateError::UserError(_)) | Err(AggregateError::AggregateConflict) => {
                 tracing::info!(request_id = %id, "request was already recorded");
-                return;
+                return true;
             }
             Err(e) => {
                 tracing::warn!(request_id = %id, error = %e, "recording failed; retrying");
@@ -596,6 +707,7 @@ async fn record(
         }
     }
     tracing::error!(request_id = %id, "could not record the request; it stays unacked for redelivery");
+    false
 }
 
 #[cfg(test)]
@@ -615,6 +727,8 @@ mod tests {
             include_usage: false,
             provider: None,
             deadline: None,
+            reservation: None,
+            rate_tokens: None,
             body,
         }
     }

@@ -1,21 +1,119 @@
-//! The API key aggregate: issued once, revoked at most once.
+//! The API key aggregate: issued, reconfigured, topped up, rotated, revoked.
 //!
 //! Only the SHA-256 hash of a key's secret is ever stored; the secret itself
-//! is shown to the admin once, in the response that issues it.
+//! is shown to the admin once, in the response that issues (or rotates) it.
+//! Every change carries the admin identity that made it.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
+
+/// The period a budget renews over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriod {
+    Daily,
+    Monthly,
+    /// Never renews (a lifetime budget).
+    #[default]
+    Total,
+}
+
+impl BudgetPeriod {
+    /// The id of the period `at` falls in: `2026-11-26`, `2026-11` or `total`.
+    pub fn period_id(self, at: DateTime<Utc>) -> String {
+        match self {
+            BudgetPeriod::Daily => at.format("%Y-%m-%d").to_string(),
+            BudgetPeriod::Monthly => format!("{:04}-{:02}", at.year(), at.month()),
+            BudgetPeriod::Total => "total".to_string(),
+        }
+    }
+}
+
+/// Limits and budgets of a key; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLimits {
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Spend budget per period, in micro-dollars.
+    #[serde(default)]
+    pub budget_micros: Option<i64>,
+    /// Token budget per period.
+    #[serde(default)]
+    pub budget_tokens: Option<i64>,
+    #[serde(default)]
+    pub budget_period: BudgetPeriod,
+}
+
+/// What a key may use; an empty list allows everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyScopes {
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+    #[serde(default)]
+    pub allowed_providers: Vec<String>,
+}
+
+impl KeyScopes {
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == model)
+    }
+
+    /// `provider` may be matched by id or by name.
+    pub fn allows_provider(&self, id: &str, name: &str) -> bool {
+        self.allowed_providers.is_empty()
+            || self.allowed_providers.iter().any(|p| p == id || p == name)
+    }
+}
+
+/// Everything an admin can set on a key besides its secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySettings {
+    pub name: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub limits: KeyLimits,
+    #[serde(default)]
+    pub scopes: KeyScopes,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyCommand {
     /// Issue a new key. `key_hash` is the hex SHA-256 of the secret.
     IssueKey {
-        name: String,
+        settings: KeySettings,
         key_hash: String,
         /// The first characters of the secret, to help people tell keys apart.
         prefix: String,
+        actor: String,
+        at: DateTime<Utc>,
+    },
+    /// Replace the key's settings (limits, scopes, name, owner, expiry).
+    UpdateKey {
+        settings: KeySettings,
+        actor: String,
+        at: DateTime<Utc>,
+    },
+    /// Add to the budget of the current period.
+    TopUpKey {
+        amount_micros: i64,
+        tokens: i64,
+        actor: String,
+        at: DateTime<Utc>,
+    },
+    /// New secret, same key; the old secret keeps working until `grace_until`.
+    RotateKey {
+        key_hash: String,
+        prefix: String,
+        grace_until: Option<DateTime<Utc>>,
         actor: String,
         at: DateTime<Utc>,
     },
@@ -31,6 +129,30 @@ pub enum KeyEvent {
         prefix: String,
         actor: String,
         at: DateTime<Utc>,
+        /// Absent in events written before limits existed.
+        #[serde(default)]
+        settings: Option<KeySettings>,
+    },
+    KeyUpdated {
+        settings: KeySettings,
+        actor: String,
+        at: DateTime<Utc>,
+    },
+    KeyToppedUp {
+        /// The budget period the top-up applies to (see [`BudgetPeriod::period_id`]).
+        period: String,
+        amount_micros: i64,
+        tokens: i64,
+        actor: String,
+        at: DateTime<Utc>,
+    },
+    KeyRotated {
+        key_hash: String,
+        prefix: String,
+        previous_hash: String,
+        grace_until: Option<DateTime<Utc>>,
+        actor: String,
+        at: DateTime<Utc>,
     },
     KeyRevoked {
         actor: String,
@@ -42,6 +164,9 @@ impl DomainEvent for KeyEvent {
     fn event_type(&self) -> String {
         match self {
             KeyEvent::KeyIssued { .. } => "KeyIssued",
+            KeyEvent::KeyUpdated { .. } => "KeyUpdated",
+            KeyEvent::KeyToppedUp { .. } => "KeyToppedUp",
+            KeyEvent::KeyRotated { .. } => "KeyRotated",
             KeyEvent::KeyRevoked { .. } => "KeyRevoked",
         }
         .to_string()
@@ -58,6 +183,10 @@ pub enum KeyError {
     AlreadyIssued,
     #[error("no such key")]
     NotFound,
+    #[error("the key is revoked")]
+    Revoked,
+    #[error("a top-up must add a positive amount")]
+    EmptyTopUp,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,15 +208,45 @@ impl KeyStatus {
     }
 }
 
+/// A previous secret that still works until its grace period ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub key_hash: String,
+    pub until: DateTime<Utc>,
+}
+
 /// Current state of one key, folded from its events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyAggregate {
     pub status: KeyStatus,
-    pub name: String,
+    pub settings: KeySettings,
     pub key_hash: String,
     pub prefix: String,
+    #[serde(default)]
+    pub previous: Option<PreviousSecret>,
     pub created_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Top-ups by budget period id, in micro-dollars and tokens.
+    #[serde(default)]
+    pub topups: BTreeMap<String, (i64, i64)>,
+}
+
+impl KeyAggregate {
+    /// The spend and token budgets of the period `at` falls in, top-ups included.
+    pub fn budgets_at(&self, at: DateTime<Utc>) -> (String, Option<i64>, Option<i64>) {
+        let limits = &self.settings.limits;
+        let period = limits.budget_period.period_id(at);
+        let (extra_micros, extra_tokens) = self.topups.get(&period).copied().unwrap_or((0, 0));
+        (
+            period,
+            limits.budget_micros.map(|b| b + extra_micros),
+            limits.budget_tokens.map(|b| b + extra_tokens),
+        )
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.settings.expires_at.is_some_and(|e| e <= now)
+    }
 }
 
 impl Aggregate for KeyAggregate {
@@ -103,33 +262,84 @@ impl Aggregate for KeyAggregate {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        match command {
-            KeyCommand::IssueKey {
-                name,
+        if let KeyCommand::IssueKey {
+            settings,
+            key_hash,
+            prefix,
+            actor,
+            at,
+        } = command
+        {
+            if self.status != KeyStatus::Unissued {
+                return Err(KeyError::AlreadyIssued);
+            }
+            let event = KeyEvent::KeyIssued {
+                name: settings.name.clone(),
                 key_hash,
                 prefix,
                 actor,
                 at,
-            } => {
-                if self.status != KeyStatus::Unissued {
-                    return Err(KeyError::AlreadyIssued);
+                settings: Some(settings),
+            };
+            sink.write(event, self).await;
+            return Ok(());
+        }
+        match self.status {
+            KeyStatus::Unissued => return Err(KeyError::NotFound),
+            KeyStatus::Revoked => {
+                // Revoking twice changes nothing and records nothing.
+                if matches!(command, KeyCommand::RevokeKey { .. }) {
+                    return Ok(());
                 }
-                let event = KeyEvent::KeyIssued {
-                    name,
-                    key_hash,
-                    prefix,
+                return Err(KeyError::Revoked);
+            }
+            KeyStatus::Active => {}
+        }
+        let event = match command {
+            KeyCommand::IssueKey { .. } => return Err(KeyError::AlreadyIssued),
+            KeyCommand::UpdateKey {
+                settings,
+                actor,
+                at,
+            } => KeyEvent::KeyUpdated {
+                settings,
+                actor,
+                at,
+            },
+            KeyCommand::TopUpKey {
+                amount_micros,
+                tokens,
+                actor,
+                at,
+            } => {
+                if amount_micros < 0 || tokens < 0 || amount_micros + tokens == 0 {
+                    return Err(KeyError::EmptyTopUp);
+                }
+                KeyEvent::KeyToppedUp {
+                    period: self.settings.limits.budget_period.period_id(at),
+                    amount_micros,
+                    tokens,
                     actor,
                     at,
-                };
-                sink.write(event, self).await;
+                }
             }
-            KeyCommand::RevokeKey { actor, at } => match self.status {
-                KeyStatus::Unissued => return Err(KeyError::NotFound),
-                // Revoking twice changes nothing and records nothing.
-                KeyStatus::Revoked => {}
-                KeyStatus::Active => sink.write(KeyEvent::KeyRevoked { actor, at }, self).await,
+            KeyCommand::RotateKey {
+                key_hash,
+                prefix,
+                grace_until,
+                actor,
+                at,
+            } => KeyEvent::KeyRotated {
+                key_hash,
+                prefix,
+                previous_hash: self.key_hash.clone(),
+                grace_until,
+                actor,
+                at,
             },
-        }
+            KeyCommand::RevokeKey { actor, at } => KeyEvent::KeyRevoked { actor, at },
+        };
+        sink.write(event, self).await;
         Ok(())
     }
 
@@ -140,13 +350,42 @@ impl Aggregate for KeyAggregate {
                 key_hash,
                 prefix,
                 at,
+                settings,
                 ..
             } => {
                 self.status = KeyStatus::Active;
-                self.name = name;
+                self.settings = settings.unwrap_or(KeySettings {
+                    name,
+                    ..KeySettings::default()
+                });
                 self.key_hash = key_hash;
                 self.prefix = prefix;
                 self.created_at = Some(at);
+            }
+            KeyEvent::KeyUpdated { settings, .. } => self.settings = settings,
+            KeyEvent::KeyToppedUp {
+                period,
+                amount_micros,
+                tokens,
+                ..
+            } => {
+                let entry = self.topups.entry(period).or_insert((0, 0));
+                entry.0 += amount_micros;
+                entry.1 += tokens;
+            }
+            KeyEvent::KeyRotated {
+                key_hash,
+                prefix,
+                previous_hash,
+                grace_until,
+                ..
+            } => {
+                self.previous = grace_until.map(|until| PreviousSecret {
+                    key_hash: previous_hash,
+                    until,
+                });
+                self.key_hash = key_hash;
+                self.prefix = prefix;
             }
             KeyEvent::KeyRevoked { at, .. } => {
                 self.status = KeyStatus::Revoked;
@@ -167,11 +406,27 @@ mod tests {
             .to_utc()
     }
 
-    fn issued() -> KeyEvent {
+    fn issued(period: BudgetPeriod) -> KeyEvent {
         KeyEvent::KeyIssued {
             name: "ci".into(),
             key_hash: "ab".into(),
             prefix: "aig_x".into(),
+            actor: "admin".into(),
+            at: at(),
+            settings: Some(KeySettings {
+                name: "ci".into(),
+                limits: KeyLimits {
+                    budget_micros: Some(50_000),
+                    budget_period: period,
+                    ..KeyLimits::default()
+                },
+                ..KeySettings::default()
+            }),
+        }
+    }
+
+    fn revoke() -> KeyCommand {
+        KeyCommand::RevokeKey {
             actor: "admin".into(),
             at: at(),
         }
@@ -180,11 +435,8 @@ mod tests {
     #[test]
     fn issue_then_revoke() {
         TestFramework::<KeyAggregate>::with(())
-            .given(vec![issued()])
-            .when(KeyCommand::RevokeKey {
-                actor: "admin".into(),
-                at: at(),
-            })
+            .given(vec![issued(BudgetPeriod::Total)])
+            .when(revoke())
             .then_expect_events(vec![KeyEvent::KeyRevoked {
                 actor: "admin".into(),
                 at: at(),
@@ -192,30 +444,80 @@ mod tests {
     }
 
     #[test]
-    fn revoking_twice_records_nothing() {
+    fn revoking_twice_records_nothing_and_revoked_keys_are_frozen() {
+        let revoked = KeyEvent::KeyRevoked {
+            actor: "admin".into(),
+            at: at(),
+        };
         TestFramework::<KeyAggregate>::with(())
-            .given(vec![
-                issued(),
-                KeyEvent::KeyRevoked {
-                    actor: "admin".into(),
-                    at: at(),
-                },
-            ])
-            .when(KeyCommand::RevokeKey {
-                actor: "admin".into(),
+            .given(vec![issued(BudgetPeriod::Total), revoked.clone()])
+            .when(revoke())
+            .then_expect_events(vec![]);
+        TestFramework::<KeyAggregate>::with(())
+            .given(vec![issued(BudgetPeriod::Total), revoked])
+            .when(KeyCommand::TopUpKey {
+                amount_micros: 1,
+                tokens: 0,
+                actor: "a".into(),
                 at: at(),
             })
-            .then_expect_events(vec![]);
+            .then_expect_error(KeyError::Revoked);
     }
 
     #[test]
     fn revoking_an_unknown_key_fails() {
         TestFramework::<KeyAggregate>::with(())
             .given_no_previous_events()
-            .when(KeyCommand::RevokeKey {
-                actor: "admin".into(),
+            .when(revoke())
+            .then_expect_error(KeyError::NotFound);
+    }
+
+    #[test]
+    fn top_ups_count_for_their_period_only() {
+        let mut key = KeyAggregate::default();
+        key.apply(issued(BudgetPeriod::Daily));
+        key.apply(KeyEvent::KeyToppedUp {
+            period: "2026-11-26".into(),
+            amount_micros: 10_000,
+            tokens: 0,
+            actor: "a".into(),
+            at: at(),
+        });
+        let (period, usd, tokens) = key.budgets_at(at());
+        assert_eq!(
+            (period.as_str(), usd, tokens),
+            ("2026-11-26", Some(60_000), None)
+        );
+        let next_day = at() + chrono::Duration::days(1);
+        assert_eq!(key.budgets_at(next_day).1, Some(50_000));
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_the_grace_period() {
+        let mut key = KeyAggregate::default();
+        key.apply(issued(BudgetPeriod::Total));
+        let events = TestFramework::<KeyAggregate>::with(())
+            .given(vec![issued(BudgetPeriod::Total)])
+            .when(KeyCommand::RotateKey {
+                key_hash: "cd".into(),
+                prefix: "aig_y".into(),
+                grace_until: Some(at()),
+                actor: "a".into(),
                 at: at(),
             })
-            .then_expect_error(KeyError::NotFound);
+            .inspect_result()
+            .unwrap();
+        for e in events {
+            key.apply(e);
+        }
+        assert_eq!(key.key_hash, "cd");
+        assert_eq!(key.previous.as_ref().unwrap().key_hash, "ab");
+    }
+
+    #[test]
+    fn periods() {
+        assert_eq!(BudgetPeriod::Daily.period_id(at()), "2026-11-26");
+        assert_eq!(BudgetPeriod::Monthly.period_id(at()), "2026-11");
+        assert_eq!(BudgetPeriod::Total.period_id(at()), "total");
     }
 }

@@ -81,6 +81,8 @@ pub enum Outcome {
         /// True when the provider never reported usage (a cut stream, a caller
         /// that left) and the counts are aigw's estimate.
         usage_estimated: bool,
+        /// Cost with the price in force; `None` when the model has no price.
+        cost_micros: Option<i64>,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -92,6 +94,7 @@ pub enum Outcome {
         /// Tokens the provider may still bill for (a stream broken mid-way).
         usage: Usage,
         usage_estimated: bool,
+        cost_micros: Option<i64>,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -126,6 +129,10 @@ pub enum RequestEvent {
         model: String,
         usage: Usage,
         usage_estimated: bool,
+        /// Cost with the price in force; `None` when the model has no price
+        /// (and in events written before prices existed).
+        #[serde(default)]
+        cost_micros: Option<i64>,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -139,6 +146,8 @@ pub enum RequestEvent {
         usage: Usage,
         #[serde(default)]
         usage_estimated: bool,
+        #[serde(default)]
+        cost_micros: Option<i64>,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -215,6 +224,7 @@ impl Aggregate for RequestAggregate {
                 model,
                 usage,
                 usage_estimated,
+                cost_micros,
                 latency_ms,
                 at,
             } => RequestEvent::RequestCompleted {
@@ -224,6 +234,7 @@ impl Aggregate for RequestAggregate {
                 model,
                 usage,
                 usage_estimated,
+                cost_micros,
                 latency_ms,
                 at,
             },
@@ -233,6 +244,7 @@ impl Aggregate for RequestAggregate {
                 message,
                 usage,
                 usage_estimated,
+                cost_micros,
                 latency_ms,
                 at,
             } => RequestEvent::RequestFailed {
@@ -243,6 +255,7 @@ impl Aggregate for RequestAggregate {
                 message,
                 usage,
                 usage_estimated,
+                cost_micros,
                 latency_ms,
                 at,
             },
@@ -286,6 +299,7 @@ mod tests {
                     completion_tokens: 4,
                 },
                 usage_estimated: false,
+                cost_micros: Some(9),
                 latency_ms: 5,
                 at,
             },

@@ -28,6 +28,22 @@ pub struct DispatchRequest {
     /// the request records it as expired instead of calling a provider.
     #[serde(default)]
     pub deadline: Option<DateTime<Utc>>,
+    /// The budget hold taken at admission, settled by the dispatcher.
+    #[serde(default)]
+    pub reservation: Option<Reservation>,
+    /// Tokens taken from the key's TPM bucket at admission (corrected to the
+    /// actual usage afterwards).
+    #[serde(default)]
+    pub rate_tokens: Option<u64>,
+}
+
+/// A budget hold: where it is and how much it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Budget period id (see `BudgetPeriod::period_id`).
+    pub period: String,
+    pub micros: i64,
+    pub tokens: i64,
 }
 
 /// Header naming a frame's kind: one of the `FRAME_*` values.

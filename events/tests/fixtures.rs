@@ -16,7 +16,7 @@ fn version_1_0_events_still_deserialize() {
         serde_json::from_value::<ProviderEvent>(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
     }
     let requests = read("request");
-    assert_eq!(requests.len(), 5);
+    assert_eq!(requests.len(), 6);
     for v in requests {
         serde_json::from_value::<RequestEvent>(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
     }

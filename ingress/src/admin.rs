@@ -2,12 +2,13 @@
 //! an event; the registry row is refreshed from the events and the change is
 //! announced to every replica before the call returns.
 
-use aigw_events::provider::{ProviderKind, ProviderSpec};
-use aigw_events::{KeyCommand, KeyError, META_ACTOR, ProviderCommand, ProviderError};
-use aigw_runtime::crypto::{display_prefix, generate_api_key, hash_api_key};
-use aigw_runtime::registry::{self, KIND_KEYS, KIND_PROVIDERS};
+use std::collections::BTreeMap;
+
+use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
+use aigw_events::{KeyError, META_ACTOR, ProviderCommand, ProviderError};
+use aigw_runtime::ProviderEntry;
+use aigw_runtime::registry::{self, KIND_PROVIDERS};
 use aigw_runtime::store::metadata;
-use aigw_runtime::{KeyEntry, ProviderEntry};
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -15,9 +16,8 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
 use cqrs_es::AggregateError;
-use secrecy::ExposeSecret;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Domain errors that mean "no such thing" (404) rather than a conflict.
-trait NotFound: std::error::Error {
+pub trait NotFound: std::error::Error {
     fn is_not_found(&self) -> bool;
 }
 
@@ -52,7 +52,7 @@ impl NotFound for ProviderError {
     }
 }
 
-fn command_error<E: NotFound>(e: AggregateError<E>, what: &str) -> ApiError {
+pub fn command_error<E: NotFound>(e: AggregateError<E>, what: &str) -> ApiError {
     match e {
         AggregateError::UserError(inner) if inner.is_not_found() => ApiError::NotFound {
             message: format!("No such {what}."),
@@ -66,7 +66,7 @@ fn command_error<E: NotFound>(e: AggregateError<E>, what: &str) -> ApiError {
     }
 }
 
-fn parse_id(id: &str, what: &str) -> Result<Uuid, ApiError> {
+pub fn parse_id(id: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::NotFound {
         message: format!("No such {what}."),
         code: "not_found",
@@ -84,6 +84,60 @@ pub struct NewProvider {
     pub api_key: Option<String>,
     #[serde(default)]
     pub models: Vec<String>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceInput>,
+}
+
+/// A model's prices as admins write them, in USD per million tokens.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceInput {
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+    #[serde(default)]
+    pub cached_input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub reasoning_usd_per_mtok: Option<f64>,
+}
+
+fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String, Price>, ApiError> {
+    let amount = |model: &str, v: f64| {
+        usd_to_micros(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "'prices.{model}' must hold non-negative USD amounts per million tokens."
+            ))
+        })
+    };
+    input
+        .iter()
+        .map(|(model, p)| {
+            Ok((
+                model.clone(),
+                Price {
+                    input_micros_per_mtok: amount(model, p.input_usd_per_mtok)?,
+                    output_micros_per_mtok: amount(model, p.output_usd_per_mtok)?,
+                    cached_input_micros_per_mtok: p
+                        .cached_input_usd_per_mtok
+                        .map(|v| amount(model, v))
+                        .transpose()?,
+                    reasoning_micros_per_mtok: p
+                        .reasoning_usd_per_mtok
+                        .map(|v| amount(model, v))
+                        .transpose()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+fn price_view(p: &Price) -> Value {
+    let usd = |m: i64| m as f64 / 1_000_000.0;
+    json!({
+        "input_usd_per_mtok": usd(p.input_micros_per_mtok),
+        "output_usd_per_mtok": usd(p.output_micros_per_mtok),
+        "cached_input_usd_per_mtok": p.cached_input_micros_per_mtok.map(usd),
+        "reasoning_usd_per_mtok": p.reasoning_micros_per_mtok.map(usd),
+    })
 }
 
 fn provider_view(p: &ProviderEntry) -> Value {
@@ -95,6 +149,7 @@ fn provider_view(p: &ProviderEntry) -> Value {
         "base_url": p.spec.base_url,
         "models": p.spec.models,
         "has_credential": p.spec.sealed_credential.is_some(),
+        "prices": p.spec.prices.iter().map(|(m, pr)| (m.clone(), price_view(pr))).collect::<BTreeMap<_, _>>(),
         "created_at": p.created_at,
         "updated_at": p.updated_at,
     })
@@ -157,6 +212,7 @@ pub async fn create_provider(
         base_url: new.base_url.trim_end_matches('/').to_string(),
         models,
         sealed_credential,
+        prices: parse_prices(&new.prices)?,
     };
     let id = Uuid::now_v7();
     state
@@ -195,6 +251,103 @@ async fn sync_provider(state: &AppState, id: Uuid) -> Result<ProviderEntry, ApiE
             message: "No such provider.".into(),
             code: "not_found",
         })
+}
+
+/// Fields of a provider an admin can change; absent ones stay as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Replaces the prices of the models it names (a price change takes
+    /// effect from now on; past requests keep the price they ran with).
+    #[serde(default)]
+    pub prices: Option<BTreeMap<String, PriceInput>>,
+}
+
+pub async fn update_provider(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "provider")?;
+    let patch: ProviderPatch = parse_json(&body_bytes(&state, body)?)?;
+    let current = state
+        .registry
+        .provider(&id.to_string())
+        .ok_or_else(|| ApiError::NotFound {
+            message: "No such provider.".into(),
+            code: "not_found",
+        })?;
+    let mut spec = current.spec.clone();
+    if let Some(name) = patch.name {
+        let name = name.trim().to_string();
+        if name.is_empty() || name.len() > 64 || name.contains('/') {
+            return Err(ApiError::bad_request(
+                "'name' must be 1-64 characters without '/'.",
+            ));
+        }
+        if state.registry.provider(&name).is_some_and(|p| p.id != id) {
+            return Err(ApiError::Conflict(format!(
+                "A provider named {name:?} already exists."
+            )));
+        }
+        spec.name = name;
+    }
+    if let Some(url) = patch.base_url {
+        validate_base_url(&url)?;
+        spec.base_url = url.trim_end_matches('/').to_string();
+    }
+    if let Some(key) = patch.api_key {
+        spec.sealed_credential = match key.trim() {
+            "" => None,
+            key => Some(
+                state
+                    .sealer
+                    .seal(key)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+        };
+    }
+    if let Some(models) = patch.models {
+        let models: Vec<String> = models
+            .iter()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if models.is_empty() {
+            return Err(ApiError::bad_request(
+                "'models' must list at least one model id.",
+            ));
+        }
+        spec.models = models;
+    }
+    if let Some(prices) = patch.prices {
+        spec.prices.extend(parse_prices(&prices)?);
+    }
+    state
+        .stores
+        .providers
+        .execute_with_metadata(
+            &id.to_string(),
+            ProviderCommand::UpdateProvider {
+                spec,
+                actor: actor.clone(),
+                at: Utc::now(),
+            },
+            metadata(&[(META_ACTOR, &actor)]),
+        )
+        .await
+        .map_err(|e| command_error(e, "provider"))?;
+    let entry = sync_provider(&state, id).await?;
+    Ok(Json(provider_view(&entry)))
 }
 
 pub async fn list_providers(State(state): State<AppState>) -> Json<Value> {
@@ -253,122 +406,4 @@ pub async fn delete_provider(
     Ok(Json(
         json!({ "id": id, "object": "provider", "deleted": true }),
     ))
-}
-
-// ---- keys ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    pub name: String,
-}
-
-fn key_view(k: &KeyEntry) -> Value {
-    json!({
-        "id": k.id,
-        "object": "api_key",
-        "name": k.name,
-        "prefix": k.prefix,
-        "status": k.status.as_str(),
-        "created_at": k.created_at,
-        "revoked_at": k.revoked_at,
-    })
-}
-
-pub async fn create_key(
-    State(state): State<AppState>,
-    Admin(actor): Admin,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let new: NewKey = parse_json(&body_bytes(&state, body)?)?;
-    let name = new.name.trim().to_string();
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad_request("'name' must be 1-128 characters."));
-    }
-    let secret = generate_api_key();
-    let id = Uuid::now_v7();
-    state
-        .stores
-        .keys
-        .execute_with_metadata(
-            &id.to_string(),
-            KeyCommand::IssueKey {
-                name,
-                key_hash: hash_api_key(secret.expose_secret()),
-                prefix: display_prefix(secret.expose_secret()),
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
-        .await
-        .map_err(|e| command_error(e, "key"))?;
-    let entry = sync_key(&state, id).await?;
-    let mut view = key_view(&entry);
-    // The only time the secret is ever shown.
-    view["key"] = Value::String(secret.expose_secret().to_string());
-    Ok((StatusCode::CREATED, Json(view)))
-}
-
-async fn sync_key(state: &AppState, id: Uuid) -> Result<KeyEntry, ApiError> {
-    registry::refresh_key(&state.stores.pool, id)
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .registry
-        .reload_key(id)
-        .await
-        .map_err(ApiError::internal)?;
-    registry::announce(&state.client, &state.names, KIND_KEYS, id).await;
-    state
-        .registry
-        .key(id)
-        .map(|k| (*k).clone())
-        .ok_or_else(|| ApiError::NotFound {
-            message: "No such key.".into(),
-            code: "not_found",
-        })
-}
-
-pub async fn list_keys(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state.registry.keys().iter().map(|k| key_view(k)).collect();
-    Json(json!({ "object": "list", "data": data }))
-}
-
-pub async fn get_key(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(&id, "key")?;
-    state
-        .registry
-        .key(id)
-        .map(|k| Json(key_view(&k)))
-        .ok_or_else(|| ApiError::NotFound {
-            message: "No such key.".into(),
-            code: "not_found",
-        })
-}
-
-pub async fn revoke_key(
-    State(state): State<AppState>,
-    Admin(actor): Admin,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(&id, "key")?;
-    state
-        .stores
-        .keys
-        .execute_with_metadata(
-            &id.to_string(),
-            KeyCommand::RevokeKey {
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
-        .await
-        .map_err(|e| command_error(e, "key"))?;
-    let entry = sync_key(&state, id).await?;
-    Ok(Json(key_view(&entry)))
 }

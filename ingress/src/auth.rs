@@ -29,10 +29,10 @@ pub struct Admin(pub String);
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?.trim();
-        let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .unwrap_or(v);
+        let token = match v.get(..6) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("bearer") => &v[6..],
+            _ => v,
+        };
         return Some(token.trim()).filter(|t| !t.is_empty());
     }
     headers
@@ -49,14 +49,23 @@ pub async fn require_key(
     next: Next,
 ) -> Result<Response, ApiError> {
     let key = presented_key(request.headers()).ok_or(ApiError::MissingKey)?;
-    let entry = state
-        .registry
-        .key_by_hash(&hash_api_key(key))
-        .ok_or(ApiError::InvalidKey)?;
-    match entry.status {
+    let now = chrono::Utc::now();
+    let hash = hash_api_key(key);
+    let entry = match state.registry.key_by_hash(&hash, now) {
+        Some(entry) => entry,
+        None => state
+            .registry
+            .find_missing_key(&hash, now)
+            .await
+            .ok_or(ApiError::InvalidKey)?,
+    };
+    match entry.status() {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(ApiError::RevokedKey),
         KeyStatus::Unissued => return Err(ApiError::InvalidKey),
+    }
+    if entry.state.is_expired(now) {
+        return Err(ApiError::ExpiredKey);
     }
     request.extensions_mut().insert(Caller(entry));
     Ok(next.run(request).await)
@@ -120,7 +129,11 @@ mod tests {
         assert_eq!(presented_key(&h), Some("aig_a"));
         h.insert("authorization", "Bearer aig_b".parse().unwrap());
         assert_eq!(presented_key(&h), Some("aig_b"));
+        h.insert("authorization", "bearer   aig_c ".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("aig_c"));
         h.insert("authorization", "Bearer ".parse().unwrap());
+        assert_eq!(presented_key(&h), None);
+        h.insert("authorization", "Bearer".parse().unwrap());
         assert_eq!(presented_key(&h), None);
     }
 }

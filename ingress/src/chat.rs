@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::{AppState, RequestId};
+use crate::{AppState, RequestId, admission};
 
 /// A chat request that passed validation.
 #[derive(Debug, PartialEq)]
@@ -159,7 +159,7 @@ pub async fn chat_completions(
     let bytes = body_bytes(&state, body)?;
     let chat = validate(&bytes)?;
     // Fail fast on models nobody serves; the dispatcher resolves again.
-    state
+    let targets = state
         .registry
         .resolve(&chat.model, chat.provider.as_deref())
         .map_err(|e| match e {
@@ -174,6 +174,7 @@ pub async fn chat_completions(
         })?;
 
     let id = request_id.0;
+    let admitted = admission::admit(&state, &key, &chat.model, &chat.body, &targets, id).await?;
     let reply_to = state.names.reply_subject(&id.simple().to_string());
     let mut replies = state
         .client
@@ -194,20 +195,33 @@ pub async fn chat_completions(
         include_usage: chat.include_usage,
         provider: chat.provider,
         deadline: Some(deadline),
+        reservation: admitted.reservation.clone(),
+        rate_tokens: admitted.rate_tokens,
     };
-    publish(&state, &message).await?;
+    if let Err(e) = publish(&state, &message).await {
+        if let Some(r) = &message.reservation {
+            let _ = state.limiter.release(key.id, &r.period, id).await;
+        }
+        return Err(e);
+    }
     metrics::counter!("aigw_requests_accepted_total").increment(1);
 
-    let first = next_frame(&mut replies, state.request_timeout).await?;
-    let kind = header_of(&first, wire::FRAME).unwrap_or_default();
-    match kind.as_str() {
-        wire::FRAME_RESPONSE => Ok(full_response(&first)),
-        wire::FRAME_ERROR => Err(relayed_error(&first)),
-        wire::FRAME_START if message.stream => Ok(sse_response(&state, id, &first, replies)),
-        other => Err(ApiError::Internal(format!(
-            "unexpected first frame {other:?}"
-        ))),
+    let answer = async {
+        let first = next_frame(&mut replies, state.request_timeout).await?;
+        let kind = header_of(&first, wire::FRAME).unwrap_or_default();
+        match kind.as_str() {
+            wire::FRAME_RESPONSE => Ok(full_response(&first)),
+            wire::FRAME_ERROR => Err(relayed_error(&first)),
+            wire::FRAME_START if message.stream => Ok(sse_response(&state, id, &first, replies)),
+            other => Err(ApiError::Internal(format!(
+                "unexpected first frame {other:?}"
+            ))),
+        }
     }
+    .await;
+    let mut response = answer.unwrap_or_else(IntoResponse::into_response);
+    admitted.headers.apply(response.headers_mut());
+    Ok(response)
 }
 
 async fn publish(state: &AppState, message: &DispatchRequest) -> Result<(), ApiError> {

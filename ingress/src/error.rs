@@ -19,6 +19,20 @@ pub enum ApiError {
     InvalidKey,
     #[error("revoked API key")]
     RevokedKey,
+    #[error("expired API key")]
+    ExpiredKey,
+    #[error("{message}")]
+    Forbidden { message: String, code: &'static str },
+    #[error("rate limited")]
+    RateLimited {
+        retry_after: u64,
+        headers: crate::admission::RateHeaders,
+    },
+    #[error("{message}")]
+    InsufficientQuota {
+        message: String,
+        headers: crate::admission::RateHeaders,
+    },
     #[error("admin API disabled")]
     AdminDisabled,
     #[error("invalid admin token")]
@@ -99,6 +113,40 @@ impl IntoResponse for ApiError {
                 Some("revoked_api_key"),
                 None,
             ),
+            ApiError::ExpiredKey => (
+                StatusCode::UNAUTHORIZED,
+                "This API key has expired.".into(),
+                "invalid_request_error",
+                Some("expired_api_key"),
+                None,
+            ),
+            ApiError::Forbidden { message, code } => (
+                StatusCode::FORBIDDEN,
+                message.clone(),
+                "permission_error",
+                Some(code),
+                None,
+            ),
+            ApiError::RateLimited {
+                retry_after,
+                headers,
+            } => {
+                let body = error_body(
+                    "Rate limit reached for this key. Retry after the time in the Retry-After header.",
+                    "requests",
+                    Some("rate_limit_exceeded"),
+                );
+                let mut response =
+                    json(StatusCode::TOO_MANY_REQUESTS, &body, Some(retry_after.to_string()));
+                headers.apply(response.headers_mut());
+                return response;
+            }
+            ApiError::InsufficientQuota { message, headers } => {
+                let body = error_body(message, "insufficient_quota", Some("insufficient_quota"));
+                let mut response = json(StatusCode::TOO_MANY_REQUESTS, &body, None);
+                headers.apply(response.headers_mut());
+                return response;
+            }
             ApiError::AdminDisabled => (
                 StatusCode::FORBIDDEN,
                 "The admin API is disabled: set AIGW_ADMIN_TOKEN to enable it.".into(),

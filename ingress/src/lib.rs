@@ -3,9 +3,11 @@
 //! answers; it also serves the admin API, stats, health and metrics.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod chat;
 pub mod error;
+pub mod keys;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use aigw_events::Names;
 use aigw_runtime::crypto::Sealer;
+use aigw_runtime::limits::Limiter;
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats, telemetry};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -69,6 +72,7 @@ pub struct AppState {
     pub js: async_nats::jetstream::Context,
     pub stores: Stores,
     pub registry: Arc<Registry>,
+    pub limiter: Limiter,
     pub sealer: Sealer,
     pub admin_token: Option<SecretString>,
     pub max_body_bytes: usize,
@@ -138,6 +142,7 @@ pub fn router(state: AppState) -> Router {
     let keyed = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(ops::models))
+        .route("/v1/key", get(keys::own_key))
         .route("/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -150,16 +155,25 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/admin/api/providers/{id}",
-            get(admin::get_provider).delete(admin::delete_provider),
+            get(admin::get_provider)
+                .patch(admin::update_provider)
+                .delete(admin::delete_provider),
         )
+        .route("/admin/api/unpriced", get(ops::unpriced))
         .route(
             "/admin/api/keys",
-            post(admin::create_key).get(admin::list_keys),
+            post(keys::create_key).get(keys::list_keys),
         )
         .route(
             "/admin/api/keys/{id}",
-            get(admin::get_key).delete(admin::revoke_key),
+            get(keys::get_key)
+                .patch(keys::update_key)
+                .delete(keys::revoke_key),
         )
+        .route("/admin/api/keys/{id}/topup", post(keys::top_up))
+        .route("/admin/api/keys/{id}/rotate", post(keys::rotate))
+        .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key))
+        .route("/admin/api/keys/{id}/events", get(keys::key_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -199,12 +213,14 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
     nats::ensure_streams(&js, &names).await?;
     let registry = Registry::load(pool.clone()).await?;
+    let limiter = Limiter::open(&js, &names).await?;
     Ok(AppState {
         names,
         client,
         js,
         stores: Stores::new(pool),
         registry,
+        limiter,
         sealer: Sealer::new(common.master_key.as_ref()),
         admin_token: args.admin_token.clone(),
         max_body_bytes: args.max_body_bytes,
@@ -221,10 +237,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
     let state = prepare(&common, &args).await?;
-    let follower =
-        state
-            .registry
-            .follow(state.client.clone(), &state.names, Duration::from_secs(10));
+    let follower = state
+        .registry
+        .follow(state.client.clone(), &state.names, Duration::from_secs(10))
+        .await?;
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "ingress listening");
     axum::serve(listener, app)

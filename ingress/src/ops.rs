@@ -70,7 +70,7 @@ pub struct StatsQuery {
     pub to: Option<NaiveDate>,
 }
 
-type UsageRow = (NaiveDate, String, i64, i64, i64, i64, i64, i64);
+type UsageRow = (NaiveDate, String, i64, i64, i64, i64, i64, i64, i64, i64);
 
 /// `GET /stats`: the caller's usage by day and model, from the projector's view.
 pub async fn stats(
@@ -81,7 +81,7 @@ pub async fn stats(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let rows: Vec<UsageRow> = sqlx::query_as(
         "SELECT day, model, requests, errors, prompt_tokens, completion_tokens,
-                estimated_requests, latency_ms_total
+                estimated_requests, latency_ms_total, cost_micros, unpriced_requests
          FROM usage_daily
          WHERE key_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
          ORDER BY day, model",
@@ -92,15 +92,27 @@ pub async fn stats(
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
-    let mut totals = [0i64; 4];
+    let mut totals = [0i64; 5];
     let data: Vec<Value> = rows
         .into_iter()
         .map(
-            |(day, model, requests, errors, prompt, completion, estimated, latency)| {
+            |(
+                day,
+                model,
+                requests,
+                errors,
+                prompt,
+                completion,
+                estimated,
+                latency,
+                cost,
+                unpriced,
+            )| {
                 totals[0] += requests;
                 totals[1] += errors;
                 totals[2] += prompt;
                 totals[3] += completion;
+                totals[4] += cost;
                 json!({
                     "day": day,
                     "model": model,
@@ -110,6 +122,9 @@ pub async fn stats(
                     "completion_tokens": completion,
                     "total_tokens": prompt + completion,
                     "estimated_requests": estimated,
+                "cost_usd": cost as f64 / 1_000_000.0,
+                "cost_micros": cost,
+                "unpriced_requests": unpriced,
                     "avg_latency_ms": if requests > 0 { latency / requests } else { 0 },
                 })
             },
@@ -124,7 +139,32 @@ pub async fn stats(
             "prompt_tokens": totals[2],
             "completion_tokens": totals[3],
             "total_tokens": totals[2] + totals[3],
+            "cost_usd": totals[4] as f64 / 1_000_000.0,
+            "cost_micros": totals[4],
         },
         "data": data,
     })))
+}
+
+type UnpricedRow = (String, i64, i64, i64, Option<NaiveDate>);
+
+/// `GET /admin/api/unpriced`: models served without a price (their usage is
+/// recorded and flagged, never billed as $0 silently), so an admin can price them.
+pub async fn unpriced(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows: Vec<UnpricedRow> = sqlx::query_as(
+        "SELECT model, sum(unpriced_requests)::int8, sum(prompt_tokens)::int8,
+                sum(completion_tokens)::int8, max(day)
+         FROM usage_daily WHERE unpriced_requests > 0 GROUP BY model ORDER BY model",
+    )
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(model, requests, prompt, completion, last)| {
+            json!({"model": model, "unpriced_requests": requests, "prompt_tokens": prompt,
+                   "completion_tokens": completion, "last_day": last})
+        })
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
 }

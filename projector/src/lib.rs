@@ -79,6 +79,8 @@ pub struct UsageDelta {
     pub completion_tokens: i64,
     pub estimated_requests: i64,
     pub latency_ms: i64,
+    pub cost_micros: i64,
+    pub unpriced_requests: i64,
 }
 
 /// Row key of the usage view.
@@ -115,25 +117,45 @@ impl BatchEffect {
     }
 
     fn apply_request(&mut self, event: RequestEvent) {
-        let (key_id, model, at, usage, estimated, failed, latency) = match event {
+        let (key_id, model, at, usage, estimated, failed, latency, cost) = match event {
             RequestEvent::RequestCompleted {
                 key_id,
                 model,
                 usage,
                 usage_estimated,
+                cost_micros,
                 latency_ms,
                 at,
                 ..
-            } => (key_id, model, at, usage, usage_estimated, false, latency_ms),
+            } => (
+                key_id,
+                model,
+                at,
+                usage,
+                usage_estimated,
+                false,
+                latency_ms,
+                cost_micros,
+            ),
             RequestEvent::RequestFailed {
                 key_id,
                 model,
                 usage,
                 usage_estimated,
+                cost_micros,
                 latency_ms,
                 at,
                 ..
-            } => (key_id, model, at, usage, usage_estimated, true, latency_ms),
+            } => (
+                key_id,
+                model,
+                at,
+                usage,
+                usage_estimated,
+                true,
+                latency_ms,
+                cost_micros,
+            ),
             RequestEvent::RequestAccepted { .. } | RequestEvent::AttemptRecorded(_) => return,
         };
         let Usage {
@@ -150,6 +172,11 @@ impl BatchEffect {
         delta.completion_tokens += completion_tokens as i64;
         delta.estimated_requests += i64::from(estimated);
         delta.latency_ms += latency as i64;
+        match cost {
+            Some(c) => delta.cost_micros += c,
+            None if prompt_tokens + completion_tokens > 0 => delta.unpriced_requests += 1,
+            None => {}
+        }
     }
 }
 
@@ -221,7 +248,7 @@ async fn write_usage(
     let mut keys = Vec::new();
     let mut days = Vec::new();
     let mut models = Vec::new();
-    let mut cols: [Vec<i64>; 6] = Default::default();
+    let mut cols: [Vec<i64>; 8] = Default::default();
     for ((key, day, model), d) in usage {
         keys.push(*key);
         days.push(*day);
@@ -233,23 +260,37 @@ async fn write_usage(
             d.completion_tokens,
             d.estimated_requests,
             d.latency_ms,
+            d.cost_micros,
+            d.unpriced_requests,
         ]) {
             col.push(v);
         }
     }
-    let [requests, errors, prompt, completion, estimated, latency] = cols;
+    let [
+        requests,
+        errors,
+        prompt,
+        completion,
+        estimated,
+        latency,
+        cost,
+        unpriced,
+    ] = cols;
     sqlx::query(
         "INSERT INTO usage_daily AS u (key_id, day, model, requests, errors, prompt_tokens,
-                completion_tokens, estimated_requests, latency_ms_total)
+                completion_tokens, estimated_requests, latency_ms_total, cost_micros,
+                unpriced_requests)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
-                $6::int8[], $7::int8[], $8::int8[], $9::int8[])
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
          ON CONFLICT (key_id, day, model) DO UPDATE SET
            requests = u.requests + EXCLUDED.requests,
            errors = u.errors + EXCLUDED.errors,
            prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
            completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
            estimated_requests = u.estimated_requests + EXCLUDED.estimated_requests,
-           latency_ms_total = u.latency_ms_total + EXCLUDED.latency_ms_total",
+           latency_ms_total = u.latency_ms_total + EXCLUDED.latency_ms_total,
+           cost_micros = u.cost_micros + EXCLUDED.cost_micros,
+           unpriced_requests = u.unpriced_requests + EXCLUDED.unpriced_requests",
     )
     .bind(keys)
     .bind(days)
@@ -260,6 +301,8 @@ async fn write_usage(
     .bind(completion)
     .bind(estimated)
     .bind(latency)
+    .bind(cost)
+    .bind(unpriced)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -286,6 +329,7 @@ mod tests {
             model: "m".into(),
             usage,
             usage_estimated: false,
+            cost_micros: Some(100),
             latency_ms: 7,
             at,
         };
@@ -297,6 +341,7 @@ mod tests {
             message: "x".into(),
             usage,
             usage_estimated: true,
+            cost_micros: None,
             latency_ms: 3,
             at,
         };
@@ -321,6 +366,8 @@ mod tests {
                 completion_tokens: 15,
                 estimated_requests: 1,
                 latency_ms: 17,
+                cost_micros: 200,
+                unpriced_requests: 1,
             }
         );
         assert!(effect.keys.contains(&key));

@@ -5,6 +5,8 @@
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod estimate;
+pub mod limits;
 pub mod nats;
 pub mod registry;
 pub mod store;

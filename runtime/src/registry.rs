@@ -22,15 +22,28 @@ use crate::{Result, RuntimeError, store};
 pub const KIND_KEYS: &str = "keys";
 pub const KIND_PROVIDERS: &str = "providers";
 
-/// What authentication needs to know about a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A key and its whole current state (settings, limits, scopes, top-ups).
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyEntry {
     pub id: Uuid,
-    pub name: String,
-    pub prefix: String,
-    pub status: KeyStatus,
-    pub created_at: DateTime<Utc>,
-    pub revoked_at: Option<DateTime<Utc>>,
+    pub state: KeyAggregate,
+}
+
+impl KeyEntry {
+    pub fn status(&self) -> KeyStatus {
+        self.state.status
+    }
+
+    /// Whether `hash` is this key's current secret, or its previous one
+    /// still within its grace period.
+    pub fn accepts(&self, hash: &str, now: DateTime<Utc>) -> bool {
+        self.state.key_hash == hash
+            || self
+                .state
+                .previous
+                .as_ref()
+                .is_some_and(|p| p.key_hash == hash && p.until > now)
+    }
 }
 
 /// A configured, live provider.
@@ -60,28 +73,42 @@ pub enum ResolveError {
 
 #[derive(Default)]
 struct State {
-    keys_by_hash: HashMap<String, Arc<KeyEntry>>,
-    hash_by_key: HashMap<Uuid, String>,
+    keys: HashMap<Uuid, Arc<KeyEntry>>,
+    /// Current and grace-period secrets' hashes.
+    by_hash: HashMap<String, Uuid>,
     providers: HashMap<Uuid, Arc<ProviderEntry>>,
+}
+
+impl State {
+    fn put_key(&mut self, entry: KeyEntry) {
+        self.remove_key(entry.id);
+        self.by_hash.insert(entry.state.key_hash.clone(), entry.id);
+        if let Some(previous) = &entry.state.previous {
+            self.by_hash.insert(previous.key_hash.clone(), entry.id);
+        }
+        self.keys.insert(entry.id, Arc::new(entry));
+    }
+
+    fn remove_key(&mut self, id: Uuid) {
+        if let Some(old) = self.keys.remove(&id) {
+            self.by_hash.remove(&old.state.key_hash);
+            if let Some(previous) = &old.state.previous {
+                self.by_hash.remove(&previous.key_hash);
+            }
+        }
+    }
 }
 
 pub struct Registry {
     pool: PgPool,
     state: RwLock<State>,
+    miss_lookups: tokio::sync::Semaphore,
 }
 
-type KeyRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
+type KeyRow = (Uuid, serde_json::Value);
 type ProviderRow = (Uuid, serde_json::Value, DateTime<Utc>, DateTime<Utc>);
 
-const KEY_COLUMNS: &str = "id, name, key_hash, prefix, status, created_at, revoked_at";
+const KEY_COLUMNS: &str = "id, state";
 const PROVIDER_COLUMNS: &str = "id, spec, created_at, updated_at";
 
 impl Registry {
@@ -90,6 +117,7 @@ impl Registry {
         let registry = Arc::new(Self {
             pool,
             state: RwLock::new(State::default()),
+            miss_lookups: tokio::sync::Semaphore::new(4),
         });
         registry.reload_all().await?;
         Ok(registry)
@@ -106,9 +134,7 @@ impl Registry {
         .await?;
         let mut fresh = State::default();
         for row in keys {
-            let (hash, entry) = key_entry(row);
-            fresh.hash_by_key.insert(entry.id, hash.clone());
-            fresh.keys_by_hash.insert(hash, Arc::new(entry));
+            fresh.put_key(key_entry(row)?);
         }
         for row in providers {
             let entry = provider_entry(row)?;
@@ -124,14 +150,11 @@ impl Registry {
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
+        let entry = row.map(key_entry).transpose()?;
         let mut state = self.write();
-        if let Some(old) = state.hash_by_key.remove(&id) {
-            state.keys_by_hash.remove(&old);
-        }
-        if let Some(row) = row {
-            let (hash, entry) = key_entry(row);
-            state.hash_by_key.insert(id, hash.clone());
-            state.keys_by_hash.insert(hash, Arc::new(entry));
+        match entry {
+            Some(entry) => state.put_key(entry),
+            None => state.remove_key(id),
         }
         Ok(())
     }
@@ -152,21 +175,47 @@ impl Registry {
         Ok(())
     }
 
-    /// The key whose secret hashes to `hash`, whatever its status.
-    pub fn key_by_hash(&self, hash: &str) -> Option<Arc<KeyEntry>> {
-        self.read().keys_by_hash.get(hash).cloned()
+    /// Looks a secret's hash up in the database when the in-memory registry
+    /// does not know it: a key created a moment ago on another replica may
+    /// not have been announced here yet. Only unknown keys get here, and at
+    /// most a few lookups run at once, so a flood of bad keys cannot load
+    /// the database.
+    pub async fn find_missing_key(&self, hash: &str, now: DateTime<Utc>) -> Option<Arc<KeyEntry>> {
+        let _permit = tokio::time::timeout(Duration::from_millis(500), self.miss_lookups.acquire())
+            .await
+            .ok()?
+            .ok()?;
+        // Another lookup may have loaded it while we waited.
+        if let Some(found) = self.key_by_hash(hash, now) {
+            return Some(found);
+        }
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM api_keys WHERE key_hash = $1 OR previous_hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten();
+        self.reload_key(id?).await.ok()?;
+        self.key_by_hash(hash, now)
+    }
+
+    /// The key whose secret (current, or previous within its grace period)
+    /// hashes to `hash`, whatever its status.
+    pub fn key_by_hash(&self, hash: &str, now: DateTime<Utc>) -> Option<Arc<KeyEntry>> {
+        let state = self.read();
+        let id = state.by_hash.get(hash)?;
+        state.keys.get(id).filter(|k| k.accepts(hash, now)).cloned()
     }
 
     pub fn keys(&self) -> Vec<Arc<KeyEntry>> {
-        let mut keys: Vec<_> = self.read().keys_by_hash.values().cloned().collect();
-        keys.sort_by_key(|k| (k.created_at, k.id));
+        let mut keys: Vec<_> = self.read().keys.values().cloned().collect();
+        keys.sort_by_key(|k| (k.state.created_at, k.id));
         keys
     }
 
     pub fn key(&self, id: Uuid) -> Option<Arc<KeyEntry>> {
-        let state = self.read();
-        let hash = state.hash_by_key.get(&id)?;
-        state.keys_by_hash.get(hash).cloned()
+        self.read().keys.get(&id).cloned()
     }
 
     /// Live providers, oldest first.
@@ -232,23 +281,27 @@ impl Registry {
     }
 
     /// Keeps this registry current: reloads a row when a change is announced,
-    /// and everything every `full_every`.
-    pub fn follow(
+    /// and everything every `full_every`. The subscription is in place (and
+    /// the registry reloaded once more) before this returns, so no change
+    /// made after it returns can be missed.
+    pub async fn follow(
         self: &Arc<Self>,
         client: async_nats::Client,
         names: &Names,
         full_every: Duration,
-    ) -> tokio::task::JoinHandle<()> {
-        let registry = self.clone();
+    ) -> Result<tokio::task::JoinHandle<()>> {
         let subject = names.registry_wildcard();
-        tokio::spawn(async move {
-            let mut changes = match client.subscribe(subject.clone()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, %subject, "cannot follow registry changes");
-                    return;
-                }
-            };
+        let mut changes = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| RuntimeError::Nats(format!("subscribing to {subject}: {e}")))?;
+        client
+            .flush()
+            .await
+            .map_err(|e| RuntimeError::Nats(format!("subscribing to {subject}: {e}")))?;
+        self.reload_all().await?;
+        let registry = self.clone();
+        Ok(tokio::spawn(async move {
             let mut tick = tokio::time::interval(full_every);
             tick.tick().await;
             loop {
@@ -263,7 +316,7 @@ impl Registry {
                     tracing::warn!(error = %e, "registry reload failed");
                 }
             }
-        })
+        }))
     }
 
     async fn apply_notice(&self, subject: &str, payload: &[u8]) -> Result<()> {
@@ -290,24 +343,11 @@ impl Registry {
     }
 }
 
-fn key_entry(row: KeyRow) -> (String, KeyEntry) {
-    let (id, name, hash, prefix, status, created_at, revoked_at) = row;
-    let status = match status.as_str() {
-        "active" => KeyStatus::Active,
-        "revoked" => KeyStatus::Revoked,
-        _ => KeyStatus::Unissued,
-    };
-    (
-        hash,
-        KeyEntry {
-            id,
-            name,
-            prefix,
-            status,
-            created_at,
-            revoked_at,
-        },
-    )
+fn key_entry(row: KeyRow) -> Result<KeyEntry> {
+    let (id, state) = row;
+    let state = serde_json::from_value(state)
+        .map_err(|e| RuntimeError::Corrupt(format!("key {id}: {e}")))?;
+    Ok(KeyEntry { id, state })
 }
 
 fn provider_entry(row: ProviderRow) -> Result<ProviderEntry> {
@@ -330,18 +370,24 @@ pub async fn refresh_key(pool: &PgPool, id: Uuid) -> Result<()> {
     let Some(created_at) = key.created_at else {
         return Ok(());
     };
+    let state = serde_json::to_value(&key).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO api_keys (id, name, key_hash, prefix, status, created_at, revoked_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
+        "INSERT INTO api_keys (id, name, key_hash, previous_hash, prefix, status, state,
+                               created_at, revoked_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, key_hash = EXCLUDED.key_hash,
+           previous_hash = EXCLUDED.previous_hash, prefix = EXCLUDED.prefix,
+           status = EXCLUDED.status, state = EXCLUDED.state,
            revoked_at = EXCLUDED.revoked_at, version = EXCLUDED.version
          WHERE api_keys.version < EXCLUDED.version",
     )
     .bind(id)
-    .bind(&key.name)
+    .bind(&key.settings.name)
     .bind(&key.key_hash)
+    .bind(key.previous.as_ref().map(|p| p.key_hash.clone()))
     .bind(&key.prefix)
     .bind(key.status.as_str())
+    .bind(state)
     .bind(created_at)
     .bind(key.revoked_at)
     .bind(version)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aigw_events::{KeyAggregate, ProviderAggregate, RequestAggregate};
+use aigw_events::{KeyAggregate, ProviderAggregate, RequestAggregate, RequestEvent};
 use cqrs_es::{Aggregate, AggregateError};
 use postgres_es::{PostgresCqrs, postgres_cqrs};
 use sqlx::PgPool;
@@ -39,6 +39,26 @@ impl Stores {
         .fetch_one(&self.pool)
         .await?;
         Ok(found)
+    }
+}
+
+impl Stores {
+    /// A request's stored events, in order.
+    pub async fn request_events(&self, request_id: &str) -> Result<Vec<RequestEvent>> {
+        let rows: Vec<(serde_json::Value,)> = sqlx::query_as(
+            "SELECT payload::jsonb FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(RequestAggregate::TYPE)
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(p,)| {
+                serde_json::from_value(p)
+                    .map_err(|e| RuntimeError::Corrupt(format!("request {request_id}: {e}")))
+            })
+            .collect()
     }
 }
 

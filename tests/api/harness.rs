@@ -340,7 +340,7 @@ impl TestEnv {
 
     /// Waits until the request's outcome is stored, and returns its events.
     pub async fn wait_recorded(&self, request_id: &str) -> Vec<(String, Value)> {
-        wait_until(Duration::from_secs(15), || async {
+        wait_until(Duration::from_secs(30), || async {
             let events = self.request_events(request_id).await;
             events
                 .iter()

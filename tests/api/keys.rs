@@ -31,7 +31,13 @@ async fn revoked_keys_fail_on_every_replica_within_a_second() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200, "key must work on {base} before revocation");
+        let status = r.status();
+        assert_eq!(
+            status,
+            200,
+            "key must work on {base} before revocation: {}",
+            r.text().await.unwrap()
+        );
     }
 
     let r = env

@@ -72,7 +72,7 @@ async fn a_dispatcher_killed_mid_request_loses_nothing_and_bills_once() {
         .filter(|(t, _)| t == "RequestCompleted" || t == "RequestFailed")
         .count();
     assert_eq!(outcomes, 1);
-    wait_until(Duration::from_secs(10), || async {
+    wait_until(Duration::from_secs(30), || async {
         env.stats(&key).await["totals"]["requests"] == 1
     })
     .await;
@@ -119,7 +119,7 @@ async fn requests_wait_for_a_dispatcher_and_several_dispatchers_share_the_work()
     for call in calls {
         assert_eq!(call.await.unwrap(), 200);
     }
-    wait_until(Duration::from_secs(10), || async {
+    wait_until(Duration::from_secs(30), || async {
         env.stats(&key).await["totals"]["requests"] == 20
     })
     .await;

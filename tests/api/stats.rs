@@ -38,7 +38,7 @@ async fn stats_show_a_keys_requests_tokens_and_errors_by_model_and_day() {
         .await;
     assert_eq!(r.status(), 200);
 
-    wait_until(Duration::from_secs(10), || async {
+    wait_until(Duration::from_secs(30), || async {
         env.stats(&key).await["totals"]["requests"] == 3
     })
     .await;
@@ -51,7 +51,10 @@ async fn stats_show_a_keys_requests_tokens_and_errors_by_model_and_day() {
         stats["data"][0]["day"],
         chrono::Utc::now().date_naive().to_string()
     );
-    assert_eq!(env.stats(&other).await["totals"]["requests"], 1);
+    wait_until(Duration::from_secs(30), || async {
+        env.stats(&other).await["totals"]["requests"] == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -80,7 +83,7 @@ async fn a_projector_started_late_catches_up() {
     env.start_projector();
     // Two projectors at once must not double count.
     env.start_projector();
-    wait_until(Duration::from_secs(10), || async {
+    wait_until(Duration::from_secs(30), || async {
         env.stats(&key).await["totals"]["requests"] == 5
     })
     .await;

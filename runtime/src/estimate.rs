@@ -20,8 +20,32 @@ pub fn text_tokens(text: &str) -> u64 {
     ascii.div_ceil(4) + wide
 }
 
+/// An upper bound on a text's tokens, for budget reservations: half a token
+/// a UTF-8 byte is above what common tokenizers produce for any script.
+pub fn text_tokens_upper(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(2)
+}
+
 /// Estimated prompt tokens of a chat completion body.
 pub fn prompt_tokens(body: &Value) -> u64 {
+    prompt_with(body, text_tokens)
+}
+
+/// An upper bound on the prompt tokens of a chat completion body.
+pub fn prompt_tokens_upper(body: &Value) -> u64 {
+    prompt_with(body, text_tokens_upper)
+}
+
+/// Output tokens a request may produce: its `max_completion_tokens` or
+/// `max_tokens`, else `default_cap`.
+pub fn max_output_tokens(body: &Value, default_cap: u64) -> u64 {
+    body.get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(default_cap)
+}
+
+fn prompt_with(body: &Value, count: fn(&str) -> u64) -> u64 {
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return 0;
     };
@@ -29,11 +53,11 @@ pub fn prompt_tokens(body: &Value) -> u64 {
         .iter()
         .map(|m| {
             let content = match m.get("content") {
-                Some(Value::String(s)) => text_tokens(s),
+                Some(Value::String(s)) => count(s),
                 Some(Value::Array(parts)) => parts
                     .iter()
                     .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .map(text_tokens)
+                    .map(count)
                     .sum(),
                 _ => 0,
             };
@@ -59,5 +83,13 @@ mod tests {
         assert_eq!(prompt_tokens(&body), 2 + 4 + 3);
         let parts = json!({"messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url"}]}]});
         assert_eq!(prompt_tokens(&parts), 1 + 4 + 3);
+        assert_eq!(prompt_tokens_upper(&body), 4 + 4 + 3);
+        assert!(text_tokens_upper("你好") >= 2);
+        assert_eq!(max_output_tokens(&json!({"max_tokens": 7}), 100), 7);
+        assert_eq!(
+            max_output_tokens(&json!({"max_completion_tokens": 9, "max_tokens": 7}), 100),
+            9
+        );
+        assert_eq!(max_output_tokens(&json!({}), 100), 100);
     }
 }

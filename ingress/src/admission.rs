@@ -1,0 +1,206 @@
+//! Admission: what a key may do, checked before a request is queued.
+//!
+//! Scopes (403), expiry (401), rate limits (429 `rate_limit_exceeded`) and
+//! budgets (429 `insufficient_quota`). Rate and budget state is shared by
+//! every replica through the limits bucket (see `aigw_runtime::limits`);
+//! a budget is held at the request's worst-case cost and settled by the
+//! dispatcher to the actual cost.
+
+use aigw_events::Usage;
+use aigw_events::wire::Reservation;
+use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, RateDecision};
+use aigw_runtime::{KeyEntry, Target, estimate};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use chrono::Utc;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Output tokens assumed for a request that sets no `max_tokens`.
+pub const DEFAULT_OUTPUT_CAP: u64 = 4096;
+
+/// `x-ratelimit-*` headers, as OpenAI sends them.
+#[derive(Debug, Clone, Default)]
+pub struct RateHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl RateHeaders {
+    fn from_decision(d: &RateDecision) -> Self {
+        let mut out = Vec::new();
+        let mut push = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                out.push((HeaderName::from_static(name), v));
+            }
+        };
+        if let Some(limit) = d.limit_requests {
+            push("x-ratelimit-limit-requests", limit.to_string());
+            push(
+                "x-ratelimit-remaining-requests",
+                d.remaining_requests.to_string(),
+            );
+            push(
+                "x-ratelimit-reset-requests",
+                duration_text(d.reset_requests_ms),
+            );
+        }
+        if let Some(limit) = d.limit_tokens {
+            push("x-ratelimit-limit-tokens", limit.to_string());
+            push(
+                "x-ratelimit-remaining-tokens",
+                d.remaining_tokens.to_string(),
+            );
+            push("x-ratelimit-reset-tokens", duration_text(d.reset_tokens_ms));
+        }
+        Self(out)
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Durations the way OpenAI writes them: `12ms`, `1.5s`, `6m0s`.
+pub fn duration_text(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let text = format!("{:.3}", ms as f64 / 1000.0);
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// What admission decided for an accepted request.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub headers: RateHeaders,
+    pub reservation: Option<Reservation>,
+    pub rate_tokens: Option<u64>,
+}
+
+/// Checks scopes, rate limits and budgets; takes the rate tokens and the
+/// budget hold of an admitted request.
+pub async fn admit(
+    state: &AppState,
+    key: &KeyEntry,
+    model: &str,
+    body: &Value,
+    targets: &[Target],
+    request_id: Uuid,
+) -> Result<Admitted, ApiError> {
+    let settings = &key.state.settings;
+    if !settings.scopes.allows_model(model) {
+        return Err(ApiError::Forbidden {
+            message: format!("This key may not use the model `{model}`."),
+            code: "model_not_allowed",
+        });
+    }
+    let allowed: Vec<&Target> = targets
+        .iter()
+        .filter(|t| {
+            settings
+                .scopes
+                .allows_provider(&t.provider.id.to_string(), &t.provider.spec.name)
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(ApiError::Forbidden {
+            message: "This key may not use the providers that serve this model.".into(),
+            code: "provider_not_allowed",
+        });
+    }
+
+    let limits = &settings.limits;
+    let mut admitted = Admitted::default();
+    let now = Utc::now();
+    if limits.rpm.is_some() || limits.tpm.is_some() {
+        let tokens = estimate::prompt_tokens(body) + estimate::max_output_tokens(body, 0);
+        let decision = state
+            .limiter
+            .admit_rate(
+                key.id,
+                limits.rpm,
+                limits.tpm,
+                tokens,
+                now.timestamp_millis(),
+            )
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("rate limit state: {e}")))?;
+        admitted.headers = RateHeaders::from_decision(&decision);
+        if !decision.allowed {
+            return Err(ApiError::RateLimited {
+                retry_after: decision.retry_after_secs,
+                headers: admitted.headers,
+            });
+        }
+        admitted.rate_tokens = limits.tpm.map(|_| tokens);
+    }
+
+    if limits.budget_micros.is_some() || limits.budget_tokens.is_some() {
+        let (period, budget_micros, budget_tokens) = key.state.budgets_at(now);
+        let budget = Budget {
+            period: period.clone(),
+            micros: budget_micros,
+            tokens: budget_tokens,
+        };
+        let worst = Usage {
+            prompt_tokens: estimate::prompt_tokens_upper(body),
+            completion_tokens: estimate::max_output_tokens(body, DEFAULT_OUTPUT_CAP),
+        };
+        // The dearest target it could go to; an unpriced model holds nothing
+        // (its usage is flagged, not billed).
+        let micros = allowed
+            .iter()
+            .filter_map(|t| t.provider.spec.price(&t.model))
+            .map(|p| p.cost_micros(&worst))
+            .max()
+            .unwrap_or(0);
+        let tokens = worst.total() as i64;
+        let expires = now
+            + chrono::Duration::from_std(state.request_timeout).unwrap_or_default()
+            + chrono::Duration::minutes(5);
+        let hold = Hold {
+            micros,
+            tokens,
+            expires_ms: expires.timestamp_millis(),
+        };
+        let outcome = state
+            .limiter
+            .reserve(key.id, &budget, request_id, hold, now.timestamp_millis())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
+        if let Err(refusal) = outcome {
+            return Err(ApiError::InsufficientQuota {
+                message: match refusal {
+                    BudgetRefusal::Spend => "This key's spend budget is exhausted for this period; an admin can top it up.",
+                    BudgetRefusal::Tokens => "This key's token budget is exhausted for this period; an admin can top it up.",
+                }
+                .into(),
+                headers: admitted.headers,
+            });
+        }
+        admitted.reservation = Some(Reservation {
+            period,
+            micros,
+            tokens,
+        });
+    }
+    Ok(admitted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+
+    #[test]
+    fn durations_like_openai() {
+        assert_eq!(duration_text(12), "12ms");
+        assert_eq!(duration_text(1500), "1.5s");
+        assert_eq!(duration_text(2000), "2s");
+        assert_eq!(duration_text(360_000), "6m0s");
+    }
+}

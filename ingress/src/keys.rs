@@ -1,0 +1,481 @@
+//! API keys: the admin's `/admin/api/keys` and the caller's `GET /v1/key`.
+//!
+//! Every change is a command on the key aggregate (with the admin identity
+//! as actor); the registry row is refreshed from the events and announced
+//! to every replica before the call returns.
+
+use aigw_events::key::{BudgetPeriod, KeyLimits, KeyScopes, KeySettings};
+use aigw_events::provider::usd_to_micros;
+use aigw_events::{KeyCommand, META_ACTOR};
+use aigw_runtime::KeyEntry;
+use aigw_runtime::crypto::{display_prefix, generate_api_key, hash_api_key};
+use aigw_runtime::registry::{self, KIND_KEYS};
+use aigw_runtime::store::metadata;
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::admin::{command_error, parse_id, parse_json};
+use crate::auth::{Admin, Caller};
+use crate::chat::body_bytes;
+use crate::error::ApiError;
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Some(Option::deserialize(d)?))
+}
+
+/// Settings an admin sends when creating or changing a key. On `PATCH`, an
+/// absent field keeps its value and `null` removes a limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInput {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub owner: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    pub tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub budget_usd: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub budget_tokens: Option<Option<i64>>,
+    #[serde(default)]
+    pub budget_period: Option<BudgetPeriod>,
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_providers: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl KeyInput {
+    /// `base` with this input's changes applied, validated.
+    fn apply(self, mut base: KeySettings) -> Result<KeySettings, ApiError> {
+        if let Some(name) = self.name {
+            base.name = name.trim().to_string();
+        }
+        if base.name.is_empty() || base.name.len() > 128 {
+            return Err(ApiError::bad_request("'name' must be 1-128 characters."));
+        }
+        if let Some(owner) = self.owner {
+            base.owner = owner
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty());
+        }
+        if let Some(rpm) = self.rpm {
+            if rpm == Some(0) {
+                return Err(ApiError::bad_request(
+                    "'rpm' must be positive (or null for no limit).",
+                ));
+            }
+            base.limits.rpm = rpm;
+        }
+        if let Some(tpm) = self.tpm {
+            if tpm == Some(0) {
+                return Err(ApiError::bad_request(
+                    "'tpm' must be positive (or null for no limit).",
+                ));
+            }
+            base.limits.tpm = tpm;
+        }
+        if let Some(budget) = self.budget_usd {
+            base.limits.budget_micros = budget
+                .map(|usd| {
+                    usd_to_micros(usd).ok_or_else(|| {
+                        ApiError::bad_request("'budget_usd' must be a non-negative amount.")
+                    })
+                })
+                .transpose()?;
+        }
+        if let Some(tokens) = self.budget_tokens {
+            if tokens.is_some_and(|t| t < 0) {
+                return Err(ApiError::bad_request(
+                    "'budget_tokens' must not be negative.",
+                ));
+            }
+            base.limits.budget_tokens = tokens;
+        }
+        if let Some(period) = self.budget_period {
+            base.limits.budget_period = period;
+        }
+        let clean = |list: Vec<String>| -> Vec<String> {
+            list.into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        if let Some(models) = self.allowed_models {
+            base.scopes.allowed_models = clean(models);
+        }
+        if let Some(providers) = self.allowed_providers {
+            base.scopes.allowed_providers = clean(providers);
+        }
+        if let Some(expires) = self.expires_at {
+            base.expires_at = expires;
+        }
+        Ok(base)
+    }
+}
+
+fn usd(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+fn limits_view(l: &KeyLimits) -> Value {
+    json!({
+        "rpm": l.rpm,
+        "tpm": l.tpm,
+        "budget_usd": l.budget_micros.map(usd),
+        "budget_tokens": l.budget_tokens,
+        "budget_period": l.budget_period,
+    })
+}
+
+fn scopes_view(s: &KeyScopes) -> Value {
+    json!({ "allowed_models": s.allowed_models, "allowed_providers": s.allowed_providers })
+}
+
+pub fn key_view(k: &KeyEntry) -> Value {
+    let s = &k.state;
+    json!({
+        "id": k.id,
+        "object": "api_key",
+        "name": s.settings.name,
+        "owner": s.settings.owner,
+        "prefix": s.prefix,
+        "status": if s.is_expired(Utc::now()) && s.status.as_str() == "active" { "expired" } else { s.status.as_str() },
+        "limits": limits_view(&s.settings.limits),
+        "scopes": scopes_view(&s.settings.scopes),
+        "expires_at": s.settings.expires_at,
+        "created_at": s.created_at,
+        "revoked_at": s.revoked_at,
+    })
+}
+
+/// The current period's budget: spent, held by running requests, remaining.
+async fn budget_view(state: &AppState, k: &KeyEntry) -> Result<Value, ApiError> {
+    let now = Utc::now();
+    let (period, budget_micros, budget_tokens) = k.state.budgets_at(now);
+    let used = state
+        .limiter
+        .budget(k.id, &period)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
+    let (held_micros, held_tokens) = used.held();
+    Ok(json!({
+        "period": period,
+        "budget_usd": budget_micros.map(usd),
+        "spent_usd": usd(used.spent_micros),
+        "held_usd": usd(held_micros),
+        "remaining_usd": budget_micros.map(|b| usd((b - used.spent_micros - held_micros).max(0))),
+        "budget_tokens": budget_tokens,
+        "spent_tokens": used.spent_tokens,
+        "held_tokens": held_tokens,
+        "remaining_tokens": budget_tokens.map(|b| (b - used.spent_tokens - held_tokens).max(0)),
+        "spent_micros": used.spent_micros,
+    }))
+}
+
+async fn sync_key(state: &AppState, id: Uuid) -> Result<std::sync::Arc<KeyEntry>, ApiError> {
+    registry::refresh_key(&state.stores.pool, id)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .registry
+        .reload_key(id)
+        .await
+        .map_err(ApiError::internal)?;
+    registry::announce(&state.client, &state.names, KIND_KEYS, id).await;
+    state.registry.key(id).ok_or_else(not_found)
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound {
+        message: "No such key.".into(),
+        code: "not_found",
+    }
+}
+
+async fn execute(
+    state: &AppState,
+    id: Uuid,
+    actor: &str,
+    command: KeyCommand,
+) -> Result<(), ApiError> {
+    state
+        .stores
+        .keys
+        .execute_with_metadata(&id.to_string(), command, metadata(&[(META_ACTOR, actor)]))
+        .await
+        .map_err(|e| command_error(e, "key"))
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let input: KeyInput = parse_json(&body_bytes(&state, body)?)?;
+    if input.name.is_none() {
+        return Err(ApiError::BadRequest {
+            message: "Missing required parameter: 'name'.".into(),
+            param: Some("name"),
+            code: None,
+        });
+    }
+    let settings = input.apply(KeySettings::default())?;
+    let secret = generate_api_key();
+    let id = Uuid::now_v7();
+    execute(
+        &state,
+        id,
+        &actor,
+        KeyCommand::IssueKey {
+            settings,
+            key_hash: hash_api_key(secret.expose_secret()),
+            prefix: display_prefix(secret.expose_secret()),
+            actor: actor.clone(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    let entry = sync_key(&state, id).await?;
+    let mut view = key_view(&entry);
+    // The only time the secret is ever shown.
+    view["key"] = Value::String(secret.expose_secret().to_string());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn list_keys(State(state): State<AppState>) -> Json<Value> {
+    let data: Vec<Value> = state.registry.keys().iter().map(|k| key_view(k)).collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+type UsageRow = (NaiveDate, String, i64, i64, i64, i64, i64);
+
+pub async fn get_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "key")?;
+    let entry = state.registry.key(id).ok_or_else(not_found)?;
+    let mut view = key_view(&entry);
+    view["budget"] = budget_view(&state, &entry).await?;
+    let recent: Vec<UsageRow> = sqlx::query_as(
+        "SELECT day, model, requests, errors, prompt_tokens, completion_tokens, cost_micros
+         FROM usage_daily WHERE key_id = $1 ORDER BY day DESC, model LIMIT 90",
+    )
+    .bind(id)
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    view["recent_usage"] = recent
+        .into_iter()
+        .map(|(day, model, requests, errors, prompt, completion, cost)| {
+            json!({"day": day, "model": model, "requests": requests, "errors": errors,
+                   "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": usd(cost)})
+        })
+        .collect();
+    Ok(Json(view))
+}
+
+pub async fn update_key(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "key")?;
+    let input: KeyInput = parse_json(&body_bytes(&state, body)?)?;
+    let current = state.registry.key(id).ok_or_else(not_found)?;
+    let settings = input.apply(current.state.settings.clone())?;
+    execute(
+        &state,
+        id,
+        &actor,
+        KeyCommand::UpdateKey {
+            settings,
+            actor: actor.clone(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    let entry = sync_key(&state, id).await?;
+    Ok(Json(key_view(&entry)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    #[serde(default)]
+    pub amount_usd: Option<f64>,
+    #[serde(default)]
+    pub tokens: Option<i64>,
+}
+
+pub async fn top_up(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "key")?;
+    let input: TopUp = parse_json(&body_bytes(&state, body)?)?;
+    let amount_micros = match input.amount_usd {
+        None => 0,
+        Some(v) => usd_to_micros(v)
+            .filter(|m| *m > 0)
+            .ok_or_else(|| ApiError::bad_request("'amount_usd' must be a positive amount."))?,
+    };
+    let tokens = input.tokens.unwrap_or(0);
+    if tokens < 0 || amount_micros + tokens == 0 {
+        return Err(ApiError::bad_request(
+            "A top-up needs a positive 'amount_usd' or 'tokens'.",
+        ));
+    }
+    execute(
+        &state,
+        id,
+        &actor,
+        KeyCommand::TopUpKey {
+            amount_micros,
+            tokens,
+            actor: actor.clone(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    let entry = sync_key(&state, id).await?;
+    let mut view = key_view(&entry);
+    view["budget"] = budget_view(&state, &entry).await?;
+    Ok(Json(view))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    /// How long the old secret keeps working (0: it stops at once).
+    #[serde(default)]
+    pub grace_seconds: u64,
+}
+
+pub async fn rotate(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "key")?;
+    let bytes = body_bytes(&state, body)?;
+    let input: Rotate = if bytes.is_empty() {
+        Rotate::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let now = Utc::now();
+    let grace = chrono::Duration::try_seconds(input.grace_seconds as i64)
+        .filter(|g| *g <= chrono::Duration::days(30))
+        .ok_or_else(|| ApiError::bad_request("'grace_seconds' may be at most 30 days."))?;
+    let secret = generate_api_key();
+    execute(
+        &state,
+        id,
+        &actor,
+        KeyCommand::RotateKey {
+            key_hash: hash_api_key(secret.expose_secret()),
+            prefix: display_prefix(secret.expose_secret()),
+            grace_until: (input.grace_seconds > 0).then_some(now + grace),
+            actor: actor.clone(),
+            at: now,
+        },
+    )
+    .await?;
+    let entry = sync_key(&state, id).await?;
+    let mut view = key_view(&entry);
+    view["key"] = Value::String(secret.expose_secret().to_string());
+    Ok(Json(view))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "key")?;
+    execute(
+        &state,
+        id,
+        &actor,
+        KeyCommand::RevokeKey {
+            actor: actor.clone(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    let entry = sync_key(&state, id).await?;
+    Ok(Json(key_view(&entry)))
+}
+
+type EventRow = (i64, String, Value, Value);
+
+/// `GET /admin/api/keys/{id}/events`: the key's whole history, in order.
+pub async fn key_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "key")?;
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT sequence, event_type, payload::jsonb, metadata::jsonb FROM events
+         WHERE aggregate_type = 'key' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(id.to_string())
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    if rows.is_empty() {
+        return Err(not_found());
+    }
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(sequence, event_type, payload, meta)| {
+            let body = payload.get(&event_type).cloned().unwrap_or(Value::Null);
+            json!({
+                "sequence": sequence,
+                "type": event_type,
+                "at": body.get("at"),
+                "actor": meta.get(META_ACTOR).or_else(|| body.get("actor")),
+                "data": body,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// `GET /v1/key`: the caller's own key, limits and current period's budget.
+pub async fn own_key(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let mut view = key_view(&key);
+    let budget = budget_view(&state, &key).await?;
+    if let (Value::Object(v), Value::Object(b)) = (&mut view, budget) {
+        v.extend(b);
+    }
+    Ok(Json(view))
+}

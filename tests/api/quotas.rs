@@ -1,0 +1,437 @@
+//! Keys' limits, budgets, scopes, expiry and rotation, under concurrency and
+//! across replicas, and every change as an event.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::harness::{TestEnv, completion, user, wait_until};
+
+/// Input $1 and output $2 per million tokens; each answer uses 10 + 100
+/// tokens, so costs 10 + 200 = 210 micro-dollars.
+const COST_MICROS: i64 = 210;
+
+/// Keep the returned server alive as long as the provider is used: a
+/// dropped wiremock server goes back to a pool and serves other tests.
+async fn priced_upstream(env: &TestEnv, delay_ms: u64) -> MockServer {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("m", "ok", 10, 100))
+                .set_delay(Duration::from_millis(delay_ms)),
+        )
+        .mount(&mock)
+        .await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(&json!({
+            "name": "priced",
+            "base_url": format!("{}/v1", mock.uri()),
+            "api_key": "sk-upstream-secret",
+            "models": ["m", "free-model"],
+            "prices": {"m": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    mock
+}
+
+async fn create_key(env: &TestEnv, body: Value) -> (String, String) {
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/keys")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    (
+        v["id"].as_str().unwrap().into(),
+        v["key"].as_str().unwrap().into(),
+    )
+}
+
+async fn own_key(env: &TestEnv, key: &str) -> Value {
+    env.http
+        .get(env.url("/v1/key"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// 100 concurrent requests against a budget that covers 10 worst cases.
+async fn budget_holds_under_concurrency(replicas: usize) {
+    let mut env = TestEnv::start().await;
+    let mut bases = vec![env.base.clone()];
+    for _ in 1..replicas {
+        bases.push(env.start_ingress().await);
+    }
+    let _upstream = priced_upstream(&env, 300).await;
+    // Worst case of one request: prompt bound 8 tokens at $1/M plus
+    // max_tokens 1000 at $2/M = 2008 micro-dollars.
+    let worst = 2008;
+    let budget_micros = 10 * worst;
+    let (_, key) = create_key(
+        &env,
+        json!({"name": "tight", "budget_usd": budget_micros as f64 / 1e6, "budget_period": "total"}),
+    )
+    .await;
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let url = format!("{}/v1/chat/completions", bases[i % bases.len()]);
+        let (http, key) = (env.http.clone(), key.clone());
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": "m", "messages": user("hi"), "max_tokens": 1000}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body)
+        }));
+    }
+    let mut ok = 0i64;
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        match status {
+            200 => ok += 1,
+            429 => assert_eq!(body["error"]["code"], "insufficient_quota", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(ok >= 10, "only {ok} succeeded");
+    // Every hold is settled once the dispatchers have recorded the requests.
+    wait_until(Duration::from_secs(30), || async {
+        own_key(&env, &key).await["held_usd"] == 0.0
+    })
+    .await;
+    let mine = own_key(&env, &key).await;
+    let spent = mine["spent_micros"].as_i64().unwrap();
+    assert_eq!(spent, ok * COST_MICROS, "{mine}");
+    assert!(spent <= budget_micros);
+    // The events say the same, to the micro-dollar.
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum((payload::jsonb #>> '{RequestCompleted,cost_micros}')::int8), 0)::int8
+         FROM events WHERE event_type = 'RequestCompleted'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, spent);
+}
+
+#[tokio::test]
+async fn a_budget_is_never_exceeded_by_concurrent_requests() {
+    budget_holds_under_concurrency(1).await;
+}
+
+#[tokio::test]
+async fn a_budget_holds_across_two_ingress_replicas() {
+    budget_holds_under_concurrency(2).await;
+}
+
+#[tokio::test]
+async fn an_rpm_limit_holds_across_two_replicas() {
+    let mut env = TestEnv::start().await;
+    let second = env.start_ingress().await;
+    let _upstream = priced_upstream(&env, 0).await;
+    let (_, key) = create_key(&env, json!({"name": "rpm", "rpm": 30})).await;
+    let mut ok = 0;
+    let mut limited = None;
+    for i in 0..40 {
+        let base = if i % 2 == 0 { &env.base } else { &second };
+        let r = env
+            .http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "m", "messages": user("x")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-ratelimit-limit-requests"], "30");
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => limited = Some(r),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        (30..=31).contains(&ok),
+        "{ok} requests got through a limit of 30"
+    );
+    let r = limited.unwrap();
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "0");
+    assert!(r.headers().contains_key("x-ratelimit-reset-requests"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+}
+
+#[tokio::test]
+async fn budget_exhaustion_top_up_and_the_key_history() {
+    let env = TestEnv::start().await;
+    let _upstream = priced_upstream(&env, 0).await;
+    // A worst case holds 2008 and settles to 210: with 2500, three calls fit
+    // one after the other (630 spent), and a fourth's hold does not.
+    let (id, key) = create_key(
+        &env,
+        json!({"name": "small", "owner": "team-a", "budget_usd": 0.0025, "budget_period": "monthly"}),
+    )
+    .await;
+    let call = || {
+        env.chat(
+            &key,
+            json!({"model": "m", "messages": user("hi"), "max_tokens": 1000}),
+        )
+    };
+    let settled = || async {
+        wait_until(Duration::from_secs(30), || async {
+            own_key(&env, &key).await["held_usd"] == 0.0
+        })
+        .await
+    };
+    for _ in 0..3 {
+        assert_eq!(call().await.status(), 200);
+        settled().await;
+    }
+    let r = call().await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+
+    let mine = own_key(&env, &key).await;
+    assert_eq!(mine["spent_micros"], 3 * COST_MICROS);
+    assert_eq!(mine["budget_usd"], 0.0025);
+    assert_eq!(mine["remaining_usd"], 0.00187);
+    assert_eq!(mine["limits"]["budget_period"], "monthly");
+
+    let r = env
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/api/keys/{id}/topup"),
+        )
+        .json(&json!({"amount_usd": 0.01}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(call().await.status(), 200);
+    settled().await;
+
+    let r = env
+        .admin(reqwest::Method::PATCH, &format!("/admin/api/keys/{id}"))
+        .json(&json!({"rpm": 100, "budget_usd": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let view: Value = r.json().await.unwrap();
+    assert_eq!(view["limits"]["rpm"], 100);
+    assert_eq!(view["limits"]["budget_usd"], Value::Null);
+
+    let detail: Value = env
+        .admin(reqwest::Method::GET, &format!("/admin/api/keys/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["owner"], "team-a");
+    assert_eq!(detail["budget"]["spent_micros"], 4 * COST_MICROS);
+
+    let history: Value = env
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/api/keys/{id}/events"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["KeyIssued", "KeyToppedUp", "KeyUpdated"]);
+    assert!(
+        history["data"][1]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin:")
+    );
+    assert_eq!(history["data"][1]["data"]["amount_micros"], 10_000);
+}
+
+#[tokio::test]
+async fn scopes_expiry_and_rotation() {
+    let env = TestEnv::start().await;
+    let _upstream = priced_upstream(&env, 0).await;
+    let (_, scoped) = create_key(
+        &env,
+        json!({"name": "scoped", "allowed_models": ["free-model"]}),
+    )
+    .await;
+    let r = env
+        .chat(&scoped, json!({"model": "m", "messages": user("x")}))
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_allowed");
+    let r = env
+        .chat(
+            &scoped,
+            json!({"model": "free-model", "messages": user("x")}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let (_, other_provider) = create_key(
+        &env,
+        json!({"name": "p", "allowed_providers": ["somebody-else"]}),
+    )
+    .await;
+    let r = env
+        .chat(
+            &other_provider,
+            json!({"model": "m", "messages": user("x")}),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+
+    let (_, expired) = create_key(
+        &env,
+        json!({"name": "old", "expires_at": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    let r = env
+        .chat(&expired, json!({"model": "m", "messages": user("x")}))
+        .await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "expired_api_key");
+
+    // Rotation with a grace period: both secrets work, then only the new one.
+    let (id, old) = create_key(&env, json!({"name": "rotating"})).await;
+    let r = env
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/api/keys/{id}/rotate"),
+        )
+        .json(&json!({"grace_seconds": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rotated: Value = r.json().await.unwrap();
+    let new = rotated["key"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(rotated["id"], id.as_str());
+    let ok = |k: String| {
+        let env = &env;
+        async move {
+            env.chat(&k, json!({"model": "m", "messages": user("x")}))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(ok(old.clone()).await, 200);
+    assert_eq!(ok(new.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(ok(old.clone()).await, 401);
+    assert_eq!(ok(new.clone()).await, 200);
+    // Without a grace period the old secret stops at once.
+    let r = env
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/api/keys/{id}/rotate"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let newest: Value = r.json().await.unwrap();
+    assert_eq!(ok(new).await, 401);
+    assert_eq!(ok(newest["key"].as_str().unwrap().to_string()).await, 200);
+}
+
+#[tokio::test]
+async fn unpriced_models_are_flagged_and_prices_apply_from_their_change() {
+    let env = TestEnv::start().await;
+    let _upstream = priced_upstream(&env, 0).await;
+    let (_, key) = create_key(&env, json!({"name": "k"})).await;
+    let r = env
+        .chat(&key, json!({"model": "free-model", "messages": user("x")}))
+        .await;
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let events = env.wait_recorded(&id).await;
+    assert_eq!(
+        events.last().unwrap().1["RequestCompleted"]["cost_micros"],
+        Value::Null
+    );
+    wait_until(Duration::from_secs(30), || async {
+        let listed: Value = env
+            .admin(reqwest::Method::GET, "/admin/api/unpriced")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed["data"][0]["model"] == "free-model"
+    })
+    .await;
+
+    // Price it: later requests cost the new price, earlier ones keep theirs.
+    let providers: Value = env
+        .admin(reqwest::Method::GET, "/admin/api/providers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = providers["data"][0]["id"].as_str().unwrap();
+    let r = env
+        .admin(reqwest::Method::PATCH, &format!("/admin/api/providers/{pid}"))
+        .json(&json!({"prices": {"free-model": {"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 10.0}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until(Duration::from_secs(5), || async {
+        let r = env
+            .chat(&key, json!({"model": "free-model", "messages": user("x")}))
+            .await;
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let events = env.wait_recorded(&id).await;
+        events.last().unwrap().1["RequestCompleted"]["cost_micros"] == 1100
+    })
+    .await;
+    assert_eq!(
+        env.request_events(&id).await.last().unwrap().1["RequestCompleted"]["cost_micros"],
+        Value::Null
+    );
+}
