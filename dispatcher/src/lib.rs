@@ -3,7 +3,13 @@
 //! request's events exactly once.
 
 pub mod adapter;
+pub mod anthropic;
+pub mod azure;
+pub mod bedrock;
+pub mod cohere;
+pub mod convert;
 pub mod estimate;
+pub mod gemini;
 pub mod openai;
 pub mod process;
 pub mod reply;

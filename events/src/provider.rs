@@ -3,6 +3,8 @@
 //! The credential is stored only encrypted (AES-256-GCM under the master key);
 //! events, views and logs never see it in clear.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -15,6 +17,47 @@ pub enum ProviderKind {
     /// Any server speaking OpenAI's chat completions API.
     #[default]
     OpenaiCompatible,
+    /// Anthropic Messages API (`/v1/messages`).
+    Anthropic,
+    /// Google Gemini `generateContent` / `streamGenerateContent`.
+    Gemini,
+    /// Azure OpenAI: deployment URLs, `api-key` header, `api-version`.
+    Azure,
+    /// Amazon Bedrock Converse / ConverseStream (SigV4 or a Bedrock API key).
+    Bedrock,
+    /// Cohere v2 chat.
+    Cohere,
+}
+
+/// Prices of one model, in micro-dollars per million tokens (so 0.15 USD per
+/// 1M tokens is 150_000). Integers, so costs add up exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    pub input_micros_per_mtok: i64,
+    pub output_micros_per_mtok: i64,
+    /// Rate for prompt tokens served from the provider's cache, if it bills them apart.
+    #[serde(default)]
+    pub cached_input_micros_per_mtok: Option<i64>,
+    /// Rate for reasoning tokens, if the provider bills them apart from output.
+    #[serde(default)]
+    pub reasoning_micros_per_mtok: Option<i64>,
+}
+
+impl Price {
+    /// Cost of `usage` in micro-dollars, rounded up to the next micro-dollar.
+    pub fn cost_micros(&self, usage: &crate::Usage) -> i64 {
+        let pico = i128::from(usage.prompt_tokens) * i128::from(self.input_micros_per_mtok)
+            + i128::from(usage.completion_tokens) * i128::from(self.output_micros_per_mtok);
+        let micros = (pico + 999_999) / 1_000_000;
+        i64::try_from(micros).unwrap_or(i64::MAX)
+    }
+}
+
+/// Converts a USD amount (as admins write it) to micro-dollars.
+pub fn usd_to_micros(usd: f64) -> Option<i64> {
+    (0.0..9.0e12)
+        .contains(&usd)
+        .then(|| (usd * 1_000_000.0).round() as i64)
 }
 
 /// Everything needed to call a provider, as configured by an admin.
@@ -30,6 +73,31 @@ pub struct ProviderSpec {
     /// The API key, sealed with the master key (`None` for upstreams without auth).
     #[serde(default)]
     pub sealed_credential: Option<String>,
+    /// Prices by model id; a model without one is served but flagged unpriced.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+    /// Catalog preset this provider was made from (`None` for a custom one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Non-secret settings a wire format needs: `deployment`, `api_version`,
+    /// `region`, `account_id`, `aws_access_key_id`, `auth` (`sigv4`/`bearer`).
+    /// Secrets never go here; the one secret is `sealed_credential`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+}
+
+impl ProviderSpec {
+    pub fn price(&self, model: &str) -> Option<&Price> {
+        self.prices.get(model)
+    }
+
+    /// A setting, if present and not blank.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +235,28 @@ mod tests {
     use super::*;
     use cqrs_es::test::TestFramework;
 
+    #[test]
+    fn costs_are_exact_micro_dollars_rounded_up() {
+        let price = Price {
+            input_micros_per_mtok: 150_000,
+            output_micros_per_mtok: 600_000,
+            cached_input_micros_per_mtok: None,
+            reasoning_micros_per_mtok: None,
+        };
+        let usage = |p, c| crate::Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+        };
+        assert_eq!(price.cost_micros(&usage(1_000_000, 0)), 150_000);
+        assert_eq!(price.cost_micros(&usage(1_000, 1_000)), 750);
+        // 0.15 micro-dollars is billed as one.
+        assert_eq!(price.cost_micros(&usage(1, 0)), 1);
+        assert_eq!(price.cost_micros(&usage(0, 0)), 0);
+        assert_eq!(usd_to_micros(0.05), Some(50_000));
+        assert_eq!(usd_to_micros(-1.0), None);
+        assert_eq!(usd_to_micros(f64::NAN), None);
+    }
+
     fn spec() -> ProviderSpec {
         ProviderSpec {
             name: "local".into(),
@@ -174,6 +264,9 @@ mod tests {
             base_url: "http://127.0.0.1:9/v1".into(),
             models: vec!["m".into()],
             sealed_credential: None,
+            prices: BTreeMap::new(),
+            preset: None,
+            settings: BTreeMap::new(),
         }
     }
 

@@ -152,6 +152,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/api/providers/{id}",
             get(admin::get_provider).delete(admin::delete_provider),
         )
+        .route("/admin/api/presets", get(admin::list_presets))
         .route(
             "/admin/api/keys",
             post(admin::create_key).get(admin::list_keys),

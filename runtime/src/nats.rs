@@ -62,7 +62,7 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<st
 fn version_at_least(version: &str, min: (u32, u32)) -> bool {
     let mut parts = version
         .trim_start_matches('v')
-        .split(|c: char| c == '.' || c == '-')
+        .split(['.', '-'])
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);

@@ -178,10 +178,10 @@ impl Registry {
 
     pub fn provider(&self, id_or_name: &str) -> Option<Arc<ProviderEntry>> {
         let state = self.read();
-        if let Ok(id) = Uuid::parse_str(id_or_name) {
-            if let Some(p) = state.providers.get(&id) {
-                return Some(p.clone());
-            }
+        if let Ok(id) = Uuid::parse_str(id_or_name)
+            && let Some(p) = state.providers.get(&id)
+        {
+            return Some(p.clone());
         }
         state
             .providers
@@ -220,13 +220,13 @@ impl Registry {
         if !direct.is_empty() {
             return Ok(direct);
         }
-        if let Some((prefix, rest)) = model.split_once('/') {
-            if let Some(p) = providers.iter().find(|p| p.spec.name == prefix) {
-                return Ok(vec![Target {
-                    provider: p.clone(),
-                    model: rest.to_string(),
-                }]);
-            }
+        if let Some((prefix, rest)) = model.split_once('/')
+            && let Some(p) = providers.iter().find(|p| p.spec.name == prefix)
+        {
+            return Ok(vec![Target {
+                provider: p.clone(),
+                model: rest.to_string(),
+            }]);
         }
         Err(ResolveError::UnknownModel(model.to_string()))
     }
