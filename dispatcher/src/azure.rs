@@ -21,15 +21,11 @@ pub fn chat_url(provider: &ProviderSpec, model: &str) -> String {
         return format!("{base}/chat/completions");
     }
     let deployment = provider.setting("deployment").unwrap_or(model);
-    let deployment: String =
-        percent_encoding::utf8_percent_encode(deployment, percent_encoding::NON_ALPHANUMERIC)
-            .collect();
+    let deployment = crate::convert::path_segment(deployment);
     let version = provider
         .setting("api_version")
         .unwrap_or(DEFAULT_API_VERSION);
-    let version: String =
-        percent_encoding::utf8_percent_encode(version, percent_encoding::NON_ALPHANUMERIC)
-            .collect();
+    let version = crate::convert::path_segment(version);
     format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}")
 }
 

@@ -32,8 +32,7 @@ pub async fn chat(
 ) -> Result<Answer, UpstreamError> {
     let name = provider.name.as_str();
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    let model_path: String =
-        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
+    let model_path = convert::path_segment(model);
     let url = format!(
         "{}/model/{model_path}/{}",
         provider.base_url.trim_end_matches('/'),

@@ -13,6 +13,18 @@ use serde_json::{Map, Value, json};
 use crate::adapter::{Answer, StreamItem};
 use crate::openai::UpstreamError;
 
+/// Characters escaped in a URL path segment (all but RFC 3986 unreserved).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Escapes `s` for use as one URL path segment (a model id, a deployment).
+pub fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
+}
+
 /// Output cap sent to providers that require one when the caller gave none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 

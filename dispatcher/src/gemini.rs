@@ -23,8 +23,7 @@ pub async fn chat(
     let name = provider.name.as_str();
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     let model = model.strip_prefix("models/").unwrap_or(model);
-    let model_path: String =
-        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
+    let model_path = convert::path_segment(model);
     let base = provider.base_url.trim_end_matches('/');
     let url = if stream {
         format!("{base}/models/{model_path}:streamGenerateContent?alt=sse")
