@@ -61,7 +61,7 @@ pub fn usd_to_micros(usd: f64) -> Option<i64> {
 }
 
 /// Everything needed to call a provider, as configured by an admin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderSpec {
     pub name: String,
     #[serde(default)]

@@ -4,15 +4,13 @@
 
 use aigw_events::provider::{ProviderKind, ProviderSpec};
 use aigw_events::{KeyCommand, KeyError, META_ACTOR, ProviderCommand, ProviderError};
-use aigw_runtime::catalog::{self, Preset, PresetError, PresetInput};
 use aigw_runtime::crypto::{display_prefix, generate_api_key, hash_api_key};
 use aigw_runtime::registry::{self, KIND_KEYS, KIND_PROVIDERS};
 use aigw_runtime::store::metadata;
 use aigw_runtime::{KeyEntry, ProviderEntry};
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
@@ -38,7 +36,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Domain errors that mean "no such thing" (404) rather than a conflict.
-trait NotFound: std::error::Error {
+pub trait NotFound: std::error::Error {
     fn is_not_found(&self) -> bool;
 }
 
@@ -54,7 +52,7 @@ impl NotFound for ProviderError {
     }
 }
 
-fn command_error<E: NotFound>(e: AggregateError<E>, what: &str) -> ApiError {
+pub fn command_error<E: NotFound>(e: AggregateError<E>, what: &str) -> ApiError {
     match e {
         AggregateError::UserError(inner) if inner.is_not_found() => ApiError::NotFound {
             message: format!("No such {what}."),
@@ -88,7 +86,7 @@ pub struct NewProvider {
     pub models: Vec<String>,
 }
 
-fn provider_view(p: &ProviderEntry) -> Value {
+pub(crate) fn provider_view(p: &ProviderEntry) -> Value {
     json!({
         "id": p.id,
         "object": "provider",
@@ -98,9 +96,7 @@ fn provider_view(p: &ProviderEntry) -> Value {
         "models": p.spec.models,
         "has_credential": p.spec.sealed_credential.is_some(),
         "preset": p.spec.preset,
-        // Non-secret by construction: the only secret is the sealed credential.
         "settings": p.spec.settings,
-        "prices": p.spec.prices,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
     })
@@ -119,140 +115,56 @@ fn validate_base_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A preset problem as a 400 naming the field.
-fn preset_error(e: PresetError) -> ApiError {
-    let (param, code) = match &e {
-        PresetError::Unknown(_) => (Some("preset"), "unknown_preset"),
-        PresetError::NotConfigurable { .. } => (Some("preset"), "preset_not_configurable"),
-        PresetError::Missing { field, .. } => (static_field(field), "missing_field"),
-        PresetError::Unexpected { field, .. } => (static_field(field), "unexpected_field"),
-        PresetError::UnknownVariant { .. } => (Some("variant"), "unknown_variant"),
-        PresetError::Invalid { field, .. } => (static_field(field), "invalid_field"),
-        PresetError::Seal(_) => (Some("api_key"), "credential_not_sealed"),
-    };
-    ApiError::BadRequest {
-        message: e.to_string(),
-        param,
-        code: Some(code),
-    }
-}
-
-fn static_field(field: &str) -> Option<&'static str> {
-    ["api_key", "models", "preset", "prices"]
-        .iter()
-        .chain(catalog::FIELDS)
-        .find(|f| **f == field)
-        .copied()
-}
-
-#[derive(Debug, Deserialize)]
-pub struct PresetQuery {
-    pub category: Option<String>,
-}
-
-fn preset_view(p: &Preset) -> Value {
-    let mut required = Vec::new();
-    if p.configurable && p.wire != "bedrock" {
-        required.push("api_key".to_string());
-    }
-    required.extend(p.required.iter().cloned());
-    let mut optional: Vec<String> = vec![
-        "name".into(),
-        "base_url".into(),
-        "models".into(),
-        "prices".into(),
-    ];
-    if !p.base_urls.is_empty() {
-        optional.push("variant".into());
-    }
-    if p.wire == "bedrock" {
-        optional.push("api_key".into());
-    }
-    for f in &p.optional {
-        if !optional.contains(f) {
-            optional.push(f.clone());
-        }
-    }
-    optional.retain(|f| !required.contains(f));
-    json!({
-        "id": p.id,
-        "object": "provider_preset",
-        "name": p.name_en,
-        "name_zh": p.name_zh,
-        "description": p.description_en,
-        "description_zh": p.description_zh,
-        "category": p.category,
-        "wire_format": p.wire,
-        "base_url": p.base_url,
-        "base_url_variants": p.base_urls,
-        "auth": p.auth,
-        "required_fields": required,
-        "optional_fields": if p.configurable { optional } else { Vec::new() },
-        "defaults": p.defaults,
-        "features": p.features,
-        "docs_url": p.docs,
-        "configurable": p.configurable,
-        "unsupported_reason": p.reason,
-        "models": p.models.iter().map(|m| json!({
-            "id": m.id,
-            "context_length": m.context,
-            "input_usd_per_mtok": m.input,
-            "output_usd_per_mtok": m.output,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// `GET /admin/api/presets[?category=]`: the preset catalog.
-pub async fn list_presets(
-    query: Result<Query<PresetQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let catalog = catalog::catalog().map_err(ApiError::internal)?;
-    if let Some(c) = &query.category
-        && !catalog::CATEGORIES.contains(&c.as_str())
-    {
-        return Err(ApiError::BadRequest {
-            message: format!(
-                "Unknown category {c:?}; use one of {}.",
-                catalog::CATEGORIES.join(", ")
-            ),
-            param: Some("category"),
-            code: Some("unknown_category"),
-        });
-    }
-    let data: Vec<Value> = catalog
-        .preset
-        .iter()
-        .filter(|p| query.category.as_ref().is_none_or(|c| *c == p.category))
-        .map(preset_view)
-        .collect();
-    Ok(Json(json!({ "object": "list", "data": data })))
-}
-
 pub async fn create_provider(
     State(state): State<AppState>,
     Admin(actor): Admin,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bytes = body_bytes(&state, body)?;
-    let raw: Value = parse_json(&bytes)?;
-    let spec = if raw.get("preset").is_some() {
-        let input: PresetInput = parse_json(&bytes)?;
-        catalog::build_spec(&input, &state.sealer).map_err(preset_error)?
-    } else {
-        custom_spec(&state, parse_json(&bytes)?)?
-    };
-    let name = spec.name.trim();
+    if crate::presets::names_a_preset(&bytes) {
+        return crate::presets::create_from_preset(&state, actor, &bytes).await;
+    }
+    let new: NewProvider = parse_json(&bytes)?;
+    let name = new.name.trim().to_string();
     if name.is_empty() || name.len() > 64 || name.contains('/') {
         return Err(ApiError::bad_request(
             "'name' must be 1-64 characters without '/'.",
         ));
     }
-    if state.registry.provider(name).is_some() {
+    validate_base_url(&new.base_url)?;
+    let models: Vec<String> = new
+        .models
+        .iter()
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if models.is_empty() {
+        return Err(ApiError::bad_request(
+            "'models' must list at least one model id.",
+        ));
+    }
+    if state.registry.provider(&name).is_some() {
         return Err(ApiError::Conflict(format!(
             "A provider named {name:?} already exists."
         )));
     }
+    let sealed_credential = match new.api_key.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(key) => Some(
+            state
+                .sealer
+                .seal(key)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+    };
+    let spec = ProviderSpec {
+        name,
+        kind: ProviderKind::OpenaiCompatible,
+        base_url: new.base_url.trim_end_matches('/').to_string(),
+        models,
+        sealed_credential,
+        ..Default::default()
+    };
     let id = Uuid::now_v7();
     state
         .stores
@@ -272,49 +184,7 @@ pub async fn create_provider(
     Ok((StatusCode::CREATED, Json(provider_view(&entry))))
 }
 
-/// A custom OpenAI-compatible provider (`name`, `base_url`, `models`).
-fn custom_spec(state: &AppState, new: NewProvider) -> Result<ProviderSpec, ApiError> {
-    let name = new.name.trim().to_string();
-    if name.is_empty() || name.len() > 64 || name.contains('/') {
-        return Err(ApiError::bad_request(
-            "'name' must be 1-64 characters without '/'.",
-        ));
-    }
-    validate_base_url(&new.base_url)?;
-    let models: Vec<String> = new
-        .models
-        .iter()
-        .map(|m| m.trim().to_string())
-        .filter(|m| !m.is_empty())
-        .collect();
-    if models.is_empty() {
-        return Err(ApiError::bad_request(
-            "'models' must list at least one model id.",
-        ));
-    }
-    let sealed_credential = match new.api_key.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(key) => Some(
-            state
-                .sealer
-                .seal(key)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
-        ),
-    };
-    let spec = ProviderSpec {
-        name,
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: new.base_url.trim_end_matches('/').to_string(),
-        models,
-        sealed_credential,
-        prices: Default::default(),
-        preset: None,
-        settings: Default::default(),
-    };
-    Ok(spec)
-}
-
-async fn sync_provider(state: &AppState, id: Uuid) -> Result<ProviderEntry, ApiError> {
+pub(crate) async fn sync_provider(state: &AppState, id: Uuid) -> Result<ProviderEntry, ApiError> {
     registry::refresh_provider(&state.stores.pool, id)
         .await
         .map_err(ApiError::internal)?;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod chat;
 pub mod error;
 pub mod ops;
+pub mod presets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,7 +153,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/api/providers/{id}",
             get(admin::get_provider).delete(admin::delete_provider),
         )
-        .route("/admin/api/presets", get(admin::list_presets))
+        .route("/admin/api/presets", get(presets::list_presets))
         .route(
             "/admin/api/keys",
             post(admin::create_key).get(admin::list_keys),

@@ -327,11 +327,16 @@ pub struct PresetInput {
     pub aws_secret_access_key: Option<String>,
 }
 
+/// A model's prices as admins write them, in USD per million tokens.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
-    pub input: f64,
-    pub output: f64,
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+    #[serde(default)]
+    pub cached_input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub reasoning_usd_per_mtok: Option<f64>,
 }
 
 fn given(v: &Option<String>) -> Option<&str> {
@@ -530,11 +535,15 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
         }
     }
     for (model, p) in &input.prices {
-        let p = price(p.input, p.output).ok_or_else(|| PresetError::Invalid {
+        let bad = || PresetError::Invalid {
             field: "prices".into(),
             problem: format!("the prices of {model:?} must be non-negative USD amounts"),
-        })?;
-        prices.insert(model.clone(), p);
+        };
+        let optional = |v: Option<f64>| v.map(|v| usd_to_micros(v).ok_or_else(bad)).transpose();
+        let mut price = price(p.input_usd_per_mtok, p.output_usd_per_mtok).ok_or_else(bad)?;
+        price.cached_input_micros_per_mtok = optional(p.cached_input_usd_per_mtok)?;
+        price.reasoning_micros_per_mtok = optional(p.reasoning_usd_per_mtok)?;
+        prices.insert(model.clone(), price);
     }
     prices.retain(|m, _| models.contains(m));
 
@@ -680,6 +689,31 @@ mod tests {
             build_spec(&i, &s),
             Err(PresetError::Missing { .. })
         ));
+    }
+
+    #[test]
+    fn overrides_replace_models_prices_and_name() {
+        let input: PresetInput = serde_json::from_value(serde_json::json!({
+            "preset": "groq",
+            "api_key": "gsk_x",
+            "name": "groq-eu",
+            "models": ["llama-3.1-8b-instant", "my-model"],
+            "prices": {"my-model": {"input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.25}},
+        }))
+        .unwrap();
+        let spec = build_spec(&input, &sealer()).unwrap();
+        assert_eq!(spec.name, "groq-eu");
+        assert_eq!(spec.models, ["llama-3.1-8b-instant", "my-model"]);
+        assert_eq!(spec.prices["my-model"].output_micros_per_mtok, 1_250_000);
+        assert_eq!(
+            spec.prices["llama-3.1-8b-instant"].input_micros_per_mtok,
+            50_000
+        );
+        assert_eq!(spec.prices.len(), 2);
+        let bad: Result<PresetInput, _> = serde_json::from_value(serde_json::json!({
+            "preset": "groq", "api_key": "k", "colour": "red",
+        }));
+        assert!(bad.is_err());
     }
 
     #[test]
