@@ -6,7 +6,10 @@ use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::adapter::Answer;
+use futures::StreamExt;
+use futures::future::ready;
+
+use crate::adapter::{Answer, StreamItem};
 use crate::openai::{self, UpstreamError};
 
 /// Data-plane version used when the provider names none (latest GA in the
@@ -50,5 +53,28 @@ pub async fn chat(
     if let Some(key) = api_key {
         request = request.header("api-key", key.expose_secret());
     }
-    openai::exchange(request, &provider.name, stream).await
+    match openai::exchange(request, &provider.name, stream).await? {
+        Answer::Stream(items) => Ok(Answer::Stream(
+            items.filter(|item| ready(!is_filter_only(item))).boxed(),
+        )),
+        full => Ok(full),
+    }
+}
+
+/// Azure's content-filter annotation chunks: no choices and no usage (the
+/// first one also has an empty `id` and `object`). OpenAI clients do not
+/// expect them, so they are dropped.
+fn is_filter_only(item: &StreamItem) -> bool {
+    let StreamItem::Data(data) = item else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return false;
+    };
+    let no_choices = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.is_empty());
+    let no_usage = v.get("usage").is_none_or(Value::is_null);
+    no_choices && no_usage && v.get("prompt_filter_results").is_some()
 }

@@ -646,7 +646,8 @@ async fn azure_streams_and_maps_content_filter_errors() {
     };
     let items: Vec<StreamItem> = s.collect().await;
     assert!(matches!(items.last(), Some(StreamItem::Done)));
-    assert_eq!(items.len(), 4);
+    // The filter-annotation chunk (no choices, empty id) is dropped.
+    assert_eq!(items.len(), 3);
     let e = err(adapter::chat(
         &http(),
         &p,
@@ -1250,4 +1251,35 @@ fn percent_encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[tokio::test]
+async fn azure_v1_api_sends_the_deployment_as_model() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/openai/v1/chat/completions"))
+        .and(header("api-key", "az-key"))
+        .respond_with(canned(ProviderKind::Azure))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = spec(
+        ProviderKind::Azure,
+        &format!("{}/openai/v1", server.uri()),
+        &[("deployment", "prod-gpt")],
+    );
+    full(
+        adapter::chat(
+            &http(),
+            &p,
+            Some(&key("az-key")),
+            &simple_request("gpt-5.4"),
+            false,
+        )
+        .await,
+    )
+    .await;
+    let req = only_request(&server).await;
+    assert!(req.url.query().is_none());
+    assert_eq!(body_of(&req)["model"], "prod-gpt");
 }
