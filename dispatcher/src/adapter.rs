@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::openai::{self, UpstreamError};
+use crate::{anthropic, azure, bedrock, cohere, gemini};
 
 /// A successful upstream answer, already in OpenAI's format.
 pub enum Answer {
@@ -42,17 +43,16 @@ pub async fn chat(
     body: &Value,
     stream: bool,
 ) -> Result<Answer, UpstreamError> {
+    let name = provider.name.as_str();
     match provider.kind {
         ProviderKind::OpenaiCompatible => {
-            openai::chat(
-                http,
-                &provider.name,
-                &provider.base_url,
-                api_key,
-                body,
-                stream,
-            )
-            .await
+            let body = openai::adjust_for_preset(provider.preset.as_deref(), body);
+            openai::chat(http, name, &provider.base_url, api_key, &body, stream).await
         }
+        ProviderKind::Azure => azure::chat(http, provider, api_key, body, stream).await,
+        ProviderKind::Anthropic => anthropic::chat(http, provider, api_key, body, stream).await,
+        ProviderKind::Gemini => gemini::chat(http, provider, api_key, body, stream).await,
+        ProviderKind::Bedrock => bedrock::chat(http, provider, api_key, body, stream).await,
+        ProviderKind::Cohere => cohere::chat(http, provider, api_key, body, stream).await,
     }
 }

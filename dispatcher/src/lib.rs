@@ -3,6 +3,12 @@
 //! request's events exactly once.
 
 pub mod adapter;
+pub mod anthropic;
+pub mod azure;
+pub mod bedrock;
+pub mod cohere;
+pub mod convert;
+pub mod gemini;
 pub mod openai;
 pub mod process;
 pub mod reply;

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible adapter: any base URL that speaks `/chat/completions`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use aigw_events::{ErrorClass, Usage, wire};
@@ -57,6 +58,52 @@ impl UpstreamError {
     }
 }
 
+/// Smooths known deviations of OpenAI-compatible presets from OpenAI's
+/// request format (providers.md, per provider).
+pub fn adjust_for_preset<'a>(preset: Option<&str>, body: &'a Value) -> Cow<'a, Value> {
+    let Some(preset) = preset else {
+        return Cow::Borrowed(body);
+    };
+    let mut out = body.clone();
+    let Some(obj) = out.as_object_mut() else {
+        return Cow::Borrowed(body);
+    };
+    match preset {
+        // Mistral names the seed `random_seed`.
+        "mistral" => {
+            if let Some(seed) = obj.remove("seed") {
+                obj.insert("random_seed".into(), seed);
+            }
+        }
+        // Groq answers 400 to these fields and to `name` on messages.
+        "groq" => {
+            for field in ["logprobs", "top_logprobs", "logit_bias"] {
+                obj.remove(field);
+            }
+            if let Some(Value::Array(messages)) = obj.get_mut("messages") {
+                for m in messages {
+                    if let Some(m) = m.as_object_mut() {
+                        m.remove("name");
+                    }
+                }
+            }
+        }
+        // SiliconFlow takes at most 4 stop sequences.
+        "siliconflow" => {
+            if let Some(Value::Array(stop)) = obj.get_mut("stop") {
+                stop.truncate(4);
+            }
+        }
+        _ => return Cow::Borrowed(body),
+    }
+    Cow::Owned(out)
+}
+
+/// A transport failure (connect, timeout) as an upstream error.
+pub fn transport_error(e: &reqwest::Error, provider: &str) -> UpstreamError {
+    UpstreamError::transport(e, provider)
+}
+
 /// Sends a chat completion request and classifies the answer.
 pub async fn chat(
     http: &reqwest::Client,
@@ -71,6 +118,15 @@ pub async fn chat(
     if let Some(key) = api_key {
         request = request.bearer_auth(key.expose_secret());
     }
+    exchange(request, provider, stream).await
+}
+
+/// Sends a prepared OpenAI-format request and classifies the answer.
+pub async fn exchange(
+    mut request: reqwest::RequestBuilder,
+    provider: &str,
+    stream: bool,
+) -> Result<Answer, UpstreamError> {
     if stream {
         request = request.header(reqwest::header::ACCEPT, "text/event-stream");
     }
@@ -168,6 +224,14 @@ pub fn parse_usage(usage: &Value) -> Option<Usage> {
     })
 }
 
+/// `{"message": "..."}` (Cohere, Bedrock) or `{"Message": "..."}`.
+fn top_message(parsed: Option<&Value>) -> Option<&str> {
+    let v = parsed?;
+    v.get("message")
+        .or_else(|| v.get("Message"))
+        .and_then(Value::as_str)
+}
+
 fn as_code(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -197,6 +261,12 @@ pub async fn error_from_response(response: reqwest::Response, provider: &str) ->
     let message = match err {
         Some(e) if e.is_object() => upstream_message(e, provider),
         Some(Value::String(s)) => format!("provider {provider}: {s}"),
+        _ if top_message(parsed.as_ref()).is_some() => {
+            format!(
+                "provider {provider}: {}",
+                top_message(parsed.as_ref()).unwrap_or_default()
+            )
+        }
         _ => {
             let text = String::from_utf8_lossy(&body);
             let text = text.trim();
@@ -215,6 +285,17 @@ pub async fn error_from_response(response: reqwest::Response, provider: &str) ->
         .and_then(Value::as_str)
         .map(str::to_string);
     let code = err.and_then(|e| e.get("code")).and_then(as_code);
+    classify(status, message, upstream_type, code, retry_after)
+}
+
+/// Maps an upstream HTTP failure to what the caller is told.
+pub fn classify(
+    status: u16,
+    message: String,
+    upstream_type: Option<String>,
+    code: Option<String>,
+    retry_after: Option<String>,
+) -> UpstreamError {
     let (class, caller_status, error_type) = match status {
         429 => (
             ErrorClass::RateLimited,

@@ -17,6 +17,16 @@ pub enum ProviderKind {
     /// Any server speaking OpenAI's chat completions API.
     #[default]
     OpenaiCompatible,
+    /// Anthropic Messages API (`/v1/messages`).
+    Anthropic,
+    /// Google Gemini `generateContent` / `streamGenerateContent`.
+    Gemini,
+    /// Azure OpenAI: deployment URLs, `api-key` header, `api-version`.
+    Azure,
+    /// Amazon Bedrock Converse / ConverseStream (SigV4 or a Bedrock API key).
+    Bedrock,
+    /// Cohere v2 chat.
+    Cohere,
 }
 
 /// Prices of one model, in micro-dollars per million tokens (so 0.15 USD per
@@ -51,7 +61,7 @@ pub fn usd_to_micros(usd: f64) -> Option<i64> {
 }
 
 /// Everything needed to call a provider, as configured by an admin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderSpec {
     pub name: String,
     #[serde(default)]
@@ -66,11 +76,27 @@ pub struct ProviderSpec {
     /// Prices by model id; a model without one is served but flagged unpriced.
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// Catalog preset this provider was made from (`None` for a custom one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Non-secret settings a wire format needs: `deployment`, `api_version`,
+    /// `region`, `account_id`, `aws_access_key_id`, `auth` (`sigv4`/`bearer`).
+    /// Secrets never go here; the one secret is `sealed_credential`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 impl ProviderSpec {
     pub fn price(&self, model: &str) -> Option<&Price> {
         self.prices.get(model)
+    }
+
+    /// A setting, if present and not blank.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -239,6 +265,8 @@ mod tests {
             models: vec!["m".into()],
             sealed_credential: None,
             prices: BTreeMap::new(),
+            preset: None,
+            settings: BTreeMap::new(),
         }
     }
 

@@ -21,3 +21,21 @@ fn version_1_0_events_still_deserialize() {
         serde_json::from_value::<RequestEvent>(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
     }
 }
+
+/// Provider events written once presets, native kinds, settings and prices
+/// existed (all additions are optional fields, so v1.0 above still reads).
+#[test]
+fn preset_provider_events_deserialize() {
+    let text = include_str!("fixtures/providers-presets.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    let events = all["provider"].as_array().unwrap();
+    assert_eq!(events.len(), 6);
+    for v in events {
+        let e = serde_json::from_value::<ProviderEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        // What was read writes and reads back unchanged.
+        let again: ProviderEvent =
+            serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+    }
+}

@@ -140,7 +140,7 @@ fn price_view(p: &Price) -> Value {
     })
 }
 
-fn provider_view(p: &ProviderEntry) -> Value {
+pub(crate) fn provider_view(p: &ProviderEntry) -> Value {
     json!({
         "id": p.id,
         "object": "provider",
@@ -150,6 +150,8 @@ fn provider_view(p: &ProviderEntry) -> Value {
         "models": p.spec.models,
         "has_credential": p.spec.sealed_credential.is_some(),
         "prices": p.spec.prices.iter().map(|(m, pr)| (m.clone(), price_view(pr))).collect::<BTreeMap<_, _>>(),
+        "preset": p.spec.preset,
+        "settings": p.spec.settings,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
     })
@@ -173,7 +175,11 @@ pub async fn create_provider(
     Admin(actor): Admin,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let new: NewProvider = parse_json(&body_bytes(&state, body)?)?;
+    let bytes = body_bytes(&state, body)?;
+    if crate::presets::names_a_preset(&bytes) {
+        return crate::presets::create_from_preset(&state, actor, &bytes).await;
+    }
+    let new: NewProvider = parse_json(&bytes)?;
     let name = new.name.trim().to_string();
     if name.is_empty() || name.len() > 64 || name.contains('/') {
         return Err(ApiError::bad_request(
@@ -213,6 +219,7 @@ pub async fn create_provider(
         models,
         sealed_credential,
         prices: parse_prices(&new.prices)?,
+        ..Default::default()
     };
     let id = Uuid::now_v7();
     state
@@ -233,7 +240,7 @@ pub async fn create_provider(
     Ok((StatusCode::CREATED, Json(provider_view(&entry))))
 }
 
-async fn sync_provider(state: &AppState, id: Uuid) -> Result<ProviderEntry, ApiError> {
+pub(crate) async fn sync_provider(state: &AppState, id: Uuid) -> Result<ProviderEntry, ApiError> {
     registry::refresh_provider(&state.stores.pool, id)
         .await
         .map_err(ApiError::internal)?;

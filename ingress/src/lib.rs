@@ -9,6 +9,7 @@ pub mod chat;
 pub mod error;
 pub mod keys;
 pub mod ops;
+pub mod presets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,6 +161,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::delete_provider),
         )
         .route("/admin/api/unpriced", get(ops::unpriced))
+        .route("/admin/api/presets", get(presets::list_presets))
         .route(
             "/admin/api/keys",
             post(keys::create_key).get(keys::list_keys),

@@ -9,6 +9,7 @@ mod chat;
 mod errors;
 mod harness;
 mod keys;
+mod presets;
 mod quotas;
 mod resilience;
 mod sdk;

@@ -1,0 +1,529 @@
+//! The Amazon Bedrock adapter: OpenAI chat in, Converse / ConverseStream out,
+//! signed with SigV4 (`aws-sigv4`) or a Bedrock API key; the binary
+//! `application/vnd.amazon.eventstream` answer is decoded with
+//! `aws-smithy-eventstream` and turned into OpenAI chunks.
+
+use std::time::SystemTime;
+
+use aigw_events::provider::ProviderSpec;
+use aigw_events::{ErrorClass, Usage};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::Message;
+use bytes::{Buf, BytesMut};
+use futures::{Stream, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+use crate::adapter::{Answer, StreamItem};
+use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
+use crate::openai::{UpstreamError, broken};
+
+/// SigV4 service name for the Bedrock runtime.
+const SERVICE: &str = "bedrock";
+
+pub async fn chat(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    api_key: Option<&SecretString>,
+    body: &Value,
+    stream: bool,
+) -> Result<Answer, UpstreamError> {
+    let name = provider.name.as_str();
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let model_path = convert::path_segment(model);
+    let url = format!(
+        "{}/model/{model_path}/{}",
+        provider.base_url.trim_end_matches('/'),
+        if stream {
+            "converse-stream"
+        } else {
+            "converse"
+        }
+    );
+    let payload = serde_json::to_vec(&to_converse(body, name)?)
+        .map_err(|_| convert::invalid_response(name, 0))?;
+    let key = api_key.ok_or_else(|| convert::misconfigured(name, "no credential"))?;
+    let mut request = http
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if stream {
+        request = request.header(
+            reqwest::header::ACCEPT,
+            "application/vnd.amazon.eventstream",
+        );
+    }
+    if provider.setting("auth") == Some("sigv4") {
+        let access_key_id = provider
+            .setting("aws_access_key_id")
+            .ok_or_else(|| convert::misconfigured(name, "no aws_access_key_id"))?;
+        let region = provider
+            .setting("region")
+            .ok_or_else(|| convert::misconfigured(name, "no region"))?;
+        for (header, value) in sigv4_headers(&url, &payload, access_key_id, key, region, name)? {
+            request = request.header(header, value);
+        }
+    } else {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    let response = convert::send(request.body(payload), name)
+        .await
+        .map_err(model_error_is_upstream)?;
+    if stream {
+        let frames = event_frames(response, name.to_string());
+        return Ok(Answer::Stream(convert::translate(
+            frames,
+            StreamState::new(name, model),
+        )));
+    }
+    let parsed = convert::read_json(response, name).await?;
+    from_converse(&parsed, name, model)
+}
+
+/// The SigV4 headers (`authorization`, `x-amz-date`, ...) for one request.
+fn sigv4_headers(
+    url: &str,
+    payload: &[u8],
+    access_key_id: &str,
+    secret: &SecretString,
+    region: &str,
+    provider: &str,
+) -> Result<Vec<(String, String)>, UpstreamError> {
+    let identity = aws_credential_types::Credentials::new(
+        access_key_id,
+        secret.expose_secret(),
+        None,
+        None,
+        "aigw",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(SERVICE)
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|_| convert::misconfigured(provider, "cannot sign requests"))?
+        .into();
+    let headers = [("content-type", "application/json")];
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.into_iter(),
+        SignableBody::Bytes(payload),
+    )
+    .map_err(|_| convert::misconfigured(provider, "cannot sign requests"))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|_| convert::misconfigured(provider, "cannot sign requests"))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// Bedrock's 424 (`ModelErrorException`) is the model failing, not the caller.
+fn model_error_is_upstream(mut e: UpstreamError) -> UpstreamError {
+    if e.upstream_status == Some(424) {
+        e.class = ErrorClass::Upstream;
+        e.status = 502;
+        e.error_type = "upstream_error".into();
+    }
+    e
+}
+
+fn image_format(media_type: &str) -> Option<&'static str> {
+    match media_type {
+        "image/png" => Some("png"),
+        "image/jpeg" | "image/jpg" => Some("jpeg"),
+        "image/gif" => Some("gif"),
+        "image/webp" => Some("webp"),
+        _ => None,
+    }
+}
+
+/// Translates an OpenAI chat request into a Converse request.
+pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError> {
+    let mut system: Vec<Value> = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    let empty = Vec::new();
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+        let content = m.get("content").unwrap_or(&Value::Null);
+        let (role, blocks) = match role {
+            "system" | "developer" => {
+                let text = convert::text_of(content);
+                if !text.is_empty() {
+                    system.push(json!({"text": text}));
+                }
+                continue;
+            }
+            "assistant" => {
+                let mut blocks = Vec::new();
+                let text = convert::text_of(content);
+                if !text.is_empty() {
+                    blocks.push(json!({"text": text}));
+                }
+                for (id, name, input) in convert::tool_calls_of(m) {
+                    blocks
+                        .push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
+                }
+                ("assistant", blocks)
+            }
+            "tool" => {
+                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                (
+                    "user",
+                    vec![json!({"toolResult": {
+                        "toolUseId": id,
+                        "content": [{"text": convert::text_of(content)}],
+                    }})],
+                )
+            }
+            _ => {
+                let mut blocks = Vec::new();
+                for part in convert::parts_of(content) {
+                    blocks.push(match part {
+                        Part::Text(text) => json!({"text": text}),
+                        Part::InlineImage { media_type, data } => {
+                            let format = image_format(&media_type).ok_or_else(|| {
+                                convert::unsupported(
+                                    provider,
+                                    &format!("images of type {media_type} are not supported"),
+                                )
+                            })?;
+                            json!({"image": {"format": format, "source": {"bytes": data}}})
+                        }
+                        Part::ImageUrl(_) => {
+                            return Err(convert::unsupported(
+                                provider,
+                                "Bedrock takes images only as base64 data: URLs",
+                            ));
+                        }
+                    });
+                }
+                ("user", blocks)
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match messages.last_mut() {
+            Some(last) if last["role"] == role => {
+                if let Some(existing) = last["content"].as_array_mut() {
+                    existing.extend(blocks);
+                }
+            }
+            _ => messages.push(json!({"role": role, "content": blocks})),
+        }
+    }
+
+    let mut out = Map::new();
+    out.insert("messages".into(), Value::Array(messages));
+    if !system.is_empty() {
+        out.insert("system".into(), Value::Array(system));
+    }
+    let mut config = Map::new();
+    if let Some(n) = convert::max_tokens(body) {
+        config.insert("maxTokens".into(), json!(n));
+    }
+    if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
+        config.insert("temperature".into(), t.clone());
+    }
+    if let Some(p) = body.get("top_p").filter(|v| v.is_number()) {
+        config.insert("topP".into(), p.clone());
+    }
+    if let Some(stop) = convert::stop_list(body) {
+        config.insert("stopSequences".into(), Value::Array(stop));
+    }
+    if !config.is_empty() {
+        out.insert("inferenceConfig".into(), Value::Object(config));
+    }
+    let tools = convert::function_tools(body);
+    if !tools.is_empty() {
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|(name, description, parameters)| {
+                let mut spec = json!({"name": name, "inputSchema": {"json": parameters}});
+                if let Some(d) = description {
+                    spec["description"] = Value::String(d);
+                }
+                json!({ "toolSpec": spec })
+            })
+            .collect();
+        let mut tool_config = json!({ "tools": tools });
+        // Converse has no "none": leave the choice out (the model decides).
+        match convert::tool_choice(body) {
+            Some(ToolChoice::Auto) => tool_config["toolChoice"] = json!({"auto": {}}),
+            Some(ToolChoice::Required) => tool_config["toolChoice"] = json!({"any": {}}),
+            Some(ToolChoice::Function(name)) => {
+                tool_config["toolChoice"] = json!({"tool": {"name": name}})
+            }
+            Some(ToolChoice::None) | None => {}
+        }
+        out.insert("toolConfig".into(), tool_config);
+    }
+    Ok(Value::Object(out))
+}
+
+/// `stopReason` to OpenAI's `finish_reason`.
+pub fn finish_reason(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some("max_tokens") | Some("model_context_window_exceeded") => "length",
+        Some("tool_use") => "tool_calls",
+        Some("guardrail_intervened") | Some("content_filtered") => "content_filter",
+        _ => "stop",
+    }
+}
+
+pub fn usage(u: &Value) -> Usage {
+    Usage {
+        prompt_tokens: convert::u64_at(u, &["inputTokens"])
+            + convert::u64_at(u, &["cacheReadInputTokens"])
+            + convert::u64_at(u, &["cacheWriteInputTokens"]),
+        completion_tokens: convert::u64_at(u, &["outputTokens"]),
+    }
+}
+
+/// Translates a Converse response into an OpenAI `chat.completion`.
+pub fn from_converse(v: &Value, provider: &str, model: &str) -> Result<Answer, UpstreamError> {
+    let blocks = v
+        .pointer("/output/message/content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| convert::invalid_response(provider, 200))?;
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut tool_calls = Vec::new();
+    for b in blocks {
+        if let Some(t) = b.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        } else if let Some(t) = b
+            .pointer("/reasoningContent/reasoningText/text")
+            .and_then(Value::as_str)
+        {
+            reasoning.push_str(t);
+        } else if let Some(tool) = b.get("toolUse") {
+            tool_calls.push(convert::openai_tool_call(
+                tool.get("toolUseId").and_then(Value::as_str).unwrap_or(""),
+                tool.get("name").and_then(Value::as_str).unwrap_or(""),
+                tool.get("input").unwrap_or(&json!({})),
+            ));
+        }
+    }
+    Ok(Completion {
+        id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
+        model: model.to_string(),
+        content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
+        reasoning: (!reasoning.is_empty()).then_some(reasoning),
+        tool_calls,
+        finish_reason: finish_reason(v.get("stopReason").and_then(Value::as_str)).into(),
+        usage: v.get("usage").map(usage),
+    }
+    .into_answer())
+}
+
+/// One decoded event-stream frame: message type, event (or exception) type,
+/// JSON payload.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub message_type: String,
+    pub event_type: String,
+    pub payload: Value,
+}
+
+fn header(message: &Message, name: &str) -> String {
+    message
+        .headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| h.value().as_string().ok())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// Decodes the binary event stream of a ConverseStream response.
+pub fn event_frames(
+    response: reqwest::Response,
+    provider: String,
+) -> impl Stream<Item = Result<Frame, UpstreamError>> + Send + 'static {
+    decode_frames(response.bytes_stream(), provider)
+}
+
+/// Decodes event-stream frames from raw body chunks.
+pub fn decode_frames<S, E>(
+    body: S,
+    provider: String,
+) -> impl Stream<Item = Result<Frame, UpstreamError>> + Send + 'static
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+{
+    struct St<S> {
+        body: std::pin::Pin<Box<S>>,
+        buf: BytesMut,
+        decoder: MessageFrameDecoder,
+        provider: String,
+        over: bool,
+    }
+    let state = St {
+        body: Box::pin(body),
+        buf: BytesMut::new(),
+        decoder: MessageFrameDecoder::new(),
+        provider,
+        over: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.over {
+                return None;
+            }
+            match st.decoder.decode_frame(&mut st.buf) {
+                Ok(DecodedFrame::Complete(message)) => {
+                    let payload = serde_json::from_slice(message.payload()).unwrap_or(Value::Null);
+                    let mut event_type = header(&message, ":event-type");
+                    let message_type = header(&message, ":message-type");
+                    if message_type == "exception" {
+                        event_type = header(&message, ":exception-type");
+                    }
+                    let frame = Frame {
+                        message_type,
+                        event_type,
+                        payload,
+                    };
+                    return Some((Ok(frame), st));
+                }
+                Ok(DecodedFrame::Incomplete) => {}
+                Err(_) => {
+                    st.over = true;
+                    let e = broken(&st.provider, "the event stream is corrupt");
+                    return Some((Err(e), st));
+                }
+            }
+            match st.body.next().await {
+                Some(Ok(chunk)) => st.buf.extend_from_slice(&chunk),
+                Some(Err(_)) => {
+                    st.over = true;
+                    let e = broken(&st.provider, "the stream broke");
+                    return Some((Err(e), st));
+                }
+                None => {
+                    st.over = true;
+                    if st.buf.has_remaining() {
+                        let e = broken(&st.provider, "the stream ended mid-frame");
+                        return Some((Err(e), st));
+                    }
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+/// Turns ConverseStream events into OpenAI chunks.
+pub struct StreamState {
+    provider: String,
+    chunker: Chunker,
+    /// Content-block index to OpenAI tool-call index.
+    tool_index: Vec<(u64, usize)>,
+    stop_reason: Option<String>,
+}
+
+impl StreamState {
+    pub fn new(provider: &str, model: &str) -> Self {
+        Self {
+            provider: provider.to_string(),
+            chunker: Chunker::new(format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()), model),
+            tool_index: Vec::new(),
+            stop_reason: None,
+        }
+    }
+}
+
+impl Translate for StreamState {
+    type Event = Frame;
+
+    fn feed(&mut self, frame: Frame, out: &mut Vec<StreamItem>) {
+        let v = &frame.payload;
+        if frame.message_type == "exception" || frame.message_type == "error" {
+            let message = v
+                .get("message")
+                .or_else(|| v.get("Message"))
+                .and_then(Value::as_str)
+                .unwrap_or(frame.event_type.as_str());
+            out.push(StreamItem::Error(broken(
+                &self.provider,
+                &format!("{}: {message}", frame.event_type),
+            )));
+            return;
+        }
+        let block = v
+            .get("contentBlockIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        match frame.event_type.as_str() {
+            "messageStart" => out.push(self.chunker.role()),
+            "contentBlockStart" => {
+                if let Some(tool) = v.pointer("/start/toolUse") {
+                    let index = self.tool_index.len();
+                    self.tool_index.push((block, index));
+                    out.push(self.chunker.tool_start(
+                        index,
+                        tool.get("toolUseId").and_then(Value::as_str).unwrap_or(""),
+                        tool.get("name").and_then(Value::as_str).unwrap_or(""),
+                        "",
+                    ));
+                }
+            }
+            "contentBlockDelta" => {
+                let delta = &v["delta"];
+                if let Some(t) = delta.get("text").and_then(Value::as_str) {
+                    out.push(self.chunker.text(t));
+                } else if let Some(t) = delta
+                    .pointer("/reasoningContent/text")
+                    .and_then(Value::as_str)
+                {
+                    out.push(self.chunker.reasoning(t));
+                } else if let Some(fragment) =
+                    delta.pointer("/toolUse/input").and_then(Value::as_str)
+                    && let Some((_, index)) = self.tool_index.iter().find(|(b, _)| *b == block)
+                {
+                    out.push(self.chunker.tool_args(*index, fragment));
+                }
+            }
+            "messageStop" => {
+                self.stop_reason = v
+                    .get("stopReason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                out.push(
+                    self.chunker
+                        .finish(finish_reason(self.stop_reason.as_deref())),
+                );
+            }
+            "metadata" => {
+                if let Some(u) = v.get("usage") {
+                    out.push(self.chunker.usage(&usage(u)));
+                }
+                out.push(StreamItem::Done);
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamItem>) {
+        if self.stop_reason.is_some() {
+            // messageStop came but no metadata: the answer is complete.
+            out.push(StreamItem::Done);
+        } else {
+            out.push(StreamItem::Error(broken(
+                &self.provider,
+                "the stream ended before messageStop",
+            )));
+        }
+    }
+}

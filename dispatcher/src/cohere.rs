@@ -1,0 +1,335 @@
+//! The Cohere v2 chat adapter: OpenAI chat in, `/v2/chat` out, answers and
+//! typed stream events back in OpenAI's format.
+
+use aigw_events::Usage;
+use aigw_events::provider::ProviderSpec;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+use crate::adapter::{Answer, StreamItem};
+use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
+use crate::openai::{UpstreamError, broken};
+
+pub async fn chat(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    api_key: Option<&SecretString>,
+    body: &Value,
+    stream: bool,
+) -> Result<Answer, UpstreamError> {
+    let name = provider.name.as_str();
+    let url = format!("{}/v2/chat", provider.base_url.trim_end_matches('/'));
+    let mut request = http.post(url).json(&to_cohere(body, stream));
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    if stream {
+        request = request.header(reqwest::header::ACCEPT, "text/event-stream");
+    }
+    let response = convert::send(request, name).await?;
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    if stream {
+        let events = convert::sse_events(response, name.to_string());
+        return Ok(Answer::Stream(convert::translate(
+            events,
+            StreamState::new(name, model),
+        )));
+    }
+    let parsed = convert::read_json(response, name).await?;
+    from_cohere(&parsed, name, model)
+}
+
+/// Translates an OpenAI chat request into a Cohere v2 chat request.
+pub fn to_cohere(body: &Value, stream: bool) -> Value {
+    let empty = Vec::new();
+    let messages: Vec<Value> = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .map(|m| {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+            let content = m.get("content").unwrap_or(&Value::Null);
+            match role {
+                "system" | "developer" => {
+                    json!({"role": "system", "content": convert::text_of(content)})
+                }
+                "assistant" => {
+                    let mut out = json!({"role": "assistant"});
+                    let text = convert::text_of(content);
+                    if !text.is_empty() {
+                        out["content"] = Value::String(text);
+                    }
+                    let calls: Vec<Value> = convert::tool_calls_of(m)
+                        .iter()
+                        .map(|(id, name, args)| convert::openai_tool_call(id, name, args))
+                        .collect();
+                    if !calls.is_empty() {
+                        out["tool_calls"] = Value::Array(calls);
+                    }
+                    out
+                }
+                "tool" => json!({
+                    "role": "tool",
+                    "tool_call_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "content": convert::text_of(content),
+                }),
+                _ => {
+                    let parts = convert::parts_of(content);
+                    let only_text = parts.iter().all(|p| matches!(p, Part::Text(_)));
+                    let content = if only_text {
+                        Value::String(convert::text_of(content))
+                    } else {
+                        Value::Array(
+                            parts
+                                .into_iter()
+                                .map(|p| match p {
+                                    Part::Text(t) => json!({"type": "text", "text": t}),
+                                    Part::InlineImage { media_type, data } => json!({
+                                        "type": "image_url",
+                                        "image_url": {"url": format!("data:{media_type};base64,{data}")},
+                                    }),
+                                    Part::ImageUrl(url) => {
+                                        json!({"type": "image_url", "image_url": {"url": url}})
+                                    }
+                                })
+                                .collect(),
+                        )
+                    };
+                    json!({"role": "user", "content": content})
+                }
+            }
+        })
+        .collect();
+
+    let mut out = Map::new();
+    out.insert(
+        "model".into(),
+        body.get("model").cloned().unwrap_or(Value::Null),
+    );
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(n) = convert::max_tokens(body) {
+        out.insert("max_tokens".into(), json!(n));
+    }
+    if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
+        out.insert("temperature".into(), t.clone());
+    }
+    if let Some(p) = body.get("top_p").filter(|v| v.is_number()) {
+        out.insert("p".into(), p.clone());
+    }
+    if let Some(seed) = body.get("seed").filter(|v| v.is_number()) {
+        out.insert("seed".into(), seed.clone());
+    }
+    if let Some(stop) = convert::stop_list(body) {
+        out.insert("stop_sequences".into(), Value::Array(stop));
+    }
+    let tools = convert::function_tools(body);
+    if !tools.is_empty() {
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|(name, description, parameters)| {
+                let mut f = json!({"name": name, "parameters": parameters});
+                if let Some(d) = description {
+                    f["description"] = Value::String(d);
+                }
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+        // Cohere has only REQUIRED and NONE; auto is the default.
+        match convert::tool_choice(body) {
+            Some(ToolChoice::Required) | Some(ToolChoice::Function(_)) => {
+                out.insert("tool_choice".into(), json!("REQUIRED"));
+            }
+            Some(ToolChoice::None) => {
+                out.insert("tool_choice".into(), json!("NONE"));
+            }
+            _ => {}
+        }
+    }
+    if stream {
+        out.insert("stream".into(), Value::Bool(true));
+    }
+    Value::Object(out)
+}
+
+/// Cohere's `finish_reason` to OpenAI's.
+pub fn finish_reason(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some("MAX_TOKENS") => "length",
+        Some("TOOL_CALL") => "tool_calls",
+        Some("ERROR_TOXIC") => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// Billed units when present (what is paid for), else raw token counts.
+pub fn usage(u: &Value) -> Usage {
+    let pick = |field: &str| {
+        u.pointer(&format!("/billed_units/{field}"))
+            .or_else(|| u.pointer(&format!("/tokens/{field}")))
+            .and_then(Value::as_f64)
+            .map_or(0, |n| n.max(0.0) as u64)
+    };
+    Usage {
+        prompt_tokens: pick("input_tokens"),
+        completion_tokens: pick("output_tokens"),
+    }
+}
+
+fn calls_of(message: &Value) -> Vec<Value> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            convert::openai_tool_call(
+                c.get("id").and_then(Value::as_str).unwrap_or(""),
+                c.pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                c.pointer("/function/arguments").unwrap_or(&json!("{}")),
+            )
+        })
+        .collect()
+}
+
+/// Translates a Cohere v2 chat response into an OpenAI `chat.completion`.
+pub fn from_cohere(v: &Value, provider: &str, model: &str) -> Result<Answer, UpstreamError> {
+    let message = v
+        .get("message")
+        .ok_or_else(|| convert::invalid_response(provider, 200))?;
+    let text: String = message
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|c| c.get("text").and_then(Value::as_str))
+        .collect();
+    let tool_calls = calls_of(message);
+    Ok(Completion {
+        id: v
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        model: model.to_string(),
+        content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
+        reasoning: None,
+        tool_calls,
+        finish_reason: finish_reason(v.get("finish_reason").and_then(Value::as_str)).into(),
+        usage: v.get("usage").map(usage),
+    }
+    .into_answer())
+}
+
+/// Turns Cohere's typed stream events into OpenAI chunks.
+pub struct StreamState {
+    provider: String,
+    chunker: Chunker,
+    /// Cohere's tool-call index to OpenAI's (they count the same way, but
+    /// only calls, so keep our own counter).
+    tools: Vec<(u64, usize)>,
+}
+
+impl StreamState {
+    pub fn new(provider: &str, model: &str) -> Self {
+        Self {
+            provider: provider.to_string(),
+            chunker: Chunker::new("", model),
+            tools: Vec::new(),
+        }
+    }
+
+    fn tool_index(&mut self, cohere_index: u64) -> usize {
+        if let Some((_, i)) = self.tools.iter().find(|(c, _)| *c == cohere_index) {
+            return *i;
+        }
+        let i = self.tools.len();
+        self.tools.push((cohere_index, i));
+        i
+    }
+}
+
+impl Translate for StreamState {
+    type Event = (String, String);
+
+    fn feed(&mut self, (event, data): (String, String), out: &mut Vec<StreamItem>) {
+        if data.trim() == "[DONE]" {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            return;
+        };
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(event.as_str());
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind {
+            "message-start" => {
+                if let Some(id) = v.get("id").and_then(Value::as_str) {
+                    self.chunker.id = id.to_string();
+                }
+                out.push(self.chunker.role());
+            }
+            "content-delta" => {
+                if let Some(t) = v
+                    .pointer("/delta/message/content/text")
+                    .and_then(Value::as_str)
+                {
+                    out.push(self.chunker.text(t));
+                }
+            }
+            "tool-call-start" => {
+                let call = &v["delta"]["message"]["tool_calls"];
+                let i = self.tool_index(index);
+                out.push(
+                    self.chunker.tool_start(
+                        i,
+                        call.get("id").and_then(Value::as_str).unwrap_or(""),
+                        call.pointer("/function/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                        call.pointer("/function/arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                    ),
+                );
+            }
+            "tool-call-delta" => {
+                if let Some(a) = v
+                    .pointer("/delta/message/tool_calls/function/arguments")
+                    .and_then(Value::as_str)
+                {
+                    let i = self.tool_index(index);
+                    out.push(self.chunker.tool_args(i, a));
+                }
+            }
+            "message-end" => {
+                let delta = &v["delta"];
+                if let Some(err) = delta.get("error").and_then(Value::as_str) {
+                    out.push(StreamItem::Error(broken(&self.provider, err)));
+                    return;
+                }
+                let reason = delta.get("finish_reason").and_then(Value::as_str);
+                out.push(self.chunker.finish(finish_reason(reason)));
+                if let Some(u) = delta.get("usage") {
+                    out.push(self.chunker.usage(&usage(u)));
+                }
+                out.push(StreamItem::Done);
+            }
+            // tool-plan-delta, citations, content-start/end, tool-call-end.
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamItem>) {
+        out.push(StreamItem::Error(broken(
+            &self.provider,
+            "the stream ended before message-end",
+        )));
+    }
+}

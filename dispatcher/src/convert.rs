@@ -1,0 +1,539 @@
+//! Pieces every native adapter shares: reading the OpenAI request, writing
+//! OpenAI responses and chunks, and turning a provider's event stream into
+//! `StreamItem`s.
+
+use std::collections::VecDeque;
+
+use aigw_events::{ErrorClass, Usage};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use serde_json::{Map, Value, json};
+
+use crate::adapter::{Answer, StreamItem};
+use crate::openai::UpstreamError;
+
+/// Characters escaped in a URL path segment (all but RFC 3986 unreserved).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Escapes `s` for use as one URL path segment (a model id, a deployment).
+pub fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
+}
+
+/// Output cap sent to providers that require one when the caller gave none.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Seconds since the epoch, for `created`.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The text of an OpenAI `content` (a string, or the text parts of an array).
+pub fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// A part of an OpenAI user message.
+pub enum Part {
+    Text(String),
+    /// A `data:` URL: media type and base64 data.
+    InlineImage {
+        media_type: String,
+        data: String,
+    },
+    /// An image by URL.
+    ImageUrl(String),
+}
+
+/// The parts of an OpenAI `content`, images included.
+pub fn parts_of(content: &Value) -> Vec<Part> {
+    match content {
+        Value::String(s) => vec![Part::Text(s.clone())],
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => p
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map(|t| Part::Text(t.to_string())),
+                Some("image_url") => {
+                    let url = p
+                        .get("image_url")
+                        .and_then(|i| i.get("url").or(Some(i)))
+                        .and_then(Value::as_str)?;
+                    Some(image_part(url))
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn image_part(url: &str) -> Part {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((meta, data)) = rest.split_once(',')
+        && let Some(media_type) = meta.strip_suffix(";base64")
+    {
+        return Part::InlineImage {
+            media_type: media_type.to_string(),
+            data: data.to_string(),
+        };
+    }
+    Part::ImageUrl(url.to_string())
+}
+
+/// A guess at an image URL's media type from its extension.
+pub fn media_type_of_url(url: &str) -> &'static str {
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    if path.ends_with(".png") {
+        "image/png"
+    } else if path.ends_with(".gif") {
+        "image/gif"
+    } else if path.ends_with(".webp") {
+        "image/webp"
+    } else {
+        "image/jpeg"
+    }
+}
+
+/// `stop` as a list (OpenAI allows a string or an array).
+pub fn stop_list(body: &Value) -> Option<Vec<Value>> {
+    match body.get("stop")? {
+        Value::String(s) => Some(vec![Value::String(s.clone())]),
+        Value::Array(a) if !a.is_empty() => Some(a.clone()),
+        _ => None,
+    }
+}
+
+/// `max_completion_tokens`, else `max_tokens`.
+pub fn max_tokens(body: &Value) -> Option<u64> {
+    body.get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
+}
+
+/// The OpenAI function tools of a request: `(name, description, parameters)`.
+pub fn function_tools(body: &Value) -> Vec<(String, Option<String>, Value)> {
+    body.get("tools")
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| {
+                    let f = t.get("function")?;
+                    let name = f.get("name")?.as_str()?.to_string();
+                    let description = f
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    let parameters = f
+                        .get("parameters")
+                        .cloned()
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+                    Some((name, description, parameters))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What `tool_choice` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Function(String),
+}
+
+pub fn tool_choice(body: &Value) -> Option<ToolChoice> {
+    match body.get("tool_choice")? {
+        Value::String(s) => match s.as_str() {
+            "none" => Some(ToolChoice::None),
+            "required" | "any" => Some(ToolChoice::Required),
+            _ => Some(ToolChoice::Auto),
+        },
+        Value::Object(o) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Function(n.to_string())),
+        _ => None,
+    }
+}
+
+/// An assistant message's tool calls: `(id, name, arguments as JSON value)`.
+pub fn tool_calls_of(message: &Value) -> Vec<(String, String, Value)> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .filter_map(|c| {
+                    let id = c
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let f = c.get("function")?;
+                    let name = f.get("name")?.as_str()?.to_string();
+                    let args = match f.get("arguments") {
+                        Some(Value::String(s)) => {
+                            serde_json::from_str(s).unwrap_or_else(|_| json!({}))
+                        }
+                        Some(v @ Value::Object(_)) => v.clone(),
+                        _ => json!({}),
+                    };
+                    Some((id, name, args))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An OpenAI tool call, with the arguments as a JSON string.
+pub fn openai_tool_call(id: &str, name: &str, arguments: &Value) -> Value {
+    let arguments = match arguments {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+}
+
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    })
+}
+
+/// A complete OpenAI `chat.completion` answer.
+pub struct Completion {
+    pub id: String,
+    pub model: String,
+    pub content: Option<String>,
+    pub reasoning: Option<String>,
+    pub tool_calls: Vec<Value>,
+    pub finish_reason: String,
+    pub usage: Option<Usage>,
+}
+
+impl Completion {
+    pub fn into_answer(self) -> Answer {
+        let mut message = Map::new();
+        message.insert("role".into(), json!("assistant"));
+        message.insert(
+            "content".into(),
+            self.content.map(Value::String).unwrap_or(Value::Null),
+        );
+        if let Some(r) = self.reasoning {
+            message.insert("reasoning_content".into(), Value::String(r));
+        }
+        if !self.tool_calls.is_empty() {
+            message.insert("tool_calls".into(), Value::Array(self.tool_calls));
+        }
+        let mut body = json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": now(),
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": Value::Object(message),
+                "finish_reason": self.finish_reason,
+            }],
+        });
+        if let Some(u) = &self.usage {
+            body["usage"] = usage_json(u);
+        }
+        Answer::Full {
+            body: Bytes::from(body.to_string()),
+            usage: self.usage,
+        }
+    }
+}
+
+/// Builds `chat.completion.chunk` payloads for one answer.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    pub id: String,
+    pub model: String,
+    pub created: i64,
+}
+
+impl Chunker {
+    pub fn new(id: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            model: model.into(),
+            created: now(),
+        }
+    }
+
+    pub fn delta(&self, delta: Value, finish_reason: Option<&str>) -> StreamItem {
+        StreamItem::Data(
+            json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            })
+            .to_string(),
+        )
+    }
+
+    pub fn role(&self) -> StreamItem {
+        self.delta(json!({"role": "assistant", "content": ""}), None)
+    }
+
+    pub fn text(&self, text: &str) -> StreamItem {
+        self.delta(json!({"content": text}), None)
+    }
+
+    pub fn reasoning(&self, text: &str) -> StreamItem {
+        self.delta(json!({"reasoning_content": text}), None)
+    }
+
+    /// The start of tool call `index`: id, name and (maybe) arguments.
+    pub fn tool_start(&self, index: usize, id: &str, name: &str, arguments: &str) -> StreamItem {
+        self.delta(
+            json!({"tool_calls": [{
+                "index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }]}),
+            None,
+        )
+    }
+
+    pub fn tool_args(&self, index: usize, fragment: &str) -> StreamItem {
+        self.delta(
+            json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}),
+            None,
+        )
+    }
+
+    pub fn finish(&self, reason: &str) -> StreamItem {
+        self.delta(json!({}), Some(reason))
+    }
+
+    /// The final usage chunk, as OpenAI sends it with `include_usage`.
+    pub fn usage(&self, u: &Usage) -> StreamItem {
+        StreamItem::Data(
+            json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage_json(u),
+            })
+            .to_string(),
+        )
+    }
+}
+
+/// A provider's stream events, translated one by one.
+pub trait Translate: Send + 'static {
+    type Event: Send;
+    /// Translates one event; `Done` or `Error` in `out` ends the stream.
+    fn feed(&mut self, event: Self::Event, out: &mut Vec<StreamItem>);
+    /// The upstream closed: emit what is left (`Done`, or an error when the
+    /// stream ended before its proper end).
+    fn finish(&mut self, out: &mut Vec<StreamItem>);
+}
+
+/// Runs `translator` over `events`, stopping after `Done` or an error.
+pub fn translate<S, T>(events: S, translator: T) -> BoxStream<'static, StreamItem>
+where
+    S: Stream<Item = Result<T::Event, UpstreamError>> + Send + 'static,
+    T: Translate,
+{
+    struct St<S, T> {
+        events: std::pin::Pin<Box<S>>,
+        t: T,
+        pending: VecDeque<StreamItem>,
+        over: bool,
+    }
+    let state = St {
+        events: Box::pin(events),
+        t: translator,
+        pending: VecDeque::new(),
+        over: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(item) = st.pending.pop_front() {
+                if matches!(item, StreamItem::Done | StreamItem::Error(_)) {
+                    st.over = true;
+                    st.pending.clear();
+                }
+                return Some((item, st));
+            }
+            if st.over {
+                return None;
+            }
+            let mut out = Vec::new();
+            match st.events.next().await {
+                Some(Ok(event)) => st.t.feed(event, &mut out),
+                Some(Err(e)) => out.push(StreamItem::Error(e)),
+                None => {
+                    st.t.finish(&mut out);
+                    st.over = true;
+                }
+            }
+            st.pending.extend(out);
+        }
+    })
+    .boxed()
+}
+
+/// A response body aigw could not understand.
+pub fn invalid_response(provider: &str, status: u16) -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Upstream,
+        upstream_status: Some(status),
+        status: 502,
+        error_type: "upstream_error".into(),
+        code: Some("upstream_invalid_response".into()),
+        message: format!("provider {provider} sent a response aigw could not read"),
+        retry_after: None,
+    }
+}
+
+/// A request aigw cannot translate for this provider (the caller's fault).
+pub fn unsupported(provider: &str, what: &str) -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Client,
+        upstream_status: None,
+        status: 400,
+        error_type: "invalid_request_error".into(),
+        code: Some("unsupported_for_provider".into()),
+        message: format!("provider {provider}: {what}"),
+        retry_after: None,
+    }
+}
+
+/// A provider misconfigured in aigw (missing setting or credential).
+pub fn misconfigured(provider: &str, what: &str) -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Upstream,
+        upstream_status: None,
+        status: 502,
+        error_type: "upstream_error".into(),
+        code: Some("provider_misconfigured".into()),
+        message: format!("provider {provider} is misconfigured: {what}"),
+        retry_after: None,
+    }
+}
+
+/// Sends `request`, returning the response when it succeeded and the
+/// classified error otherwise.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    provider: &str,
+) -> Result<reqwest::Response, UpstreamError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| crate::openai::transport_error(&e, provider))?;
+    if !response.status().is_success() {
+        return Err(crate::openai::error_from_response(response, provider).await);
+    }
+    Ok(response)
+}
+
+/// Reads a successful JSON response body.
+pub async fn read_json(
+    response: reqwest::Response,
+    provider: &str,
+) -> Result<Value, UpstreamError> {
+    let status = response.status().as_u16();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| crate::openai::transport_error(&e, provider))?;
+    serde_json::from_slice(&body).map_err(|_| invalid_response(provider, status))
+}
+
+/// An SSE body as `(event name, data)` pairs.
+pub fn sse_events(
+    response: reqwest::Response,
+    provider: String,
+) -> impl Stream<Item = Result<(String, String), UpstreamError>> + Send + 'static {
+    use eventsource_stream::Eventsource;
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(move |event| match event {
+            Ok(ev) => Ok((ev.event, ev.data)),
+            Err(eventsource_stream::EventStreamError::Transport(t)) if t.is_timeout() => {
+                Err(crate::openai::broken(&provider, "the stream stalled"))
+            }
+            Err(_) => Err(crate::openai::broken(&provider, "the stream broke")),
+        })
+}
+
+/// Reads a non-negative integer field.
+pub fn u64_at(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for key in path {
+        match cur.get(key) {
+            Some(next) => cur = next,
+            None => return 0,
+        }
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_from_data_urls() {
+        let parts = parts_of(&json!([
+            {"type": "text", "text": "hi"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "image_url", "image_url": {"url": "https://x/y.webp"}},
+        ]));
+        assert!(matches!(&parts[0], Part::Text(t) if t == "hi"));
+        assert!(
+            matches!(&parts[1], Part::InlineImage { media_type, data } if media_type == "image/png" && data == "AAAA")
+        );
+        assert!(matches!(&parts[2], Part::ImageUrl(u) if media_type_of_url(u) == "image/webp"));
+    }
+
+    #[test]
+    fn tool_choice_forms() {
+        assert_eq!(
+            tool_choice(&json!({"tool_choice": "required"})),
+            Some(ToolChoice::Required)
+        );
+        assert_eq!(
+            tool_choice(&json!({"tool_choice": {"type": "function", "function": {"name": "f"}}})),
+            Some(ToolChoice::Function("f".into()))
+        );
+        assert_eq!(tool_choice(&json!({})), None);
+    }
+}

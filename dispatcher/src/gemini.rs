@@ -1,0 +1,402 @@
+//! The Google Gemini adapter: OpenAI chat in, `generateContent` /
+//! `streamGenerateContent?alt=sse` out, answers back in OpenAI's format. The
+//! key goes in the `x-goog-api-key` header, never in the URL.
+
+use std::collections::HashMap;
+
+use aigw_events::Usage;
+use aigw_events::provider::ProviderSpec;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+use crate::adapter::{Answer, StreamItem};
+use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
+use crate::openai::{UpstreamError, broken};
+
+pub async fn chat(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    api_key: Option<&SecretString>,
+    body: &Value,
+    stream: bool,
+) -> Result<Answer, UpstreamError> {
+    let name = provider.name.as_str();
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    let model_path = convert::path_segment(model);
+    let base = provider.base_url.trim_end_matches('/');
+    let url = if stream {
+        format!("{base}/models/{model_path}:streamGenerateContent?alt=sse")
+    } else {
+        format!("{base}/models/{model_path}:generateContent")
+    };
+    let mut request = http.post(url).json(&to_gemini(body));
+    if let Some(key) = api_key {
+        request = request.header("x-goog-api-key", key.expose_secret());
+    }
+    let response = convert::send(request, name).await?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+    if stream {
+        let events = convert::sse_events(response, name.to_string());
+        return Ok(Answer::Stream(convert::translate(
+            events,
+            StreamState::new(name, &id, model),
+        )));
+    }
+    let parsed = convert::read_json(response, name).await?;
+    from_gemini(&parsed, name, &id, model)
+}
+
+/// Drops JSON Schema keys Gemini's `parameters` (an OpenAPI subset) refuses.
+fn schema_for_gemini(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "$schema" | "additionalProperties" | "strict")
+                })
+                .map(|(k, v)| (k.clone(), schema_for_gemini(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(schema_for_gemini).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Translates an OpenAI chat request into a Gemini `generateContent` body.
+pub fn to_gemini(body: &Value) -> Value {
+    let mut system: Vec<String> = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    // Gemini matches tool results by function name, not call id.
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    let empty = Vec::new();
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+        let content = m.get("content").unwrap_or(&Value::Null);
+        let (role, parts) = match role {
+            "system" | "developer" => {
+                system.push(convert::text_of(content));
+                continue;
+            }
+            "assistant" => {
+                let mut parts = Vec::new();
+                let text = convert::text_of(content);
+                if !text.is_empty() {
+                    parts.push(json!({"text": text}));
+                }
+                for (id, name, args) in convert::tool_calls_of(m) {
+                    call_names.insert(id, name.clone());
+                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                }
+                ("model", parts)
+            }
+            "tool" => {
+                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                let name = call_names.get(id).cloned().unwrap_or_default();
+                let text = convert::text_of(content);
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => json!({"content": text}),
+                };
+                (
+                    "user",
+                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                )
+            }
+            _ => ("user", user_parts(content)),
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        match contents.last_mut() {
+            Some(last) if last["role"] == role => {
+                if let Some(existing) = last["parts"].as_array_mut() {
+                    existing.extend(parts);
+                }
+            }
+            _ => contents.push(json!({"role": role, "parts": parts})),
+        }
+    }
+
+    let mut out = Map::new();
+    out.insert("contents".into(), Value::Array(contents));
+    let system: Vec<String> = system.into_iter().filter(|s| !s.is_empty()).collect();
+    if !system.is_empty() {
+        out.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": system.join("\n\n")}]}),
+        );
+    }
+    let mut config = Map::new();
+    if let Some(n) = convert::max_tokens(body) {
+        config.insert("maxOutputTokens".into(), json!(n));
+    }
+    if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
+        config.insert("temperature".into(), t.clone());
+    }
+    if let Some(p) = body.get("top_p").filter(|v| v.is_number()) {
+        config.insert("topP".into(), p.clone());
+    }
+    if let Some(stop) = convert::stop_list(body) {
+        config.insert("stopSequences".into(), Value::Array(stop));
+    }
+    if body
+        .pointer("/response_format/type")
+        .and_then(Value::as_str)
+        == Some("json_object")
+    {
+        config.insert("responseMimeType".into(), json!("application/json"));
+    }
+    if !config.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(config));
+    }
+    let tools = convert::function_tools(body);
+    if !tools.is_empty() {
+        let declarations: Vec<Value> = tools
+            .into_iter()
+            .map(|(name, description, parameters)| {
+                let mut d = json!({"name": name, "parameters": schema_for_gemini(&parameters)});
+                if let Some(desc) = description {
+                    d["description"] = Value::String(desc);
+                }
+                d
+            })
+            .collect();
+        out.insert(
+            "tools".into(),
+            json!([{ "functionDeclarations": declarations }]),
+        );
+        if let Some(choice) = convert::tool_choice(body) {
+            let config = match choice {
+                ToolChoice::Auto => json!({"mode": "AUTO"}),
+                ToolChoice::None => json!({"mode": "NONE"}),
+                ToolChoice::Required => json!({"mode": "ANY"}),
+                ToolChoice::Function(name) => {
+                    json!({"mode": "ANY", "allowedFunctionNames": [name]})
+                }
+            };
+            out.insert(
+                "toolConfig".into(),
+                json!({ "functionCallingConfig": config }),
+            );
+        }
+    }
+    Value::Object(out)
+}
+
+fn user_parts(content: &Value) -> Vec<Value> {
+    convert::parts_of(content)
+        .into_iter()
+        .map(|p| match p {
+            Part::Text(text) => json!({"text": text}),
+            Part::InlineImage { media_type, data } => {
+                json!({"inlineData": {"mimeType": media_type, "data": data}})
+            }
+            Part::ImageUrl(url) => json!({
+                "fileData": {"mimeType": convert::media_type_of_url(&url), "fileUri": url}
+            }),
+        })
+        .collect()
+}
+
+/// `finishReason` to OpenAI's `finish_reason`.
+pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str {
+    match reason {
+        _ if has_tool_calls => "tool_calls",
+        Some("MAX_TOKENS") => "length",
+        Some("SAFETY")
+        | Some("RECITATION")
+        | Some("BLOCKLIST")
+        | Some("PROHIBITED_CONTENT")
+        | Some("SPII")
+        | Some("IMAGE_SAFETY") => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// `usageMetadata`: completion counts thinking tokens too.
+pub fn usage(u: &Value) -> Usage {
+    Usage {
+        prompt_tokens: convert::u64_at(u, &["promptTokenCount"]),
+        completion_tokens: convert::u64_at(u, &["candidatesTokenCount"])
+            + convert::u64_at(u, &["thoughtsTokenCount"]),
+    }
+}
+
+/// Text, thoughts and function calls of a response's first candidate.
+struct Parts {
+    text: String,
+    thoughts: String,
+    calls: Vec<(Option<String>, String, Value)>,
+    finish: Option<String>,
+}
+
+fn read_parts(v: &Value) -> Parts {
+    let mut parts = Parts {
+        text: String::new(),
+        thoughts: String::new(),
+        calls: Vec::new(),
+        finish: None,
+    };
+    let candidate = &v["candidates"][0];
+    parts.finish = candidate
+        .get("finishReason")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if parts.finish.is_none() && v.pointer("/promptFeedback/blockReason").is_some() {
+        parts.finish = Some("SAFETY".into());
+    }
+    for p in candidate
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(call) = p.get("functionCall") {
+            parts.calls.push((
+                call.get("id").and_then(Value::as_str).map(str::to_string),
+                call.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                call.get("args").cloned().unwrap_or_else(|| json!({})),
+            ));
+        } else if let Some(t) = p.get("text").and_then(Value::as_str) {
+            if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                parts.thoughts.push_str(t);
+            } else {
+                parts.text.push_str(t);
+            }
+        }
+    }
+    parts
+}
+
+/// Translates a `GenerateContentResponse` into an OpenAI `chat.completion`.
+pub fn from_gemini(
+    v: &Value,
+    provider: &str,
+    id: &str,
+    model: &str,
+) -> Result<Answer, UpstreamError> {
+    if v.get("candidates").is_none() && v.get("promptFeedback").is_none() {
+        return Err(convert::invalid_response(provider, 200));
+    }
+    let parts = read_parts(v);
+    let tool_calls: Vec<Value> = parts
+        .calls
+        .iter()
+        .enumerate()
+        .map(|(i, (call_id, name, args))| {
+            let call_id = call_id.clone().unwrap_or_else(|| format!("call_{i}"));
+            convert::openai_tool_call(&call_id, name, args)
+        })
+        .collect();
+    Ok(Completion {
+        id: id.to_string(),
+        model: v
+            .get("modelVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(model)
+            .to_string(),
+        content: (!parts.text.is_empty() || tool_calls.is_empty()).then_some(parts.text),
+        reasoning: (!parts.thoughts.is_empty()).then_some(parts.thoughts),
+        finish_reason: finish_reason(parts.finish.as_deref(), !tool_calls.is_empty()).into(),
+        tool_calls,
+        usage: v.get("usageMetadata").map(usage),
+    }
+    .into_answer())
+}
+
+/// Turns Gemini's SSE responses (each holding only new parts) into chunks.
+pub struct StreamState {
+    provider: String,
+    chunker: Chunker,
+    started: bool,
+    tools: usize,
+    finish: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl StreamState {
+    pub fn new(provider: &str, id: &str, model: &str) -> Self {
+        Self {
+            provider: provider.to_string(),
+            chunker: Chunker::new(id, model),
+            started: false,
+            tools: 0,
+            finish: None,
+            usage: None,
+        }
+    }
+}
+
+impl Translate for StreamState {
+    type Event = (String, String);
+
+    fn feed(&mut self, (_, data): (String, String), out: &mut Vec<StreamItem>) {
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            return;
+        };
+        if let Some(err) = v.get("error") {
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("stream error");
+            out.push(StreamItem::Error(broken(&self.provider, message)));
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
+                self.chunker.model = m.to_string();
+            }
+            out.push(self.chunker.role());
+        }
+        let parts = read_parts(&v);
+        if !parts.thoughts.is_empty() {
+            out.push(self.chunker.reasoning(&parts.thoughts));
+        }
+        if !parts.text.is_empty() {
+            out.push(self.chunker.text(&parts.text));
+        }
+        for (call_id, name, args) in parts.calls {
+            let index = self.tools;
+            self.tools += 1;
+            let call_id = call_id.unwrap_or_else(|| format!("call_{index}"));
+            out.push(
+                self.chunker
+                    .tool_start(index, &call_id, &name, &args.to_string()),
+            );
+        }
+        if parts.finish.is_some() {
+            self.finish = parts.finish;
+        }
+        if let Some(u) = v.get("usageMetadata") {
+            self.usage = Some(usage(u));
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamItem>) {
+        // Gemini ends a stream by closing it; one without a finishReason broke.
+        let Some(reason) = self.finish.as_deref() else {
+            out.push(StreamItem::Error(broken(
+                &self.provider,
+                "the stream ended without a finish reason",
+            )));
+            return;
+        };
+        out.push(
+            self.chunker
+                .finish(finish_reason(Some(reason), self.tools > 0)),
+        );
+        if let Some(u) = &self.usage {
+            out.push(self.chunker.usage(u));
+        }
+        out.push(StreamItem::Done);
+    }
+}
