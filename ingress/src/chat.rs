@@ -163,10 +163,12 @@ pub async fn chat_completions(
         .registry
         .resolve(&chat.model, chat.provider.as_deref())
         .map_err(|e| match e {
-            ResolveError::UnknownProvider(_) => ApiError::NotFound {
-                message: e.to_string(),
-                code: "provider_not_found",
-            },
+            ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
+                ApiError::NotFound {
+                    message: e.to_string(),
+                    code: "provider_not_found",
+                }
+            }
             ResolveError::UnknownModel(_) => ApiError::NotFound {
                 message: e.to_string(),
                 code: "model_not_found",

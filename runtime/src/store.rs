@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aigw_events::{KeyAggregate, ProviderAggregate, RequestAggregate, RequestEvent};
+use aigw_events::{
+    AliasAggregate, KeyAggregate, ProviderAggregate, RequestAggregate, RequestEvent,
+};
 use cqrs_es::{Aggregate, AggregateError};
 use postgres_es::{PostgresCqrs, postgres_cqrs};
 use sqlx::PgPool;
@@ -17,6 +19,7 @@ pub struct Stores {
     pub keys: Arc<PostgresCqrs<KeyAggregate>>,
     pub providers: Arc<PostgresCqrs<ProviderAggregate>>,
     pub requests: Arc<PostgresCqrs<RequestAggregate>>,
+    pub aliases: Arc<PostgresCqrs<AliasAggregate>>,
 }
 
 impl Stores {
@@ -25,6 +28,7 @@ impl Stores {
             keys: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             providers: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             requests: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
+            aliases: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             pool,
         }
     }
