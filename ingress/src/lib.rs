@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod ops;
 pub mod presets;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use aigw_events::Names;
 use aigw_runtime::crypto::Sealer;
+use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::Limiter;
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats, telemetry};
 use axum::Router;
@@ -74,6 +76,7 @@ pub struct AppState {
     pub stores: Stores,
     pub registry: Arc<Registry>,
     pub limiter: Limiter,
+    pub health: Health,
     pub sealer: Sealer,
     pub admin_token: Option<SecretString>,
     pub max_body_bytes: usize,
@@ -161,6 +164,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::delete_provider),
         )
         .route("/admin/api/unpriced", get(ops::unpriced))
+        .route(
+            "/admin/api/providers/{id}/health",
+            get(routing::provider_health_one),
+        )
+        .route("/admin/api/health", get(routing::health_summary))
+        .route(
+            "/admin/api/aliases",
+            post(routing::create_alias).get(routing::list_aliases),
+        )
+        .route(
+            "/admin/api/aliases/{name}",
+            get(routing::get_alias)
+                .patch(routing::update_alias)
+                .delete(routing::delete_alias),
+        )
         .route("/admin/api/presets", get(presets::list_presets))
         .route(
             "/admin/api/keys",
@@ -216,6 +234,7 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     nats::ensure_streams(&js, &names).await?;
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names).await?;
+    let health = Health::open(&js, &names, BreakerConfig::default()).await?;
     Ok(AppState {
         names,
         client,
@@ -223,6 +242,7 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
         stores: Stores::new(pool),
         registry,
         limiter,
+        health,
         sealer: Sealer::new(common.master_key.as_ref()),
         admin_token: args.admin_token.clone(),
         max_body_bytes: args.max_body_bytes,

@@ -105,6 +105,7 @@ pub struct Options {
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
     pub retries_per_target: u32,
+    pub max_attempts: usize,
     pub routing_strategy: aigw_events::Strategy,
 }
 
@@ -121,6 +122,7 @@ impl Default for Options {
             breaker_threshold: 3,
             breaker_cooldown: Duration::from_secs(30),
             retries_per_target: 1,
+            max_attempts: 6,
             routing_strategy: aigw_events::Strategy::Priority,
         }
     }
@@ -199,7 +201,7 @@ impl TestEnv {
             routing_strategy: self.options.routing_strategy,
             routing_seed: Some(7),
             retries_per_target: self.options.retries_per_target,
-            max_attempts: 4,
+            max_attempts: self.options.max_attempts,
             max_backoff: Duration::from_secs(5),
             request_deadline: Duration::from_secs(60),
             breaker_threshold: self.options.breaker_threshold,
