@@ -14,7 +14,6 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use bytes::Bytes;
 use chrono::Utc;
-use cqrs_es::AggregateError;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -843,15 +842,14 @@ async fn record(
     for _ in 0..8 {
         match shared
             .stores
-            .requests
-            .execute_with_metadata(&id, command.clone(), meta.clone())
+            .record_request(&id, command.clone(), &meta)
             .await
         {
-            Ok(()) => {
+            Ok(true) => {
                 metrics::counter!("aigw_requests_recorded_total").increment(1);
                 return true;
             }
-            Err(AggregateError::UserError(_)) | Err(AggregateError::AggregateConflict) => {
+            Ok(false) => {
                 tracing::info!(request_id = %id, "request was already recorded");
                 return true;
             }
