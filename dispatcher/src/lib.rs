@@ -10,6 +10,7 @@ pub mod cohere;
 pub mod convert;
 pub mod gemini;
 pub mod openai;
+pub mod probe;
 pub mod process;
 pub mod reply;
 pub mod routing;
@@ -93,6 +94,11 @@ pub struct DispatcherArgs {
     /// How long an open circuit refuses calls before a probe is let through.
     #[arg(long, env = "AIGW_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub breaker_cooldown: Duration,
+
+    /// Probe every OpenAI-compatible provider (`GET /models`) this often;
+    /// off when unset.
+    #[arg(long, env = "AIGW_HEALTH_PROBE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub health_probe_interval: Option<Duration>,
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -236,6 +242,9 @@ pub async fn run(
     });
 
     let cancels = follow_cancellations(shared.clone(), &names).await?;
+    let prober = args
+        .health_probe_interval
+        .map(|every| probe::spawn(shared.clone(), every));
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(args.concurrency.clamp(1, 256))
@@ -284,6 +293,9 @@ pub async fn run(
     cancels.abort();
     follower.abort();
     health_follower.abort();
+    if let Some(p) = prober {
+        p.abort();
+    }
     let _ = client.flush().await;
     tracing::info!("dispatcher stopped");
     Ok(())

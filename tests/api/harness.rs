@@ -107,6 +107,7 @@ pub struct Options {
     pub retries_per_target: u32,
     pub max_attempts: usize,
     pub routing_strategy: aigw_events::Strategy,
+    pub health_probe_interval: Option<Duration>,
 }
 
 impl Default for Options {
@@ -124,6 +125,7 @@ impl Default for Options {
             retries_per_target: 1,
             max_attempts: 6,
             routing_strategy: aigw_events::Strategy::Priority,
+            health_probe_interval: None,
         }
     }
 }
@@ -206,6 +208,7 @@ impl TestEnv {
             request_deadline: Duration::from_secs(60),
             breaker_threshold: self.options.breaker_threshold,
             breaker_cooldown: self.options.breaker_cooldown,
+            health_probe_interval: self.options.health_probe_interval,
         }
     }
 

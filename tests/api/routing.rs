@@ -441,3 +441,55 @@ async fn several_credentials_take_turns_and_a_provider_can_be_disabled() {
         .await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn active_probes_notice_a_provider_going_down_and_coming_back() {
+    let env = TestEnv::with(Options {
+        breaker_threshold: 2,
+        breaker_cooldown: Duration::from_millis(300),
+        health_probe_interval: Some(Duration::from_millis(200)),
+        ..Options::default()
+    })
+    .await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&upstream)
+        .await;
+    let id = env
+        .add_provider("probed", &format!("{}/v1", upstream.uri()), &["m"])
+        .await;
+    let status = || async {
+        env.admin(
+            reqwest::Method::GET,
+            &format!("/admin/api/providers/{id}/health"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["status"]
+            .clone()
+    };
+    // Without any traffic, the probes find it down...
+    wait_until(Duration::from_secs(10), || async {
+        status().await == "down"
+    })
+    .await;
+    let seen = upstream.received_requests().await.unwrap();
+    assert!(seen.iter().all(|r| r.url.path() == "/v1/models"));
+    assert_eq!(
+        seen[0].headers["authorization"],
+        "Bearer sk-upstream-secret"
+    );
+    // ...and back up once it answers again.
+    upstream.reset().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": []})),
+        )
+        .mount(&upstream)
+        .await;
+    wait_until(Duration::from_secs(10), || async { status().await == "up" }).await;
+}
