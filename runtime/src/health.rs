@@ -100,18 +100,7 @@ impl Health {
         config: BreakerConfig,
     ) -> Result<Self> {
         let bucket = format!("{}_health", names.namespace());
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| RuntimeError::Nats(format!("creating bucket {bucket}: {e}")))?,
-        };
+        let kv = crate::nats::ensure_kv(js, &bucket).await?;
         let health = Self {
             kv,
             config,

@@ -59,6 +59,29 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<st
     .map_err(|e| RuntimeError::Nats(format!("creating stream {}: {e}", names.requests_stream())))
 }
 
+/// Finds or creates a key-value bucket; safe when replicas race to create it.
+pub async fn ensure_kv(js: &jetstream::Context, bucket: &str) -> Result<jetstream::kv::Store> {
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let created = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: bucket.to_string(),
+            history: 1,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(kv) => Ok(kv),
+        // Another replica created it a moment ago.
+        Err(e) => js
+            .get_key_value(bucket)
+            .await
+            .map_err(|_| RuntimeError::Nats(format!("creating bucket {bucket}: {e}"))),
+    }
+}
+
 fn version_at_least(version: &str, min: (u32, u32)) -> bool {
     let mut parts = version
         .trim_start_matches('v')
