@@ -5,9 +5,11 @@
 // This is a command-line tool whose job is to print its measurements.
 #![allow(clippy::print_stdout)]
 
+mod ab;
 mod compare;
 mod load;
 mod mock;
+mod routing;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,11 @@ enum Command {
     /// Measure the mock directly and through aigw in one run, then check that
     /// every gateway request was recorded as events.
     Compare(compare::CompareArgs),
+    /// Compare two request shapes through aigw at the same rate (failover,
+    /// admission): success rates, latencies and the difference.
+    Ab(ab::AbArgs),
+    /// Time the routing decision (`Router::plan`) for every strategy.
+    Routing(routing::RoutingArgs),
 }
 
 #[tokio::main]
@@ -43,5 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Mock(args) => mock::run(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Compare(args) => compare::run(args).await,
+        Command::Ab(args) => ab::run(args).await,
+        Command::Routing(args) => routing::run(args),
     }
 }

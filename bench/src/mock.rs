@@ -30,18 +30,25 @@ pub struct MockArgs {
     /// Delay between streamed chunks, in ms.
     #[arg(long, default_value_t = 0)]
     pub chunk_delay_ms: u64,
+
+    /// Answer every chat request with this HTTP status (e.g. 500) and an
+    /// OpenAI-shaped error: a failing upstream, for failover benchmarks.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(400..=599))]
+    pub fail_status: Option<u16>,
 }
 
 #[derive(Default)]
 struct Counters {
     chat: AtomicU64,
     streamed: AtomicU64,
+    failed: AtomicU64,
 }
 
 #[derive(Clone)]
 struct Mock {
     delay: Duration,
     chunk_delay: Duration,
+    fail_status: Option<StatusCode>,
     counters: Arc<Counters>,
 }
 
@@ -69,6 +76,7 @@ fn router(args: &MockArgs) -> Router {
     let state = Mock {
         delay: Duration::from_millis(args.delay_ms),
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        fail_status: args.fail_status.and_then(|s| StatusCode::from_u16(s).ok()),
         counters: Arc::new(Counters::default()),
     };
     Router::new()
@@ -130,6 +138,13 @@ async fn chat(State(mock): State<Mock>, body: Bytes) -> Response {
     };
     if !mock.delay.is_zero() {
         tokio::time::sleep(mock.delay).await;
+    }
+    if let Some(status) = mock.fail_status {
+        mock.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let body = json!({
+            "error": { "message": "The server had an error while processing your request (aigw-bench --fail-status).", "type": "server_error", "param": null, "code": null }
+        });
+        return (status, axum::Json(body)).into_response();
     }
     let id = format!("chatcmpl-bench{n:012}");
     let created = now_secs();
@@ -225,5 +240,6 @@ async fn stats(State(mock): State<Mock>) -> axum::Json<Value> {
     axum::Json(json!({
         "chat_requests": mock.counters.chat.load(Ordering::Relaxed),
         "streamed": mock.counters.streamed.load(Ordering::Relaxed),
+        "failed": mock.counters.failed.load(Ordering::Relaxed),
     }))
 }
