@@ -46,7 +46,7 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetst
 
 /// Creates (or finds) the request stream. Idempotent across replicas.
 pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<stream::Stream> {
-    js.get_or_create_stream(stream::Config {
+    let config = stream::Config {
         name: names.requests_stream(),
         subjects: vec![names.requests_subjects()],
         retention: stream::RetentionPolicy::WorkQueue,
@@ -54,9 +54,14 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<st
         duplicate_window: Duration::from_secs(120),
         max_age: Duration::from_secs(24 * 3600),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| RuntimeError::Nats(format!("creating stream {}: {e}", names.requests_stream())))
+    };
+    match js.get_or_create_stream(config).await {
+        Ok(s) => Ok(s),
+        // Another replica created it between our look and our create.
+        Err(e) => js.get_stream(names.requests_stream()).await.map_err(|_| {
+            RuntimeError::Nats(format!("creating stream {}: {e}", names.requests_stream()))
+        }),
+    }
 }
 
 /// Finds or creates a key-value bucket; safe when replicas race to create it.
