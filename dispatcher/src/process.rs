@@ -326,8 +326,9 @@ async fn run(
             }
             let attempt_start = Instant::now();
             let started_at = Utc::now();
+            let credential = choose_credential(shared, target).await;
             let result = tokio::select! {
-                r = attempt(shared, request, target, replier, cancel, attempts.len() + 1) => r,
+                r = attempt(shared, request, target, credential, replier, cancel, attempts.len() + 1) => r,
                 _ = tokio::time::sleep_until(deadline.into()) => AttemptResult::Failed {
                     error: deadline_passed(),
                     usage: Usage::default(),
@@ -348,6 +349,7 @@ async fn run(
             metrics::histogram!("aigw_upstream_latency_seconds", "provider" => target.provider.spec.name.clone())
                 .record(attempt_start.elapsed().as_secs_f64());
             let now_ms = Utc::now().timestamp_millis();
+            credential_health(shared, target, credential, &result, now_ms).await;
             match result {
                 AttemptResult::Done {
                     usage,
@@ -479,6 +481,68 @@ async fn run(
     )
 }
 
+/// The health key of a provider's `n`th credential.
+pub fn credential_key(n: usize) -> String {
+    format!("#credential{n}")
+}
+
+/// The next credential in turn whose own breaker is not open (any, if all are).
+async fn choose_credential(shared: &Shared, target: &Target) -> usize {
+    let count = target.provider.spec.credentials().len();
+    if count <= 1 {
+        return 0;
+    }
+    let now_ms = Utc::now().timestamp_millis();
+    let first = shared.router.next_credential(target.provider.id, count);
+    let mut turn = first;
+    for _ in 0..count {
+        match shared
+            .health
+            .admit(target.provider.id, &credential_key(turn), now_ms)
+            .await
+        {
+            Admission::Open { .. } => {
+                turn = shared.router.next_credential(target.provider.id, count);
+            }
+            Admission::Closed | Admission::Probe => return turn,
+        }
+    }
+    first
+}
+
+/// A credential refused (401/403) or exhausted (429) trips its own breaker,
+/// so one bad key does not take the provider down.
+async fn credential_health(
+    shared: &Shared,
+    target: &Target,
+    credential: usize,
+    result: &AttemptResult,
+    now_ms: i64,
+) {
+    if target.provider.spec.credentials().len() <= 1 {
+        return;
+    }
+    let key = credential_key(credential);
+    match result {
+        AttemptResult::Done { .. } => {
+            shared
+                .health
+                .success(target.provider.id, &key, now_ms)
+                .await
+        }
+        AttemptResult::Failed { error, .. }
+            if error.class == ErrorClass::RateLimited
+                || matches!(error.upstream_status, Some(401 | 403)) =>
+        {
+            shared
+                .health
+                .failure(target.provider.id, &key, &error.message, false, now_ms)
+                .await
+        }
+        AttemptResult::Failed { .. } => {}
+    }
+}
+
 /// How long to wait before retrying the same target: the upstream's
 /// `Retry-After` (seconds) when it gave one, else exponential from 100 ms.
 fn backoff(retry: u32, retry_after: Option<&str>) -> Duration {
@@ -523,16 +587,13 @@ async fn attempt(
     shared: &Shared,
     request: &DispatchRequest,
     target: &Target,
+    credential: usize,
     replier: &Replier,
     cancel: &CancellationToken,
     attempt_no: usize,
 ) -> AttemptResult {
     let provider = &target.provider.spec;
-    let credentials = provider.credentials();
-    let turn = shared
-        .router
-        .next_credential(target.provider.id, credentials.len());
-    let api_key = match credentials.get(turn).copied() {
+    let api_key = match provider.credentials().get(credential).copied() {
         None => None,
         Some(sealed) => match shared.sealer.open(sealed) {
             Ok(k) => Some(k),

@@ -238,14 +238,20 @@ fn provider_health(
     now_ms: i64,
 ) -> Value {
     let mine: Vec<&BreakerState> = breakers.iter().filter(|b| b.provider_id == id).collect();
-    let open = mine.iter().filter(|b| b.open_until_ms != 0).count();
+    // Credentials (`#credential<n>`) have breakers of their own; the
+    // provider is down when its models are.
+    let open = mine
+        .iter()
+        .filter(|b| b.open_until_ms != 0 && !b.model.starts_with('#'))
+        .count();
+    let degraded = mine.iter().any(|b| b.open_until_ms != 0);
     let models = state
         .registry
         .provider(&id.to_string())
         .map(|p| p.spec.models.len())
         .unwrap_or(0)
         .max(1);
-    let status = if open == 0 {
+    let status = if !degraded {
         "up"
     } else if open >= models {
         "down"

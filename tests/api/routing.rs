@@ -493,3 +493,76 @@ async fn active_probes_notice_a_provider_going_down_and_coming_back() {
         .await;
     wait_until(Duration::from_secs(10), || async { status().await == "up" }).await;
 }
+
+#[tokio::test]
+async fn an_exhausted_credential_is_set_aside_not_the_provider() {
+    let env = TestEnv::with(Options {
+        breaker_threshold: 2,
+        ..Options::default()
+    })
+    .await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer sk-exhausted",
+        ))
+        .respond_with(
+            ResponseTemplate::new(429).set_body_json(
+                json!({"error": {"message": "quota", "type": "insufficient_quota"}}),
+            ),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("m", "ok", 1, 1)))
+        .mount(&mock)
+        .await;
+    let id = env
+        .add_provider("pool", &format!("{}/v1", mock.uri()), &["m"])
+        .await;
+    let r = env
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/api/providers/{id}"),
+        )
+        .json(&json!({"api_keys": ["sk-exhausted"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, key) = env.add_key("ci").await;
+    for _ in 0..6 {
+        let r = env
+            .chat(&key, json!({"model": "m", "messages": user("x")}))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    // The exhausted key's breaker is open: calls now take one attempt.
+    for _ in 0..4 {
+        let r = env
+            .chat(&key, json!({"model": "m", "messages": user("x")}))
+            .await;
+        assert_eq!(r.headers()["x-aigw-attempts"], "1");
+    }
+    let health: Value = env
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/api/providers/{id}/health"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let breaker = health["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["model"] == "#credential1")
+        .unwrap()
+        .clone();
+    assert_eq!(breaker["state"], "open");
+}
