@@ -14,4 +14,5 @@ mod quotas;
 mod resilience;
 mod sdk;
 mod stats;
+mod ui;
 mod upstream;
