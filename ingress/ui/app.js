@@ -800,7 +800,7 @@ async function pageUsage(page) {
   page.append(h('div', { class: 'grid-2' },
     card(t('usage.over_time'), h('div', { class: 'chart-box', 'data-testid': 'chart-requests' }, barChart(days.map((d) => ({ label: label(d.day), value: d.r?.requests || 0 })), { title: t('usage.over_time'), format: (v) => fmtInt(v), integer: true }))),
     card(t('usage.tokens_over_time'), h('div', { class: 'chart-box' }, barChart(days.map((d) => ({ label: label(d.day), value: (d.r?.prompt_tokens || 0) + (d.r?.completion_tokens || 0) })), { title: t('usage.tokens_over_time'), format: (v) => fmtInt(v), integer: true, tone: 2 }))),
-    card(t('usage.cost_over_time'), h('div', { class: 'chart-box' }, barChart(days.map((d) => ({ label: label(d.day), value: d.r?.cost_usd || 0 })), { title: t('usage.cost_over_time'), format: (v) => (v === 0 ? '$0' : fmtUsd(v)), tone: 3 }))),
+    card(t('usage.cost_over_time'), h('div', { class: 'chart-box' }, barChart(days.map((d) => ({ label: label(d.day), value: d.r?.cost_usd || 0 })), { title: t('usage.cost_over_time'), format: (v) => (v === 0 ? '$0' : v < 0.01 ? `$${v.toExponential(1)}` : fmtUsd(v)), tone: 3 }))),
     card(t('usage.error_rate'), h('div', { class: 'chart-box' }, barChart(days.map((d) => ({ label: label(d.day), value: d.r?.requests ? d.r.errors / d.r.requests : 0 })), { title: t('usage.error_rate'), format: (v) => fmtPct(v), tone: 4 })))));
   if (!rows.length) page.append(emptyState(t('usage.no_data')));
   const providers = new Map();
@@ -860,7 +860,7 @@ async function pageRequests(page) {
   const body = rows.length === 0 ? emptyState(t('requests.none')) : table([
     { label: t('requests.time'), cell: (r) => h('span', { class: 'nowrap' }, fmtTime(r.at)) },
     { label: t('requests.status'), cell: (r) => (r.status === 'ok' ? badge(t('requests.ok'), 'ok') : badge(`${t('requests.error')} ${r.http_status ?? ''}`, 'bad')) },
-    { label: t('usage.key'), cell: (r) => names.get(r.key_id) || shortId(r.key_id) },
+    { label: t('usage.key'), cell: (r) => h('span', { class: 'nowrap' }, names.get(r.key_id) || shortId(r.key_id)) },
     { label: t('usage.model'), cell: (r) => h('span', { 'data-testid': 'log-model' }, r.model || '—') },
     { label: t('usage.provider'), cell: (r) => r.provider || '—' },
     { label: t('usage.tokens'), num: true, cell: (r) => fmtInt(r.usage?.total_tokens ?? ((r.usage?.prompt_tokens || 0) + (r.usage?.completion_tokens || 0))) },

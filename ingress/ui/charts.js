@@ -22,7 +22,7 @@ function niceMax(v) {
 export function barChart(points, { title, format = (v) => String(v), tone = 1, integer = false } = {}) {
   const W = 640;
   const H = 220;
-  const left = 52;
+  const left = 64;
   const bottom = 28;
   const top = 12;
   const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart' });

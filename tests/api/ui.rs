@@ -31,8 +31,8 @@ async fn admin_ui_in_a_real_browser() {
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(
             "deepseek-v4-flash",
             "Hi!",
-            12,
-            5,
+            1200,
+            350,
         )))
         .mount(&upstream)
         .await;

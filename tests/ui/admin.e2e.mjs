@@ -62,6 +62,7 @@ try {
   });
   const shot = async (name) => {
     await page.waitForSelector('#page[aria-busy="false"], .signin', { timeout: 15000 });
+    await page.evaluate(() => document.getElementById('toasts').replaceChildren());
     await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false });
   };
   const go = async (hash) => {
@@ -146,6 +147,7 @@ try {
   const r = await chat(secret);
   const body = await r.text();
   check(r.status === 200, `chat -> ${r.status} ${body}`);
+  check(JSON.parse(body).choices[0].message.content === 'Hi!', `the mock's answer: ${body}`);
   const elapsed = (Date.now() - started) / 1000;
   console.log(`    sign-in to a working key: ${elapsed.toFixed(1)} s`);
   check(elapsed < 60, 'under a minute');
