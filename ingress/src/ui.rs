@@ -4,9 +4,11 @@
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+
+use crate::error::ApiError;
 
 /// Scripts, styles and connections only from this origin; no framing.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -49,7 +51,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
 
 fn serve(name: &str) -> Response {
     let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return (StatusCode::NOT_FOUND, "Not found").into_response();
+        return ApiError::NotFound {
+            message: "Unknown path.".into(),
+            code: "unknown_url",
+        }
+        .into_response();
     };
     let mut response = (*body).into_response();
     let headers = response.headers_mut();
@@ -91,6 +97,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn every_asset_is_served_with_the_csp() {

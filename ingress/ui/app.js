@@ -37,8 +37,8 @@ const PAGES = [
   { id: 'usage', render: pageUsage },
   { id: 'requests', render: pageRequests },
   { id: 'billing', render: pageBilling },
-  { id: 'jobs', render: (p) => pageGeneric(p, '/jobs', 'jobs.title') },
-  { id: 'routing', render: (p) => pageGeneric(p, '/aliases', 'routing.title') },
+  { id: 'jobs', render: (p) => pageGeneric(p, ['/jobs'], 'jobs.title') },
+  { id: 'routing', render: (p) => pageGeneric(p, ['/aliases', '/routes', '/routing'], 'routing.title') },
 ];
 
 // ---- DOM helpers ----
@@ -945,8 +945,12 @@ async function pageBilling(page) {
 
 // ---- pages whose API may not exist yet (jobs, aliases) ----
 
-async function pageGeneric(page, path, titleKey) {
-  const data = await optional('GET', path);
+async function pageGeneric(page, paths, titleKey) {
+  let data = null;
+  for (const path of paths) {
+    data = await optional('GET', path);
+    if (data) break;
+  }
   if (!data) return unavailableState(page);
   const items = Array.isArray(data) ? data : data.data || [];
   if (!items.length) return page.append(card(t(titleKey), emptyState(t('common.empty'))));

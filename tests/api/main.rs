@@ -16,3 +16,4 @@ mod sdk;
 mod stats;
 mod ui;
 mod upstream;
+mod usage;
