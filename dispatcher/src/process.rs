@@ -234,7 +234,8 @@ async fn run(
     let started = Instant::now();
     let targets = match shared
         .registry
-        .resolve(&request.model, request.provider.as_deref())
+        .resolve_fresh(&request.model, request.provider.as_deref())
+        .await
     {
         Ok(t) => t,
         Err(e) => {

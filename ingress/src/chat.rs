@@ -161,7 +161,8 @@ pub async fn chat_completions(
     // Fail fast on models nobody serves; the dispatcher resolves again.
     let targets = state
         .registry
-        .resolve(&chat.model, chat.provider.as_deref())
+        .resolve_fresh(&chat.model, chat.provider.as_deref())
+        .await
         .map_err(|e| match e {
             ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
                 ApiError::NotFound {

@@ -11,6 +11,8 @@ pub mod keys;
 pub mod ops;
 pub mod presets;
 pub mod routing;
+pub mod ui;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -195,6 +197,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/keys/{id}/rotate", post(keys::rotate))
         .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key))
         .route("/admin/api/keys/{id}/events", get(keys::key_events))
+        .route("/admin/api/usage", get(usage::usage))
+        .route("/admin/api/usage/requests", get(usage::requests))
+        .route("/admin/api/usage/requests/{id}", get(usage::request_detail))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -202,7 +207,8 @@ pub fn router(state: AppState) -> Router {
     let public = Router::new()
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics));
+        .route("/metrics", get(ops::metrics))
+        .merge(ui::routes());
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods(Any)

@@ -126,6 +126,8 @@ pub struct Registry {
     pool: PgPool,
     state: RwLock<State>,
     miss_lookups: tokio::sync::Semaphore,
+    /// When the last reload on a miss started (bounds reloads to 5 a second).
+    last_miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 type KeyRow = (Uuid, serde_json::Value);
@@ -141,6 +143,7 @@ impl Registry {
             pool,
             state: RwLock::new(State::default()),
             miss_lookups: tokio::sync::Semaphore::new(4),
+            last_miss_reload: tokio::sync::Mutex::new(None),
         });
         registry.reload_all().await?;
         Ok(registry)
@@ -353,6 +356,35 @@ impl Registry {
             return Ok(vec![Target::new(p.clone(), rest)]);
         }
         Err(ResolveError::UnknownModel(model.to_string()))
+    }
+
+    /// Like [`Registry::resolve`], but on a miss reloads from the database
+    /// once (at most five times a second in all) and tries again: a provider
+    /// or alias created a moment ago on another replica may not have been
+    /// announced here yet.
+    pub async fn resolve_fresh(
+        &self,
+        model: &str,
+        pin: Option<&str>,
+    ) -> Result<Vec<Target>, ResolveError> {
+        match self.resolve(model, pin) {
+            Ok(targets) => Ok(targets),
+            Err(first) => {
+                {
+                    let mut last = self.last_miss_reload.lock().await;
+                    let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
+                    if !due {
+                        return Err(first);
+                    }
+                    *last = Some(std::time::Instant::now());
+                    if let Err(e) = self.reload_all().await {
+                        tracing::warn!(error = %e, "registry reload on a miss failed");
+                        return Err(first);
+                    }
+                }
+                self.resolve(model, pin)
+            }
+        }
     }
 
     /// The routing strategy an alias asks for, if `model` is an alias.

@@ -15,4 +15,6 @@ mod resilience;
 mod routing;
 mod sdk;
 mod stats;
+mod ui;
 mod upstream;
+mod usage;

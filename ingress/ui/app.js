@@ -1,0 +1,1068 @@
+// The aigw admin UI: a small single-page app over /admin/api. Every piece of
+// data reaches the page through textContent or attributes, never as HTML.
+import { t, getLang, setLang } from './i18n.js';
+import { barChart } from './charts.js';
+
+const TOKEN = 'aigw.token';
+const CATEGORIES = ['top', 'china', 'open', 'specialised', 'emerging'];
+const EXTRA_FIELDS = ['base_url', 'deployment', 'api_version', 'region', 'account_id', 'aws_access_key_id', 'aws_secret_access_key'];
+const ICONS = {
+  providers: 'M4 4h16v6H4zM4 14h16v6H4zM7 7h1M7 17h1',
+  keys: 'M8 15a4 4 0 1 1 0-8 4 4 0 0 1 0 8zM12 11h9M18 11v3M21 11v2',
+  usage: 'M5 20V11M11 20V5M17 20v-7M3 20h18',
+  requests: 'M9 6h12M9 12h12M9 18h12M4 6h1M4 12h1M4 18h1',
+  billing: 'M6 3h12v18l-3-2-3 2-3-2-3 2zM9 8h6M9 12h6M9 16h3',
+  jobs: 'M12 21a9 9 0 1 1 0-18 9 9 0 0 1 0 18zM12 7v5l3 2',
+  routing: 'M4 8h14l-3-3M20 16H6l3 3',
+  globe: 'M12 21a9 9 0 1 1 0-18 9 9 0 0 1 0 18zM3 12h18M12 3c3 3 3 15 0 18M12 3c-3 3-3 15 0 18',
+  refresh: 'M19 12a7 7 0 1 1-2-5M19 4v4h-4',
+};
+
+/** A line icon as inline SVG (decorative). */
+function icon(name) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', ICONS[name]);
+  svg.append(path);
+  return svg;
+}
+
+const PAGES = [
+  { id: 'providers', render: pageProviders },
+  { id: 'keys', render: pageKeys },
+  { id: 'usage', render: pageUsage },
+  { id: 'requests', render: pageRequests },
+  { id: 'billing', render: pageBilling },
+  { id: 'jobs', render: (p) => pageGeneric(p, ['/jobs'], 'jobs.title') },
+  { id: 'routing', render: (p) => pageGeneric(p, ['/aliases', '/routes', '/routing'], 'routing.title') },
+];
+
+// ---- DOM helpers ----
+
+/** Builds an element. Strings and numbers among `children` become text nodes. */
+function h(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = String(v);
+    else if (k.startsWith('on') && typeof v === 'function') e.addEventListener(k.slice(2), v);
+    else if (k === 'value') e.value = v;
+    else if (k === 'checked') e.checked = !!v;
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(e, children);
+  return e;
+}
+
+function append(e, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+function clear(e) {
+  while (e.firstChild) e.firstChild.remove();
+  return e;
+}
+
+let uid = 0;
+const nextId = (p) => `${p}-${++uid}`;
+
+function toast(message, kind = 'ok') {
+  const box = document.getElementById('toasts');
+  const item = h('div', { class: `toast toast-${kind}` }, message);
+  box.append(item);
+  setTimeout(() => item.remove(), 3000);
+}
+
+const fmtInt = (n) => new Intl.NumberFormat(getLang() === 'zh' ? 'zh-CN' : 'en').format(Number(n) || 0);
+function fmtUsd(v, digits = 4) {
+  if (v === null || v === undefined) return '—';
+  const n = Number(v);
+  if (n > 0 && n < 0.01) return `$${n.toPrecision(2)}`;
+  return `$${n.toFixed(Math.min(digits, 2))}`;
+}
+const fmtPct = (v) => `${(v * 100).toFixed(1)}%`;
+function fmtTime(s) {
+  if (!s) return '—';
+  const d = new Date(s);
+  if (Number.isNaN(d.getTime())) return String(s);
+  return d.toLocaleString(getLang() === 'zh' ? 'zh-CN' : 'en', { dateStyle: 'medium', timeStyle: 'short' });
+}
+const isoDay = (d) => d.toISOString().slice(0, 10);
+const shortId = (id) => String(id || '').slice(-8);
+
+// ---- API ----
+
+class ApiError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.status = status;
+    this.param = body?.error?.param ?? null;
+    this.unavailable = status === 405 || (status === 404 && body?.error?.code === 'unknown_url');
+  }
+}
+
+let signingIn = false;
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ''}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(`/admin/api${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!res.ok) {
+    const err = new ApiError(res.status, data?.error?.message || `${res.status} ${res.statusText}`, data);
+    if (res.status === 401 && !signingIn && sessionStorage.getItem(TOKEN)) {
+      sessionStorage.removeItem(TOKEN);
+      setTimeout(render, 0);
+    }
+    throw err;
+  }
+  return data;
+}
+
+/** `api`, but a missing endpoint yields `null` instead of an error. */
+async function optional(method, path) {
+  try {
+    return await api(method, path);
+  } catch (e) {
+    if (e.unavailable) return null;
+    throw e;
+  }
+}
+
+// ---- dialogs and forms ----
+
+function openDialog(title, content, { wide = false } = {}) {
+  const titleId = nextId('dlg');
+  const dialog = h('dialog', { class: wide ? 'dialog wide' : 'dialog', 'aria-labelledby': titleId });
+  const close = () => {
+    if (dialog.open) dialog.close();
+  };
+  dialog.addEventListener('close', () => dialog.remove());
+  append(dialog, [
+    h('div', { class: 'dialog-head' },
+      h('h2', { id: titleId }, title),
+      h('button', { type: 'button', class: 'icon-btn', 'aria-label': t('common.close'), onclick: close }, '×')),
+    h('div', { class: 'dialog-body' }, content),
+  ]);
+  document.body.append(dialog);
+  dialog.showModal();
+  return { dialog, close };
+}
+
+function confirmDialog(message, { danger = true, label = t('common.confirm') } = {}) {
+  return new Promise((resolve) => {
+    let answered = false;
+    const done = (v) => {
+      answered = true;
+      resolve(v);
+      d.close();
+    };
+    const d = openDialog(t('common.confirm'), [
+      h('p', {}, message),
+      h('div', { class: 'form-actions' },
+        h('button', { type: 'button', class: 'btn', onclick: () => done(false) }, t('common.cancel')),
+        h('button', { type: 'button', class: danger ? 'btn btn-danger' : 'btn btn-primary', 'data-testid': 'confirm', onclick: () => done(true) }, label)),
+    ]);
+    d.dialog.addEventListener('close', () => answered || resolve(false));
+  });
+}
+
+/**
+ * A form from field specs: {name, label, type, value, required, hint,
+ * options, placeholder, validate, group}. `onSubmit(values)` may throw an
+ * ApiError, whose message is shown in the form.
+ */
+function buildForm(fields, { submitLabel = t('common.save'), onSubmit, onCancel }) {
+  const form = h('form', { class: 'form', novalidate: true });
+  const inputs = {};
+  const errors = {};
+  const formError = h('div', { class: 'form-error', role: 'alert', hidden: true });
+  const groups = {};
+  for (const f of fields) {
+    const id = nextId(`f-${f.name}`);
+    let input;
+    if (f.type === 'select') {
+      input = h('select', { id, name: f.name }, (f.options || []).map(([v, label]) => h('option', { value: v }, label)));
+      input.value = f.value ?? '';
+    } else if (f.type === 'textarea') {
+      input = h('textarea', { id, name: f.name, rows: f.rows || 3, placeholder: f.placeholder });
+      input.value = f.value ?? '';
+    } else {
+      input = h('input', {
+        id, name: f.name, type: f.type || 'text', value: f.value ?? '', placeholder: f.placeholder,
+        autocomplete: f.type === 'password' ? 'off' : f.autocomplete || 'off',
+        step: f.type === 'number' ? 'any' : undefined, min: f.type === 'number' ? '0' : undefined,
+        spellcheck: 'false',
+      });
+    }
+    if (f.required) input.setAttribute('aria-required', 'true');
+    const err = h('div', { class: 'field-error', id: `${id}-err`, hidden: true });
+    const hintId = f.hint ? `${id}-hint` : undefined;
+    const describedBy = [hintId, `${id}-err`].filter(Boolean).join(' ');
+    input.setAttribute('aria-describedby', describedBy);
+    inputs[f.name] = input;
+    errors[f.name] = err;
+    const row = h('div', { class: 'field' },
+      h('label', { for: id }, f.label, f.required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : h('span', { class: 'opt' }, ` (${t('common.optional')})`)),
+      input,
+      f.hint ? h('div', { class: 'hint', id: hintId }, f.hint) : null,
+      err);
+    if (f.group) {
+      if (!groups[f.group]) {
+        groups[f.group] = h('details', { class: 'advanced' }, h('summary', {}, f.group));
+        form.append(groups[f.group]);
+      }
+      groups[f.group].append(row);
+    } else {
+      form.append(row);
+    }
+  }
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, submitLabel);
+  append(form, [formError, h('div', { class: 'form-actions' },
+    h('button', { type: 'button', class: 'btn', onclick: () => onCancel && onCancel() }, t('common.cancel')),
+    submit)]);
+  const showError = (name, message) => {
+    const err = errors[name];
+    if (!err) return false;
+    err.textContent = message;
+    err.hidden = false;
+    inputs[name].setAttribute('aria-invalid', 'true');
+    const details = inputs[name].closest('details');
+    if (details) details.open = true;
+    return true;
+  };
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    formError.hidden = true;
+    let first = null;
+    const values = {};
+    for (const f of fields) {
+      const input = inputs[f.name];
+      errors[f.name].hidden = true;
+      input.removeAttribute('aria-invalid');
+      const v = input.value.trim();
+      values[f.name] = v;
+      let problem = null;
+      if (f.required && !v) problem = t('common.required');
+      else if (v && f.type === 'number' && !(Number(v) >= 0)) problem = t('common.number');
+      else if (v && f.validate) problem = f.validate(v);
+      if (problem) {
+        showError(f.name, problem);
+        first = first || input;
+      }
+    }
+    if (first) {
+      first.focus();
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await onSubmit(values);
+    } catch (e) {
+      formError.textContent = e.message || t('common.error');
+      formError.hidden = false;
+      if (e.param) showError(e.param, e.message);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return { form, inputs };
+}
+
+function formDialog(title, fields, onSubmit, opts = {}) {
+  let d;
+  const { form, inputs } = buildForm(fields, {
+    ...opts,
+    onCancel: () => d.close(),
+    onSubmit: async (values) => {
+      await onSubmit(values);
+      d.close();
+    },
+  });
+  d = openDialog(title, [opts.lead ? h('p', { class: 'lead' }, opts.lead) : null, form], opts);
+  const firstInput = form.querySelector('input, select, textarea');
+  if (firstInput) firstInput.focus();
+  return { ...d, inputs };
+}
+
+const validUrl = (v) => (/^https?:\/\/[^\s/]+/i.test(v) ? null : t('form.bad_url'));
+const validName = (v) => (v.length <= 64 && !v.includes('/') ? null : t('form.bad_name'));
+const list = (v) => v.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+
+function unavailableState(page, extra) {
+  append(page, h('div', { class: 'empty unavailable', 'data-testid': 'unavailable' },
+    h('div', { class: 'empty-title' }, t('common.unavailable')),
+    h('p', {}, t('common.unavailable.long')), extra));
+}
+
+function emptyState(message) {
+  return h('div', { class: 'empty' }, h('p', {}, message));
+}
+
+function table(columns, rows, { testid } = {}) {
+  return h('div', { class: 'table-wrap' },
+    h('table', { class: 'table', 'data-testid': testid },
+      h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.num ? 'num' : undefined }, c.label)))),
+      h('tbody', {}, rows.map((r) => h('tr', {}, columns.map((c) => h('td', { class: c.num ? 'num' : undefined, 'data-label': c.label }, c.cell(r))))))));
+}
+
+function badge(text, kind) {
+  return h('span', { class: `badge badge-${kind}` }, text);
+}
+
+function card(title, body, action) {
+  return h('section', { class: 'panel' },
+    h('div', { class: 'panel-head' }, h('h2', {}, title), action || null),
+    body);
+}
+
+// ---- providers ----
+
+function presetName(p) {
+  return getLang() === 'zh' && p.name_zh ? p.name_zh : p.name;
+}
+
+function presetDescription(p) {
+  return getLang() === 'zh' && p.description_zh ? p.description_zh : p.description;
+}
+
+function priceRange(p) {
+  const prices = (p.models || []).flatMap((m) => [m.input_usd_per_mtok, m.output_usd_per_mtok]).filter((v) => typeof v === 'number');
+  if (!prices.length) return t('providers.price_unknown');
+  const n = (v) => String(Math.round(v * 1000) / 1000);
+  return t('providers.price_range', { min: n(Math.min(...prices)), max: n(Math.max(...prices)) });
+}
+
+function healthBadge(status) {
+  const s = String(status || '').toLowerCase();
+  const kind = { up: 'ok', healthy: 'ok', degraded: 'warn', down: 'bad', unhealthy: 'bad' }[s];
+  const key = { up: 'up', healthy: 'up', degraded: 'degraded', down: 'down', unhealthy: 'down' }[s] || 'unknown';
+  return badge(t(`providers.health.${key}`), kind || 'muted');
+}
+
+function healthIndex(health) {
+  const index = new Map();
+  const items = Array.isArray(health) ? health : health?.data || health?.providers || [];
+  for (const item of Array.isArray(items) ? items : []) {
+    const status = item.status || item.health || item.state;
+    for (const k of [item.provider_id, item.id, item.provider, item.name]) if (k) index.set(String(k), status);
+  }
+  return index;
+}
+
+async function pageProviders(page) {
+  const [providers, presets, health] = await Promise.all([
+    api('GET', '/providers'),
+    api('GET', '/presets'),
+    optional('GET', '/health').catch(() => null),
+  ]);
+  const healthOf = healthIndex(health);
+  const configured = providers?.data || [];
+  const catalog = presets?.data || [];
+  const reload = () => render();
+
+  const enableNa = t('providers.enable.na');
+  const configuredBody = configured.length === 0
+    ? emptyState(t('providers.none'))
+    : table([
+      { label: t('common.name'), cell: (p) => h('div', { class: 'cell-main' }, h('span', { class: 'strong', 'data-testid': 'provider-name' }, p.name), p.preset ? h('span', { class: 'sub' }, p.preset) : h('span', { class: 'sub' }, p.kind)) },
+      { label: t('providers.endpoint'), cell: (p) => h('code', { class: 'url' }, p.base_url) },
+      { label: t('common.models'), cell: (p) => h('span', { title: (p.models || []).join(', ') }, (p.models || []).slice(0, 3).join(', '), (p.models || []).length > 3 ? ` +${p.models.length - 3}` : '') },
+      { label: t('providers.credential'), cell: (p) => (p.has_credential ? badge(t('providers.has_credential'), 'ok') : badge(t('providers.no_credential'), 'muted')) },
+      { label: t('providers.health'), cell: (p) => h('span', { title: health ? '' : t('providers.health.na') }, healthBadge(healthOf.get(p.id) || healthOf.get(p.name))) },
+      { label: t('providers.enabled'), cell: () => h('label', { class: 'switch', title: enableNa }, h('input', { type: 'checkbox', checked: true, disabled: true, 'aria-label': `${t('providers.enabled')}: ${enableNa}` }), h('span', { class: 'slider', 'aria-hidden': 'true' })) },
+      {
+        label: t('common.actions'),
+        cell: (p) => h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'btn btn-sm', onclick: () => editProvider(p, reload) }, t('common.edit')),
+          h('button', { type: 'button', class: 'btn btn-sm', onclick: () => rotateProvider(p, reload) }, t('providers.rotate')),
+          h('button', { type: 'button', class: 'btn btn-sm', 'data-test-button': true, onclick: (ev) => testProvider(p, ev.currentTarget) }, t('providers.test')),
+          h('button', {
+            type: 'button', class: 'btn btn-sm btn-danger-ghost',
+            onclick: async () => {
+              if (!(await confirmDialog(t('providers.delete.confirm', { name: p.name }), { label: t('common.delete') }))) return;
+              try {
+                await api('DELETE', `/providers/${encodeURIComponent(p.id)}`);
+                toast(t('providers.deleted'));
+                reload();
+              } catch (e) {
+                toast(e.message, 'bad');
+              }
+            },
+          }, t('common.delete'))),
+      },
+    ], configured, { testid: 'providers-table' });
+
+  page.append(card(t('providers.configured'), configuredBody,
+    h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'add-custom', onclick: () => customProvider(reload) }, `+ ${t('providers.add_custom')}`)));
+
+  // The catalog, with search and a category filter.
+  const searchId = nextId('search');
+  const search = h('input', { id: searchId, type: 'search', placeholder: t('providers.search'), class: 'search', autocomplete: 'off' });
+  let category = '';
+  const chips = h('div', { class: 'chips', role: 'group', 'aria-label': t('providers.catalog') });
+  const results = h('div', { class: 'catalog' });
+  const drawChips = () => {
+    clear(chips);
+    for (const c of ['', ...CATEGORIES]) {
+      chips.append(h('button', {
+        type: 'button', class: 'chip', 'aria-pressed': String(category === c),
+        onclick: () => {
+          category = c;
+          drawChips();
+          drawCatalog();
+        },
+      }, c ? t(`cat.${c}`) : t('common.all')));
+    }
+  };
+  const drawCatalog = () => {
+    clear(results);
+    const q = search.value.trim().toLowerCase();
+    let shown = 0;
+    for (const c of CATEGORIES) {
+      if (category && category !== c) continue;
+      const items = catalog.filter((p) => p.category === c).filter((p) => !q || [p.id, p.name, p.name_zh, p.description, p.description_zh, ...(p.features || []), ...(p.models || []).map((m) => m.id)].join(' ').toLowerCase().includes(q));
+      if (!items.length) continue;
+      shown += items.length;
+      results.append(h('h3', { class: 'cat-title' }, t(`cat.${c}`), h('span', { class: 'count' }, String(items.length))));
+      results.append(h('div', { class: 'cards' }, items.map((p) => presetCard(p, reload))));
+    }
+    if (!shown) results.append(emptyState(t('providers.no_match')));
+  };
+  search.addEventListener('input', drawCatalog);
+  drawChips();
+  drawCatalog();
+  page.append(card(t('providers.catalog'), [
+    h('p', { class: 'lead' }, t('providers.catalog.lead')),
+    h('div', { class: 'toolbar' }, h('label', { for: searchId, class: 'sr-only' }, t('providers.search')), search, chips),
+    results,
+  ]));
+}
+
+function presetCard(p, reload) {
+  return h('article', { class: 'preset-card', 'data-preset': p.id },
+    h('div', { class: 'preset-head' },
+      h('div', { class: 'avatar', 'aria-hidden': 'true' }, (p.name || p.id).slice(0, 1).toUpperCase()),
+      h('div', {}, h('h4', {}, presetName(p)), h('div', { class: 'sub' }, priceRange(p)))),
+    h('p', { class: 'desc' }, presetDescription(p)),
+    h('div', { class: 'tags' },
+      h('span', { class: 'tag tag-strong' }, t('providers.models_n', { n: (p.models || []).length })),
+      (p.features || []).map((f) => h('span', { class: 'tag' }, f))),
+    h('div', { class: 'preset-actions' },
+      p.configurable
+        ? h('button', { type: 'button', class: 'btn btn-primary btn-sm', 'data-testid': `use-${p.id}`, 'aria-label': `${t('providers.use')} ${presetName(p)}`, onclick: () => presetProvider(p, reload) }, t('providers.use'))
+        : h('span', { class: 'badge badge-muted', title: p.unsupported_reason || '' }, t('providers.not_configurable')),
+      p.docs_url && /^https:\/\//.test(p.docs_url) ? h('a', { href: p.docs_url, target: '_blank', rel: 'noopener noreferrer', class: 'link' }, t('providers.docs')) : null));
+}
+
+function presetProvider(p, reload) {
+  const required = p.required_fields || [];
+  const optionalFields = p.optional_fields || [];
+  const variants = p.base_url_variants && typeof p.base_url_variants === 'object' ? Object.keys(p.base_url_variants) : [];
+  const modelIds = (p.models || []).map((m) => m.id);
+  const fields = [];
+  if (required.includes('api_key') || optionalFields.includes('api_key')) {
+    fields.push({ name: 'api_key', label: t('form.api_key'), type: 'password', required: required.includes('api_key'), hint: t('form.api_key.hint') });
+  }
+  for (const f of EXTRA_FIELDS) {
+    if (required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), required: true, value: p.defaults?.[f] || '', validate: f === 'base_url' ? validUrl : undefined, type: f.includes('secret') ? 'password' : 'text' });
+  }
+  for (const f of EXTRA_FIELDS) {
+    if (f !== 'base_url' && optionalFields.includes(f) && !required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), value: p.defaults?.[f] || '', type: f.includes('secret') ? 'password' : 'text' });
+  }
+  if (variants.length) fields.push({ name: 'variant', label: t('form.variant'), type: 'select', options: [['', '—'], ...variants.map((v) => [v, v])], value: '' });
+  const advanced = t('form.advanced');
+  fields.push({ name: 'name', label: t('common.name'), placeholder: p.id, hint: t('form.name.hint'), validate: validName, group: advanced });
+  if (!required.includes('base_url')) fields.push({ name: 'base_url', label: t('form.base_url'), value: p.base_url || '', validate: validUrl, group: advanced });
+  fields.push({ name: 'models', label: t('form.models'), type: 'textarea', value: modelIds.join('\n'), hint: t('form.models.hint'), group: advanced });
+  formDialog(t('form.preset.title', { name: presetName(p) }), fields, async (v) => {
+    const body = { preset: p.id };
+    for (const [k, val] of Object.entries(v)) {
+      if (!val || k === 'models') continue;
+      if (k === 'base_url' && !required.includes('base_url') && val === (p.base_url || '')) continue;
+      body[k] = val;
+    }
+    const models = list(v.models || '');
+    if (models.join('\n') !== modelIds.join('\n') && models.length) body.models = models;
+    const created = await api('POST', '/providers', body);
+    toast(t('providers.added', { name: created?.name || p.id }));
+    reload();
+  }, { lead: presetDescription(p), submitLabel: t('providers.use') });
+}
+
+function customProvider(reload) {
+  formDialog(t('form.custom.title'), [
+    { name: 'name', label: t('common.name'), required: true, validate: validName, hint: t('form.name.hint') },
+    { name: 'base_url', label: t('form.base_url'), required: true, validate: validUrl, hint: t('form.base_url.hint'), placeholder: 'https://' },
+    { name: 'api_key', label: t('form.api_key'), type: 'password', hint: t('form.api_key.hint') },
+    { name: 'models', label: t('form.models'), type: 'textarea', required: true, hint: t('form.models.hint'), validate: (v) => (list(v).length ? null : t('form.need_model')) },
+  ], async (v) => {
+    const body = { name: v.name, base_url: v.base_url, models: list(v.models) };
+    if (v.api_key) body.api_key = v.api_key;
+    const created = await api('POST', '/providers', body);
+    toast(t('providers.added', { name: created?.name || v.name }));
+    reload();
+  });
+}
+
+function editProvider(p, reload) {
+  formDialog(t('form.edit.title', { name: p.name }), [
+    { name: 'name', label: t('common.name'), required: true, value: p.name, validate: validName },
+    { name: 'base_url', label: t('form.base_url'), required: true, value: p.base_url, validate: validUrl },
+    { name: 'models', label: t('form.models'), type: 'textarea', required: true, value: (p.models || []).join('\n'), hint: t('form.models.hint'), validate: (v) => (list(v).length ? null : t('form.need_model')) },
+  ], async (v) => {
+    const body = {};
+    if (v.name !== p.name) body.name = v.name;
+    if (v.base_url !== p.base_url) body.base_url = v.base_url;
+    const models = list(v.models);
+    if (models.join('\n') !== (p.models || []).join('\n')) body.models = models;
+    if (Object.keys(body).length) await api('PATCH', `/providers/${encodeURIComponent(p.id)}`, body);
+    toast(t('common.saved'));
+    reload();
+  });
+}
+
+function rotateProvider(p, reload) {
+  formDialog(t('form.rotate.title', { name: p.name }), [
+    { name: 'api_key', label: t('form.api_key'), type: 'password', required: true, hint: t('form.api_key.hint') },
+  ], async (v) => {
+    await api('PATCH', `/providers/${encodeURIComponent(p.id)}`, { api_key: v.api_key });
+    toast(t('common.saved'));
+    reload();
+  });
+}
+
+async function testProvider(p, button) {
+  button.disabled = true;
+  try {
+    await api('POST', `/providers/${encodeURIComponent(p.id)}/test`, {});
+    toast(t('providers.test.ok'));
+    button.disabled = false;
+  } catch (e) {
+    if (e.unavailable) {
+      toast(t('providers.test.na'), 'warn');
+      button.title = t('providers.test.na');
+      for (const b of document.querySelectorAll('[data-test-button]')) b.disabled = true;
+    } else {
+      toast(e.message, 'bad');
+      button.disabled = false;
+    }
+  }
+}
+
+// ---- keys ----
+
+function keyFields(k = {}) {
+  const l = k.limits || {};
+  const s = k.scopes || {};
+  const num = (v) => (v === null || v === undefined ? '' : String(v));
+  return [
+    { name: 'name', label: t('common.name'), required: true, value: k.name || '' },
+    { name: 'owner', label: t('keys.owner'), value: k.owner || '' },
+    { name: 'rpm', label: t('keys.rpm'), type: 'number', value: num(l.rpm), placeholder: t('common.unlimited') },
+    { name: 'tpm', label: t('keys.tpm'), type: 'number', value: num(l.tpm), placeholder: t('common.unlimited') },
+    { name: 'budget_usd', label: t('keys.budget_usd'), type: 'number', value: num(l.budget_usd), placeholder: t('common.unlimited') },
+    { name: 'budget_tokens', label: t('keys.budget_tokens'), type: 'number', value: num(l.budget_tokens), placeholder: t('common.unlimited') },
+    { name: 'budget_period', label: t('keys.budget_period'), type: 'select', value: l.budget_period || 'monthly', options: ['daily', 'monthly', 'total'].map((p) => [p, t(`keys.period.${p}`)]) },
+    { name: 'allowed_models', label: t('keys.allowed_models'), value: (s.allowed_models || []).join(', '), hint: t('keys.scopes.hint') },
+    { name: 'allowed_providers', label: t('keys.allowed_providers'), value: (s.allowed_providers || []).join(', '), hint: t('keys.scopes.hint') },
+    { name: 'expires_at', label: t('keys.expires_at'), type: 'datetime-local', value: k.expires_at ? new Date(k.expires_at).toISOString().slice(0, 16) : '' },
+  ];
+}
+
+function keyBody(v, editing) {
+  const body = { name: v.name };
+  const intOrNull = (s) => (s === '' ? null : Math.floor(Number(s)));
+  for (const f of ['rpm', 'tpm', 'budget_tokens']) {
+    const val = intOrNull(v[f]);
+    if (editing || val !== null) body[f] = val;
+  }
+  const usd = v.budget_usd === '' ? null : Number(v.budget_usd);
+  if (editing || usd !== null) body.budget_usd = usd;
+  if (editing || v.owner) body.owner = v.owner || null;
+  body.budget_period = v.budget_period;
+  body.allowed_models = list(v.allowed_models);
+  body.allowed_providers = list(v.allowed_providers);
+  if (v.expires_at) body.expires_at = new Date(v.expires_at).toISOString();
+  else if (editing) body.expires_at = null;
+  return body;
+}
+
+function showSecret(title, secret) {
+  const id = nextId('secret');
+  const input = h('input', { id, type: 'text', readonly: true, value: secret, class: 'secret', 'data-testid': 'new-key-secret', spellcheck: 'false' });
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(secret);
+      toast(t('keys.copied'));
+    } catch {
+      input.select();
+      toast(t('keys.copy_failed'), 'warn');
+    }
+  };
+  const d = openDialog(title, [
+    h('div', { class: 'callout callout-warn', role: 'alert' }, t('keys.created.warning')),
+    h('label', { for: id, class: 'label' }, t('form.api_key')),
+    h('div', { class: 'secret-row' }, input, h('button', { type: 'button', class: 'btn btn-primary', onclick: copy }, t('keys.copy'))),
+    h('div', { class: 'form-actions' }, h('button', { type: 'button', class: 'btn', 'data-testid': 'secret-done', onclick: () => d.close() }, t('common.close'))),
+  ]);
+  input.focus();
+  input.select();
+}
+
+function budgetCell(k, detail) {
+  const l = k.limits || {};
+  const b = detail?.budget;
+  if (!l.budget_usd && !l.budget_tokens) return h('span', { class: 'muted' }, t('common.unlimited'));
+  const parts = [];
+  if (b && b.budget_usd !== null && b.budget_usd !== undefined) {
+    const used = Math.min(1, (b.spent_usd + b.held_usd) / (b.budget_usd || 1));
+    parts.push(h('div', {}, `${fmtUsd(b.spent_usd, 4)} ${t('keys.spent')} / ${fmtUsd(b.budget_usd, 2)}`),
+      h('div', { class: 'meter', role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(Math.round(used * 100)), 'aria-label': t('keys.budget') }, h('span', { style: undefined, class: 'meter-fill', 'data-w': String(Math.round(used * 100)) })),
+      h('div', { class: 'sub' }, `${fmtUsd(b.remaining_usd, 4)} ${t('keys.remaining')} · ${t(`keys.period.${l.budget_period || 'monthly'}`)}`));
+  } else if (l.budget_usd) {
+    parts.push(h('div', {}, fmtUsd(l.budget_usd, 2)));
+  }
+  if (l.budget_tokens) {
+    const spent = b ? fmtInt(b.spent_tokens) : '?';
+    parts.push(h('div', { class: 'sub' }, `${spent} / ${fmtInt(l.budget_tokens)} tokens`));
+  }
+  return h('div', {}, parts);
+}
+
+async function pageKeys(page) {
+  const keys = (await api('GET', '/keys'))?.data || [];
+  keys.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+  const details = new Map();
+  await Promise.all(keys.filter((k) => k.status === 'active').slice(0, 100).map(async (k) => {
+    try {
+      details.set(k.id, await api('GET', `/keys/${encodeURIComponent(k.id)}`));
+    } catch {
+      /* the list still shows the key */
+    }
+  }));
+  const reload = () => render();
+  const create = () => formDialog(t('keys.create.title'), keyFields(), async (v) => {
+    const created = await api('POST', '/keys', keyBody(v, false));
+    reload();
+    showSecret(t('keys.created.title'), created.key);
+  });
+  const body = keys.length === 0 ? emptyState(t('keys.none')) : table([
+    { label: t('common.name'), cell: (k) => h('div', { class: 'cell-main' }, h('span', { class: 'strong', 'data-testid': 'key-name' }, k.name), k.owner ? h('span', { class: 'sub' }, k.owner) : null) },
+    { label: t('keys.prefix'), cell: (k) => h('code', {}, `${k.prefix}…`) },
+    { label: t('keys.status'), cell: (k) => badge(t(`keys.status.${k.status}`), { active: 'ok', revoked: 'bad', expired: 'warn' }[k.status] || 'muted') },
+    { label: t('keys.limits'), cell: (k) => h('div', { class: 'sub-list' }, h('div', {}, `RPM ${k.limits?.rpm ?? '∞'}`), h('div', {}, `TPM ${k.limits?.tpm ? fmtInt(k.limits.tpm) : '∞'}`)) },
+    { label: t('keys.budget'), cell: (k) => budgetCell(k, details.get(k.id)) },
+    { label: t('requests.time'), cell: (k) => h('span', { class: 'nowrap' }, fmtTime(k.created_at)) },
+    {
+      label: t('common.actions'),
+      cell: (k) => h('div', { class: 'actions' },
+        k.status === 'active' ? [
+          h('button', { type: 'button', class: 'btn btn-sm', onclick: () => formDialog(t('keys.edit.title', { name: k.name }), keyFields(k), async (v) => {
+            await api('PATCH', `/keys/${encodeURIComponent(k.id)}`, keyBody(v, true));
+            toast(t('common.saved'));
+            reload();
+          }) }, t('common.edit')),
+          h('button', { type: 'button', class: 'btn btn-sm', onclick: () => formDialog(t('keys.topup.title', { name: k.name }), [
+            { name: 'amount_usd', label: t('keys.topup.amount'), type: 'number' },
+            { name: 'tokens', label: t('keys.topup.tokens'), type: 'number' },
+          ], async (v) => {
+            if (!v.amount_usd && !v.tokens) throw new Error(t('keys.topup.need'));
+            const b = {};
+            if (v.amount_usd) b.amount_usd = Number(v.amount_usd);
+            if (v.tokens) b.tokens = Math.floor(Number(v.tokens));
+            await api('POST', `/keys/${encodeURIComponent(k.id)}/topup`, b);
+            toast(t('keys.topup.done'));
+            reload();
+          }) }, t('keys.topup')),
+          h('button', { type: 'button', class: 'btn btn-sm', onclick: () => formDialog(t('keys.rotate.title', { name: k.name }), [
+            { name: 'grace_seconds', label: t('keys.rotate.grace'), type: 'number', value: '3600' },
+          ], async (v) => {
+            const b = v.grace_seconds ? { grace_seconds: Math.floor(Number(v.grace_seconds)) } : {};
+            const rotated = await api('POST', `/keys/${encodeURIComponent(k.id)}/rotate`, b);
+            reload();
+            showSecret(t('keys.created.title'), rotated.key);
+          }, { lead: t('keys.rotate.lead'), submitLabel: t('keys.rotate') }) }, t('keys.rotate')),
+        ] : null,
+        h('button', { type: 'button', class: 'btn btn-sm', onclick: () => keyHistory(k) }, t('keys.history')),
+        k.status === 'active' ? h('button', {
+          type: 'button', class: 'btn btn-sm btn-danger-ghost', 'data-testid': `revoke-${k.name}`,
+          onclick: async () => {
+            if (!(await confirmDialog(t('keys.revoke.confirm', { name: k.name }), { label: t('keys.revoke') }))) return;
+            try {
+              await api('POST', `/keys/${encodeURIComponent(k.id)}/revoke`, {});
+              toast(t('keys.revoked'));
+              reload();
+            } catch (e) {
+              toast(e.message, 'bad');
+            }
+          },
+        }, t('keys.revoke')) : null),
+    },
+  ], keys, { testid: 'keys-table' });
+  page.append(card(t('keys.title'), body,
+    h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'create-key', onclick: create }, `+ ${t('keys.create')}`)));
+  for (const fill of page.querySelectorAll('.meter-fill')) fill.style.width = `${fill.dataset.w}%`;
+}
+
+async function keyHistory(k) {
+  const events = (await api('GET', `/keys/${encodeURIComponent(k.id)}/events`))?.data || [];
+  openDialog(t('keys.history.title', { name: k.name }), h('ol', { class: 'timeline' }, events.map((e) => h('li', {},
+    h('div', { class: 'timeline-head' }, h('span', { class: 'strong' }, e.type), h('span', { class: 'sub' }, `${fmtTime(e.at)} · ${e.actor || ''}`)),
+    h('pre', { class: 'json' }, JSON.stringify(e.data, null, 2))))), { wide: true });
+}
+
+// ---- usage ----
+
+function periodSelect(days, onChange) {
+  const id = nextId('period');
+  const select = h('select', { id, onchange: (ev) => onChange(Number(ev.target.value)) },
+    [7, 30, 90].map((n) => h('option', { value: String(n) }, t('usage.days', { n }))));
+  select.value = String(days);
+  return h('div', { class: 'inline-field' }, h('label', { for: id }, t('common.period')), select);
+}
+
+let usageDays = 30;
+
+async function keyNames() {
+  try {
+    const keys = (await api('GET', '/keys'))?.data || [];
+    return new Map(keys.map((k) => [k.id, k.name]));
+  } catch {
+    return new Map();
+  }
+}
+
+function groupBy(rows, key) {
+  const out = new Map();
+  for (const r of rows) {
+    const k = key(r);
+    const acc = out.get(k) || { key: k, requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, cost_usd: 0 };
+    acc.requests += r.requests || 0;
+    acc.errors += r.errors || 0;
+    acc.prompt_tokens += r.prompt_tokens || 0;
+    acc.completion_tokens += r.completion_tokens || 0;
+    acc.cost_usd += r.cost_usd || 0;
+    out.set(k, acc);
+  }
+  return [...out.values()].sort((a, b) => b.requests - a.requests);
+}
+
+function usageTable(rows, label, name) {
+  return table([
+    { label, cell: (r) => h('span', { class: 'strong' }, name(r.key)) },
+    { label: t('usage.requests'), num: true, cell: (r) => fmtInt(r.requests) },
+    { label: t('usage.errors'), num: true, cell: (r) => fmtInt(r.errors) },
+    { label: t('usage.tokens'), num: true, cell: (r) => fmtInt(r.prompt_tokens + r.completion_tokens) },
+    { label: t('usage.cost'), num: true, cell: (r) => fmtUsd(r.cost_usd, 4) },
+  ], rows);
+}
+
+async function pageUsage(page) {
+  const from = new Date(Date.now() - (usageDays - 1) * 86400000);
+  const usage = await optional('GET', `/usage?from=${isoDay(from)}`);
+  page.append(h('div', { class: 'page-tools' }, periodSelect(usageDays, (n) => {
+    usageDays = n;
+    render();
+  })));
+  if (!usage) return unavailableState(page);
+  const [names, recent] = await Promise.all([keyNames(), optional('GET', '/usage/requests?limit=1000').catch(() => null)]);
+  const rows = usage.data || [];
+  const tot = usage.totals || {};
+  const rate = tot.requests ? tot.errors / tot.requests : 0;
+  page.append(h('div', { class: 'kpis', 'data-testid': 'kpis' },
+    kpi(t('usage.requests'), fmtInt(tot.requests), 'kpi-requests'),
+    kpi(t('usage.tokens'), fmtInt(tot.total_tokens), 'kpi-tokens'),
+    kpi(t('usage.cost'), fmtUsd(tot.cost_usd || 0), 'kpi-cost'),
+    kpi(t('usage.error_rate'), fmtPct(rate), 'kpi-errors')));
+  const byDay = new Map(groupBy(rows, (r) => r.day).map((r) => [r.key, r]));
+  const days = [];
+  for (let i = 0; i < usageDays; i++) {
+    const d = isoDay(new Date(from.getTime() + i * 86400000));
+    days.push({ day: d, r: byDay.get(d) });
+  }
+  const label = (d) => d.slice(5);
+  page.append(h('div', { class: 'grid-2' },
+    card(t('usage.over_time'), h('div', { class: 'chart-box', 'data-testid': 'chart-requests' }, barChart(days.map((d) => ({ label: label(d.day), value: d.r?.requests || 0 })), { title: t('usage.over_time'), format: (v) => fmtInt(v), integer: true }))),
+    card(t('usage.tokens_over_time'), h('div', { class: 'chart-box' }, barChart(days.map((d) => ({ label: label(d.day), value: (d.r?.prompt_tokens || 0) + (d.r?.completion_tokens || 0) })), { title: t('usage.tokens_over_time'), format: (v) => fmtInt(v), integer: true, tone: 2 }))),
+    card(t('usage.cost_over_time'), h('div', { class: 'chart-box' }, barChart(days.map((d) => ({ label: label(d.day), value: d.r?.cost_usd || 0 })), { title: t('usage.cost_over_time'), format: (v) => (v === 0 ? '$0' : v < 0.01 ? `$${v.toExponential(1)}` : fmtUsd(v)), tone: 3 }))),
+    card(t('usage.error_rate'), h('div', { class: 'chart-box' }, barChart(days.map((d) => ({ label: label(d.day), value: d.r?.requests ? d.r.errors / d.r.requests : 0 })), { title: t('usage.error_rate'), format: (v) => fmtPct(v), tone: 4 })))));
+  if (!rows.length) page.append(emptyState(t('usage.no_data')));
+  const providers = new Map();
+  for (const r of recent?.data || []) {
+    const k = r.provider || '—';
+    const acc = providers.get(k) || { key: k, requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, cost_usd: 0 };
+    acc.requests += 1;
+    if (r.status !== 'ok') acc.errors += 1;
+    acc.prompt_tokens += r.usage?.prompt_tokens || 0;
+    acc.completion_tokens += r.usage?.completion_tokens || 0;
+    acc.cost_usd += r.cost_usd || 0;
+    providers.set(k, acc);
+  }
+  page.append(h('div', { class: 'grid-2' },
+    card(t('usage.by_key'), usageTable(groupBy(rows, (r) => r.key_id), t('usage.key'), (id) => names.get(id) || shortId(id))),
+    card(t('usage.by_model'), usageTable(groupBy(rows, (r) => r.model), t('usage.model'), (m) => m)),
+    card(t('usage.by_provider'), usageTable([...providers.values()], t('usage.provider'), (p) => p))));
+}
+
+function kpi(label, value, testid) {
+  return h('div', { class: 'kpi', 'data-testid': testid }, h('div', { class: 'kpi-label' }, label), h('div', { class: 'kpi-value' }, value));
+}
+
+// ---- request log ----
+
+const requestFilter = { key_id: '', model: '', status: '' };
+
+async function pageRequests(page) {
+  const names = await keyNames();
+  const q = new URLSearchParams({ limit: '200' });
+  for (const [k, v] of Object.entries(requestFilter)) if (v) q.set(k, v);
+  const log = await optional('GET', `/usage/requests?${q}`);
+  if (!log) return unavailableState(page);
+  const keyId = nextId('fk');
+  const modelId = nextId('fm');
+  const statusId = nextId('fs');
+  const keySel = h('select', { id: keyId }, h('option', { value: '' }, t('common.all')), [...names].map(([id, n]) => h('option', { value: id }, n)));
+  keySel.value = requestFilter.key_id;
+  const model = h('input', { id: modelId, type: 'text', value: requestFilter.model, autocomplete: 'off' });
+  const status = h('select', { id: statusId }, h('option', { value: '' }, t('common.all')), h('option', { value: 'ok' }, t('requests.ok')), h('option', { value: 'error' }, t('requests.error')));
+  status.value = requestFilter.status;
+  const filters = h('form', {
+    class: 'filters',
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      requestFilter.key_id = keySel.value;
+      requestFilter.model = model.value.trim();
+      requestFilter.status = status.value;
+      render();
+    },
+  },
+  h('div', { class: 'inline-field' }, h('label', { for: keyId }, t('requests.filter.key')), keySel),
+  h('div', { class: 'inline-field' }, h('label', { for: modelId }, t('requests.filter.model')), model),
+  h('div', { class: 'inline-field' }, h('label', { for: statusId }, t('requests.filter.status')), status),
+  h('button', { type: 'submit', class: 'btn' }, t('requests.filter.apply')));
+  const rows = log.data || [];
+  const body = rows.length === 0 ? emptyState(t('requests.none')) : table([
+    { label: t('requests.time'), cell: (r) => h('span', { class: 'nowrap' }, fmtTime(r.at)) },
+    { label: t('requests.status'), cell: (r) => (r.status === 'ok' ? badge(t('requests.ok'), 'ok') : badge(`${t('requests.error')} ${r.http_status ?? ''}`, 'bad')) },
+    { label: t('usage.key'), cell: (r) => h('span', { class: 'nowrap' }, names.get(r.key_id) || shortId(r.key_id)) },
+    { label: t('usage.model'), cell: (r) => h('span', { 'data-testid': 'log-model' }, r.model || '—') },
+    { label: t('usage.provider'), cell: (r) => r.provider || '—' },
+    { label: t('usage.tokens'), num: true, cell: (r) => fmtInt(r.usage?.total_tokens ?? ((r.usage?.prompt_tokens || 0) + (r.usage?.completion_tokens || 0))) },
+    { label: t('usage.cost'), num: true, cell: (r) => fmtUsd(r.cost_usd, 6) },
+    { label: t('requests.latency'), num: true, cell: (r) => (r.latency_ms !== null && r.latency_ms !== undefined ? `${fmtInt(r.latency_ms)} ms` : '—') },
+    { label: t('common.actions'), cell: (r) => h('button', { type: 'button', class: 'btn btn-sm', onclick: () => requestDetail(r.id) }, t('common.details')) },
+  ], rows, { testid: 'requests-table' });
+  page.append(card(t('requests.title'), [filters, body]));
+}
+
+async function requestDetail(id) {
+  try {
+    const detail = await api('GET', `/usage/requests/${encodeURIComponent(id)}`);
+    openDialog(t('requests.detail.title', { id: shortId(id) }), [
+      h('p', {}, h('code', {}, id)),
+      h('h3', {}, t('requests.events')),
+      h('ol', { class: 'timeline' }, (detail.events || []).map((e) => h('li', {},
+        h('div', { class: 'timeline-head' }, h('span', { class: 'strong' }, e.type), h('span', { class: 'sub' }, fmtTime(e.data?.at))),
+        h('pre', { class: 'json' }, JSON.stringify(e.data, null, 2))))),
+    ], { wide: true });
+  } catch (e) {
+    toast(e.message, 'bad');
+  }
+}
+
+// ---- billing ----
+
+let billingMonth = new Date().toISOString().slice(0, 7);
+
+function csvCell(v) {
+  let s = String(v ?? '');
+  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`; // no formulas when opened in a spreadsheet
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+async function pageBilling(page) {
+  const [y, m] = billingMonth.split('-').map(Number);
+  const first = `${billingMonth}-01`;
+  const last = isoDay(new Date(Date.UTC(y, m, 0)));
+  const usage = await optional('GET', `/usage?from=${first}&to=${last}`);
+  const monthId = nextId('month');
+  const monthInput = h('input', { id: monthId, type: 'month', value: billingMonth, onchange: (ev) => {
+    if (/^\d{4}-\d{2}$/.test(ev.target.value)) {
+      billingMonth = ev.target.value;
+      render();
+    }
+  } });
+  if (!usage) {
+    page.append(h('div', { class: 'page-tools' }, h('div', { class: 'inline-field' }, h('label', { for: monthId }, t('billing.month')), monthInput)));
+    return unavailableState(page);
+  }
+  const names = await keyNames();
+  const rows = groupBy(usage.data || [], (r) => r.key_id);
+  const download = () => {
+    const header = ['month', 'key_id', 'key_name', 'requests', 'errors', 'prompt_tokens', 'completion_tokens', 'cost_usd'];
+    const lines = [header.join(',')].concat(rows.map((r) => [billingMonth, r.key, names.get(r.key) || '', r.requests, r.errors, r.prompt_tokens, r.completion_tokens, r.cost_usd.toFixed(6)].map(csvCell).join(',')));
+    const blob = new Blob([`${lines.join('\r\n')}\r\n`], { type: 'text/csv;charset=utf-8' });
+    const a = h('a', { href: URL.createObjectURL(blob), download: `aigw-billing-${billingMonth}.csv` });
+    document.body.append(a);
+    a.click();
+    setTimeout(() => {
+      URL.revokeObjectURL(a.href);
+      a.remove();
+    }, 1000);
+  };
+  page.append(h('div', { class: 'page-tools' },
+    h('div', { class: 'inline-field' }, h('label', { for: monthId }, t('billing.month')), monthInput),
+    h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'download-csv', onclick: download, disabled: rows.length === 0 }, t('billing.download'))));
+  const tot = usage.totals || {};
+  const body = rows.length === 0 ? emptyState(t('usage.no_data')) : [
+    table([
+      { label: t('usage.key'), cell: (r) => h('span', { class: 'strong' }, names.get(r.key) || shortId(r.key)) },
+      { label: t('usage.requests'), num: true, cell: (r) => fmtInt(r.requests) },
+      { label: t('usage.prompt'), num: true, cell: (r) => fmtInt(r.prompt_tokens) },
+      { label: t('usage.completion'), num: true, cell: (r) => fmtInt(r.completion_tokens) },
+      { label: t('usage.cost'), num: true, cell: (r) => fmtUsd(r.cost_usd, 6) },
+    ], rows, { testid: 'billing-table' }),
+    h('div', { class: 'total-row' }, h('span', {}, t('billing.total')), h('span', { class: 'strong' }, fmtUsd(tot.cost_usd || 0, 6))),
+  ];
+  page.append(card(`${t('billing.title')} · ${billingMonth}`, [h('p', { class: 'lead' }, t('billing.lead')), body]));
+}
+
+// ---- pages whose API may not exist yet (jobs, aliases) ----
+
+async function pageGeneric(page, paths, titleKey) {
+  let data = null;
+  for (const path of paths) {
+    data = await optional('GET', path);
+    if (data) break;
+  }
+  if (!data) return unavailableState(page);
+  const items = Array.isArray(data) ? data : data.data || [];
+  if (!items.length) return page.append(card(t(titleKey), emptyState(t('common.empty'))));
+  const cols = [...new Set(items.slice(0, 20).flatMap((i) => Object.keys(i)))].filter((c) => c !== 'object').slice(0, 8);
+  const show = (v) => (v === null || v === undefined ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  page.append(card(t(titleKey), table(cols.map((c) => ({ label: c, cell: (r) => show(r[c]) })), items)));
+}
+
+// ---- shell ----
+
+function langSelect() {
+  const id = nextId('lang');
+  const select = h('select', {
+    id, class: 'lang', 'data-testid': 'lang',
+    onchange: (ev) => {
+      setLang(ev.target.value);
+      render();
+    },
+  }, h('option', { value: 'en' }, 'English'), h('option', { value: 'zh' }, '简体中文'));
+  select.value = getLang();
+  return h('div', { class: 'lang-wrap' }, h('label', { for: id, class: 'sr-only' }, t('lang.label')), icon('globe'), select);
+}
+
+function signIn() {
+  const id = nextId('token');
+  const input = h('input', { id, type: 'password', name: 'token', autocomplete: 'current-password', required: true, 'aria-required': 'true', 'data-testid': 'token' });
+  const error = h('div', { class: 'form-error', role: 'alert', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block' }, t('signin.submit'));
+  const form = h('form', {
+    class: 'form',
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      error.hidden = true;
+      const token = input.value.trim();
+      if (!token) {
+        error.textContent = t('common.required');
+        error.hidden = false;
+        input.focus();
+        return;
+      }
+      submit.disabled = true;
+      sessionStorage.setItem(TOKEN, token);
+      signingIn = true;
+      try {
+        await api('GET', '/keys');
+        signingIn = false;
+        input.value = '';
+        if (!location.hash) location.hash = '#/providers';
+        render();
+      } catch (e) {
+        signingIn = false;
+        sessionStorage.removeItem(TOKEN);
+        error.textContent = e.status === 401 ? t('signin.bad') : e.status === 403 ? t('signin.disabled') : e.message;
+        error.hidden = false;
+        submit.disabled = false;
+        input.focus();
+      }
+    },
+  }, h('div', { class: 'field' }, h('label', { for: id }, t('signin.token')), input), error, submit);
+  clear(app).append(h('main', { class: 'signin' },
+    h('div', { class: 'signin-card' },
+      h('div', { class: 'signin-top' }, brand(), langSelect()),
+      h('h1', {}, t('signin.title')),
+      h('p', { class: 'lead' }, t('signin.lead')),
+      form)));
+  input.focus();
+}
+
+function brand() {
+  return h('div', { class: 'brand' }, h('img', { src: 'favicon.svg', alt: '', width: '28', height: '28' }), h('span', { class: 'brand-name' }, 'aigw'), h('span', { class: 'brand-sub' }, t('app.tagline')));
+}
+
+const app = document.getElementById('app');
+let renderSeq = 0;
+
+async function render() {
+  document.title = t('app.title');
+  document.documentElement.lang = getLang() === 'zh' ? 'zh-CN' : 'en';
+  if (!sessionStorage.getItem(TOKEN)) return signIn();
+  const current = PAGES.find((p) => `#/${p.id}` === location.hash) || PAGES[0];
+  const seq = ++renderSeq;
+  const page = h('div', { class: 'page', id: 'page', 'data-page': current.id, 'aria-busy': 'true' }, h('div', { class: 'loading' }, t('common.loading')));
+  const nav = h('nav', { class: 'nav', 'aria-label': t('nav.menu') }, h('ul', {}, PAGES.map((p) => h('li', {},
+    h('a', { href: `#/${p.id}`, class: p === current ? 'active' : undefined, 'aria-current': p === current ? 'page' : undefined },
+      icon(p.id), t(`nav.${p.id}`))))));
+  const signOut = h('button', {
+    type: 'button', class: 'btn btn-ghost', 'data-testid': 'signout',
+    onclick: () => {
+      sessionStorage.removeItem(TOKEN);
+      location.hash = '';
+      render();
+    },
+  }, t('nav.signout'));
+  clear(app).append(h('div', { class: 'layout' },
+    h('aside', { class: 'sidebar' }, brand(), nav),
+    h('div', { class: 'main' },
+      h('header', { class: 'topbar' }, h('h1', {}, t(`nav.${current.id}`)), h('div', { class: 'topbar-tools' },
+        h('button', { type: 'button', class: 'btn btn-ghost icon-refresh', 'data-testid': 'refresh', 'aria-label': t('common.refresh'), title: t('common.refresh'), onclick: () => render() }, icon('refresh')),
+        langSelect(), signOut)),
+      page)));
+  try {
+    const content = h('div', { class: 'page-content' });
+    await current.render(content);
+    if (seq !== renderSeq) return;
+    clear(page).append(content);
+  } catch (e) {
+    if (seq !== renderSeq) return;
+    clear(page).append(h('div', { class: 'callout callout-bad', role: 'alert' }, `${t('common.error')}: ${e.message}`));
+  }
+  page.setAttribute('aria-busy', 'false');
+}
+
+window.addEventListener('hashchange', render);
+setLang(getLang());
+render();

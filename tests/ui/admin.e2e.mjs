@@ -1,0 +1,296 @@
+// End-to-end test of the admin web UI in headless Chromium, against a real
+// running aigw (AIGW_URL) whose providers are faked by a mock upstream
+// (MOCK_URL). Run by tests/api/ui.rs; exits non-zero on the first failure.
+import { mkdtempSync, mkdirSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.AIGW_URL;
+const TOKEN = process.env.ADMIN_TOKEN;
+const MOCK = process.env.MOCK_URL;
+const SHOTS = process.env.SCREENSHOT_DIR || mkdtempSync(join(tmpdir(), 'aigw-shots-'));
+if (!BASE || !TOKEN || !MOCK) throw new Error('set AIGW_URL, ADMIN_TOKEN and MOCK_URL');
+mkdirSync(SHOTS, { recursive: true });
+
+const userDataDir = mkdtempSync(join(tmpdir(), 'aigw-chromium-'));
+const browser = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
+  viewport: { width: 1280, height: 800 },
+  locale: 'en-US',
+  acceptDownloads: true,
+});
+
+const step = (name) => console.log(`--> ${name}`);
+function check(cond, message) {
+  if (!cond) throw new Error(`assertion failed: ${message}`);
+}
+const problems = [];
+let dialogs = 0;
+let current = null;
+
+async function poll(what, fn, timeoutMs = 30000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function chat(key) {
+  return fetch(`${BASE}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'deepseek-v4-flash', messages: [{ role: 'user', content: 'Hello from the UI test' }] }),
+  });
+}
+
+try {
+  const page = browser.pages()[0] || (await browser.newPage());
+  current = page;
+  page.on('dialog', async (d) => {
+    dialogs += 1;
+    await d.dismiss();
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) problems.push(`console error: ${m.text()}`);
+  });
+  const shot = async (name) => {
+    await page.waitForSelector('#page[aria-busy="false"], .signin', { timeout: 15000 });
+    await page.evaluate(() => document.getElementById('toasts').replaceChildren());
+    await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false });
+  };
+  const go = async (hash) => {
+    if ((await page.evaluate(() => location.hash)) === hash) await page.click('[data-testid="refresh"]');
+    else {
+      await page.evaluate((h) => {
+        location.hash = h;
+      }, hash);
+    }
+    await page.waitForSelector(`#page[data-page="${hash.slice(2)}"][aria-busy="false"]`, { timeout: 15000 });
+  };
+
+  step('the page is served with a strict CSP and no external assets');
+  const res = await page.goto(`${BASE}/admin`);
+  check(res.ok(), `GET /admin -> ${res.status()}`);
+  check(page.url().endsWith('/admin/'), `redirected to /admin/ (got ${page.url()})`);
+  const csp = res.headers()['content-security-policy'] || '';
+  check(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"), `CSP: ${csp}`);
+  check(res.headers()['x-content-type-options'] === 'nosniff', 'nosniff');
+  const external = await page.evaluate(() => [...document.querySelectorAll('script[src], link[href], img[src]')]
+    .map((e) => e.getAttribute('src') || e.getAttribute('href')).filter((u) => /^(https?:)?\/\//.test(u)));
+  check(external.length === 0, `external assets: ${external}`);
+
+  step('sign in with the admin token');
+  await page.waitForSelector('[data-testid="token"]');
+  await shot('signin-desktop-en');
+  await page.fill('[data-testid="token"]', 'wrong-token');
+  await page.click('button[type="submit"]');
+  await page.waitForSelector('.form-error:not([hidden])');
+  check((await page.textContent('.form-error')).includes('refused'), 'a wrong token is refused');
+  const started = Date.now();
+  await page.fill('[data-testid="token"]', TOKEN);
+  await page.click('button[type="submit"]');
+  await page.waitForSelector('#page[data-page="providers"][aria-busy="false"]');
+  check(!page.url().includes(TOKEN), 'the token never appears in the URL');
+  check((await page.evaluate(() => sessionStorage.getItem('aigw.token'))) === TOKEN, 'the token is in sessionStorage');
+  const cards = await page.locator('.preset-card').count();
+  check(cards === 29, `29 preset cards (got ${cards})`);
+  check((await page.locator('.cat-title').count()) === 5, 'five categories');
+
+  step('search and filter the catalog');
+  await page.fill('input[type="search"]', 'deepseek');
+  check((await page.locator('.preset-card').count()) >= 1, 'search finds DeepSeek');
+  await page.fill('input[type="search"]', '');
+  await page.click('.chip:has-text("China")');
+  check((await page.locator('.preset-card').count()) === 8, 'eight China presets');
+  await page.click('.chip:has-text("All")');
+
+  step('add the DeepSeek preset with only its key (endpoint pointed at the mock)');
+  await page.click('[data-testid="use-deepseek"]');
+  await page.waitForSelector('dialog[open]');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .field-error:not([hidden])');
+  await page.fill('dialog[open] input[name="api_key"]', 'sk-deepseek-from-ui');
+  await page.click('dialog[open] summary');
+  const prefilled = await page.inputValue('dialog[open] input[name="base_url"]');
+  check(prefilled === 'https://api.deepseek.com', `endpoint pre-filled (got ${prefilled})`);
+  check((await page.inputValue('dialog[open] textarea[name="models"]')).includes('deepseek-v4-flash'), 'models pre-filled');
+  await page.fill('dialog[open] input[name="base_url"]', MOCK);
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('[data-testid="provider-name"]:text-is("deepseek")');
+  await shot('providers-desktop-en');
+
+  step('create a key and copy its secret from the page');
+  await go('#/keys');
+  await page.click('[data-testid="create-key"]');
+  await page.fill('dialog[open] input[name="name"]', 'e2e-app');
+  await page.fill('dialog[open] input[name="rpm"]', '-3');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .field-error:not([hidden])');
+  await page.fill('dialog[open] input[name="rpm"]', '600');
+  await page.fill('dialog[open] input[name="budget_usd"]', '5');
+  await page.click('dialog[open] button[type="submit"]');
+  const secretInput = await page.waitForSelector('[data-testid="new-key-secret"]');
+  const secret = await secretInput.inputValue();
+  check(secret.startsWith('aig_'), `the secret is shown (got ${secret.slice(0, 6)}…)`);
+  await shot('key-created-desktop-en');
+  await page.click('[data-testid="secret-done"]');
+  await page.waitForSelector('[data-testid="key-name"]:text-is("e2e-app")');
+
+  step('use the key for a chat through the preset provider');
+  const r = await chat(secret);
+  const body = await r.text();
+  check(r.status === 200, `chat -> ${r.status} ${body}`);
+  check(JSON.parse(body).choices[0].message.content === 'Hi!', `the mock's answer: ${body}`);
+  const elapsed = (Date.now() - started) / 1000;
+  console.log(`    sign-in to a working key: ${elapsed.toFixed(1)} s`);
+  check(elapsed < 60, 'under a minute');
+
+  step('see the request in the log and its detail');
+  await go('#/requests');
+  await poll('the request in the log', async () => {
+    await go('#/requests');
+    return (await page.locator('[data-testid="log-model"]:text-is("deepseek-v4-flash")').count()) > 0;
+  });
+  await shot('requests-desktop-en');
+  await page.click('[data-testid="requests-table"] button:has-text("Details")');
+  await page.waitForSelector('dialog[open] .timeline li');
+  check((await page.textContent('dialog[open]')).includes('RequestCompleted'), 'the detail lists the outcome');
+  await page.keyboard.press('Escape');
+
+  step('see the request in the usage chart');
+  await poll('the usage totals', async () => {
+    await go('#/usage');
+    return (await page.textContent('[data-testid="kpi-requests"] .kpi-value')).trim() === '1';
+  });
+  const bars = await page.$$eval('[data-testid="chart-requests"] rect.bar', (rs) => rs.filter((r) => Number(r.getAttribute('height')) > 0).length);
+  check(bars === 1, `one day with requests in the chart (got ${bars})`);
+  await shot('usage-desktop-en');
+
+  step('billing: the month per key, downloadable as CSV');
+  await go('#/billing');
+  await page.waitForSelector('[data-testid="billing-table"]');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="download-csv"]')]);
+  const csv = readFileSync(await download.path(), 'utf8');
+  check(csv.startsWith('month,key_id,key_name') && csv.includes('e2e-app'), `CSV: ${csv}`);
+  await shot('billing-desktop-en');
+
+  step('revoke the key (with confirmation); the gateway refuses it');
+  await go('#/keys');
+  await page.click('[data-testid="revoke-e2e-app"]');
+  await page.click('dialog[open] [data-testid="confirm"]');
+  await page.waitForSelector('.badge:text-is("Revoked")');
+  await poll('the revoked key to be refused', async () => (await chat(secret)).status === 401, 10000);
+
+  step('a provider named <script> renders as text');
+  await go('#/providers');
+  // Provider names cannot hold '/', so no closing tag; the <img> would fire
+  // its onerror if the name were ever parsed as HTML.
+  const evil = '<script>alert(1)<img src=x onerror=alert(2)>';
+  await page.click('[data-testid="add-custom"]');
+  await page.fill('dialog[open] input[name="name"]', evil);
+  await page.fill('dialog[open] input[name="base_url"]', 'not a url');
+  await page.fill('dialog[open] textarea[name="models"]', 'xss-model');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .field-error:not([hidden])');
+  await page.fill('dialog[open] input[name="base_url"]', MOCK);
+  await page.click('dialog[open] button[type="submit"]');
+  const names = await poll('the <script> provider', async () => {
+    const all = await page.$$eval('[data-testid="provider-name"]', (els) => els.map((e) => e.textContent));
+    return all.includes(evil) ? all : null;
+  });
+  check(names.includes(evil), 'the name is shown verbatim');
+  check((await page.locator('#page script, #page img[src="x"]').count()) === 0, 'no script or img element from the name');
+  check(dialogs === 0, 'no dialog fired');
+
+  step('the API error message is shown in the form');
+  await page.click('[data-testid="add-custom"]');
+  await page.fill('dialog[open] input[name="name"]', 'deepseek');
+  await page.fill('dialog[open] input[name="base_url"]', MOCK);
+  await page.fill('dialog[open] textarea[name="models"]', 'm');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .form-error:not([hidden])');
+  console.log(`    API error shown: ${await page.textContent('dialog[open] .form-error')}`);
+  await page.keyboard.press('Escape');
+
+  step('keyboard: the sign-out button and nav links are reachable with Tab');
+  const focusable = await page.$$eval('a[href], button, input, select, textarea', (els) => els.filter((e) => !e.disabled && e.tabIndex >= 0).length);
+  check(focusable > 10, 'focusable controls');
+  const unlabelled = await page.$$eval('input, select, textarea', (els) => els.filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length);
+  check(unlabelled === 0, `every form control has a label (${unlabelled} without)`);
+
+  step('switch to Chinese');
+  await page.selectOption('[data-testid="lang"]', 'zh');
+  await page.waitForSelector('.topbar h1:text-is("服务商")');
+  check((await page.getAttribute('html', 'lang')) === 'zh-CN', 'html lang is zh-CN');
+  check((await page.textContent('.sidebar')).includes('API 密钥'), 'the navigation is in Chinese');
+  await shot('providers-desktop-zh');
+  for (const p of ['keys', 'usage', 'requests']) {
+    await go(`#/${p}`);
+    await shot(`${p}-desktop-zh`);
+  }
+
+  step('phone width: no horizontal scroll on any page');
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const lang of ['zh', 'en']) {
+    await page.selectOption('[data-testid="lang"]', lang);
+    for (const p of ['providers', 'keys', 'usage', 'requests', 'billing', 'jobs', 'routing']) {
+      await go(`#/${p}`);
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      check(width <= 390, `${p} (${lang}) is ${width}px wide at 390px`);
+      if (['providers', 'keys', 'usage', 'requests'].includes(p)) await shot(`${p}-phone-${lang}`);
+    }
+  }
+  await go('#/keys');
+  await page.click('[data-testid="create-key"]');
+  check(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'the key form fits a phone');
+  await page.keyboard.press('Escape');
+
+  step('sign out clears the token');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.click('[data-testid="signout"]');
+  await page.waitForSelector('[data-testid="token"]');
+  check((await page.evaluate(() => sessionStorage.getItem('aigw.token'))) === null, 'the token is gone');
+
+  step('the language defaults to the browser\'s');
+  const zhDir = mkdtempSync(join(tmpdir(), 'aigw-chromium-zh-'));
+  const zhBrowser = await chromium.launchPersistentContext(zhDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--lang=zh-CN'],
+    locale: 'zh-CN',
+    viewport: { width: 390, height: 844 },
+  });
+  try {
+    const zhPage = zhBrowser.pages()[0] || (await zhBrowser.newPage());
+    await zhPage.goto(`${BASE}/admin/`);
+    await zhPage.waitForSelector('.signin h1');
+    const title = await zhPage.textContent('.signin h1');
+    check(title === '登录 aigw', `Chinese sign-in for a zh-CN browser (got ${title})`);
+    await zhPage.screenshot({ path: join(SHOTS, 'signin-phone-zh.png') });
+  } finally {
+    await zhBrowser.close();
+    rmSync(zhDir, { recursive: true, force: true });
+  }
+
+  check(problems.length === 0, `no page or console errors:\n${problems.join('\n')}`);
+  console.log(`UI end-to-end test passed; screenshots in ${SHOTS}`);
+} catch (e) {
+  console.error(e.stack || String(e));
+  if (current) {
+    const text = await current.evaluate(() => document.body.innerText).catch(() => '');
+    console.error(`--- page text ---\n${text.slice(0, 3000)}`);
+    await current.screenshot({ path: join(SHOTS, 'failure.png') }).catch(() => {});
+  }
+  if (problems.length) console.error(problems.join('\n'));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
