@@ -18,7 +18,8 @@
 # Usage: bench/run-scenarios.sh [failover] [admission] [routing]   (default: all)
 #
 # Environment (besides run.sh's BENCH_PG_URL, BENCH_PG_PARAMS, AIGW_LOG,
-# AIGW_BIN, NATS_SERVER, BENCH_KEEP_LOGS):
+# AIGW_BIN, NATS_SERVER, BENCH_KEEP_LOGS; with both AIGW_BIN and BENCH_BIN
+# set nothing is built):
 #   BENCH_FAILOVER_RATE   req/s of the failover runs (default 200)
 #   BENCH_ADMISSION_RATE  req/s of the admission run (default 500: the highest
 #                         rate at which a shared 2-core machine stays unsaturated)
@@ -51,7 +52,9 @@ export AIGW_LOG="${AIGW_LOG:-warn}"
 log() { printf '[run-scenarios.sh] %s\n' "$*" >&2; }
 
 # ---- build ---------------------------------------------------------------
-if [[ -n "${AIGW_BIN:-}" ]]; then
+if [[ -n "${AIGW_BIN:-}" && -n "${BENCH_BIN:-}" ]]; then
+    log "using AIGW_BIN=$AIGW_BIN and BENCH_BIN=$BENCH_BIN (no build)"
+elif [[ -n "${AIGW_BIN:-}" ]]; then
     log "building aigw-bench (aigw from AIGW_BIN=$AIGW_BIN)"
     cargo build --release -q -p aigw-bench
 else
@@ -59,7 +62,7 @@ else
     cargo build --release -q -p aigw -p aigw-bench
     AIGW_BIN="$ROOT/target/release/aigw"
 fi
-BENCH_BIN="$ROOT/target/release/aigw-bench"
+BENCH_BIN="${BENCH_BIN:-$ROOT/target/release/aigw-bench}"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/aigw-scenarios.XXXXXX")"
 OUT="${BENCH_OUT:-$WORK}"
