@@ -216,7 +216,7 @@ impl Registry {
     /// most a few lookups run at once, so a flood of bad keys cannot load
     /// the database.
     pub async fn find_missing_key(&self, hash: &str, now: DateTime<Utc>) -> Option<Arc<KeyEntry>> {
-        let _permit = tokio::time::timeout(Duration::from_millis(500), self.miss_lookups.acquire())
+        let _permit = tokio::time::timeout(Duration::from_secs(3), self.miss_lookups.acquire())
             .await
             .ok()?
             .ok()?;
