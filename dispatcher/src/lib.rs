@@ -10,14 +10,19 @@ pub mod cohere;
 pub mod convert;
 pub mod gemini;
 pub mod openai;
+pub mod probe;
 pub mod process;
 pub mod reply;
+pub mod routing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::routing::Router;
+use aigw_events::Strategy;
 use aigw_runtime::crypto::Sealer;
+use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::Limiter;
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
@@ -54,6 +59,62 @@ pub struct DispatcherArgs {
     /// Longest silence allowed while reading a provider's answer.
     #[arg(long, env = "AIGW_UPSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub upstream_idle_timeout: Duration,
+
+    /// Default routing strategy (aliases may choose their own): priority,
+    /// weighted, cost, latency or auto.
+    #[arg(long, env = "AIGW_ROUTING_STRATEGY", default_value = "priority", value_parser = parse_strategy)]
+    pub routing_strategy: Strategy,
+
+    /// Seed for weighted choices (reproducible routing, for tests and benchmarks).
+    #[arg(long, env = "AIGW_ROUTING_SEED")]
+    pub routing_seed: Option<u64>,
+
+    /// Retries on the same target (after a connection error, timeout, 429 or
+    /// 5xx) before moving to the next one.
+    #[arg(long, env = "AIGW_RETRIES_PER_TARGET", default_value_t = 1)]
+    pub retries_per_target: u32,
+
+    /// Most upstream attempts for one request, all targets together.
+    #[arg(long, env = "AIGW_MAX_ATTEMPTS", default_value_t = 4)]
+    pub max_attempts: usize,
+
+    /// Longest wait before a retry on the same target (a longer Retry-After
+    /// moves on to the next target instead).
+    #[arg(long, env = "AIGW_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Deadline of a request over all its attempts.
+    #[arg(long, env = "AIGW_REQUEST_DEADLINE", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub request_deadline: Duration,
+
+    /// Consecutive failures of a provider and model that open its circuit.
+    #[arg(long, env = "AIGW_BREAKER_THRESHOLD", default_value_t = 3)]
+    pub breaker_threshold: u32,
+
+    /// How long an open circuit refuses calls before a probe is let through.
+    #[arg(long, env = "AIGW_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub breaker_cooldown: Duration,
+
+    /// Probe every OpenAI-compatible provider (`GET /models`) this often;
+    /// off when unset.
+    #[arg(long, env = "AIGW_HEALTH_PROBE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub health_probe_interval: Option<Duration>,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("unknown strategy {s:?}: use priority, weighted, cost, latency or auto")
+    })
+}
+
+/// Routing limits of this dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutingLimits {
+    pub strategy: Strategy,
+    pub retries_per_target: u32,
+    pub max_attempts: usize,
+    pub max_backoff: Duration,
+    pub request_deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +154,9 @@ pub struct Shared {
     pub stores: Stores,
     pub registry: Arc<Registry>,
     pub limiter: Limiter,
+    pub health: Health,
+    pub router: Router,
+    pub limits: RoutingLimits,
     pub sealer: Sealer,
     pub http: reqwest::Client,
     pub inflight: Inflight,
@@ -145,11 +209,31 @@ pub async fn run(
         .map_err(|e| DispatcherError::Nats(format!("consumer {consumer_name}: {e}")))?;
 
     let limiter = Limiter::open(&js, &names).await?;
+    let health = Health::open(
+        &js,
+        &names,
+        BreakerConfig {
+            threshold: args.breaker_threshold.max(1),
+            cooldown: args.breaker_cooldown,
+            probe_timeout: args.upstream_timeout.min(Duration::from_secs(60)),
+        },
+    )
+    .await?;
+    let health_follower = health.follow().await?;
     let shared = Arc::new(Shared {
         client: client.clone(),
         stores: Stores::new(pool),
         registry,
         limiter,
+        health,
+        router: Router::new(args.routing_seed),
+        limits: RoutingLimits {
+            strategy: args.routing_strategy,
+            retries_per_target: args.retries_per_target,
+            max_attempts: args.max_attempts.max(1),
+            max_backoff: args.max_backoff,
+            request_deadline: args.request_deadline,
+        },
         sealer: Sealer::new(common.master_key.as_ref()),
         http: http_client(&args)?,
         inflight: Inflight::default(),
@@ -158,6 +242,9 @@ pub async fn run(
     });
 
     let cancels = follow_cancellations(shared.clone(), &names).await?;
+    let prober = args
+        .health_probe_interval
+        .map(|every| probe::spawn(shared.clone(), every));
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(args.concurrency.clamp(1, 256))
@@ -205,6 +292,10 @@ pub async fn run(
     }
     cancels.abort();
     follower.abort();
+    health_follower.abort();
+    if let Some(p) = prober {
+        p.abort();
+    }
     let _ = client.flush().await;
     tracing::info!("dispatcher stopped");
     Ok(())

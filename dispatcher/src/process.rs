@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{
-    Attempt, ErrorClass, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Usage,
+    Attempt, ErrorClass, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage,
 };
 use aigw_runtime::Target;
 use aigw_runtime::store::metadata;
@@ -14,7 +14,6 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use bytes::Bytes;
 use chrono::Utc;
-use cqrs_es::AggregateError;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,9 @@ use crate::Shared;
 use crate::adapter::{self, Answer, StreamItem};
 use crate::openai::{self, UpstreamError, broken};
 use crate::reply::Replier;
+use crate::routing::Slot;
 use aigw_runtime::estimate;
+use aigw_runtime::health::Admission;
 
 /// Processes one delivery of a request message, start to ack.
 pub async fn handle(shared: Arc<Shared>, msg: Message) {
@@ -65,7 +66,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
     let replier = Replier::new(shared.client.clone(), request.reply_to.clone(), delivered);
 
     let expired = request.deadline.is_some_and(|d| d < Utc::now());
-    let (attempts, outcome) = if expired {
+    let (attempts, outcome, route) = if expired {
         let err = UpstreamError {
             class: ErrorClass::Timeout,
             upstream_status: None,
@@ -75,7 +76,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
             message: "the request waited too long for a dispatcher".into(),
             retry_after: None,
         };
-        (vec![], failed(&err, Usage::default(), false, 0))
+        (vec![], failed(&err, Usage::default(), false, 0), None)
     } else if delivered >= shared.max_deliver {
         // Something kept killing the dispatchers working on this request:
         // give up on it rather than loop.
@@ -91,7 +92,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         replier
             .error(err.status, json_bytes(&err.body()), None, 0)
             .await;
-        (vec![], failed(&err, Usage::default(), false, 0))
+        (vec![], failed(&err, Usage::default(), false, 0), None)
     } else {
         run(&shared, &request, &replier, &cancel).await
     };
@@ -105,7 +106,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
             usage, cost_micros, ..
         } => (*usage, *cost_micros),
     };
-    let recorded = record(&shared, &request, attempts, outcome).await;
+    let recorded = record(&shared, &request, attempts, outcome, route).await;
     progress.abort();
     shared.inflight.remove(&id);
     if !recorded {
@@ -229,7 +230,7 @@ async fn run(
     request: &DispatchRequest,
     replier: &Replier,
     cancel: &CancellationToken,
-) -> (Vec<Attempt>, Outcome) {
+) -> (Vec<Attempt>, Outcome, Option<Route>) {
     let started = Instant::now();
     let targets = match shared
         .registry
@@ -247,101 +248,223 @@ async fn run(
                 retry_after: None,
             };
             replier.error(404, json_bytes(&err.body()), None, 0).await;
-            return (vec![], failed(&err, Usage::default(), false, 0));
+            return (vec![], failed(&err, Usage::default(), false, 0), None);
         }
     };
+    let estimate = Usage {
+        prompt_tokens: estimate::prompt_tokens(&request.body),
+        completion_tokens: estimate::max_output_tokens(&request.body, 256),
+    };
+    let strategy = shared
+        .registry
+        .strategy_for(&request.model)
+        .unwrap_or(shared.limits.strategy);
+    let plan = shared.router.plan(targets, strategy, estimate);
+    let mut route = Route {
+        strategy: plan.strategy.as_str().to_string(),
+        order: plan.order.iter().map(Target::label).collect(),
+        reason: plan.reason.clone(),
+    };
+    let deadline = {
+        let own = Instant::now() + shared.limits.request_deadline;
+        let caller = request
+            .deadline
+            .and_then(|d| (d - Utc::now()).to_std().ok())
+            .map(|left| Instant::now() + left);
+        caller.map_or(own, |c| c.min(own))
+    };
 
-    let mut attempts = Vec::new();
-    let mut last_error = None;
-    for target in targets {
-        let attempt_start = Instant::now();
-        let started_at = Utc::now();
-        let result = attempt(
-            shared,
-            request,
-            &target,
-            replier,
-            cancel,
-            attempts.len() + 1,
-        )
-        .await;
-        let latency_ms = attempt_start.elapsed().as_millis() as u64;
-        let mut record = Attempt {
-            provider_id: target.provider.id,
-            provider: target.provider.spec.name.clone(),
-            model: target.model.clone(),
-            status: None,
-            latency_ms,
-            error: None,
-            started_at,
-        };
-        metrics::histogram!("aigw_upstream_latency_seconds", "provider" => target.provider.spec.name.clone())
-            .record(attempt_start.elapsed().as_secs_f64());
-        match result {
-            AttemptResult::Done {
-                usage,
-                estimated,
-                status,
-            } => {
-                record.status = Some(status);
-                attempts.push(record);
-                count_upstream(&target, "ok");
-                let outcome = Outcome::Completed {
-                    provider_id: target.provider.id,
-                    provider: target.provider.spec.name.clone(),
-                    model: target.model.clone(),
-                    usage,
-                    usage_estimated: estimated,
-                    cost_micros: None,
-                    latency_ms: started.elapsed().as_millis() as u64,
-                    at: Utc::now(),
-                };
-                return (attempts, outcome);
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut last_error: Option<UpstreamError> = None;
+    let mut skipped = Vec::new();
+    let mut soonest_retry_ms: Option<i64> = None;
+    'targets: for target in &plan.order {
+        let now_ms = Utc::now().timestamp_millis();
+        let probe = match shared
+            .health
+            .admit(target.provider.id, &target.model, now_ms)
+            .await
+        {
+            Admission::Closed => false,
+            Admission::Probe => true,
+            Admission::Open { retry_in_ms } => {
+                skipped.push(format!("{} (circuit open)", target.label()));
+                soonest_retry_ms =
+                    Some(soonest_retry_ms.map_or(retry_in_ms, |s| s.min(retry_in_ms)));
+                continue;
             }
-            AttemptResult::Failed {
-                error,
-                usage,
-                estimated,
-                started_stream,
-            } => {
-                record.status = error.upstream_status;
-                record.error = Some(error.class);
-                attempts.push(record);
-                count_upstream(&target, error_label(error.class));
-                let retry_elsewhere = error.class.is_retryable() && !started_stream;
-                if !retry_elsewhere {
-                    if !started_stream {
-                        replier
-                            .error(
-                                error.status,
-                                json_bytes(&error.body()),
-                                error.retry_after.as_deref(),
-                                attempts.len(),
+        };
+        // A provider at its concurrency cap is skipped while others remain;
+        // the last one is waited for, until the deadline.
+        let is_last = plan.order.last().is_some_and(|l| std::ptr::eq(l, target));
+        let _slot = match shared
+            .router
+            .try_slot(target.provider.id, target.provider.spec.max_concurrency)
+        {
+            Slot::Uncapped => None,
+            Slot::Held(permit) => Some(permit),
+            Slot::Full if !is_last => {
+                skipped.push(format!("{} (at its concurrency cap)", target.label()));
+                continue;
+            }
+            Slot::Full => match shared
+                .router
+                .cap(target.provider.id, target.provider.spec.max_concurrency)
+            {
+                Some(sem) => {
+                    match tokio::time::timeout_at(deadline.into(), sem.acquire_owned()).await {
+                        Ok(Ok(permit)) => Some(permit),
+                        _ => break 'targets,
+                    }
+                }
+                None => None,
+            },
+        };
+        for retry in 0..=shared.limits.retries_per_target {
+            if attempts.len() >= shared.limits.max_attempts || Instant::now() >= deadline {
+                break 'targets;
+            }
+            let attempt_start = Instant::now();
+            let started_at = Utc::now();
+            let credential = choose_credential(shared, target).await;
+            let result = tokio::select! {
+                r = attempt(shared, request, target, credential, replier, cancel, attempts.len() + 1) => r,
+                _ = tokio::time::sleep_until(deadline.into()) => AttemptResult::Failed {
+                    error: deadline_passed(),
+                    usage: Usage::default(),
+                    estimated: false,
+                    started_stream: false,
+                },
+            };
+            let latency_ms = attempt_start.elapsed().as_millis() as u64;
+            let mut record = Attempt {
+                provider_id: target.provider.id,
+                provider: target.provider.spec.name.clone(),
+                model: target.model.clone(),
+                status: None,
+                latency_ms,
+                error: None,
+                started_at,
+            };
+            metrics::histogram!("aigw_upstream_latency_seconds", "provider" => target.provider.spec.name.clone())
+                .record(attempt_start.elapsed().as_secs_f64());
+            let now_ms = Utc::now().timestamp_millis();
+            credential_health(shared, target, credential, &result, now_ms).await;
+            match result {
+                AttemptResult::Done {
+                    usage,
+                    estimated,
+                    status,
+                } => {
+                    record.status = Some(status);
+                    attempts.push(record);
+                    count_upstream(target, "ok");
+                    shared.router.observe_latency(target, latency_ms as f64);
+                    shared
+                        .health
+                        .success(target.provider.id, &target.model, now_ms)
+                        .await;
+                    if !skipped.is_empty() {
+                        route.reason = format!("{}; skipped {}", route.reason, skipped.join(", "));
+                    }
+                    let outcome = Outcome::Completed {
+                        provider_id: target.provider.id,
+                        provider: target.provider.spec.name.clone(),
+                        model: target.model.clone(),
+                        usage,
+                        usage_estimated: estimated,
+                        cost_micros: None,
+                        latency_ms: started.elapsed().as_millis() as u64,
+                        at: Utc::now(),
+                    };
+                    return (attempts, outcome, Some(route));
+                }
+                AttemptResult::Failed {
+                    error,
+                    usage,
+                    estimated,
+                    started_stream,
+                } => {
+                    record.status = error.upstream_status;
+                    record.error = Some(error.class);
+                    attempts.push(record);
+                    count_upstream(target, error_label(error.class));
+                    if error.class.is_retryable() {
+                        shared
+                            .health
+                            .failure(
+                                target.provider.id,
+                                &target.model,
+                                &error.message,
+                                probe,
+                                now_ms,
                             )
                             .await;
                     }
-                    let latency = started.elapsed().as_millis() as u64;
-                    return (attempts, failed(&error, usage, estimated, latency));
+                    if started_stream || !error.class.is_retryable() {
+                        // Bytes already reached the caller, or the caller's
+                        // own request is at fault: no other target helps.
+                        if !started_stream {
+                            replier
+                                .error(
+                                    error.status,
+                                    json_bytes(&error.body()),
+                                    error.retry_after.as_deref(),
+                                    attempts.len(),
+                                )
+                                .await;
+                        }
+                        let latency = started.elapsed().as_millis() as u64;
+                        return (
+                            attempts,
+                            failed(&error, usage, estimated, latency),
+                            Some(route),
+                        );
+                    }
+                    tracing::info!(
+                        request_id = %request.request_id,
+                        target = %target.label(),
+                        class = ?error.class,
+                        retry,
+                        "attempt failed"
+                    );
+                    let wait = backoff(retry, error.retry_after.as_deref());
+                    last_error = Some(error);
+                    let retry_here = retry < shared.limits.retries_per_target
+                        && !probe
+                        && wait <= shared.limits.max_backoff
+                        && Instant::now() + wait < deadline;
+                    if !retry_here {
+                        continue 'targets;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => break 'targets,
+                    }
                 }
-                tracing::info!(
-                    request_id = %request.request_id,
-                    provider = %target.provider.spec.name,
-                    class = ?error.class,
-                    "attempt failed; trying the next provider"
-                );
-                last_error = Some(error);
             }
         }
     }
-    let error = last_error.unwrap_or_else(|| UpstreamError {
-        class: ErrorClass::Upstream,
-        upstream_status: None,
-        status: 502,
-        error_type: "upstream_error".into(),
-        code: None,
-        message: "no provider could serve the request".into(),
-        retry_after: None,
-    });
+    if !skipped.is_empty() {
+        route.reason = format!("{}; skipped {}", route.reason, skipped.join(", "));
+    }
+    let error = match last_error {
+        Some(e) if Instant::now() < deadline || e.class == ErrorClass::Timeout => e,
+        Some(_) => deadline_passed(),
+        None if attempts.is_empty() && soonest_retry_ms.is_some() => UpstreamError {
+            class: ErrorClass::Upstream,
+            upstream_status: None,
+            status: 503,
+            error_type: "server_error".into(),
+            code: Some("no_healthy_provider".into()),
+            message: format!(
+                "every provider of `{}` is failing right now (circuit open); retry later",
+                request.model
+            ),
+            retry_after: soonest_retry_ms.map(|ms| (ms / 1000 + 1).to_string()),
+        },
+        None => deadline_passed(),
+    };
     replier
         .error(
             error.status,
@@ -351,7 +474,97 @@ async fn run(
         )
         .await;
     let latency = started.elapsed().as_millis() as u64;
-    (attempts, failed(&error, Usage::default(), false, latency))
+    (
+        attempts,
+        failed(&error, Usage::default(), false, latency),
+        Some(route),
+    )
+}
+
+/// The health key of a provider's `n`th credential.
+pub fn credential_key(n: usize) -> String {
+    format!("#credential{n}")
+}
+
+/// The next credential in turn whose own breaker is not open (any, if all are).
+async fn choose_credential(shared: &Shared, target: &Target) -> usize {
+    let count = target.provider.spec.credentials().len();
+    if count <= 1 {
+        return 0;
+    }
+    let now_ms = Utc::now().timestamp_millis();
+    let first = shared.router.next_credential(target.provider.id, count);
+    let mut turn = first;
+    for _ in 0..count {
+        match shared
+            .health
+            .admit(target.provider.id, &credential_key(turn), now_ms)
+            .await
+        {
+            Admission::Open { .. } => {
+                turn = shared.router.next_credential(target.provider.id, count);
+            }
+            Admission::Closed | Admission::Probe => return turn,
+        }
+    }
+    first
+}
+
+/// A credential refused (401/403) or exhausted (429) trips its own breaker,
+/// so one bad key does not take the provider down.
+async fn credential_health(
+    shared: &Shared,
+    target: &Target,
+    credential: usize,
+    result: &AttemptResult,
+    now_ms: i64,
+) {
+    if target.provider.spec.credentials().len() <= 1 {
+        return;
+    }
+    let key = credential_key(credential);
+    match result {
+        AttemptResult::Done { .. } => {
+            shared
+                .health
+                .success(target.provider.id, &key, now_ms)
+                .await
+        }
+        AttemptResult::Failed { error, .. }
+            if error.class == ErrorClass::RateLimited
+                || matches!(error.upstream_status, Some(401 | 403)) =>
+        {
+            shared
+                .health
+                .failure(target.provider.id, &key, &error.message, false, now_ms)
+                .await
+        }
+        AttemptResult::Failed { .. } => {}
+    }
+}
+
+/// How long to wait before retrying the same target: the upstream's
+/// `Retry-After` (seconds) when it gave one, else exponential from 100 ms.
+fn backoff(retry: u32, retry_after: Option<&str>) -> Duration {
+    if let Some(secs) = retry_after.and_then(|v| v.trim().parse::<f64>().ok())
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Duration::from_secs_f64(secs.min(3600.0));
+    }
+    Duration::from_millis(100 * 2u64.pow(retry.min(6)))
+}
+
+fn deadline_passed() -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Timeout,
+        upstream_status: None,
+        status: 504,
+        error_type: "upstream_timeout".into(),
+        code: Some("upstream_timeout".into()),
+        message: "no provider answered within the request's deadline".into(),
+        retry_after: None,
+    }
 }
 
 enum AttemptResult {
@@ -374,12 +587,13 @@ async fn attempt(
     shared: &Shared,
     request: &DispatchRequest,
     target: &Target,
+    credential: usize,
     replier: &Replier,
     cancel: &CancellationToken,
     attempt_no: usize,
 ) -> AttemptResult {
     let provider = &target.provider.spec;
-    let api_key = match provider.sealed_credential.as_deref() {
+    let api_key = match provider.credentials().get(credential).copied() {
         None => None,
         Some(sealed) => match shared.sealer.open(sealed) {
             Ok(k) => Some(k),
@@ -672,6 +886,7 @@ async fn record(
     request: &DispatchRequest,
     attempts: Vec<Attempt>,
     outcome: Outcome,
+    route: Option<Route>,
 ) -> bool {
     let id = request.request_id.to_string();
     let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
@@ -680,6 +895,7 @@ async fn record(
         model: request.model.clone(),
         stream: request.stream,
         accepted_at: request.accepted_at,
+        route,
         attempts,
         outcome,
     };
@@ -687,15 +903,14 @@ async fn record(
     for _ in 0..8 {
         match shared
             .stores
-            .requests
-            .execute_with_metadata(&id, command.clone(), meta.clone())
+            .record_request(&id, command.clone(), &meta)
             .await
         {
-            Ok(()) => {
+            Ok(true) => {
                 metrics::counter!("aigw_requests_recorded_total").increment(1);
                 return true;
             }
-            Err(AggregateError::UserError(_)) | Err(AggregateError::AggregateConflict) => {
+            Ok(false) => {
                 tracing::info!(request_id = %id, "request was already recorded");
                 return true;
             }

@@ -37,6 +37,7 @@ fn spec(kind: ProviderKind, base_url: &str, settings: &[(&str, &str)]) -> Provid
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ..ProviderSpec::default()
     }
 }
 

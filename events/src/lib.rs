@@ -4,12 +4,16 @@
 //! speaks through these types, and stored events must stay readable forever
 //! (see `tests/fixtures`).
 
+pub mod alias;
 pub mod key;
 pub mod names;
 pub mod provider;
 pub mod request;
 pub mod wire;
 
+pub use alias::{
+    AliasAggregate, AliasCommand, AliasError, AliasEvent, AliasSpec, AliasTarget, Strategy,
+};
 pub use key::{KeyAggregate, KeyCommand, KeyError, KeyEvent, KeyStatus};
 pub use names::Names;
 pub use provider::{
@@ -17,7 +21,7 @@ pub use provider::{
 };
 pub use request::{
     Attempt, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError, RequestEvent,
-    Usage,
+    Route, Usage,
 };
 
 /// Version written with every event of this crate; bump it with an upcaster.

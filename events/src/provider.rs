@@ -84,9 +84,28 @@ pub struct ProviderSpec {
     /// Secrets never go here; the one secret is `sealed_credential`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,
+    /// More API keys for the same provider (sealed), used in turn with the
+    /// main one, each with its own health.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_credentials: Vec<String>,
+    /// Most calls in flight to this provider per dispatcher (`None`: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// A disabled provider stays configured but gets no traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl ProviderSpec {
+    /// Every sealed credential: the main one first, then the extra ones.
+    pub fn credentials(&self) -> Vec<&str> {
+        self.sealed_credential
+            .iter()
+            .chain(self.extra_credentials.iter())
+            .map(String::as_str)
+            .collect()
+    }
+
     pub fn price(&self, model: &str) -> Option<&Price> {
         self.prices.get(model)
     }
@@ -264,9 +283,7 @@ mod tests {
             base_url: "http://127.0.0.1:9/v1".into(),
             models: vec!["m".into()],
             sealed_credential: None,
-            prices: BTreeMap::new(),
-            preset: None,
-            settings: BTreeMap::new(),
+            ..ProviderSpec::default()
         }
     }
 

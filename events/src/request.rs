@@ -70,6 +70,15 @@ pub struct Attempt {
     pub started_at: DateTime<Utc>,
 }
 
+/// A routing decision: the strategy, the order it produced, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub strategy: String,
+    /// Candidate targets in the order tried (`provider/model`).
+    pub order: Vec<String>,
+    pub reason: String,
+}
+
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -108,6 +117,7 @@ pub enum RequestCommand {
         model: String,
         stream: bool,
         accepted_at: DateTime<Utc>,
+        route: Option<Route>,
         attempts: Vec<Attempt>,
         outcome: Outcome,
     },
@@ -120,6 +130,9 @@ pub enum RequestEvent {
         model: String,
         stream: bool,
         at: DateTime<Utc>,
+        /// How the dispatcher chose where to send it.
+        #[serde(default)]
+        route: Option<Route>,
     },
     AttemptRecorded(Attempt),
     RequestCompleted {
@@ -200,6 +213,7 @@ impl Aggregate for RequestAggregate {
             model,
             stream,
             accepted_at,
+            route,
             attempts,
             outcome,
         } = command;
@@ -211,6 +225,7 @@ impl Aggregate for RequestAggregate {
             model: model.clone(),
             stream,
             at: accepted_at,
+            route,
         };
         sink.write(accepted, self).await;
         for attempt in attempts {
@@ -289,6 +304,7 @@ mod tests {
             model: "m".into(),
             stream: false,
             accepted_at: at,
+            route: None,
             attempts: vec![],
             outcome: Outcome::Completed {
                 provider_id: Uuid::nil(),

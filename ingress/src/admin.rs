@@ -82,10 +82,39 @@ pub struct NewProvider {
     pub base_url: String,
     #[serde(default)]
     pub api_key: Option<String>,
+    /// More API keys, used in turn with `api_key`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
     #[serde(default)]
     pub models: Vec<String>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceInput>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+fn seal_all(state: &AppState, keys: &[String]) -> Result<Vec<String>, ApiError> {
+    keys.iter()
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            state
+                .sealer
+                .seal(k)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .collect()
+}
+
+fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
+    if max == Some(0) {
+        return Err(ApiError::bad_request(
+            "'max_concurrency' must be positive (or null for no cap).",
+        ));
+    }
+    Ok(max)
 }
 
 /// A model's prices as admins write them, in USD per million tokens.
@@ -149,6 +178,9 @@ pub(crate) fn provider_view(p: &ProviderEntry) -> Value {
         "base_url": p.spec.base_url,
         "models": p.spec.models,
         "has_credential": p.spec.sealed_credential.is_some(),
+        "credentials": p.spec.credentials().len(),
+        "max_concurrency": p.spec.max_concurrency,
+        "enabled": !p.spec.disabled,
         "prices": p.spec.prices.iter().map(|(m, pr)| (m.clone(), price_view(pr))).collect::<BTreeMap<_, _>>(),
         "preset": p.spec.preset,
         "settings": p.spec.settings,
@@ -219,6 +251,9 @@ pub async fn create_provider(
         models,
         sealed_credential,
         prices: parse_prices(&new.prices)?,
+        extra_credentials: seal_all(&state, &new.api_keys)?,
+        max_concurrency: check_concurrency(new.max_concurrency)?,
+        disabled: !new.enabled.unwrap_or(true),
         ..Default::default()
     };
     let id = Uuid::now_v7();
@@ -276,6 +311,13 @@ pub struct ProviderPatch {
     /// effect from now on; past requests keep the price they ran with).
     #[serde(default)]
     pub prices: Option<BTreeMap<String, PriceInput>>,
+    /// Replaces the extra API keys (used in turn with `api_key`).
+    #[serde(default)]
+    pub api_keys: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::keys::present")]
+    pub max_concurrency: Option<Option<u32>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 pub async fn update_provider(
@@ -338,6 +380,15 @@ pub async fn update_provider(
     }
     if let Some(prices) = patch.prices {
         spec.prices.extend(parse_prices(&prices)?);
+    }
+    if let Some(keys) = patch.api_keys {
+        spec.extra_credentials = seal_all(&state, &keys)?;
+    }
+    if let Some(max) = patch.max_concurrency {
+        spec.max_concurrency = check_concurrency(max)?;
+    }
+    if let Some(enabled) = patch.enabled {
+        spec.disabled = !enabled;
     }
     state
         .stores

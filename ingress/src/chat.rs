@@ -163,10 +163,12 @@ pub async fn chat_completions(
         .registry
         .resolve(&chat.model, chat.provider.as_deref())
         .map_err(|e| match e {
-            ResolveError::UnknownProvider(_) => ApiError::NotFound {
-                message: e.to_string(),
-                code: "provider_not_found",
-            },
+            ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
+                ApiError::NotFound {
+                    message: e.to_string(),
+                    code: "provider_not_found",
+                }
+            }
             ResolveError::UnknownModel(_) => ApiError::NotFound {
                 message: e.to_string(),
                 code: "model_not_found",
@@ -211,7 +213,11 @@ pub async fn chat_completions(
         let kind = header_of(&first, wire::FRAME).unwrap_or_default();
         match kind.as_str() {
             wire::FRAME_RESPONSE => Ok(full_response(&first)),
-            wire::FRAME_ERROR => Err(relayed_error(&first)),
+            wire::FRAME_ERROR => {
+                let mut response = relayed_error(&first).into_response();
+                routing_headers(&mut response, &first);
+                Ok(response)
+            }
             wire::FRAME_START if message.stream => Ok(sse_response(&state, id, &first, replies)),
             other => Err(ApiError::Internal(format!(
                 "unexpected first frame {other:?}"

@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod ops;
 pub mod presets;
+pub mod routing;
 pub mod ui;
 pub mod usage;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use aigw_events::Names;
 use aigw_runtime::crypto::Sealer;
+use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::Limiter;
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats, telemetry};
 use axum::Router;
@@ -27,6 +29,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -76,6 +79,7 @@ pub struct AppState {
     pub stores: Stores,
     pub registry: Arc<Registry>,
     pub limiter: Limiter,
+    pub health: Health,
     pub sealer: Sealer,
     pub admin_token: Option<SecretString>,
     pub max_body_bytes: usize,
@@ -163,6 +167,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::delete_provider),
         )
         .route("/admin/api/unpriced", get(ops::unpriced))
+        .route(
+            "/admin/api/providers/{id}/health",
+            get(routing::provider_health_one),
+        )
+        .route("/admin/api/health", get(routing::health_summary))
+        .route(
+            "/admin/api/aliases",
+            post(routing::create_alias).get(routing::list_aliases),
+        )
+        .route(
+            "/admin/api/aliases/{name}",
+            get(routing::get_alias)
+                .patch(routing::update_alias)
+                .delete(routing::delete_alias),
+        )
         .route("/admin/api/presets", get(presets::list_presets))
         .route(
             "/admin/api/keys",
@@ -222,6 +241,7 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     nats::ensure_streams(&js, &names).await?;
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names).await?;
+    let health = Health::open(&js, &names, BreakerConfig::default()).await?;
     Ok(AppState {
         names,
         client,
@@ -229,6 +249,7 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
         stores: Stores::new(pool),
         registry,
         limiter,
+        health,
         sealer: Sealer::new(common.master_key.as_ref()),
         admin_token: args.admin_token.clone(),
         max_body_bytes: args.max_body_bytes,
@@ -251,6 +272,11 @@ pub async fn run(
         .await?;
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "ingress listening");
+    // Without TCP_NODELAY each relayed SSE chunk can wait ~40 ms for the
+    // client's delayed ACK (measured in bench/: stream p99 51 ms -> 7 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

@@ -61,6 +61,11 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
             });
         }
     }
+    for alias in state.registry.aliases() {
+        seen.entry(alias.name.clone()).or_insert_with(
+            || json!({"id": alias.name, "object": "model", "created": 0, "owned_by": "aigw"}),
+        );
+    }
     Json(json!({ "object": "list", "data": seen.into_values().collect::<Vec<_>>() }))
 }
 

@@ -92,6 +92,7 @@ pub struct BatchEffect {
     pub usage: HashMap<UsageKey, UsageDelta>,
     pub keys: BTreeSet<Uuid>,
     pub providers: BTreeSet<Uuid>,
+    pub aliases: BTreeSet<String>,
 }
 
 impl BatchEffect {
@@ -111,6 +112,9 @@ impl BatchEffect {
                 if let Ok(id) = Uuid::parse_str(aggregate_id) {
                     self.providers.insert(id);
                 }
+            }
+            "alias" => {
+                self.aliases.insert(aggregate_id.to_string());
             }
             _ => {}
         }
@@ -235,6 +239,9 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
     for id in effect.providers {
         registry::refresh_provider(pool, id).await?;
     }
+    for name in effect.aliases {
+        registry::refresh_alias(pool, &name).await?;
+    }
     Ok(count)
 }
 
@@ -350,6 +357,7 @@ mod tests {
             model: "m".into(),
             stream: false,
             at,
+            route: None,
         };
         let mut effect = BatchEffect::default();
         for e in [accepted, completed.clone(), failed, completed] {

@@ -570,6 +570,7 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
         preset: Some(preset.id.clone()),
         settings,
         prices,
+        ..ProviderSpec::default()
     })
 }
 

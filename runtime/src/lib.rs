@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod estimate;
+pub mod health;
 pub mod limits;
 pub mod nats;
 pub mod registry;

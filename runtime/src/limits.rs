@@ -227,18 +227,7 @@ impl Limiter {
     /// Opens (creating if needed) the namespace's limits bucket.
     pub async fn open(js: &jetstream::Context, names: &Names) -> Result<Self> {
         let bucket = format!("{}_limits", names.namespace());
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| RuntimeError::Nats(format!("creating bucket {bucket}: {e}")))?,
-        };
+        let kv = crate::nats::ensure_kv(js, &bucket).await?;
         Ok(Self { kv })
     }
 

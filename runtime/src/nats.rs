@@ -46,7 +46,7 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetst
 
 /// Creates (or finds) the request stream. Idempotent across replicas.
 pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<stream::Stream> {
-    js.get_or_create_stream(stream::Config {
+    let config = stream::Config {
         name: names.requests_stream(),
         subjects: vec![names.requests_subjects()],
         retention: stream::RetentionPolicy::WorkQueue,
@@ -54,9 +54,37 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<st
         duplicate_window: Duration::from_secs(120),
         max_age: Duration::from_secs(24 * 3600),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| RuntimeError::Nats(format!("creating stream {}: {e}", names.requests_stream())))
+    };
+    match js.get_or_create_stream(config).await {
+        Ok(s) => Ok(s),
+        // Another replica created it between our look and our create.
+        Err(e) => js.get_stream(names.requests_stream()).await.map_err(|_| {
+            RuntimeError::Nats(format!("creating stream {}: {e}", names.requests_stream()))
+        }),
+    }
+}
+
+/// Finds or creates a key-value bucket; safe when replicas race to create it.
+pub async fn ensure_kv(js: &jetstream::Context, bucket: &str) -> Result<jetstream::kv::Store> {
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let created = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: bucket.to_string(),
+            history: 1,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(kv) => Ok(kv),
+        // Another replica created it a moment ago.
+        Err(e) => js
+            .get_key_value(bucket)
+            .await
+            .map_err(|_| RuntimeError::Nats(format!("creating bucket {bucket}: {e}"))),
+    }
 }
 
 fn version_at_least(version: &str, min: (u32, u32)) -> bool {

@@ -11,7 +11,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aigw_events::provider::ProviderSpec;
-use aigw_events::{KeyAggregate, KeyStatus, Names, ProviderAggregate};
+use aigw_events::{
+    AliasAggregate, AliasSpec, KeyAggregate, KeyStatus, Names, ProviderAggregate, Strategy,
+};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -21,6 +23,7 @@ use crate::{Result, RuntimeError, store};
 
 pub const KIND_KEYS: &str = "keys";
 pub const KIND_PROVIDERS: &str = "providers";
+pub const KIND_ALIASES: &str = "aliases";
 
 /// A key and its whole current state (settings, limits, scopes, top-ups).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +63,23 @@ pub struct ProviderEntry {
 pub struct Target {
     pub provider: Arc<ProviderEntry>,
     pub model: String,
+    /// Share of traffic under the weighted strategy.
+    pub weight: u32,
+}
+
+impl Target {
+    fn new(provider: Arc<ProviderEntry>, model: &str) -> Self {
+        Self {
+            provider,
+            model: model.to_string(),
+            weight: 1,
+        }
+    }
+
+    /// `provider/model`, for logs and routing records.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider.spec.name, self.model)
+    }
 }
 
 /// Why a model could not be resolved to any provider.
@@ -67,6 +87,8 @@ pub struct Target {
 pub enum ResolveError {
     #[error("no provider named {0:?}")]
     UnknownProvider(String),
+    #[error("the provider {0:?} is disabled")]
+    ProviderDisabled(String),
     #[error("the model `{0}` does not exist or you do not have access to it")]
     UnknownModel(String),
 }
@@ -77,6 +99,7 @@ struct State {
     /// Current and grace-period secrets' hashes.
     by_hash: HashMap<String, Uuid>,
     providers: HashMap<Uuid, Arc<ProviderEntry>>,
+    aliases: HashMap<String, Arc<AliasSpec>>,
 }
 
 impl State {
@@ -132,9 +155,18 @@ impl Registry {
         ))
         .fetch_all(&self.pool)
         .await?;
+        let aliases: Vec<(String, serde_json::Value)> =
+            sqlx::query_as("SELECT name, spec FROM aliases WHERE NOT removed")
+                .fetch_all(&self.pool)
+                .await?;
         let mut fresh = State::default();
         for row in keys {
             fresh.put_key(key_entry(row)?);
+        }
+        for (name, spec) in aliases {
+            let spec: AliasSpec = serde_json::from_value(spec)
+                .map_err(|e| RuntimeError::Corrupt(format!("alias {name}: {e}")))?;
+            fresh.aliases.insert(name, Arc::new(spec));
         }
         for row in providers {
             let entry = provider_entry(row)?;
@@ -200,6 +232,34 @@ impl Registry {
         self.key_by_hash(hash, now)
     }
 
+    pub async fn reload_alias(&self, name: &str) -> Result<()> {
+        let row: Option<(serde_json::Value,)> =
+            sqlx::query_as("SELECT spec FROM aliases WHERE name = $1 AND NOT removed")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        let spec = row
+            .map(|(spec,)| serde_json::from_value::<AliasSpec>(spec))
+            .transpose()
+            .map_err(|e| RuntimeError::Corrupt(format!("alias {name}: {e}")))?;
+        let mut state = self.write();
+        match spec {
+            Some(spec) => state.aliases.insert(name.to_string(), Arc::new(spec)),
+            None => state.aliases.remove(name),
+        };
+        Ok(())
+    }
+
+    pub fn alias(&self, name: &str) -> Option<Arc<AliasSpec>> {
+        self.read().aliases.get(name).cloned()
+    }
+
+    pub fn aliases(&self) -> Vec<Arc<AliasSpec>> {
+        let mut all: Vec<_> = self.read().aliases.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// The key whose secret (current, or previous within its grace period)
     /// hashes to `hash`, whatever its status.
     pub fn key_by_hash(&self, hash: &str, now: DateTime<Utc>) -> Option<Arc<KeyEntry>> {
@@ -248,23 +308,41 @@ impl Registry {
             let provider = self
                 .provider(pin)
                 .ok_or_else(|| ResolveError::UnknownProvider(pin.to_string()))?;
+            if provider.spec.disabled {
+                return Err(ResolveError::ProviderDisabled(provider.spec.name.clone()));
+            }
             let model = match model.split_once('/') {
                 Some((prefix, rest)) if prefix == provider.spec.name => rest,
                 _ => model,
             };
-            return Ok(vec![Target {
-                provider,
-                model: model.to_string(),
-            }]);
+            return Ok(vec![Target::new(provider, model)]);
         }
-        let providers = self.providers();
+        if let Some(alias) = self.alias(model) {
+            let targets: Vec<Target> = alias
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    let provider = self.provider(&t.provider)?;
+                    (!provider.spec.disabled).then(|| Target {
+                        weight: t.weight,
+                        ..Target::new(provider, &t.model)
+                    })
+                })
+                .collect();
+            if targets.is_empty() {
+                return Err(ResolveError::UnknownModel(model.to_string()));
+            }
+            return Ok(targets);
+        }
+        let providers: Vec<_> = self
+            .providers()
+            .into_iter()
+            .filter(|p| !p.spec.disabled)
+            .collect();
         let direct: Vec<Target> = providers
             .iter()
             .filter(|p| p.spec.models.iter().any(|m| m == model))
-            .map(|p| Target {
-                provider: p.clone(),
-                model: model.to_string(),
-            })
+            .map(|p| Target::new(p.clone(), model))
             .collect();
         if !direct.is_empty() {
             return Ok(direct);
@@ -272,12 +350,14 @@ impl Registry {
         if let Some((prefix, rest)) = model.split_once('/')
             && let Some(p) = providers.iter().find(|p| p.spec.name == prefix)
         {
-            return Ok(vec![Target {
-                provider: p.clone(),
-                model: rest.to_string(),
-            }]);
+            return Ok(vec![Target::new(p.clone(), rest)]);
         }
         Err(ResolveError::UnknownModel(model.to_string()))
+    }
+
+    /// The routing strategy an alias asks for, if `model` is an alias.
+    pub fn strategy_for(&self, model: &str) -> Option<Strategy> {
+        self.alias(model).map(|a| a.strategy)
     }
 
     /// Keeps this registry current: reloads a row when a change is announced,
@@ -320,6 +400,12 @@ impl Registry {
     }
 
     async fn apply_notice(&self, subject: &str, payload: &[u8]) -> Result<()> {
+        if subject.ends_with(KIND_ALIASES) {
+            return match std::str::from_utf8(payload) {
+                Ok(name) => self.reload_alias(name).await,
+                Err(_) => Ok(()),
+            };
+        }
         let id = std::str::from_utf8(payload)
             .ok()
             .and_then(|s| Uuid::parse_str(s).ok());
@@ -428,10 +514,40 @@ pub async fn refresh_provider(pool: &PgPool, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites an alias's registry row from its events (newer versions win).
+pub async fn refresh_alias(pool: &PgPool, name: &str) -> Result<()> {
+    let Some((alias, version)) = store::load::<AliasAggregate>(pool, name).await? else {
+        return Ok(());
+    };
+    let (Some(spec), Some(updated_at)) = (alias.spec, alias.updated_at) else {
+        return Ok(());
+    };
+    let spec = serde_json::to_value(&spec).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO aliases (name, spec, removed, updated_at, version) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, removed = EXCLUDED.removed,
+           updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
+         WHERE aliases.version < EXCLUDED.version",
+    )
+    .bind(name)
+    .bind(spec)
+    .bind(alias.removed)
+    .bind(updated_at)
+    .bind(version)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Tells every replica that a key or provider changed.
 pub async fn announce(client: &async_nats::Client, names: &Names, kind: &str, id: Uuid) {
+    announce_name(client, names, kind, &id.to_string()).await;
+}
+
+/// Tells every replica that the registry entry `name` of `kind` changed.
+pub async fn announce_name(client: &async_nats::Client, names: &Names, kind: &str, name: &str) {
     let subject = names.registry_subject(kind);
-    if let Err(e) = client.publish(subject, id.to_string().into()).await {
+    if let Err(e) = client.publish(subject, name.to_string().into()).await {
         tracing::warn!(error = %e, "could not announce a registry change; replicas catch up on their next full reload");
     }
     let _ = client.flush().await;

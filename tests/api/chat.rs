@@ -84,6 +84,38 @@ async fn non_streamed_chat_passes_fields_through_and_records_usage() {
     assert_eq!(done["usage"]["completion_tokens"], 7);
     assert_eq!(done["usage_estimated"], false);
     assert_eq!(done["provider"], "mock");
+
+    // The single-statement recording is postgres-es's own format: cqrs-es
+    // loads the aggregate and refuses to record the request a second time.
+    let stores = aigw_runtime::Stores::new(env.pool.clone());
+    let again = aigw_events::RequestCommand::RecordRequest {
+        key_id: uuid::Uuid::nil(),
+        model: "m".into(),
+        stream: false,
+        accepted_at: chrono::Utc::now(),
+        route: None,
+        attempts: vec![],
+        outcome: aigw_events::Outcome::Failed {
+            status: 502,
+            error_type: "x".into(),
+            message: "x".into(),
+            usage: aigw_events::Usage::default(),
+            usage_estimated: false,
+            cost_micros: None,
+            latency_ms: 0,
+            at: chrono::Utc::now(),
+        },
+    };
+    let refused = stores.requests.execute(&request_id, again).await;
+    assert!(
+        matches!(
+            refused,
+            Err(cqrs_es::AggregateError::UserError(
+                aigw_events::RequestError::AlreadyRecorded
+            ))
+        ),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -102,6 +102,12 @@ pub struct Options {
     pub ack_wait: Duration,
     pub request_timeout: Duration,
     pub admin_token: Option<&'static str>,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    pub retries_per_target: u32,
+    pub max_attempts: usize,
+    pub routing_strategy: aigw_events::Strategy,
+    pub health_probe_interval: Option<Duration>,
 }
 
 impl Default for Options {
@@ -114,6 +120,12 @@ impl Default for Options {
             ack_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             admin_token: Some(ADMIN_TOKEN),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(30),
+            retries_per_target: 1,
+            max_attempts: 6,
+            routing_strategy: aigw_events::Strategy::Priority,
+            health_probe_interval: None,
         }
     }
 }
@@ -188,6 +200,15 @@ impl TestEnv {
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_timeout: self.options.upstream_timeout,
             upstream_idle_timeout: self.options.upstream_timeout,
+            routing_strategy: self.options.routing_strategy,
+            routing_seed: Some(7),
+            retries_per_target: self.options.retries_per_target,
+            max_attempts: self.options.max_attempts,
+            max_backoff: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(60),
+            breaker_threshold: self.options.breaker_threshold,
+            breaker_cooldown: self.options.breaker_cooldown,
+            health_probe_interval: self.options.health_probe_interval,
         }
     }
 
@@ -245,6 +266,12 @@ impl TestEnv {
             .env("AIGW_MASTER_KEY", MASTER_KEY)
             .env("AIGW_ACK_WAIT", humantime(args.ack_wait))
             .env("AIGW_UPSTREAM_TIMEOUT", humantime(args.upstream_timeout))
+            .env("AIGW_BREAKER_THRESHOLD", args.breaker_threshold.to_string())
+            .env("AIGW_BREAKER_COOLDOWN", humantime(args.breaker_cooldown))
+            .env(
+                "AIGW_RETRIES_PER_TARGET",
+                args.retries_per_target.to_string(),
+            )
             .env("AIGW_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

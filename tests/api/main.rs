@@ -12,6 +12,7 @@ mod keys;
 mod presets;
 mod quotas;
 mod resilience;
+mod routing;
 mod sdk;
 mod stats;
 mod ui;
