@@ -412,7 +412,7 @@ async function pageProviders(page) {
     : table([
       { label: t('common.name'), cell: (p) => h('div', { class: 'cell-main' }, h('span', { class: 'strong', 'data-testid': 'provider-name' }, p.name), p.preset ? h('span', { class: 'sub' }, p.preset) : h('span', { class: 'sub' }, p.kind)) },
       { label: t('providers.endpoint'), cell: (p) => h('code', { class: 'url' }, p.base_url) },
-      { label: t('common.models'), cell: (p) => h('span', { title: (p.models || []).join(', ') }, (p.models || []).slice(0, 3).join(', '), (p.models || []).length > 3 ? ` +${p.models.length - 3}` : '') },
+      { label: t('common.models'), cell: (p) => h('div', { title: (p.models || []).join(', '), class: 'models' }, (p.models || []).slice(0, 3).map((m) => h('div', { class: 'nowrap' }, m)), (p.models || []).length > 3 ? h('div', { class: 'sub' }, `+${p.models.length - 3}`) : null) },
       { label: t('providers.credential'), cell: (p) => (p.has_credential ? badge(t('providers.has_credential'), 'ok') : badge(t('providers.no_credential'), 'muted')) },
       { label: t('providers.health'), cell: (p) => healthCell(health, healthOf.get(p.id) || healthOf.get(p.name)) },
       { label: t('providers.enabled'), cell: (p) => enableSwitch(p, enableNa, reload) },
