@@ -698,7 +698,7 @@ async function pageKeys(page) {
     { label: t('keys.status'), cell: (k) => badge(t(`keys.status.${k.status}`), { active: 'ok', revoked: 'bad', expired: 'warn' }[k.status] || 'muted') },
     { label: t('keys.limits'), cell: (k) => h('div', { class: 'sub-list' }, h('div', {}, `RPM ${k.limits?.rpm ?? '∞'}`), h('div', {}, `TPM ${k.limits?.tpm ? fmtInt(k.limits.tpm) : '∞'}`)) },
     { label: t('keys.budget'), cell: (k) => budgetCell(k, details.get(k.id)) },
-    { label: t('requests.time'), cell: (k) => h('span', { class: 'nowrap' }, fmtTime(k.created_at)) },
+    { label: t('keys.created'), cell: (k) => h('span', { class: 'nowrap' }, fmtTime(k.created_at)) },
     {
       label: t('common.actions'),
       cell: (k) => h('div', { class: 'actions' },
