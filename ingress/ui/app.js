@@ -38,7 +38,7 @@ const PAGES = [
   { id: 'requests', render: pageRequests },
   { id: 'billing', render: pageBilling },
   { id: 'jobs', render: (p) => pageGeneric(p, ['/jobs'], 'jobs.title') },
-  { id: 'routing', render: (p) => pageGeneric(p, ['/aliases', '/routes', '/routing'], 'routing.title') },
+  { id: 'routing', render: pageAliases },
 ];
 
 // ---- DOM helpers ----
@@ -355,14 +355,44 @@ function healthBadge(status) {
   return badge(t(`providers.health.${key}`), kind || 'muted');
 }
 
+/** Provider id and name to its health entry ({status, breakers}). */
 function healthIndex(health) {
   const index = new Map();
   const items = Array.isArray(health) ? health : health?.data || health?.providers || [];
   for (const item of Array.isArray(items) ? items : []) {
-    const status = item.status || item.health || item.state;
-    for (const k of [item.provider_id, item.id, item.provider, item.name]) if (k) index.set(String(k), status);
+    for (const k of [item.provider_id, item.id, item.provider, item.name]) if (k) index.set(String(k), item);
   }
   return index;
+}
+
+function healthCell(health, entry) {
+  if (!health) return h('span', { title: t('providers.health.na') }, healthBadge(null));
+  const breakers = (entry?.breakers || []).filter((b) => b.state && b.state !== 'closed');
+  const detail = breakers.map((b) => `${b.model || '*'}: ${t(`providers.breaker.${b.state}`)}${b.last_error ? ` (${b.last_error})` : ''}`).join('\n');
+  return h('span', { title: detail || undefined, class: 'health' }, healthBadge(entry?.status || entry?.health || entry?.state));
+}
+
+function enableSwitch(p, na, reload) {
+  if (typeof p.enabled !== 'boolean') {
+    return h('label', { class: 'switch', title: na }, h('input', { type: 'checkbox', checked: true, disabled: true, 'aria-label': `${t('providers.enabled')}: ${na}` }), h('span', { class: 'slider', 'aria-hidden': 'true' }));
+  }
+  const input = h('input', {
+    type: 'checkbox', checked: p.enabled, 'aria-label': `${t('providers.enabled')}: ${p.name}`, 'data-testid': `enable-${p.name}`,
+    onchange: async (ev) => {
+      const enabled = ev.target.checked;
+      ev.target.disabled = true;
+      try {
+        await api('PATCH', `/providers/${encodeURIComponent(p.id)}`, { enabled });
+        toast(t(enabled ? 'providers.enabled.on' : 'providers.enabled.off', { name: p.name }));
+        reload();
+      } catch (e) {
+        ev.target.checked = !enabled;
+        ev.target.disabled = false;
+        toast(e.message, 'bad');
+      }
+    },
+  });
+  return h('label', { class: 'switch', title: p.enabled ? t('providers.enabled.on.short') : t('providers.enabled.off.short') }, input, h('span', { class: 'slider', 'aria-hidden': 'true' }));
 }
 
 async function pageProviders(page) {
@@ -382,10 +412,10 @@ async function pageProviders(page) {
     : table([
       { label: t('common.name'), cell: (p) => h('div', { class: 'cell-main' }, h('span', { class: 'strong', 'data-testid': 'provider-name' }, p.name), p.preset ? h('span', { class: 'sub' }, p.preset) : h('span', { class: 'sub' }, p.kind)) },
       { label: t('providers.endpoint'), cell: (p) => h('code', { class: 'url' }, p.base_url) },
-      { label: t('common.models'), cell: (p) => h('span', { title: (p.models || []).join(', ') }, (p.models || []).slice(0, 3).join(', '), (p.models || []).length > 3 ? ` +${p.models.length - 3}` : '') },
+      { label: t('common.models'), cell: (p) => h('div', { title: (p.models || []).join(', '), class: 'models' }, (p.models || []).slice(0, 3).map((m) => h('div', { class: 'nowrap' }, m)), (p.models || []).length > 3 ? h('div', { class: 'sub' }, `+${p.models.length - 3}`) : null) },
       { label: t('providers.credential'), cell: (p) => (p.has_credential ? badge(t('providers.has_credential'), 'ok') : badge(t('providers.no_credential'), 'muted')) },
-      { label: t('providers.health'), cell: (p) => h('span', { title: health ? '' : t('providers.health.na') }, healthBadge(healthOf.get(p.id) || healthOf.get(p.name))) },
-      { label: t('providers.enabled'), cell: () => h('label', { class: 'switch', title: enableNa }, h('input', { type: 'checkbox', checked: true, disabled: true, 'aria-label': `${t('providers.enabled')}: ${enableNa}` }), h('span', { class: 'slider', 'aria-hidden': 'true' })) },
+      { label: t('providers.health'), cell: (p) => healthCell(health, healthOf.get(p.id) || healthOf.get(p.name)) },
+      { label: t('providers.enabled'), cell: (p) => enableSwitch(p, enableNa, reload) },
       {
         label: t('common.actions'),
         cell: (p) => h('div', { class: 'actions' },
@@ -668,7 +698,7 @@ async function pageKeys(page) {
     { label: t('keys.status'), cell: (k) => badge(t(`keys.status.${k.status}`), { active: 'ok', revoked: 'bad', expired: 'warn' }[k.status] || 'muted') },
     { label: t('keys.limits'), cell: (k) => h('div', { class: 'sub-list' }, h('div', {}, `RPM ${k.limits?.rpm ?? '∞'}`), h('div', {}, `TPM ${k.limits?.tpm ? fmtInt(k.limits.tpm) : '∞'}`)) },
     { label: t('keys.budget'), cell: (k) => budgetCell(k, details.get(k.id)) },
-    { label: t('requests.time'), cell: (k) => h('span', { class: 'nowrap' }, fmtTime(k.created_at)) },
+    { label: t('keys.created'), cell: (k) => h('span', { class: 'nowrap' }, fmtTime(k.created_at)) },
     {
       label: t('common.actions'),
       cell: (k) => h('div', { class: 'actions' },
@@ -957,6 +987,79 @@ async function pageGeneric(page, paths, titleKey) {
   const cols = [...new Set(items.slice(0, 20).flatMap((i) => Object.keys(i)))].filter((c) => c !== 'object').slice(0, 8);
   const show = (v) => (v === null || v === undefined ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v));
   page.append(card(t(titleKey), table(cols.map((c) => ({ label: c, cell: (r) => show(r[c]) })), items)));
+}
+
+// ---- aliases and routing ----
+
+const STRATEGIES = ['priority', 'weighted', 'cost', 'latency', 'auto'];
+const TARGET_LINE = /^([^/\s]+)\/(\S+)(?:\s+(\d+))?$/;
+
+function targetsText(targets) {
+  return (targets || []).map((x) => `${x.provider}/${x.model}${x.weight && x.weight !== 1 ? ` ${x.weight}` : ''}`).join('\n');
+}
+
+function parseTargets(text) {
+  return text.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => {
+    const m = TARGET_LINE.exec(l);
+    return { provider: m[1], model: m[2], weight: m[3] ? Number(m[3]) : 1 };
+  });
+}
+
+function validTargets(text) {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (!lines.length) return t('routing.targets.need');
+  const bad = lines.find((l) => !TARGET_LINE.test(l) || /\s0$/.test(l));
+  return bad ? t('routing.targets.bad', { line: bad }) : null;
+}
+
+function aliasForm(alias, reload) {
+  const fields = [
+    { name: 'name', label: t('common.name'), required: true, value: alias?.name || '', hint: t('routing.name.hint'), validate: (v) => (/^[A-Za-z0-9_.:-]{1,128}$/.test(v) ? null : t('routing.name.hint')) },
+    { name: 'strategy', label: t('routing.strategy'), type: 'select', value: alias?.strategy || 'priority', options: STRATEGIES.map((x) => [x, t(`routing.strategy.${x}`)]) },
+    { name: 'targets', label: t('routing.targets'), type: 'textarea', rows: 4, required: true, value: targetsText(alias?.targets), placeholder: 'deepseek/deepseek-v4-flash\nopenai/gpt-4o-mini 2', hint: t('routing.targets.hint'), validate: validTargets },
+  ];
+  formDialog(alias ? t('routing.edit.title', { name: alias.name }) : t('routing.create.title'), fields, async (v) => {
+    const body = { strategy: v.strategy, targets: parseTargets(v.targets) };
+    if (alias) await api('PATCH', `/aliases/${encodeURIComponent(alias.name)}`, body);
+    else await api('POST', '/aliases', { name: v.name, ...body });
+    toast(t('common.saved'));
+    reload();
+  });
+  if (alias) {
+    const name = document.querySelector('dialog[open] input[name="name"]');
+    if (name) name.readOnly = true;
+  }
+}
+
+async function pageAliases(page) {
+  const data = await optional('GET', '/aliases');
+  if (!data) return unavailableState(page);
+  const aliases = data.data || [];
+  const reload = () => render();
+  const body = aliases.length === 0 ? emptyState(t('routing.none')) : table([
+    { label: t('common.name'), cell: (a) => h('code', { class: 'strong', 'data-testid': 'alias-name' }, a.name) },
+    { label: t('routing.strategy'), cell: (a) => badge(t(`routing.strategy.${a.strategy}`), 'muted') },
+    { label: t('routing.targets'), cell: (a) => h('ol', { class: 'targets' }, (a.targets || []).map((x) => h('li', {}, h('span', { class: 'strong' }, x.provider), ' / ', h('code', {}, x.model), x.weight && x.weight !== 1 ? h('span', { class: 'sub' }, ` ×${x.weight}`) : null))) },
+    {
+      label: t('common.actions'),
+      cell: (a) => h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'btn btn-sm', onclick: () => aliasForm(a, reload) }, t('common.edit')),
+        h('button', {
+          type: 'button', class: 'btn btn-sm btn-danger-ghost',
+          onclick: async () => {
+            if (!(await confirmDialog(t('routing.delete.confirm', { name: a.name }), { label: t('common.delete') }))) return;
+            try {
+              await api('DELETE', `/aliases/${encodeURIComponent(a.name)}`);
+              reload();
+            } catch (e) {
+              toast(e.message, 'bad');
+            }
+          },
+        }, t('common.delete'))),
+    },
+  ], aliases, { testid: 'aliases-table' });
+  page.append(card(t('routing.aliases'), [h('p', { class: 'lead' }, t('routing.lead')), body],
+    h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'create-alias', onclick: () => aliasForm(null, reload) }, `+ ${t('routing.create')}`)));
 }
 
 // ---- shell ----

@@ -152,6 +152,34 @@ try {
   console.log(`    sign-in to a working key: ${elapsed.toFixed(1)} s`);
   check(elapsed < 60, 'under a minute');
 
+  step('an alias routes to the preset provider');
+  await go('#/routing');
+  await page.click('[data-testid="create-alias"]');
+  await page.fill('dialog[open] input[name="name"]', 'fast');
+  await page.fill('dialog[open] textarea[name="targets"]', 'deepseek');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .field-error:not([hidden])');
+  await page.fill('dialog[open] textarea[name="targets"]', 'deepseek/deepseek-v4-flash');
+  await page.selectOption('dialog[open] select[name="strategy"]', 'cost');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('[data-testid="alias-name"]:text-is("fast")');
+  await shot('routing-desktop-en');
+  const viaAlias = await fetch(`${BASE}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'fast', messages: [{ role: 'user', content: 'Hello via the alias' }] }),
+  });
+  check(viaAlias.status === 200, `chat through the alias -> ${viaAlias.status} ${await viaAlias.text()}`);
+
+  step('provider health and enable/disable');
+  await go('#/providers');
+  const health = await page.textContent('[data-testid="providers-table"] .health');
+  check(health.trim() === 'Up', `DeepSeek is up (got ${health})`);
+  await page.click('[data-testid="enable-deepseek"] + .slider');
+  await poll('the provider to be disabled', async () => (await page.locator('[data-testid="enable-deepseek"]:not(:checked)').count()) === 1, 10000);
+  await page.click('[data-testid="enable-deepseek"] + .slider');
+  await poll('the provider to be enabled again', async () => (await page.locator('[data-testid="enable-deepseek"]:checked').count()) === 1, 10000);
+
   step('see the request in the log and its detail');
   await go('#/requests');
   await poll('the request in the log', async () => {
@@ -167,7 +195,7 @@ try {
   step('see the request in the usage chart');
   await poll('the usage totals', async () => {
     await go('#/usage');
-    return (await page.textContent('[data-testid="kpi-requests"] .kpi-value')).trim() === '1';
+    return (await page.textContent('[data-testid="kpi-requests"] .kpi-value')).trim() === '2';
   });
   const bars = await page.$$eval('[data-testid="chart-requests"] rect.bar', (rs) => rs.filter((r) => Number(r.getAttribute('height')) > 0).length);
   check(bars === 1, `one day with requests in the chart (got ${bars})`);
@@ -225,13 +253,17 @@ try {
   const unlabelled = await page.$$eval('input, select, textarea', (els) => els.filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length);
   check(unlabelled === 0, `every form control has a label (${unlabelled} without)`);
 
+  step('every string has a Chinese translation');
+  const missing = await page.evaluate(async () => (await import('/admin/i18n.js')).missingInZh);
+  check(missing.length === 0, `untranslated: ${missing}`);
+
   step('switch to Chinese');
   await page.selectOption('[data-testid="lang"]', 'zh');
   await page.waitForSelector('.topbar h1:text-is("服务商")');
   check((await page.getAttribute('html', 'lang')) === 'zh-CN', 'html lang is zh-CN');
   check((await page.textContent('.sidebar')).includes('API 密钥'), 'the navigation is in Chinese');
   await shot('providers-desktop-zh');
-  for (const p of ['keys', 'usage', 'requests']) {
+  for (const p of ['keys', 'usage', 'requests', 'routing']) {
     await go(`#/${p}`);
     await shot(`${p}-desktop-zh`);
   }
