@@ -465,3 +465,59 @@ pub async fn delete_provider(
         json!({ "id": id, "object": "provider", "deleted": true }),
     ))
 }
+
+/// `POST /admin/api/providers/{id}/test`: a one-token chat with the
+/// provider's first model, straight from the ingress, to check the endpoint
+/// and credential. Not routed, not recorded, not billed to any key (the
+/// provider may charge for the token).
+pub async fn test_provider(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "provider")?;
+    let provider = state
+        .registry
+        .provider(&id.to_string())
+        .ok_or_else(|| ApiError::NotFound {
+            message: "No such provider.".into(),
+            code: "not_found",
+        })?;
+    let spec = &provider.spec;
+    let model = spec
+        .models
+        .first()
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("The provider lists no model to test with."))?;
+    let key = match spec.sealed_credential.as_deref() {
+        None => None,
+        Some(sealed) => Some(
+            state
+                .sealer
+                .open(sealed)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+    };
+    let body = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+    });
+    let started = std::time::Instant::now();
+    let answer =
+        aigw_dispatcher::adapter::chat(&state.http, spec, key.as_ref(), &body, false).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match answer {
+        Ok(_) => Ok(Json(json!({
+            "ok": true,
+            "provider": spec.name,
+            "model": model,
+            "latency_ms": latency_ms,
+        }))),
+        Err(e) => Err(ApiError::Relayed {
+            status: axum::http::StatusCode::from_u16(e.status)
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
+            body: Bytes::from(serde_json::to_vec(&e.body()).unwrap_or_default()),
+            retry_after: e.retry_after,
+        }),
+    }
+}

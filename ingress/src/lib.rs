@@ -81,6 +81,8 @@ pub struct AppState {
     pub limiter: Limiter,
     pub health: Health,
     pub sealer: Sealer,
+    /// For the admin's "test connection" calls to providers.
+    pub http: reqwest::Client,
     pub admin_token: Option<SecretString>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
@@ -172,6 +174,7 @@ pub fn router(state: AppState) -> Router {
             get(routing::provider_health_one),
         )
         .route("/admin/api/health", get(routing::health_summary))
+        .route("/admin/api/providers/{id}/test", post(admin::test_provider))
         .route(
             "/admin/api/aliases",
             post(routing::create_alias).get(routing::list_aliases),
@@ -251,6 +254,11 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
         limiter,
         health,
         sealer: Sealer::new(common.master_key.as_ref()),
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| RuntimeError::Config(format!("HTTP client: {e}")))?,
         admin_token: args.admin_token.clone(),
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,

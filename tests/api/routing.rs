@@ -566,3 +566,53 @@ async fn an_exhausted_credential_is_set_aside_not_the_provider() {
         .clone();
     assert_eq!(breaker["state"], "open");
 }
+
+#[tokio::test]
+async fn test_connection_calls_the_provider_once_and_reports_its_error() {
+    let env = TestEnv::start().await;
+    let good = answering("pong").await;
+    let refusing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})))
+        .mount(&refusing)
+        .await;
+    let ok_id = env
+        .add_provider("good", &format!("{}/v1", good.uri()), &["m"])
+        .await;
+    let bad_id = env
+        .add_provider("bad", &format!("{}/v1", refusing.uri()), &["m"])
+        .await;
+    let r = env
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/api/providers/{ok_id}/test"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ok"], true);
+    let sent: Value = good.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(sent["max_tokens"], 1);
+    let r = env
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/api/providers/{bad_id}/test"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Incorrect API key"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("sk-upstream-secret"));
+}
