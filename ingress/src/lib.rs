@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod billing;
 pub mod chat;
 pub mod error;
 pub mod keys;
@@ -161,6 +162,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::delete_provider),
         )
         .route("/admin/api/unpriced", get(ops::unpriced))
+        .route("/admin/api/stats", get(billing::stats))
+        .route("/admin/api/billing", get(billing::billing))
+        .route("/admin/api/requests", get(billing::requests))
+        .route("/admin/api/audit", post(billing::run_audit))
         .route("/admin/api/presets", get(presets::list_presets))
         .route(
             "/admin/api/keys",
