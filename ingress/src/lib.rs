@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod chat;
 pub mod error;
+pub mod idempotency;
 pub mod keys;
 pub mod ops;
 pub mod presets;

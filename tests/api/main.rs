@@ -9,6 +9,7 @@ mod billing;
 mod chat;
 mod errors;
 mod harness;
+mod idempotency;
 mod keys;
 mod presets;
 mod quotas;
