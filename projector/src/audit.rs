@@ -169,7 +169,7 @@ pub async fn audit(
              WHERE (txid, pos) > ($1::text::xid8, $2) AND (txid, pos) <= ($3::text::xid8, $4)
                AND aggregate_type = 'request'
                AND event_type IN ('RequestCompleted', 'RequestFailed')
-             ORDER BY txid, pos
+             ORDER BY events.txid, events.pos
              LIMIT $5",
         )
         .bind(&at.txid)

@@ -350,7 +350,7 @@ pub async fn read_batch(
         "SELECT aggregate_type, aggregate_id, payload::text, txid::text, pos FROM events
          WHERE (txid, pos) > ($1::text::xid8, $2)
            AND txid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY txid, pos
+         ORDER BY events.txid, events.pos
          LIMIT $3",
     )
     .bind(&after.txid)
