@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
             common,
             projector,
         } => {
-            let pool = db::prepare(&common.database_url, 2)
+            let pool = db::prepare(&common.database_url, 3)
                 .await
                 .with_context(|| format!("database {}", db::redact(&common.database_url)))?;
             let report = rebuild::rebuild(

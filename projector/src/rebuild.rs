@@ -18,6 +18,8 @@ pub const VIEWS: [&str; 4] = [
     "request_log",
 ];
 
+const REBUILD_LOCK: &str = "aigw-projector:rebuild";
+
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildReport {
     pub events: u64,
@@ -38,6 +40,13 @@ pub async fn rebuild(
     mut progress: impl FnMut(u64),
 ) -> Result<RebuildReport, ProjectorError> {
     let started = Instant::now();
+    // One rebuild at a time: a second one waits for the first to finish. The
+    // session lock dies with its connection if this process does.
+    let mut guard = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(REBUILD_LOCK)
+        .execute(&mut *guard)
+        .await?;
     {
         let mut conn = pool.acquire().await?;
         for view in VIEWS {
@@ -92,6 +101,11 @@ pub async fn rebuild(
     }
     tx.commit().await?;
     progress(events);
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(REBUILD_LOCK)
+        .execute(&mut *guard)
+        .await?;
+    drop(guard);
     for id in touched.keys {
         registry::refresh_key(pool, id).await?;
     }
