@@ -4,11 +4,15 @@
 
 use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
-use aigw_projector::ProjectorArgs;
+use std::io::Write;
+
+use aigw_projector::{ProjectorArgs, audit, rebuild};
 use aigw_runtime::{CommonArgs, db, nats, telemetry};
 use anyhow::Context;
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,10 +53,30 @@ enum Command {
     },
     /// Follow the event history and maintain the read views.
     Projector {
+        #[command(subcommand)]
+        action: Option<ProjectorAction>,
         #[command(flatten)]
         common: CommonArgs,
         #[command(flatten)]
         projector: ProjectorArgs,
+    },
+    /// Recompute every key's cost from the event history and compare it with
+    /// the billing view; exits with 1 when they differ.
+    Audit {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// First day audited (YYYY-MM-DD); the audit covers whole billing months.
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last day audited (YYYY-MM-DD).
+        #[arg(long)]
+        to: NaiveDate,
+        /// Audit only this key (its id).
+        #[arg(long)]
+        key: Option<Uuid>,
+        /// Output format of the report on stdout.
+        #[arg(long, default_value = "table")]
+        format: AuditFormat,
     },
     /// Run ingress, dispatcher and projector in one process.
     All {
@@ -70,6 +94,41 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectorAction {
+    /// Rebuild every view from the start of history into fresh tables and
+    /// swap them in (readers keep working), then exit.
+    Rebuild,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AuditFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Writes CLI output on stdout.
+fn output(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Progress of long replays on stderr, every `every` events.
+fn progress(what: &'static str, every: u64) -> impl FnMut(u64) {
+    let started = std::time::Instant::now();
+    let mut next = every;
+    move |n| {
+        if n >= next {
+            let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!("{what}: {n} events read ({rate:.0}/s)");
+            next = (n / every + 1) * every;
+        }
+    }
 }
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -128,10 +187,62 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("dispatcher")?;
         }
-        Command::Projector { common, projector } => {
+        Command::Projector {
+            action: None,
+            common,
+            projector,
+        } => {
             aigw_projector::run(common, projector, shutdown)
                 .await
                 .context("projector")?;
+        }
+        Command::Projector {
+            action: Some(ProjectorAction::Rebuild),
+            common,
+            projector,
+        } => {
+            let pool = db::prepare(&common.database_url, 3)
+                .await
+                .with_context(|| format!("database {}", db::redact(&common.database_url)))?;
+            let report = rebuild::rebuild(
+                &pool,
+                projector.batch.max(1000),
+                progress("rebuild", 100_000),
+            )
+            .await
+            .context("rebuilding the views")?;
+            eprintln!(
+                "rebuilt the views from {} events in {:.1}s ({:.0} events/s)",
+                report.events,
+                report.elapsed.as_secs_f64(),
+                report.events_per_second()
+            );
+        }
+        Command::Audit {
+            common,
+            from,
+            to,
+            key,
+            format,
+        } => {
+            anyhow::ensure!(from <= to, "--from must not be after --to");
+            let pool = db::prepare(&common.database_url, 2)
+                .await
+                .with_context(|| format!("database {}", db::redact(&common.database_url)))?;
+            let scope = audit::AuditScope { from, to, key };
+            let report = audit::audit(&pool, scope, 10_000, progress("audit", 100_000))
+                .await
+                .context("auditing")?;
+            match format {
+                AuditFormat::Table => output(&audit::to_table(&report))?,
+                AuditFormat::Csv => output(&audit::to_csv(&report))?,
+                AuditFormat::Json => {
+                    output(&format!("{}\n", serde_json::to_string_pretty(&report)?))?
+                }
+            }
+            if !report.is_clean() {
+                std::process::exit(1);
+            }
         }
         Command::All {
             common,

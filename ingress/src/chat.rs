@@ -8,7 +8,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::idempotency::{self, Claim};
 use crate::{AppState, RequestId, admission};
 
 /// A chat request that passed validation.
@@ -154,10 +155,66 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Caller(key): Caller,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let chat = validate(&bytes)?;
+    let id = request_id.0;
+    let Some(idem) = idempotency::key_of(&headers)? else {
+        return queue_and_answer(&state, key, chat, id).await;
+    };
+    if chat.stream {
+        return Err(ApiError::BadRequest {
+            message: "'Idempotency-Key' is not supported with 'stream': true.".into(),
+            param: Some("stream"),
+            code: Some("invalid_idempotency_key"),
+        });
+    }
+    let pool = &state.stores.pool;
+    match idempotency::claim(pool, key.id, &idem, id, state.request_timeout).await? {
+        Claim::Claimed => {}
+        Claim::Done {
+            request_id,
+            status,
+            body,
+        } => return Ok(idempotency::replay(request_id, status, body)),
+        Claim::InProgress => {
+            return Err(ApiError::Conflict(
+                "A request with this Idempotency-Key is still running.".into(),
+            ));
+        }
+    }
+    let key_id = key.id;
+    let response = queue_and_answer(&state, key, chat, id)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    let status = response.status();
+    let keep = status.is_success()
+        || (status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 425 | 429));
+    if !keep {
+        if let Err(e) = idempotency::release(pool, key_id, &idem, id).await {
+            tracing::warn!(error = %e, "releasing an idempotency key");
+        }
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(ApiError::internal)?;
+    if let Err(e) = idempotency::store(pool, key_id, &idem, id, status.as_u16(), &bytes).await {
+        tracing::warn!(error = %e, "storing an idempotent answer");
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Admits, queues and relays one chat request.
+async fn queue_and_answer(
+    state: &AppState,
+    key: std::sync::Arc<aigw_runtime::KeyEntry>,
+    chat: ChatRequest,
+    id: Uuid,
+) -> Result<Response, ApiError> {
     // Fail fast on models nobody serves; the dispatcher resolves again.
     let targets = state
         .registry
@@ -176,8 +233,7 @@ pub async fn chat_completions(
             },
         })?;
 
-    let id = request_id.0;
-    let admitted = admission::admit(&state, &key, &chat.model, &chat.body, &targets, id).await?;
+    let admitted = admission::admit(state, &key, &chat.model, &chat.body, &targets, id).await?;
     let reply_to = state.names.reply_subject(&id.simple().to_string());
     let mut replies = state
         .client
@@ -201,7 +257,7 @@ pub async fn chat_completions(
         reservation: admitted.reservation.clone(),
         rate_tokens: admitted.rate_tokens,
     };
-    if let Err(e) = publish(&state, &message).await {
+    if let Err(e) = publish(state, &message).await {
         if let Some(r) = &message.reservation {
             let _ = state.limiter.release(key.id, &r.period, id).await;
         }
@@ -219,7 +275,7 @@ pub async fn chat_completions(
                 routing_headers(&mut response, &first);
                 Ok(response)
             }
-            wire::FRAME_START if message.stream => Ok(sse_response(&state, id, &first, replies)),
+            wire::FRAME_START if message.stream => Ok(sse_response(state, id, &first, replies)),
             other => Err(ApiError::Internal(format!(
                 "unexpected first frame {other:?}"
             ))),

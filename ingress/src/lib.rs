@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod billing;
 pub mod chat;
 pub mod error;
+pub mod idempotency;
 pub mod keys;
 pub mod ops;
 pub mod presets;
@@ -185,6 +187,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(routing::update_alias)
                 .delete(routing::delete_alias),
         )
+        .route("/admin/api/stats", get(billing::stats))
+        .route("/admin/api/billing", get(billing::billing))
+        .route("/admin/api/requests", get(billing::requests))
+        .route("/admin/api/audit", post(billing::run_audit))
         .route("/admin/api/presets", get(presets::list_presets))
         .route(
             "/admin/api/keys",

@@ -97,6 +97,27 @@ pub async fn stats(
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
+    // Latency percentiles come from the request log, exact per day and model.
+    let percentiles: Vec<(NaiveDate, String, f64, f64)> = sqlx::query_as(
+        "SELECT (finished_at AT TIME ZONE 'UTC')::date AS d, model,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
+         FROM request_log
+         WHERE key_id = $1 AND finished_at IS NOT NULL
+           AND ($2::date IS NULL OR finished_at >= $2::date::timestamp AT TIME ZONE 'UTC')
+           AND ($3::date IS NULL OR finished_at < ($3::date + 1)::timestamp AT TIME ZONE 'UTC')
+         GROUP BY 1, 2",
+    )
+    .bind(key.id)
+    .bind(query.from)
+    .bind(query.to)
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let percentiles: BTreeMap<(NaiveDate, String), (f64, f64)> = percentiles
+        .into_iter()
+        .map(|(d, m, p50, p95)| ((d, m), (p50, p95)))
+        .collect();
     let mut totals = [0i64; 5];
     let data: Vec<Value> = rows
         .into_iter()
@@ -118,7 +139,13 @@ pub async fn stats(
                 totals[2] += prompt;
                 totals[3] += completion;
                 totals[4] += cost;
+                let (p50, p95) = percentiles
+                    .get(&(day, model.clone()))
+                    .copied()
+                    .unwrap_or_default();
                 json!({
+                    "p50_latency_ms": p50,
+                    "p95_latency_ms": p95,
                     "day": day,
                     "model": model,
                     "requests": requests,

@@ -11,11 +11,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+pub mod audit;
+pub mod rebuild;
+
 use aigw_events::{RequestEvent, Usage};
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
-use chrono::NaiveDate;
+use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -38,8 +41,8 @@ pub enum ProjectorError {
     Database(#[from] sqlx::Error),
 }
 
-const CHECKPOINT: &str = "views";
-const LOCK: &str = "aigw-projector:views";
+pub(crate) const CHECKPOINT: &str = "views";
+pub(crate) const LOCK: &str = "aigw-projector:views";
 
 /// Runs until `shutdown` fires.
 pub async fn run(
@@ -83,24 +86,154 @@ pub struct UsageDelta {
     pub unpriced_requests: i64,
 }
 
-/// Row key of the usage view.
+impl UsageDelta {
+    fn add(&mut self, o: &Outcome) {
+        self.requests += 1;
+        self.errors += i64::from(o.failed);
+        self.prompt_tokens += o.usage.prompt_tokens as i64;
+        self.completion_tokens += o.usage.completion_tokens as i64;
+        self.estimated_requests += i64::from(o.estimated);
+        self.latency_ms += o.latency_ms as i64;
+        match o.cost_micros {
+            Some(c) => self.cost_micros += c,
+            None if o.usage.total() > 0 => self.unpriced_requests += 1,
+            None => {}
+        }
+    }
+}
+
+/// Row key of the daily usage view.
 pub type UsageKey = (Uuid, NaiveDate, String);
+/// Row key of the billing view: key, month (its first day), model.
+pub type BillingKey = (Uuid, NaiveDate, String);
+/// Row key of the hourly usage view: key, hour, provider, model.
+pub type HourlyKey = (Uuid, DateTime<Utc>, String, String);
+
+/// What the request log learns about one request from a batch; `None` leaves
+/// a column as it was.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    pub at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub key_id: Option<Uuid>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub attempts: i32,
+    pub status: Option<String>,
+    pub http_status: Option<i32>,
+    pub error_type: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub cost_micros: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub stream: Option<bool>,
+    pub estimated: Option<bool>,
+}
+
+/// The billable facts of a request outcome (`RequestCompleted` or `RequestFailed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub key_id: Uuid,
+    pub provider: Option<String>,
+    pub model: String,
+    pub usage: Usage,
+    pub estimated: bool,
+    pub failed: bool,
+    pub status: u16,
+    pub error_type: Option<String>,
+    pub cost_micros: Option<i64>,
+    pub latency_ms: u64,
+    pub at: DateTime<Utc>,
+}
+
+impl Outcome {
+    /// The outcome an event records, if it is one.
+    pub fn of(event: RequestEvent) -> Option<Self> {
+        match event {
+            RequestEvent::RequestCompleted {
+                key_id,
+                provider,
+                model,
+                usage,
+                usage_estimated,
+                cost_micros,
+                latency_ms,
+                at,
+                ..
+            } => Some(Self {
+                key_id,
+                provider: Some(provider),
+                model,
+                usage,
+                estimated: usage_estimated,
+                failed: false,
+                status: 200,
+                error_type: None,
+                cost_micros,
+                latency_ms,
+                at,
+            }),
+            RequestEvent::RequestFailed {
+                key_id,
+                model,
+                status,
+                error_type,
+                usage,
+                usage_estimated,
+                cost_micros,
+                latency_ms,
+                at,
+                ..
+            } => Some(Self {
+                key_id,
+                provider: None,
+                model,
+                usage,
+                estimated: usage_estimated,
+                failed: true,
+                status,
+                error_type: Some(error_type),
+                cost_micros,
+                latency_ms,
+                at,
+            }),
+            RequestEvent::RequestAccepted { .. } | RequestEvent::AttemptRecorded(_) => None,
+        }
+    }
+
+    /// First day of the billing month the outcome falls in.
+    pub fn month(&self) -> NaiveDate {
+        month_of(self.at.date_naive())
+    }
+}
+
+/// First day of `day`'s month.
+pub fn month_of(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).unwrap_or(day)
+}
 
 /// What a batch of events changes.
+///
+/// Every view is a sum over events or a last-writer-wins per request, so the
+/// result does not depend on where batch boundaries fall: a rebuild gives the
+/// same views as the live projector.
 #[derive(Debug, Default)]
 pub struct BatchEffect {
     pub usage: HashMap<UsageKey, UsageDelta>,
+    pub billing: HashMap<BillingKey, UsageDelta>,
+    pub hourly: HashMap<HourlyKey, UsageDelta>,
+    pub requests: HashMap<Uuid, LogRow>,
     pub keys: BTreeSet<Uuid>,
     pub providers: BTreeSet<Uuid>,
     pub aliases: BTreeSet<String>,
 }
 
 impl BatchEffect {
-    /// Folds one stored event into the batch.
-    pub fn apply(&mut self, aggregate_type: &str, aggregate_id: &str, payload: serde_json::Value) {
+    /// Folds one stored event (its JSON payload) into the batch.
+    pub fn apply(&mut self, aggregate_type: &str, aggregate_id: &str, payload: &str) {
         match aggregate_type {
-            "request" => match serde_json::from_value::<RequestEvent>(payload) {
-                Ok(event) => self.apply_request(event),
+            "request" => match serde_json::from_str::<RequestEvent>(payload) {
+                Ok(event) => self.apply_request(aggregate_id, event),
                 Err(e) => tracing::error!(%aggregate_id, error = %e, "unreadable request event"),
             },
             "key" => {
@@ -120,71 +253,152 @@ impl BatchEffect {
         }
     }
 
-    fn apply_request(&mut self, event: RequestEvent) {
-        let (key_id, model, at, usage, estimated, failed, latency, cost) = match event {
-            RequestEvent::RequestCompleted {
-                key_id,
-                model,
-                usage,
-                usage_estimated,
-                cost_micros,
-                latency_ms,
-                at,
-                ..
-            } => (
-                key_id,
-                model,
-                at,
-                usage,
-                usage_estimated,
-                false,
-                latency_ms,
-                cost_micros,
-            ),
-            RequestEvent::RequestFailed {
-                key_id,
-                model,
-                usage,
-                usage_estimated,
-                cost_micros,
-                latency_ms,
-                at,
-                ..
-            } => (
-                key_id,
-                model,
-                at,
-                usage,
-                usage_estimated,
-                true,
-                latency_ms,
-                cost_micros,
-            ),
-            RequestEvent::RequestAccepted { .. } | RequestEvent::AttemptRecorded(_) => return,
+    fn apply_request(&mut self, aggregate_id: &str, event: RequestEvent) {
+        let Ok(id) = Uuid::parse_str(aggregate_id) else {
+            tracing::error!(%aggregate_id, "request aggregate id is not a UUID");
+            return;
         };
-        let Usage {
-            prompt_tokens,
-            completion_tokens,
-        } = usage;
-        let delta = self
-            .usage
-            .entry((key_id, at.date_naive(), model))
-            .or_default();
-        delta.requests += 1;
-        delta.errors += i64::from(failed);
-        delta.prompt_tokens += prompt_tokens as i64;
-        delta.completion_tokens += completion_tokens as i64;
-        delta.estimated_requests += i64::from(estimated);
-        delta.latency_ms += latency as i64;
-        match cost {
-            Some(c) => delta.cost_micros += c,
-            None if prompt_tokens + completion_tokens > 0 => delta.unpriced_requests += 1,
-            None => {}
+        let row = self.requests.entry(id).or_default();
+        match event {
+            RequestEvent::RequestAccepted {
+                key_id,
+                model,
+                stream,
+                at,
+                ..
+            } => {
+                row.at = Some(at);
+                row.key_id = Some(key_id);
+                row.model = Some(model);
+                row.stream = Some(stream);
+                row.status.get_or_insert_with(|| "running".into());
+            }
+            RequestEvent::AttemptRecorded(attempt) => {
+                row.attempts += 1;
+                row.provider = Some(attempt.provider);
+            }
+            event => {
+                let Some(o) = Outcome::of(event) else { return };
+                row.finished_at = Some(o.at);
+                row.key_id = Some(o.key_id);
+                row.model = Some(o.model.clone());
+                if o.provider.is_some() {
+                    row.provider.clone_from(&o.provider);
+                }
+                row.status = Some(if o.failed { "failed" } else { "succeeded" }.into());
+                row.http_status = Some(i32::from(o.status));
+                row.error_type.clone_from(&o.error_type);
+                row.prompt_tokens = Some(o.usage.prompt_tokens as i64);
+                row.completion_tokens = Some(o.usage.completion_tokens as i64);
+                row.cost_micros = o.cost_micros;
+                row.latency_ms = Some(o.latency_ms as i64);
+                row.estimated = Some(o.estimated);
+                self.usage
+                    .entry((o.key_id, o.at.date_naive(), o.model.clone()))
+                    .or_default()
+                    .add(&o);
+                self.billing
+                    .entry((o.key_id, o.month(), o.model.clone()))
+                    .or_default()
+                    .add(&o);
+                let hour = o.at.duration_trunc(TimeDelta::hours(1)).unwrap_or(o.at);
+                self.hourly
+                    .entry((
+                        o.key_id,
+                        hour,
+                        o.provider.clone().unwrap_or_default(),
+                        o.model.clone(),
+                    ))
+                    .or_default()
+                    .add(&o);
+            }
+        }
+    }
+
+    /// Writes the batch into the views whose table names end in `suffix`
+    /// (empty for the live views, `_new` during a rebuild).
+    pub async fn write(&self, tx: &mut PgConnection, suffix: &str) -> Result<(), sqlx::Error> {
+        write_usage(tx, &self.usage, suffix).await?;
+        write_billing(tx, &self.billing, suffix).await?;
+        write_hourly(tx, &self.hourly, suffix).await?;
+        write_requests(tx, &self.requests, suffix).await?;
+        Ok(())
+    }
+}
+
+/// A position in the event history, `(txid, pos)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub txid: String,
+    pub pos: i64,
+}
+
+impl Position {
+    pub fn start() -> Self {
+        Self {
+            txid: "0".into(),
+            pos: 0,
         }
     }
 }
 
-type EventRow = (String, String, serde_json::Value, String, i64);
+type EventRow = (String, String, String, String, i64);
+
+/// Reads up to `limit` events after `after`, only from transactions older than
+/// the oldest one still running, and folds them. `None` when there are none.
+pub async fn read_batch(
+    conn: &mut PgConnection,
+    after: &Position,
+    limit: i64,
+) -> Result<Option<(usize, Position, BatchEffect)>, sqlx::Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, payload::text, txid::text, pos FROM events
+         WHERE (txid, pos) > ($1::text::xid8, $2)
+           AND txid < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY events.txid, events.pos
+         LIMIT $3",
+    )
+    .bind(&after.txid)
+    .bind(after.pos)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some((_, _, _, txid, pos)) = rows.last().cloned() else {
+        return Ok(None);
+    };
+    let mut effect = BatchEffect::default();
+    for (aggregate_type, aggregate_id, payload, _, _) in &rows {
+        effect.apply(aggregate_type, aggregate_id, payload);
+    }
+    Ok(Some((rows.len(), Position { txid, pos }, effect)))
+}
+
+/// The checkpoint `name` (the start of history when there is none).
+pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT txid::text, pos FROM projector_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map_or_else(Position::start, |(txid, pos)| Position { txid, pos }))
+}
+
+pub(crate) async fn save_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    at: &Position,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projector_checkpoints (name, txid, pos) VALUES ($1, $2::text::xid8, $3)
+         ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, pos = EXCLUDED.pos",
+    )
+    .bind(name)
+    .bind(&at.txid)
+    .bind(at.pos)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
 /// Applies the next batch of events; returns how many it applied.
 pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, ProjectorError> {
@@ -193,43 +407,13 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
         .bind(LOCK)
         .execute(&mut *tx)
         .await?;
-    let checkpoint: Option<(String, i64)> =
-        sqlx::query_as("SELECT txid::text, pos FROM projector_checkpoints WHERE name = $1")
-            .bind(CHECKPOINT)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (txid, pos) = checkpoint.unwrap_or_else(|| ("0".to_string(), 0));
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, payload::jsonb, txid::text, pos FROM events
-         WHERE (txid, pos) > ($1::text::xid8, $2)
-           AND txid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY txid, pos
-         LIMIT $3",
-    )
-    .bind(&txid)
-    .bind(pos)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
-    let Some((_, _, _, last_txid, last_pos)) = rows.last().cloned() else {
+    let after = checkpoint(&mut tx, CHECKPOINT).await?;
+    let Some((count, last, effect)) = read_batch(&mut tx, &after, limit).await? else {
         tx.rollback().await?;
         return Ok(0);
     };
-    let count = rows.len();
-    let mut effect = BatchEffect::default();
-    for (aggregate_type, aggregate_id, payload, _, _) in rows {
-        effect.apply(&aggregate_type, &aggregate_id, payload);
-    }
-    write_usage(&mut tx, &effect.usage).await?;
-    sqlx::query(
-        "INSERT INTO projector_checkpoints (name, txid, pos) VALUES ($1, $2::text::xid8, $3)
-         ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, pos = EXCLUDED.pos",
-    )
-    .bind(CHECKPOINT)
-    .bind(&last_txid)
-    .bind(last_pos)
-    .execute(&mut *tx)
-    .await?;
+    effect.write(&mut tx, "").await?;
+    save_checkpoint(&mut tx, CHECKPOINT, &last).await?;
     tx.commit().await?;
     // Registry rows are rebuilt from the events themselves and only newer
     // versions win, so doing this after the commit is safe to repeat.
@@ -245,21 +429,10 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
     Ok(count)
 }
 
-async fn write_usage(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    usage: &HashMap<UsageKey, UsageDelta>,
-) -> Result<(), sqlx::Error> {
-    if usage.is_empty() {
-        return Ok(());
-    }
-    let mut keys = Vec::new();
-    let mut days = Vec::new();
-    let mut models = Vec::new();
+/// Column vectors of usage deltas, in `UsageDelta` field order.
+fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 8] {
     let mut cols: [Vec<i64>; 8] = Default::default();
-    for ((key, day, model), d) in usage {
-        keys.push(*key);
-        days.push(*day);
-        models.push(model.clone());
+    for d in deltas {
         for (col, v) in cols.iter_mut().zip([
             d.requests,
             d.errors,
@@ -273,6 +446,20 @@ async fn write_usage(
             col.push(v);
         }
     }
+    cols
+}
+
+async fn write_usage(
+    tx: &mut PgConnection,
+    usage: &HashMap<UsageKey, UsageDelta>,
+    suffix: &str,
+) -> Result<(), sqlx::Error> {
+    if usage.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Uuid> = usage.keys().map(|k| k.0).collect();
+    let days: Vec<NaiveDate> = usage.keys().map(|k| k.1).collect();
+    let models: Vec<String> = usage.keys().map(|k| k.2.clone()).collect();
     let [
         requests,
         errors,
@@ -282,9 +469,9 @@ async fn write_usage(
         latency,
         cost,
         unpriced,
-    ] = cols;
-    sqlx::query(
-        "INSERT INTO usage_daily AS u (key_id, day, model, requests, errors, prompt_tokens,
+    ] = columns(usage.values());
+    sqlx::query(&format!(
+        "INSERT INTO usage_daily{suffix} AS u (key_id, day, model, requests, errors, prompt_tokens,
                 completion_tokens, estimated_requests, latency_ms_total, cost_micros,
                 unpriced_requests)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
@@ -297,8 +484,8 @@ async fn write_usage(
            estimated_requests = u.estimated_requests + EXCLUDED.estimated_requests,
            latency_ms_total = u.latency_ms_total + EXCLUDED.latency_ms_total,
            cost_micros = u.cost_micros + EXCLUDED.cost_micros,
-           unpriced_requests = u.unpriced_requests + EXCLUDED.unpriced_requests",
-    )
+           unpriced_requests = u.unpriced_requests + EXCLUDED.unpriced_requests"
+    ))
     .bind(keys)
     .bind(days)
     .bind(models)
@@ -310,7 +497,154 @@ async fn write_usage(
     .bind(latency)
     .bind(cost)
     .bind(unpriced)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_billing(
+    tx: &mut PgConnection,
+    billing: &HashMap<BillingKey, UsageDelta>,
+    suffix: &str,
+) -> Result<(), sqlx::Error> {
+    if billing.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Uuid> = billing.keys().map(|k| k.0).collect();
+    let months: Vec<NaiveDate> = billing.keys().map(|k| k.1).collect();
+    let models: Vec<String> = billing.keys().map(|k| k.2.clone()).collect();
+    let [requests, errors, prompt, completion, _, _, cost, unpriced] = columns(billing.values());
+    sqlx::query(&format!(
+        "INSERT INTO billing_monthly{suffix} AS b (key_id, month, model, requests, errors,
+                prompt_tokens, completion_tokens, cost_micros, unpriced_requests)
+         SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[])
+         ON CONFLICT (key_id, month, model) DO UPDATE SET
+           requests = b.requests + EXCLUDED.requests,
+           errors = b.errors + EXCLUDED.errors,
+           prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
+           completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
+           cost_micros = b.cost_micros + EXCLUDED.cost_micros,
+           unpriced_requests = b.unpriced_requests + EXCLUDED.unpriced_requests"
+    ))
+    .bind(keys)
+    .bind(months)
+    .bind(models)
+    .bind(requests)
+    .bind(errors)
+    .bind(prompt)
+    .bind(completion)
+    .bind(cost)
+    .bind(unpriced)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_hourly(
+    tx: &mut PgConnection,
+    hourly: &HashMap<HourlyKey, UsageDelta>,
+    suffix: &str,
+) -> Result<(), sqlx::Error> {
+    if hourly.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Uuid> = hourly.keys().map(|k| k.0).collect();
+    let hours: Vec<DateTime<Utc>> = hourly.keys().map(|k| k.1).collect();
+    let providers: Vec<String> = hourly.keys().map(|k| k.2.clone()).collect();
+    let models: Vec<String> = hourly.keys().map(|k| k.3.clone()).collect();
+    let [
+        requests,
+        errors,
+        prompt,
+        completion,
+        _,
+        latency,
+        cost,
+        unpriced,
+    ] = columns(hourly.values());
+    sqlx::query(&format!(
+        "INSERT INTO usage_hourly{suffix} AS h (key_id, hour, provider, model, requests, errors,
+                prompt_tokens, completion_tokens, cost_micros, unpriced_requests, latency_ms_total)
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[],
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+         ON CONFLICT (key_id, hour, provider, model) DO UPDATE SET
+           requests = h.requests + EXCLUDED.requests,
+           errors = h.errors + EXCLUDED.errors,
+           prompt_tokens = h.prompt_tokens + EXCLUDED.prompt_tokens,
+           completion_tokens = h.completion_tokens + EXCLUDED.completion_tokens,
+           cost_micros = h.cost_micros + EXCLUDED.cost_micros,
+           unpriced_requests = h.unpriced_requests + EXCLUDED.unpriced_requests,
+           latency_ms_total = h.latency_ms_total + EXCLUDED.latency_ms_total"
+    ))
+    .bind(keys)
+    .bind(hours)
+    .bind(providers)
+    .bind(models)
+    .bind(requests)
+    .bind(errors)
+    .bind(prompt)
+    .bind(completion)
+    .bind(cost)
+    .bind(unpriced)
+    .bind(latency)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_requests(
+    tx: &mut PgConnection,
+    rows: &HashMap<Uuid, LogRow>,
+    suffix: &str,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.keys().copied().collect();
+    let r: Vec<&LogRow> = rows.values().collect();
+    sqlx::query(&format!(
+        "INSERT INTO request_log{suffix} AS r (id, at, finished_at, key_id, model, provider,
+                attempts, status, http_status, error_type, prompt_tokens, completion_tokens,
+                cost_micros, latency_ms, stream, estimated)
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[],
+                $5::text[], $6::text[], $7::int4[], $8::text[], $9::int4[], $10::text[],
+                $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[])
+         ON CONFLICT (id) DO UPDATE SET
+           at = COALESCE(EXCLUDED.at, r.at),
+           finished_at = COALESCE(EXCLUDED.finished_at, r.finished_at),
+           key_id = COALESCE(EXCLUDED.key_id, r.key_id),
+           model = COALESCE(EXCLUDED.model, r.model),
+           provider = COALESCE(EXCLUDED.provider, r.provider),
+           attempts = r.attempts + EXCLUDED.attempts,
+           status = CASE WHEN EXCLUDED.status IS NULL OR EXCLUDED.status = 'running'
+                         THEN COALESCE(r.status, EXCLUDED.status) ELSE EXCLUDED.status END,
+           http_status = COALESCE(EXCLUDED.http_status, r.http_status),
+           error_type = COALESCE(EXCLUDED.error_type, r.error_type),
+           prompt_tokens = COALESCE(EXCLUDED.prompt_tokens, r.prompt_tokens),
+           completion_tokens = COALESCE(EXCLUDED.completion_tokens, r.completion_tokens),
+           cost_micros = COALESCE(EXCLUDED.cost_micros, r.cost_micros),
+           latency_ms = COALESCE(EXCLUDED.latency_ms, r.latency_ms),
+           stream = COALESCE(EXCLUDED.stream, r.stream),
+           estimated = COALESCE(EXCLUDED.estimated, r.estimated)"
+    ))
+    .bind(ids)
+    .bind(r.iter().map(|x| x.at).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.finished_at).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.key_id).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.model.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.provider.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.attempts).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.status.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.http_status).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.error_type.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.prompt_tokens).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.completion_tokens).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.cost_micros).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.latency_ms).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.stream).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.estimated).collect::<Vec<_>>())
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -359,11 +693,16 @@ mod tests {
             at,
             route: None,
         };
+        let rid = Uuid::now_v7();
         let mut effect = BatchEffect::default();
         for e in [accepted, completed.clone(), failed, completed] {
-            effect.apply("request", "r", to_value(e).unwrap());
+            effect.apply(
+                "request",
+                &rid.to_string(),
+                &to_value(e).unwrap().to_string(),
+            );
         }
-        effect.apply("key", &key.to_string(), serde_json::json!({}));
+        effect.apply("key", &key.to_string(), "{}");
         let d = effect.usage[&(key, at.date_naive(), "m".to_string())];
         assert_eq!(
             d,
@@ -379,5 +718,24 @@ mod tests {
             }
         );
         assert!(effect.keys.contains(&key));
+        let month: NaiveDate = "2026-11-01".parse().unwrap();
+        let b = effect.billing[&(key, month, "m".to_string())];
+        assert_eq!((b.requests, b.errors, b.cost_micros), (3, 1, 200));
+        let hour: DateTime<Utc> = "2026-11-26T23:00:00Z".parse().unwrap();
+        assert_eq!(
+            effect.hourly[&(key, hour, "p".to_string(), "m".to_string())].requests,
+            2
+        );
+        assert_eq!(
+            effect.hourly[&(key, hour, String::new(), "m".to_string())].errors,
+            1
+        );
+        let row = &effect.requests[&rid];
+        assert_eq!(row.status.as_deref(), Some("succeeded"));
+        assert_eq!(row.provider.as_deref(), Some("p"));
+        assert_eq!(
+            (row.at, row.stream, row.cost_micros),
+            (Some(at), Some(false), Some(100))
+        );
     }
 }

@@ -5,9 +5,11 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod billing;
 mod chat;
 mod errors;
 mod harness;
+mod idempotency;
 mod keys;
 mod presets;
 mod quotas;

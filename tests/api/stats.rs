@@ -47,6 +47,7 @@ async fn stats_show_a_keys_requests_tokens_and_errors_by_model_and_day() {
     assert_eq!(stats["totals"]["completion_tokens"], 12);
     assert_eq!(stats["totals"]["total_tokens"], 42);
     assert_eq!(stats["data"][0]["model"], "m");
+    assert!(stats["data"][0]["p95_latency_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(
         stats["data"][0]["day"],
         chrono::Utc::now().date_naive().to_string()

@@ -1,0 +1,407 @@
+//! Admin views of usage, billing and the request log, and cost audits, all
+//! read from the projector's views (`usage_hourly`, `billing_monthly`,
+//! `request_log`).
+//!
+//! Latency percentiles are computed at query time from the request log
+//! (`percentile_cont` over the rows of the group): exact, and the request log
+//! exists anyway, whereas mergeable histograms per hour would be approximate.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aigw_projector::audit::{self, AuditScope};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::admin::parse_json;
+use crate::chat::body_bytes;
+use crate::error::ApiError;
+
+/// A day given as `YYYY-MM-DD`, or a month as `YYYY-MM` (its first day).
+fn day<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let s = if s.len() == 7 { format!("{s}-01") } else { s };
+    s.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom("expected YYYY-MM-DD or YYYY-MM"))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+fn usd(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatsQuery {
+    #[serde(default, deserialize_with = "day")]
+    pub from: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "day")]
+    pub to: Option<NaiveDate>,
+    pub key: Option<Uuid>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// `hour` or `day` (the default).
+    pub group: Option<String>,
+}
+
+type StatsRow = (
+    Uuid,
+    DateTime<Utc>,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+type LatencyKey = (Uuid, DateTime<Utc>, String, String);
+
+/// `GET /admin/api/stats`: usage by key, provider, model and hour or day,
+/// with latency p50/p95.
+pub async fn stats(
+    State(state): State<AppState>,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let unit = match q.group.as_deref() {
+        None | Some("day") => "day",
+        Some("hour") => "hour",
+        Some(_) => return Err(ApiError::bad_request("group must be 'hour' or 'day'")),
+    };
+    let to = q.to.and_then(|d| d.succ_opt());
+    let rows: Vec<StatsRow> = sqlx::query_as(
+        "SELECT key_id, date_trunc($1, hour, 'UTC') AS t, provider, model, sum(requests)::int8,
+                sum(errors)::int8, sum(prompt_tokens)::int8, sum(completion_tokens)::int8,
+                sum(cost_micros)::int8, sum(unpriced_requests)::int8, sum(latency_ms_total)::int8
+         FROM usage_hourly
+         WHERE ($2::date IS NULL OR hour >= $2::date::timestamp AT TIME ZONE 'UTC')
+           AND ($3::date IS NULL OR hour < $3::date::timestamp AT TIME ZONE 'UTC')
+           AND ($4::uuid IS NULL OR key_id = $4)
+           AND ($5::text IS NULL OR model = $5)
+           AND ($6::text IS NULL OR provider = $6)
+         GROUP BY 1, 2, 3, 4 ORDER BY 2, 1, 3, 4",
+    )
+    .bind(unit)
+    .bind(q.from)
+    .bind(to)
+    .bind(q.key)
+    .bind(&q.model)
+    .bind(&q.provider)
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let latencies: Vec<(Uuid, DateTime<Utc>, String, String, f64, f64)> = sqlx::query_as(
+        "SELECT key_id, date_trunc($1, finished_at, 'UTC') AS t,
+                CASE WHEN status = 'succeeded' THEN provider ELSE '' END AS p, model,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
+         FROM request_log
+         WHERE finished_at IS NOT NULL
+           AND ($2::date IS NULL OR finished_at >= $2::date::timestamp AT TIME ZONE 'UTC')
+           AND ($3::date IS NULL OR finished_at < $3::date::timestamp AT TIME ZONE 'UTC')
+           AND ($4::uuid IS NULL OR key_id = $4)
+           AND ($5::text IS NULL OR model = $5)
+         GROUP BY 1, 2, 3, 4",
+    )
+    .bind(unit)
+    .bind(q.from)
+    .bind(to)
+    .bind(q.key)
+    .bind(&q.model)
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let latencies: HashMap<LatencyKey, (f64, f64)> = latencies
+        .into_iter()
+        .map(|(k, t, p, m, p50, p95)| ((k, t, p, m), (p50, p95)))
+        .collect();
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(
+            |(
+                key,
+                t,
+                provider,
+                model,
+                requests,
+                errors,
+                prompt,
+                completion,
+                cost,
+                unpriced,
+                latency,
+            )| {
+                let (p50, p95) = latencies
+                    .get(&(key, t, provider.clone(), model.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                json!({
+                    "key_id": key,
+                    unit: t,
+                    "provider": provider,
+                    "model": model,
+                    "requests": requests,
+                    "errors": errors,
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                    "cost_micros": cost,
+                    "cost_usd": usd(cost),
+                    "unpriced_requests": unpriced,
+                    "avg_latency_ms": if requests > 0 { latency / requests } else { 0 },
+                    "p50_latency_ms": p50,
+                    "p95_latency_ms": p95,
+                })
+            },
+        )
+        .collect();
+    Ok(Json(
+        json!({ "object": "list", "group": unit, "data": data }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BillingQuery {
+    #[serde(default, deserialize_with = "day")]
+    pub from: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "day")]
+    pub to: Option<NaiveDate>,
+    pub key: Option<Uuid>,
+}
+
+type BillingRow = (Uuid, NaiveDate, String, i64, i64, i64, i64, i64, i64);
+
+/// `GET /admin/api/billing?from=&to=&key=`: per key and month, line items per
+/// model. `from`/`to` select the months they fall in.
+pub async fn billing(
+    State(state): State<AppState>,
+    q: Result<Query<BillingQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let rows: Vec<BillingRow> = sqlx::query_as(
+        "SELECT key_id, month, model, requests, errors, prompt_tokens, completion_tokens,
+                cost_micros, unpriced_requests
+         FROM billing_monthly
+         WHERE ($1::date IS NULL OR month >= date_trunc('month', $1::date)::date)
+           AND ($2::date IS NULL OR month <= $2::date)
+           AND ($3::uuid IS NULL OR key_id = $3)
+         ORDER BY key_id, month, model",
+    )
+    .bind(q.from)
+    .bind(q.to)
+    .bind(q.key)
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let mut bills: BTreeMap<(Uuid, NaiveDate), (Vec<Value>, [i64; 5])> = BTreeMap::new();
+    for (key, month, model, requests, errors, prompt, completion, cost, unpriced) in rows {
+        let (items, totals) = bills.entry((key, month)).or_default();
+        for (t, v) in totals
+            .iter_mut()
+            .zip([requests, errors, prompt, completion, cost])
+        {
+            *t += v;
+        }
+        items.push(json!({
+            "model": model,
+            "requests": requests,
+            "errors": errors,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost_micros": cost,
+            "cost_usd": usd(cost),
+            "unpriced_requests": unpriced,
+        }));
+    }
+    let data: Vec<Value> = bills
+        .into_iter()
+        .map(|((key, month), (items, t))| {
+            json!({
+                "key_id": key,
+                "month": month.format("%Y-%m").to_string(),
+                "requests": t[0],
+                "errors": t[1],
+                "prompt_tokens": t[2],
+                "completion_tokens": t[3],
+                "cost_micros": t[4],
+                "cost_usd": usd(t[4]),
+                "line_items": items,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestsQuery {
+    pub key: Option<Uuid>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// `succeeded`, `failed` or `running`.
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// Cursor: the `next` of the previous page (newest first).
+    pub before: Option<Uuid>,
+}
+
+type LogRow = (
+    Uuid,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<Uuid>,
+    Option<String>,
+    Option<String>,
+    i32,
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<bool>,
+);
+
+/// `GET /admin/api/requests`: the request log, newest first, filtered and
+/// paginated by cursor. Request bodies are never stored in it.
+pub async fn requests(
+    State(state): State<AppState>,
+    q: Result<Query<RequestsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows: Vec<LogRow> = sqlx::query_as(
+        "SELECT id, at, finished_at, key_id, model, provider, attempts, status, http_status,
+                error_type, prompt_tokens, completion_tokens, cost_micros, latency_ms, stream,
+                estimated
+         FROM request_log
+         WHERE ($1::uuid IS NULL OR key_id = $1)
+           AND ($2::text IS NULL OR model = $2)
+           AND ($3::text IS NULL OR provider = $3)
+           AND ($4::text IS NULL OR status = $4)
+           AND ($5::timestamptz IS NULL OR at >= $5)
+           AND ($6::timestamptz IS NULL OR at < $6)
+           AND ($7::uuid IS NULL OR id < $7)
+         ORDER BY id DESC
+         LIMIT $8",
+    )
+    .bind(q.key)
+    .bind(&q.model)
+    .bind(&q.provider)
+    .bind(&q.status)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(q.before)
+    .bind(limit + 1)
+    .fetch_all(&state.stores.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let more = rows.len() as i64 > limit;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(
+            |(
+                id,
+                at,
+                finished_at,
+                key,
+                model,
+                provider,
+                attempts,
+                status,
+                http_status,
+                error_type,
+                prompt,
+                completion,
+                cost,
+                latency,
+                stream,
+                estimated,
+            )| {
+                json!({
+                    "id": id,
+                    "at": at,
+                    "finished_at": finished_at,
+                    "key_id": key,
+                    "model": model,
+                    "provider": provider,
+                    "attempts": attempts,
+                    "status": status,
+                    "http_status": http_status,
+                    "error_type": error_type,
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "cost_micros": cost,
+                    "latency_ms": latency,
+                    "stream": stream,
+                    "usage_estimated": estimated,
+                })
+            },
+        )
+        .collect();
+    let next = if more {
+        data.last().map(|r| r["id"].clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({ "object": "list", "data": data, "has_more": more, "next": next }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditInput {
+    #[serde(default, deserialize_with = "day")]
+    from: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "day")]
+    to: Option<NaiveDate>,
+    #[serde(default)]
+    key: Option<Uuid>,
+}
+
+/// `POST /admin/api/audit` `{"from","to","key"}`: the same audit as `aigw
+/// audit`; `clean` is false when the billing view differs from the history.
+pub async fn run_audit(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let input: AuditInput = parse_json(&body_bytes(&state, body)?)?;
+    let (Some(from), Some(to)) = (input.from, input.to) else {
+        return Err(ApiError::bad_request("'from' and 'to' are required"));
+    };
+    if from > to {
+        return Err(ApiError::bad_request("'from' must not be after 'to'"));
+    }
+    let scope = AuditScope {
+        from,
+        to,
+        key: input.key,
+    };
+    let report = audit::audit(&state.stores.pool, scope, 10_000, |_| {})
+        .await
+        .map_err(ApiError::internal)?;
+    let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
+    body["clean"] = Value::Bool(report.is_clean());
+    Ok(Json(body))
+}

@@ -1,0 +1,419 @@
+//! Cost audits: recompute what every key should have been billed, straight
+//! from the request events (with the cost each carries, priced when it ran),
+//! and compare it with the billing view.
+//!
+//! Billing is monthly, so an audit covers the whole months its dates fall
+//! in. It reads the events, the billing rows and the projector's checkpoint
+//! in one repeatable-read snapshot and only counts events up to that
+//! checkpoint, so a projector that is merely behind is not a difference.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{Datelike, NaiveDate};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{BillingKey, CHECKPOINT, Outcome, Position, ProjectorError, checkpoint, month_of};
+use aigw_events::RequestEvent;
+
+/// What is audited: the months from `from` to `to`, one key or all.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditScope {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub key: Option<Uuid>,
+}
+
+impl AuditScope {
+    /// First day of the first month and first day of the last month.
+    pub fn months(&self) -> (NaiveDate, NaiveDate) {
+        (month_of(self.from), month_of(self.to))
+    }
+
+    fn covers(&self, key_id: Uuid, month: NaiveDate) -> bool {
+        let (first, last) = self.months();
+        first <= month && month <= last && self.key.is_none_or(|k| k == key_id)
+    }
+}
+
+/// Billed amounts of one (key, month, model).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+    pub unpriced_requests: i64,
+}
+
+impl Totals {
+    /// Adds one outcome, exactly as the billing view does.
+    pub fn add(&mut self, o: &Outcome) {
+        self.requests += 1;
+        self.prompt_tokens += o.usage.prompt_tokens as i64;
+        self.completion_tokens += o.usage.completion_tokens as i64;
+        match o.cost_micros {
+            Some(c) => self.cost_micros += c,
+            None if o.usage.total() > 0 => self.unpriced_requests += 1,
+            None => {}
+        }
+    }
+}
+
+/// A billing row that does not match the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    pub key_id: Uuid,
+    pub month: NaiveDate,
+    pub model: String,
+    pub expected: Totals,
+    pub recorded: Totals,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub from_month: NaiveDate,
+    pub to_month: NaiveDate,
+    pub key_id: Option<Uuid>,
+    /// Events read from the history.
+    pub events_scanned: u64,
+    /// Request outcomes within the audited months.
+    pub requests: u64,
+    pub expected_cost_micros: i64,
+    pub recorded_cost_micros: i64,
+    pub differences: Vec<Difference>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+/// Every row where `expected` and `recorded` disagree (a missing row counts
+/// as zeros), in key, month, model order.
+pub fn compare(
+    expected: &BTreeMap<BillingKey, Totals>,
+    recorded: &BTreeMap<BillingKey, Totals>,
+) -> Vec<Difference> {
+    let mut all: Vec<&BillingKey> = expected.keys().chain(recorded.keys()).collect();
+    all.sort();
+    all.dedup();
+    all.into_iter()
+        .filter_map(|k| {
+            let e = expected.get(k).copied().unwrap_or_default();
+            let r = recorded.get(k).copied().unwrap_or_default();
+            (e != r).then(|| Difference {
+                key_id: k.0,
+                month: k.1,
+                model: k.2.clone(),
+                expected: e,
+                recorded: r,
+            })
+        })
+        .collect()
+}
+
+type EventRow = (String, String, String, i64);
+type BillingRow = (Uuid, NaiveDate, String, i64, i64, i64, i64, i64);
+
+/// Runs an audit; `progress` gets the number of events read after each page.
+pub async fn audit(
+    pool: &PgPool,
+    scope: AuditScope,
+    page: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<AuditReport, ProjectorError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let until = checkpoint(&mut tx, CHECKPOINT).await?;
+    let (first, last) = scope.months();
+    let rows: Vec<BillingRow> = sqlx::query_as(
+        "SELECT key_id, month, model, requests, prompt_tokens, completion_tokens, cost_micros,
+                unpriced_requests
+         FROM billing_monthly
+         WHERE month BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR key_id = $3)",
+    )
+    .bind(first)
+    .bind(last)
+    .bind(scope.key)
+    .fetch_all(&mut *tx)
+    .await?;
+    let recorded: BTreeMap<BillingKey, Totals> = rows
+        .into_iter()
+        .map(|(k, m, model, requests, p, c, cost, unpriced)| {
+            (
+                (k, m, model),
+                Totals {
+                    requests,
+                    prompt_tokens: p,
+                    completion_tokens: c,
+                    cost_micros: cost,
+                    unpriced_requests: unpriced,
+                },
+            )
+        })
+        .collect();
+
+    let mut expected: BTreeMap<BillingKey, Totals> = BTreeMap::new();
+    let mut at = Position::start();
+    let mut scanned = 0u64;
+    let mut requests = 0u64;
+    loop {
+        let page_rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT aggregate_id, payload::text, txid::text, pos FROM events
+             WHERE (txid, pos) > ($1::text::xid8, $2) AND (txid, pos) <= ($3::text::xid8, $4)
+               AND aggregate_type = 'request'
+               AND event_type IN ('RequestCompleted', 'RequestFailed')
+             ORDER BY events.txid, events.pos
+             LIMIT $5",
+        )
+        .bind(&at.txid)
+        .bind(at.pos)
+        .bind(&until.txid)
+        .bind(until.pos)
+        .bind(page)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some((_, _, txid, pos)) = page_rows.last().cloned() else {
+            break;
+        };
+        scanned += page_rows.len() as u64;
+        for (id, payload, _, _) in page_rows {
+            let event = match serde_json::from_str::<RequestEvent>(&payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(request_id = %id, error = %e, "unreadable request event");
+                    continue;
+                }
+            };
+            let Some(o) = Outcome::of(event) else {
+                continue;
+            };
+            if !scope.covers(o.key_id, o.month()) {
+                continue;
+            }
+            requests += 1;
+            expected
+                .entry((o.key_id, o.month(), o.model.clone()))
+                .or_default()
+                .add(&o);
+        }
+        at = Position { txid, pos };
+        progress(scanned);
+    }
+    tx.commit().await?;
+    let differences = compare(&expected, &recorded);
+    Ok(AuditReport {
+        from_month: first,
+        to_month: last,
+        key_id: scope.key,
+        events_scanned: scanned,
+        requests,
+        expected_cost_micros: expected.values().map(|t| t.cost_micros).sum(),
+        recorded_cost_micros: recorded.values().map(|t| t.cost_micros).sum(),
+        differences,
+    })
+}
+
+fn usd(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
+}
+
+fn month_label(m: NaiveDate) -> String {
+    format!("{:04}-{:02}", m.year(), m.month())
+}
+
+const HEADER: [&str; 11] = [
+    "key_id",
+    "month",
+    "model",
+    "expected_usd",
+    "recorded_usd",
+    "expected_requests",
+    "recorded_requests",
+    "expected_prompt_tokens",
+    "recorded_prompt_tokens",
+    "expected_completion_tokens",
+    "recorded_completion_tokens",
+];
+
+fn cells(d: &Difference) -> [String; 11] {
+    [
+        d.key_id.to_string(),
+        month_label(d.month),
+        d.model.clone(),
+        usd(d.expected.cost_micros),
+        usd(d.recorded.cost_micros),
+        d.expected.requests.to_string(),
+        d.recorded.requests.to_string(),
+        d.expected.prompt_tokens.to_string(),
+        d.recorded.prompt_tokens.to_string(),
+        d.expected.completion_tokens.to_string(),
+        d.recorded.completion_tokens.to_string(),
+    ]
+}
+
+/// The differences as CSV, one header line first.
+pub fn to_csv(report: &AuditReport) -> String {
+    let mut out = HEADER.join(",");
+    out.push('\n');
+    for d in &report.differences {
+        let row: Vec<String> = cells(d)
+            .into_iter()
+            .map(|c| {
+                if c.contains([',', '"', '\n']) {
+                    format!("\"{}\"", c.replace('"', "\"\""))
+                } else {
+                    c
+                }
+            })
+            .collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A human summary and the differences as an aligned table.
+pub fn to_table(report: &AuditReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "audit {}..{}: {} events read, {} requests, expected ${}, recorded ${}, {} difference(s)",
+        month_label(report.from_month),
+        month_label(report.to_month),
+        report.events_scanned,
+        report.requests,
+        usd(report.expected_cost_micros),
+        usd(report.recorded_cost_micros),
+        report.differences.len(),
+    );
+    if report.differences.is_empty() {
+        return out;
+    }
+    let header = [
+        "key_id",
+        "month",
+        "model",
+        "expected_usd",
+        "recorded_usd",
+        "expected_requests",
+        "recorded_requests",
+    ];
+    let rows: Vec<Vec<String>> = report
+        .differences
+        .iter()
+        .map(|d| cells(d)[..7].to_vec())
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cols: Vec<&str>| {
+        cols.iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(requests: i64, cost: i64) -> Totals {
+        Totals {
+            requests,
+            prompt_tokens: 10 * requests,
+            completion_tokens: 5 * requests,
+            cost_micros: cost,
+            unpriced_requests: 0,
+        }
+    }
+
+    #[test]
+    fn reports_changed_missing_and_extra_rows_only() {
+        let k = Uuid::now_v7();
+        let m: NaiveDate = "2026-11-01".parse().unwrap();
+        let mut expected = BTreeMap::new();
+        let mut recorded = BTreeMap::new();
+        expected.insert((k, m, "same".to_string()), totals(2, 300));
+        recorded.insert((k, m, "same".to_string()), totals(2, 300));
+        expected.insert((k, m, "changed".to_string()), totals(2, 300));
+        recorded.insert((k, m, "changed".to_string()), totals(2, 999));
+        expected.insert((k, m, "missing".to_string()), totals(1, 10));
+        recorded.insert((k, m, "extra".to_string()), totals(1, 10));
+        let diffs = compare(&expected, &recorded);
+        let models: Vec<&str> = diffs.iter().map(|d| d.model.as_str()).collect();
+        assert_eq!(models, ["changed", "extra", "missing"]);
+        assert_eq!(diffs[0].expected.cost_micros, 300);
+        assert_eq!(diffs[0].recorded.cost_micros, 999);
+        assert_eq!(diffs[1].expected, Totals::default());
+        assert_eq!(diffs[2].recorded, Totals::default());
+    }
+
+    #[test]
+    fn scope_covers_whole_months_and_one_key() {
+        let k = Uuid::now_v7();
+        let scope = AuditScope {
+            from: "2026-11-26".parse().unwrap(),
+            to: "2026-12-02".parse().unwrap(),
+            key: Some(k),
+        };
+        assert!(scope.covers(k, "2026-11-01".parse().unwrap()));
+        assert!(scope.covers(k, "2026-12-01".parse().unwrap()));
+        assert!(!scope.covers(k, "2026-10-01".parse().unwrap()));
+        assert!(!scope.covers(Uuid::now_v7(), "2026-11-01".parse().unwrap()));
+    }
+
+    #[test]
+    fn formats_money_exactly() {
+        assert_eq!(usd(1_500_001), "1.500001");
+        assert_eq!(usd(-7), "-0.000007");
+        let report = AuditReport {
+            from_month: "2026-11-01".parse().unwrap(),
+            to_month: "2026-11-01".parse().unwrap(),
+            key_id: None,
+            events_scanned: 3,
+            requests: 1,
+            expected_cost_micros: 5,
+            recorded_cost_micros: 6,
+            differences: compare(
+                &BTreeMap::from([(
+                    (Uuid::nil(), "2026-11-01".parse().unwrap(), "a,b".into()),
+                    totals(1, 5),
+                )]),
+                &BTreeMap::from([(
+                    (Uuid::nil(), "2026-11-01".parse().unwrap(), "a,b".into()),
+                    totals(1, 6),
+                )]),
+            ),
+        };
+        let csv = to_csv(&report);
+        assert!(
+            csv.lines()
+                .nth(1)
+                .unwrap()
+                .contains("\"a,b\",0.000005,0.000006,1,1")
+        );
+        assert!(to_table(&report).contains("1 difference(s)"));
+    }
+}
