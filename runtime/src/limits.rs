@@ -12,7 +12,8 @@
 //! bill twice. A reservation whose request never reached a dispatcher
 //! expires on its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aigw_events::Names;
@@ -213,7 +214,15 @@ impl BudgetState {
 #[derive(Clone)]
 pub struct Limiter {
     kv: kv::Store,
+    /// One slot per entry: updates from this process to the same entry take
+    /// turns (so they never race each other), and the slot remembers the
+    /// entry's last known revision and value, so an update is usually one
+    /// compare-and-set round trip with no read. Only other replicas' writes
+    /// can make it stale; the compare-and-set then fails and we re-read.
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<(u64, Vec<u8>)>>>;
 
 fn rate_key(key_id: Uuid) -> String {
     format!("rate.{key_id}")
@@ -228,7 +237,19 @@ impl Limiter {
     pub async fn open(js: &jetstream::Context, names: &Names) -> Result<Self> {
         let bucket = format!("{}_limits", names.namespace());
         let kv = crate::nats::ensure_kv(js, &bucket).await?;
-        Ok(Self { kv })
+        Ok(Self {
+            kv,
+            slots: Arc::default(),
+        })
+    }
+
+    fn slot(&self, key: &str) -> Slot {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Reads, changes and writes one entry with compare-and-set, retrying
@@ -237,47 +258,66 @@ impl Limiter {
     where
         T: Serialize + DeserializeOwned + Default,
     {
-        for _ in 0..MAX_CAS_RETRIES {
-            let entry = self
-                .kv
-                .entry(key)
-                .await
-                .map_err(|e| RuntimeError::Nats(format!("reading {key}: {e}")))?;
-            let (mut state, revision) = match &entry {
-                Some(e) if e.operation == kv::Operation::Put => (
-                    serde_json::from_slice::<T>(&e.value)
+        let slot = self.slot(key);
+        let mut known = slot.lock().await;
+        for attempt in 0..MAX_CAS_RETRIES {
+            let (mut state, revision) = match known.take() {
+                Some((revision, bytes)) => (
+                    serde_json::from_slice::<T>(&bytes)
                         .map_err(|e| RuntimeError::Corrupt(format!("{key}: {e}")))?,
-                    Some(e.revision),
+                    Some(revision),
                 ),
-                _ => (T::default(), entry.as_ref().map(|e| e.revision)),
+                None => {
+                    let entry = self
+                        .kv
+                        .entry(key)
+                        .await
+                        .map_err(|e| RuntimeError::Nats(format!("reading {key}: {e}")))?;
+                    match &entry {
+                        Some(e) if e.operation == kv::Operation::Put => (
+                            serde_json::from_slice::<T>(&e.value)
+                                .map_err(|e| RuntimeError::Corrupt(format!("{key}: {e}")))?,
+                            Some(e.revision),
+                        ),
+                        _ => (T::default(), entry.as_ref().map(|e| e.revision)),
+                    }
+                }
             };
             let result = change(&mut state);
-            let bytes = serde_json::to_vec(&state)
-                .map_err(|e| RuntimeError::Corrupt(e.to_string()))?
-                .into();
+            let bytes =
+                serde_json::to_vec(&state).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
             let written = match revision {
                 Some(rev) => self
                     .kv
-                    .update(key, bytes, rev)
+                    .update(key, bytes.clone().into(), rev)
                     .await
-                    .map(|_| ())
                     .map_err(|e| {
                         matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision)
                             .then_some(())
                             .ok_or_else(|| e.to_string())
                     }),
-                None => self.kv.create(key, bytes).await.map(|_| ()).map_err(|e| {
-                    matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
-                        .then_some(())
-                        .ok_or_else(|| e.to_string())
-                }),
+                None => self
+                    .kv
+                    .create(key, bytes.clone().into())
+                    .await
+                    .map_err(|e| {
+                        matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
+                            .then_some(())
+                            .ok_or_else(|| e.to_string())
+                    }),
             };
             match written {
-                Ok(()) => return Ok(result),
+                Ok(revision) => {
+                    *known = Some((revision, bytes));
+                    return Ok(result);
+                }
                 Err(Ok(())) => {
-                    // Lost a race: back off a little, with jitter, and retry.
-                    let jitter = rand::random::<u64>() % 2_000;
-                    tokio::time::sleep(Duration::from_micros(200 + jitter)).await;
+                    // Another replica wrote first: re-read and retry, backing
+                    // off (with jitter) only if it keeps happening.
+                    if attempt > 0 {
+                        let jitter = rand::random::<u64>() % 1_000;
+                        tokio::time::sleep(Duration::from_micros(100 + jitter)).await;
+                    }
                 }
                 Err(Err(e)) => return Err(RuntimeError::Nats(format!("writing {key}: {e}"))),
             }
