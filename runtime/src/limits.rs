@@ -125,9 +125,10 @@ pub struct BudgetState {
     pub spent_micros: i64,
     pub spent_tokens: i64,
     pub holds: BTreeMap<Uuid, Hold>,
-    /// Requests already settled, newest last (keeps settling idempotent).
+    /// Holds that expired before their request settled (request -> when),
+    /// kept for a day so a late settlement still counts, once.
     #[serde(default)]
-    pub settled: Vec<Uuid>,
+    pub lapsed: BTreeMap<Uuid, i64>,
 }
 
 /// A key's budgets in one period.
@@ -146,7 +147,8 @@ pub enum BudgetRefusal {
     Tokens,
 }
 
-const SETTLED_MEMORY: usize = 4096;
+/// How long a lapsed hold can still be settled.
+const LAPSED_MEMORY_MS: i64 = 24 * 3600 * 1000;
 
 impl BudgetState {
     pub fn held(&self) -> (i64, i64) {
@@ -156,7 +158,17 @@ impl BudgetState {
     }
 
     fn drop_expired(&mut self, now_ms: i64) {
-        self.holds.retain(|_, h| h.expires_ms > now_ms);
+        let expired: Vec<Uuid> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.expires_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.holds.remove(&id);
+            self.lapsed.insert(id, now_ms);
+        }
+        self.lapsed.retain(|_, at| now_ms - *at < LAPSED_MEMORY_MS);
     }
 
     /// Holds `hold` for `request` if it fits the budgets.
@@ -186,22 +198,18 @@ impl BudgetState {
         Ok(())
     }
 
-    /// Replaces `request`'s hold by its actual cost; a second settle of the
-    /// same request changes nothing.
+    /// Replaces `request`'s hold by its actual cost. Only a request with an
+    /// open (or lapsed) hold settles, and settling removes it, so a second
+    /// settle of the same request changes nothing; the entry stays as small
+    /// as the number of requests in flight.
     pub fn settle(&mut self, request: Uuid, micros: i64, tokens: i64, now_ms: i64) -> bool {
         self.drop_expired(now_ms);
-        if self.settled.contains(&request) {
-            return false;
+        let held = self.holds.remove(&request).is_some() || self.lapsed.remove(&request).is_some();
+        if held {
+            self.spent_micros += micros;
+            self.spent_tokens += tokens;
         }
-        self.holds.remove(&request);
-        self.spent_micros += micros;
-        self.spent_tokens += tokens;
-        self.settled.push(request);
-        if self.settled.len() > SETTLED_MEMORY {
-            let excess = self.settled.len() - SETTLED_MEMORY;
-            self.settled.drain(..excess);
-        }
-        true
+        held
     }
 
     /// Frees `request`'s hold without spending anything.
@@ -462,8 +470,15 @@ mod tests {
             b.reserve(ids[4], hold, Some(1_000), None, 0),
             Err(BudgetRefusal::Spend)
         );
-        // Expired holds stop counting.
+        // Expired holds stop counting...
         assert!(b.reserve(ids[4], hold, Some(1_000), None, 20_000).is_ok());
+        // ...but a late settlement of one still counts, once.
+        assert!(b.settle(ids[1], 50, 5, 20_001));
+        assert!(!b.settle(ids[1], 50, 5, 20_002));
+        assert_eq!(b.spent_micros, 150);
+        // A request that never held anything does not settle.
+        assert!(!b.settle(Uuid::now_v7(), 999, 9, 20_003));
+        assert_eq!(b.spent_micros, 150);
     }
 
     #[test]
