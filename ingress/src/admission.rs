@@ -117,96 +117,63 @@ pub async fn admit(
     let limits = &settings.limits;
     let mut admitted = Admitted::default();
     let now = Utc::now();
-    let now_ms = now.timestamp_millis();
-    let rate_tokens = estimate::prompt_tokens(body) + estimate::max_output_tokens(body, 0);
-    let has_rate = limits.rpm.is_some() || limits.tpm.is_some();
-    let has_budget = limits.budget_micros.is_some() || limits.budget_tokens.is_some();
-
-    // The budget hold: the dearest target it could go to at its worst case;
-    // an unpriced model holds nothing (its usage is flagged, not billed).
-    let (period, budget_micros, budget_tokens) = key.state.budgets_at(now);
-    let budget = Budget {
-        period: period.clone(),
-        micros: budget_micros,
-        tokens: budget_tokens,
-    };
-    let worst = Usage {
-        prompt_tokens: estimate::prompt_tokens_upper(body),
-        completion_tokens: estimate::max_output_tokens(body, DEFAULT_OUTPUT_CAP),
-    };
-    let hold = Hold {
-        micros: allowed
-            .iter()
-            .filter_map(|t| t.provider.spec.price(&t.model))
-            .map(|p| p.cost_micros(&worst))
-            .max()
-            .unwrap_or(0),
-        tokens: worst.total() as i64,
-        expires_ms: (now
-            + chrono::Duration::from_std(state.request_timeout).unwrap_or_default()
-            + chrono::Duration::minutes(5))
-        .timestamp_millis(),
-    };
-
-    // The rate check and the budget hold touch different shared entries:
-    // both go at once, and a hold taken for a request the rate limit then
-    // refuses is released.
-    let rate = async {
-        if has_rate {
-            state
-                .limiter
-                .admit_rate(key.id, limits.rpm, limits.tpm, rate_tokens, now_ms)
-                .await
-                .map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let reserve = async {
-        if has_budget {
-            state
-                .limiter
-                .reserve(key.id, &budget, request_id, hold, now_ms)
-                .await
-                .map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let (rate, reserved) = tokio::join!(rate, reserve);
-    let rate = rate.map_err(|e| ApiError::Unavailable(format!("rate limit state: {e}")));
-    let reserved = reserved.map_err(|e| ApiError::Unavailable(format!("budget state: {e}")));
-    let release = |held: bool| {
-        if held {
-            let limiter = state.limiter.clone();
-            let (key_id, period) = (key.id, period.clone());
-            tokio::spawn(async move {
-                let _ = limiter.release(key_id, &period, request_id).await;
-            });
-        }
-    };
-    let held = matches!(reserved, Ok(Some(Ok(()))));
-    let decision = match rate {
-        Ok(d) => d,
-        Err(e) => {
-            release(held);
-            return Err(e);
-        }
-    };
-    if let Some(decision) = decision {
+    if limits.rpm.is_some() || limits.tpm.is_some() {
+        let tokens = estimate::prompt_tokens(body) + estimate::max_output_tokens(body, 0);
+        let decision = state
+            .limiter
+            .admit_rate(
+                key.id,
+                limits.rpm,
+                limits.tpm,
+                tokens,
+                now.timestamp_millis(),
+            )
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("rate limit state: {e}")))?;
         admitted.headers = RateHeaders::from_decision(&decision);
         if !decision.allowed {
-            release(held);
             return Err(ApiError::RateLimited {
                 retry_after: decision.retry_after_secs,
                 headers: admitted.headers,
             });
         }
-        admitted.rate_tokens = limits.tpm.map(|_| rate_tokens);
+        admitted.rate_tokens = limits.tpm.map(|_| tokens);
     }
-    match reserved? {
-        None => {}
-        Some(Err(refusal)) => {
+
+    if limits.budget_micros.is_some() || limits.budget_tokens.is_some() {
+        let (period, budget_micros, budget_tokens) = key.state.budgets_at(now);
+        let budget = Budget {
+            period: period.clone(),
+            micros: budget_micros,
+            tokens: budget_tokens,
+        };
+        let worst = Usage {
+            prompt_tokens: estimate::prompt_tokens_upper(body),
+            completion_tokens: estimate::max_output_tokens(body, DEFAULT_OUTPUT_CAP),
+        };
+        // The dearest target it could go to; an unpriced model holds nothing
+        // (its usage is flagged, not billed).
+        let micros = allowed
+            .iter()
+            .filter_map(|t| t.provider.spec.price(&t.model))
+            .map(|p| p.cost_micros(&worst))
+            .max()
+            .unwrap_or(0);
+        let tokens = worst.total() as i64;
+        let expires = now
+            + chrono::Duration::from_std(state.request_timeout).unwrap_or_default()
+            + chrono::Duration::minutes(5);
+        let hold = Hold {
+            micros,
+            tokens,
+            expires_ms: expires.timestamp_millis(),
+        };
+        let outcome = state
+            .limiter
+            .reserve(key.id, &budget, request_id, hold, now.timestamp_millis())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
+        if let Err(refusal) = outcome {
             return Err(ApiError::InsufficientQuota {
                 message: match refusal {
                     BudgetRefusal::Spend => "This key's spend budget is exhausted for this period; an admin can top it up.",
@@ -216,13 +183,11 @@ pub async fn admit(
                 headers: admitted.headers,
             });
         }
-        Some(Ok(())) => {
-            admitted.reservation = Some(Reservation {
-                period,
-                micros: hold.micros,
-                tokens: hold.tokens,
-            });
-        }
+        admitted.reservation = Some(Reservation {
+            period,
+            micros,
+            tokens,
+        });
     }
     Ok(admitted)
 }
