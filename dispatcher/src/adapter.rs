@@ -56,3 +56,40 @@ pub async fn chat(
         ProviderKind::Cohere => cohere::chat(http, provider, api_key, body, stream).await,
     }
 }
+
+/// Calls `provider`'s OpenAI-compatible `/embeddings` with an OpenAI-format
+/// body (model already set). Providers with a native wire format are
+/// refused with a clear error.
+pub async fn embeddings(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    api_key: Option<&SecretString>,
+    body: &Value,
+) -> Result<Answer, UpstreamError> {
+    match provider.kind {
+        ProviderKind::OpenaiCompatible => {
+            openai::call(
+                http,
+                &provider.name,
+                &provider.base_url,
+                api_key,
+                "embeddings",
+                body,
+                false,
+            )
+            .await
+        }
+        _ => Err(UpstreamError {
+            class: aigw_events::ErrorClass::Client,
+            upstream_status: None,
+            status: 400,
+            error_type: "invalid_request_error".into(),
+            code: Some("unsupported_endpoint".into()),
+            message: format!(
+                "provider {} does not offer embeddings through aigw (OpenAI-compatible providers do)",
+                provider.name
+            ),
+            retry_after: None,
+        }),
+    }
+}

@@ -113,7 +113,29 @@ pub async fn chat(
     body: &Value,
     stream: bool,
 ) -> Result<Answer, UpstreamError> {
-    let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+    call(
+        http,
+        provider,
+        base_url,
+        api_key,
+        "chat/completions",
+        body,
+        stream,
+    )
+    .await
+}
+
+/// Sends an OpenAI-format JSON request to `{base_url}/{path}`.
+pub async fn call(
+    http: &reqwest::Client,
+    provider: &str,
+    base_url: &str,
+    api_key: Option<&SecretString>,
+    path: &str,
+    body: &Value,
+    stream: bool,
+) -> Result<Answer, UpstreamError> {
+    let url = format!("{}/{path}", base_url.trim_end_matches('/'));
     let mut request = http.post(url).json(body);
     if let Some(key) = api_key {
         request = request.bearer_auth(key.expose_secret());

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aigw_events::wire::DispatchRequest;
+use aigw_events::wire::{DispatchRequest, Endpoint};
 use aigw_events::{
     Attempt, ErrorClass, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage,
 };
@@ -618,13 +618,23 @@ async fn attempt(
         },
     };
     let body = upstream_body(request, &target.model);
-    let call = adapter::chat(
-        &shared.http,
-        provider,
-        api_key.as_ref(),
-        &body,
-        request.stream,
-    );
+    let call = async {
+        match request.endpoint {
+            Endpoint::Chat => {
+                adapter::chat(
+                    &shared.http,
+                    provider,
+                    api_key.as_ref(),
+                    &body,
+                    request.stream,
+                )
+                .await
+            }
+            Endpoint::Embeddings => {
+                adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await
+            }
+        }
+    };
     let answer = tokio::select! {
         a = call => a,
         _ = cancel.cancelled() => Err(cancelled()),
@@ -945,6 +955,7 @@ mod tests {
             deadline: None,
             reservation: None,
             rate_tokens: None,
+            endpoint: Endpoint::Chat,
             body,
         }
     }

@@ -35,6 +35,20 @@ pub struct DispatchRequest {
     /// actual usage afterwards).
     #[serde(default)]
     pub rate_tokens: Option<u64>,
+    /// Which OpenAI endpoint the body is for.
+    #[serde(default)]
+    pub endpoint: Endpoint,
+}
+
+/// The OpenAI endpoints aigw relays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    #[default]
+    Chat,
+    /// `/v1/embeddings`.
+    Embeddings,
 }
 
 /// A budget hold: where it is and how much it holds.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aigw_events::wire::{self, DispatchRequest};
+use aigw_events::wire::{self, DispatchRequest, Endpoint};
 use aigw_runtime::registry::ResolveError;
 use axum::Extension;
 use axum::body::Body;
@@ -30,6 +30,7 @@ pub struct ChatRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub provider: Option<String>,
+    pub endpoint: Endpoint,
 }
 
 fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
@@ -121,7 +122,73 @@ pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         stream,
         include_usage,
         provider,
+        endpoint: Endpoint::Chat,
     })
+}
+
+/// Checks an embeddings body: `model`, and `input` as a string or a
+/// non-empty array; every other field passes through.
+pub fn validate_embeddings(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
+        message: format!("We could not parse the JSON body of your request: {e}"),
+        param: None,
+        code: Some("invalid_json"),
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        None | Some(Value::Null) => {
+            return Err(invalid("Missing required parameter: 'model'.", "model"));
+        }
+        Some(_) => return Err(invalid("'model' must be a non-empty string.", "model")),
+    };
+    match obj.get("input") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        Some(Value::Array(items)) if !items.is_empty() => {}
+        None | Some(Value::Null) => {
+            return Err(invalid("Missing required parameter: 'input'.", "input"));
+        }
+        Some(_) => {
+            return Err(invalid(
+                "'input' must be a non-empty string or array.",
+                "input",
+            ));
+        }
+    }
+    let provider = match obj.remove("provider") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if !p.trim().is_empty() => Some(p),
+        Some(_) => {
+            return Err(invalid(
+                "'provider' must be a non-empty string.",
+                "provider",
+            ));
+        }
+    };
+    Ok(ChatRequest {
+        body: Value::Object(obj),
+        model,
+        stream: false,
+        include_usage: false,
+        provider,
+        endpoint: Endpoint::Embeddings,
+    })
+}
+
+/// `POST /v1/embeddings`: queued and relayed like a chat completion.
+pub async fn embeddings(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body_bytes(&state, body)?;
+    let request = validate_embeddings(&bytes)?;
+    queue_and_answer(&state, key, request, request_id.0).await
 }
 
 fn check_type(
@@ -256,6 +323,7 @@ async fn queue_and_answer(
         deadline: Some(deadline),
         reservation: admitted.reservation.clone(),
         rate_tokens: admitted.rate_tokens,
+        endpoint: chat.endpoint,
     };
     if let Err(e) = publish(state, &message).await {
         if let Some(r) = &message.reservation {

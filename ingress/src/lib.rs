@@ -152,6 +152,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
 pub fn router(state: AppState) -> Router {
     let keyed = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/embeddings", post(chat::embeddings))
         .route("/v1/models", get(ops::models))
         .route("/v1/key", get(keys::own_key))
         .route("/stats", get(ops::stats))

@@ -47,7 +47,12 @@ pub fn max_output_tokens(body: &Value, default_cap: u64) -> u64 {
 
 fn prompt_with(body: &Value, count: fn(&str) -> u64) -> u64 {
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
-        return 0;
+        // An embeddings body: `input` is a string or an array of strings.
+        return match body.get("input") {
+            Some(Value::String(s)) => count(s),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(count).sum(),
+            _ => 0,
+        };
     };
     messages
         .iter()

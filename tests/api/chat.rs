@@ -352,3 +352,63 @@ async fn provider_slash_model_and_pinning_pick_the_provider() {
         .await;
     assert_eq!(text(r.json().await.unwrap()), "from first");
 }
+
+#[tokio::test]
+async fn embeddings_go_through_the_same_pipeline_and_are_billed() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.2, 0.3]}],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 8, "total_tokens": 8}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(&json!({
+            "name": "emb", "base_url": format!("{}/v1", mock.uri()), "api_key": "sk-upstream-secret",
+            "models": ["text-embedding-3-small"],
+            "prices": {"text-embedding-3-small": {"input_usd_per_mtok": 1000.0, "output_usd_per_mtok": 0.0}},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, key) = env.add_key("ci").await;
+    let r = env
+        .http
+        .post(env.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "text-embedding-3-small", "input": "The food was delicious", "encoding_format": "float"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"][0]["embedding"][1], -0.2);
+    let sent: Value = mock.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(sent["encoding_format"], "float");
+    let events = env.wait_recorded(&id).await;
+    let done = &events.last().unwrap().1["RequestCompleted"];
+    assert_eq!(done["usage"]["prompt_tokens"], 8);
+    // 8 tokens at $1000 per million tokens = 8,000 micro-dollars.
+    assert_eq!(done["cost_micros"], 8000);
+    let r = env
+        .http
+        .post(env.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "text-embedding-3-small"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
