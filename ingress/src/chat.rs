@@ -41,15 +41,14 @@ fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
     }
 }
 
-/// Checks the shape OpenAI documents for the fields aigw relies on; every
-/// other field passes through untouched.
-pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+/// The body as a JSON object, and its required `model`.
+fn object_with_model(bytes: &[u8]) -> Result<(Map<String, Value>, String), ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
         message: format!("We could not parse the JSON body of your request: {e}"),
         param: None,
         code: Some("invalid_json"),
     })?;
-    let Value::Object(mut obj) = value else {
+    let Value::Object(obj) = value else {
         return Err(ApiError::bad_request(
             "The request body must be a JSON object.",
         ));
@@ -61,6 +60,25 @@ pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         }
         Some(_) => return Err(invalid("'model' must be a non-empty string.", "model")),
     };
+    Ok((obj, model))
+}
+
+/// Removes aigw's own `provider` field (a pin, never forwarded upstream).
+fn take_provider(obj: &mut Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match obj.remove("provider") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(p)) if !p.trim().is_empty() => Ok(Some(p)),
+        Some(_) => Err(invalid(
+            "'provider' must be a non-empty string.",
+            "provider",
+        )),
+    }
+}
+
+/// Checks the shape OpenAI documents for the fields aigw relies on; every
+/// other field passes through untouched.
+pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let (mut obj, model) = object_with_model(bytes)?;
     match obj.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => {
             for (i, m) in messages.iter().enumerate() {
@@ -106,16 +124,7 @@ pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let provider = match obj.remove("provider") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) if !p.trim().is_empty() => Some(p),
-        Some(_) => {
-            return Err(invalid(
-                "'provider' must be a non-empty string.",
-                "provider",
-            ));
-        }
-    };
+    let provider = take_provider(&mut obj)?;
     Ok(ChatRequest {
         body: Value::Object(obj),
         model,
@@ -129,23 +138,7 @@ pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
 /// Checks an embeddings body: `model`, and `input` as a string or a
 /// non-empty array; every other field passes through.
 pub fn validate_embeddings(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
-        message: format!("We could not parse the JSON body of your request: {e}"),
-        param: None,
-        code: Some("invalid_json"),
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::bad_request(
-            "The request body must be a JSON object.",
-        ));
-    };
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-        None | Some(Value::Null) => {
-            return Err(invalid("Missing required parameter: 'model'.", "model"));
-        }
-        Some(_) => return Err(invalid("'model' must be a non-empty string.", "model")),
-    };
+    let (mut obj, model) = object_with_model(bytes)?;
     match obj.get("input") {
         Some(Value::String(s)) if !s.is_empty() => {}
         Some(Value::Array(items)) if !items.is_empty() => {}
@@ -159,16 +152,7 @@ pub fn validate_embeddings(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
             ));
         }
     }
-    let provider = match obj.remove("provider") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) if !p.trim().is_empty() => Some(p),
-        Some(_) => {
-            return Err(invalid(
-                "'provider' must be a non-empty string.",
-                "provider",
-            ));
-        }
-    };
+    let provider = take_provider(&mut obj)?;
     Ok(ChatRequest {
         body: Value::Object(obj),
         model,
