@@ -92,14 +92,7 @@ pub fn to_anthropic(body: &Value, stream: bool) -> Value {
             continue;
         }
         // Anthropic wants alternating roles: merge neighbours of one role.
-        match messages.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(existing) = last["content"].as_array_mut() {
-                    existing.extend(blocks);
-                }
-            }
-            _ => messages.push(json!({"role": role, "content": blocks})),
-        }
+        convert::push_turn(&mut messages, role, "content", blocks);
     }
 
     let mut out = Map::new();

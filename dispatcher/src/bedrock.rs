@@ -214,14 +214,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
         if blocks.is_empty() {
             continue;
         }
-        match messages.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(existing) = last["content"].as_array_mut() {
-                    existing.extend(blocks);
-                }
-            }
-            _ => messages.push(json!({"role": role, "content": blocks})),
-        }
+        convert::push_turn(&mut messages, role, "content", blocks);
     }
 
     let mut out = Map::new();

@@ -115,6 +115,20 @@ pub fn media_type_of_url(url: &str) -> &'static str {
 }
 
 /// `stop` as a list (OpenAI allows a string or an array).
+/// Appends a turn, merging it into the previous one when both have the same
+/// role (Anthropic, Gemini and Bedrock want roles to alternate). `field`
+/// names the turn's list of blocks (`content` or `parts`).
+pub fn push_turn(turns: &mut Vec<Value>, role: &str, field: &str, blocks: Vec<Value>) {
+    match turns.last_mut() {
+        Some(last) if last["role"] == role => {
+            if let Some(existing) = last[field].as_array_mut() {
+                existing.extend(blocks);
+            }
+        }
+        _ => turns.push(json!({"role": role, field: blocks})),
+    }
+}
+
 pub fn stop_list(body: &Value) -> Option<Vec<Value>> {
     match body.get("stop")? {
         Value::String(s) => Some(vec![Value::String(s.clone())]),

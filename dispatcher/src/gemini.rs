@@ -112,14 +112,7 @@ pub fn to_gemini(body: &Value) -> Value {
         if parts.is_empty() {
             continue;
         }
-        match contents.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(existing) = last["parts"].as_array_mut() {
-                    existing.extend(parts);
-                }
-            }
-            _ => contents.push(json!({"role": role, "parts": parts})),
-        }
+        convert::push_turn(&mut contents, role, "parts", parts);
     }
 
     let mut out = Map::new();
