@@ -9,6 +9,7 @@ pub mod bedrock;
 pub mod cohere;
 pub mod convert;
 pub mod gemini;
+pub mod jobs;
 pub mod openai;
 pub mod probe;
 pub mod process;
@@ -95,6 +96,23 @@ pub struct DispatcherArgs {
     #[arg(long, env = "AIGW_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub breaker_cooldown: Duration,
 
+    /// Jobs (`POST /v1/jobs`) this process runs at once, apart from the
+    /// synchronous requests (which never wait behind jobs).
+    #[arg(long, env = "AIGW_JOB_CONCURRENCY", default_value_t = 16)]
+    pub job_concurrency: usize,
+
+    /// Attempts to deliver a finished job to its webhook.
+    #[arg(long, env = "AIGW_WEBHOOK_ATTEMPTS", default_value_t = 6)]
+    pub webhook_attempts: u32,
+
+    /// Wait before the second webhook attempt, doubled after each failure.
+    #[arg(long, env = "AIGW_WEBHOOK_BACKOFF", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub webhook_backoff: Duration,
+
+    /// Limit on one webhook delivery.
+    #[arg(long, env = "AIGW_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+
     /// Probe every OpenAI-compatible provider (`GET /models`) this often;
     /// off when unset.
     #[arg(long, env = "AIGW_HEALTH_PROBE_INTERVAL", value_parser = humantime::parse_duration)]
@@ -162,6 +180,7 @@ pub struct Shared {
     pub inflight: Inflight,
     pub ack_wait: Duration,
     pub max_deliver: u64,
+    pub webhooks: jobs::WebhookConfig,
 }
 
 /// The HTTP client for provider calls, with every timeout set.
@@ -208,6 +227,24 @@ pub async fn run(
         .await
         .map_err(|e| DispatcherError::Nats(format!("consumer {consumer_name}: {e}")))?;
 
+    let job_stream = nats::ensure_job_stream(&js, &names).await?;
+    let job_consumer_name = names.jobs_consumer();
+    let job_consumer: async_nats::jetstream::consumer::PullConsumer = job_stream
+        .get_or_create_consumer(
+            &job_consumer_name,
+            pull::Config {
+                durable_name: Some(job_consumer_name.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: args.ack_wait,
+                // Runs are counted by the job's own events (see `jobs`).
+                max_deliver: -1,
+                max_ack_pending: (args.job_concurrency.max(1) * 2) as i64,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| DispatcherError::Nats(format!("consumer {job_consumer_name}: {e}")))?;
+
     let limiter = Limiter::open(&js, &names).await?;
     let health = Health::open(
         &js,
@@ -239,6 +276,11 @@ pub async fn run(
         inflight: Inflight::default(),
         ack_wait: args.ack_wait,
         max_deliver: args.max_deliver,
+        webhooks: jobs::WebhookConfig {
+            attempts: args.webhook_attempts.max(1),
+            backoff: args.webhook_backoff,
+            timeout: args.webhook_timeout,
+        },
     });
 
     let cancels = follow_cancellations(shared.clone(), &names).await?;
@@ -252,7 +294,16 @@ pub async fn run(
         .await
         .map_err(|e| DispatcherError::Nats(e.to_string()))?;
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    tracing::info!(consumer = %consumer_name, "dispatcher ready");
+    let job_permits = Arc::new(Semaphore::new(args.job_concurrency.max(1)));
+    let job_runner = tokio::spawn(run_jobs(
+        shared.clone(),
+        job_consumer,
+        job_permits.clone(),
+        permits.clone(),
+        args.concurrency.max(1),
+        shutdown.clone(),
+    ));
+    tracing::info!(consumer = %consumer_name, jobs = %job_consumer_name, "dispatcher ready");
 
     loop {
         let permit = tokio::select! {
@@ -286,7 +337,14 @@ pub async fn run(
     // Finish what is in hand, then leave.
     drop(messages);
     let total = args.concurrency.max(1) as u32;
-    let drained = tokio::time::timeout(args.upstream_timeout, permits.acquire_many(total)).await;
+    let _ = job_runner.await;
+    let job_total = args.job_concurrency.max(1) as u32;
+    let drained = tokio::time::timeout(args.upstream_timeout, async {
+        let sync = permits.acquire_many(total).await;
+        let jobs = job_permits.acquire_many(job_total).await;
+        (sync, jobs)
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!("shutting down with requests still running; they will be redelivered");
     }
@@ -299,6 +357,64 @@ pub async fn run(
     let _ = client.flush().await;
     tracing::info!("dispatcher stopped");
     Ok(())
+}
+
+/// Pulls and runs jobs, below synchronous requests: at most
+/// `job_permits` at once, and none taken while more than half of the
+/// synchronous capacity is busy.
+async fn run_jobs(
+    shared: Arc<Shared>,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    job_permits: Arc<Semaphore>,
+    sync_permits: Arc<Semaphore>,
+    sync_capacity: usize,
+    shutdown: CancellationToken,
+) {
+    let mut messages = loop {
+        match consumer.stream().max_messages_per_batch(1).messages().await {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(error = %e, "pulling jobs failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        let permit = tokio::select! {
+            p = job_permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.cancelled() => return,
+        };
+        while sync_permits.available_permits() < sync_capacity / 2 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let next = tokio::select! {
+            m = messages.next() => m,
+            _ = shutdown.cancelled() => return,
+        };
+        let msg = match next {
+            None => return,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "pulling jobs failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(
+            async move {
+                jobs::handle(shared, msg).await;
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("job")),
+        );
+    }
 }
 
 async fn follow_cancellations(

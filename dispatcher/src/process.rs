@@ -125,7 +125,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
 
 /// Sets the outcome's cost from the price in force for the model that
 /// served it (or failed last). `None` flags a model without a price.
-fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome) -> Outcome {
+pub(crate) fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome) -> Outcome {
     let (usage, cost) = match &mut outcome {
         Outcome::Completed {
             usage, cost_micros, ..
@@ -152,7 +152,7 @@ fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome) -> Outcom
 }
 
 /// Usage and cost of an already recorded request, from its stored outcome.
-async fn recorded_usage(shared: &Shared, id: &str) -> Option<(Usage, Option<i64>)> {
+pub(crate) async fn recorded_usage(shared: &Shared, id: &str) -> Option<(Usage, Option<i64>)> {
     let events = shared.stores.request_events(id).await.ok()?;
     events.into_iter().rev().find_map(|event| match event {
         aigw_events::RequestEvent::RequestCompleted {
@@ -167,7 +167,7 @@ async fn recorded_usage(shared: &Shared, id: &str) -> Option<(Usage, Option<i64>
 
 /// Settles the request's budget hold to its actual cost (idempotent) and
 /// corrects the key's token bucket from the estimate to the actual usage.
-async fn settle(
+pub(crate) async fn settle(
     shared: &Shared,
     request: &DispatchRequest,
     usage: Usage,
@@ -212,7 +212,7 @@ async fn settle(
 
 /// Keeps the JetStream message from being redelivered while we still work on
 /// it (in-progress acks, three per ack-wait period).
-fn keep_alive(msg: &Message, ack_wait: Duration) -> tokio::task::JoinHandle<()> {
+pub(crate) fn keep_alive(msg: &Message, ack_wait: Duration) -> tokio::task::JoinHandle<()> {
     let every = (ack_wait / 3).max(Duration::from_millis(100));
     let msg = msg.clone();
     tokio::spawn(async move {
@@ -225,7 +225,7 @@ fn keep_alive(msg: &Message, ack_wait: Duration) -> tokio::task::JoinHandle<()> 
     })
 }
 
-async fn run(
+pub(crate) async fn run(
     shared: &Shared,
     request: &DispatchRequest,
     replier: &Replier,
@@ -852,7 +852,12 @@ fn cancelled() -> UpstreamError {
     }
 }
 
-fn failed(error: &UpstreamError, usage: Usage, estimated: bool, latency_ms: u64) -> Outcome {
+pub(crate) fn failed(
+    error: &UpstreamError,
+    usage: Usage,
+    estimated: bool,
+    latency_ms: u64,
+) -> Outcome {
     Outcome::Failed {
         status: error.status,
         error_type: error.error_type.clone(),
@@ -865,7 +870,7 @@ fn failed(error: &UpstreamError, usage: Usage, estimated: bool, latency_ms: u64)
     }
 }
 
-fn json_bytes(v: &Value) -> Bytes {
+pub(crate) fn json_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
@@ -890,6 +895,24 @@ fn count_upstream(target: &Target, outcome: &'static str) {
     .increment(1);
 }
 
+/// The command recording a request's whole story.
+pub(crate) fn request_command(
+    request: &DispatchRequest,
+    attempts: Vec<Attempt>,
+    outcome: Outcome,
+    route: Option<Route>,
+) -> RequestCommand {
+    RequestCommand::RecordRequest {
+        key_id: request.key_id,
+        model: request.model.clone(),
+        stream: request.stream,
+        accepted_at: request.accepted_at,
+        route,
+        attempts,
+        outcome,
+    }
+}
+
 /// Stores the request's story, retrying on database trouble; a second
 /// recording of the same request is refused by the aggregate and ignored.
 async fn record(
@@ -901,15 +924,7 @@ async fn record(
 ) -> bool {
     let id = request.request_id.to_string();
     let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
-    let command = RequestCommand::RecordRequest {
-        key_id: request.key_id,
-        model: request.model.clone(),
-        stream: request.stream,
-        accepted_at: request.accepted_at,
-        route,
-        attempts,
-        outcome,
-    };
+    let command = request_command(request, attempts, outcome, route);
     let mut delay = Duration::from_millis(50);
     for _ in 0..8 {
         match shared

@@ -1,17 +1,29 @@
 //! Frames sent back to the waiting ingress on the request's reply subject.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aigw_events::wire;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-/// Publishes one request's answer, frame by frame, in order.
+/// Publishes one request's answer, frame by frame, in order; or, for a job
+/// (nobody waits on a subject), keeps the final answer for the job's record.
 pub struct Replier {
     client: async_nats::Client,
     subject: String,
     delivery: String,
     seq: AtomicU64,
+    capture: Option<Mutex<Option<Captured>>>,
+}
+
+/// A complete answer kept by a capturing replier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Captured {
+    pub status: u16,
+    pub body: Bytes,
+    /// The provider that served it (successful answers only).
+    pub provider: Option<String>,
 }
 
 impl Replier {
@@ -21,7 +33,36 @@ impl Replier {
             subject,
             delivery: delivery.to_string(),
             seq: AtomicU64::new(0),
+            capture: None,
         }
+    }
+
+    /// A replier that publishes nothing and keeps the final answer.
+    pub fn capturing(client: async_nats::Client) -> Self {
+        Self {
+            capture: Some(Mutex::new(None)),
+            ..Self::new(client, String::new(), 0)
+        }
+    }
+
+    /// The answer kept by a capturing replier.
+    pub fn captured(&self) -> Option<Captured> {
+        self.capture
+            .as_ref()
+            .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Keeps the answer instead of sending it; true when capturing.
+    fn keep(&self, status: u16, body: &Bytes, provider: Option<&str>) -> bool {
+        let Some(capture) = &self.capture else {
+            return false;
+        };
+        *capture.lock().unwrap_or_else(|e| e.into_inner()) = Some(Captured {
+            status,
+            body: body.clone(),
+            provider: provider.map(str::to_string),
+        });
+        true
     }
 
     fn headers(&self, kind: &str) -> HeaderMap {
@@ -34,6 +75,9 @@ impl Replier {
     }
 
     async fn send(&self, headers: HeaderMap, payload: Bytes) {
+        if self.capture.is_some() {
+            return;
+        }
         // Nobody may be listening any more (the caller left); that is fine.
         if let Err(e) = self
             .client
@@ -45,6 +89,9 @@ impl Replier {
     }
 
     pub async fn response(&self, status: u16, provider: &str, attempts: usize, body: Bytes) {
+        if self.keep(status, &body, Some(provider)) {
+            return;
+        }
         let mut h = self.headers(wire::FRAME_RESPONSE);
         h.insert(wire::STATUS, status.to_string().as_str());
         h.insert(wire::PROVIDER, provider);
@@ -59,6 +106,9 @@ impl Replier {
         retry_after: Option<&str>,
         attempts: usize,
     ) {
+        if self.keep(status, &body, None) {
+            return;
+        }
         let mut h = self.headers(wire::FRAME_ERROR);
         h.insert(wire::STATUS, status.to_string().as_str());
         h.insert(wire::ATTEMPTS, attempts.to_string().as_str());

@@ -5,6 +5,7 @@
 //! (see `tests/fixtures`).
 
 pub mod alias;
+pub mod job;
 pub mod key;
 pub mod names;
 pub mod provider;
@@ -13,6 +14,10 @@ pub mod wire;
 
 pub use alias::{
     AliasAggregate, AliasCommand, AliasError, AliasEvent, AliasSpec, AliasTarget, Strategy,
+};
+pub use job::{
+    Delivery, JobAggregate, JobCommand, JobError, JobEvent, JobResult, JobSpec, JobStatus,
+    WebhookState, WebhookStatus,
 };
 pub use key::{KeyAggregate, KeyCommand, KeyError, KeyEvent, KeyStatus};
 pub use names::Names;

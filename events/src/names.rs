@@ -56,6 +56,28 @@ impl Names {
         format!("{}_dispatcher", self.namespace)
     }
 
+    /// The JetStream stream of queued jobs (background chat completions),
+    /// consumed apart from synchronous requests so they never wait behind
+    /// jobs.
+    pub fn jobs_stream(&self) -> String {
+        format!("{}_jobs", self.namespace)
+    }
+
+    /// Subject of one job's message (one message per job at a time).
+    pub fn job_subject(&self, job_id: &str) -> String {
+        format!("{}.jobs.{job_id}", self.namespace)
+    }
+
+    /// Wildcard covering every job subject.
+    pub fn jobs_subjects(&self) -> String {
+        format!("{}.jobs.*", self.namespace)
+    }
+
+    /// The durable pull consumer of jobs shared by every dispatcher replica.
+    pub fn jobs_consumer(&self) -> String {
+        format!("{}_job_runner", self.namespace)
+    }
+
     /// A fresh subject the ingress listens on for one request's answer.
     pub fn reply_subject(&self, unique: &str) -> String {
         format!("{}.reply.{unique}", self.namespace)

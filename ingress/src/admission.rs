@@ -92,6 +92,29 @@ pub async fn admit(
     targets: &[Target],
     request_id: Uuid,
 ) -> Result<Admitted, ApiError> {
+    admit_for(
+        state,
+        key,
+        model,
+        body,
+        targets,
+        request_id,
+        state.request_timeout,
+    )
+    .await
+}
+
+/// [`admit`], with a budget hold that lasts `hold_for` (plus a margin)
+/// unless settled first: a synchronous call's timeout, or a job's queue time.
+pub async fn admit_for(
+    state: &AppState,
+    key: &KeyEntry,
+    model: &str,
+    body: &Value,
+    targets: &[Target],
+    request_id: Uuid,
+    hold_for: std::time::Duration,
+) -> Result<Admitted, ApiError> {
     let settings = &key.state.settings;
     if !settings.scopes.allows_model(model) {
         return Err(ApiError::Forbidden {
@@ -161,7 +184,7 @@ pub async fn admit(
             .unwrap_or(0);
         let tokens = worst.total() as i64;
         let expires = now
-            + chrono::Duration::from_std(state.request_timeout).unwrap_or_default()
+            + chrono::Duration::from_std(hold_for).unwrap_or_default()
             + chrono::Duration::minutes(5);
         let hold = Hold {
             micros,

@@ -477,5 +477,11 @@ pub async fn own_key(
     if let (Value::Object(v), Value::Object(b)) = (&mut view, budget) {
         v.extend(b);
     }
+    // The secret job webhooks are signed with (HMAC-SHA256 of the body, in
+    // `x-aigw-signature`), shown to the key's own holder only.
+    if let Ok(secret) = state.sealer.webhook_secret(key.id) {
+        view["webhook_secret"] =
+            Value::String(secrecy::ExposeSecret::expose_secret(&secret).to_string());
+    }
     Ok(Json(view))
 }

@@ -9,6 +9,7 @@ pub mod billing;
 pub mod chat;
 pub mod error;
 pub mod idempotency;
+pub mod jobs;
 pub mod keys;
 pub mod ops;
 pub mod presets;
@@ -155,6 +156,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(chat::embeddings))
         .route("/v1/models", get(ops::models))
         .route("/v1/key", get(keys::own_key))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list_jobs))
+        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -207,6 +211,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/keys/{id}/rotate", post(keys::rotate))
         .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key))
         .route("/admin/api/keys/{id}/events", get(keys::key_events))
+        .route("/admin/api/jobs", get(jobs::admin_list))
+        .route(
+            "/admin/api/jobs/{id}",
+            get(jobs::admin_get).delete(jobs::admin_cancel),
+        )
         .route("/admin/api/usage", get(usage::usage))
         .route("/admin/api/usage/requests", get(usage::requests))
         .route("/admin/api/usage/requests/{id}", get(usage::request_detail))
@@ -228,6 +237,7 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("x-aigw-provider"),
             HeaderName::from_static("x-aigw-attempts"),
             axum::http::header::RETRY_AFTER,
+            axum::http::header::LOCATION,
         ]);
     Router::new()
         .merge(keyed)
@@ -249,6 +259,7 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
     nats::ensure_streams(&js, &names).await?;
+    nats::ensure_job_stream(&js, &names).await?;
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names).await?;
     let health = Health::open(&js, &names, BreakerConfig::default()).await?;

@@ -4,10 +4,25 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+
+/// HMAC-SHA256 of `parts` under `key`, hex encoded.
+fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(mut mac) => {
+            for part in parts {
+                mac.update(part);
+            }
+            hex::encode(mac.finalize().into_bytes())
+        }
+        // HMAC takes keys of any length.
+        Err(_) => String::new(),
+    }
+}
 
 /// Every aigw API key starts with this.
 pub const KEY_PREFIX: &str = "aig_";
@@ -49,6 +64,8 @@ pub enum SealError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Option<Aes256Gcm>,
+    /// Key for derived secrets (webhook signing), separate from the cipher's.
+    mac_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -65,11 +82,25 @@ impl Sealer {
             let key = Sha256::digest(k.expose_secret().as_bytes());
             Aes256Gcm::new(&key)
         });
-        Self { cipher }
+        let mac_key = master_key.map(|k| {
+            let mut h = Sha256::new();
+            h.update(b"aigw derived secrets\0");
+            h.update(k.expose_secret().as_bytes());
+            h.finalize().into()
+        });
+        Self { cipher, mac_key }
     }
 
     pub fn is_configured(&self) -> bool {
         self.cipher.is_some()
+    }
+
+    /// A key's webhook signing secret (`whsec_...`): derived from the master
+    /// key and the key's id, so it needs no storage and every replica agrees.
+    pub fn webhook_secret(&self, key_id: uuid::Uuid) -> Result<SecretString, SealError> {
+        let mac_key = self.mac_key.as_ref().ok_or(SealError::NoMasterKey)?;
+        let digest = hmac_hex(mac_key, &[b"webhook:", key_id.as_bytes()]);
+        Ok(SecretString::from(format!("whsec_{}", &digest[..48])))
     }
 
     /// `base64(nonce || ciphertext)`.
@@ -100,9 +131,46 @@ impl Sealer {
     }
 }
 
+/// `sha256=<hex HMAC-SHA256 of body>`: the webhook signature header value.
+pub fn webhook_signature(secret: &SecretString, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hmac_hex(secret.expose_secret().as_bytes(), &[body])
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_secrets_are_per_key_and_per_master() {
+        let id = uuid::Uuid::from_u128(7);
+        let a = Sealer::new(Some(&SecretString::from("master one")));
+        let b = Sealer::new(Some(&SecretString::from("master two")));
+        let s1 = a.webhook_secret(id).unwrap();
+        assert!(s1.expose_secret().starts_with("whsec_"));
+        assert_eq!(
+            s1.expose_secret(),
+            a.webhook_secret(id).unwrap().expose_secret()
+        );
+        assert_ne!(
+            s1.expose_secret(),
+            b.webhook_secret(id).unwrap().expose_secret()
+        );
+        assert_ne!(
+            s1.expose_secret(),
+            a.webhook_secret(uuid::Uuid::from_u128(8))
+                .unwrap()
+                .expose_secret()
+        );
+        assert!(Sealer::new(None).webhook_secret(id).is_err());
+        // RFC 4231 test case 2.
+        assert_eq!(
+            webhook_signature(&SecretString::from("Jefe"), b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 
     #[test]
     fn keys_are_prefixed_random_and_hashed() {

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod estimate;
 pub mod health;
+pub mod jobs;
 pub mod limits;
 pub mod nats;
 pub mod registry;

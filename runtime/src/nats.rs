@@ -64,6 +64,30 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<st
     }
 }
 
+/// Creates (or finds) the jobs stream. At most one message per job subject
+/// is kept (a second publish for a job still queued is refused), so a job
+/// republished by the sweeper can never run twice at once.
+pub async fn ensure_job_stream(js: &jetstream::Context, names: &Names) -> Result<stream::Stream> {
+    let config = stream::Config {
+        name: names.jobs_stream(),
+        subjects: vec![names.jobs_subjects()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        ..Default::default()
+    };
+    match js.get_or_create_stream(config).await {
+        Ok(s) => Ok(s),
+        Err(e) => js.get_stream(names.jobs_stream()).await.map_err(|_| {
+            RuntimeError::Nats(format!("creating stream {}: {e}", names.jobs_stream()))
+        }),
+    }
+}
+
 /// Finds or creates a key-value bucket; safe when replicas race to create it.
 pub async fn ensure_kv(js: &jetstream::Context, bucket: &str) -> Result<jetstream::kv::Store> {
     if let Ok(kv) = js.get_key_value(bucket).await {

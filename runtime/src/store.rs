@@ -63,44 +63,7 @@ impl Stores {
         command: RequestCommand,
         metadata: &HashMap<String, String>,
     ) -> Result<bool> {
-        let mut aggregate = RequestAggregate::default();
-        let sink = EventSink::<RequestAggregate>::default();
-        if aggregate.handle(command, &(), &sink).await.is_err() {
-            return Ok(false);
-        }
-        let events = sink.collect().await;
-        let meta =
-            serde_json::to_value(metadata).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            sequences.push(i as i64 + 1);
-            types.push(event.event_type());
-            payloads.push(
-                serde_json::to_value(event).map_err(|e| RuntimeError::Corrupt(e.to_string()))?,
-            );
-        }
-        let n = events.len();
-        let result = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT $1, $2, s, t, $3, p, $4 FROM UNNEST($5::int8[], $6::text[], $7::json[]) AS u(s, t, p)",
-        )
-        .bind(RequestAggregate::TYPE)
-        .bind(request_id)
-        .bind(aigw_events::EVENT_VERSION)
-        .bind(sqlx::types::Json(meta))
-        .bind(sequences)
-        .bind(types)
-        .bind(payloads)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(done) if done.rows_affected() as usize == n => Ok(true),
-            Ok(_) => Ok(false),
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        record_request_in(&self.pool, request_id, command, metadata).await
     }
 
     /// A request's stored events, in order.
@@ -155,4 +118,53 @@ pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 /// True when a command failed only because another writer got there first.
 pub fn is_conflict<E: std::error::Error>(err: &AggregateError<E>) -> bool {
     matches!(err, AggregateError::AggregateConflict)
+}
+
+/// [`Stores::record_request`] on any connection, e.g. inside a transaction
+/// (a job's run is recorded together with the job's own events).
+pub async fn record_request_in<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    request_id: &str,
+    command: RequestCommand,
+    metadata: &HashMap<String, String>,
+) -> Result<bool> {
+    let mut aggregate = RequestAggregate::default();
+    let sink = EventSink::<RequestAggregate>::default();
+    if aggregate.handle(command, &(), &sink).await.is_err() {
+        return Ok(false);
+    }
+    let events = sink.collect().await;
+    let meta = serde_json::to_value(metadata).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+    let mut sequences = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        sequences.push(i as i64 + 1);
+        types.push(event.event_type());
+        payloads
+            .push(serde_json::to_value(event).map_err(|e| RuntimeError::Corrupt(e.to_string()))?);
+    }
+    let n = events.len();
+    // ON CONFLICT: a second recording inserts nothing (and, inside a
+    // transaction, does not abort it).
+    let result = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT $1, $2, s, t, $3, p, $4 FROM UNNEST($5::int8[], $6::text[], $7::json[]) AS u(s, t, p)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(RequestAggregate::TYPE)
+    .bind(request_id)
+    .bind(aigw_events::EVENT_VERSION)
+    .bind(sqlx::types::Json(meta))
+    .bind(sequences)
+    .bind(types)
+    .bind(payloads)
+    .execute(executor)
+    .await;
+    match result {
+        Ok(done) if done.rows_affected() as usize == n => Ok(true),
+        Ok(_) => Ok(false),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -108,6 +108,9 @@ pub struct Options {
     pub max_attempts: usize,
     pub routing_strategy: aigw_events::Strategy,
     pub health_probe_interval: Option<Duration>,
+    pub job_concurrency: usize,
+    pub webhook_attempts: u32,
+    pub webhook_backoff: Duration,
 }
 
 impl Default for Options {
@@ -126,6 +129,9 @@ impl Default for Options {
             max_attempts: 6,
             routing_strategy: aigw_events::Strategy::Priority,
             health_probe_interval: None,
+            job_concurrency: 4,
+            webhook_attempts: 4,
+            webhook_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -209,6 +215,10 @@ impl TestEnv {
             breaker_threshold: self.options.breaker_threshold,
             breaker_cooldown: self.options.breaker_cooldown,
             health_probe_interval: self.options.health_probe_interval,
+            job_concurrency: self.options.job_concurrency,
+            webhook_attempts: self.options.webhook_attempts,
+            webhook_backoff: self.options.webhook_backoff,
+            webhook_timeout: Duration::from_secs(2),
         }
     }
 
@@ -272,6 +282,8 @@ impl TestEnv {
                 "AIGW_RETRIES_PER_TARGET",
                 args.retries_per_target.to_string(),
             )
+            .env("AIGW_JOB_CONCURRENCY", args.job_concurrency.to_string())
+            .env("AIGW_WEBHOOK_BACKOFF", humantime(args.webhook_backoff))
             .env("AIGW_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

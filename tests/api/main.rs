@@ -10,6 +10,7 @@ mod chat;
 mod errors;
 mod harness;
 mod idempotency;
+mod jobs;
 mod keys;
 mod presets;
 mod quotas;

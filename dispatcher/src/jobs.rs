@@ -1,0 +1,342 @@
+//! Running jobs: chat completions submitted with `POST /v1/jobs`.
+//!
+//! Jobs come from their own stream and consumer, so synchronous requests
+//! never queue behind them. A delivery starts the job (an event), runs it
+//! through the same routing, failover and pricing as a synchronous call
+//! (answer captured instead of relayed), then finishes the job and records
+//! the run's request in one transaction, settles the budget hold, delivers
+//! the webhook, and only then acks. A crash anywhere before the ack means a
+//! redelivery, which finds the job finished and only completes what is left
+//! (settling is idempotent, webhooks go on from the last recorded attempt).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aigw_events::wire::DispatchRequest;
+use aigw_events::{
+    Delivery, ErrorClass, JobCommand, JobError, JobResult, META_ACTOR, META_REQUEST_ID, Outcome,
+    Usage,
+};
+use aigw_runtime::crypto::webhook_signature;
+use aigw_runtime::jobs::{self, JobRow, RequestRecord};
+use aigw_runtime::store::metadata;
+use async_nats::jetstream::{AckKind, Message};
+use chrono::Utc;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::openai::UpstreamError;
+use crate::process::{
+    failed, json_bytes, keep_alive, priced, recorded_usage, request_command, run, settle,
+};
+use crate::reply::Replier;
+
+/// A message whose job row never appeared (its ingress died between queueing
+/// and storing it, so its caller never got a 202) is dropped after this.
+const ORPHAN_AFTER: Duration = Duration::from_secs(60);
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookConfig {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub timeout: Duration,
+}
+
+/// Processes one delivery of a job message, start to ack.
+pub async fn handle(shared: Arc<Shared>, msg: Message) {
+    let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+    let request: DispatchRequest = match serde_json::from_slice(&msg.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable job message; dropping it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let id = request.request_id;
+    let pool = &shared.stores.pool;
+    let meta = metadata(&[
+        (META_REQUEST_ID, &id.to_string()),
+        (META_ACTOR, "dispatcher"),
+    ]);
+
+    // Registered before the start, so a cancellation from now on is seen.
+    let cancel = CancellationToken::new();
+    shared.inflight.insert(id, cancel.clone());
+    let progress = keep_alive(&msg, shared.ack_wait);
+    let start = JobCommand::Start {
+        delivery: delivered,
+        at: Utc::now(),
+    };
+    let ack = match jobs::execute(pool, id, start, &meta, None).await {
+        Ok(Ok(row)) => Some(run_job(&shared, &request, row.job.runs, &cancel, &meta).await),
+        Ok(Err(JobError::NotSubmitted)) => {
+            let age = (Utc::now() - request.accepted_at)
+                .to_std()
+                .unwrap_or_default();
+            if age > ORPHAN_AFTER {
+                tracing::warn!(job_id = %id, "job message without a stored job; dropping it");
+                release_hold(&shared, &request).await;
+                let _ = msg.ack_with(AckKind::Term).await;
+            } else {
+                // The ingress stores the job right after queueing it.
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(250))))
+                    .await;
+            }
+            None
+        }
+        Ok(Err(JobError::AlreadyFinal(status))) => {
+            // A redelivery of a finished job, or a job cancelled while queued.
+            tracing::info!(job_id = %id, status, "job already final");
+            match recorded_usage(&shared, &id.to_string()).await {
+                Some((usage, cost)) => settle(&shared, &request, usage, cost, false).await,
+                None => release_hold(&shared, &request).await,
+            }
+            Some(true)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(job_id = %id, error = %e, "job cannot start; dropping its message");
+            release_hold(&shared, &request).await;
+            let _ = msg.ack_with(AckKind::Term).await;
+            None
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, "cannot start the job; retrying later");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            None
+        }
+    };
+    if ack == Some(true) {
+        match jobs::get(pool, id).await {
+            Ok(Some(row)) => deliver_webhook(&shared, &row).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(job_id = %id, error = %e, "reading the job for its webhook"),
+        }
+    }
+    progress.abort();
+    shared.inflight.remove(&id);
+    match ack {
+        Some(true) => {
+            if let Err(e) = msg.ack().await {
+                tracing::warn!(job_id = %id, error = %e, "ack failed");
+            }
+        }
+        Some(false) => {
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await;
+        }
+        None => {}
+    }
+}
+
+/// Runs a started job and stores its end; false when it could not be stored
+/// (the message is then redelivered).
+async fn run_job(
+    shared: &Shared,
+    request: &DispatchRequest,
+    runs: u64,
+    cancel: &CancellationToken,
+    meta: &std::collections::HashMap<String, String>,
+) -> bool {
+    let id = request.request_id;
+    let replier = Replier::capturing(shared.client.clone());
+    // Something kept killing the dispatchers running this job: fail it
+    // rather than loop.
+    let (attempts, outcome, route) = if runs > shared.max_deliver {
+        let err = UpstreamError {
+            class: ErrorClass::Upstream,
+            upstream_status: None,
+            status: 502,
+            error_type: "upstream_error".into(),
+            code: Some("delivery_limit".into()),
+            message: "the job could not be completed".into(),
+            retry_after: None,
+        };
+        replier
+            .error(err.status, json_bytes(&err.body()), None, 0)
+            .await;
+        (vec![], failed(&err, Usage::default(), false, 0), None)
+    } else {
+        run(shared, request, &replier, cancel).await
+    };
+    let outcome = priced(shared, &attempts, outcome);
+    let result = job_result(&replier, &outcome);
+    let (usage, cost) = match &outcome {
+        Outcome::Completed {
+            usage, cost_micros, ..
+        }
+        | Outcome::Failed {
+            usage, cost_micros, ..
+        } => (*usage, *cost_micros),
+    };
+    let command = request_command(request, attempts, outcome, route);
+    let request_id = id.to_string();
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..8 {
+        let finish = JobCommand::Finish {
+            result: result.clone(),
+            at: Utc::now(),
+        };
+        let record = RequestRecord {
+            request_id: &request_id,
+            command: command.clone(),
+            metadata: meta,
+        };
+        match jobs::execute(&shared.stores.pool, id, finish, meta, Some(record)).await {
+            Ok(Ok(row)) => {
+                metrics::counter!("aigw_jobs_finished_total", "status" => row.job.status.as_str())
+                    .increment(1);
+                settle(shared, request, usage, cost, true).await;
+                return true;
+            }
+            Ok(Err(e)) => {
+                // Finished by an earlier delivery we did not know about.
+                tracing::warn!(job_id = %id, error = %e, "job refused its end");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "storing the job's end failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(job_id = %id, "could not store the job's end; it stays unacked for redelivery");
+    false
+}
+
+/// The job's end from the run's captured answer.
+fn job_result(replier: &Replier, outcome: &Outcome) -> JobResult {
+    let captured = replier.captured();
+    match outcome {
+        Outcome::Completed {
+            usage, cost_micros, ..
+        } => {
+            let response = captured
+                .as_ref()
+                .and_then(|c| serde_json::from_slice::<Value>(&c.body).ok())
+                .unwrap_or(Value::Null);
+            JobResult::Succeeded {
+                response,
+                provider: captured.and_then(|c| c.provider),
+                usage: *usage,
+                cost_micros: *cost_micros,
+            }
+        }
+        Outcome::Failed {
+            status,
+            error_type,
+            message,
+            usage,
+            cost_micros,
+            ..
+        } => {
+            let error = captured
+                .and_then(|c| serde_json::from_slice::<Value>(&c.body).ok())
+                .filter(|v| v.get("error").is_some())
+                .unwrap_or_else(|| aigw_events::wire::error_body(message, error_type, None));
+            JobResult::Failed {
+                http_status: *status,
+                error,
+                usage: *usage,
+                cost_micros: *cost_micros,
+            }
+        }
+    }
+}
+
+/// Frees the budget hold of a job that will never run.
+async fn release_hold(shared: &Shared, request: &DispatchRequest) {
+    settle(shared, request, Usage::default(), Some(0), true).await;
+}
+
+/// POSTs the finished job to its webhook, signed, retrying with backoff;
+/// every attempt is an event. Goes on from the attempts already recorded.
+pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
+    if !row.job.webhook_due() {
+        return;
+    }
+    let Some(url) = row.job.spec.as_ref().and_then(|s| s.webhook_url.clone()) else {
+        return;
+    };
+    let config = shared.webhooks;
+    let meta = metadata(&[
+        (META_REQUEST_ID, &row.id.to_string()),
+        (META_ACTOR, "dispatcher"),
+    ]);
+    let body = match serde_json::to_vec(&jobs::job_object(row)) {
+        Ok(b) => b,
+        Err(_) => return,
+    };
+    let secret = shared.sealer.webhook_secret(row.key_id);
+    let mut attempt = row.job.webhook.as_ref().map_or(0, |w| w.attempts);
+    loop {
+        attempt += 1;
+        let (http_status, error) = match &secret {
+            Err(e) => (None, Some(e.to_string())),
+            Ok(secret) => {
+                let sent = shared
+                    .http
+                    .post(&url)
+                    .timeout(config.timeout)
+                    .header("content-type", "application/json")
+                    .header("x-aigw-signature", webhook_signature(secret, &body))
+                    .header("x-aigw-job-id", row.id.to_string())
+                    .header("x-aigw-delivery-attempt", attempt.to_string())
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => (Some(r.status().as_u16()), None),
+                    Err(e) => (None, Some(transport_error(&e))),
+                }
+            }
+        };
+        let delivered = http_status.is_some_and(|s| (200..300).contains(&s));
+        let last = !delivered && (attempt >= config.attempts || secret.is_err());
+        let delivery = Delivery {
+            attempt,
+            http_status,
+            error,
+            delivered,
+            at: Utc::now(),
+        };
+        metrics::counter!("aigw_webhook_attempts_total", "delivered" => delivered.to_string())
+            .increment(1);
+        let command = JobCommand::RecordDelivery { delivery, last };
+        match jobs::execute(&shared.stores.pool, row.id, command, &meta, None).await {
+            Ok(Ok(_)) => {}
+            // Another delivery of the message finished it meanwhile.
+            Ok(Err(_)) => return,
+            Err(e) => {
+                tracing::warn!(job_id = %row.id, error = %e, "recording a webhook attempt failed");
+                return;
+            }
+        }
+        if delivered || last {
+            return;
+        }
+        let wait = config
+            .backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(Duration::from_secs(600));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A transport failure, without the URL (it may carry credentials).
+fn transport_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        "request failed".into()
+    }
+}

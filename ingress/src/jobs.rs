@@ -1,0 +1,485 @@
+//! `/v1/jobs`: chat completions that run in the background.
+//!
+//! `POST /v1/jobs` admits the request like a synchronous call (scopes, rate
+//! limits, a budget hold), queues it on the jobs stream, stores the job and
+//! answers 202 with its `Location`. The dispatchers run jobs from their own
+//! consumer, below synchronous traffic. Callers poll `GET /v1/jobs/{id}`,
+//! list their jobs, and cancel with `DELETE /v1/jobs/{id}`; a key only ever
+//! sees its own jobs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aigw_events::wire::DispatchRequest;
+use aigw_events::{JobCommand, JobError, JobSpec, JobStatus, META_ACTOR, META_REQUEST_ID};
+use aigw_runtime::jobs::{self, JobRow, ListFilter, Submitted};
+use aigw_runtime::registry::ResolveError;
+use aigw_runtime::store::metadata;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::{Admin, Caller};
+use crate::error::ApiError;
+use crate::{AppState, RequestId, admission, chat, idempotency};
+
+/// How long a queued job holds its worst-case cost on the key's budget.
+const JOB_HOLD: Duration = Duration::from_secs(24 * 3600);
+const MAX_METADATA_KEYS: usize = 16;
+const MAX_METADATA_KEY: usize = 64;
+const MAX_METADATA_VALUE: usize = 512;
+const MAX_WEBHOOK_URL: usize = 2048;
+
+fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
+    ApiError::BadRequest {
+        message: message.into(),
+        param: Some(param),
+        code: None,
+    }
+}
+
+/// A submission's own fields, taken out of the chat body.
+#[derive(Debug, Default, PartialEq)]
+struct JobFields {
+    webhook_url: Option<String>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// Splits `webhook_url` and `metadata` off the body and validates them; the
+/// rest must be a valid, non-streamed chat completion request.
+fn split_body(bytes: &[u8]) -> Result<(JobFields, chat::ChatRequest), ApiError> {
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("The body is not valid JSON: {e}")))?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err(ApiError::bad_request("The body must be a JSON object."));
+    };
+    let mut fields = JobFields::default();
+    match obj.remove("webhook_url") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(url)) => fields.webhook_url = Some(check_webhook_url(&url)?),
+        Some(_) => return Err(invalid("'webhook_url' must be a string.", "webhook_url")),
+    }
+    match obj.remove("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            if map.len() > MAX_METADATA_KEYS {
+                return Err(invalid(
+                    format!("'metadata' may have at most {MAX_METADATA_KEYS} keys."),
+                    "metadata",
+                ));
+            }
+            for (k, v) in map {
+                let Value::String(v) = v else {
+                    return Err(invalid("'metadata' values must be strings.", "metadata"));
+                };
+                if k.is_empty() || k.len() > MAX_METADATA_KEY || v.len() > MAX_METADATA_VALUE {
+                    return Err(invalid(
+                        format!(
+                            "'metadata' keys must be 1 to {MAX_METADATA_KEY} characters and values at most {MAX_METADATA_VALUE}."
+                        ),
+                        "metadata",
+                    ));
+                }
+                fields.metadata.insert(k, v);
+            }
+        }
+        Some(_) => return Err(invalid("'metadata' must be an object.", "metadata")),
+    }
+    let rest = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+    let chat = chat::validate(&rest)?;
+    if chat.stream {
+        return Err(invalid(
+            "Jobs cannot stream; poll the job or give a 'webhook_url' instead.",
+            "stream",
+        ));
+    }
+    Ok((fields, chat))
+}
+
+fn check_webhook_url(url: &str) -> Result<String, ApiError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| invalid("'webhook_url' is not a valid URL.", "webhook_url"))?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none()
+        || url.len() > MAX_WEBHOOK_URL
+    {
+        return Err(invalid(
+            format!(
+                "'webhook_url' must be an http or https URL of at most {MAX_WEBHOOK_URL} characters."
+            ),
+            "webhook_url",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+fn job_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| no_such_job(raw))
+}
+
+fn no_such_job(id: &str) -> ApiError {
+    ApiError::NotFound {
+        message: format!("No job with id '{id}'."),
+        code: "job_not_found",
+    }
+}
+
+fn accepted(row: &JobRow, replayed: bool) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(jobs::job_object(row))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", row.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `POST /v1/jobs`.
+pub async fn submit(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = chat::body_bytes(&state, body)?;
+    let (fields, chat) = split_body(&bytes)?;
+    let pool = &state.stores.pool;
+    let idem = idempotency::key_of(&headers)?;
+    if let Some(k) = &idem
+        && let Some(existing) = jobs::find_idempotent(pool, key.id, k)
+            .await
+            .map_err(ApiError::internal)?
+    {
+        return Ok(accepted(&existing, true));
+    }
+    if fields.webhook_url.is_some() && !state.sealer.is_configured() {
+        return Err(invalid(
+            "Webhooks are signed with a secret derived from AIGW_MASTER_KEY, which this gateway does not have.",
+            "webhook_url",
+        ));
+    }
+    let targets = state
+        .registry
+        .resolve_fresh(&chat.model, chat.provider.as_deref())
+        .await
+        .map_err(|e| match e {
+            ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
+                ApiError::NotFound {
+                    message: e.to_string(),
+                    code: "provider_not_found",
+                }
+            }
+            ResolveError::UnknownModel(_) => ApiError::NotFound {
+                message: e.to_string(),
+                code: "model_not_found",
+            },
+        })?;
+    let id = request_id.0;
+    let admitted = admission::admit_for(
+        &state,
+        &key,
+        &chat.model,
+        &chat.body,
+        &targets,
+        id,
+        JOB_HOLD,
+    )
+    .await?;
+    let now = Utc::now();
+    let message = DispatchRequest {
+        request_id: id,
+        key_id: key.id,
+        reply_to: String::new(),
+        accepted_at: now,
+        body: chat.body,
+        model: chat.model.clone(),
+        stream: false,
+        include_usage: false,
+        provider: chat.provider,
+        deadline: None,
+        reservation: admitted.reservation.clone(),
+        rate_tokens: admitted.rate_tokens,
+        endpoint: chat.endpoint,
+    };
+    let release = || async {
+        if let Some(r) = &admitted.reservation {
+            let _ = state.limiter.release(key.id, &r.period, id).await;
+        }
+    };
+    // Queued first, stored second: a job the caller was told about always
+    // has its message (one whose job was never stored is dropped by the
+    // dispatcher a minute later).
+    if let Err(e) = publish(&state, &message).await {
+        release().await;
+        return Err(e);
+    }
+    let spec = JobSpec {
+        key_id: key.id,
+        model: chat.model,
+        webhook_url: fields.webhook_url,
+        metadata: fields.metadata,
+        idempotency_key: idem,
+    };
+    let meta = metadata(&[
+        (META_REQUEST_ID, &id.to_string()),
+        (META_ACTOR, &format!("key:{}", key.id)),
+    ]);
+    let submitted = match jobs::submit(pool, id, spec, now, &meta).await {
+        Ok(s) => s,
+        Err(e) => {
+            release().await;
+            return Err(ApiError::Unavailable(format!("storing the job: {e}")));
+        }
+    };
+    metrics::counter!("aigw_jobs_submitted_total").increment(1);
+    let mut response = match submitted {
+        Submitted::Created(row) => accepted(&row, false),
+        Submitted::Existing(row) => {
+            release().await;
+            accepted(&row, true)
+        }
+    };
+    admitted.headers.apply(response.headers_mut());
+    Ok(response)
+}
+
+async fn publish(state: &AppState, message: &DispatchRequest) -> Result<(), ApiError> {
+    let payload = serde_json::to_vec(message).map_err(ApiError::internal)?;
+    let id = message.request_id.to_string();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    let ack = state
+        .js
+        .publish_with_headers(state.names.job_subject(&id), headers, payload.into())
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("queueing the job: {e}")))?;
+    ack.await
+        .map_err(|e| ApiError::Unavailable(format!("queueing the job: {e}")))?;
+    Ok(())
+}
+
+/// The caller's own job, or 404 (another key's job does not exist for it).
+async fn own_job(state: &AppState, key_id: Uuid, raw: &str) -> Result<JobRow, ApiError> {
+    let id = job_id(raw)?;
+    match jobs::get(&state.stores.pool, id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(row) if row.key_id == key_id => Ok(row),
+        _ => Err(no_such_job(raw)),
+    }
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn get_job(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = own_job(&state, key.id, &id).await?;
+    Ok(Json(jobs::job_object(&row)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+    key: Option<Uuid>,
+}
+
+fn filter(q: &ListQuery, key_id: Option<Uuid>) -> Result<ListFilter, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            invalid(
+                "'status' must be queued, running, succeeded, failed or cancelled.",
+                "status",
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(invalid("'limit' must be between 1 and 100.", "limit"));
+    }
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(a) => {
+            Some(Uuid::parse_str(a).map_err(|_| invalid("'after' is not a job id.", "after"))?)
+        }
+    };
+    Ok(ListFilter {
+        key_id,
+        status,
+        after,
+        limit,
+    })
+}
+
+async fn list(state: &AppState, filter: ListFilter) -> Result<Json<Value>, ApiError> {
+    let mut rows = jobs::list(&state.stores.pool, &filter)
+        .await
+        .map_err(ApiError::internal)?;
+    let has_more = rows.len() as i64 > filter.limit;
+    rows.truncate(filter.limit as usize);
+    Ok(Json(json!({
+        "object": "list",
+        "data": rows.iter().map(jobs::job_object).collect::<Vec<_>>(),
+        "first_id": rows.first().map(|r| r.id),
+        "last_id": rows.last().map(|r| r.id),
+        "has_more": has_more,
+    })))
+}
+
+/// `GET /v1/jobs?status=&limit=&after=`: the caller's jobs, newest first.
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list(&state, filter(&q, Some(key.id))?).await
+}
+
+/// `DELETE /v1/jobs/{id}` (or `POST /v1/jobs/{id}/cancel`).
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = own_job(&state, key.id, &id).await?;
+    cancel(&state, row.id, &format!("key:{}", key.id)).await
+}
+
+async fn cancel(state: &AppState, id: Uuid, actor: &str) -> Result<Json<Value>, ApiError> {
+    let meta = metadata(&[(META_REQUEST_ID, &id.to_string()), (META_ACTOR, actor)]);
+    let command = JobCommand::Cancel {
+        actor: actor.to_string(),
+        at: Utc::now(),
+    };
+    match jobs::execute(&state.stores.pool, id, command, &meta, None)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Ok(row) => {
+            // A dispatcher running it stops the upstream call.
+            let _ = state
+                .client
+                .publish(state.names.cancel_subject(&id.to_string()), Bytes::new())
+                .await;
+            metrics::counter!("aigw_jobs_cancelled_total").increment(1);
+            Ok(Json(jobs::job_object(&row)))
+        }
+        Err(JobError::AlreadyFinal(status)) => Err(ApiError::Conflict(format!(
+            "The job has already {status} and cannot be cancelled."
+        ))),
+        Err(JobError::NotSubmitted) => Err(no_such_job(&id.to_string())),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// `GET /admin/api/jobs?status=&key=&limit=&after=`: every key's jobs.
+pub async fn admin_list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = filter(&q, q.key)?;
+    list(&state, f).await
+}
+
+/// `GET /admin/api/jobs/{id}`.
+pub async fn admin_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let uuid = job_id(&id)?;
+    match jobs::get(&state.stores.pool, uuid)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(row) => {
+            let mut view = jobs::job_object(&row);
+            view["key_id"] = json!(row.key_id);
+            Ok(Json(view))
+        }
+        None => Err(no_such_job(&id)),
+    }
+}
+
+/// `DELETE /admin/api/jobs/{id}`.
+pub async fn admin_cancel(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let uuid = job_id(&id)?;
+    cancel(&state, uuid, &admin).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(bytes: &str) -> Option<&'static str> {
+        match split_body(bytes.as_bytes()) {
+            Ok(_) => None,
+            Err(ApiError::BadRequest { param, .. }) => Some(param.unwrap_or("")),
+            Err(_) => Some("other"),
+        }
+    }
+
+    #[test]
+    fn splits_and_validates_job_fields() {
+        let (fields, chat) = split_body(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+                "webhook_url":"https://example.com/hook","metadata":{"batch":"7"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            fields.webhook_url.as_deref(),
+            Some("https://example.com/hook")
+        );
+        assert_eq!(fields.metadata.get("batch").map(String::as_str), Some("7"));
+        assert!(chat.body.get("webhook_url").is_none());
+        assert!(chat.body.get("metadata").is_none());
+
+        let msg = r#""model":"m","messages":[{"role":"user","content":"hi"}]"#;
+        assert_eq!(
+            status(&format!(r#"{{{msg},"stream":true}}"#)),
+            Some("stream")
+        );
+        assert_eq!(
+            status(&format!(r#"{{{msg},"webhook_url":"ftp://x/y"}}"#)),
+            Some("webhook_url")
+        );
+        assert_eq!(
+            status(&format!(r#"{{{msg},"webhook_url":"not a url"}}"#)),
+            Some("webhook_url")
+        );
+        assert_eq!(
+            status(&format!(r#"{{{msg},"metadata":{{"a":1}}}}"#)),
+            Some("metadata")
+        );
+        assert_eq!(
+            status(&format!(r#"{{{msg},"metadata":[]}}"#)),
+            Some("metadata")
+        );
+        let many: Vec<String> = (0..17).map(|i| format!(r#""k{i}":"v""#)).collect();
+        assert_eq!(
+            status(&format!(r#"{{{msg},"metadata":{{{}}}}}"#, many.join(","))),
+            Some("metadata")
+        );
+        assert_eq!(status(r#"{"messages":[]}"#), Some("model"));
+        assert_eq!(status(&format!(r#"{{{msg}}}"#)), None);
+    }
+}
