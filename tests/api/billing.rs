@@ -44,7 +44,7 @@ async fn get(env: &TestEnv, path: &str) -> Value {
     r.json().await.unwrap()
 }
 
-async fn projected_requests(env: &TestEnv) -> i64 {
+pub async fn projected_requests(env: &TestEnv) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM request_log WHERE finished_at IS NOT NULL")
         .fetch_one(&env.pool)
         .await
@@ -52,7 +52,7 @@ async fn projected_requests(env: &TestEnv) -> i64 {
 }
 
 /// Every row of every view, as sorted JSON text.
-async fn snapshot(env: &TestEnv) -> Vec<String> {
+pub async fn snapshot(env: &TestEnv) -> Vec<String> {
     let mut all = Vec::new();
     for view in [
         "usage_daily",
@@ -83,14 +83,14 @@ fn aigw(env: &TestEnv, args: &[&str]) -> Command {
     cmd
 }
 
-async fn run_aigw(env: &TestEnv, args: &[&str]) -> Output {
+pub async fn run_aigw(env: &TestEnv, args: &[&str]) -> Output {
     let mut cmd = aigw(env, args);
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
 }
 
-fn today() -> String {
+pub fn today() -> String {
     chrono::Utc::now().date_naive().to_string()
 }
 
@@ -284,10 +284,10 @@ async fn audit_finds_a_corrupted_billing_row_and_a_rebuild_restores_the_views() 
 }
 
 /// A child process killed when dropped, so a failed test leaves none behind.
-struct Killed(Child);
+pub struct Killed(Child);
 
 impl Killed {
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -299,7 +299,7 @@ impl Drop for Killed {
     }
 }
 
-fn spawn_projector(env: &TestEnv) -> Killed {
+pub fn spawn_projector(env: &TestEnv) -> Killed {
     Killed(
         aigw(env, &["projector"])
             .env("AIGW_PROJECTOR_BATCH", "3")

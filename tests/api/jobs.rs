@@ -9,6 +9,7 @@ use sha2::Sha256;
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::billing::{projected_requests, run_aigw, snapshot, spawn_projector, today};
 use crate::harness::{Options, TestEnv, completion, user, wait_until};
 
 /// A priced OpenAI-compatible upstream serving `m` after `delay_ms`.
@@ -409,28 +410,39 @@ async fn an_idempotency_key_returns_the_first_job() {
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
 }
 
+/// Issue #6's acceptance: 20 jobs, the dispatcher and the projector killed
+/// mid-run and restarted; every job finishes exactly once, billed once, the
+/// audit is clean and the views equal a fresh rebuild.
 #[tokio::test]
-async fn jobs_finish_exactly_once_when_their_dispatcher_is_killed() {
+async fn twenty_jobs_survive_a_killed_dispatcher_and_projector() {
     let mut env = TestEnv::with(Options {
         dispatcher: false,
+        projector: false,
         ack_wait: Duration::from_secs(2),
         ..Options::default()
     })
     .await;
-    let mock = upstream(&env, 1500).await;
+    let mock = upstream(&env, 1000).await;
     let (_, key) = env.add_key("batch").await;
     let doomed = env.spawn_dispatcher_process();
+    let mut projector = spawn_projector(&env);
     let mut ids = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..20 {
         ids.push(submit_ok(&env, &key, chat_body()).await);
     }
-    // Kill it while jobs are running (and others still queued).
+    // Kill both while jobs are running (and others still queued).
     wait_until(Duration::from_secs(20), || async {
         !mock.received_requests().await.unwrap().is_empty()
     })
     .await;
     env.kill_process(doomed);
     env.start_dispatcher();
+    wait_until(Duration::from_secs(30), || async {
+        projected_requests(&env).await > 0
+    })
+    .await;
+    projector.kill();
+    let mut projector = spawn_projector(&env);
 
     for id in &ids {
         let job = wait_status(&env, &key, id, "succeeded").await;
@@ -456,12 +468,35 @@ async fn jobs_finish_exactly_once_when_their_dispatcher_is_killed() {
             .count();
         assert_eq!(outcomes, 1);
     }
-    // At least one job was run twice (killed mid-run), yet billed once each.
+    // At least one job ran twice (its dispatcher was killed mid-call), yet
+    // each is billed once.
     assert!(mock.received_requests().await.unwrap().len() > ids.len());
     wait_until(Duration::from_secs(30), || async {
-        env.stats(&key).await["totals"]["requests"] == ids.len() as u64
+        projected_requests(&env).await == 20
     })
     .await;
+    projector.kill();
+    let billed: i64 = sqlx::query_scalar("SELECT sum(cost_micros)::int8 FROM billing_monthly")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(billed, 20 * 50);
+    let day = today();
+    let report: Value = env
+        .admin(reqwest::Method::POST, "/admin/api/audit")
+        .json(&json!({"from": day, "to": day}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(report["requests"], 20);
+    let live = snapshot(&env).await;
+    let out = run_aigw(&env, &["projector", "rebuild"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(snapshot(&env).await, live);
 }
 
 fn signature(secret: &str, body: &[u8]) -> String {
