@@ -1006,6 +1006,58 @@ async fn bedrock_converse_stream_decodes_the_event_stream() {
 }
 
 #[tokio::test]
+async fn bedrock_signs_the_session_token_of_temporary_credentials() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let p = spec(
+        ProviderKind::Bedrock,
+        &server.uri(),
+        &[
+            ("auth", "sigv4"),
+            ("aws_access_key_id", "ASIAEXAMPLE"),
+            ("region", "eu-central-1"),
+        ],
+    );
+    let secret = key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+    let token = key("IQoJb3JpZ2luX2VjEXAMPLE//token+=");
+    let credentials = adapter::Credentials {
+        api_key: Some(&secret),
+        session_token: Some(&token),
+    };
+    full(adapter::chat_with(&http(), &p, credentials, &simple_request("m"), false).await).await;
+    full(adapter::chat(&http(), &p, Some(&secret), &simple_request("m"), false).await).await;
+    let requests = server.received_requests().await.unwrap();
+    let header =
+        |r: &Request, name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    let with = &requests[0];
+    assert_eq!(
+        header(with, "x-amz-security-token").as_deref(),
+        Some("IQoJb3JpZ2luX2VjEXAMPLE//token+=")
+    );
+    let auth = header(with, "authorization").unwrap();
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"),
+        "{auth}"
+    );
+    assert!(auth.contains("x-amz-security-token"), "signed: {auth}");
+    let without = &requests[1];
+    assert_eq!(header(without, "x-amz-security-token"), None);
+    assert!(
+        !header(without, "authorization")
+            .unwrap()
+            .contains("x-amz-security-token")
+    );
+}
+
+#[tokio::test]
 async fn bedrock_stream_exception_and_http_errors() {
     let server = MockServer::start().await;
     let mut stream = frame("messageStart", json!({"role": "assistant"}));

@@ -178,6 +178,7 @@ pub(crate) fn provider_view(p: &ProviderEntry) -> Value {
         "base_url": p.spec.base_url,
         "models": p.spec.models,
         "has_credential": p.spec.sealed_credential.is_some(),
+        "has_session_token": p.spec.sealed_session_token.is_some(),
         "credentials": p.spec.credentials().len(),
         "max_concurrency": p.spec.max_concurrency,
         "enabled": !p.spec.disabled,
