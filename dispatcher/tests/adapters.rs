@@ -550,6 +550,79 @@ async fn gemini_stream_becomes_openai_chunks() {
     );
 }
 
+/// Gemini 3 answers a later turn with 400 unless its function calls come
+/// back with their `thoughtSignature`: the OpenAI tool-call id carries it.
+#[tokio::test]
+async fn gemini_thought_signatures_come_back_with_the_tool_calls() {
+    let server = MockServer::start().await;
+    let call = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+             "thoughtSignature": "c2lnLW9uZQ=="},
+            {"functionCall": {"name": "get_time", "args": {}}},
+        ]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 5}});
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-3.5-flash:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&call))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1beta/models/gemini-3.5-flash:streamGenerateContent",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(format!("data: {call}\r\n\r\n")),
+        )
+        .mount(&server)
+        .await;
+    let p = spec(
+        ProviderKind::Gemini,
+        &format!("{}/v1beta", server.uri()),
+        &[],
+    );
+    let ask = simple_request("gemini-3.5-flash");
+    let (body, _) = full(adapter::chat(&http(), &p, Some(&key("k")), &ask, false).await).await;
+    let calls = body["choices"][0]["message"]["tool_calls"].clone();
+    let (chunks, _) = chunks(adapter::chat(&http(), &p, Some(&key("k")), &ask, true).await).await;
+    let (_, streamed, _, _) = assemble(&chunks);
+    assert_eq!(
+        streamed.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        [
+            calls[0]["id"].as_str().unwrap(),
+            calls[1]["id"].as_str().unwrap()
+        ]
+    );
+
+    // The caller sends the calls back as OpenAI tool calls with results.
+    let ids: Vec<&str> = streamed.iter().map(|c| c.0.as_str()).collect();
+    let follow_up = json!({"model": "gemini-3.5-flash", "messages": [
+        {"role": "user", "content": "Weather and time in Oslo?"},
+        {"role": "assistant", "content": null, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": ids[0], "content": "{\"temp_c\": 3}"},
+        {"role": "tool", "tool_call_id": ids[1], "content": "12:00"},
+    ]});
+    full(adapter::chat(&http(), &p, Some(&key("k")), &follow_up, false).await).await;
+    let requests = server.received_requests().await.unwrap();
+    let sent = body_of(requests.last().unwrap());
+    assert_eq!(
+        sent["contents"][1],
+        json!({"role": "model", "parts": [
+            {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+             "thoughtSignature": "c2lnLW9uZQ=="},
+            {"functionCall": {"name": "get_time", "args": {}}},
+        ]})
+    );
+    assert_eq!(
+        sent["contents"][2],
+        json!({"role": "user", "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"temp_c": 3}}},
+            {"functionResponse": {"name": "get_time", "response": {"content": "12:00"}}},
+        ]})
+    );
+}
+
 #[tokio::test]
 async fn gemini_errors_are_classified() {
     let server = MockServer::start().await;
