@@ -381,7 +381,9 @@ fn split_root(url: &str) -> Option<(&str, &str)> {
     Some((&url[..path_at], &url[path_at..]))
 }
 
-fn valid_setting(field: &str, value: &str) -> Result<(), PresetError> {
+/// Checks a plain setting (region, AWS access key id, ...): letters, digits,
+/// `-`, `_`, `.` and `:`, at most 256 bytes.
+pub fn valid_setting(field: &str, value: &str) -> Result<(), PresetError> {
     let ok = value.len() <= 256
         && value
             .chars()
@@ -392,6 +394,18 @@ fn valid_setting(field: &str, value: &str) -> Result<(), PresetError> {
         Err(PresetError::Invalid {
             field: field.into(),
             problem: "use letters, digits, '-', '_', '.' or ':' only".into(),
+        })
+    }
+}
+
+/// Checks an AWS session token: it goes into a header, so printable ASCII.
+pub fn valid_session_token(token: &str) -> Result<(), PresetError> {
+    if !token.is_empty() && token.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(PresetError::Invalid {
+            field: "aws_session_token".into(),
+            problem: "must be printable ASCII without spaces".into(),
         })
     }
 }
@@ -464,11 +478,8 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
         ) {
             (_, Some(id), Some(secret)) => {
                 valid_setting("aws_access_key_id", id)?;
-                if session_token.is_some_and(|t| !t.chars().all(|c| c.is_ascii_graphic())) {
-                    return Err(PresetError::Invalid {
-                        field: "aws_session_token".into(),
-                        problem: "must be printable ASCII without spaces".into(),
-                    });
+                if let Some(token) = session_token {
+                    valid_session_token(token)?;
                 }
                 settings.insert("auth".into(), "sigv4".into());
                 settings.insert("aws_access_key_id".into(), id.to_string());
