@@ -188,6 +188,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
                     blocks.push(json!({"text": text}));
                 }
                 for (id, name, input) in convert::tool_calls_of(m) {
+                    let id = convert::call_id_without_signature(&id);
                     blocks
                         .push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
                 }
@@ -195,6 +196,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                let id = convert::call_id_without_signature(id);
                 (
                     "user",
                     vec![json!({"toolResult": {

@@ -47,17 +47,15 @@ pub async fn chat(
     from_gemini(&parsed, name, &id, model)
 }
 
-/// Joins a function call's `thoughtSignature` to the OpenAI tool-call id.
-/// Gemini 3 refuses (400) a later turn whose function calls lack the
-/// signatures it gave them, and OpenAI clients echo only the call's id, name
-/// and arguments: the id carries the signature there and back.
-const SIGNATURE_MARK: &str = "__thought__";
-
 /// The OpenAI tool-call id of the `index`-th function call of an answer.
+///
+/// Gemini 3 refuses (400) a later turn whose function calls lack the
+/// `thoughtSignature` it gave them, and OpenAI clients echo only a call's id,
+/// name and arguments: the id carries the signature there and back.
 pub fn openai_call_id(id: Option<&str>, index: usize, signature: Option<&str>) -> String {
     let id = id.map_or_else(|| format!("call_{index}"), str::to_string);
     match signature {
-        Some(sig) => format!("{id}{SIGNATURE_MARK}{sig}"),
+        Some(sig) => format!("{id}{}{sig}", convert::THOUGHT_SIGNATURE_MARK),
         None => id,
     }
 }
@@ -65,7 +63,7 @@ pub fn openai_call_id(id: Option<&str>, index: usize, signature: Option<&str>) -
 /// The thought signature an OpenAI tool-call id carries, if any.
 fn signature_of(call_id: &str) -> Option<&str> {
     call_id
-        .split_once(SIGNATURE_MARK)
+        .split_once(convert::THOUGHT_SIGNATURE_MARK)
         .map(|(_, sig)| sig)
         .filter(|sig| !sig.is_empty())
 }

@@ -623,6 +623,36 @@ async fn gemini_thought_signatures_come_back_with_the_tool_calls() {
     );
 }
 
+/// A conversation begun on Gemini may move on (an alias, failover): other
+/// providers get the tool-call ids without the signature (Anthropic and
+/// Bedrock accept only letters, digits, `_` and `-`; Bedrock at most 64).
+#[test]
+fn other_providers_get_tool_call_ids_without_a_gemini_signature() {
+    use aigw_dispatcher::{anthropic, bedrock, cohere};
+    let id = "call_0__thought__c2ln+bmF0/dXJl==";
+    let body = json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": id, "content": "3 °C"},
+    ]});
+    let a = anthropic::to_anthropic(&body, false);
+    assert_eq!(a["messages"][1]["content"][0]["id"], "call_0");
+    assert_eq!(a["messages"][2]["content"][0]["tool_use_id"], "call_0");
+    let b = bedrock::to_converse(&body, "p").unwrap();
+    assert_eq!(
+        b["messages"][1]["content"][0]["toolUse"]["toolUseId"],
+        "call_0"
+    );
+    assert_eq!(
+        b["messages"][2]["content"][0]["toolResult"]["toolUseId"],
+        "call_0"
+    );
+    let c = cohere::to_cohere(&body, false);
+    assert_eq!(c["messages"][1]["tool_calls"][0]["id"], "call_0");
+    assert_eq!(c["messages"][2]["tool_call_id"], "call_0");
+}
+
 #[tokio::test]
 async fn gemini_errors_are_classified() {
     let server = MockServer::start().await;
