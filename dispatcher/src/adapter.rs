@@ -35,6 +35,15 @@ pub enum StreamItem {
     Error(UpstreamError),
 }
 
+/// The opened secrets of one attempt.
+#[derive(Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The API key (for Bedrock SigV4, the secret access key).
+    pub api_key: Option<&'a SecretString>,
+    /// Bedrock SigV4 only: the session token of temporary AWS credentials.
+    pub session_token: Option<&'a SecretString>,
+}
+
 /// Calls `provider` with an OpenAI-format `body` (model already set).
 pub async fn chat(
     http: &reqwest::Client,
@@ -43,7 +52,23 @@ pub async fn chat(
     body: &Value,
     stream: bool,
 ) -> Result<Answer, UpstreamError> {
+    let credentials = Credentials {
+        api_key,
+        session_token: None,
+    };
+    chat_with(http, provider, credentials, body, stream).await
+}
+
+/// [`chat`] with every secret the provider may need.
+pub async fn chat_with(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    credentials: Credentials<'_>,
+    body: &Value,
+    stream: bool,
+) -> Result<Answer, UpstreamError> {
     let name = provider.name.as_str();
+    let api_key = credentials.api_key;
     match provider.kind {
         ProviderKind::OpenaiCompatible => {
             let body = openai::adjust_for_preset(provider.preset.as_deref(), body);
@@ -52,7 +77,7 @@ pub async fn chat(
         ProviderKind::Azure => azure::chat(http, provider, api_key, body, stream).await,
         ProviderKind::Anthropic => anthropic::chat(http, provider, api_key, body, stream).await,
         ProviderKind::Gemini => gemini::chat(http, provider, api_key, body, stream).await,
-        ProviderKind::Bedrock => bedrock::chat(http, provider, api_key, body, stream).await,
+        ProviderKind::Bedrock => bedrock::chat(http, provider, credentials, body, stream).await,
         ProviderKind::Cohere => cohere::chat(http, provider, api_key, body, stream).await,
     }
 }

@@ -70,6 +70,7 @@ pub fn to_anthropic(body: &Value, stream: bool) -> Value {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
                 for (id, name, input) in convert::tool_calls_of(m) {
+                    let id = convert::call_id_without_signature(&id);
                     blocks
                         .push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
                 }
@@ -77,6 +78,7 @@ pub fn to_anthropic(body: &Value, stream: bool) -> Value {
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                let id = convert::call_id_without_signature(id);
                 (
                     "user",
                     vec![json!({

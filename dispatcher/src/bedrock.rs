@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Answer, StreamItem};
+use crate::adapter::{Answer, Credentials, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
 use crate::openai::{UpstreamError, broken};
 
@@ -26,7 +26,7 @@ const SERVICE: &str = "bedrock";
 pub async fn chat(
     http: &reqwest::Client,
     provider: &ProviderSpec,
-    api_key: Option<&SecretString>,
+    credentials: Credentials<'_>,
     body: &Value,
     stream: bool,
 ) -> Result<Answer, UpstreamError> {
@@ -44,7 +44,9 @@ pub async fn chat(
     );
     let payload = serde_json::to_vec(&to_converse(body, name)?)
         .map_err(|_| convert::invalid_response(name, 0))?;
-    let key = api_key.ok_or_else(|| convert::misconfigured(name, "no credential"))?;
+    let key = credentials
+        .api_key
+        .ok_or_else(|| convert::misconfigured(name, "no credential"))?;
     let mut request = http
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -61,7 +63,13 @@ pub async fn chat(
         let region = provider
             .setting("region")
             .ok_or_else(|| convert::misconfigured(name, "no region"))?;
-        for (header, value) in sigv4_headers(&url, &payload, access_key_id, key, region, name)? {
+        let aws = AwsCredentials {
+            access_key_id,
+            secret_access_key: key,
+            session_token: credentials.session_token,
+            region,
+        };
+        for (header, value) in sigv4_headers(&url, &payload, &aws, SystemTime::now(), name)? {
             request = request.header(header, value);
         }
     } else {
@@ -81,28 +89,37 @@ pub async fn chat(
     from_converse(&parsed, name, model)
 }
 
-/// The SigV4 headers (`authorization`, `x-amz-date`, ...) for one request.
-fn sigv4_headers(
+/// What SigV4 signs with.
+pub struct AwsCredentials<'a> {
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a SecretString,
+    /// Temporary credentials only; sent as `x-amz-security-token` (signed).
+    pub session_token: Option<&'a SecretString>,
+    pub region: &'a str,
+}
+
+/// The SigV4 headers (`authorization`, `x-amz-date`, and with a session
+/// token `x-amz-security-token`) for one JSON POST to Bedrock.
+pub fn sigv4_headers(
     url: &str,
     payload: &[u8],
-    access_key_id: &str,
-    secret: &SecretString,
-    region: &str,
+    aws: &AwsCredentials<'_>,
+    time: SystemTime,
     provider: &str,
 ) -> Result<Vec<(String, String)>, UpstreamError> {
     let identity = aws_credential_types::Credentials::new(
-        access_key_id,
-        secret.expose_secret(),
-        None,
+        aws.access_key_id,
+        aws.secret_access_key.expose_secret(),
+        aws.session_token.map(|t| t.expose_secret().to_string()),
         None,
         "aigw",
     )
     .into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region(region)
+        .region(aws.region)
         .name(SERVICE)
-        .time(SystemTime::now())
+        .time(time)
         .settings(SigningSettings::default())
         .build()
         .map_err(|_| convert::misconfigured(provider, "cannot sign requests"))?
@@ -171,6 +188,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
                     blocks.push(json!({"text": text}));
                 }
                 for (id, name, input) in convert::tool_calls_of(m) {
+                    let id = convert::call_id_without_signature(&id);
                     blocks
                         .push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
                 }
@@ -178,6 +196,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                let id = convert::call_id_without_signature(id);
                 (
                     "user",
                     vec![json!({"toolResult": {

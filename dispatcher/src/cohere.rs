@@ -62,7 +62,10 @@ pub fn to_cohere(body: &Value, stream: bool) -> Value {
                     }
                     let calls: Vec<Value> = convert::tool_calls_of(m)
                         .iter()
-                        .map(|(id, name, args)| convert::openai_tool_call(id, name, args))
+                        .map(|(id, name, args)| {
+                            let id = convert::call_id_without_signature(id);
+                            convert::openai_tool_call(id, name, args)
+                        })
                         .collect();
                     if !calls.is_empty() {
                         out["tool_calls"] = Value::Array(calls);
@@ -71,7 +74,10 @@ pub fn to_cohere(body: &Value, stream: bool) -> Value {
                 }
                 "tool" => json!({
                     "role": "tool",
-                    "tool_call_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "tool_call_id": m
+                        .get("tool_call_id")
+                        .and_then(Value::as_str)
+                        .map(convert::call_id_without_signature),
                     "content": convert::text_of(content),
                 }),
                 _ => {

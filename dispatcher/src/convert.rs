@@ -195,6 +195,17 @@ pub fn tool_choice(body: &Value) -> Option<ToolChoice> {
 }
 
 /// An assistant message's tool calls: `(id, name, arguments as JSON value)`.
+/// Joins a Gemini function call's thought signature to its OpenAI tool-call
+/// id (see `gemini::openai_call_id`).
+pub const THOUGHT_SIGNATURE_MARK: &str = "__thought__";
+
+/// A tool-call id without a Gemini thought signature: other providers want
+/// short ids of letters, digits, `_` and `-` (a conversation may move from
+/// Gemini to another provider).
+pub fn call_id_without_signature(id: &str) -> &str {
+    id.split(THOUGHT_SIGNATURE_MARK).next().unwrap_or(id)
+}
+
 pub fn tool_calls_of(message: &Value) -> Vec<(String, String, Value)> {
     message
         .get("tool_calls")

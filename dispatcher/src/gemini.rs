@@ -47,6 +47,27 @@ pub async fn chat(
     from_gemini(&parsed, name, &id, model)
 }
 
+/// The OpenAI tool-call id of the `index`-th function call of an answer.
+///
+/// Gemini 3 refuses (400) a later turn whose function calls lack the
+/// `thoughtSignature` it gave them, and OpenAI clients echo only a call's id,
+/// name and arguments: the id carries the signature there and back.
+pub fn openai_call_id(id: Option<&str>, index: usize, signature: Option<&str>) -> String {
+    let id = id.map_or_else(|| format!("call_{index}"), str::to_string);
+    match signature {
+        Some(sig) => format!("{id}{}{sig}", convert::THOUGHT_SIGNATURE_MARK),
+        None => id,
+    }
+}
+
+/// The thought signature an OpenAI tool-call id carries, if any.
+fn signature_of(call_id: &str) -> Option<&str> {
+    call_id
+        .split_once(convert::THOUGHT_SIGNATURE_MARK)
+        .map(|(_, sig)| sig)
+        .filter(|sig| !sig.is_empty())
+}
+
 /// Drops JSON Schema keys Gemini's `parameters` (an OpenAPI subset) refuses.
 fn schema_for_gemini(v: &Value) -> Value {
     match v {
@@ -89,8 +110,12 @@ pub fn to_gemini(body: &Value) -> Value {
                     parts.push(json!({"text": text}));
                 }
                 for (id, name, args) in convert::tool_calls_of(m) {
-                    call_names.insert(id, name.clone());
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                    let mut part = json!({"functionCall": {"name": name, "args": args}});
+                    if let Some(sig) = signature_of(&id) {
+                        part["thoughtSignature"] = Value::String(sig.to_string());
+                    }
+                    parts.push(part);
+                    call_names.insert(id, name);
                 }
                 ("model", parts)
             }
@@ -224,7 +249,8 @@ pub fn usage(u: &Value) -> Usage {
 struct Parts {
     text: String,
     thoughts: String,
-    calls: Vec<(Option<String>, String, Value)>,
+    /// (id, name, args, thought signature).
+    calls: Vec<(Option<String>, String, Value, Option<String>)>,
     finish: Option<String>,
 }
 
@@ -257,6 +283,9 @@ fn read_parts(v: &Value) -> Parts {
                     .unwrap_or("")
                     .to_string(),
                 call.get("args").cloned().unwrap_or_else(|| json!({})),
+                p.get("thoughtSignature")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             ));
         } else if let Some(t) = p.get("text").and_then(Value::as_str) {
             if p.get("thought").and_then(Value::as_bool) == Some(true) {
@@ -284,8 +313,8 @@ pub fn from_gemini(
         .calls
         .iter()
         .enumerate()
-        .map(|(i, (call_id, name, args))| {
-            let call_id = call_id.clone().unwrap_or_else(|| format!("call_{i}"));
+        .map(|(i, (call_id, name, args, signature))| {
+            let call_id = openai_call_id(call_id.as_deref(), i, signature.as_deref());
             convert::openai_tool_call(&call_id, name, args)
         })
         .collect();
@@ -357,10 +386,10 @@ impl Translate for StreamState {
         if !parts.text.is_empty() {
             out.push(self.chunker.text(&parts.text));
         }
-        for (call_id, name, args) in parts.calls {
+        for (call_id, name, args, signature) in parts.calls {
             let index = self.tools;
             self.tools += 1;
-            let call_id = call_id.unwrap_or_else(|| format!("call_{index}"));
+            let call_id = openai_call_id(call_id.as_deref(), index, signature.as_deref());
             out.push(
                 self.chunker
                     .tool_start(index, &call_id, &name, &args.to_string()),

@@ -594,41 +594,40 @@ async fn attempt(
     attempt_no: usize,
 ) -> AttemptResult {
     let provider = &target.provider.spec;
-    let api_key = match provider.credentials().get(credential).copied() {
-        None => None,
-        Some(sealed) => match shared.sealer.open(sealed) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                tracing::error!(provider = %provider.name, error = %e, "cannot open the provider credential");
-                return AttemptResult::Failed {
-                    error: UpstreamError {
-                        class: ErrorClass::Upstream,
-                        upstream_status: None,
-                        status: 502,
-                        error_type: "upstream_error".into(),
-                        code: Some("provider_credential_unavailable".into()),
-                        message: format!("provider {} is misconfigured", provider.name),
-                        retry_after: None,
-                    },
-                    usage: Usage::default(),
-                    estimated: false,
-                    started_stream: false,
-                };
-            }
-        },
+    let sealed = [
+        provider.credentials().get(credential).copied(),
+        provider.sealed_session_token.as_deref(),
+    ];
+    let opened = sealed.map(|s| s.map(|s| shared.sealer.open(s)).transpose());
+    let [api_key, session_token] = match opened {
+        [Ok(k), Ok(t)] => [k, t],
+        [Err(e), _] | [_, Err(e)] => {
+            tracing::error!(provider = %provider.name, error = %e, "cannot open the provider credential");
+            return AttemptResult::Failed {
+                error: UpstreamError {
+                    class: ErrorClass::Upstream,
+                    upstream_status: None,
+                    status: 502,
+                    error_type: "upstream_error".into(),
+                    code: Some("provider_credential_unavailable".into()),
+                    message: format!("provider {} is misconfigured", provider.name),
+                    retry_after: None,
+                },
+                usage: Usage::default(),
+                estimated: false,
+                started_stream: false,
+            };
+        }
     };
     let body = upstream_body(request, &target.model);
     let call = async {
         match request.endpoint {
             Endpoint::Chat => {
-                adapter::chat(
-                    &shared.http,
-                    provider,
-                    api_key.as_ref(),
-                    &body,
-                    request.stream,
-                )
-                .await
+                let credentials = adapter::Credentials {
+                    api_key: api_key.as_ref(),
+                    session_token: session_token.as_ref(),
+                };
+                adapter::chat_with(&shared.http, provider, credentials, &body, request.stream).await
             }
             Endpoint::Embeddings => {
                 adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await

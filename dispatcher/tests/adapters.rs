@@ -550,6 +550,109 @@ async fn gemini_stream_becomes_openai_chunks() {
     );
 }
 
+/// Gemini 3 answers a later turn with 400 unless its function calls come
+/// back with their `thoughtSignature`: the OpenAI tool-call id carries it.
+#[tokio::test]
+async fn gemini_thought_signatures_come_back_with_the_tool_calls() {
+    let server = MockServer::start().await;
+    let call = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+             "thoughtSignature": "c2lnLW9uZQ=="},
+            {"functionCall": {"name": "get_time", "args": {}}},
+        ]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 5}});
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-3.5-flash:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&call))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1beta/models/gemini-3.5-flash:streamGenerateContent",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(format!("data: {call}\r\n\r\n")),
+        )
+        .mount(&server)
+        .await;
+    let p = spec(
+        ProviderKind::Gemini,
+        &format!("{}/v1beta", server.uri()),
+        &[],
+    );
+    let ask = simple_request("gemini-3.5-flash");
+    let (body, _) = full(adapter::chat(&http(), &p, Some(&key("k")), &ask, false).await).await;
+    let calls = body["choices"][0]["message"]["tool_calls"].clone();
+    let (chunks, _) = chunks(adapter::chat(&http(), &p, Some(&key("k")), &ask, true).await).await;
+    let (_, streamed, _, _) = assemble(&chunks);
+    assert_eq!(
+        streamed.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        [
+            calls[0]["id"].as_str().unwrap(),
+            calls[1]["id"].as_str().unwrap()
+        ]
+    );
+
+    // The caller sends the calls back as OpenAI tool calls with results.
+    let ids: Vec<&str> = streamed.iter().map(|c| c.0.as_str()).collect();
+    let follow_up = json!({"model": "gemini-3.5-flash", "messages": [
+        {"role": "user", "content": "Weather and time in Oslo?"},
+        {"role": "assistant", "content": null, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": ids[0], "content": "{\"temp_c\": 3}"},
+        {"role": "tool", "tool_call_id": ids[1], "content": "12:00"},
+    ]});
+    full(adapter::chat(&http(), &p, Some(&key("k")), &follow_up, false).await).await;
+    let requests = server.received_requests().await.unwrap();
+    let sent = body_of(requests.last().unwrap());
+    assert_eq!(
+        sent["contents"][1],
+        json!({"role": "model", "parts": [
+            {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+             "thoughtSignature": "c2lnLW9uZQ=="},
+            {"functionCall": {"name": "get_time", "args": {}}},
+        ]})
+    );
+    assert_eq!(
+        sent["contents"][2],
+        json!({"role": "user", "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"temp_c": 3}}},
+            {"functionResponse": {"name": "get_time", "response": {"content": "12:00"}}},
+        ]})
+    );
+}
+
+/// A conversation begun on Gemini may move on (an alias, failover): other
+/// providers get the tool-call ids without the signature (Anthropic and
+/// Bedrock accept only letters, digits, `_` and `-`; Bedrock at most 64).
+#[test]
+fn other_providers_get_tool_call_ids_without_a_gemini_signature() {
+    use aigw_dispatcher::{anthropic, bedrock, cohere};
+    let id = "call_0__thought__c2ln+bmF0/dXJl==";
+    let body = json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": id, "content": "3 °C"},
+    ]});
+    let a = anthropic::to_anthropic(&body, false);
+    assert_eq!(a["messages"][1]["content"][0]["id"], "call_0");
+    assert_eq!(a["messages"][2]["content"][0]["tool_use_id"], "call_0");
+    let b = bedrock::to_converse(&body, "p").unwrap();
+    assert_eq!(
+        b["messages"][1]["content"][0]["toolUse"]["toolUseId"],
+        "call_0"
+    );
+    assert_eq!(
+        b["messages"][2]["content"][0]["toolResult"]["toolUseId"],
+        "call_0"
+    );
+    let c = cohere::to_cohere(&body, false);
+    assert_eq!(c["messages"][1]["tool_calls"][0]["id"], "call_0");
+    assert_eq!(c["messages"][2]["tool_call_id"], "call_0");
+}
+
 #[tokio::test]
 async fn gemini_errors_are_classified() {
     let server = MockServer::start().await;
@@ -1002,6 +1105,58 @@ async fn bedrock_converse_stream_decodes_the_event_stream() {
     assert_eq!(
         usage,
         json!({"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33})
+    );
+}
+
+#[tokio::test]
+async fn bedrock_signs_the_session_token_of_temporary_credentials() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let p = spec(
+        ProviderKind::Bedrock,
+        &server.uri(),
+        &[
+            ("auth", "sigv4"),
+            ("aws_access_key_id", "ASIAEXAMPLE"),
+            ("region", "eu-central-1"),
+        ],
+    );
+    let secret = key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+    let token = key("IQoJb3JpZ2luX2VjEXAMPLE//token+=");
+    let credentials = adapter::Credentials {
+        api_key: Some(&secret),
+        session_token: Some(&token),
+    };
+    full(adapter::chat_with(&http(), &p, credentials, &simple_request("m"), false).await).await;
+    full(adapter::chat(&http(), &p, Some(&secret), &simple_request("m"), false).await).await;
+    let requests = server.received_requests().await.unwrap();
+    let header =
+        |r: &Request, name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    let with = &requests[0];
+    assert_eq!(
+        header(with, "x-amz-security-token").as_deref(),
+        Some("IQoJb3JpZ2luX2VjEXAMPLE//token+=")
+    );
+    let auth = header(with, "authorization").unwrap();
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"),
+        "{auth}"
+    );
+    assert!(auth.contains("x-amz-security-token"), "signed: {auth}");
+    let without = &requests[1];
+    assert_eq!(header(without, "x-amz-security-token"), None);
+    assert!(
+        !header(without, "authorization")
+            .unwrap()
+            .contains("x-amz-security-token")
     );
 }
 

@@ -81,13 +81,18 @@ pub struct ProviderSpec {
     pub preset: Option<String>,
     /// Non-secret settings a wire format needs: `deployment`, `api_version`,
     /// `region`, `account_id`, `aws_access_key_id`, `auth` (`sigv4`/`bearer`).
-    /// Secrets never go here; the one secret is `sealed_credential`.
+    /// Secrets never go here: they are `sealed_credential`,
+    /// `extra_credentials` and `sealed_session_token`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,
     /// More API keys for the same provider (sealed), used in turn with the
     /// main one, each with its own health.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_credentials: Vec<String>,
+    /// Bedrock SigV4 only: the session token of temporary AWS credentials
+    /// (sealed), sent as `X-Amz-Security-Token` and signed with the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_session_token: Option<String>,
     /// Most calls in flight to this provider per dispatcher (`None`: no cap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,

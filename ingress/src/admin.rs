@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
 use aigw_events::{KeyError, META_ACTOR, ProviderCommand, ProviderError};
 use aigw_runtime::ProviderEntry;
+use aigw_runtime::catalog;
 use aigw_runtime::registry::{self, KIND_PROVIDERS};
 use aigw_runtime::store::metadata;
 use axum::Json;
@@ -25,6 +26,7 @@ use crate::AppState;
 use crate::auth::Admin;
 use crate::chat::body_bytes;
 use crate::error::ApiError;
+use crate::presets::preset_error;
 
 /// Parses a JSON body, answering 400 with serde's explanation.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -178,6 +180,7 @@ pub(crate) fn provider_view(p: &ProviderEntry) -> Value {
         "base_url": p.spec.base_url,
         "models": p.spec.models,
         "has_credential": p.spec.sealed_credential.is_some(),
+        "has_session_token": p.spec.sealed_session_token.is_some(),
         "credentials": p.spec.credentials().len(),
         "max_concurrency": p.spec.max_concurrency,
         "enabled": !p.spec.disabled,
@@ -318,6 +321,14 @@ pub struct ProviderPatch {
     pub max_concurrency: Option<Option<u32>>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Bedrock with AWS keys only: new (e.g. renewed temporary) credentials.
+    #[serde(default)]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<String>,
+    /// `""` removes the session token.
+    #[serde(default)]
+    pub aws_session_token: Option<String>,
 }
 
 pub async fn update_provider(
@@ -336,6 +347,7 @@ pub async fn update_provider(
             code: "not_found",
         })?;
     let mut spec = current.spec.clone();
+    patch_aws_credentials(&state, &mut spec, &patch)?;
     if let Some(name) = patch.name {
         let name = name.trim().to_string();
         if name.is_empty() || name.len() > 64 || name.contains('/') {
@@ -406,6 +418,61 @@ pub async fn update_provider(
         .map_err(|e| command_error(e, "provider"))?;
     let entry = sync_provider(&state, id).await?;
     Ok(Json(provider_view(&entry)))
+}
+
+/// Renews the AWS keys of a Bedrock provider that signs with them (SigV4).
+fn patch_aws_credentials(
+    state: &AppState,
+    spec: &mut ProviderSpec,
+    patch: &ProviderPatch,
+) -> Result<(), ApiError> {
+    let fields = [
+        &patch.aws_access_key_id,
+        &patch.aws_secret_access_key,
+        &patch.aws_session_token,
+    ];
+    if fields.iter().all(|f| f.is_none()) {
+        return Ok(());
+    }
+    if spec.kind != ProviderKind::Bedrock || spec.setting("auth") != Some("sigv4") {
+        return Err(ApiError::bad_request(
+            "AWS credentials apply only to a Bedrock provider configured with AWS keys.",
+        ));
+    }
+    let seal = |v: &str| {
+        state
+            .sealer
+            .seal(v)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    };
+    if let Some(id) = patch.aws_access_key_id.as_deref().map(str::trim) {
+        if id.is_empty() {
+            return Err(ApiError::bad_request(
+                "'aws_access_key_id' must not be empty.",
+            ));
+        }
+        catalog::valid_setting("aws_access_key_id", id).map_err(preset_error)?;
+        spec.settings
+            .insert("aws_access_key_id".into(), id.to_string());
+    }
+    if let Some(secret) = patch.aws_secret_access_key.as_deref().map(str::trim) {
+        if secret.is_empty() {
+            return Err(ApiError::bad_request(
+                "'aws_secret_access_key' must not be empty.",
+            ));
+        }
+        spec.sealed_credential = Some(seal(secret)?);
+    }
+    if let Some(token) = patch.aws_session_token.as_deref().map(str::trim) {
+        spec.sealed_session_token = match token {
+            "" => None,
+            token => {
+                catalog::valid_session_token(token).map_err(preset_error)?;
+                Some(seal(token)?)
+            }
+        };
+    }
+    Ok(())
 }
 
 pub async fn list_providers(State(state): State<AppState>) -> Json<Value> {

@@ -5,7 +5,9 @@ import { barChart } from './charts.js';
 
 const TOKEN = 'aigw.token';
 const CATEGORIES = ['top', 'china', 'open', 'specialised', 'emerging'];
-const EXTRA_FIELDS = ['base_url', 'deployment', 'api_version', 'region', 'account_id', 'aws_access_key_id', 'aws_secret_access_key'];
+// Typed like passwords: never shown on screen.
+const SECRET_FIELDS = ['aws_secret_access_key', 'aws_session_token'];
+const EXTRA_FIELDS = ['base_url', 'deployment', 'api_version', 'region', 'account_id', 'aws_access_key_id', 'aws_secret_access_key', 'aws_session_token'];
 const ICONS = {
   providers: 'M4 4h16v6H4zM4 14h16v6H4zM7 7h1M7 17h1',
   keys: 'M8 15a4 4 0 1 1 0-8 4 4 0 0 1 0 8zM12 11h9M18 11v3M21 11v2',
@@ -510,10 +512,10 @@ function presetProvider(p, reload) {
     fields.push({ name: 'api_key', label: t('form.api_key'), type: 'password', required: required.includes('api_key'), hint: t('form.api_key.hint') });
   }
   for (const f of EXTRA_FIELDS) {
-    if (required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), required: true, value: p.defaults?.[f] || '', validate: f === 'base_url' ? validUrl : undefined, type: f.includes('secret') ? 'password' : 'text' });
+    if (required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), required: true, value: p.defaults?.[f] || '', validate: f === 'base_url' ? validUrl : undefined, type: SECRET_FIELDS.includes(f) ? 'password' : 'text' });
   }
   for (const f of EXTRA_FIELDS) {
-    if (f !== 'base_url' && optionalFields.includes(f) && !required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), value: p.defaults?.[f] || '', type: f.includes('secret') ? 'password' : 'text' });
+    if (f !== 'base_url' && optionalFields.includes(f) && !required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), value: p.defaults?.[f] || '', type: SECRET_FIELDS.includes(f) ? 'password' : 'text' });
   }
   if (variants.length) fields.push({ name: 'variant', label: t('form.variant'), type: 'select', options: [['', '—'], ...variants.map((v) => [v, v])], value: '' });
   const advanced = t('form.advanced');

@@ -51,6 +51,7 @@ pub const FIELDS: &[&str] = &[
     "account_id",
     "aws_access_key_id",
     "aws_secret_access_key",
+    "aws_session_token",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -336,6 +337,9 @@ pub struct PresetInput {
     pub aws_access_key_id: Option<String>,
     #[serde(default)]
     pub aws_secret_access_key: Option<String>,
+    /// The session token of temporary AWS credentials (with both AWS keys).
+    #[serde(default)]
+    pub aws_session_token: Option<String>,
 }
 
 /// A model's prices as admins write them, in USD per million tokens.
@@ -364,6 +368,7 @@ impl PresetInput {
             "account_id" => given(&self.account_id),
             "aws_access_key_id" => given(&self.aws_access_key_id),
             "aws_secret_access_key" => given(&self.aws_secret_access_key),
+            "aws_session_token" => given(&self.aws_session_token),
             _ => None,
         }
     }
@@ -376,7 +381,9 @@ fn split_root(url: &str) -> Option<(&str, &str)> {
     Some((&url[..path_at], &url[path_at..]))
 }
 
-fn valid_setting(field: &str, value: &str) -> Result<(), PresetError> {
+/// Checks a plain setting (region, AWS access key id, ...): letters, digits,
+/// `-`, `_`, `.` and `:`, at most 256 bytes.
+pub fn valid_setting(field: &str, value: &str) -> Result<(), PresetError> {
     let ok = value.len() <= 256
         && value
             .chars()
@@ -387,6 +394,18 @@ fn valid_setting(field: &str, value: &str) -> Result<(), PresetError> {
         Err(PresetError::Invalid {
             field: field.into(),
             problem: "use letters, digits, '-', '_', '.' or ':' only".into(),
+        })
+    }
+}
+
+/// Checks an AWS session token: it goes into a header, so printable ASCII.
+pub fn valid_session_token(token: &str) -> Result<(), PresetError> {
+    if !token.is_empty() && token.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(PresetError::Invalid {
+            field: "aws_session_token".into(),
+            problem: "must be printable ASCII without spaces".into(),
         })
     }
 }
@@ -447,8 +466,10 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
     }
 
     // The secret: an API key, or for Bedrock SigV4 the secret access key
-    // (the access key id is not secret and is kept as a setting).
+    // (the access key id is not secret and is kept as a setting) and, for
+    // temporary credentials, the session token (sealed too).
     let api_key = given(&input.api_key);
+    let session_token = input.field("aws_session_token");
     let secret = if kind == ProviderKind::Bedrock {
         match (
             api_key,
@@ -457,9 +478,15 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
         ) {
             (_, Some(id), Some(secret)) => {
                 valid_setting("aws_access_key_id", id)?;
+                if let Some(token) = session_token {
+                    valid_session_token(token)?;
+                }
                 settings.insert("auth".into(), "sigv4".into());
                 settings.insert("aws_access_key_id".into(), id.to_string());
                 Some(secret)
+            }
+            (Some(_), None, None) if session_token.is_some() => {
+                return Err(missing("aws_access_key_id"));
             }
             (Some(key), None, None) => {
                 settings.insert("auth".into(), "bearer".into());
@@ -472,9 +499,9 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
     } else {
         Some(api_key.ok_or_else(|| missing("api_key"))?)
     };
-    let sealed_credential = secret
-        .map(|s| sealer.seal(s).map_err(|e| PresetError::Seal(e.to_string())))
-        .transpose()?;
+    let seal = |s: &str| sealer.seal(s).map_err(|e| PresetError::Seal(e.to_string()));
+    let sealed_credential = secret.map(seal).transpose()?;
+    let sealed_session_token = session_token.map(seal).transpose()?;
 
     // Base URL: the variant or default, placeholders filled, then the host
     // root (or everything) replaced by an override.
@@ -567,6 +594,7 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
         base_url,
         models,
         sealed_credential,
+        sealed_session_token,
         preset: Some(preset.id.clone()),
         settings,
         prices,
@@ -659,6 +687,42 @@ mod tests {
         i.variant = Some("intl".into());
         let spec = build_spec(&i, &sealer()).unwrap();
         assert!(spec.base_url.starts_with("https://dashscope-intl."));
+    }
+
+    #[test]
+    fn bedrock_session_token_is_sealed_and_needs_the_aws_keys() {
+        let s = sealer();
+        let mut i = input("bedrock");
+        i.region = Some("eu-central-1".into());
+        i.aws_session_token = Some("IQoJb3JpZ2luX2VjEXAMPLE/token+=".into());
+        assert!(matches!(
+            build_spec(&i, &s),
+            Err(PresetError::Missing { field, .. }) if field == "aws_access_key_id"
+        ));
+        i.api_key = None;
+        i.aws_access_key_id = Some("ASIAEXAMPLE".into());
+        i.aws_secret_access_key = Some("secret".into());
+        let spec = build_spec(&i, &s).unwrap();
+        assert_eq!(spec.settings["auth"], "sigv4");
+        let sealed = spec.sealed_session_token.clone().unwrap();
+        assert_eq!(
+            s.open(&sealed).unwrap().expose_secret(),
+            "IQoJb3JpZ2luX2VjEXAMPLE/token+="
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains("IQoJb3JpZ2lu"), "{json}");
+        assert!(!spec.settings.values().any(|v| v.contains("IQoJ")));
+        i.aws_session_token = Some("two words".into());
+        assert!(matches!(
+            build_spec(&i, &s),
+            Err(PresetError::Invalid { field, .. }) if field == "aws_session_token"
+        ));
+        let mut i = input("deepseek");
+        i.aws_session_token = Some("t".into());
+        assert!(matches!(
+            build_spec(&i, &s),
+            Err(PresetError::Unexpected { field, .. }) if field == "aws_session_token"
+        ));
     }
 
     #[test]

@@ -145,3 +145,96 @@ async fn deepseek_and_anthropic_presets_with_only_a_key() {
     let stats = env.stats(&key).await;
     assert_eq!(stats["totals"]["cost_micros"], 570, "{stats}");
 }
+
+/// Temporary AWS credentials expire: PATCH renews them in place, and the
+/// next calls are signed with the new ones.
+#[tokio::test]
+async fn bedrock_temporary_credentials_are_renewed_with_patch() {
+    let env = TestEnv::start().await;
+    let bedrock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4},
+        })))
+        .mount(&bedrock)
+        .await;
+    let r = add_preset(
+        &env,
+        json!({"preset": "bedrock", "base_url": bedrock.uri(), "region": "us-east-1",
+            "aws_access_key_id": "ASIAFIRST", "aws_secret_access_key": "first-secret",
+            "aws_session_token": "first-token", "models": ["amazon.nova-pro-v1:0"]}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let path = format!("/admin/api/providers/{}", created["id"].as_str().unwrap());
+    let (_, key) = env.add_key("bedrock").await;
+    // Chats once; returns the (key id, session token) Bedrock got.
+    let chat = || async {
+        let r = env
+            .chat(
+                &key,
+                json!({"model": "amazon.nova-pro-v1:0", "messages": user("hi")}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let sent = bedrock.received_requests().await.unwrap();
+        let last = sent.last().unwrap();
+        let header = |name: &str| {
+            last.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let auth = header("authorization").unwrap();
+        let key_id = auth.split("Credential=").nth(1).unwrap();
+        let key_id = key_id.split('/').next().unwrap().to_string();
+        (key_id, header("x-amz-security-token"))
+    };
+    let signed =
+        |key_id: &str, token: Option<&str>| (key_id.to_string(), token.map(str::to_string));
+    assert_eq!(chat().await, signed("ASIAFIRST", Some("first-token")));
+
+    let r = env
+        .admin(reqwest::Method::PATCH, &path)
+        .json(&json!({"aws_access_key_id": "ASIASECOND",
+            "aws_secret_access_key": "second-secret", "aws_session_token": "second-token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("second-secret") && !text.contains("second-token"));
+    // The dispatcher picks the change up a moment later.
+    let second = signed("ASIASECOND", Some("second-token"));
+    wait_until(Duration::from_secs(10), || async { chat().await == second }).await;
+
+    let r = env
+        .admin(reqwest::Method::PATCH, &path)
+        .json(&json!({"aws_session_token": ""}))
+        .send()
+        .await
+        .unwrap();
+    let view: Value = r.json().await.unwrap();
+    assert_eq!(view["has_session_token"], false);
+    let without = signed("ASIASECOND", None);
+    wait_until(Duration::from_secs(10), || async {
+        chat().await == without
+    })
+    .await;
+
+    // Only a Bedrock provider that signs with AWS keys takes them.
+    let r = add_preset(&env, json!({"preset": "deepseek", "api_key": "sk-x"})).await;
+    let deepseek: Value = r.json().await.unwrap();
+    let r = env
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/api/providers/{}", deepseek["id"].as_str().unwrap()),
+        )
+        .json(&json!({"aws_session_token": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
