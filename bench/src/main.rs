@@ -7,6 +7,7 @@
 
 mod ab;
 mod compare;
+mod jobs;
 mod load;
 mod mock;
 mod routing;
@@ -37,6 +38,8 @@ enum Command {
     /// Compare two request shapes through aigw at the same rate (failover,
     /// admission): success rates, latencies and the difference.
     Ab(ab::AbArgs),
+    /// Submit many jobs (`POST /v1/jobs`) to build a backlog.
+    Jobs(jobs::JobsArgs),
     /// Time the routing decision (`Router::plan`) for every strategy.
     Routing(routing::RoutingArgs),
 }
@@ -51,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args).await,
         Command::Compare(args) => compare::run(args).await,
         Command::Ab(args) => ab::run(args).await,
+        Command::Jobs(args) => jobs::run(args).await,
         Command::Routing(args) => routing::run(args),
     }
 }

@@ -44,8 +44,10 @@ pub struct WebhookConfig {
     pub timeout: Duration,
 }
 
-/// Processes one delivery of a job message, start to ack.
-pub async fn handle(shared: Arc<Shared>, msg: Message) {
+/// Processes one delivery of a job message, start to ack. The job slot
+/// (`permit`) is given back once the run is stored: a slow webhook keeps
+/// its message (and in-progress acks) but not a slot.
+pub async fn handle(shared: Arc<Shared>, msg: Message, permit: tokio::sync::OwnedSemaphorePermit) {
     let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
     let request: DispatchRequest = match serde_json::from_slice(&msg.payload) {
         Ok(r) => r,
@@ -111,6 +113,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
             None
         }
     };
+    drop(permit);
     if ack == Some(true) {
         match jobs::get(pool, id).await {
             Ok(Some(row)) => deliver_webhook(&shared, &row).await,

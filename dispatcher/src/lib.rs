@@ -238,7 +238,8 @@ pub async fn run(
                 ack_wait: args.ack_wait,
                 // Runs are counted by the job's own events (see `jobs`).
                 max_deliver: -1,
-                max_ack_pending: (args.job_concurrency.max(1) * 2) as i64,
+                // Finished jobs stay unacked while their webhooks retry.
+                max_ack_pending: (args.job_concurrency.max(1) * 16) as i64,
                 ..Default::default()
             },
         )
@@ -409,8 +410,7 @@ async fn run_jobs(
         let shared = shared.clone();
         tokio::spawn(
             async move {
-                jobs::handle(shared, msg).await;
-                drop(permit);
+                jobs::handle(shared, msg, permit).await;
             }
             .instrument(tracing::info_span!("job")),
         );
