@@ -243,6 +243,7 @@ try {
   check((await jobRow(runningJob).locator('[data-testid="cancel-job"]').count()) === 0, 'no cancel button on a cancelled job');
 
   step('cancelling a job that has finished meanwhile shows the API\'s error');
+  check(['Queued', 'Running'].includes(await jobStatus(lateJob)), `the late job is still queued or running (${await jobStatus(lateJob)})`);
   await jobRow(lateJob).locator('button:has-text("Details")').click();
   await page.waitForSelector('dialog[open] [data-testid="detail-cancel-job"]');
   const adminGet = async (id) => (await fetch(`${BASE}/admin/api/jobs/${id}`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
