@@ -39,7 +39,7 @@ async fn admin_ui_in_a_real_browser() {
     // late, one the upstream refuses.
     for (prompt, delay, status) in [
         ("job to cancel", Duration::from_secs(25), 200),
-        ("job that takes a while", Duration::from_secs(12), 200),
+        ("job that takes a while", Duration::from_secs(16), 200),
         ("job the upstream refuses", Duration::ZERO, 400),
     ] {
         let response = if status == 200 {

@@ -226,6 +226,10 @@ try {
   const refusedJob = await submitJob('A job the upstream refuses');
   const runningJob = await submitJob('A job to cancel');
   const lateJob = await submitJob('A job that takes a while');
+  const jobPolls = [];
+  page.on('request', (req) => {
+    if (req.method() === 'GET' && /^\/admin\/api\/jobs\/[0-9a-f-]+$/.test(new URL(req.url()).pathname)) jobPolls.push(Date.now());
+  });
   const jobRow = (id) => page.locator(`[data-testid="jobs-table"] tr[data-job="${id}"]`);
   const jobStatus = async (id) => (await jobRow(id).locator('.badge').first().textContent().catch(() => '')).trim();
 
@@ -235,6 +239,15 @@ try {
   const rowText = await jobRow(doneJob).textContent();
   check(rowText.includes('e2e-app') && rowText.includes('deepseek-v4-flash'), `key name and model in the row: ${rowText}`);
   check(['Queued', 'Running'].includes(await jobStatus(runningJob)), `the slow job is queued or running (${await jobStatus(runningJob)})`);
+
+  step('the page refreshes running jobs, and stops once it is left');
+  await poll('a refresh of the running jobs', async () => jobPolls.length > 0, 10000);
+  await go('#/keys');
+  const left = Date.now();
+  await new Promise((r) => setTimeout(r, 3500));
+  check(!jobPolls.some((at) => at > left + 200), 'no refresh after leaving the Jobs page');
+  await go('#/jobs');
+  check(['Queued', 'Running'].includes(await jobStatus(runningJob)), `the slow job is still queued or running (${await jobStatus(runningJob)})`);
   await jobRow(runningJob).locator('[data-testid="cancel-job"]').click();
   await page.waitForSelector('dialog[open] [data-testid="confirm"]');
   check((await page.textContent('dialog[open]')).includes('Keep it'), 'the confirmation can be declined');
