@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-
 use std::time::Duration;
 
 use serde_json::json;
