@@ -327,7 +327,12 @@ fn filter(q: &ListQuery, key_id: Option<Uuid>) -> Result<ListFilter, ApiError> {
     })
 }
 
-async fn list(state: &AppState, filter: ListFilter) -> Result<Json<Value>, ApiError> {
+/// A page of jobs; `view` renders each (the admin's view adds `key_id`).
+async fn list(
+    state: &AppState,
+    filter: ListFilter,
+    view: fn(&JobRow) -> Value,
+) -> Result<Json<Value>, ApiError> {
     let mut rows = jobs::list(&state.stores.pool, &filter)
         .await
         .map_err(ApiError::internal)?;
@@ -335,7 +340,7 @@ async fn list(state: &AppState, filter: ListFilter) -> Result<Json<Value>, ApiEr
     rows.truncate(filter.limit as usize);
     Ok(Json(json!({
         "object": "list",
-        "data": rows.iter().map(jobs::job_object).collect::<Vec<_>>(),
+        "data": rows.iter().map(view).collect::<Vec<_>>(),
         "first_id": rows.first().map(|r| r.id),
         "last_id": rows.last().map(|r| r.id),
         "has_more": has_more,
@@ -348,7 +353,7 @@ pub async fn list_jobs(
     Caller(key): Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    list(&state, filter(&q, Some(key.id))?).await
+    list(&state, filter(&q, Some(key.id))?, jobs::job_object).await
 }
 
 /// `DELETE /v1/jobs/{id}` (or `POST /v1/jobs/{id}/cancel`).
@@ -388,13 +393,20 @@ async fn cancel(state: &AppState, id: Uuid, actor: &str) -> Result<Json<Value>, 
     }
 }
 
+/// A job as the admin sees it: with the key it belongs to.
+fn admin_view(row: &JobRow) -> Value {
+    let mut view = jobs::job_object(row);
+    view["key_id"] = json!(row.key_id);
+    view
+}
+
 /// `GET /admin/api/jobs?status=&key=&limit=&after=`: every key's jobs.
 pub async fn admin_list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = filter(&q, q.key)?;
-    list(&state, f).await
+    list(&state, f, admin_view).await
 }
 
 /// `GET /admin/api/jobs/{id}`.
@@ -407,11 +419,7 @@ pub async fn admin_get(
         .await
         .map_err(ApiError::internal)?
     {
-        Some(row) => {
-            let mut view = jobs::job_object(&row);
-            view["key_id"] = json!(row.key_id);
-            Ok(Json(view))
-        }
+        Some(row) => Ok(Json(admin_view(&row))),
         None => Err(no_such_job(&id)),
     }
 }

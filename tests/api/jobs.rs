@@ -247,7 +247,7 @@ async fn bad_submissions_get_clear_errors() {
 async fn a_key_sees_only_its_own_jobs() {
     let env = TestEnv::start().await;
     let _mock = upstream(&env, 0).await;
-    let (_, alice) = env.add_key("alice").await;
+    let (alice_id, alice) = env.add_key("alice").await;
     let (_, bob) = env.add_key("bob").await;
     let id = submit_ok(&env, &alice, chat_body()).await;
     wait_status(&env, &alice, &id, "succeeded").await;
@@ -276,6 +276,7 @@ async fn a_key_sees_only_its_own_jobs() {
         .unwrap();
     assert_eq!(all["data"].as_array().unwrap().len(), 1);
     assert_eq!(all["data"][0]["status"], "succeeded");
+    assert_eq!(all["data"][0]["key_id"], alice_id.as_str());
 }
 
 #[tokio::test]

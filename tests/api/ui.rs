@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
-use wiremock::matchers::{method, path};
+use serde_json::json;
+use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::{ADMIN_TOKEN, TestEnv, completion};
+use crate::harness::{ADMIN_TOKEN, Options, TestEnv, completion};
 
 #[tokio::test]
 async fn admin_ui_in_a_real_browser() {
@@ -24,8 +26,41 @@ async fn admin_ui_in_a_real_browser() {
         "no Chromium at {chromium}: `apt-get install chromium` (scripts/test does it)"
     );
 
-    let env = TestEnv::start().await;
+    // Long enough for the Jobs page's slow jobs.
+    let env = TestEnv::with(Options {
+        upstream_timeout: Duration::from_secs(30),
+        ..Options::default()
+    })
+    .await;
     let upstream = MockServer::start().await;
+    // The Jobs page's jobs (mounted first: the first matching mock answers):
+    // one the UI cancels while it runs, one that finishes a few seconds
+    // late, one the upstream refuses.
+    for (prompt, delay, status) in [
+        ("job to cancel", Duration::from_secs(25), 200),
+        ("job that takes a while", Duration::from_secs(16), 200),
+        ("job the upstream refuses", Duration::ZERO, 400),
+    ] {
+        let response = if status == 200 {
+            ResponseTemplate::new(200).set_body_json(completion(
+                "deepseek-v4-flash",
+                "Done.",
+                10,
+                5,
+            ))
+        } else {
+            ResponseTemplate::new(status).set_body_json(json!({"error": {
+                "message": "The mock refuses this prompt.",
+                "type": "invalid_request_error",
+            }}))
+        };
+        Mock::given(method("POST"))
+            .and(path("/chat/completions"))
+            .and(body_string_contains(prompt))
+            .respond_with(response.set_delay(delay))
+            .mount(&upstream)
+            .await;
+    }
     Mock::given(method("POST"))
         .and(path("/chat/completions"))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(

@@ -209,6 +209,121 @@ try {
   check(csv.startsWith('month,key_id,key_name') && csv.includes('e2e-app'), `CSV: ${csv}`);
   await shot('billing-desktop-en');
 
+  step('jobs: submit four with the key (the mock runs, delays or refuses them)');
+  const submitJob = async (content, metadata) => {
+    const res = await fetch(`${BASE}/v1/jobs`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'deepseek-v4-flash', messages: [{ role: 'user', content }], metadata }),
+    });
+    const text = await res.text();
+    check(res.status === 202, `POST /v1/jobs -> ${res.status} ${text}`);
+    return JSON.parse(text).id;
+  };
+  // Rendered as HTML, this metadata value would fire a dialog.
+  const evilMeta = '<img src=x onerror=alert(3)>';
+  const doneJob = await submitJob('A job from the UI test', { ticket: evilMeta });
+  const refusedJob = await submitJob('A job the upstream refuses');
+  const runningJob = await submitJob('A job to cancel');
+  const lateJob = await submitJob('A job that takes a while');
+  const jobPolls = [];
+  page.on('request', (req) => {
+    if (req.method() === 'GET' && /^\/admin\/api\/jobs\/[0-9a-f-]+$/.test(new URL(req.url()).pathname)) jobPolls.push(Date.now());
+  });
+  const jobRow = (id) => page.locator(`[data-testid="jobs-table"] tr[data-job="${id}"]`);
+  const jobStatus = async (id) => (await jobRow(id).locator('.badge').first().textContent().catch(() => '')).trim();
+
+  step('the Jobs page lists them; a running job is cancelled from its row');
+  await go('#/jobs');
+  check((await page.locator('[data-testid="jobs-table"] tbody tr').count()) === 4, 'four jobs listed');
+  const rowText = await jobRow(doneJob).textContent();
+  check(rowText.includes('e2e-app') && rowText.includes('deepseek-v4-flash'), `key name and model in the row: ${rowText}`);
+  check(['Queued', 'Running'].includes(await jobStatus(runningJob)), `the slow job is queued or running (${await jobStatus(runningJob)})`);
+
+  step('the page refreshes running jobs, and stops once it is left');
+  await poll('a refresh of the running jobs', async () => jobPolls.length > 0, 10000);
+  await go('#/keys');
+  const left = Date.now();
+  await new Promise((r) => setTimeout(r, 3500));
+  check(!jobPolls.some((at) => at > left + 200), 'no refresh after leaving the Jobs page');
+  await go('#/jobs');
+  check(['Queued', 'Running'].includes(await jobStatus(runningJob)), `the slow job is still queued or running (${await jobStatus(runningJob)})`);
+  await jobRow(runningJob).locator('[data-testid="cancel-job"]').click();
+  await page.waitForSelector('dialog[open] [data-testid="confirm"]');
+  check((await page.textContent('dialog[open]')).includes('Keep it'), 'the confirmation can be declined');
+  await page.click('dialog[open] [data-testid="confirm"]');
+  await poll('the job to be cancelled', async () => (await jobStatus(runningJob)) === 'Cancelled', 10000);
+  check((await jobRow(runningJob).locator('[data-testid="cancel-job"]').count()) === 0, 'no cancel button on a cancelled job');
+
+  step('cancelling a job that has finished meanwhile shows the API\'s error');
+  check(['Queued', 'Running'].includes(await jobStatus(lateJob)), `the late job is still queued or running (${await jobStatus(lateJob)})`);
+  await jobRow(lateJob).locator('button:has-text("Details")').click();
+  await page.waitForSelector('dialog[open] [data-testid="detail-cancel-job"]');
+  const adminGet = async (id) => (await fetch(`${BASE}/admin/api/jobs/${id}`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+  await poll('the late job to finish', async () => (await adminGet(lateJob)).status === 'succeeded', 30000);
+  await page.click('dialog[open] [data-testid="detail-cancel-job"]');
+  await page.click('dialog[open] [data-testid="confirm"]');
+  await page.waitForSelector('dialog[open] [data-testid="job-cancel-error"]:not([hidden])');
+  const cancelError = await page.textContent('dialog[open] [data-testid="job-cancel-error"]');
+  check(cancelError.includes('already succeeded'), `the 409's message is shown (got ${cancelError})`);
+  await page.keyboard.press('Escape');
+  // No reload: the page refreshes itself while a listed job is running.
+  await poll('the late job to show as succeeded', async () => (await jobStatus(lateJob)) === 'Succeeded', 10000);
+
+  step('a succeeded job\'s detail shows the answer and its metadata as text');
+  await poll('the first job to succeed', async () => (await jobStatus(doneJob)) === 'Succeeded', 10000);
+  check((await jobRow(doneJob).textContent()).includes('1,550'), 'its tokens');
+  await shot('jobs-desktop-en');
+  await jobRow(doneJob).locator('button:has-text("Details")').click();
+  await page.waitForSelector('dialog[open] [data-testid="job-answer"]');
+  check((await page.textContent('dialog[open] [data-testid="job-answer"]')) === 'Hi!', 'the assistant text');
+  const meta = await page.textContent('dialog[open] [data-testid="job-metadata"]');
+  check(meta.includes('ticket') && meta.includes(evilMeta), `the metadata verbatim (got ${meta})`);
+  check((await page.locator('dialog[open] img').count()) === 0, 'no img element from the metadata');
+  check((await page.textContent('dialog[open] [data-testid="job-fields"]')).includes('e2e-app'), 'the key name');
+  check((await page.locator('dialog[open] [data-testid="detail-cancel-job"]').count()) === 0, 'a finished job cannot be cancelled');
+  await shot('job-detail-desktop-en');
+  await page.keyboard.press('Escape');
+
+  step('a failed job\'s detail shows the error message');
+  await poll('the refused job to fail', async () => (await jobStatus(refusedJob)) === 'Failed', 10000);
+  await jobRow(refusedJob).locator('button:has-text("Details")').click();
+  const jobError = await (await page.waitForSelector('dialog[open] [data-testid="job-error"]')).textContent();
+  console.log(`    job error shown: ${jobError}`);
+  check(jobError.length > 0, 'an error message');
+  await page.keyboard.press('Escape');
+
+  step('filter jobs by status and by key');
+  const listed = async () => page.$$eval('[data-testid="jobs-table"] tbody tr', (rows) => rows.map((r) => r.dataset.job));
+  await page.selectOption('[data-testid="jobs-status"]', 'cancelled');
+  await page.click('[data-testid="jobs-filter"]');
+  await page.waitForSelector('#page[data-page="jobs"][aria-busy="false"]');
+  check(JSON.stringify(await listed()) === JSON.stringify([runningJob]), 'only the cancelled job');
+  await page.selectOption('[data-testid="jobs-status"]', 'succeeded');
+  await page.selectOption('[data-testid="jobs-key"]', { label: 'e2e-app' });
+  await page.click('[data-testid="jobs-filter"]');
+  await page.waitForSelector('#page[data-page="jobs"][aria-busy="false"]');
+  check(JSON.stringify(await listed()) === JSON.stringify([lateJob, doneJob]), `the two succeeded jobs, newest first (got ${await listed()})`);
+  await page.selectOption('[data-testid="jobs-status"]', 'failed');
+  await page.click('[data-testid="jobs-filter"]');
+  await page.waitForSelector('#page[data-page="jobs"][aria-busy="false"]');
+  check(JSON.stringify(await listed()) === JSON.stringify([refusedJob]), 'only the failed job');
+  await page.selectOption('[data-testid="jobs-status"]', '');
+  await page.selectOption('[data-testid="jobs-key"]', '');
+  await page.click('[data-testid="jobs-filter"]');
+  await page.waitForSelector('#page[data-page="jobs"][aria-busy="false"]');
+  check((await listed()).length === 4, 'all four again');
+
+  step('jobs: "Load more" pages through them');
+  const more = await Promise.all(Array.from({ length: 20 }, (_, i) => submitJob(`Batch job ${i}`, { batch: 'paging' })));
+  await go('#/jobs');
+  check((await listed()).length === 20, `a first page of 20 (got ${(await listed()).length})`);
+  check(more.includes((await listed())[0]), 'the newest first');
+  await page.click('[data-testid="jobs-more"]');
+  await poll('the second page', async () => (await listed()).length === 24, 10000);
+  check(await page.locator('[data-testid="jobs-more"]').isHidden(), 'no more to load');
+  check((await listed()).slice(20).join() === [lateJob, runningJob, refusedJob, doneJob].join(), 'the older four last');
+
   step('revoke the key (with confirmation); the gateway refuses it');
   await go('#/keys');
   await page.click('[data-testid="revoke-e2e-app"]');
@@ -263,10 +378,19 @@ try {
   check((await page.getAttribute('html', 'lang')) === 'zh-CN', 'html lang is zh-CN');
   check((await page.textContent('.sidebar')).includes('API 密钥'), 'the navigation is in Chinese');
   await shot('providers-desktop-zh');
-  for (const p of ['keys', 'usage', 'requests', 'routing']) {
+  for (const p of ['keys', 'usage', 'requests', 'routing', 'jobs']) {
     await go(`#/${p}`);
     await shot(`${p}-desktop-zh`);
   }
+  const jobsZh = await page.textContent('#page');
+  for (const s of ['尝试次数', '筛选', '加载更多']) check(jobsZh.includes(s), `the Jobs page in Chinese shows “${s}”`);
+  await poll('the batch to succeed', async () => (await page.$$eval('#page .badge', (bs) => bs.map((b) => b.textContent))).every((b) => b === '已成功'), 15000);
+  await page.click('[data-testid="jobs-more"]');
+  await poll('the older jobs', async () => {
+    const badges = await page.$$eval('#page .badge', (bs) => bs.map((b) => b.textContent));
+    return ['已取消', '已失败'].every((b) => badges.includes(b));
+  }, 10000);
+  check((await page.textContent('.topbar h1')) === '任务', 'the Jobs title in Chinese');
 
   step('phone width: no horizontal scroll on any page');
   await page.setViewportSize({ width: 390, height: 844 });
@@ -276,7 +400,7 @@ try {
       await go(`#/${p}`);
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
       check(width <= 390, `${p} (${lang}) is ${width}px wide at 390px`);
-      if (['providers', 'keys', 'usage', 'requests'].includes(p)) await shot(`${p}-phone-${lang}`);
+      if (['providers', 'keys', 'usage', 'requests', 'jobs'].includes(p)) await shot(`${p}-phone-${lang}`);
     }
   }
   await go('#/keys');
