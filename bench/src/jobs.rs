@@ -49,7 +49,8 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (client, url, body, key) = (client.clone(), url.clone(), body.clone(), args.key.clone());
+        let (client, url, body, key) =
+            (client.clone(), url.clone(), body.clone(), args.key.clone());
         let (next, failed, count) = (next.clone(), failed.clone(), args.count);
         workers.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < count {
