@@ -8,13 +8,14 @@
 
 use aigw_events::Usage;
 use aigw_events::provider::{ProviderKind, ProviderSpec};
+use aigw_events::wire::Endpoint;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::openai::{self, UpstreamError};
-use crate::{anthropic, azure, bedrock, cohere, gemini};
+use crate::{anthropic, azure, bedrock, cohere, gemini, media};
 
 /// A successful upstream answer, already in OpenAI's format.
 pub enum Answer {
@@ -22,6 +23,12 @@ pub enum Answer {
     Full { body: Bytes, usage: Option<Usage> },
     /// `chat.completion.chunk` payloads as they arrive.
     Stream(BoxStream<'static, StreamItem>),
+    /// A media answer (images JSON, audio), with what it consumed.
+    Media {
+        body: Bytes,
+        content_type: String,
+        usage: Usage,
+    },
 }
 
 /// One step of a streamed answer.
@@ -54,6 +61,9 @@ pub async fn chat(
         ProviderKind::Gemini => gemini::chat(http, provider, api_key, body, stream).await,
         ProviderKind::Bedrock => bedrock::chat(http, provider, api_key, body, stream).await,
         ProviderKind::Cohere => cohere::chat(http, provider, api_key, body, stream).await,
+        ProviderKind::Stability | ProviderKind::Elevenlabs | ProviderKind::Assemblyai => {
+            Err(media::unsupported(provider, Endpoint::Chat))
+        }
     }
 }
 
@@ -79,17 +89,6 @@ pub async fn embeddings(
             )
             .await
         }
-        _ => Err(UpstreamError {
-            class: aigw_events::ErrorClass::Client,
-            upstream_status: None,
-            status: 400,
-            error_type: "invalid_request_error".into(),
-            code: Some("unsupported_endpoint".into()),
-            message: format!(
-                "provider {} does not offer embeddings through aigw (OpenAI-compatible providers do)",
-                provider.name
-            ),
-            retry_after: None,
-        }),
+        _ => Err(media::unsupported(provider, Endpoint::Embeddings)),
     }
 }

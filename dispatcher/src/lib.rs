@@ -8,12 +8,15 @@ pub mod azure;
 pub mod bedrock;
 pub mod cohere;
 pub mod convert;
+pub mod elevenlabs;
 pub mod gemini;
+pub mod media;
 pub mod openai;
 pub mod probe;
 pub mod process;
 pub mod reply;
 pub mod routing;
+pub mod stability;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::adapter::{self, Answer, StreamItem};
+use crate::media;
 use crate::openai::{self, UpstreamError, broken};
 use crate::reply::Replier;
 use crate::routing::Slot;
@@ -134,7 +135,7 @@ fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome) -> Outcom
             usage, cost_micros, ..
         } => (*usage, cost_micros),
     };
-    *cost = if usage.total() == 0 {
+    *cost = if usage.is_empty() {
         Some(0)
     } else {
         attempts.last().and_then(|a| {
@@ -252,9 +253,28 @@ async fn run(
             return (vec![], failed(&err, Usage::default(), false, 0), None);
         }
     };
+    // Providers that cannot serve this endpoint are no candidates (the
+    // ingress refused requests none of them can serve).
+    let targets: Vec<Target> = targets
+        .into_iter()
+        .filter(|t| t.provider.spec.kind.serves(request.endpoint))
+        .collect();
+    if targets.is_empty() {
+        let err = media::invalid(
+            format!(
+                "no provider of `{}` offers {} through aigw",
+                request.model,
+                request.endpoint.path()
+            ),
+            "unsupported_endpoint",
+        );
+        replier.error(400, json_bytes(&err.body()), None, 0).await;
+        return (vec![], failed(&err, Usage::default(), false, 0), None);
+    }
     let estimate = Usage {
         prompt_tokens: estimate::prompt_tokens(&request.body),
         completion_tokens: estimate::max_output_tokens(&request.body, 256),
+        ..Default::default()
     };
     let strategy = shared
         .registry
@@ -633,6 +653,13 @@ async fn attempt(
             Endpoint::Embeddings => {
                 adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await
             }
+            Endpoint::Images => {
+                media::images(&shared.http, provider, api_key.as_ref(), &body).await
+            }
+            Endpoint::Speech => {
+                media::speech(&shared.http, provider, api_key.as_ref(), &body).await
+            }
+            Endpoint::Transcriptions => Err(media::unsupported(provider, request.endpoint)),
         }
     };
     let answer = tokio::select! {
@@ -652,11 +679,32 @@ async fn attempt(
                 None => (estimate_from_body(request, &body), true),
             };
             replier
-                .response(200, &provider.name, attempt_no, body)
+                .response(200, &provider.name, attempt_no, None, body)
                 .await;
             AttemptResult::Done {
                 usage,
                 estimated,
+                status: 200,
+            }
+        }
+        Ok(Answer::Media {
+            body,
+            content_type,
+            usage,
+        }) => {
+            let content_type = (content_type != "application/json").then_some(content_type);
+            replier
+                .response(
+                    200,
+                    &provider.name,
+                    attempt_no,
+                    content_type.as_deref(),
+                    body,
+                )
+                .await;
+            AttemptResult::Done {
+                usage,
+                estimated: false,
                 status: 200,
             }
         }
@@ -748,6 +796,7 @@ async fn relay_stream(
             Usage {
                 prompt_tokens: estimate::prompt_tokens(&request.body),
                 completion_tokens: completion_text,
+                ..Default::default()
             },
             true,
         ),
@@ -817,6 +866,7 @@ fn estimate_from_body(request: &DispatchRequest, body: &Bytes) -> Usage {
     Usage {
         prompt_tokens: estimate::prompt_tokens(&request.body),
         completion_tokens: completion,
+        ..Default::default()
     }
 }
 

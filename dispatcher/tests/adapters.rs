@@ -84,7 +84,7 @@ async fn full(answer: Result<Answer, UpstreamError>) -> (Value, aigw_events::Usa
             serde_json::from_slice(&body).unwrap(),
             usage.expect("usage"),
         ),
-        Ok(Answer::Stream(_)) => panic!("expected a full answer"),
+        Ok(Answer::Stream(_) | Answer::Media { .. }) => panic!("expected a full answer"),
         Err(e) => panic!("upstream error: {e:?}"),
     }
 }
@@ -1132,8 +1132,57 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
             "message": {"role": "assistant", "content": [{"type": "text", "text": "pong"}]},
             "usage": {"billed_units": {"input_tokens": 2, "output_tokens": 1}},
         }),
+        ProviderKind::Stability => {
+            json!({"image": "iVBORw0KGgo=", "finish_reason": "SUCCESS", "seed": 1})
+        }
+        ProviderKind::Elevenlabs => {
+            return ResponseTemplate::new(200).set_body_raw(b"ID3audio".to_vec(), "audio/mpeg");
+        }
+        ProviderKind::Assemblyai => json!({"status": "completed", "text": "pong"}),
     };
     ResponseTemplate::new(200).set_body_json(body)
+}
+
+/// A media preset called through its media endpoint (its first model);
+/// returns the model.
+async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
+    let model = spec.models[0].clone();
+    let answer = match spec.kind {
+        ProviderKind::Stability => {
+            aigw_dispatcher::media::images(
+                &http(),
+                spec,
+                Some(key),
+                &json!({"model": model, "prompt": "a lighthouse"}),
+            )
+            .await
+        }
+        ProviderKind::Elevenlabs => {
+            aigw_dispatcher::media::speech(
+                &http(),
+                spec,
+                Some(key),
+                &json!({"model": model, "input": "pong", "voice": "voice-1"}),
+            )
+            .await
+        }
+        other => panic!("{other:?} is not a media kind"),
+    };
+    match answer {
+        Ok(Answer::Media { usage, .. }) => {
+            assert_eq!(
+                usage.images + usage.characters,
+                if spec.kind == ProviderKind::Stability {
+                    1
+                } else {
+                    4
+                }
+            );
+        }
+        Ok(_) => panic!("expected a media answer"),
+        Err(e) => panic!("upstream error: {e:?}"),
+    }
+    model
 }
 
 #[tokio::test]
@@ -1185,24 +1234,29 @@ async fn every_configurable_preset_works_with_only_its_key() {
         let opened = sealer
             .open(spec.sealed_credential.as_deref().unwrap())
             .unwrap();
-        let model = spec.models[0].clone();
-        let (body, usage) = full(
-            adapter::chat(
-                &http(),
-                &spec,
-                Some(&opened),
-                &simple_request(&model),
-                false,
+        let model = if matches!(kind, ProviderKind::Stability | ProviderKind::Elevenlabs) {
+            call_media(&spec, &opened).await
+        } else {
+            let model = spec.models[0].clone();
+            let (body, usage) = full(
+                adapter::chat(
+                    &http(),
+                    &spec,
+                    Some(&opened),
+                    &simple_request(&model),
+                    false,
+                )
+                .await,
             )
-            .await,
-        )
-        .await;
-        assert_eq!(
-            body["choices"][0]["message"]["content"], "pong",
-            "{}",
-            preset.id
-        );
-        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (2, 1));
+            .await;
+            assert_eq!(
+                body["choices"][0]["message"]["content"], "pong",
+                "{}",
+                preset.id
+            );
+            assert_eq!((usage.prompt_tokens, usage.completion_tokens), (2, 1));
+            model
+        };
 
         let req = only_request(&server).await;
         let h = |name: &str| {
@@ -1217,6 +1271,7 @@ async fn every_configurable_preset_works_with_only_its_key() {
             "api-key" => ("api-key", api_key.clone()),
             // Configured with only a key: a Bedrock API key, sent as Bearer.
             "sigv4-or-bearer" => ("authorization", format!("Bearer {api_key}")),
+            "xi-api-key" => ("xi-api-key", api_key.clone()),
             other => panic!("{}: unexpected auth {other}", preset.id),
         };
         assert_eq!(h(auth_header), Some(expected), "{}", preset.id);
@@ -1240,12 +1295,17 @@ async fn every_configurable_preset_works_with_only_its_key() {
             ProviderKind::Azure => "/openai/deployments/dep-1/chat/completions".into(),
             ProviderKind::Bedrock => format!("/model/{}/converse", percent_encode(&model)),
             ProviderKind::Cohere => "/v2/chat".into(),
+            ProviderKind::Stability => format!("{preset_path}/stable-image/generate/core"),
+            ProviderKind::Elevenlabs => "/v1/text-to-speech/voice-1".into(),
+            ProviderKind::Assemblyai => "/v2/upload".into(),
         };
         assert_eq!(req.url.path(), expected_path, "{}", preset.id);
         tried += 1;
     }
-    // 29 presets, of which the media-only ones and Midjourney are not chat.
-    assert_eq!(tried, 23);
+    // 29 presets, of which Midjourney and the media presets aigw cannot route
+    // yet (Replicate, Runway, AssemblyAI) cannot be configured; Stability and
+    // ElevenLabs are called through their media endpoints.
+    assert_eq!(tried, 25);
 }
 
 fn percent_encode(s: &str) -> String {

@@ -153,6 +153,8 @@ pub fn router(state: AppState) -> Router {
     let keyed = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(chat::embeddings))
+        .route("/v1/images/generations", post(chat::images))
+        .route("/v1/audio/speech", post(chat::speech))
         .route("/v1/models", get(ops::models))
         .route("/v1/key", get(keys::own_key))
         .route("/stats", get(ops::stats))

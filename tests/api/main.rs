@@ -11,6 +11,7 @@ mod errors;
 mod harness;
 mod idempotency;
 mod keys;
+mod media;
 mod presets;
 mod quotas;
 mod resilience;

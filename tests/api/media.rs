@@ -1,0 +1,329 @@
+//! Media endpoints (`/v1/images/generations`, `/v1/audio/speech`) through
+//! the real roles: OpenAI-compatible passthrough and the native Stability
+//! and ElevenLabs adapters against mocks speaking their wire formats, with
+//! the cost of every call recorded.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::harness::{TestEnv, wait_until};
+
+async fn post(env: &TestEnv, key: &str, route: &str, body: Value) -> reqwest::Response {
+    env.http
+        .post(env.url(route))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn add(env: &TestEnv, body: Value) {
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+/// The request's `RequestCompleted` payload, once stored.
+async fn completed(env: &TestEnv, response: &reqwest::Response) -> Value {
+    let id = response.headers()["x-request-id"].to_str().unwrap();
+    let events = env.wait_recorded(id).await;
+    events.last().unwrap().1["RequestCompleted"].clone()
+}
+
+#[tokio::test]
+async fn openai_images_pass_through_and_are_billed_per_image() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    // A second image over 1 MB of base64: more than one NATS frame.
+    let big = "A".repeat(1_300_000);
+    Mock::given(method("POST"))
+        .and(path("/v1/images/generations"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "created": 1_764_000_000,
+            "data": [
+                {"b64_json": "iVBORw0KGgo=", "revised_prompt": "A red fox in snow"},
+                {"b64_json": big},
+            ]
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"name": "oai", "base_url": format!("{}/v1", mock.uri()), "api_key": "sk-upstream-secret",
+            "models": ["dall-e-3"],
+            "prices": {"dall-e-3": {"input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0, "per_image_usd": 0.04}}}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "dall-e-3", "prompt": "a red fox", "n": 2, "size": "1024x1024",
+            "response_format": "b64_json", "quality": "standard"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-aigw-provider"], "oai");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"][0]["revised_prompt"], "A red fox in snow");
+    assert_eq!(
+        body["data"][1]["b64_json"].as_str().unwrap().len(),
+        1_300_000
+    );
+    let sent: Value = mock.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(
+        sent,
+        json!({"model": "dall-e-3", "prompt": "a red fox", "n": 2, "size": "1024x1024",
+            "response_format": "b64_json", "quality": "standard"})
+    );
+    assert_eq!(done["usage"]["images"], 2);
+    // Two images at $0.04.
+    assert_eq!(done["cost_micros"], 80_000);
+}
+
+#[tokio::test]
+async fn stability_preset_generates_images_through_its_multipart_api() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/generate/sd3"))
+        .and(header("authorization", "Bearer sk-stability"))
+        .and(header("accept", "application/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "image": "iVBORw0KGgoAAAANSUhEUg==", "finish_reason": "SUCCESS", "seed": 1_234_567
+        })))
+        .expect(2)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "stability", "api_key": "sk-stability", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "sd3.5-large", "prompt": "a lighthouse at dusk", "n": 2, "size": "1792x1024"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "stability");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert!(body["created"].as_i64().unwrap() > 0);
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0], json!({"b64_json": "iVBORw0KGgoAAAANSUhEUg=="}));
+
+    let sent = &mock.received_requests().await.unwrap()[0];
+    let content_type = sent.headers["content-type"].to_str().unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/form-data; boundary=")
+        .unwrap();
+    let form = String::from_utf8(sent.body.clone()).unwrap();
+    for (name, value) in [
+        ("prompt", "a lighthouse at dusk"),
+        ("model", "sd3.5-large"),
+        ("aspect_ratio", "16:9"),
+        ("output_format", "png"),
+    ] {
+        let part = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        );
+        assert!(form.contains(&part), "{name} missing from {form}");
+    }
+    assert!(!form.contains("name=\"n\""));
+    assert_eq!(done["usage"]["images"], 2);
+    // Two SD 3.5 Large images at the catalog's $0.065.
+    assert_eq!(done["cost_micros"], 130_000);
+    wait_until(Duration::from_secs(30), || async {
+        env.stats(&key).await["totals"]["requests"] == 1
+    })
+    .await;
+    assert_eq!(env.stats(&key).await["totals"]["cost_micros"], 130_000);
+}
+
+#[tokio::test]
+async fn speech_is_relayed_as_audio_and_billed_per_character() {
+    let env = TestEnv::start().await;
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/speech"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .and(body_json(json!({"model": "tts-1", "input": "Hello world", "voice": "alloy", "response_format": "opus"})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"OggS-opus".to_vec(), "audio/opus"))
+        .expect(1)
+        .mount(&openai)
+        .await;
+    let elevenlabs = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb"))
+        .and(query_param("output_format", "mp3_44100_128"))
+        .and(header("xi-api-key", "xi-secret"))
+        .and(body_json(
+            json!({"text": "Hello world", "model_id": "eleven_flash_v2_5"}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"ID3-mp3".to_vec(), "audio/mpeg"))
+        .expect(1)
+        .mount(&elevenlabs)
+        .await;
+    add(
+        &env,
+        json!({"name": "oai", "base_url": format!("{}/v1", openai.uri()), "api_key": "sk-upstream-secret",
+            "models": ["tts-1"],
+            "prices": {"tts-1": {"input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0, "per_mchar_usd": 15.0}}}),
+    )
+    .await;
+    add(
+        &env,
+        json!({"preset": "elevenlabs", "api_key": "xi-secret", "base_url": elevenlabs.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("tts").await;
+
+    let r = post(
+        &env,
+        &key,
+        "/v1/audio/speech",
+        json!({"model": "tts-1", "input": "Hello world", "voice": "alloy", "response_format": "opus"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/opus");
+    let done = completed(&env, &r).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"OggS-opus");
+    assert_eq!(done["usage"]["characters"], 11);
+    // 11 characters at $15 per million.
+    assert_eq!(done["cost_micros"], 165);
+
+    let r = post(
+        &env,
+        &key,
+        "/v1/audio/speech",
+        json!({"model": "eleven_flash_v2_5", "input": "Hello world", "voice": "JBFqnCBsd6RMkjVDRZzb"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/mpeg");
+    assert_eq!(r.headers()["x-aigw-provider"], "elevenlabs");
+    let done = completed(&env, &r).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"ID3-mp3");
+    // 11 characters at the catalog's $50 per million.
+    assert_eq!(done["cost_micros"], 550);
+}
+
+#[tokio::test]
+async fn media_requests_are_validated_before_they_are_queued() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    add(
+        &env,
+        json!({"preset": "stability", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    add(
+        &env,
+        json!({"preset": "anthropic", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("v").await;
+    let cases = [
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core"}),
+            400,
+            "prompt",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core", "prompt": "x", "n": 0}),
+            400,
+            "n",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core", "prompt": "x", "size": "big"}),
+            400,
+            "size",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core", "prompt": "x", "response_format": "png"}),
+            400,
+            "response_format",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "no-such-model", "prompt": "x"}),
+            404,
+            "",
+        ),
+        // Anthropic serves chat only; Stability serves images only.
+        (
+            "/v1/images/generations",
+            json!({"model": "claude-haiku-4-5", "prompt": "x"}),
+            400,
+            "model",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "input": "x", "voice": "v"}),
+            400,
+            "model",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "voice": "v"}),
+            400,
+            "input",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "input": "x"}),
+            400,
+            "voice",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "input": "x", "voice": "v", "response_format": "ogg"}),
+            400,
+            "response_format",
+        ),
+    ];
+    for (route, body, status, param) in cases {
+        let r = post(&env, &key, route, body.clone()).await;
+        assert_eq!(r.status(), status, "{route} {body}");
+        let err: Value = r.json().await.unwrap();
+        if !param.is_empty() {
+            assert_eq!(err["error"]["param"], param, "{route} {body}: {err}");
+        }
+    }
+    let r = post(
+        &env,
+        &key,
+        "/v1/chat/completions",
+        json!({"model": "stable-image-core", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unsupported_endpoint");
+    assert!(mock.received_requests().await.unwrap().is_empty());
+}
