@@ -4,6 +4,7 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod assemblyai;
 pub mod azure;
 pub mod bedrock;
 pub mod cohere;
@@ -165,6 +166,8 @@ pub struct Shared {
     pub inflight: Inflight,
     pub ack_wait: Duration,
     pub max_deliver: u64,
+    /// Uploaded audio of transcription requests, by request id.
+    pub media: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// The HTTP client for provider calls, with every timeout set.
@@ -223,7 +226,9 @@ pub async fn run(
     )
     .await?;
     let health_follower = health.follow().await?;
+    let media = aigw_runtime::nats::ensure_media_store(&js, &names.media_bucket()).await?;
     let shared = Arc::new(Shared {
+        media,
         client: client.clone(),
         stores: Stores::new(pool),
         registry,

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::adapter::Answer;
 use crate::openai::{self, UpstreamError};
-use crate::{elevenlabs, stability};
+use crate::{assemblyai, elevenlabs, stability};
 
 /// `POST /v1/images/generations` with an OpenAI-format body (model set).
 pub async fn images(
@@ -75,6 +75,129 @@ pub async fn speech(
         }
         ProviderKind::Elevenlabs => elevenlabs::speech(http, provider, api_key, body, usage).await,
         _ => Err(unsupported(provider, Endpoint::Speech)),
+    }
+}
+
+/// `POST /v1/audio/transcriptions`: `body` is the JSON the ingress queued
+/// (`model`, `response_format`, `language`, `prompt`, `temperature`, and
+/// `file` naming the upload), `audio` the uploaded file.
+pub async fn transcriptions(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    api_key: Option<&SecretString>,
+    body: &Value,
+    audio: Bytes,
+) -> Result<Answer, UpstreamError> {
+    match provider.kind {
+        ProviderKind::OpenaiCompatible => {
+            let (content_type, form) = multipart(&openai_transcription_form(body, audio));
+            let mut request = http
+                .post(url(&provider.base_url, "audio/transcriptions"))
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(form);
+            if let Some(key) = api_key {
+                request = request.bearer_auth(key.expose_secret());
+            }
+            let (answer, _) = send_raw(request, &provider.name).await?;
+            let parsed: Value =
+                serde_json::from_slice(&answer).map_err(|_| not_json(&provider.name))?;
+            let transcript = openai_transcript(&parsed).ok_or_else(|| not_json(&provider.name))?;
+            Ok(match format(body) {
+                "text" => transcript_answer(body, transcript),
+                // The provider's own JSON (it may carry more than the text).
+                _ => Answer::Media {
+                    body: answer,
+                    content_type: "application/json".into(),
+                    usage: transcript.usage,
+                },
+            })
+        }
+        ProviderKind::Assemblyai => {
+            assemblyai::transcriptions(http, provider, api_key, body, audio).await
+        }
+        _ => Err(unsupported(provider, Endpoint::Transcriptions)),
+    }
+}
+
+fn format(body: &Value) -> &str {
+    body.get("response_format")
+        .and_then(Value::as_str)
+        .unwrap_or("json")
+}
+
+/// The multipart form OpenAI takes; JSON is always asked for, so the usage
+/// comes back whatever the caller wants.
+pub fn openai_transcription_form(body: &Value, audio: Bytes) -> Vec<(&'static str, Part)> {
+    let text = |f: &str| body.pointer(f).and_then(Value::as_str).map(str::to_string);
+    let mut fields = vec![
+        (
+            "file",
+            Part::File {
+                filename: text("/file/filename").unwrap_or_else(|| "audio".into()),
+                content_type: text("/file/content_type")
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                bytes: audio,
+            },
+        ),
+        ("model", Part::Text(text("/model").unwrap_or_default())),
+        ("response_format", Part::Text("json".into())),
+    ];
+    for (field, pointer) in [("language", "/language"), ("prompt", "/prompt")] {
+        if let Some(v) = text(pointer) {
+            fields.push((field, Part::Text(v)));
+        }
+    }
+    if let Some(t) = body.get("temperature").and_then(Value::as_f64) {
+        fields.push(("temperature", Part::Text(t.to_string())));
+    }
+    fields
+}
+
+/// A finished transcription: its text and what it consumed.
+#[derive(Debug, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    pub usage: Usage,
+}
+
+/// Reads OpenAI's transcription JSON: `text`, and `usage` as
+/// `{"type":"duration","seconds"}` (whisper) or `{"type":"tokens",...}`.
+pub fn openai_transcript(answer: &Value) -> Option<Transcript> {
+    let text = answer.get("text")?.as_str()?.to_string();
+    let usage = answer.get("usage");
+    let number = |field: &str| {
+        usage
+            .and_then(|u| u.get(field))
+            .and_then(Value::as_f64)
+            .map_or(0, |n| n.max(0.0).ceil() as u64)
+    };
+    Some(Transcript {
+        text,
+        usage: Usage {
+            prompt_tokens: number("input_tokens"),
+            completion_tokens: number("output_tokens"),
+            audio_seconds: number("seconds"),
+            ..Usage::default()
+        },
+    })
+}
+
+/// The answer in the caller's `response_format`: `{"text"}` or plain text.
+pub fn transcript_answer(body: &Value, transcript: Transcript) -> Answer {
+    let (content_type, bytes) = match format(body) {
+        "text" => ("text/plain; charset=utf-8", Bytes::from(transcript.text)),
+        _ => (
+            "application/json",
+            Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"text": transcript.text}))
+                    .unwrap_or_default(),
+            ),
+        ),
+    };
+    Answer::Media {
+        body: bytes,
+        content_type: content_type.into(),
+        usage: transcript.usage,
     }
 }
 
@@ -267,6 +390,44 @@ mod tests {
             "name=\"file\"; filename=\"a_b.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n"
         ));
         assert!(text.ends_with(&format!("--{boundary}--\r\n")));
+    }
+
+    #[test]
+    fn transcripts_from_openai() {
+        let t = openai_transcript(
+            &json!({"text": "Hello.", "usage": {"type": "duration", "seconds": 9}}),
+        )
+        .unwrap();
+        assert_eq!((t.text.as_str(), t.usage.audio_seconds), ("Hello.", 9));
+        let t = openai_transcript(&json!({"text": "Hi", "usage": {"type": "tokens",
+            "input_tokens": 14, "output_tokens": 45, "total_tokens": 59}}))
+        .unwrap();
+        assert_eq!((t.usage.prompt_tokens, t.usage.completion_tokens), (14, 45));
+        assert_eq!(openai_transcript(&json!({"error": {}})), None);
+        let form = openai_transcription_form(
+            &json!({"model": "whisper-1", "response_format": "text", "language": "en",
+                "file": {"filename": "a.mp3", "content_type": "audio/mpeg", "bytes": 3}}),
+            Bytes::from_static(b"ID3"),
+        );
+        let names: Vec<&str> = form.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["file", "model", "response_format", "language"]);
+        assert!(matches!(&form[2].1, Part::Text(f) if f == "json"));
+        let Answer::Media {
+            body, content_type, ..
+        } = transcript_answer(
+            &json!({"response_format": "text"}),
+            Transcript {
+                text: "Hello.".into(),
+                usage: Usage::default(),
+            },
+        )
+        else {
+            panic!("not media");
+        };
+        assert_eq!(
+            (body.as_ref(), content_type.as_str()),
+            (&b"Hello."[..], "text/plain; charset=utf-8")
+        );
     }
 
     #[test]

@@ -118,6 +118,12 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         return;
     }
     settle(&shared, &request, usage, cost, true).await;
+    if request.endpoint == Endpoint::Transcriptions
+        && let Err(e) = shared.media.delete(id.to_string().as_str()).await
+    {
+        // It expires with the bucket's max age anyway.
+        tracing::debug!(request_id = %id, error = %e, "deleting the upload");
+    }
     if let Err(e) = msg.ack().await {
         // The request is recorded; a redelivery will find it and only ack.
         tracing::warn!(request_id = %id, error = %e, "ack failed");
@@ -659,7 +665,13 @@ async fn attempt(
             Endpoint::Speech => {
                 media::speech(&shared.http, provider, api_key.as_ref(), &body).await
             }
-            Endpoint::Transcriptions => Err(media::unsupported(provider, request.endpoint)),
+            Endpoint::Transcriptions => match upload(shared, request).await {
+                Ok(audio) => {
+                    media::transcriptions(&shared.http, provider, api_key.as_ref(), &body, audio)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
         }
     };
     let answer = tokio::select! {
@@ -713,6 +725,34 @@ async fn attempt(
             relay_stream(request, &provider.name, items, replier, cancel).await
         }
     }
+}
+
+/// The uploaded audio of a transcription request.
+async fn upload(shared: &Shared, request: &DispatchRequest) -> Result<Bytes, UpstreamError> {
+    use tokio::io::AsyncReadExt;
+    let lost = |e: String| {
+        tracing::error!(request_id = %request.request_id, error = %e, "reading the upload");
+        UpstreamError {
+            class: ErrorClass::Upstream,
+            upstream_status: None,
+            status: 502,
+            error_type: "server_error".into(),
+            code: Some("upload_unavailable".into()),
+            message: "the uploaded file could not be read".into(),
+            retry_after: None,
+        }
+    };
+    let mut object = shared
+        .media
+        .get(request.request_id.to_string().as_str())
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let mut audio = Vec::new();
+    object
+        .read_to_end(&mut audio)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    Ok(Bytes::from(audio))
 }
 
 /// Relays an upstream SSE stream frame by frame, watching for usage.

@@ -1138,7 +1138,7 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
         ProviderKind::Elevenlabs => {
             return ResponseTemplate::new(200).set_body_raw(b"ID3audio".to_vec(), "audio/mpeg");
         }
-        ProviderKind::Assemblyai => json!({"status": "completed", "text": "pong"}),
+        ProviderKind::Assemblyai => json!({"upload_url": "https://cdn.example/upload/1"}),
     };
     ResponseTemplate::new(200).set_body_json(body)
 }
@@ -1166,18 +1166,33 @@ async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
             )
             .await
         }
+        ProviderKind::Assemblyai => {
+            aigw_dispatcher::media::transcriptions(
+                &http(),
+                spec,
+                Some(key),
+                &json!({"model": model, "response_format": "json",
+                    "file": {"filename": "a.wav", "content_type": "audio/wav", "bytes": 4}}),
+                bytes::Bytes::from_static(b"RIFF"),
+            )
+            .await
+        }
         other => panic!("{other:?} is not a media kind"),
     };
     match answer {
         Ok(Answer::Media { usage, .. }) => {
-            assert_eq!(
-                usage.images + usage.characters,
-                if spec.kind == ProviderKind::Stability {
-                    1
-                } else {
-                    4
-                }
-            );
+            let units = match spec.kind {
+                ProviderKind::Stability => usage.images,
+                ProviderKind::Elevenlabs => usage.characters,
+                _ => usage.audio_seconds,
+            };
+            // One image, four characters ("pong"), two seconds of audio.
+            let expected = match spec.kind {
+                ProviderKind::Stability => 1,
+                ProviderKind::Elevenlabs => 4,
+                _ => 2,
+            };
+            assert_eq!(units, expected, "{}", spec.name);
         }
         Ok(_) => panic!("expected a media answer"),
         Err(e) => panic!("upstream error: {e:?}"),
@@ -1234,7 +1249,31 @@ async fn every_configurable_preset_works_with_only_its_key() {
         let opened = sealer
             .open(spec.sealed_credential.as_deref().unwrap())
             .unwrap();
-        let model = if matches!(kind, ProviderKind::Stability | ProviderKind::Elevenlabs) {
+        if kind == ProviderKind::Assemblyai {
+            // Submit and poll follow the upload.
+            Mock::given(method("POST"))
+                .and(path("/v2/transcript"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"id": "t1", "status": "queued"})),
+                )
+                .with_priority(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path("/v2/transcript/t1"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(
+                    json!({"id": "t1", "status": "completed", "text": "pong", "audio_duration": 2}),
+                ))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        let model = if matches!(
+            kind,
+            ProviderKind::Stability | ProviderKind::Elevenlabs | ProviderKind::Assemblyai
+        ) {
             call_media(&spec, &opened).await
         } else {
             let model = spec.models[0].clone();
@@ -1258,7 +1297,16 @@ async fn every_configurable_preset_works_with_only_its_key() {
             model
         };
 
-        let req = only_request(&server).await;
+        let req = if kind == ProviderKind::Assemblyai {
+            let all = server.received_requests().await.unwrap();
+            assert_eq!(all.len(), 3);
+            for r in &all {
+                assert_eq!(r.headers["authorization"], api_key.as_str());
+            }
+            all[0].clone()
+        } else {
+            only_request(&server).await
+        };
         let h = |name: &str| {
             req.headers
                 .get(name)
@@ -1271,6 +1319,7 @@ async fn every_configurable_preset_works_with_only_its_key() {
             "api-key" => ("api-key", api_key.clone()),
             // Configured with only a key: a Bedrock API key, sent as Bearer.
             "sigv4-or-bearer" => ("authorization", format!("Bearer {api_key}")),
+            "raw-key" => ("authorization", api_key.clone()),
             "xi-api-key" => ("xi-api-key", api_key.clone()),
             other => panic!("{}: unexpected auth {other}", preset.id),
         };
@@ -1303,9 +1352,9 @@ async fn every_configurable_preset_works_with_only_its_key() {
         tried += 1;
     }
     // 29 presets, of which Midjourney and the media presets aigw cannot route
-    // yet (Replicate, Runway, AssemblyAI) cannot be configured; Stability and
-    // ElevenLabs are called through their media endpoints.
-    assert_eq!(tried, 25);
+    // yet (Replicate, Runway) cannot be configured; Stability, ElevenLabs and
+    // AssemblyAI are called through their media endpoints.
+    assert_eq!(tried, 26);
 }
 
 fn percent_encode(s: &str) -> String {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idempotency::{self, Claim};
-use crate::{AppState, RequestId, admission};
+use crate::{AppState, RequestId, admission, multipart};
 
 /// A chat request that passed validation.
 #[derive(Debug, PartialEq)]
@@ -31,6 +31,9 @@ pub struct ChatRequest {
     pub include_usage: bool,
     pub provider: Option<String>,
     pub endpoint: Endpoint,
+    /// An uploaded file (transcriptions), stored in the media object store
+    /// under the request id before the request is queued.
+    pub upload: Option<Bytes>,
 }
 
 fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
@@ -131,6 +134,7 @@ pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         stream,
         include_usage,
         provider,
+        upload: None,
         endpoint: Endpoint::Chat,
     })
 }
@@ -159,6 +163,7 @@ pub fn validate_embeddings(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         stream: false,
         include_usage: false,
         provider,
+        upload: None,
         endpoint: Endpoint::Embeddings,
     })
 }
@@ -207,6 +212,7 @@ pub fn validate_images(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         stream: false,
         include_usage: false,
         provider,
+        upload: None,
         endpoint: Endpoint::Images,
     })
 }
@@ -265,8 +271,100 @@ pub fn validate_speech(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         stream: false,
         include_usage: false,
         provider,
+        upload: None,
         endpoint: Endpoint::Speech,
     })
+}
+
+/// Largest audio upload (`/v1/audio/transcriptions`), as OpenAI's.
+pub const MAX_AUDIO_BYTES: usize = 25 * 1024 * 1024;
+
+/// Formats of `/v1/audio/transcriptions` answers aigw produces.
+pub const TRANSCRIPTION_FORMATS: &[&str] = &["json", "text"];
+
+/// Checks a transcription form (OpenAI's shape): a non-empty `file`,
+/// `model`, and optional `language`, `prompt`, `temperature`,
+/// `response_format` (`json` or `text`). The body queued is JSON naming the
+/// file; the audio itself travels through the media object store.
+pub fn validate_transcription(content_type: &str, bytes: &Bytes) -> Result<ChatRequest, ApiError> {
+    let fields = multipart::parse(content_type, bytes)
+        .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
+    let text = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f.name == name && f.filename.is_none())
+            .and_then(|f| f.text())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    };
+    let model = text("model")
+        .ok_or_else(|| invalid("Missing required parameter: 'model'.", "model"))?
+        .to_string();
+    let file = fields
+        .iter()
+        .find(|f| f.name == "file")
+        .filter(|f| !f.data.is_empty())
+        .ok_or_else(|| invalid("Missing required parameter: 'file'.", "file"))?;
+    let format = text("response_format").unwrap_or("json");
+    if !TRANSCRIPTION_FORMATS.contains(&format) {
+        return Err(invalid(
+            "'response_format' must be 'json' or 'text'.",
+            "response_format",
+        ));
+    }
+    let mut body = serde_json::json!({
+        "model": model,
+        "response_format": format,
+        "file": {
+            "filename": file.filename.clone().unwrap_or_else(|| "audio".into()),
+            "content_type": file.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+            "bytes": file.data.len(),
+        },
+    });
+    for field in ["language", "prompt"] {
+        if let Some(v) = text(field) {
+            body[field] = Value::String(v.to_string());
+        }
+    }
+    if let Some(t) = text("temperature") {
+        let t: f64 = t
+            .parse()
+            .map_err(|_| invalid("'temperature' must be a number.", "temperature"))?;
+        body["temperature"] = serde_json::json!(t);
+    }
+    Ok(ChatRequest {
+        body,
+        model,
+        stream: false,
+        include_usage: false,
+        provider: text("provider").map(str::to_string),
+        endpoint: Endpoint::Transcriptions,
+        upload: Some(file.data.clone()),
+    })
+}
+
+/// `POST /v1/audio/transcriptions`: a multipart upload of up to
+/// [`MAX_AUDIO_BYTES`], queued like a chat completion.
+pub async fn transcriptions(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(MAX_AUDIO_BYTES)
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let request = validate_transcription(content_type, &bytes)?;
+    queue_and_answer(&state, key, request, request_id.0).await
 }
 
 /// `POST /v1/images/generations`: queued and relayed like a chat completion.
@@ -439,6 +537,18 @@ async fn queue_and_answer(
         id,
     )
     .await?;
+    if let Some(upload) = &chat.upload {
+        let stored = state
+            .media
+            .put(id.to_string().as_str(), &mut upload.as_ref())
+            .await;
+        if let Err(e) = stored {
+            if let Some(r) = &admitted.reservation {
+                let _ = state.limiter.release(key.id, &r.period, id).await;
+            }
+            return Err(ApiError::Unavailable(format!("storing the upload: {e}")));
+        }
+    }
     let reply_to = state.names.reply_subject(&id.simple().to_string());
     let mut replies = state
         .client

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use aigw_dispatcher::media::{Part, multipart};
+use bytes::Bytes;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -326,4 +328,305 @@ async fn media_requests_are_validated_before_they_are_queued() {
     let err: Value = r.json().await.unwrap();
     assert_eq!(err["error"]["code"], "unsupported_endpoint");
     assert!(mock.received_requests().await.unwrap().is_empty());
+}
+
+/// A transcription form (content type, body): the file and text fields.
+fn form(audio: &[u8], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let mut parts = vec![(
+        "file",
+        Part::File {
+            filename: "meeting.mp3".into(),
+            content_type: "audio/mpeg".into(),
+            bytes: Bytes::copy_from_slice(audio),
+        },
+    )];
+    for (k, v) in fields {
+        parts.push((k, Part::Text(v.to_string())));
+    }
+    multipart(&parts)
+}
+
+/// A form with text fields only.
+fn fields_only(fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let parts: Vec<(&str, Part)> = fields
+        .iter()
+        .map(|(k, v)| (*k, Part::Text(v.to_string())))
+        .collect();
+    multipart(&parts)
+}
+
+async fn transcribe(env: &TestEnv, key: &str, form: (String, Vec<u8>)) -> reqwest::Response {
+    env.http
+        .post(env.url("/v1/audio/transcriptions"))
+        .bearer_auth(key)
+        .header("content-type", form.0)
+        .body(form.1)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn openai_transcriptions_pass_the_upload_through_and_bill_its_duration() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "text": "Let's begin the meeting.",
+            "usage": {"type": "duration", "seconds": 90}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"name": "oai", "base_url": format!("{}/v1", mock.uri()), "api_key": "sk-upstream-secret",
+            "models": ["whisper-1"],
+            "prices": {"whisper-1": {"input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0, "per_hour_usd": 0.36}}}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    // Binary audio, bytes that look like a boundary included.
+    let audio: Vec<u8> = b"ID3\x00\xff\r\n--x\r\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(300_000)
+        .collect();
+    let r = transcribe(
+        &env,
+        &key,
+        form(
+            &audio,
+            &[
+                ("model", "whisper-1"),
+                ("language", "en"),
+                ("response_format", "text"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let done = completed(&env, &r).await;
+    assert_eq!(r.text().await.unwrap(), "Let's begin the meeting.");
+
+    let sent = &mock.received_requests().await.unwrap()[0];
+    let content_type = sent.headers["content-type"].to_str().unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/form-data; boundary=")
+        .unwrap();
+    let file_head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"meeting.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n"
+    );
+    let at = sent
+        .body
+        .windows(file_head.len())
+        .position(|w| w == file_head.as_bytes())
+        .expect("file part");
+    let start = at + file_head.len();
+    assert_eq!(&sent.body[start..start + audio.len()], &audio[..]);
+    let text = String::from_utf8_lossy(&sent.body);
+    for (name, value) in [
+        ("model", "whisper-1"),
+        ("language", "en"),
+        ("response_format", "json"),
+    ] {
+        assert!(
+            text.contains(&format!("name=\"{name}\"\r\n\r\n{value}\r\n")),
+            "{name}"
+        );
+    }
+    assert_eq!(done["usage"]["audio_seconds"], 90);
+    // 90 s at $0.36 an hour.
+    assert_eq!(done["cost_micros"], 9_000);
+}
+
+#[tokio::test]
+async fn assemblyai_preset_uploads_submits_and_polls() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/upload"))
+        .and(header("authorization", "aai-key"))
+        .and(header("content-type", "application/octet-stream"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"upload_url": "https://cdn.assemblyai.com/upload/abc"})),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/transcript"))
+        .and(header("authorization", "aai-key"))
+        .and(body_json(
+            json!({"audio_url": "https://cdn.assemblyai.com/upload/abc",
+            "speech_models": ["universal-2"], "language_code": "fr"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_1", "status": "queued"})),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    // Processing twice, then done.
+    Mock::given(method("GET"))
+        .and(path("/v2/transcript/tr_1"))
+        .and(header("authorization", "aai-key"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_1", "status": "processing"})),
+        )
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/transcript/tr_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "tr_1", "status": "completed", "text": "Bonjour à tous.",
+            "audio_duration": 3600, "words": []
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "assemblyai", "api_key": "aai-key", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    let r = transcribe(
+        &env,
+        &key,
+        form(
+            b"RIFF....WAVE",
+            &[("model", "universal-2"), ("language", "fr")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "assemblyai");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"text": "Bonjour à tous."}));
+    let upload = &mock.received_requests().await.unwrap()[0];
+    assert_eq!(upload.body, b"RIFF....WAVE");
+    assert_eq!(done["usage"]["audio_seconds"], 3600);
+    // One hour of Universal-2 at the catalog's $0.15.
+    assert_eq!(done["cost_micros"], 150_000);
+}
+
+#[tokio::test]
+async fn transcription_uploads_are_checked_and_bounded() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    add(
+        &env,
+        json!({"preset": "assemblyai", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    let no_file = fields_only(&[("model", "universal-2")]);
+    let r = transcribe(&env, &key, no_file).await;
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "file");
+    let r = transcribe(&env, &key, form(b"x", &[])).await;
+    assert_eq!(r.status(), 400);
+    let r = transcribe(
+        &env,
+        &key,
+        form(
+            b"x",
+            &[("model", "universal-2"), ("response_format", "srt")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let r = env
+        .http
+        .post(env.url("/v1/audio/transcriptions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "universal-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Above 25 MB: 413 in OpenAI's error shape (the chat limit is far lower).
+    let big = vec![0u8; 25 * 1024 * 1024 + 1];
+    let r = transcribe(&env, &key, form(&big, &[("model", "universal-2")])).await;
+    assert_eq!(r.status(), 413);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "request_too_large");
+    // A 1 MB upload (four times the chat limit of these tests) is accepted.
+    Mock::given(method("POST"))
+        .and(path("/v2/upload"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "Invalid API key"})))
+        .mount(&mock)
+        .await;
+    let r = transcribe(
+        &env,
+        &key,
+        form(&vec![1u8; 1024 * 1024], &[("model", "universal-2")]),
+    )
+    .await;
+    assert_eq!(r.status(), 502, "the provider refused aigw's key");
+    // A refused credential is retried once on the same provider.
+    let uploads = mock.received_requests().await.unwrap();
+    assert_eq!(uploads.len(), 2);
+    assert!(uploads.iter().all(|u| u.body.len() == 1024 * 1024));
+}
+
+#[tokio::test]
+async fn a_transcription_that_never_finishes_stops_polling_at_the_deadline() {
+    let env = TestEnv::with(crate::harness::Options {
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/upload"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"upload_url": "https://cdn/u"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/transcript"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_9", "status": "queued"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/transcript/tr_9"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_9", "status": "processing"})),
+        )
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "assemblyai", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    let r = transcribe(&env, &key, form(b"RIFF", &[("model", "universal-2")])).await;
+    assert_eq!(r.status(), 504);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let events = env.wait_recorded(&id).await;
+    assert!(events.last().unwrap().1.get("RequestFailed").is_some());
+    // Polling has stopped.
+    let polls = mock.received_requests().await.unwrap().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(mock.received_requests().await.unwrap().len(), polls);
 }
