@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::openai::{self, UpstreamError};
-use crate::{anthropic, azure, bedrock, cohere, gemini, media};
+use crate::{anthropic, azure, bedrock, cohere, embeddings, gemini, media};
 
 /// A successful upstream answer, already in OpenAI's format.
 pub enum Answer {
@@ -67,9 +67,9 @@ pub async fn chat(
     }
 }
 
-/// Calls `provider`'s OpenAI-compatible `/embeddings` with an OpenAI-format
-/// body (model already set). Providers with a native wire format are
-/// refused with a clear error.
+/// Calls `provider`'s embeddings with an OpenAI-format body (model already
+/// set): OpenAI-compatible `/embeddings`, or natively Gemini and Cohere.
+/// Other providers are refused with a clear error.
 pub async fn embeddings(
     http: &reqwest::Client,
     provider: &ProviderSpec,
@@ -89,6 +89,8 @@ pub async fn embeddings(
             )
             .await
         }
+        ProviderKind::Gemini => embeddings::gemini(http, provider, api_key, body).await,
+        ProviderKind::Cohere => embeddings::cohere(http, provider, api_key, body).await,
         _ => Err(media::unsupported(provider, Endpoint::Embeddings)),
     }
 }

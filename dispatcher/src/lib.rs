@@ -10,6 +10,7 @@ pub mod bedrock;
 pub mod cohere;
 pub mod convert;
 pub mod elevenlabs;
+pub mod embeddings;
 pub mod gemini;
 pub mod media;
 pub mod openai;

@@ -41,11 +41,12 @@ impl ProviderKind {
         use crate::wire::Endpoint as E;
         match self {
             ProviderKind::OpenaiCompatible => true,
-            ProviderKind::Anthropic
-            | ProviderKind::Gemini
-            | ProviderKind::Azure
-            | ProviderKind::Bedrock
-            | ProviderKind::Cohere => endpoint == E::Chat,
+            ProviderKind::Gemini | ProviderKind::Cohere => {
+                matches!(endpoint, E::Chat | E::Embeddings)
+            }
+            ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Bedrock => {
+                endpoint == E::Chat
+            }
             ProviderKind::Stability => endpoint == E::Images,
             ProviderKind::Elevenlabs => endpoint == E::Speech,
             ProviderKind::Assemblyai => endpoint == E::Transcriptions,

@@ -630,3 +630,81 @@ async fn a_transcription_that_never_finishes_stops_polling_at_the_deadline() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(mock.received_requests().await.unwrap().len(), polls);
 }
+
+#[tokio::test]
+async fn gemini_and_cohere_embeddings_are_served_natively() {
+    let env = TestEnv::start().await;
+    let gemini = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-embedding-001:batchEmbedContents"))
+        .and(header("x-goog-api-key", "g-key"))
+        .and(body_json(json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "The food was delicious"}]}},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "and the waiter"}]}},
+        ]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "embeddings": [{"values": [0.1, -0.2, 0.3]}, {"values": [0.4, 0.5, -0.6]}]
+        })))
+        .expect(1)
+        .mount(&gemini)
+        .await;
+    let cohere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/embed"))
+        .and(header("authorization", "Bearer co-key"))
+        .and(body_json(json!({"model": "embed-v4.0", "texts": ["hello"],
+            "input_type": "search_document", "embedding_types": ["float"]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "emb-1", "embeddings": {"float": [[1.0, 0.0]]}, "texts": ["hello"],
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 1000}}
+        })))
+        .expect(1)
+        .mount(&cohere)
+        .await;
+    add(
+        &env,
+        json!({"preset": "gemini", "api_key": "g-key", "base_url": gemini.uri()}),
+    )
+    .await;
+    add(
+        &env,
+        json!({"preset": "cohere", "api_key": "co-key", "base_url": cohere.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("emb").await;
+
+    let r = post(
+        &env,
+        &key,
+        "/v1/embeddings",
+        json!({"model": "gemini-embedding-001", "input": ["The food was delicious", "and the waiter"],
+            "encoding_format": "float"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][1]["index"], 1);
+    assert_eq!(body["data"][1]["embedding"], json!([0.4, 0.5, -0.6]));
+    // Gemini reports no tokens: estimated, and flagged as such.
+    assert_eq!(done["usage_estimated"], true);
+    assert!(done["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // Base64, as the OpenAI SDKs ask by default.
+    let r = post(
+        &env,
+        &key,
+        "/v1/embeddings",
+        json!({"model": "embed-v4.0", "input": "hello", "encoding_format": "base64"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"][0]["embedding"], "AACAPwAAAAA=");
+    assert_eq!(body["usage"]["prompt_tokens"], 1000);
+    assert_eq!(done["usage_estimated"], false);
+    // 1,000 tokens at the catalog's $0.12 per million.
+    assert_eq!(done["cost_micros"], 120);
+}
