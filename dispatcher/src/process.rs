@@ -732,8 +732,10 @@ async fn upload(shared: &Shared, request: &DispatchRequest) -> Result<Bytes, Ups
     use tokio::io::AsyncReadExt;
     let lost = |e: String| {
         tracing::error!(request_id = %request.request_id, error = %e, "reading the upload");
+        // Not a provider's fault and no other provider would do better: a
+        // non-retryable class, so no failover and no breaker trips.
         UpstreamError {
-            class: ErrorClass::Upstream,
+            class: ErrorClass::Client,
             upstream_status: None,
             status: 502,
             error_type: "server_error".into(),
