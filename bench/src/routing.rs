@@ -68,6 +68,9 @@ fn targets(n: usize) -> Vec<Target> {
                     output_micros_per_mtok: 4 * price,
                     cached_input_micros_per_mtok: None,
                     reasoning_micros_per_mtok: None,
+                    image_micros: None,
+                    character_micros_per_m: None,
+                    audio_micros_per_hour: None,
                 },
             );
             Target {
@@ -104,6 +107,7 @@ pub fn run(args: RoutingArgs) -> anyhow::Result<()> {
     let estimate = Usage {
         prompt_tokens: 1_200,
         completion_tokens: 4_096,
+        ..Default::default()
     };
     let strategies = [
         ("priority", Strategy::Priority),

@@ -8,13 +8,14 @@
 
 use aigw_events::Usage;
 use aigw_events::provider::{ProviderKind, ProviderSpec};
+use aigw_events::wire::Endpoint;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::openai::{self, UpstreamError};
-use crate::{anthropic, azure, bedrock, cohere, gemini};
+use crate::{anthropic, azure, bedrock, cohere, embeddings, gemini, media};
 
 /// A successful upstream answer, already in OpenAI's format.
 pub enum Answer {
@@ -22,6 +23,12 @@ pub enum Answer {
     Full { body: Bytes, usage: Option<Usage> },
     /// `chat.completion.chunk` payloads as they arrive.
     Stream(BoxStream<'static, StreamItem>),
+    /// A media answer (images JSON, audio), with what it consumed.
+    Media {
+        body: Bytes,
+        content_type: String,
+        usage: Usage,
+    },
 }
 
 /// One step of a streamed answer.
@@ -79,12 +86,15 @@ pub async fn chat_with(
         ProviderKind::Gemini => gemini::chat(http, provider, api_key, body, stream).await,
         ProviderKind::Bedrock => bedrock::chat(http, provider, credentials, body, stream).await,
         ProviderKind::Cohere => cohere::chat(http, provider, api_key, body, stream).await,
+        ProviderKind::Stability | ProviderKind::Elevenlabs | ProviderKind::Assemblyai => {
+            Err(media::unsupported(provider, Endpoint::Chat))
+        }
     }
 }
 
-/// Calls `provider`'s OpenAI-compatible `/embeddings` with an OpenAI-format
-/// body (model already set). Providers with a native wire format are
-/// refused with a clear error.
+/// Calls `provider`'s embeddings with an OpenAI-format body (model already
+/// set): OpenAI-compatible `/embeddings`, or natively Gemini and Cohere.
+/// Other providers are refused with a clear error.
 pub async fn embeddings(
     http: &reqwest::Client,
     provider: &ProviderSpec,
@@ -104,17 +114,8 @@ pub async fn embeddings(
             )
             .await
         }
-        _ => Err(UpstreamError {
-            class: aigw_events::ErrorClass::Client,
-            upstream_status: None,
-            status: 400,
-            error_type: "invalid_request_error".into(),
-            code: Some("unsupported_endpoint".into()),
-            message: format!(
-                "provider {} does not offer embeddings through aigw (OpenAI-compatible providers do)",
-                provider.name
-            ),
-            retry_after: None,
-        }),
+        ProviderKind::Gemini => embeddings::gemini(http, provider, api_key, body).await,
+        ProviderKind::Cohere => embeddings::cohere(http, provider, api_key, body).await,
+        _ => Err(media::unsupported(provider, Endpoint::Embeddings)),
     }
 }

@@ -184,6 +184,7 @@ pub fn usage(u: &Value) -> Usage {
             + convert::u64_at(u, &["cache_read_input_tokens"])
             + convert::u64_at(u, &["cache_creation_input_tokens"]),
         completion_tokens: convert::u64_at(u, &["output_tokens"]),
+        ..Default::default()
     }
 }
 

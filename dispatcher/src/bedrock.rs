@@ -300,6 +300,7 @@ pub fn usage(u: &Value) -> Usage {
             + convert::u64_at(u, &["cacheReadInputTokens"])
             + convert::u64_at(u, &["cacheWriteInputTokens"]),
         completion_tokens: convert::u64_at(u, &["outputTokens"]),
+        ..Default::default()
     }
 }
 

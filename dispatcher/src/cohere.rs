@@ -180,6 +180,7 @@ pub fn usage(u: &Value) -> Usage {
     Usage {
         prompt_tokens: pick("input_tokens"),
         completion_tokens: pick("output_tokens"),
+        ..Default::default()
     }
 }
 

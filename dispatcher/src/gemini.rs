@@ -242,6 +242,7 @@ pub fn usage(u: &Value) -> Usage {
         prompt_tokens: convert::u64_at(u, &["promptTokenCount"]),
         completion_tokens: convert::u64_at(u, &["candidatesTokenCount"])
             + convert::u64_at(u, &["thoughtsTokenCount"]),
+        ..Default::default()
     }
 }
 

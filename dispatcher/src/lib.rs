@@ -4,17 +4,22 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod assemblyai;
 pub mod azure;
 pub mod bedrock;
 pub mod cohere;
 pub mod convert;
+pub mod elevenlabs;
+pub mod embeddings;
 pub mod gemini;
 pub mod jobs;
+pub mod media;
 pub mod openai;
 pub mod probe;
 pub mod process;
 pub mod reply;
 pub mod routing;
+pub mod stability;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -181,6 +186,8 @@ pub struct Shared {
     pub ack_wait: Duration,
     pub max_deliver: u64,
     pub webhooks: jobs::WebhookConfig,
+    /// Uploaded audio of transcription requests, by request id.
+    pub media: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// The HTTP client for provider calls, with every timeout set.
@@ -258,7 +265,9 @@ pub async fn run(
     )
     .await?;
     let health_follower = health.follow().await?;
+    let media = aigw_runtime::nats::ensure_media_store(&js, &names.media_bucket()).await?;
     let shared = Arc::new(Shared {
+        media,
         client: client.clone(),
         stores: Stores::new(pool),
         registry,

@@ -243,14 +243,19 @@ pub fn parse_usage(usage: &Value) -> Option<Usage> {
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
+        ..Default::default()
     })
 }
 
-/// `{"message": "..."}` (Cohere, Bedrock) or `{"Message": "..."}`.
+/// `{"message": "..."}` (Cohere, Bedrock), `{"Message": "..."}`,
+/// `{"detail": {"message": "..."}}` (ElevenLabs) or `{"errors": ["..."]}`
+/// (Stability).
 fn top_message(parsed: Option<&Value>) -> Option<&str> {
     let v = parsed?;
     v.get("message")
         .or_else(|| v.get("Message"))
+        .or_else(|| v.pointer("/detail/message"))
+        .or_else(|| v.pointer("/errors/0"))
         .and_then(Value::as_str)
 }
 
@@ -373,7 +378,8 @@ mod tests {
             u,
             Some(Usage {
                 prompt_tokens: 3,
-                completion_tokens: 5
+                completion_tokens: 5,
+                ..Default::default()
             })
         );
         assert_eq!(parse_usage(&Value::Null), None);

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::adapter::{self, Answer, StreamItem};
+use crate::media;
 use crate::openai::{self, UpstreamError, broken};
 use crate::reply::Replier;
 use crate::routing::Slot;
@@ -117,6 +118,12 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         return;
     }
     settle(&shared, &request, usage, cost, true).await;
+    if request.endpoint == Endpoint::Transcriptions
+        && let Err(e) = shared.media.delete(id.to_string().as_str()).await
+    {
+        // It expires with the bucket's max age anyway.
+        tracing::debug!(request_id = %id, error = %e, "deleting the upload");
+    }
     if let Err(e) = msg.ack().await {
         // The request is recorded; a redelivery will find it and only ack.
         tracing::warn!(request_id = %id, error = %e, "ack failed");
@@ -134,7 +141,7 @@ pub(crate) fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome
             usage, cost_micros, ..
         } => (*usage, cost_micros),
     };
-    *cost = if usage.total() == 0 {
+    *cost = if usage.is_empty() {
         Some(0)
     } else {
         attempts.last().and_then(|a| {
@@ -252,9 +259,28 @@ pub(crate) async fn run(
             return (vec![], failed(&err, Usage::default(), false, 0), None);
         }
     };
+    // Providers that cannot serve this endpoint are no candidates (the
+    // ingress refused requests none of them can serve).
+    let targets: Vec<Target> = targets
+        .into_iter()
+        .filter(|t| t.provider.spec.kind.serves(request.endpoint))
+        .collect();
+    if targets.is_empty() {
+        let err = media::invalid(
+            format!(
+                "no provider of `{}` offers {} through aigw",
+                request.model,
+                request.endpoint.path()
+            ),
+            "unsupported_endpoint",
+        );
+        replier.error(400, json_bytes(&err.body()), None, 0).await;
+        return (vec![], failed(&err, Usage::default(), false, 0), None);
+    }
     let estimate = Usage {
         prompt_tokens: estimate::prompt_tokens(&request.body),
         completion_tokens: estimate::max_output_tokens(&request.body, 256),
+        ..Default::default()
     };
     let strategy = shared
         .registry
@@ -632,6 +658,19 @@ async fn attempt(
             Endpoint::Embeddings => {
                 adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await
             }
+            Endpoint::Images => {
+                media::images(&shared.http, provider, api_key.as_ref(), &body).await
+            }
+            Endpoint::Speech => {
+                media::speech(&shared.http, provider, api_key.as_ref(), &body).await
+            }
+            Endpoint::Transcriptions => match upload(shared, request).await {
+                Ok(audio) => {
+                    media::transcriptions(&shared.http, provider, api_key.as_ref(), &body, audio)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
         }
     };
     let answer = tokio::select! {
@@ -651,11 +690,32 @@ async fn attempt(
                 None => (estimate_from_body(request, &body), true),
             };
             replier
-                .response(200, &provider.name, attempt_no, body)
+                .response(200, &provider.name, attempt_no, None, body)
                 .await;
             AttemptResult::Done {
                 usage,
                 estimated,
+                status: 200,
+            }
+        }
+        Ok(Answer::Media {
+            body,
+            content_type,
+            usage,
+        }) => {
+            let content_type = (content_type != "application/json").then_some(content_type);
+            replier
+                .response(
+                    200,
+                    &provider.name,
+                    attempt_no,
+                    content_type.as_deref(),
+                    body,
+                )
+                .await;
+            AttemptResult::Done {
+                usage,
+                estimated: false,
                 status: 200,
             }
         }
@@ -664,6 +724,36 @@ async fn attempt(
             relay_stream(request, &provider.name, items, replier, cancel).await
         }
     }
+}
+
+/// The uploaded audio of a transcription request.
+async fn upload(shared: &Shared, request: &DispatchRequest) -> Result<Bytes, UpstreamError> {
+    use tokio::io::AsyncReadExt;
+    let lost = |e: String| {
+        tracing::error!(request_id = %request.request_id, error = %e, "reading the upload");
+        // Not a provider's fault and no other provider would do better: a
+        // non-retryable class, so no failover and no breaker trips.
+        UpstreamError {
+            class: ErrorClass::Client,
+            upstream_status: None,
+            status: 502,
+            error_type: "server_error".into(),
+            code: Some("upload_unavailable".into()),
+            message: "the uploaded file could not be read".into(),
+            retry_after: None,
+        }
+    };
+    let mut object = shared
+        .media
+        .get(request.request_id.to_string().as_str())
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let mut audio = Vec::new();
+    object
+        .read_to_end(&mut audio)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    Ok(Bytes::from(audio))
 }
 
 /// Relays an upstream SSE stream frame by frame, watching for usage.
@@ -747,6 +837,7 @@ async fn relay_stream(
             Usage {
                 prompt_tokens: estimate::prompt_tokens(&request.body),
                 completion_tokens: completion_text,
+                ..Default::default()
             },
             true,
         ),
@@ -816,6 +907,7 @@ fn estimate_from_body(request: &DispatchRequest, body: &Bytes) -> Usage {
     Usage {
         prompt_tokens: estimate::prompt_tokens(&request.body),
         completion_tokens: completion,
+        ..Default::default()
     }
 }
 

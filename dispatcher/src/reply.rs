@@ -88,15 +88,40 @@ impl Replier {
         }
     }
 
-    pub async fn response(&self, status: u16, provider: &str, attempts: usize, body: Bytes) {
+    /// A whole answer; `content_type` `None` is JSON. A body larger than
+    /// [`wire::PART_BYTES`] goes out as the `response` frame plus `part`
+    /// frames.
+    pub async fn response(
+        &self,
+        status: u16,
+        provider: &str,
+        attempts: usize,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) {
         if self.keep(status, &body, Some(provider)) {
             return;
         }
+        let parts = body.len().div_ceil(wire::PART_BYTES).max(1);
         let mut h = self.headers(wire::FRAME_RESPONSE);
         h.insert(wire::STATUS, status.to_string().as_str());
         h.insert(wire::PROVIDER, provider);
         h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
-        self.send(h, body).await;
+        if let Some(ct) = content_type {
+            h.insert(wire::CONTENT_TYPE, ct);
+        }
+        if parts == 1 {
+            self.send(h, body).await;
+            return;
+        }
+        h.insert(wire::PARTS, parts.to_string().as_str());
+        self.send(h, body.slice(..wire::PART_BYTES)).await;
+        for i in 1..parts {
+            let end = ((i + 1) * wire::PART_BYTES).min(body.len());
+            let h = self.headers(wire::FRAME_PART);
+            self.send(h, body.slice(i * wire::PART_BYTES..end)).await;
+        }
+        let _ = self.client.flush().await;
     }
 
     pub async fn error(

@@ -252,6 +252,9 @@ mod tests {
                     output_micros_per_mtok: p,
                     cached_input_micros_per_mtok: None,
                     reasoning_micros_per_mtok: None,
+                    image_micros: None,
+                    character_micros_per_m: None,
+                    audio_micros_per_hour: None,
                 },
             );
         }
@@ -277,6 +280,9 @@ mod tests {
     const EST: Usage = Usage {
         prompt_tokens: 1000,
         completion_tokens: 1000,
+        images: 0,
+        characters: 0,
+        audio_seconds: 0,
     };
 
     #[test]

@@ -51,6 +51,12 @@ impl Names {
         format!("{}.requests.>", self.namespace)
     }
 
+    /// The object store holding uploaded audio until a dispatcher sent it on
+    /// (request messages stay small; an upload may be 25 MB).
+    pub fn media_bucket(&self) -> String {
+        format!("{}_media", self.namespace)
+    }
+
     /// The durable pull consumer shared by every dispatcher replica.
     pub fn dispatcher_consumer(&self) -> String {
         format!("{}_dispatcher", self.namespace)

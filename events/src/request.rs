@@ -11,16 +11,37 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Token counts of one request.
+/// What one request consumed: tokens, and for media endpoints the units
+/// they are billed by. Media counts are left out of stored events when zero,
+/// so chat events read and write exactly as before.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Images generated (`/v1/images/generations`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub images: u64,
+    /// Characters turned into speech (`/v1/audio/speech`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub characters: u64,
+    /// Seconds of audio transcribed (`/v1/audio/transcriptions`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_seconds: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
+    /// Tokens only (what token budgets and TPM count).
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
+    }
+
+    /// Whether nothing billable was consumed.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0 && self.images == 0 && self.characters == 0 && self.audio_seconds == 0
     }
 }
 
@@ -313,6 +334,7 @@ mod tests {
                 usage: Usage {
                     prompt_tokens: 3,
                     completion_tokens: 4,
+                    ..Default::default()
                 },
                 usage_estimated: false,
                 cost_micros: Some(9),

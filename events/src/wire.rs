@@ -49,6 +49,25 @@ pub enum Endpoint {
     Chat,
     /// `/v1/embeddings`.
     Embeddings,
+    /// `/v1/images/generations`.
+    Images,
+    /// `/v1/audio/speech`.
+    Speech,
+    /// `/v1/audio/transcriptions`.
+    Transcriptions,
+}
+
+impl Endpoint {
+    /// The OpenAI path, for messages.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Images => "/v1/images/generations",
+            Endpoint::Speech => "/v1/audio/speech",
+            Endpoint::Transcriptions => "/v1/audio/transcriptions",
+        }
+    }
 }
 
 /// A budget hold: where it is and how much it holds.
@@ -74,11 +93,21 @@ pub const PROVIDER: &str = "Aigw-Provider";
 pub const ATTEMPTS: &str = "Aigw-Attempts";
 /// Header with the value of an upstream's `Retry-After`.
 pub const RETRY_AFTER: &str = "Aigw-Retry-After";
+/// Header with a `response` frame's body type (absent: `application/json`).
+pub const CONTENT_TYPE: &str = "Aigw-Content-Type";
+/// Header with the number of frames a `response` body is split into (absent:
+/// one); the `part` frames that follow carry the rest, in order.
+pub const PARTS: &str = "Aigw-Parts";
+/// Largest body piece in one frame: well under NATS's default 1 MB payload,
+/// so images and audio of any size get through.
+pub const PART_BYTES: usize = 512 * 1024;
 
 /// A complete non-streamed answer; the payload is the body.
 pub const FRAME_RESPONSE: &str = "response";
 /// An error answer; the payload is OpenAI's error JSON.
 pub const FRAME_ERROR: &str = "error";
+/// A further piece of a `response` body (see [`PARTS`]).
+pub const FRAME_PART: &str = "part";
 /// A stream has begun (the upstream accepted it).
 pub const FRAME_START: &str = "start";
 /// One SSE data payload (a chat.completion.chunk JSON).

@@ -39,3 +39,25 @@ fn preset_provider_events_deserialize() {
         assert_eq!(again, e);
     }
 }
+
+/// Events of media providers and requests (new provider kinds, media prices,
+/// media usage counts): they read, and write back unchanged.
+#[test]
+fn media_events_deserialize() {
+    let text = include_str!("fixtures/media.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    for v in all["provider"].as_array().unwrap() {
+        let e = serde_json::from_value::<ProviderEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        let again: ProviderEvent =
+            serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+    }
+    let requests = all["request"].as_array().unwrap();
+    for v in requests {
+        let e = serde_json::from_value::<RequestEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+    }
+    assert_eq!(requests[0]["RequestCompleted"]["usage"]["images"], 2);
+}

@@ -119,7 +119,8 @@ fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
     Ok(max)
 }
 
-/// A model's prices as admins write them, in USD per million tokens.
+/// A model's prices as admins write them, in USD per million tokens (and
+/// for media models per image, per million characters, per audio hour).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
@@ -129,6 +130,12 @@ pub struct PriceInput {
     pub cached_input_usd_per_mtok: Option<f64>,
     #[serde(default)]
     pub reasoning_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub per_image_usd: Option<f64>,
+    #[serde(default)]
+    pub per_mchar_usd: Option<f64>,
+    #[serde(default)]
+    pub per_hour_usd: Option<f64>,
 }
 
 fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String, Price>, ApiError> {
@@ -155,6 +162,12 @@ fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String,
                         .reasoning_usd_per_mtok
                         .map(|v| amount(model, v))
                         .transpose()?,
+                    image_micros: p.per_image_usd.map(|v| amount(model, v)).transpose()?,
+                    character_micros_per_m: p
+                        .per_mchar_usd
+                        .map(|v| amount(model, v))
+                        .transpose()?,
+                    audio_micros_per_hour: p.per_hour_usd.map(|v| amount(model, v)).transpose()?,
                 },
             ))
         })
@@ -168,6 +181,9 @@ fn price_view(p: &Price) -> Value {
         "output_usd_per_mtok": usd(p.output_micros_per_mtok),
         "cached_input_usd_per_mtok": p.cached_input_micros_per_mtok.map(usd),
         "reasoning_usd_per_mtok": p.reasoning_micros_per_mtok.map(usd),
+        "per_image_usd": p.image_micros.map(usd),
+        "per_mchar_usd": p.character_micros_per_m.map(usd),
+        "per_hour_usd": p.audio_micros_per_hour.map(usd),
     })
 }
 

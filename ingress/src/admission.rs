@@ -6,8 +6,7 @@
 //! a budget is held at the request's worst-case cost and settled by the
 //! dispatcher to the actual cost.
 
-use aigw_events::Usage;
-use aigw_events::wire::Reservation;
+use aigw_events::wire::{Endpoint, Reservation};
 use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, RateDecision};
 use aigw_runtime::{KeyEntry, Target, estimate};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -88,6 +87,7 @@ pub async fn admit(
     state: &AppState,
     key: &KeyEntry,
     model: &str,
+    endpoint: Endpoint,
     body: &Value,
     targets: &[Target],
     request_id: Uuid,
@@ -96,6 +96,7 @@ pub async fn admit(
         state,
         key,
         model,
+        endpoint,
         body,
         targets,
         request_id,
@@ -106,10 +107,12 @@ pub async fn admit(
 
 /// [`admit`], with a budget hold that lasts `hold_for` (plus a margin)
 /// unless settled first: a synchronous call's timeout, or a job's queue time.
+#[allow(clippy::too_many_arguments)]
 pub async fn admit_for(
     state: &AppState,
     key: &KeyEntry,
     model: &str,
+    endpoint: Endpoint,
     body: &Value,
     targets: &[Target],
     request_id: Uuid,
@@ -170,10 +173,7 @@ pub async fn admit_for(
             micros: budget_micros,
             tokens: budget_tokens,
         };
-        let worst = Usage {
-            prompt_tokens: estimate::prompt_tokens_upper(body),
-            completion_tokens: estimate::max_output_tokens(body, DEFAULT_OUTPUT_CAP),
-        };
+        let worst = estimate::worst_usage(endpoint, body, DEFAULT_OUTPUT_CAP);
         // The dearest target it could go to; an unpriced model holds nothing
         // (its usage is flagged, not billed).
         let micros = allowed

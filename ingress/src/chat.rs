@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idempotency::{self, Claim};
-use crate::{AppState, RequestId, admission};
+use crate::{AppState, RequestId, admission, multipart};
 
 /// A chat request that passed validation.
 #[derive(Debug, PartialEq)]
@@ -31,6 +31,9 @@ pub struct ChatRequest {
     pub include_usage: bool,
     pub provider: Option<String>,
     pub endpoint: Endpoint,
+    /// An uploaded file (transcriptions), stored in the media object store
+    /// under the request id before the request is queued.
+    pub upload: Option<Bytes>,
 }
 
 fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
@@ -131,6 +134,7 @@ pub fn validate(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         stream,
         include_usage,
         provider,
+        upload: None,
         endpoint: Endpoint::Chat,
     })
 }
@@ -159,8 +163,233 @@ pub fn validate_embeddings(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         stream: false,
         include_usage: false,
         provider,
+        upload: None,
         endpoint: Endpoint::Embeddings,
     })
+}
+
+/// Checks an image generation body (OpenAI's shape): `model`, a non-empty
+/// `prompt`, `n` from 1 to 10, `size` as `WIDTHxHEIGHT` or `auto`, and
+/// `response_format` `b64_json` or `url`; every other field passes through.
+pub fn validate_images(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let (mut obj, model) = object_with_model(bytes)?;
+    match obj.get("prompt") {
+        Some(Value::String(p)) if !p.trim().is_empty() => {}
+        None | Some(Value::Null) => {
+            return Err(invalid("Missing required parameter: 'prompt'.", "prompt"));
+        }
+        Some(_) => return Err(invalid("'prompt' must be a non-empty string.", "prompt")),
+    }
+    match obj.get("n") {
+        None | Some(Value::Null) => {}
+        Some(n) if n.as_u64().is_some_and(|n| (1..=10).contains(&n)) => {}
+        Some(_) => return Err(invalid("'n' must be an integer from 1 to 10.", "n")),
+    }
+    match obj.get("size") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "auto" || parse_size(s).is_some() => {}
+        Some(_) => {
+            return Err(invalid(
+                "'size' must be 'auto' or WIDTHxHEIGHT, e.g. '1024x1024'.",
+                "size",
+            ));
+        }
+    }
+    match obj.get("response_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(f)) if f == "b64_json" || f == "url" => {}
+        Some(_) => {
+            return Err(invalid(
+                "'response_format' must be 'b64_json' or 'url'.",
+                "response_format",
+            ));
+        }
+    }
+    let provider = take_provider(&mut obj)?;
+    Ok(ChatRequest {
+        body: Value::Object(obj),
+        model,
+        stream: false,
+        include_usage: false,
+        provider,
+        upload: None,
+        endpoint: Endpoint::Images,
+    })
+}
+
+/// `WIDTHxHEIGHT` with both sides positive.
+pub fn parse_size(size: &str) -> Option<(u32, u32)> {
+    let (w, h) = size.split_once('x')?;
+    let (w, h) = (w.parse::<u32>().ok()?, h.parse::<u32>().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+/// Formats of `/v1/audio/speech` answers, as OpenAI names them.
+pub const SPEECH_FORMATS: &[&str] = &["mp3", "opus", "aac", "flac", "wav", "pcm"];
+
+/// Checks a speech body (OpenAI's shape): `model`, `input` (1 to 4096
+/// characters), `voice`, an optional `response_format` and `speed`.
+pub fn validate_speech(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let (mut obj, model) = object_with_model(bytes)?;
+    match obj.get("input") {
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 4096 => {}
+        None | Some(Value::Null) => {
+            return Err(invalid("Missing required parameter: 'input'.", "input"));
+        }
+        Some(_) => {
+            return Err(invalid(
+                "'input' must be a string of 1 to 4096 characters.",
+                "input",
+            ));
+        }
+    }
+    match obj.get("voice") {
+        Some(Value::String(v)) if !v.trim().is_empty() => {}
+        None | Some(Value::Null) => {
+            return Err(invalid("Missing required parameter: 'voice'.", "voice"));
+        }
+        Some(_) => return Err(invalid("'voice' must be a non-empty string.", "voice")),
+    }
+    match obj.get("response_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(f)) if SPEECH_FORMATS.contains(&f.as_str()) => {}
+        Some(_) => {
+            return Err(invalid(
+                format!(
+                    "'response_format' must be one of {}.",
+                    SPEECH_FORMATS.join(", ")
+                ),
+                "response_format",
+            ));
+        }
+    }
+    check_type(&obj, "speed", "a number", Value::is_number)?;
+    let provider = take_provider(&mut obj)?;
+    Ok(ChatRequest {
+        body: Value::Object(obj),
+        model,
+        stream: false,
+        include_usage: false,
+        provider,
+        upload: None,
+        endpoint: Endpoint::Speech,
+    })
+}
+
+/// Largest audio upload (`/v1/audio/transcriptions`), as OpenAI's.
+pub const MAX_AUDIO_BYTES: usize = 25 * 1024 * 1024;
+
+/// Formats of `/v1/audio/transcriptions` answers aigw produces.
+pub const TRANSCRIPTION_FORMATS: &[&str] = &["json", "text"];
+
+/// Checks a transcription form (OpenAI's shape): a non-empty `file`,
+/// `model`, and optional `language`, `prompt`, `temperature`,
+/// `response_format` (`json` or `text`). The body queued is JSON naming the
+/// file; the audio itself travels through the media object store.
+pub fn validate_transcription(content_type: &str, bytes: &Bytes) -> Result<ChatRequest, ApiError> {
+    let fields = multipart::parse(content_type, bytes)
+        .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
+    let text = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f.name == name && f.filename.is_none())
+            .and_then(|f| f.text())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    };
+    let model = text("model")
+        .ok_or_else(|| invalid("Missing required parameter: 'model'.", "model"))?
+        .to_string();
+    let file = fields
+        .iter()
+        .find(|f| f.name == "file")
+        .filter(|f| !f.data.is_empty())
+        .ok_or_else(|| invalid("Missing required parameter: 'file'.", "file"))?;
+    let format = text("response_format").unwrap_or("json");
+    if !TRANSCRIPTION_FORMATS.contains(&format) {
+        return Err(invalid(
+            "'response_format' must be 'json' or 'text'.",
+            "response_format",
+        ));
+    }
+    let mut body = serde_json::json!({
+        "model": model,
+        "response_format": format,
+        "file": {
+            "filename": file.filename.clone().unwrap_or_else(|| "audio".into()),
+            "content_type": file.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+            "bytes": file.data.len(),
+        },
+    });
+    for field in ["language", "prompt"] {
+        if let Some(v) = text(field) {
+            body[field] = Value::String(v.to_string());
+        }
+    }
+    if let Some(t) = text("temperature") {
+        let t: f64 = t
+            .parse()
+            .map_err(|_| invalid("'temperature' must be a number.", "temperature"))?;
+        body["temperature"] = serde_json::json!(t);
+    }
+    Ok(ChatRequest {
+        body,
+        model,
+        stream: false,
+        include_usage: false,
+        provider: text("provider").map(str::to_string),
+        endpoint: Endpoint::Transcriptions,
+        upload: Some(file.data.clone()),
+    })
+}
+
+/// `POST /v1/audio/transcriptions`: a multipart upload of up to
+/// [`MAX_AUDIO_BYTES`], queued like a chat completion.
+pub async fn transcriptions(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(MAX_AUDIO_BYTES)
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let request = validate_transcription(content_type, &bytes)?;
+    queue_and_answer(&state, key, request, request_id.0).await
+}
+
+/// `POST /v1/images/generations`: queued and relayed like a chat completion.
+pub async fn images(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body_bytes(&state, body)?;
+    let request = validate_images(&bytes)?;
+    queue_and_answer(&state, key, request, request_id.0).await
+}
+
+/// `POST /v1/audio/speech`: queued like a chat completion; the answer is
+/// the audio itself.
+pub async fn speech(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body_bytes(&state, body)?;
+    let request = validate_speech(&bytes)?;
+    queue_and_answer(&state, key, request, request_id.0).await
 }
 
 /// `POST /v1/embeddings`: queued and relayed like a chat completion.
@@ -284,7 +513,42 @@ async fn queue_and_answer(
             },
         })?;
 
-    let admitted = admission::admit(state, &key, &chat.model, &chat.body, &targets, id).await?;
+    if !targets
+        .iter()
+        .any(|t| t.provider.spec.kind.serves(chat.endpoint))
+    {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "No provider of `{}` offers {} through aigw.",
+                chat.model,
+                chat.endpoint.path()
+            ),
+            param: Some("model"),
+            code: Some("unsupported_endpoint"),
+        });
+    }
+    let admitted = admission::admit(
+        state,
+        &key,
+        &chat.model,
+        chat.endpoint,
+        &chat.body,
+        &targets,
+        id,
+    )
+    .await?;
+    if let Some(upload) = &chat.upload {
+        let stored = state
+            .media
+            .put(id.to_string().as_str(), &mut upload.as_ref())
+            .await;
+        if let Err(e) = stored {
+            if let Some(r) = &admitted.reservation {
+                let _ = state.limiter.release(key.id, &r.period, id).await;
+            }
+            return Err(ApiError::Unavailable(format!("storing the upload: {e}")));
+        }
+    }
     let reply_to = state.names.reply_subject(&id.simple().to_string());
     let mut replies = state
         .client
@@ -321,7 +585,9 @@ async fn queue_and_answer(
         let first = next_frame(&mut replies, state.request_timeout).await?;
         let kind = header_of(&first, wire::FRAME).unwrap_or_default();
         match kind.as_str() {
-            wire::FRAME_RESPONSE => Ok(full_response(&first)),
+            wire::FRAME_RESPONSE => {
+                full_response(&first, &mut replies, state.request_timeout).await
+            }
             wire::FRAME_ERROR => {
                 let mut response = relayed_error(&first).into_response();
                 routing_headers(&mut response, &first);
@@ -389,15 +655,50 @@ fn routing_headers(response: &mut Response, msg: &async_nats::Message) {
     }
 }
 
-fn full_response(msg: &async_nats::Message) -> Response {
-    let mut response = Response::new(Body::from(msg.payload.clone()));
+/// A whole answer: the `response` frame, joined with its `part` frames when
+/// the body was split.
+async fn full_response(
+    msg: &async_nats::Message,
+    replies: &mut async_nats::Subscriber,
+    wait: Duration,
+) -> Result<Response, ApiError> {
+    let parts = header_of(msg, wire::PARTS)
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1);
+    let body = if parts <= 1 {
+        msg.payload.clone()
+    } else {
+        let delivery = header_of(msg, wire::DELIVERY);
+        let mut seq = header_of(msg, wire::SEQ)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut body = Vec::with_capacity(parts * wire::PART_BYTES);
+        body.extend_from_slice(&msg.payload);
+        for _ in 1..parts {
+            let part = next_frame(replies, wait).await?;
+            seq += 1;
+            let in_order = header_of(&part, wire::FRAME).as_deref() == Some(wire::FRAME_PART)
+                && header_of(&part, wire::DELIVERY) == delivery
+                && header_of(&part, wire::SEQ).and_then(|s| s.parse::<u64>().ok()) == Some(seq);
+            if !in_order {
+                return Err(ApiError::Unavailable(
+                    "parts of the answer were lost".into(),
+                ));
+            }
+            body.extend_from_slice(&part.payload);
+        }
+        Bytes::from(body)
+    };
+    let content_type = header_of(msg, wire::CONTENT_TYPE)
+        .and_then(|ct| HeaderValue::from_str(&ct).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status_of(msg);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    routing_headers(&mut response, msg);
     response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    routing_headers(&mut response, msg);
+    Ok(response)
 }
 
 fn relayed_error(msg: &async_nats::Message) -> ApiError {
@@ -608,5 +909,52 @@ mod tests {
         );
         let s = validate(br#"{"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
         assert!(s.stream && s.include_usage);
+    }
+
+    #[test]
+    fn media_validation() {
+        let ok = validate_images(
+            br#"{"model":"m","prompt":"a fox","n":2,"size":"1792x1024","response_format":"url","provider":"p"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.endpoint, Endpoint::Images);
+        assert_eq!(ok.provider.as_deref(), Some("p"));
+        assert_eq!(ok.body["n"], 2);
+        for (body, param) in [
+            (&br#"{"prompt":"x"}"#[..], "model"),
+            (br#"{"model":"m","prompt":" "}"#, "prompt"),
+            (br#"{"model":"m","prompt":"x","n":11}"#, "n"),
+            (br#"{"model":"m","prompt":"x","size":"0x5"}"#, "size"),
+            (
+                br#"{"model":"m","prompt":"x","response_format":1}"#,
+                "response_format",
+            ),
+        ] {
+            assert_eq!(status(validate_images(body)), Some(param));
+        }
+        assert!(validate_images(br#"{"model":"m","prompt":"x","size":"auto"}"#).is_ok());
+
+        let ok =
+            validate_speech(br#"{"model":"m","input":"hi","voice":"alloy","speed":1.2}"#).unwrap();
+        assert_eq!(ok.endpoint, Endpoint::Speech);
+        let long = format!(
+            r#"{{"model":"m","input":"{}","voice":"v"}}"#,
+            "a".repeat(4097)
+        );
+        for (body, param) in [
+            (long.as_bytes(), "input"),
+            (br#"{"model":"m","voice":"v"}"#, "input"),
+            (br#"{"model":"m","input":"x"}"#, "voice"),
+            (
+                br#"{"model":"m","input":"x","voice":"v","response_format":"ogg"}"#,
+                "response_format",
+            ),
+            (
+                br#"{"model":"m","input":"x","voice":"v","speed":"fast"}"#,
+                "speed",
+            ),
+        ] {
+            assert_eq!(status(validate_speech(body)), Some(param));
+        }
     }
 }

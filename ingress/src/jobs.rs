@@ -190,6 +190,7 @@ pub async fn submit(
         &state,
         &key,
         &chat.model,
+        chat.endpoint,
         &chat.body,
         &targets,
         id,

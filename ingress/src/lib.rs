@@ -11,6 +11,7 @@ pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod multipart;
 pub mod ops;
 pub mod presets;
 pub mod routing;
@@ -90,6 +91,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
+    /// Uploaded audio on its way to a dispatcher.
+    pub media: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// The id of one HTTP request, also the id of the chat request it queues.
@@ -154,6 +157,12 @@ pub fn router(state: AppState) -> Router {
     let keyed = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(chat::embeddings))
+        .route("/v1/images/generations", post(chat::images))
+        .route("/v1/audio/speech", post(chat::speech))
+        .route(
+            "/v1/audio/transcriptions",
+            post(chat::transcriptions).layer(DefaultBodyLimit::max(chat::MAX_AUDIO_BYTES)),
+        )
         .route("/v1/models", get(ops::models))
         .route("/v1/key", get(keys::own_key))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list_jobs))
@@ -263,7 +272,9 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names).await?;
     let health = Health::open(&js, &names, BreakerConfig::default()).await?;
+    let media = nats::ensure_media_store(&js, &names.media_bucket()).await?;
     Ok(AppState {
+        media,
         names,
         client,
         js,

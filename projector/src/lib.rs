@@ -662,6 +662,7 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
+            ..Default::default()
         };
         let completed = RequestEvent::RequestCompleted {
             key_id: key,

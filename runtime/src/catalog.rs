@@ -20,6 +20,9 @@ pub const WIRES: &[&str] = &[
     "azure",
     "bedrock",
     "cohere",
+    "stability",
+    "elevenlabs",
+    "assemblyai",
     "media",
     "none",
 ];
@@ -113,6 +116,34 @@ pub struct PresetModel {
     /// USD per 1M output tokens (absent when unknown: the model is unpriced).
     #[serde(default)]
     pub output: Option<f64>,
+    /// USD per generated image (image models).
+    #[serde(default)]
+    pub image: Option<f64>,
+    /// USD per 1M characters of speech (text-to-speech models).
+    #[serde(default)]
+    pub per_mchar: Option<f64>,
+    /// USD per hour of transcribed audio (speech-to-text models).
+    #[serde(default)]
+    pub per_hour: Option<f64>,
+}
+
+impl PresetModel {
+    /// The model's price, if the catalog knows one: tokens (input and
+    /// output together) and/or a media rate. `None` when a given amount is
+    /// negative or no price is given.
+    pub fn price(&self) -> Option<Price> {
+        let media = [self.image, self.per_mchar, self.per_hour];
+        let mut price = match (self.input, self.output) {
+            (Some(i), Some(o)) => price(i, o)?,
+            (None, None) if media.iter().any(Option::is_some) => Price::tokens(0, 0),
+            _ => return None,
+        };
+        let rate = |v: Option<f64>| v.map(|v| usd_to_micros(v).ok_or(())).transpose();
+        price.image_micros = rate(self.image).ok()?;
+        price.character_micros_per_m = rate(self.per_mchar).ok()?;
+        price.audio_micros_per_hour = rate(self.per_hour).ok()?;
+        Some(price)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,11 +260,17 @@ impl Catalog {
                 if p.base_url.is_none() {
                     return Err(bad("a configurable preset needs base_url".into()));
                 }
-                if !p.features.iter().any(|f| f == "chat") {
-                    return Err(bad("a configurable preset must serve chat".into()));
+                if !p
+                    .features
+                    .iter()
+                    .any(|f| ["chat", "embeddings", "image", "audio"].contains(&f.as_str()))
+                {
+                    return Err(bad(
+                        "a configurable preset must serve chat, embeddings, images or audio".into(),
+                    ));
                 }
                 if p.models.is_empty() {
-                    return Err(bad("a chat preset needs at least one model".into()));
+                    return Err(bad("a configurable preset needs at least one model".into()));
                 }
             } else if p.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
                 return Err(bad("configurable = false needs a reason".into()));
@@ -243,8 +280,11 @@ impl Catalog {
                 if m.id.trim().is_empty() || !model_ids.insert(m.id.as_str()) {
                     return Err(bad(format!("model id {:?} is empty or repeated", m.id)));
                 }
+                let priced = [m.input, m.output, m.image, m.per_mchar, m.per_hour]
+                    .iter()
+                    .any(Option::is_some);
                 match (m.input, m.output) {
-                    (Some(i), Some(o)) if price(i, o).is_none() => {
+                    _ if priced && m.price().is_none() => {
                         return Err(bad(format!("model {:?} has a negative price", m.id)));
                     }
                     (Some(_), None) | (None, Some(_)) => {
@@ -275,12 +315,7 @@ pub fn catalog() -> Result<&'static Catalog, CatalogError> {
 
 /// A price in USD per 1M tokens as integer micro-dollars per 1M tokens.
 fn price(input: f64, output: f64) -> Option<Price> {
-    Some(Price {
-        input_micros_per_mtok: usd_to_micros(input)?,
-        output_micros_per_mtok: usd_to_micros(output)?,
-        cached_input_micros_per_mtok: None,
-        reasoning_micros_per_mtok: None,
-    })
+    Some(Price::tokens(usd_to_micros(input)?, usd_to_micros(output)?))
 }
 
 impl Preset {
@@ -293,6 +328,9 @@ impl Preset {
             "azure" => Some(ProviderKind::Azure),
             "bedrock" => Some(ProviderKind::Bedrock),
             "cohere" => Some(ProviderKind::Cohere),
+            "stability" => Some(ProviderKind::Stability),
+            "elevenlabs" => Some(ProviderKind::Elevenlabs),
+            "assemblyai" => Some(ProviderKind::Assemblyai),
             _ => None,
         }
     }
@@ -352,6 +390,12 @@ pub struct PriceInput {
     pub cached_input_usd_per_mtok: Option<f64>,
     #[serde(default)]
     pub reasoning_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub per_image_usd: Option<f64>,
+    #[serde(default)]
+    pub per_mchar_usd: Option<f64>,
+    #[serde(default)]
+    pub per_hour_usd: Option<f64>,
 }
 
 fn given(v: &Option<String>) -> Option<&str> {
@@ -568,9 +612,7 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
     let mut prices = BTreeMap::new();
     for m in &preset.models {
         // Validated when the catalog was loaded.
-        if let (Some(i), Some(o)) = (m.input, m.output)
-            && let Some(p) = price(i, o)
-        {
+        if let Some(p) = m.price() {
             prices.insert(m.id.clone(), p);
         }
     }
@@ -583,6 +625,9 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
         let mut price = price(p.input_usd_per_mtok, p.output_usd_per_mtok).ok_or_else(bad)?;
         price.cached_input_micros_per_mtok = optional(p.cached_input_usd_per_mtok)?;
         price.reasoning_micros_per_mtok = optional(p.reasoning_usd_per_mtok)?;
+        price.image_micros = optional(p.per_image_usd)?;
+        price.character_micros_per_m = optional(p.per_mchar_usd)?;
+        price.audio_micros_per_hour = optional(p.per_hour_usd)?;
         prices.insert(model.clone(), price);
     }
     prices.retain(|m, _| models.contains(m));

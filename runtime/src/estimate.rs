@@ -4,6 +4,8 @@
 //! thumb; CJK text runs closer to one character a token, so those count one
 //! each. Recorded usage built from these is always flagged as an estimate.
 
+use aigw_events::Usage;
+use aigw_events::wire::Endpoint;
 use serde_json::Value;
 
 /// Estimated tokens in a piece of text.
@@ -43,6 +45,37 @@ pub fn max_output_tokens(body: &Value, default_cap: u64) -> u64 {
         .or_else(|| body.get("max_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(default_cap)
+}
+
+/// The most a request can consume, for budget holds: for chat an upper
+/// bound of its prompt plus its output cap (`default_cap` when it sets
+/// none); for media the units it asks for (`n` images, the characters of
+/// the speech input). Transcriptions cannot be bounded before the audio is
+/// read and hold nothing.
+pub fn worst_usage(endpoint: Endpoint, body: &Value, default_cap: u64) -> Usage {
+    match endpoint {
+        Endpoint::Chat | Endpoint::Embeddings => Usage {
+            prompt_tokens: prompt_tokens_upper(body),
+            completion_tokens: if endpoint == Endpoint::Chat {
+                max_output_tokens(body, default_cap)
+            } else {
+                0
+            },
+            ..Usage::default()
+        },
+        Endpoint::Images => Usage {
+            images: body.get("n").and_then(Value::as_u64).unwrap_or(1),
+            ..Usage::default()
+        },
+        Endpoint::Speech => Usage {
+            characters: body
+                .get("input")
+                .and_then(Value::as_str)
+                .map_or(0, |s| s.chars().count() as u64),
+            ..Usage::default()
+        },
+        Endpoint::Transcriptions => Usage::default(),
+    }
 }
 
 fn prompt_with(body: &Value, count: fn(&str) -> u64) -> u64 {

@@ -111,6 +111,32 @@ pub async fn ensure_kv(js: &jetstream::Context, bucket: &str) -> Result<jetstrea
     }
 }
 
+/// Finds or creates the object store of uploaded media; objects expire
+/// after an hour (a request never lives that long).
+pub async fn ensure_media_store(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<jetstream::object_store::ObjectStore> {
+    if let Ok(store) = js.get_object_store(bucket).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_object_store(jetstream::object_store::Config {
+            bucket: bucket.to_string(),
+            max_age: Duration::from_secs(3600),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        Err(e) => js
+            .get_object_store(bucket)
+            .await
+            .map_err(|_| RuntimeError::Nats(format!("creating object store {bucket}: {e}"))),
+    }
+}
+
 fn version_at_least(version: &str, min: (u32, u32)) -> bool {
     let mut parts = version
         .trim_start_matches('v')

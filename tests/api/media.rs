@@ -1,0 +1,710 @@
+//! Media endpoints (`/v1/images/generations`, `/v1/audio/speech`) through
+//! the real roles: OpenAI-compatible passthrough and the native Stability
+//! and ElevenLabs adapters against mocks speaking their wire formats, with
+//! the cost of every call recorded.
+
+use std::time::Duration;
+
+use aigw_dispatcher::media::{Part, multipart};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::harness::{TestEnv, wait_until};
+
+async fn post(env: &TestEnv, key: &str, route: &str, body: Value) -> reqwest::Response {
+    env.http
+        .post(env.url(route))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn add(env: &TestEnv, body: Value) {
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+/// The request's `RequestCompleted` payload, once stored.
+async fn completed(env: &TestEnv, response: &reqwest::Response) -> Value {
+    let id = response.headers()["x-request-id"].to_str().unwrap();
+    let events = env.wait_recorded(id).await;
+    events.last().unwrap().1["RequestCompleted"].clone()
+}
+
+#[tokio::test]
+async fn openai_images_pass_through_and_are_billed_per_image() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    // A second image over 1 MB of base64: more than one NATS frame.
+    let big = "A".repeat(1_300_000);
+    Mock::given(method("POST"))
+        .and(path("/v1/images/generations"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "created": 1_764_000_000,
+            "data": [
+                {"b64_json": "iVBORw0KGgo=", "revised_prompt": "A red fox in snow"},
+                {"b64_json": big},
+            ]
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"name": "oai", "base_url": format!("{}/v1", mock.uri()), "api_key": "sk-upstream-secret",
+            "models": ["dall-e-3"],
+            "prices": {"dall-e-3": {"input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0, "per_image_usd": 0.04}}}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "dall-e-3", "prompt": "a red fox", "n": 2, "size": "1024x1024",
+            "response_format": "b64_json", "quality": "standard"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-aigw-provider"], "oai");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"][0]["revised_prompt"], "A red fox in snow");
+    assert_eq!(
+        body["data"][1]["b64_json"].as_str().unwrap().len(),
+        1_300_000
+    );
+    let sent: Value = mock.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(
+        sent,
+        json!({"model": "dall-e-3", "prompt": "a red fox", "n": 2, "size": "1024x1024",
+            "response_format": "b64_json", "quality": "standard"})
+    );
+    assert_eq!(done["usage"]["images"], 2);
+    // Two images at $0.04.
+    assert_eq!(done["cost_micros"], 80_000);
+}
+
+#[tokio::test]
+async fn stability_preset_generates_images_through_its_multipart_api() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/generate/sd3"))
+        .and(header("authorization", "Bearer sk-stability"))
+        .and(header("accept", "application/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "image": "iVBORw0KGgoAAAANSUhEUg==", "finish_reason": "SUCCESS", "seed": 1_234_567
+        })))
+        .expect(2)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "stability", "api_key": "sk-stability", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "sd3.5-large", "prompt": "a lighthouse at dusk", "n": 2, "size": "1792x1024"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "stability");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert!(body["created"].as_i64().unwrap() > 0);
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0], json!({"b64_json": "iVBORw0KGgoAAAANSUhEUg=="}));
+
+    let sent = &mock.received_requests().await.unwrap()[0];
+    let content_type = sent.headers["content-type"].to_str().unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/form-data; boundary=")
+        .unwrap();
+    let form = String::from_utf8(sent.body.clone()).unwrap();
+    for (name, value) in [
+        ("prompt", "a lighthouse at dusk"),
+        ("model", "sd3.5-large"),
+        ("aspect_ratio", "16:9"),
+        ("output_format", "png"),
+    ] {
+        let part = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        );
+        assert!(form.contains(&part), "{name} missing from {form}");
+    }
+    assert!(!form.contains("name=\"n\""));
+    assert_eq!(done["usage"]["images"], 2);
+    // Two SD 3.5 Large images at the catalog's $0.065.
+    assert_eq!(done["cost_micros"], 130_000);
+    wait_until(Duration::from_secs(30), || async {
+        env.stats(&key).await["totals"]["requests"] == 1
+    })
+    .await;
+    assert_eq!(env.stats(&key).await["totals"]["cost_micros"], 130_000);
+}
+
+#[tokio::test]
+async fn speech_is_relayed_as_audio_and_billed_per_character() {
+    let env = TestEnv::start().await;
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/speech"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .and(body_json(json!({"model": "tts-1", "input": "Hello world", "voice": "alloy", "response_format": "opus"})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"OggS-opus".to_vec(), "audio/opus"))
+        .expect(1)
+        .mount(&openai)
+        .await;
+    let elevenlabs = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb"))
+        .and(query_param("output_format", "mp3_44100_128"))
+        .and(header("xi-api-key", "xi-secret"))
+        .and(body_json(
+            json!({"text": "Hello world", "model_id": "eleven_flash_v2_5"}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"ID3-mp3".to_vec(), "audio/mpeg"))
+        .expect(1)
+        .mount(&elevenlabs)
+        .await;
+    add(
+        &env,
+        json!({"name": "oai", "base_url": format!("{}/v1", openai.uri()), "api_key": "sk-upstream-secret",
+            "models": ["tts-1"],
+            "prices": {"tts-1": {"input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0, "per_mchar_usd": 15.0}}}),
+    )
+    .await;
+    add(
+        &env,
+        json!({"preset": "elevenlabs", "api_key": "xi-secret", "base_url": elevenlabs.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("tts").await;
+
+    let r = post(
+        &env,
+        &key,
+        "/v1/audio/speech",
+        json!({"model": "tts-1", "input": "Hello world", "voice": "alloy", "response_format": "opus"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/opus");
+    let done = completed(&env, &r).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"OggS-opus");
+    assert_eq!(done["usage"]["characters"], 11);
+    // 11 characters at $15 per million.
+    assert_eq!(done["cost_micros"], 165);
+
+    let r = post(
+        &env,
+        &key,
+        "/v1/audio/speech",
+        json!({"model": "eleven_flash_v2_5", "input": "Hello world", "voice": "JBFqnCBsd6RMkjVDRZzb"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/mpeg");
+    assert_eq!(r.headers()["x-aigw-provider"], "elevenlabs");
+    let done = completed(&env, &r).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"ID3-mp3");
+    // 11 characters at the catalog's $50 per million.
+    assert_eq!(done["cost_micros"], 550);
+}
+
+#[tokio::test]
+async fn media_requests_are_validated_before_they_are_queued() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    add(
+        &env,
+        json!({"preset": "stability", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    add(
+        &env,
+        json!({"preset": "anthropic", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("v").await;
+    let cases = [
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core"}),
+            400,
+            "prompt",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core", "prompt": "x", "n": 0}),
+            400,
+            "n",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core", "prompt": "x", "size": "big"}),
+            400,
+            "size",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "stable-image-core", "prompt": "x", "response_format": "png"}),
+            400,
+            "response_format",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "no-such-model", "prompt": "x"}),
+            404,
+            "",
+        ),
+        // Anthropic serves chat only; Stability serves images only.
+        (
+            "/v1/images/generations",
+            json!({"model": "claude-haiku-4-5", "prompt": "x"}),
+            400,
+            "model",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "input": "x", "voice": "v"}),
+            400,
+            "model",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "voice": "v"}),
+            400,
+            "input",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "input": "x"}),
+            400,
+            "voice",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "stable-image-core", "input": "x", "voice": "v", "response_format": "ogg"}),
+            400,
+            "response_format",
+        ),
+    ];
+    for (route, body, status, param) in cases {
+        let r = post(&env, &key, route, body.clone()).await;
+        assert_eq!(r.status(), status, "{route} {body}");
+        let err: Value = r.json().await.unwrap();
+        if !param.is_empty() {
+            assert_eq!(err["error"]["param"], param, "{route} {body}: {err}");
+        }
+    }
+    let r = post(
+        &env,
+        &key,
+        "/v1/chat/completions",
+        json!({"model": "stable-image-core", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unsupported_endpoint");
+    assert!(mock.received_requests().await.unwrap().is_empty());
+}
+
+/// A transcription form (content type, body): the file and text fields.
+fn form(audio: &[u8], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let mut parts = vec![(
+        "file",
+        Part::File {
+            filename: "meeting.mp3".into(),
+            content_type: "audio/mpeg".into(),
+            bytes: Bytes::copy_from_slice(audio),
+        },
+    )];
+    for (k, v) in fields {
+        parts.push((k, Part::Text(v.to_string())));
+    }
+    multipart(&parts)
+}
+
+/// A form with text fields only.
+fn fields_only(fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let parts: Vec<(&str, Part)> = fields
+        .iter()
+        .map(|(k, v)| (*k, Part::Text(v.to_string())))
+        .collect();
+    multipart(&parts)
+}
+
+async fn transcribe(env: &TestEnv, key: &str, form: (String, Vec<u8>)) -> reqwest::Response {
+    env.http
+        .post(env.url("/v1/audio/transcriptions"))
+        .bearer_auth(key)
+        .header("content-type", form.0)
+        .body(form.1)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn openai_transcriptions_pass_the_upload_through_and_bill_its_duration() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "text": "Let's begin the meeting.",
+            "usage": {"type": "duration", "seconds": 90}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"name": "oai", "base_url": format!("{}/v1", mock.uri()), "api_key": "sk-upstream-secret",
+            "models": ["whisper-1"],
+            "prices": {"whisper-1": {"input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0, "per_hour_usd": 0.36}}}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    // Binary audio, bytes that look like a boundary included.
+    let audio: Vec<u8> = b"ID3\x00\xff\r\n--x\r\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(300_000)
+        .collect();
+    let r = transcribe(
+        &env,
+        &key,
+        form(
+            &audio,
+            &[
+                ("model", "whisper-1"),
+                ("language", "en"),
+                ("response_format", "text"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let done = completed(&env, &r).await;
+    assert_eq!(r.text().await.unwrap(), "Let's begin the meeting.");
+
+    let sent = &mock.received_requests().await.unwrap()[0];
+    let content_type = sent.headers["content-type"].to_str().unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/form-data; boundary=")
+        .unwrap();
+    let file_head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"meeting.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n"
+    );
+    let at = sent
+        .body
+        .windows(file_head.len())
+        .position(|w| w == file_head.as_bytes())
+        .expect("file part");
+    let start = at + file_head.len();
+    assert_eq!(&sent.body[start..start + audio.len()], &audio[..]);
+    let text = String::from_utf8_lossy(&sent.body);
+    for (name, value) in [
+        ("model", "whisper-1"),
+        ("language", "en"),
+        ("response_format", "json"),
+    ] {
+        assert!(
+            text.contains(&format!("name=\"{name}\"\r\n\r\n{value}\r\n")),
+            "{name}"
+        );
+    }
+    assert_eq!(done["usage"]["audio_seconds"], 90);
+    // 90 s at $0.36 an hour.
+    assert_eq!(done["cost_micros"], 9_000);
+}
+
+#[tokio::test]
+async fn assemblyai_preset_uploads_submits_and_polls() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/upload"))
+        .and(header("authorization", "aai-key"))
+        .and(header("content-type", "application/octet-stream"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"upload_url": "https://cdn.assemblyai.com/upload/abc"})),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/transcript"))
+        .and(header("authorization", "aai-key"))
+        .and(body_json(
+            json!({"audio_url": "https://cdn.assemblyai.com/upload/abc",
+            "speech_models": ["universal-2"], "language_code": "fr"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_1", "status": "queued"})),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    // Processing twice, then done.
+    Mock::given(method("GET"))
+        .and(path("/v2/transcript/tr_1"))
+        .and(header("authorization", "aai-key"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_1", "status": "processing"})),
+        )
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/transcript/tr_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "tr_1", "status": "completed", "text": "Bonjour à tous.",
+            "audio_duration": 3600, "words": []
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "assemblyai", "api_key": "aai-key", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    let r = transcribe(
+        &env,
+        &key,
+        form(
+            b"RIFF....WAVE",
+            &[("model", "universal-2"), ("language", "fr")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "assemblyai");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"text": "Bonjour à tous."}));
+    let upload = &mock.received_requests().await.unwrap()[0];
+    assert_eq!(upload.body, b"RIFF....WAVE");
+    assert_eq!(done["usage"]["audio_seconds"], 3600);
+    // One hour of Universal-2 at the catalog's $0.15.
+    assert_eq!(done["cost_micros"], 150_000);
+}
+
+#[tokio::test]
+async fn transcription_uploads_are_checked_and_bounded() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    add(
+        &env,
+        json!({"preset": "assemblyai", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    let no_file = fields_only(&[("model", "universal-2")]);
+    let r = transcribe(&env, &key, no_file).await;
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "file");
+    let r = transcribe(&env, &key, form(b"x", &[])).await;
+    assert_eq!(r.status(), 400);
+    let r = transcribe(
+        &env,
+        &key,
+        form(
+            b"x",
+            &[("model", "universal-2"), ("response_format", "srt")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let r = env
+        .http
+        .post(env.url("/v1/audio/transcriptions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "universal-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Above 25 MB: 413 in OpenAI's error shape (the chat limit is far lower).
+    let big = vec![0u8; 25 * 1024 * 1024 + 1];
+    let r = transcribe(&env, &key, form(&big, &[("model", "universal-2")])).await;
+    assert_eq!(r.status(), 413);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "request_too_large");
+    // A 1 MB upload (four times the chat limit of these tests) is accepted.
+    Mock::given(method("POST"))
+        .and(path("/v2/upload"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "Invalid API key"})))
+        .mount(&mock)
+        .await;
+    let r = transcribe(
+        &env,
+        &key,
+        form(&vec![1u8; 1024 * 1024], &[("model", "universal-2")]),
+    )
+    .await;
+    assert_eq!(r.status(), 502, "the provider refused aigw's key");
+    // A refused credential is retried once on the same provider.
+    let uploads = mock.received_requests().await.unwrap();
+    assert_eq!(uploads.len(), 2);
+    assert!(uploads.iter().all(|u| u.body.len() == 1024 * 1024));
+}
+
+#[tokio::test]
+async fn a_transcription_that_never_finishes_stops_polling_at_the_deadline() {
+    let env = TestEnv::with(crate::harness::Options {
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/upload"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"upload_url": "https://cdn/u"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/transcript"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_9", "status": "queued"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/transcript/tr_9"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "tr_9", "status": "processing"})),
+        )
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "assemblyai", "api_key": "k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("stt").await;
+    let r = transcribe(&env, &key, form(b"RIFF", &[("model", "universal-2")])).await;
+    assert_eq!(r.status(), 504);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let events = env.wait_recorded(&id).await;
+    assert!(events.last().unwrap().1.get("RequestFailed").is_some());
+    // Polling has stopped.
+    let polls = mock.received_requests().await.unwrap().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(mock.received_requests().await.unwrap().len(), polls);
+}
+
+#[tokio::test]
+async fn gemini_and_cohere_embeddings_are_served_natively() {
+    let env = TestEnv::start().await;
+    let gemini = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-embedding-001:batchEmbedContents"))
+        .and(header("x-goog-api-key", "g-key"))
+        .and(body_json(json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "The food was delicious"}]}},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "and the waiter"}]}},
+        ]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "embeddings": [{"values": [0.1, -0.2, 0.3]}, {"values": [0.4, 0.5, -0.6]}]
+        })))
+        .expect(1)
+        .mount(&gemini)
+        .await;
+    let cohere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/embed"))
+        .and(header("authorization", "Bearer co-key"))
+        .and(body_json(json!({"model": "embed-v4.0", "texts": ["hello"],
+            "input_type": "search_document", "embedding_types": ["float"]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "emb-1", "embeddings": {"float": [[1.0, 0.0]]}, "texts": ["hello"],
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 1000}}
+        })))
+        .expect(1)
+        .mount(&cohere)
+        .await;
+    add(
+        &env,
+        json!({"preset": "gemini", "api_key": "g-key", "base_url": gemini.uri()}),
+    )
+    .await;
+    add(
+        &env,
+        json!({"preset": "cohere", "api_key": "co-key", "base_url": cohere.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("emb").await;
+
+    let r = post(
+        &env,
+        &key,
+        "/v1/embeddings",
+        json!({"model": "gemini-embedding-001", "input": ["The food was delicious", "and the waiter"],
+            "encoding_format": "float"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][1]["index"], 1);
+    assert_eq!(body["data"][1]["embedding"], json!([0.4, 0.5, -0.6]));
+    // Gemini reports no tokens: estimated, and flagged as such.
+    assert_eq!(done["usage_estimated"], true);
+    assert!(done["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // Base64, as the OpenAI SDKs ask by default.
+    let r = post(
+        &env,
+        &key,
+        "/v1/embeddings",
+        json!({"model": "embed-v4.0", "input": "hello", "encoding_format": "base64"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"][0]["embedding"], "AACAPwAAAAA=");
+    assert_eq!(body["usage"]["prompt_tokens"], 1000);
+    assert_eq!(done["usage_estimated"], false);
+    // 1,000 tokens at the catalog's $0.12 per million.
+    assert_eq!(done["cost_micros"], 120);
+}
