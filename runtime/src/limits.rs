@@ -240,6 +240,15 @@ fn budget_key(key_id: Uuid, period: &str) -> String {
     format!("budget.{key_id}.{period}")
 }
 
+/// The metric label of an entry: `rate` or `budget`.
+fn entry_kind(key: &str) -> &'static str {
+    if key.starts_with("rate.") {
+        "rate"
+    } else {
+        "budget"
+    }
+}
+
 impl Limiter {
     /// Opens (creating if needed) the namespace's limits bucket.
     pub async fn open(js: &jetstream::Context, names: &Names) -> Result<Self> {
@@ -266,8 +275,12 @@ impl Limiter {
     where
         T: Serialize + DeserializeOwned + Default,
     {
+        let kind = entry_kind(key);
+        let queued = std::time::Instant::now();
         let slot = self.slot(key);
         let mut known = slot.lock().await;
+        metrics::histogram!("aigw_limits_queue_seconds", "entry" => kind)
+            .record(queued.elapsed().as_secs_f64());
         for attempt in 0..MAX_CAS_RETRIES {
             let (mut state, revision) = match known.take() {
                 Some((revision, bytes)) => (
@@ -276,11 +289,14 @@ impl Limiter {
                     Some(revision),
                 ),
                 None => {
+                    let read = std::time::Instant::now();
                     let entry = self
                         .kv
                         .entry(key)
                         .await
                         .map_err(|e| RuntimeError::Nats(format!("reading {key}: {e}")))?;
+                    metrics::histogram!("aigw_limits_read_seconds", "entry" => kind)
+                        .record(read.elapsed().as_secs_f64());
                     match &entry {
                         Some(e) if e.operation == kv::Operation::Put => (
                             serde_json::from_slice::<T>(&e.value)
@@ -294,6 +310,7 @@ impl Limiter {
             let result = change(&mut state);
             let bytes =
                 serde_json::to_vec(&state).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
+            let write = std::time::Instant::now();
             let written = match revision {
                 Some(rev) => self
                     .kv
@@ -314,12 +331,16 @@ impl Limiter {
                             .ok_or_else(|| e.to_string())
                     }),
             };
+            metrics::histogram!("aigw_limits_write_seconds", "entry" => kind)
+                .record(write.elapsed().as_secs_f64());
             match written {
                 Ok(revision) => {
                     *known = Some((revision, bytes));
                     return Ok(result);
                 }
                 Err(Ok(())) => {
+                    metrics::counter!("aigw_limits_cas_conflicts_total", "entry" => kind)
+                        .increment(1);
                     // Another replica wrote first: re-read and retry, backing
                     // off (with jitter) only if it keeps happening.
                     if attempt > 0 {
