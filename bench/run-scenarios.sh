@@ -22,8 +22,7 @@
 # set nothing is built):
 #   BENCH_FAILOVER_RATE   req/s of the failover runs (default 200)
 #   BENCH_ADMISSION_RATE  req/s of the admission run (default 200; the target
-#                         asks for 1,000, but a limited key collapses from
-#                         ~350 req/s on NATS KV contention, see bench/README.md)
+#                         asks for 1,000, see bench/README.md)
 #   BENCH_DURATION        measured time per side of each A/B run (default 12s;
 #                         both sides together stay under 30 s of load)
 #   BENCH_ROUNDS          alternating slices per A/B run (default 3)
