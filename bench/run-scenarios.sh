@@ -22,8 +22,7 @@
 # set nothing is built):
 #   BENCH_FAILOVER_RATE   req/s of the failover runs (default 200)
 #   BENCH_ADMISSION_RATE  req/s of the admission run (default 200; the target
-#                         asks for 1,000, but a limited key collapses from
-#                         ~350 req/s on NATS KV contention, see bench/README.md)
+#                         asks for 1,000, see bench/README.md)
 #   BENCH_DURATION        measured time per side of each A/B run (default 12s;
 #                         both sides together stay under 30 s of load)
 #   BENCH_ROUNDS          alternating slices per A/B run (default 3)
@@ -265,6 +264,8 @@ if wants admission; then
     requests="$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["a"]["sent"] + d["b"]["sent"])' "$OUT/admission.json")"
     echo
     echo "authentication and PostgreSQL: $requests requests in ${elapsed}s, api_keys table read $((reads1 - reads0)) times (seq + index scans, pg_stat_user_tables; aigw reloads its registry every 10 s)"
+    echo "limits entries (aigw's /metrics: KV reads, compare-and-set writes, conflicts, batches):"
+    curl -s "$GW/metrics" | grep '^aigw_limits_' | grep -vE 'quantile="(0|0\.9|0\.95|0\.999|1)"' | sed 's/^/  /' || true
     echo "limited key after the run (GET /v1/key): $(curl -s "$GW/v1/key" -H "Authorization: Bearer $KEY_LIMITED" | head -c 600)"
 fi
 stop_aigw

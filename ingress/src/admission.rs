@@ -143,21 +143,89 @@ pub async fn admit_for(
     let limits = &settings.limits;
     let mut admitted = Admitted::default();
     let now = Utc::now();
-    if limits.rpm.is_some() || limits.tpm.is_some() {
-        let tokens = estimate::prompt_tokens(body) + estimate::max_output_tokens(body, 0);
-        let decision = state
-            .limiter
-            .admit_rate(
-                key.id,
-                limits.rpm,
-                limits.tpm,
+    let now_ms = now.timestamp_millis();
+
+    // What the rate limits take: one request and the estimated tokens.
+    let rate = (limits.rpm.is_some() || limits.tpm.is_some())
+        .then(|| estimate::prompt_tokens(body) + estimate::max_output_tokens(body, 0));
+    // What the budget holds: the worst case at the dearest target it could go
+    // to; an unpriced model holds nothing (its usage is flagged, not billed).
+    let budget = (limits.budget_micros.is_some() || limits.budget_tokens.is_some()).then(|| {
+        let (period, micros, tokens) = key.state.budgets_at(now);
+        let worst = estimate::worst_usage(endpoint, body, DEFAULT_OUTPUT_CAP);
+        let hold_micros = allowed
+            .iter()
+            .filter_map(|t| t.provider.spec.price(&t.model))
+            .map(|p| p.cost_micros(&worst))
+            .max()
+            .unwrap_or(0);
+        let expires = now
+            + chrono::Duration::from_std(hold_for).unwrap_or_default()
+            + chrono::Duration::minutes(5);
+        let hold = Hold {
+            micros: hold_micros,
+            tokens: worst.total() as i64,
+            expires_ms: expires.timestamp_millis(),
+        };
+        (
+            Budget {
+                period,
+                micros,
                 tokens,
-                now.timestamp_millis(),
-            )
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("rate limit state: {e}")))?;
+            },
+            hold,
+        )
+    });
+
+    // The rate take and the budget hold go to NATS at the same time (one
+    // round trip instead of two). A request the rate limits refuse gives its
+    // hold back; a request the budget refuses keeps its rate take, as it
+    // would have had the two run one after the other.
+    let take_rate = async {
+        match rate {
+            Some(tokens) => Some(
+                state
+                    .limiter
+                    .admit_rate(key.id, limits.rpm, limits.tpm, tokens, now_ms)
+                    .await,
+            ),
+            None => None,
+        }
+    };
+    let hold_budget = async {
+        match &budget {
+            Some((budget, hold)) => Some(
+                state
+                    .limiter
+                    .reserve(key.id, budget, request_id, *hold, now_ms)
+                    .await,
+            ),
+            None => None,
+        }
+    };
+    let (rate_outcome, budget_outcome) = tokio::join!(take_rate, hold_budget);
+    let give_back = |budget_outcome: &Option<aigw_runtime::Result<Result<(), BudgetRefusal>>>| {
+        if let (Some(Ok(Ok(()))), Some((budget, _))) = (budget_outcome, &budget) {
+            let (limiter, key_id, period) = (state.limiter.clone(), key.id, budget.period.clone());
+            tokio::spawn(async move {
+                if let Err(e) = limiter.release(key_id, &period, request_id).await {
+                    tracing::warn!(%request_id, error = %e, "releasing the budget hold of a rate-limited request failed (it expires on its own)");
+                }
+            });
+        }
+    };
+
+    if let (Some(decision), Some(tokens)) = (rate_outcome, rate) {
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => {
+                give_back(&budget_outcome);
+                return Err(ApiError::Unavailable(format!("rate limit state: {e}")));
+            }
+        };
         admitted.headers = RateHeaders::from_decision(&decision);
         if !decision.allowed {
+            give_back(&budget_outcome);
             return Err(ApiError::RateLimited {
                 retry_after: decision.retry_after_secs,
                 headers: admitted.headers,
@@ -166,36 +234,8 @@ pub async fn admit_for(
         admitted.rate_tokens = limits.tpm.map(|_| tokens);
     }
 
-    if limits.budget_micros.is_some() || limits.budget_tokens.is_some() {
-        let (period, budget_micros, budget_tokens) = key.state.budgets_at(now);
-        let budget = Budget {
-            period: period.clone(),
-            micros: budget_micros,
-            tokens: budget_tokens,
-        };
-        let worst = estimate::worst_usage(endpoint, body, DEFAULT_OUTPUT_CAP);
-        // The dearest target it could go to; an unpriced model holds nothing
-        // (its usage is flagged, not billed).
-        let micros = allowed
-            .iter()
-            .filter_map(|t| t.provider.spec.price(&t.model))
-            .map(|p| p.cost_micros(&worst))
-            .max()
-            .unwrap_or(0);
-        let tokens = worst.total() as i64;
-        let expires = now
-            + chrono::Duration::from_std(hold_for).unwrap_or_default()
-            + chrono::Duration::minutes(5);
-        let hold = Hold {
-            micros,
-            tokens,
-            expires_ms: expires.timestamp_millis(),
-        };
-        let outcome = state
-            .limiter
-            .reserve(key.id, &budget, request_id, hold, now.timestamp_millis())
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
+    if let (Some(outcome), Some((budget, hold))) = (budget_outcome, budget) {
+        let outcome = outcome.map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
         if let Err(refusal) = outcome {
             return Err(ApiError::InsufficientQuota {
                 message: match refusal {
@@ -207,9 +247,9 @@ pub async fn admit_for(
             });
         }
         admitted.reservation = Some(Reservation {
-            period,
-            micros,
-            tokens,
+            period: budget.period,
+            micros: hold.micros,
+            tokens: hold.tokens,
         });
     }
     Ok(admitted)

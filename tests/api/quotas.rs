@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, Limiter};
 use serde_json::{Value, json};
+use uuid::Uuid;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -184,6 +186,109 @@ async fn an_rpm_limit_holds_across_two_replicas() {
     assert!(r.headers().contains_key("x-ratelimit-reset-requests"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+}
+
+/// The limits' group commit across two replicas: two `Limiter`s (each with
+/// its own NATS connection) on one bucket, hundreds of concurrent changes to
+/// the same entries, batched within each replica and racing between them,
+/// admit exactly what the limits allow and settle each request once.
+#[tokio::test]
+async fn group_commits_of_two_replicas_hold_limits_exactly() {
+    let env = TestEnv::start().await;
+    let names = env.common.names().unwrap();
+    let mut replicas = Vec::new();
+    for name in ["replica-a", "replica-b"] {
+        let (_, js) = aigw_runtime::nats::connect(&env.common.nats_url, name)
+            .await
+            .unwrap();
+        replicas.push(Limiter::open(&js, &names).await.unwrap());
+    }
+    let key = Uuid::now_v7();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+
+    // 300 admissions at one instant (nothing refills): rpm 1,000 and tpm
+    // 5,000 at 50 tokens each let exactly 100 through.
+    let calls: Vec<_> = (0..300)
+        .map(|i| {
+            let limiter = replicas[i % 2].clone();
+            tokio::spawn(async move {
+                limiter
+                    .admit_rate(key, Some(1_000), Some(5_000), 50, now_ms)
+                    .await
+                    .unwrap()
+                    .allowed
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for call in calls {
+        allowed += usize::from(call.await.unwrap());
+    }
+    assert_eq!(allowed, 100);
+    let rate = replicas[0].rate(key).await.unwrap();
+    assert_eq!((rate.requests, rate.tokens), (900.0, 0.0));
+
+    // 200 holds of 300 micro-dollars on a budget of 10,000: exactly 33 fit.
+    let budget = Budget {
+        period: "total".into(),
+        micros: Some(10_000),
+        tokens: None,
+    };
+    let hold = Hold {
+        micros: 300,
+        tokens: 0,
+        expires_ms: now_ms + 600_000,
+    };
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let (limiter, budget) = (replicas[i % 2].clone(), budget.clone());
+            tokio::spawn(async move {
+                let request = Uuid::now_v7();
+                let outcome = limiter
+                    .reserve(key, &budget, request, hold, now_ms)
+                    .await
+                    .unwrap();
+                (request, outcome)
+            })
+        })
+        .collect();
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for call in calls {
+        match call.await.unwrap() {
+            (request, Ok(())) => held.push(request),
+            (_, Err(refusal)) => {
+                assert_eq!(refusal, BudgetRefusal::Spend);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((held.len(), refused), (33, 167));
+
+    // Each hold settled twice, once through each replica, all at once:
+    // exactly one settlement per request counts.
+    let calls: Vec<_> = held
+        .iter()
+        .flat_map(|request| {
+            replicas.iter().map(move |limiter| {
+                let (limiter, request) = (limiter.clone(), *request);
+                tokio::spawn(async move {
+                    limiter
+                        .settle(key, "total", request, 100, 7, now_ms)
+                        .await
+                        .unwrap()
+                })
+            })
+        })
+        .collect();
+    let mut settled = 0;
+    for call in calls {
+        settled += usize::from(call.await.unwrap());
+    }
+    assert_eq!(settled, 33);
+    let state = replicas[1].budget(key, "total").await.unwrap();
+    assert_eq!(state.spent_micros, 3_300);
+    assert_eq!(state.spent_tokens, 33 * 7);
+    assert!(state.holds.is_empty(), "{state:?}");
 }
 
 #[tokio::test]
