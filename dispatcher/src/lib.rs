@@ -17,6 +17,7 @@ pub mod media;
 pub mod openai;
 pub mod probe;
 pub mod process;
+pub mod replicate;
 pub mod reply;
 pub mod routing;
 pub mod stability;

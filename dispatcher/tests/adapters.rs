@@ -1294,6 +1294,7 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
             return ResponseTemplate::new(200).set_body_raw(b"ID3audio".to_vec(), "audio/mpeg");
         }
         ProviderKind::Assemblyai => json!({"upload_url": "https://cdn.example/upload/1"}),
+        ProviderKind::Replicate => json!({"id": "p1", "status": "starting"}),
     };
     ResponseTemplate::new(200).set_body_json(body)
 }
@@ -1303,7 +1304,7 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
 async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
     let model = spec.models[0].clone();
     let answer = match spec.kind {
-        ProviderKind::Stability => {
+        ProviderKind::Stability | ProviderKind::Replicate => {
             aigw_dispatcher::media::images(
                 &http(),
                 spec,
@@ -1337,13 +1338,13 @@ async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
     match answer {
         Ok(Answer::Media { usage, .. }) => {
             let units = match spec.kind {
-                ProviderKind::Stability => usage.images,
+                ProviderKind::Stability | ProviderKind::Replicate => usage.images,
                 ProviderKind::Elevenlabs => usage.characters,
                 _ => usage.audio_seconds,
             };
             // One image, four characters ("pong"), two seconds of audio.
             let expected = match spec.kind {
-                ProviderKind::Stability => 1,
+                ProviderKind::Stability | ProviderKind::Replicate => 1,
                 ProviderKind::Elevenlabs => 4,
                 _ => 2,
             };
@@ -1425,9 +1426,22 @@ async fn every_configurable_preset_works_with_only_its_key() {
                 .mount(&server)
                 .await;
         }
+        if kind == ProviderKind::Replicate {
+            // The poll that follows the create.
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(
+                    json!({"id": "p1", "status": "succeeded", "output": ["https://cdn.example/a.webp"]}),
+                ))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
         let model = if matches!(
             kind,
-            ProviderKind::Stability | ProviderKind::Elevenlabs | ProviderKind::Assemblyai
+            ProviderKind::Stability
+                | ProviderKind::Elevenlabs
+                | ProviderKind::Assemblyai
+                | ProviderKind::Replicate
         ) {
             call_media(&spec, &opened).await
         } else {
@@ -1458,6 +1472,15 @@ async fn every_configurable_preset_works_with_only_its_key() {
             for r in &all {
                 assert_eq!(r.headers["authorization"], api_key.as_str());
             }
+            all[0].clone()
+        } else if kind == ProviderKind::Replicate {
+            let all = server.received_requests().await.unwrap();
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[1].url.path(), "/v1/predictions/p1");
+            assert_eq!(
+                all[1].headers["authorization"],
+                format!("Bearer {api_key}").as_str()
+            );
             all[0].clone()
         } else {
             only_request(&server).await
@@ -1502,14 +1525,15 @@ async fn every_configurable_preset_works_with_only_its_key() {
             ProviderKind::Stability => format!("{preset_path}/stable-image/generate/core"),
             ProviderKind::Elevenlabs => "/v1/text-to-speech/voice-1".into(),
             ProviderKind::Assemblyai => "/v2/upload".into(),
+            ProviderKind::Replicate => format!("{preset_path}/models/{model}/predictions"),
         };
         assert_eq!(req.url.path(), expected_path, "{}", preset.id);
         tried += 1;
     }
-    // 29 presets, of which Midjourney and the media presets aigw cannot route
-    // yet (Replicate, Runway) cannot be configured; Stability, ElevenLabs and
-    // AssemblyAI are called through their media endpoints.
-    assert_eq!(tried, 26);
+    // 29 presets, of which Midjourney and Runway (async video, not routed
+    // yet) cannot be configured; Stability, ElevenLabs, AssemblyAI and
+    // Replicate are called through their media endpoints.
+    assert_eq!(tried, 27);
 }
 
 fn percent_encode(s: &str) -> String {
@@ -1553,4 +1577,56 @@ async fn azure_v1_api_sends_the_deployment_as_model() {
     let req = only_request(&server).await;
     assert!(req.url.query().is_none());
     assert_eq!(body_of(&req)["model"], "prod-gpt");
+}
+
+#[tokio::test]
+async fn replicate_errors_are_classified() {
+    let body = json!({"model": "black-forest-labs/flux-schnell", "prompt": "x"});
+    for (status, answer, caller, class) in [
+        (
+            401,
+            json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}),
+            502,
+            ErrorClass::Upstream,
+        ),
+        (
+            422,
+            json!({"title": "Input validation failed", "detail": "- input.num_outputs: Must be less than or equal to 4", "status": 422}),
+            422,
+            ErrorClass::Client,
+        ),
+        (
+            429,
+            json!({"detail": "Request was throttled. Your rate limit resets in ~30s.", "status": 429}),
+            429,
+            ErrorClass::RateLimited,
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(
+                "/v1/models/black-forest-labs/flux-schnell/predictions",
+            ))
+            .respond_with(ResponseTemplate::new(status).set_body_json(&answer))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let e = err(aigw_dispatcher::media::images(
+            &http(),
+            &spec(
+                ProviderKind::Replicate,
+                &format!("{}/v1", server.uri()),
+                &[],
+            ),
+            Some(&key("r8_k")),
+            &body,
+        )
+        .await);
+        assert_eq!((e.status, e.class), (caller, class), "{status}");
+        assert!(
+            e.message.contains(answer["detail"].as_str().unwrap()),
+            "{status}: {}",
+            e.message
+        );
+    }
 }

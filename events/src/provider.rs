@@ -33,6 +33,8 @@ pub enum ProviderKind {
     Elevenlabs,
     /// AssemblyAI async transcription (upload, submit, poll).
     Assemblyai,
+    /// Replicate predictions of image models (create, poll, cancel).
+    Replicate,
 }
 
 impl ProviderKind {
@@ -47,7 +49,7 @@ impl ProviderKind {
             ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Bedrock => {
                 endpoint == E::Chat
             }
-            ProviderKind::Stability => endpoint == E::Images,
+            ProviderKind::Stability | ProviderKind::Replicate => endpoint == E::Images,
             ProviderKind::Elevenlabs => endpoint == E::Speech,
             ProviderKind::Assemblyai => endpoint == E::Transcriptions,
         }

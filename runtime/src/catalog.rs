@@ -23,6 +23,7 @@ pub const WIRES: &[&str] = &[
     "stability",
     "elevenlabs",
     "assemblyai",
+    "replicate",
     "media",
     "none",
 ];
@@ -331,6 +332,7 @@ impl Preset {
             "stability" => Some(ProviderKind::Stability),
             "elevenlabs" => Some(ProviderKind::Elevenlabs),
             "assemblyai" => Some(ProviderKind::Assemblyai),
+            "replicate" => Some(ProviderKind::Replicate),
             _ => None,
         }
     }
