@@ -89,7 +89,8 @@ pub async fn chat_with(
         ProviderKind::Stability
         | ProviderKind::Elevenlabs
         | ProviderKind::Assemblyai
-        | ProviderKind::Replicate => Err(media::unsupported(provider, Endpoint::Chat)),
+        | ProviderKind::Replicate
+        | ProviderKind::Runway => Err(media::unsupported(provider, Endpoint::Chat)),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod process;
 pub mod replicate;
 pub mod reply;
 pub mod routing;
+pub mod runway;
 pub mod stability;
 
 use std::collections::HashMap;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::adapter::Answer;
 use crate::openai::{self, UpstreamError};
-use crate::{assemblyai, elevenlabs, replicate, stability};
+use crate::{assemblyai, elevenlabs, replicate, runway, stability};
 
 /// `POST /v1/images/generations` with an OpenAI-format body (model set).
 pub async fn images(
@@ -38,6 +38,7 @@ pub async fn images(
         }
         ProviderKind::Stability => stability::images(http, provider, api_key, body).await,
         ProviderKind::Replicate => replicate::images(http, provider, api_key, body).await,
+        ProviderKind::Runway => runway::images(http, provider, api_key, body).await,
         _ => Err(unsupported(provider, Endpoint::Images)),
     }
 }

@@ -135,7 +135,7 @@ pub fn prediction_id(prediction: &Value) -> Option<&str> {
 }
 
 /// A prediction that ended without images, as the caller's 502.
-fn prediction_error(provider: &str, message: &str) -> UpstreamError {
+pub(crate) fn prediction_error(provider: &str, message: &str) -> UpstreamError {
     UpstreamError {
         class: ErrorClass::Upstream,
         upstream_status: Some(200),
@@ -159,8 +159,8 @@ fn authorized(
 
 /// Cancels the prediction unless disarmed: dropped with the attempt on the
 /// deadline or the caller's cancellation, it fires the cancel call on its own.
-struct CancelOnDrop {
-    request: Option<reqwest::RequestBuilder>,
+pub(crate) struct CancelOnDrop {
+    pub(crate) request: Option<reqwest::RequestBuilder>,
 }
 
 impl Drop for CancelOnDrop {
@@ -171,7 +171,7 @@ impl Drop for CancelOnDrop {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 if let Err(e) = request.timeout(Duration::from_secs(10)).send().await {
-                    tracing::warn!(error = %e, "cancelling a Replicate prediction failed");
+                    tracing::warn!(error = %e, "cancelling an upstream media task failed");
                 }
             });
         }
@@ -179,7 +179,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// Fetches one output image (no credential: it is another host), bounded.
-async fn fetch_image(
+pub(crate) async fn fetch_image(
     http: &reqwest::Client,
     url: &str,
     provider: &str,

@@ -1295,6 +1295,7 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
         }
         ProviderKind::Assemblyai => json!({"upload_url": "https://cdn.example/upload/1"}),
         ProviderKind::Replicate => json!({"id": "p1", "status": "starting"}),
+        ProviderKind::Runway => json!({"id": "t1"}),
     };
     ResponseTemplate::new(200).set_body_json(body)
 }
@@ -1304,7 +1305,7 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
 async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
     let model = spec.models[0].clone();
     let answer = match spec.kind {
-        ProviderKind::Stability | ProviderKind::Replicate => {
+        ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => {
             aigw_dispatcher::media::images(
                 &http(),
                 spec,
@@ -1338,13 +1339,15 @@ async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
     match answer {
         Ok(Answer::Media { usage, .. }) => {
             let units = match spec.kind {
-                ProviderKind::Stability | ProviderKind::Replicate => usage.images,
+                ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => {
+                    usage.images
+                }
                 ProviderKind::Elevenlabs => usage.characters,
                 _ => usage.audio_seconds,
             };
             // One image, four characters ("pong"), two seconds of audio.
             let expected = match spec.kind {
-                ProviderKind::Stability | ProviderKind::Replicate => 1,
+                ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => 1,
                 ProviderKind::Elevenlabs => 4,
                 _ => 2,
             };
@@ -1426,12 +1429,15 @@ async fn every_configurable_preset_works_with_only_its_key() {
                 .mount(&server)
                 .await;
         }
-        if kind == ProviderKind::Replicate {
+        if matches!(kind, ProviderKind::Replicate | ProviderKind::Runway) {
             // The poll that follows the create.
+            let done = if kind == ProviderKind::Replicate {
+                json!({"id": "p1", "status": "succeeded", "output": ["https://cdn.example/a.webp"]})
+            } else {
+                json!({"id": "t1", "status": "SUCCEEDED", "output": ["https://cdn.example/a.png"]})
+            };
             Mock::given(method("GET"))
-                .respond_with(ResponseTemplate::new(200).set_body_json(
-                    json!({"id": "p1", "status": "succeeded", "output": ["https://cdn.example/a.webp"]}),
-                ))
+                .respond_with(ResponseTemplate::new(200).set_body_json(done))
                 .expect(1)
                 .mount(&server)
                 .await;
@@ -1442,6 +1448,7 @@ async fn every_configurable_preset_works_with_only_its_key() {
                 | ProviderKind::Elevenlabs
                 | ProviderKind::Assemblyai
                 | ProviderKind::Replicate
+                | ProviderKind::Runway
         ) {
             call_media(&spec, &opened).await
         } else {
@@ -1473,10 +1480,18 @@ async fn every_configurable_preset_works_with_only_its_key() {
                 assert_eq!(r.headers["authorization"], api_key.as_str());
             }
             all[0].clone()
-        } else if kind == ProviderKind::Replicate {
+        } else if matches!(kind, ProviderKind::Replicate | ProviderKind::Runway) {
             let all = server.received_requests().await.unwrap();
             assert_eq!(all.len(), 2);
-            assert_eq!(all[1].url.path(), "/v1/predictions/p1");
+            let poll = if kind == ProviderKind::Replicate {
+                "/v1/predictions/p1"
+            } else {
+                for r in &all {
+                    assert_eq!(r.headers["x-runway-version"], "2024-11-06");
+                }
+                "/v1/tasks/t1"
+            };
+            assert_eq!(all[1].url.path(), poll);
             assert_eq!(
                 all[1].headers["authorization"],
                 format!("Bearer {api_key}").as_str()
@@ -1526,14 +1541,15 @@ async fn every_configurable_preset_works_with_only_its_key() {
             ProviderKind::Elevenlabs => "/v1/text-to-speech/voice-1".into(),
             ProviderKind::Assemblyai => "/v2/upload".into(),
             ProviderKind::Replicate => format!("{preset_path}/models/{model}/predictions"),
+            ProviderKind::Runway => format!("{preset_path}/text_to_image"),
         };
         assert_eq!(req.url.path(), expected_path, "{}", preset.id);
         tried += 1;
     }
-    // 29 presets, of which Midjourney and Runway (async video, not routed
-    // yet) cannot be configured; Stability, ElevenLabs, AssemblyAI and
-    // Replicate are called through their media endpoints.
-    assert_eq!(tried, 27);
+    // 29 presets, of which Midjourney cannot be configured; Stability,
+    // ElevenLabs, AssemblyAI, Replicate and Runway are called through their
+    // media endpoints.
+    assert_eq!(tried, 28);
 }
 
 fn percent_encode(s: &str) -> String {

@@ -35,6 +35,8 @@ pub enum ProviderKind {
     Assemblyai,
     /// Replicate predictions of image models (create, poll, cancel).
     Replicate,
+    /// Runway text-to-image tasks (start, poll, cancel).
+    Runway,
 }
 
 impl ProviderKind {
@@ -49,7 +51,9 @@ impl ProviderKind {
             ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Bedrock => {
                 endpoint == E::Chat
             }
-            ProviderKind::Stability | ProviderKind::Replicate => endpoint == E::Images,
+            ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => {
+                endpoint == E::Images
+            }
             ProviderKind::Elevenlabs => endpoint == E::Speech,
             ProviderKind::Assemblyai => endpoint == E::Transcriptions,
         }

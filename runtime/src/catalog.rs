@@ -24,6 +24,7 @@ pub const WIRES: &[&str] = &[
     "elevenlabs",
     "assemblyai",
     "replicate",
+    "runway",
     "media",
     "none",
 ];
@@ -333,6 +334,7 @@ impl Preset {
             "elevenlabs" => Some(ProviderKind::Elevenlabs),
             "assemblyai" => Some(ProviderKind::Assemblyai),
             "replicate" => Some(ProviderKind::Replicate),
+            "runway" => Some(ProviderKind::Runway),
             _ => None,
         }
     }
