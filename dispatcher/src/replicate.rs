@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
-use aigw_events::{ErrorClass, Usage};
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::Utc;
@@ -18,13 +18,11 @@ use serde_json::{Value, json};
 
 use crate::adapter::Answer;
 use crate::media;
-use crate::openai::{self, UpstreamError};
+use crate::openai::UpstreamError;
 
 /// First wait between polls; doubled up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(250);
 const MAX_POLL: Duration = Duration::from_secs(3);
-/// Largest image fetched to answer `b64_json`.
-pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
 /// Replicate's image models take 1 to 4 outputs per prediction.
 const MAX_OUTPUTS: u64 = 4;
 
@@ -134,19 +132,6 @@ pub fn prediction_id(prediction: &Value) -> Option<&str> {
         .filter(|id| safe_segment(id) && !id.contains('.'))
 }
 
-/// A prediction that ended without images, as the caller's 502.
-pub(crate) fn prediction_error(provider: &str, message: &str) -> UpstreamError {
-    UpstreamError {
-        class: ErrorClass::Upstream,
-        upstream_status: Some(200),
-        status: 502,
-        error_type: "upstream_error".into(),
-        code: Some("prediction_failed".into()),
-        message: format!("provider {provider}: {message}"),
-        retry_after: None,
-    }
-}
-
 fn authorized(
     request: reqwest::RequestBuilder,
     key: Option<&SecretString>,
@@ -155,62 +140,6 @@ fn authorized(
         Some(k) => request.bearer_auth(k.expose_secret()),
         None => request,
     }
-}
-
-/// Cancels the prediction unless disarmed: dropped with the attempt on the
-/// deadline or the caller's cancellation, it fires the cancel call on its own.
-pub(crate) struct CancelOnDrop {
-    pub(crate) request: Option<reqwest::RequestBuilder>,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        let Some(request) = self.request.take() else {
-            return;
-        };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Err(e) = request.timeout(Duration::from_secs(10)).send().await {
-                    tracing::warn!(error = %e, "cancelling an upstream media task failed");
-                }
-            });
-        }
-    }
-}
-
-/// Fetches one output image (no credential: it is another host), bounded.
-pub(crate) async fn fetch_image(
-    http: &reqwest::Client,
-    url: &str,
-    provider: &str,
-) -> Result<Bytes, UpstreamError> {
-    let mut response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| openai::transport_error(&e, provider))?;
-    if !response.status().is_success() {
-        return Err(openai::error_from_response(response, provider).await);
-    }
-    let too_big = || prediction_error(provider, "an output image is too large to inline");
-    if response
-        .content_length()
-        .is_some_and(|l| l > MAX_IMAGE_BYTES as u64)
-    {
-        return Err(too_big());
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| openai::transport_error(&e, provider))?
-    {
-        if out.len() + chunk.len() > MAX_IMAGE_BYTES {
-            return Err(too_big());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
 }
 
 pub async fn images(
@@ -228,7 +157,7 @@ pub async fn images(
     let id = prediction_id(&created)
         .ok_or_else(|| media::not_json(name))?
         .to_string();
-    let mut guard = CancelOnDrop {
+    let mut guard = media::CancelOnDrop {
         request: Some(authorized(
             http.post(media::url(base, &format!("predictions/{id}/cancel"))),
             api_key,
@@ -241,15 +170,15 @@ pub async fn images(
             Status::Succeeded(urls) if !urls.is_empty() => break urls,
             Status::Succeeded(_) => {
                 guard.request = None;
-                return Err(prediction_error(name, "the prediction produced no image"));
+                return Err(media::task_failed(name, "the prediction produced no image"));
             }
             Status::Failed(message) => {
                 guard.request = None;
-                return Err(prediction_error(name, &message));
+                return Err(media::task_failed(name, &message));
             }
             Status::Canceled => {
                 guard.request = None;
-                return Err(prediction_error(name, "the prediction was canceled"));
+                return Err(media::task_failed(name, "the prediction was canceled"));
             }
             Status::Pending => {}
         }
@@ -267,7 +196,7 @@ pub async fn images(
     let mut data = Vec::with_capacity(urls.len());
     for url in &urls {
         data.push(if as_b64 {
-            let image = fetch_image(http, url, name).await?;
+            let image = media::fetch_image(http, url, name).await?;
             json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)})
         } else {
             json!({"url": url})
@@ -287,6 +216,7 @@ pub async fn images(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aigw_events::ErrorClass;
 
     #[test]
     fn openai_bodies_become_predictions() {

@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 use crate::adapter::Answer;
 use crate::media;
 use crate::openai::UpstreamError;
-use crate::replicate::{CancelOnDrop, fetch_image, prediction_error};
 
 pub const API_VERSION: &str = "2024-11-06";
 /// Runway asks for polls no more often than every 5 s, with backoff; the
@@ -155,7 +154,7 @@ async fn one(
         .ok_or_else(|| media::not_json(name))?
         .to_string();
     let task_url = media::url(base, &format!("tasks/{id}"));
-    let mut guard = CancelOnDrop {
+    let mut guard = media::CancelOnDrop {
         request: Some(authorized(http.delete(&task_url), api_key)),
     };
     let mut wait = FIRST_POLL;
@@ -168,9 +167,9 @@ async fn one(
         let result = match found {
             Status::Pending => continue,
             Status::Succeeded(urls) if !urls.is_empty() => Ok(urls),
-            Status::Succeeded(_) => Err(prediction_error(name, "the task produced no image")),
-            Status::Failed(message) => Err(prediction_error(name, &message)),
-            Status::Cancelled => Err(prediction_error(name, "the task was cancelled")),
+            Status::Succeeded(_) => Err(media::task_failed(name, "the task produced no image")),
+            Status::Failed(message) => Err(media::task_failed(name, &message)),
+            Status::Cancelled => Err(media::task_failed(name, "the task was cancelled")),
         };
         guard.request = None;
         return result;
@@ -190,7 +189,7 @@ pub async fn images(
     for _ in 0..n {
         for url in one(http, provider, api_key, &task).await? {
             data.push(if as_b64 {
-                let image = fetch_image(http, &url, &provider.name).await?;
+                let image = media::fetch_image(http, &url, &provider.name).await?;
                 json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)})
             } else {
                 json!({"url": url})
