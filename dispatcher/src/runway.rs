@@ -20,10 +20,9 @@ use crate::media;
 use crate::openai::UpstreamError;
 
 pub const API_VERSION: &str = "2024-11-06";
-/// Runway asks for polls no more often than every 5 s, with backoff; the
-/// first one comes sooner as images are quick.
-const FIRST_POLL: Duration = Duration::from_secs(1);
-const MAX_POLL: Duration = Duration::from_secs(8);
+/// Runway asks for polls no more often than every 5 s, with backoff.
+const FIRST_POLL: Duration = Duration::from_secs(5);
+const MAX_POLL: Duration = Duration::from_secs(10);
 const MAX_IMAGES: u64 = 4;
 
 /// The 1080p output sizes `gen4_image` accepts, as `ratio` strings.
