@@ -86,9 +86,11 @@ pub async fn chat_with(
         ProviderKind::Gemini => gemini::chat(http, provider, api_key, body, stream).await,
         ProviderKind::Bedrock => bedrock::chat(http, provider, credentials, body, stream).await,
         ProviderKind::Cohere => cohere::chat(http, provider, api_key, body, stream).await,
-        ProviderKind::Stability | ProviderKind::Elevenlabs | ProviderKind::Assemblyai => {
-            Err(media::unsupported(provider, Endpoint::Chat))
-        }
+        ProviderKind::Stability
+        | ProviderKind::Elevenlabs
+        | ProviderKind::Assemblyai
+        | ProviderKind::Replicate
+        | ProviderKind::Runway => Err(media::unsupported(provider, Endpoint::Chat)),
     }
 }
 

@@ -17,8 +17,10 @@ pub mod media;
 pub mod openai;
 pub mod probe;
 pub mod process;
+pub mod replicate;
 pub mod reply;
 pub mod routing;
+pub mod runway;
 pub mod stability;
 
 use std::collections::HashMap;

@@ -1,6 +1,9 @@
 //! Media endpoints (`/v1/images/generations`, `/v1/audio/speech`) for
 //! OpenAI-compatible providers, and the pieces native media adapters share:
-//! raw (non-JSON) answers and `multipart/form-data` bodies.
+//! raw (non-JSON) answers, `multipart/form-data` bodies, and the parts of
+//! async (create, poll, cancel) adapters: cancel-on-drop and bounded fetches.
+
+use std::time::Duration;
 
 use aigw_events::provider::{ProviderKind, ProviderSpec};
 use aigw_events::wire::Endpoint;
@@ -11,7 +14,7 @@ use serde_json::Value;
 
 use crate::adapter::Answer;
 use crate::openai::{self, UpstreamError};
-use crate::{assemblyai, elevenlabs, stability};
+use crate::{assemblyai, elevenlabs, replicate, runway, stability};
 
 /// `POST /v1/images/generations` with an OpenAI-format body (model set).
 pub async fn images(
@@ -37,6 +40,8 @@ pub async fn images(
             })
         }
         ProviderKind::Stability => stability::images(http, provider, api_key, body).await,
+        ProviderKind::Replicate => replicate::images(http, provider, api_key, body).await,
+        ProviderKind::Runway => runway::images(http, provider, api_key, body).await,
         _ => Err(unsupported(provider, Endpoint::Images)),
     }
 }
@@ -268,6 +273,81 @@ pub async fn send_raw(
         .await
         .map_err(|e| openai::transport_error(&e, provider))?;
     Ok((body, content_type))
+}
+
+/// An async media task (prediction) that ended without a result, as the
+/// caller's 502.
+pub fn task_failed(provider: &str, message: &str) -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Upstream,
+        upstream_status: Some(200),
+        status: 502,
+        error_type: "upstream_error".into(),
+        code: Some("prediction_failed".into()),
+        message: format!("provider {provider}: {message}"),
+        retry_after: None,
+    }
+}
+
+/// Largest output file fetched to answer `b64_json`.
+pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
+
+/// Cancels an upstream task unless disarmed (`request` set to `None`):
+/// dropped with the attempt on the deadline or the caller's cancellation, it
+/// fires the cancel call on its own.
+pub struct CancelOnDrop {
+    pub request: Option<reqwest::RequestBuilder>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = request.timeout(Duration::from_secs(10)).send().await {
+                    tracing::warn!(error = %e, "cancelling an upstream media task failed");
+                }
+            });
+        }
+    }
+}
+
+/// Fetches one output file of an async task (without the provider's
+/// credential: it is another host), at most [`MAX_IMAGE_BYTES`].
+pub async fn fetch_image(
+    http: &reqwest::Client,
+    url: &str,
+    provider: &str,
+) -> Result<Bytes, UpstreamError> {
+    let mut response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| openai::transport_error(&e, provider))?;
+    if !response.status().is_success() {
+        return Err(openai::error_from_response(response, provider).await);
+    }
+    let too_big = || task_failed(provider, "an output image is too large to inline");
+    if response
+        .content_length()
+        .is_some_and(|l| l > MAX_IMAGE_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| openai::transport_error(&e, provider))?
+    {
+        if out.len() + chunk.len() > MAX_IMAGE_BYTES {
+            return Err(too_big());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
 }
 
 pub fn not_json(provider: &str) -> UpstreamError {

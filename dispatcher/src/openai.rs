@@ -255,6 +255,8 @@ fn top_message(parsed: Option<&Value>) -> Option<&str> {
     v.get("message")
         .or_else(|| v.get("Message"))
         .or_else(|| v.pointer("/detail/message"))
+        // RFC 7807 problem details (Replicate): `{"detail", "status", "title"}`.
+        .or_else(|| v.get("detail").filter(|d| d.is_string()))
         .or_else(|| v.pointer("/errors/0"))
         .and_then(Value::as_str)
 }

@@ -1294,6 +1294,8 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
             return ResponseTemplate::new(200).set_body_raw(b"ID3audio".to_vec(), "audio/mpeg");
         }
         ProviderKind::Assemblyai => json!({"upload_url": "https://cdn.example/upload/1"}),
+        ProviderKind::Replicate => json!({"id": "p1", "status": "starting"}),
+        ProviderKind::Runway => json!({"id": "t1"}),
     };
     ResponseTemplate::new(200).set_body_json(body)
 }
@@ -1303,7 +1305,7 @@ fn canned(kind: ProviderKind) -> ResponseTemplate {
 async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
     let model = spec.models[0].clone();
     let answer = match spec.kind {
-        ProviderKind::Stability => {
+        ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => {
             aigw_dispatcher::media::images(
                 &http(),
                 spec,
@@ -1337,13 +1339,15 @@ async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
     match answer {
         Ok(Answer::Media { usage, .. }) => {
             let units = match spec.kind {
-                ProviderKind::Stability => usage.images,
+                ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => {
+                    usage.images
+                }
                 ProviderKind::Elevenlabs => usage.characters,
                 _ => usage.audio_seconds,
             };
             // One image, four characters ("pong"), two seconds of audio.
             let expected = match spec.kind {
-                ProviderKind::Stability => 1,
+                ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => 1,
                 ProviderKind::Elevenlabs => 4,
                 _ => 2,
             };
@@ -1425,9 +1429,26 @@ async fn every_configurable_preset_works_with_only_its_key() {
                 .mount(&server)
                 .await;
         }
+        if matches!(kind, ProviderKind::Replicate | ProviderKind::Runway) {
+            // The poll that follows the create.
+            let done = if kind == ProviderKind::Replicate {
+                json!({"id": "p1", "status": "succeeded", "output": ["https://cdn.example/a.webp"]})
+            } else {
+                json!({"id": "t1", "status": "SUCCEEDED", "output": ["https://cdn.example/a.png"]})
+            };
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(done))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
         let model = if matches!(
             kind,
-            ProviderKind::Stability | ProviderKind::Elevenlabs | ProviderKind::Assemblyai
+            ProviderKind::Stability
+                | ProviderKind::Elevenlabs
+                | ProviderKind::Assemblyai
+                | ProviderKind::Replicate
+                | ProviderKind::Runway
         ) {
             call_media(&spec, &opened).await
         } else {
@@ -1458,6 +1479,23 @@ async fn every_configurable_preset_works_with_only_its_key() {
             for r in &all {
                 assert_eq!(r.headers["authorization"], api_key.as_str());
             }
+            all[0].clone()
+        } else if matches!(kind, ProviderKind::Replicate | ProviderKind::Runway) {
+            let all = server.received_requests().await.unwrap();
+            assert_eq!(all.len(), 2);
+            let poll = if kind == ProviderKind::Replicate {
+                "/v1/predictions/p1"
+            } else {
+                for r in &all {
+                    assert_eq!(r.headers["x-runway-version"], "2024-11-06");
+                }
+                "/v1/tasks/t1"
+            };
+            assert_eq!(all[1].url.path(), poll);
+            assert_eq!(
+                all[1].headers["authorization"],
+                format!("Bearer {api_key}").as_str()
+            );
             all[0].clone()
         } else {
             only_request(&server).await
@@ -1502,14 +1540,16 @@ async fn every_configurable_preset_works_with_only_its_key() {
             ProviderKind::Stability => format!("{preset_path}/stable-image/generate/core"),
             ProviderKind::Elevenlabs => "/v1/text-to-speech/voice-1".into(),
             ProviderKind::Assemblyai => "/v2/upload".into(),
+            ProviderKind::Replicate => format!("{preset_path}/models/{model}/predictions"),
+            ProviderKind::Runway => format!("{preset_path}/text_to_image"),
         };
         assert_eq!(req.url.path(), expected_path, "{}", preset.id);
         tried += 1;
     }
-    // 29 presets, of which Midjourney and the media presets aigw cannot route
-    // yet (Replicate, Runway) cannot be configured; Stability, ElevenLabs and
-    // AssemblyAI are called through their media endpoints.
-    assert_eq!(tried, 26);
+    // 29 presets, of which Midjourney cannot be configured; Stability,
+    // ElevenLabs, AssemblyAI, Replicate and Runway are called through their
+    // media endpoints.
+    assert_eq!(tried, 28);
 }
 
 fn percent_encode(s: &str) -> String {
@@ -1553,4 +1593,56 @@ async fn azure_v1_api_sends_the_deployment_as_model() {
     let req = only_request(&server).await;
     assert!(req.url.query().is_none());
     assert_eq!(body_of(&req)["model"], "prod-gpt");
+}
+
+#[tokio::test]
+async fn replicate_errors_are_classified() {
+    let body = json!({"model": "black-forest-labs/flux-schnell", "prompt": "x"});
+    for (status, answer, caller, class) in [
+        (
+            401,
+            json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}),
+            502,
+            ErrorClass::Upstream,
+        ),
+        (
+            422,
+            json!({"title": "Input validation failed", "detail": "- input.num_outputs: Must be less than or equal to 4", "status": 422}),
+            422,
+            ErrorClass::Client,
+        ),
+        (
+            429,
+            json!({"detail": "Request was throttled. Your rate limit resets in ~30s.", "status": 429}),
+            429,
+            ErrorClass::RateLimited,
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(
+                "/v1/models/black-forest-labs/flux-schnell/predictions",
+            ))
+            .respond_with(ResponseTemplate::new(status).set_body_json(&answer))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let e = err(aigw_dispatcher::media::images(
+            &http(),
+            &spec(
+                ProviderKind::Replicate,
+                &format!("{}/v1", server.uri()),
+                &[],
+            ),
+            Some(&key("r8_k")),
+            &body,
+        )
+        .await);
+        assert_eq!((e.status, e.class), (caller, class), "{status}");
+        assert!(
+            e.message.contains(answer["detail"].as_str().unwrap()),
+            "{status}: {}",
+            e.message
+        );
+    }
 }

@@ -33,6 +33,10 @@ pub enum ProviderKind {
     Elevenlabs,
     /// AssemblyAI async transcription (upload, submit, poll).
     Assemblyai,
+    /// Replicate predictions of image models (create, poll, cancel).
+    Replicate,
+    /// Runway text-to-image tasks (start, poll, cancel).
+    Runway,
 }
 
 impl ProviderKind {
@@ -47,7 +51,9 @@ impl ProviderKind {
             ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Bedrock => {
                 endpoint == E::Chat
             }
-            ProviderKind::Stability => endpoint == E::Images,
+            ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => {
+                endpoint == E::Images
+            }
             ProviderKind::Elevenlabs => endpoint == E::Speech,
             ProviderKind::Assemblyai => endpoint == E::Transcriptions,
         }

@@ -23,6 +23,8 @@ pub const WIRES: &[&str] = &[
     "stability",
     "elevenlabs",
     "assemblyai",
+    "replicate",
+    "runway",
     "media",
     "none",
 ];
@@ -331,6 +333,8 @@ impl Preset {
             "stability" => Some(ProviderKind::Stability),
             "elevenlabs" => Some(ProviderKind::Elevenlabs),
             "assemblyai" => Some(ProviderKind::Assemblyai),
+            "replicate" => Some(ProviderKind::Replicate),
+            "runway" => Some(ProviderKind::Runway),
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! Media endpoints (`/v1/images/generations`, `/v1/audio/speech`) through
-//! the real roles: OpenAI-compatible passthrough and the native Stability
-//! and ElevenLabs adapters against mocks speaking their wire formats, with
+//! the real roles: OpenAI-compatible passthrough and the native Stability,
+//! Replicate, Runway and ElevenLabs adapters against mocks speaking their wire formats, with
 //! the cost of every call recorded.
 
 use std::time::Duration;
@@ -707,4 +707,367 @@ async fn gemini_and_cohere_embeddings_are_served_natively() {
     assert_eq!(done["usage_estimated"], false);
     // 1,000 tokens at the catalog's $0.12 per million.
     assert_eq!(done["cost_micros"], 120);
+}
+
+#[tokio::test]
+async fn replicate_preset_creates_polls_and_returns_the_image_urls() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1/models/black-forest-labs/flux-schnell/predictions",
+        ))
+        .and(header("authorization", "Bearer r8_secret"))
+        .and(body_json(
+            json!({"input": {"prompt": "a lighthouse at dusk",
+            "num_outputs": 2, "aspect_ratio": "16:9"}}),
+        ))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "id": "gm3qorzdhgbfurvjtvhg6dckhu", "status": "starting", "output": null,
+            "urls": {"get": format!("{}/v1/predictions/gm3qorzdhgbfurvjtvhg6dckhu", mock.uri())}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/predictions/gm3qorzdhgbfurvjtvhg6dckhu"))
+        .and(header("authorization", "Bearer r8_secret"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "gm3qorzdhgbfurvjtvhg6dckhu", "status": "processing"})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/predictions/gm3qorzdhgbfurvjtvhg6dckhu"))
+        .and(header("authorization", "Bearer r8_secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "gm3qorzdhgbfurvjtvhg6dckhu", "status": "succeeded",
+            "output": ["https://replicate.delivery/xezq/a.webp", "https://replicate.delivery/xezq/b.webp"],
+            "metrics": {"predict_time": 0.8}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "replicate", "api_key": "r8_secret", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "black-forest-labs/flux-schnell", "prompt": "a lighthouse at dusk",
+            "n": 2, "size": "1792x1024", "response_format": "url"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "replicate");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert!(body["created"].as_i64().unwrap() > 0);
+    assert_eq!(
+        body["data"],
+        json!([{"url": "https://replicate.delivery/xezq/a.webp"},
+            {"url": "https://replicate.delivery/xezq/b.webp"}])
+    );
+    let sent = mock.received_requests().await.unwrap();
+    let steps: Vec<(String, String)> = sent
+        .iter()
+        .map(|r| (r.method.to_string(), r.url.path().to_string()))
+        .collect();
+    assert_eq!(steps[0].0, "POST");
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(done["usage"]["images"], 2);
+    // Two flux-schnell images at the catalog's $0.003.
+    assert_eq!(done["cost_micros"], 6_000);
+}
+
+#[tokio::test]
+async fn replicate_images_come_back_inline_and_failed_predictions_are_errors() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    // A prediction already finished when created (as with `Prefer: wait`).
+    Mock::given(method("POST"))
+        .and(path("/v1/models/black-forest-labs/flux-dev/predictions"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "id": "p1", "status": "succeeded", "output": [format!("{}/files/a.png", mock.uri())]
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/files/a.png"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"\x89PNG".to_vec(), "image/png"))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1/models/black-forest-labs/flux-schnell/predictions",
+        ))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"id": "p2", "status": "starting"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/predictions/p2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "p2", "status": "failed", "error": "NSFW content detected"}),
+        ))
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "replicate", "api_key": "r8_k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "black-forest-labs/flux-dev", "prompt": "a fox",
+            "response_format": "b64_json"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"], json!([{"b64_json": "iVBORw=="}]));
+    // The file is fetched without the Replicate key.
+    let fetched = mock.received_requests().await.unwrap();
+    let file = fetched
+        .iter()
+        .find(|r| r.url.path() == "/files/a.png")
+        .unwrap();
+    assert!(!file.headers.contains_key("authorization"));
+    assert_eq!(done["cost_micros"], 25_000);
+
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "black-forest-labs/flux-schnell", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "upstream_error");
+    // A failed prediction is over: nothing to cancel.
+    let sent = mock.received_requests().await.unwrap();
+    assert!(!sent.iter().any(|r| r.url.path().ends_with("/cancel")));
+}
+
+#[tokio::test]
+async fn a_replicate_prediction_is_cancelled_at_the_deadline() {
+    let env = TestEnv::with(crate::harness::Options {
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1/models/black-forest-labs/flux-schnell/predictions",
+        ))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"id": "slow1", "status": "starting"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/predictions/slow1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "slow1", "status": "processing"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/predictions/slow1/cancel"))
+        .and(header("authorization", "Bearer r8_k"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "slow1", "status": "canceled"})),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "replicate", "api_key": "r8_k", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "black-forest-labs/flux-schnell", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(r.status(), 504);
+    wait_until(Duration::from_secs(10), || async {
+        mock.received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.url.path() == "/v1/predictions/slow1/cancel")
+    })
+    .await;
+    // Polling has stopped.
+    let seen = mock.received_requests().await.unwrap().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(mock.received_requests().await.unwrap().len(), seen);
+}
+
+#[tokio::test]
+async fn runway_preset_starts_a_task_polls_it_and_fails_it_cleanly() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/text_to_image"))
+        .and(header("authorization", "Bearer key_runway"))
+        .and(header("x-runway-version", "2024-11-06"))
+        .and(body_json(
+            json!({"model": "gen4_image", "promptText": "a lighthouse at dusk",
+            "ratio": "1920:1080"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "17f20503-6c24-4c16-946b-35dbbce2af2f"})),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/tasks/17f20503-6c24-4c16-946b-35dbbce2af2f"))
+        .and(header("authorization", "Bearer key_runway"))
+        .and(header("x-runway-version", "2024-11-06"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "17f20503-6c24-4c16-946b-35dbbce2af2f", "status": "RUNNING", "progress": 0.5
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/tasks/17f20503-6c24-4c16-946b-35dbbce2af2f"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "17f20503-6c24-4c16-946b-35dbbce2af2f", "status": "SUCCEEDED",
+            "createdAt": "2026-11-26T08:00:00.000Z",
+            "output": ["https://dnznrvs05pmza.cloudfront.net/a.png"]
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "runway", "api_key": "key_runway", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "gen4_image", "prompt": "a lighthouse at dusk", "size": "1920x1080",
+            "response_format": "url"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "runway");
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["data"],
+        json!([{"url": "https://dnznrvs05pmza.cloudfront.net/a.png"}])
+    );
+    assert_eq!(done["usage"]["images"], 1);
+    assert_eq!(done["cost_micros"], 80_000);
+
+    // A failed task is the caller's 502.
+    mock.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/text_to_image"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "t-2"})))
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/tasks/t-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "t-2",
+            "status": "FAILED", "failure": "Content moderation", "failureCode": "SAFETY.INPUT.TEXT"})))
+        .mount(&mock)
+        .await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "gen4_image", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "upstream_error");
+    let sent = mock.received_requests().await.unwrap();
+    assert!(!sent.iter().any(|r| r.method.as_str() == "DELETE"));
+}
+
+#[tokio::test]
+async fn a_runway_task_is_cancelled_at_the_deadline() {
+    let env = TestEnv::with(crate::harness::Options {
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/text_to_image"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "slow-1"})))
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/tasks/slow-1"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "slow-1", "status": "PENDING"})),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/v1/tasks/slow-1"))
+        .and(header("authorization", "Bearer key_runway"))
+        .and(header("x-runway-version", "2024-11-06"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "runway", "api_key": "key_runway", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "gen4_image", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(r.status(), 504);
+    wait_until(Duration::from_secs(10), || async {
+        mock.received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.method.as_str() == "DELETE")
+    })
+    .await;
 }
