@@ -152,6 +152,7 @@ async fn an_rpm_limit_holds_across_two_replicas() {
     let (_, key) = create_key(&env, json!({"name": "rpm", "rpm": 30})).await;
     let mut ok = 0;
     let mut limited = None;
+    let started = std::time::Instant::now();
     for i in 0..40 {
         let base = if i % 2 == 0 { &env.base } else { &second };
         let r = env
@@ -169,9 +170,13 @@ async fn an_rpm_limit_holds_across_two_replicas() {
             other => panic!("unexpected {other}"),
         }
     }
+    // The bucket refills at 30/min (one request every 2 s): on a slow
+    // machine the 40 calls take long enough for some to be earned back.
+    let refilled = (started.elapsed().as_secs_f64() / 2.0).ceil() as i32;
     assert!(
-        (30..=31).contains(&ok),
-        "{ok} requests got through a limit of 30"
+        (30..=31 + refilled).contains(&ok),
+        "{ok} requests got through a limit of 30 in {:?}",
+        started.elapsed()
     );
     let r = limited.unwrap();
     assert!(
