@@ -500,18 +500,7 @@ async fn queue_and_answer(
         .registry
         .resolve_fresh(&chat.model, chat.provider.as_deref())
         .await
-        .map_err(|e| match e {
-            ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
-                ApiError::NotFound {
-                    message: e.to_string(),
-                    code: "provider_not_found",
-                }
-            }
-            ResolveError::UnknownModel(_) => ApiError::NotFound {
-                message: e.to_string(),
-                code: "model_not_found",
-            },
-        })?;
+        .map_err(unresolved)?;
 
     if !targets
         .iter()
@@ -605,17 +594,45 @@ async fn queue_and_answer(
     Ok(response)
 }
 
+/// A model or provider nobody serves, as the caller's 404.
+pub fn unresolved(e: ResolveError) -> ApiError {
+    match e {
+        ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
+            ApiError::NotFound {
+                message: e.to_string(),
+                code: "provider_not_found",
+            }
+        }
+        ResolveError::UnknownModel(_) => ApiError::NotFound {
+            message: e.to_string(),
+            code: "model_not_found",
+        },
+    }
+}
+
 async fn publish(state: &AppState, message: &DispatchRequest) -> Result<(), ApiError> {
+    publish_on(state, state.names.chat_subject(), message, "the request").await
+}
+
+/// Publishes `message` on `subject` with its request id as `Nats-Msg-Id`
+/// (a retried publish is deduplicated) and waits for the PubAck.
+pub async fn publish_on(
+    state: &AppState,
+    subject: String,
+    message: &DispatchRequest,
+    what: &str,
+) -> Result<(), ApiError> {
     let payload = serde_json::to_vec(message).map_err(ApiError::internal)?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", message.request_id.to_string().as_str());
+    let queueing =
+        |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("queueing {what}: {e}"));
     let ack = state
         .js
-        .publish_with_headers(state.names.chat_subject(), headers, payload.into())
+        .publish_with_headers(subject, headers, payload.into())
         .await
-        .map_err(|e| ApiError::Unavailable(format!("queueing the request: {e}")))?;
-    ack.await
-        .map_err(|e| ApiError::Unavailable(format!("queueing the request: {e}")))?;
+        .map_err(|e| queueing(&e))?;
+    ack.await.map_err(|e| queueing(&e))?;
     Ok(())
 }
 

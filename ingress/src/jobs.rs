@@ -13,7 +13,6 @@ use std::time::Duration;
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{JobCommand, JobError, JobSpec, JobStatus, META_ACTOR, META_REQUEST_ID};
 use aigw_runtime::jobs::{self, JobRow, ListFilter, Submitted};
-use aigw_runtime::registry::ResolveError;
 use aigw_runtime::store::metadata;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -173,18 +172,7 @@ pub async fn submit(
         .registry
         .resolve_fresh(&chat.model, chat.provider.as_deref())
         .await
-        .map_err(|e| match e {
-            ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
-                ApiError::NotFound {
-                    message: e.to_string(),
-                    code: "provider_not_found",
-                }
-            }
-            ResolveError::UnknownModel(_) => ApiError::NotFound {
-                message: e.to_string(),
-                code: "model_not_found",
-            },
-        })?;
+        .map_err(chat::unresolved)?;
     let id = request_id.0;
     let admitted = admission::admit_for(
         &state,
@@ -256,18 +244,8 @@ pub async fn submit(
 }
 
 async fn publish(state: &AppState, message: &DispatchRequest) -> Result<(), ApiError> {
-    let payload = serde_json::to_vec(message).map_err(ApiError::internal)?;
-    let id = message.request_id.to_string();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id.as_str());
-    let ack = state
-        .js
-        .publish_with_headers(state.names.job_subject(&id), headers, payload.into())
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("queueing the job: {e}")))?;
-    ack.await
-        .map_err(|e| ApiError::Unavailable(format!("queueing the job: {e}")))?;
-    Ok(())
+    let subject = state.names.job_subject(&message.request_id.to_string());
+    chat::publish_on(state, subject, message, "the job").await
 }
 
 /// The caller's own job, or 404 (another key's job does not exist for it).
