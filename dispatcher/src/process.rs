@@ -191,6 +191,7 @@ pub(crate) async fn settle(
                     request.key_id,
                     &r.period,
                     request.request_id,
+                    r.lease,
                     cost.unwrap_or(0),
                     usage.total() as i64,
                     now_ms,

@@ -77,6 +77,18 @@ pub struct Reservation {
     pub period: String,
     pub micros: i64,
     pub tokens: i64,
+    /// The ingress replica's admission lease the hold was taken from, if any
+    /// (the hold then reaches the shared budget entry asynchronously, and
+    /// settling needs to know where to look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseRef>,
+}
+
+/// A hold taken from an admission lease: the lease and the hold's number in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseRef {
+    pub id: Uuid,
+    pub seq: u64,
 }
 
 /// Header naming a frame's kind: one of the `FRAME_*` values.

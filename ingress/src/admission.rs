@@ -6,7 +6,7 @@
 //! a budget is held at the request's worst-case cost and settled by the
 //! dispatcher to the actual cost.
 
-use aigw_events::wire::{Endpoint, Reservation};
+use aigw_events::wire::{Endpoint, LeaseRef, Reservation};
 use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, RateDecision};
 use aigw_runtime::{KeyEntry, Target, estimate};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -73,6 +73,9 @@ pub fn duration_text(ms: u64) -> String {
     }
 }
 
+/// What a budget hold came to: taken (from a lease, or not), or refused.
+type HoldOutcome = aigw_runtime::Result<Result<Option<LeaseRef>, BudgetRefusal>>;
+
 /// What admission decided for an accepted request.
 #[derive(Debug, Default)]
 pub struct Admitted {
@@ -109,6 +112,26 @@ pub async fn admit(
 /// unless settled first: a synchronous call's timeout, or a job's queue time.
 #[allow(clippy::too_many_arguments)]
 pub async fn admit_for(
+    state: &AppState,
+    key: &KeyEntry,
+    model: &str,
+    endpoint: Endpoint,
+    body: &Value,
+    targets: &[Target],
+    request_id: Uuid,
+    hold_for: std::time::Duration,
+) -> Result<Admitted, ApiError> {
+    let started = std::time::Instant::now();
+    let admitted = decide(
+        state, key, model, endpoint, body, targets, request_id, hold_for,
+    )
+    .await;
+    metrics::histogram!("aigw_admission_seconds").record(started.elapsed().as_secs_f64());
+    admitted
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide(
     state: &AppState,
     key: &KeyEntry,
     model: &str,
@@ -204,11 +227,12 @@ pub async fn admit_for(
         }
     };
     let (rate_outcome, budget_outcome) = tokio::join!(take_rate, hold_budget);
-    let give_back = |budget_outcome: &Option<aigw_runtime::Result<Result<(), BudgetRefusal>>>| {
-        if let (Some(Ok(Ok(()))), Some((budget, _))) = (budget_outcome, &budget) {
-            let (limiter, key_id, period) = (state.limiter.clone(), key.id, budget.period.clone());
+    let give_back = |budget_outcome: &Option<HoldOutcome>| {
+        if let (Some(Ok(Ok(lease))), Some((budget, _))) = (budget_outcome, &budget) {
+            let (limiter, key_id, period, lease) =
+                (state.limiter.clone(), key.id, budget.period.clone(), *lease);
             tokio::spawn(async move {
-                if let Err(e) = limiter.release(key_id, &period, request_id).await {
+                if let Err(e) = limiter.release(key_id, &period, request_id, lease).await {
                     tracing::warn!(%request_id, error = %e, "releasing the budget hold of a rate-limited request failed (it expires on its own)");
                 }
             });
@@ -236,20 +260,22 @@ pub async fn admit_for(
 
     if let (Some(outcome), Some((budget, hold))) = (budget_outcome, budget) {
         let outcome = outcome.map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
-        if let Err(refusal) = outcome {
-            return Err(ApiError::InsufficientQuota {
+        let lease = match outcome {
+            Ok(lease) => lease,
+            Err(refusal) => return Err(ApiError::InsufficientQuota {
                 message: match refusal {
                     BudgetRefusal::Spend => "This key's spend budget is exhausted for this period; an admin can top it up.",
                     BudgetRefusal::Tokens => "This key's token budget is exhausted for this period; an admin can top it up.",
                 }
                 .into(),
                 headers: admitted.headers,
-            });
-        }
+            }),
+        };
         admitted.reservation = Some(Reservation {
             period: budget.period,
             micros: hold.micros,
             tokens: hold.tokens,
+            lease,
         });
     }
     Ok(admitted)

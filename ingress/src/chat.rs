@@ -533,7 +533,7 @@ async fn queue_and_answer(
             .await;
         if let Err(e) = stored {
             if let Some(r) = &admitted.reservation {
-                let _ = state.limiter.release(key.id, &r.period, id).await;
+                let _ = state.limiter.release(key.id, &r.period, id, r.lease).await;
             }
             return Err(ApiError::Unavailable(format!("storing the upload: {e}")));
         }
@@ -564,7 +564,7 @@ async fn queue_and_answer(
     };
     if let Err(e) = publish(state, &message).await {
         if let Some(r) = &message.reservation {
-            let _ = state.limiter.release(key.id, &r.period, id).await;
+            let _ = state.limiter.release(key.id, &r.period, id, r.lease).await;
         }
         return Err(e);
     }

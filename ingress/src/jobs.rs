@@ -203,7 +203,7 @@ pub async fn submit(
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {
-            let _ = state.limiter.release(key.id, &r.period, id).await;
+            let _ = state.limiter.release(key.id, &r.period, id, r.lease).await;
         }
     };
     // Queued first, stored second: a job the caller was told about always

@@ -64,6 +64,15 @@ pub struct IngressArgs {
     /// silences included) before getting 504.
     #[arg(long, env = "AIGW_REQUEST_TIMEOUT", default_value = "330s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// Admit from leases: slices of a key's rate limits and budgets this
+    /// replica takes from the shared limits bucket in the background and
+    /// admits from in memory (no NATS round trip per request). Limits still
+    /// hold across replicas; near a limit (fewer than 32 requests' worth
+    /// left) every admission is decided on the shared state. `false`: every
+    /// admission is a compare-and-set on the shared state.
+    #[arg(long, env = "AIGW_LIMIT_LEASES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub limit_leases: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +280,11 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     nats::ensure_job_stream(&js, &names).await?;
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names).await?;
+    let limiter = if args.limit_leases {
+        limiter.with_leases()
+    } else {
+        limiter
+    };
     let health = Health::open(&js, &names, BreakerConfig::default()).await?;
     let media = nats::ensure_media_store(&js, &names.media_bucket()).await?;
     Ok(AppState {

@@ -12,11 +12,12 @@
 //! bill twice. A reservation whose request never reached a dispatcher
 //! expires on its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aigw_events::Names;
+use aigw_events::wire::LeaseRef;
 use async_nats::jetstream::{self, kv};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{Result, RuntimeError};
+
+mod leases;
 
 const MAX_CAS_RETRIES: usize = 200;
 
@@ -54,15 +57,8 @@ pub struct RateDecision {
 }
 
 impl RateState {
-    /// Refills both buckets for the time since `at_ms`, then takes one
-    /// request and `tokens` tokens if both are available.
-    pub fn admit(
-        &mut self,
-        rpm: Option<u32>,
-        tpm: Option<u64>,
-        tokens: u64,
-        now_ms: i64,
-    ) -> RateDecision {
+    /// Refills both buckets for the time since `at_ms`.
+    fn refill(&mut self, rpm: Option<u32>, tpm: Option<u64>, now_ms: i64) {
         let rpm_cap = rpm.map(f64::from).unwrap_or(0.0);
         let tpm_cap = tpm.map(|t| t as f64).unwrap_or(0.0);
         if self.at_ms == 0 {
@@ -73,7 +69,20 @@ impl RateState {
             self.requests = (self.requests + elapsed_min * rpm_cap).min(rpm_cap);
             self.tokens = (self.tokens + elapsed_min * tpm_cap).min(tpm_cap);
         }
-        self.at_ms = now_ms;
+        self.at_ms = self.at_ms.max(now_ms);
+    }
+
+    /// Refills both buckets for the time since `at_ms`, then takes one
+    /// request and `tokens` tokens if both are available.
+    pub fn admit(
+        &mut self,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        tokens: u64,
+        now_ms: i64,
+    ) -> RateDecision {
+        self.refill(rpm, tpm, now_ms);
+        let tpm_cap = tpm.map(|t| t as f64).unwrap_or(0.0);
         let want_tokens = (tokens as f64).min(tpm_cap);
         let requests_ok = rpm.is_none() || self.requests >= 1.0;
         let tokens_ok = tpm.is_none() || self.tokens >= want_tokens;
@@ -86,6 +95,25 @@ impl RateState {
                 self.tokens -= tokens as f64;
             }
         }
+        self.decision(allowed, want_tokens, rpm, tpm, 0.0, 0.0)
+    }
+
+    /// What the headers show (and how long to wait when `allowed` is false),
+    /// counting `extra_requests` and `extra_tokens` (a replica's unused lease)
+    /// as available too.
+    pub fn decision(
+        &self,
+        allowed: bool,
+        want_tokens: f64,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        extra_requests: f64,
+        extra_tokens: f64,
+    ) -> RateDecision {
+        let rpm_cap = rpm.map(f64::from).unwrap_or(0.0);
+        let tpm_cap = tpm.map(|t| t as f64).unwrap_or(0.0);
+        let requests = self.requests + extra_requests;
+        let tokens = self.tokens + extra_tokens;
         let ms_until = |have: f64, need: f64, cap: f64| -> u64 {
             if cap <= 0.0 || have >= need {
                 0
@@ -93,8 +121,7 @@ impl RateState {
                 ((need - have) / cap * 60_000.0).ceil() as u64
             }
         };
-        let wait_ms =
-            ms_until(self.requests, 1.0, rpm_cap).max(ms_until(self.tokens, want_tokens, tpm_cap));
+        let wait_ms = ms_until(requests, 1.0, rpm_cap).max(ms_until(tokens, want_tokens, tpm_cap));
         RateDecision {
             allowed,
             retry_after_secs: if allowed {
@@ -103,13 +130,68 @@ impl RateState {
                 wait_ms.div_ceil(1000).max(1)
             },
             limit_requests: rpm,
-            remaining_requests: self.requests.max(0.0).floor() as u64,
-            reset_requests_ms: ms_until(self.requests, rpm_cap, rpm_cap),
+            remaining_requests: requests.max(0.0).floor() as u64,
+            reset_requests_ms: ms_until(requests, rpm_cap, rpm_cap),
             limit_tokens: tpm,
-            remaining_tokens: self.tokens.max(0.0).floor() as u64,
-            reset_tokens_ms: ms_until(self.tokens, tpm_cap, tpm_cap),
+            remaining_tokens: tokens.max(0.0).floor() as u64,
+            reset_tokens_ms: ms_until(tokens, tpm_cap, tpm_cap),
         }
     }
+
+    /// Grants a replica a lease of up to `ask_requests` requests and
+    /// `ask_tokens` tokens, taken out of the buckets now. A lease is at most
+    /// a `LEASE_SHARE`th of what is available, and at least
+    /// `LEASE_MIN_UNITS` requests (and `min_tokens` tokens): near a limit
+    /// there is no lease, and every admission is decided here, exactly.
+    pub fn lease(
+        &mut self,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        ask_requests: u64,
+        ask_tokens: u64,
+        min_tokens: u64,
+        now_ms: i64,
+    ) -> Option<RateGrant> {
+        if rpm.is_none() && tpm.is_none() {
+            return None;
+        }
+        self.refill(rpm, tpm, now_ms);
+        let share = |available: f64, ask: u64, min: u64| -> Option<u64> {
+            let n = ask.min((available.max(0.0) / LEASE_SHARE as f64).floor() as u64);
+            (n >= min.max(1)).then_some(n)
+        };
+        let requests = match rpm {
+            Some(_) => share(self.requests, ask_requests, LEASE_MIN_UNITS)?,
+            None => 0,
+        };
+        let tokens = match tpm {
+            Some(_) => share(self.tokens, ask_tokens, min_tokens)?,
+            None => 0,
+        };
+        self.requests -= requests as f64;
+        self.tokens -= tokens as f64;
+        Some(RateGrant {
+            requests,
+            tokens,
+            after: self.clone(),
+        })
+    }
+}
+
+/// A lease is at most this share (1/n) of what a limit has left...
+pub const LEASE_SHARE: i64 = 8;
+/// ...and at least this many requests (or times a request's tokens or
+/// worst-case cost), so a limit with fewer than `LEASE_SHARE *
+/// LEASE_MIN_UNITS` of them left is decided request by request.
+pub const LEASE_MIN_UNITS: u64 = 4;
+
+/// A rate lease: what a replica may admit on its own, and the shared
+/// buckets right after it was taken (for the headers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateGrant {
+    pub requests: u64,
+    pub tokens: u64,
+    pub after: RateState,
 }
 
 /// A request's hold on a budget until it settles.
@@ -130,6 +212,57 @@ pub struct BudgetState {
     /// kept for a day so a late settlement still counts, once.
     #[serde(default)]
     pub lapsed: BTreeMap<Uuid, i64>,
+    /// Admission leases of ingress replicas (see `BudgetLease`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leases: BTreeMap<Uuid, BudgetLease>,
+    /// Leases that expired before their replica closed them (it died), kept
+    /// for a day so the late settlement of a hold taken from one counts, once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lapsed_leases: BTreeMap<Uuid, BudgetLease>,
+}
+
+/// A slice of a budget an ingress replica admits from on its own.
+///
+/// The replica numbers the holds it takes from the lease (1, 2, ...) and
+/// converts each into an ordinary hold on this entry right after admitting
+/// it (`BudgetChange::Convert`). A request can finish before its conversion
+/// lands; its settlement (or release) is then remembered by number in
+/// `early`, counted at once, and the conversion only gives the lease's
+/// share back. So every hold settles exactly once, whichever comes first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BudgetLease {
+    /// What the lease still holds (its holds not converted yet, and what the
+    /// replica has not used).
+    pub micros: i64,
+    pub tokens: i64,
+    /// When it stops counting, unless closed before: the latest expiry of a
+    /// hold taken from it.
+    pub expires_ms: i64,
+    /// Every hold numbered up to this one is converted...
+    #[serde(default)]
+    pub converted: u64,
+    /// ...and so are these, above it.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub converted_above: BTreeSet<u64>,
+    /// Holds settled or released before their conversion.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub early: BTreeSet<u64>,
+    /// When it lapsed (for `lapsed_leases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lapsed_at: Option<i64>,
+}
+
+impl BudgetLease {
+    fn is_converted(&self, seq: u64) -> bool {
+        seq <= self.converted || self.converted_above.contains(&seq)
+    }
+
+    fn mark_converted(&mut self, seq: u64) {
+        self.converted_above.insert(seq);
+        while self.converted_above.remove(&(self.converted + 1)) {
+            self.converted += 1;
+        }
+    }
 }
 
 /// A key's budgets in one period.
@@ -152,10 +285,23 @@ pub enum BudgetRefusal {
 const LAPSED_MEMORY_MS: i64 = 24 * 3600 * 1000;
 
 impl BudgetState {
+    /// What running requests and replicas' leases hold.
     pub fn held(&self) -> (i64, i64) {
-        self.holds
+        let holds = self
+            .holds
             .values()
-            .fold((0, 0), |(m, t), h| (m + h.micros, t + h.tokens))
+            .fold((0, 0), |(m, t), h| (m + h.micros, t + h.tokens));
+        self.leases
+            .values()
+            .fold(holds, |(m, t), l| (m + l.micros, t + l.tokens))
+    }
+
+    /// The lease a hold was taken from, open or lapsed.
+    fn lease_mut(&mut self, id: Uuid) -> Option<&mut BudgetLease> {
+        match self.leases.get_mut(&id) {
+            Some(lease) => Some(lease),
+            None => self.lapsed_leases.get_mut(&id),
+        }
     }
 
     fn drop_expired(&mut self, now_ms: i64) {
@@ -170,6 +316,93 @@ impl BudgetState {
             self.lapsed.insert(id, now_ms);
         }
         self.lapsed.retain(|_, at| now_ms - *at < LAPSED_MEMORY_MS);
+        let expired: Vec<Uuid> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(mut lease) = self.leases.remove(&id) {
+                (lease.micros, lease.tokens) = (0, 0);
+                lease.lapsed_at = Some(now_ms);
+                self.lapsed_leases.insert(id, lease);
+            }
+        }
+        self.lapsed_leases
+            .retain(|_, l| now_ms - l.lapsed_at.unwrap_or(now_ms) < LAPSED_MEMORY_MS);
+    }
+
+    /// Grants a replica a lease of up to `ask` (micro-dollars, tokens): at
+    /// most a `LEASE_SHARE`th of what each budget has left, and at least
+    /// `min` of it, so near a budget's end there is no lease and every hold
+    /// is decided here, exactly. A budget the key does not have is not
+    /// leased (the lease holds 0 of it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lease(
+        &mut self,
+        id: Uuid,
+        ask: (i64, i64),
+        min: (i64, i64),
+        budget_micros: Option<i64>,
+        budget_tokens: Option<i64>,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Option<(i64, i64)> {
+        self.drop_expired(now_ms);
+        if self.leases.contains_key(&id) || self.lapsed_leases.contains_key(&id) {
+            return None;
+        }
+        let (held_micros, held_tokens) = self.held();
+        let share = |budget: Option<i64>, used: i64, ask: i64, min: i64| -> Option<i64> {
+            let Some(budget) = budget else {
+                return Some(0);
+            };
+            let free = budget - used;
+            let n = ask.min(free / LEASE_SHARE);
+            (free > 0 && n >= min.max(0)).then_some(n)
+        };
+        let micros = share(budget_micros, self.spent_micros + held_micros, ask.0, min.0)?;
+        let tokens = share(budget_tokens, self.spent_tokens + held_tokens, ask.1, min.1)?;
+        self.leases.insert(
+            id,
+            BudgetLease {
+                micros,
+                tokens,
+                expires_ms,
+                ..BudgetLease::default()
+            },
+        );
+        Some((micros, tokens))
+    }
+
+    /// Turns the hold numbered `from.seq` of a lease into `request`'s own
+    /// hold (or, when the request already settled, only takes its share off
+    /// the lease). Converting twice changes nothing.
+    pub fn convert(&mut self, from: LeaseRef, request: Uuid, hold: Hold, now_ms: i64) -> bool {
+        self.drop_expired(now_ms);
+        let open = self.leases.contains_key(&from.id);
+        let Some(lease) = self.lease_mut(from.id) else {
+            return false;
+        };
+        if lease.is_converted(from.seq) {
+            return false;
+        }
+        lease.mark_converted(from.seq);
+        lease.micros = (lease.micros - hold.micros).max(0);
+        lease.tokens = (lease.tokens - hold.tokens).max(0);
+        let finished = lease.early.remove(&from.seq);
+        // A lapsed lease no longer holds anything, but the request may still
+        // run: its hold counts from now on, as it would have.
+        if !finished && (open || hold.expires_ms > now_ms) {
+            self.holds.insert(request, hold);
+        }
+        true
+    }
+
+    /// Ends a lease: what it still holds goes back to the budget.
+    pub fn close(&mut self, id: Uuid) {
+        self.leases.remove(&id);
     }
 
     /// Holds `hold` for `request` if it fits the budgets.
@@ -203,9 +436,21 @@ impl BudgetState {
     /// open (or lapsed) hold settles, and settling removes it, so a second
     /// settle of the same request changes nothing; the entry stays as small
     /// as the number of requests in flight.
-    pub fn settle(&mut self, request: Uuid, micros: i64, tokens: i64, now_ms: i64) -> bool {
+    ///
+    /// A hold taken from a lease and not converted yet settles too, once:
+    /// its number is remembered in the lease (see `BudgetLease`).
+    pub fn settle(
+        &mut self,
+        request: Uuid,
+        lease: Option<LeaseRef>,
+        micros: i64,
+        tokens: i64,
+        now_ms: i64,
+    ) -> bool {
         self.drop_expired(now_ms);
-        let held = self.holds.remove(&request).is_some() || self.lapsed.remove(&request).is_some();
+        let held = self.holds.remove(&request).is_some()
+            || self.lapsed.remove(&request).is_some()
+            || self.finish_early(lease);
         if held {
             self.spent_micros += micros;
             self.spent_tokens += tokens;
@@ -214,8 +459,22 @@ impl BudgetState {
     }
 
     /// Frees `request`'s hold without spending anything.
-    pub fn release(&mut self, request: Uuid) {
-        self.holds.remove(&request);
+    pub fn release(&mut self, request: Uuid, lease: Option<LeaseRef>) {
+        if self.holds.remove(&request).is_none() {
+            self.finish_early(lease);
+        }
+    }
+
+    /// Records that the lease's hold `seq` finished before its conversion;
+    /// false when it was converted (or finished) before.
+    fn finish_early(&mut self, lease: Option<LeaseRef>) -> bool {
+        let Some(from) = lease else {
+            return false;
+        };
+        match self.lease_mut(from.id) {
+            Some(lease) if !lease.is_converted(from.seq) => lease.early.insert(from.seq),
+            _ => false,
+        }
     }
 }
 
@@ -248,24 +507,58 @@ pub enum RateChange {
     },
     /// Give back (or take, when negative) tokens once actual usage is known.
     Correct { tokens: f64 },
+    /// Lease a replica some requests and tokens (see `RateState::lease`).
+    Lease {
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        requests: u64,
+        tokens: u64,
+        min_tokens: u64,
+        now_ms: i64,
+    },
+    /// Give back what a lease did not use.
+    Return { requests: u64, tokens: u64 },
+}
+
+/// What a `RateChange` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateOutcome {
+    Decided(RateDecision),
+    Corrected,
+    Leased(Option<RateGrant>),
+    Returned,
 }
 
 impl Ledger for RateState {
     type Change = RateChange;
-    /// The decision of an `Admit`, nothing for a `Correct`.
-    type Outcome = Option<RateDecision>;
+    type Outcome = RateOutcome;
 
-    fn apply(&mut self, change: &RateChange) -> Option<RateDecision> {
+    fn apply(&mut self, change: &RateChange) -> RateOutcome {
         match *change {
             RateChange::Admit {
                 rpm,
                 tpm,
                 tokens,
                 now_ms,
-            } => Some(self.admit(rpm, tpm, tokens, now_ms)),
+            } => RateOutcome::Decided(self.admit(rpm, tpm, tokens, now_ms)),
             RateChange::Correct { tokens } => {
                 self.tokens += tokens;
-                None
+                RateOutcome::Corrected
+            }
+            RateChange::Lease {
+                rpm,
+                tpm,
+                requests,
+                tokens,
+                min_tokens,
+                now_ms,
+            } => RateOutcome::Leased(self.lease(rpm, tpm, requests, tokens, min_tokens, now_ms)),
+            RateChange::Return { requests, tokens } => {
+                // Refilling caps the buckets again, so a return never lifts
+                // them above the limits for long.
+                self.requests += requests as f64;
+                self.tokens += tokens as f64;
+                RateOutcome::Returned
             }
         }
     }
@@ -283,13 +576,34 @@ pub enum BudgetChange {
     },
     Settle {
         request: Uuid,
+        lease: Option<LeaseRef>,
         micros: i64,
         tokens: i64,
         now_ms: i64,
     },
     Release {
         request: Uuid,
+        lease: Option<LeaseRef>,
     },
+    /// Lease a replica a slice of the budgets (see `BudgetState::lease`).
+    Lease {
+        id: Uuid,
+        ask: (i64, i64),
+        min: (i64, i64),
+        budget_micros: Option<i64>,
+        budget_tokens: Option<i64>,
+        expires_ms: i64,
+        now_ms: i64,
+    },
+    /// Turn a hold taken from a lease into the request's own hold.
+    Convert {
+        from: LeaseRef,
+        request: Uuid,
+        hold: Hold,
+        now_ms: i64,
+    },
+    /// End a lease, giving back what it still holds.
+    Close { id: Uuid },
 }
 
 /// What a `BudgetChange` did.
@@ -299,6 +613,11 @@ pub enum BudgetOutcome {
     /// Whether the request had a hold to settle (false: settled before).
     Settled(bool),
     Released,
+    /// The lease granted (micro-dollars, tokens), if any.
+    Leased(Option<(i64, i64)>),
+    /// Whether this conversion did anything (false: converted before).
+    Converted(bool),
+    Closed,
 }
 
 impl Ledger for BudgetState {
@@ -322,13 +641,41 @@ impl Ledger for BudgetState {
             )),
             BudgetChange::Settle {
                 request,
+                lease,
                 micros,
                 tokens,
                 now_ms,
-            } => BudgetOutcome::Settled(self.settle(request, micros, tokens, now_ms)),
-            BudgetChange::Release { request } => {
-                self.release(request);
+            } => BudgetOutcome::Settled(self.settle(request, lease, micros, tokens, now_ms)),
+            BudgetChange::Release { request, lease } => {
+                self.release(request, lease);
                 BudgetOutcome::Released
+            }
+            BudgetChange::Lease {
+                id,
+                ask,
+                min,
+                budget_micros,
+                budget_tokens,
+                expires_ms,
+                now_ms,
+            } => BudgetOutcome::Leased(self.lease(
+                id,
+                ask,
+                min,
+                budget_micros,
+                budget_tokens,
+                expires_ms,
+                now_ms,
+            )),
+            BudgetChange::Convert {
+                from,
+                request,
+                hold,
+                now_ms,
+            } => BudgetOutcome::Converted(self.convert(from, request, hold, now_ms)),
+            BudgetChange::Close { id } => {
+                self.close(id);
+                BudgetOutcome::Closed
             }
         }
     }
@@ -351,6 +698,9 @@ pub struct Limiter {
     kv: kv::Store,
     rates: Entries<RateState>,
     budgets: Entries<BudgetState>,
+    /// This replica's admission leases (`None`: every admission is a
+    /// compare-and-set on the shared entry).
+    leases: Option<Arc<leases::Local>>,
 }
 
 type Entries<T> = Arc<Mutex<HashMap<String, Arc<Mutex<Entry<T>>>>>>;
@@ -421,7 +771,21 @@ impl Limiter {
             kv,
             rates: Arc::default(),
             budgets: Arc::default(),
+            leases: None,
         })
+    }
+
+    /// Lets this replica admit from leases: slices of a key's limits it
+    /// takes from the shared entries in the background and admits from in
+    /// memory, without a NATS round trip (see `leases`). Call it on the
+    /// replicas that admit requests (the ingress), once.
+    pub fn with_leases(mut self) -> Self {
+        if self.leases.is_none() {
+            let local = Arc::new(leases::Local::default());
+            leases::sweep(self.clone(), Arc::downgrade(&local));
+            self.leases = Some(local);
+        }
+        self
     }
 
     /// Queues `change` for `key`'s next commit (starting a committer if none
@@ -469,15 +833,25 @@ impl Limiter {
         tokens: u64,
         now_ms: i64,
     ) -> Result<RateDecision> {
+        if let Some(local) = &self.leases
+            && let Some(decision) = self.rate_from_lease(local, key_id, rpm, tpm, tokens)
+        {
+            return Ok(decision);
+        }
         let change = RateChange::Admit {
             rpm,
             tpm,
             tokens,
             now_ms,
         };
-        self.submit(&self.rates, &rate_key(key_id), change)
-            .await?
-            .ok_or_else(|| RuntimeError::Corrupt("an admission without a decision".into()))
+        metrics::counter!("aigw_limits_admissions_total", "entry" => "rate", "from" => "shared")
+            .increment(1);
+        match self.submit(&self.rates, &rate_key(key_id), change).await? {
+            RateOutcome::Decided(decision) => Ok(decision),
+            other => Err(RuntimeError::Corrupt(format!(
+                "an admission answered {other:?}"
+            ))),
+        }
     }
 
     /// Corrects the token bucket once actual usage is known.
@@ -495,6 +869,9 @@ impl Limiter {
         .map(|_| ())
     }
 
+    /// Holds `hold` on the key's budgets for `request`. The hold comes from
+    /// this replica's lease when it has room (the answer then names the
+    /// lease, which settling needs), else from the shared entry.
     pub async fn reserve(
         &self,
         key_id: Uuid,
@@ -502,7 +879,14 @@ impl Limiter {
         request: Uuid,
         hold: Hold,
         now_ms: i64,
-    ) -> Result<Result<(), BudgetRefusal>> {
+    ) -> Result<Result<Option<LeaseRef>, BudgetRefusal>> {
+        if let Some(local) = &self.leases
+            && let Some(from) = self.budget_from_lease(local, key_id, budget, request, hold)
+        {
+            return Ok(Ok(Some(from)));
+        }
+        metrics::counter!("aigw_limits_admissions_total", "entry" => "budget", "from" => "shared")
+            .increment(1);
         let change = BudgetChange::Reserve {
             request,
             hold,
@@ -514,7 +898,7 @@ impl Limiter {
             .submit(&self.budgets, &budget_key(key_id, &budget.period), change)
             .await?
         {
-            BudgetOutcome::Reserved(r) => Ok(r),
+            BudgetOutcome::Reserved(r) => Ok(r.map(|()| None)),
             other => Err(RuntimeError::Corrupt(format!(
                 "a reservation answered {other:?}"
             ))),
@@ -526,12 +910,14 @@ impl Limiter {
         key_id: Uuid,
         period: &str,
         request: Uuid,
+        lease: Option<LeaseRef>,
         micros: i64,
         tokens: i64,
         now_ms: i64,
     ) -> Result<bool> {
         let change = BudgetChange::Settle {
             request,
+            lease,
             micros,
             tokens,
             now_ms,
@@ -547,11 +933,17 @@ impl Limiter {
         }
     }
 
-    pub async fn release(&self, key_id: Uuid, period: &str, request: Uuid) -> Result<()> {
+    pub async fn release(
+        &self,
+        key_id: Uuid,
+        period: &str,
+        request: Uuid,
+        lease: Option<LeaseRef>,
+    ) -> Result<()> {
         self.submit(
             &self.budgets,
             &budget_key(key_id, period),
-            BudgetChange::Release { request },
+            BudgetChange::Release { request, lease },
         )
         .await
         .map(|_| ())
@@ -715,8 +1107,8 @@ mod tests {
             .count();
         assert_eq!(ok, 3);
         // Settling for less frees room for another.
-        assert!(b.settle(ids[0], 100, 10, 0));
-        assert!(!b.settle(ids[0], 100, 10, 0), "settled twice");
+        assert!(b.settle(ids[0], None, 100, 10, 0));
+        assert!(!b.settle(ids[0], None, 100, 10, 0), "settled twice");
         assert_eq!(b.spent_micros, 100);
         assert!(b.reserve(ids[3], hold, Some(1_000), None, 0).is_ok());
         assert_eq!(
@@ -726,11 +1118,11 @@ mod tests {
         // Expired holds stop counting...
         assert!(b.reserve(ids[4], hold, Some(1_000), None, 20_000).is_ok());
         // ...but a late settlement of one still counts, once.
-        assert!(b.settle(ids[1], 50, 5, 20_001));
-        assert!(!b.settle(ids[1], 50, 5, 20_002));
+        assert!(b.settle(ids[1], None, 50, 5, 20_001));
+        assert!(!b.settle(ids[1], None, 50, 5, 20_002));
         assert_eq!(b.spent_micros, 150);
         // A request that never held anything does not settle.
-        assert!(!b.settle(Uuid::now_v7(), 999, 9, 20_003));
+        assert!(!b.settle(Uuid::now_v7(), None, 999, 9, 20_003));
         assert_eq!(b.spent_micros, 150);
     }
 
@@ -776,7 +1168,10 @@ mod tests {
         let outcomes = apply_batch(&mut state, &batch);
         let allowed: Vec<Option<bool>> = outcomes
             .iter()
-            .map(|o| o.as_ref().map(|d| d.allowed))
+            .map(|o| match o {
+                RateOutcome::Decided(d) => Some(d.allowed),
+                _ => None,
+            })
             .collect();
         assert_eq!(
             allowed,
@@ -791,7 +1186,9 @@ mod tests {
                 Some(false)
             ]
         );
-        let second = outcomes[1].as_ref().unwrap();
+        let RateOutcome::Decided(second) = &outcomes[1] else {
+            panic!("{:?}", outcomes[1]);
+        };
         assert_eq!(second.remaining_requests, 1);
         // Tokens: 100 - 3 x 30, + 30 (the correction), + 20 s of refill
         // (a third of 100), - 30 (the last admitted request).
@@ -816,6 +1213,7 @@ mod tests {
         };
         let settle = |request, micros| BudgetChange::Settle {
             request,
+            lease: None,
             micros,
             tokens: 5,
             now_ms: 0,
@@ -829,7 +1227,10 @@ mod tests {
             reserve(ids[3]),     // 100 spent + 600 held: room again
             settle(ids[0], 100), // settled before: no effect
             reserve(ids[4]),     // 100 + 900 held: full
-            BudgetChange::Release { request: ids[1] },
+            BudgetChange::Release {
+                request: ids[1],
+                lease: None,
+            },
             reserve(ids[5]),
         ];
         let mut state = BudgetState::default();
@@ -890,11 +1291,15 @@ mod tests {
             budget_changes.push(match next() % 3 {
                 0 => BudgetChange::Settle {
                     request,
+                    lease: None,
                     micros: (next() % 500) as i64,
                     tokens: 1,
                     now_ms,
                 },
-                1 => BudgetChange::Release { request },
+                1 => BudgetChange::Release {
+                    request,
+                    lease: None,
+                },
                 _ => BudgetChange::Reserve {
                     request,
                     hold: Hold {
@@ -916,7 +1321,11 @@ mod tests {
         }
         assert_eq!(got, expected);
         assert_eq!(batched, one_by_one);
-        assert!(expected.iter().flatten().any(|d| !d.allowed));
+        assert!(
+            expected
+                .iter()
+                .any(|o| matches!(o, RateOutcome::Decided(d) if !d.allowed))
+        );
 
         let (mut one_by_one, mut batched) = (BudgetState::default(), BudgetState::default());
         let expected: Vec<_> = budget_changes.iter().map(|c| one_by_one.apply(c)).collect();
@@ -925,5 +1334,307 @@ mod tests {
         assert_eq!(batched, one_by_one);
         assert!(expected.contains(&BudgetOutcome::Reserved(Err(BudgetRefusal::Spend))));
         assert!(expected.contains(&BudgetOutcome::Settled(true)));
+    }
+
+    #[test]
+    fn rate_leases_take_at_most_an_eighth_and_none_near_the_limit() {
+        let mut s = RateState::default();
+        // rpm 1,000: asking for 500 gets 125 (an eighth of what is left).
+        let g = s.lease(Some(1_000), None, 500, 0, 0, 1_000).unwrap();
+        assert_eq!((g.requests, g.tokens), (125, 0));
+        assert_eq!(s.requests, 875.0);
+        assert_eq!(g.after, s);
+        // A small ask is granted as asked.
+        let g = s.lease(Some(1_000), None, 16, 0, 0, 1_000).unwrap();
+        assert_eq!(g.requests, 16);
+        // Below 32 requests left, nothing is leased: admissions are exact.
+        let mut near = RateState::default();
+        assert!(near.lease(Some(31), None, 16, 0, 0, 1_000).is_none());
+        assert_eq!(near.requests, 31.0, "a refused lease takes nothing");
+        let mut enough = RateState::default();
+        assert_eq!(
+            enough
+                .lease(Some(32), None, 16, 0, 0, 1_000)
+                .map(|g| g.requests),
+            Some(4)
+        );
+        // Tokens: at most an eighth, and at least the asked minimum.
+        let mut t = RateState::default();
+        assert!(t.lease(None, Some(8_000), 0, 5_000, 1_001, 1).is_none());
+        let g = t.lease(None, Some(8_000), 0, 5_000, 1_000, 1).unwrap();
+        assert_eq!((g.requests, g.tokens), (0, 1_000));
+        assert_eq!(t.tokens, 7_000.0);
+        // Both limits must have room.
+        let mut both = RateState::default();
+        assert!(both.lease(Some(1_000), Some(100), 16, 50, 40, 1).is_none());
+        assert_eq!(both.requests, 1_000.0);
+        // What a lease does not use goes back, capped by the next refill.
+        let mut r = RateState::default();
+        r.lease(Some(100), None, 10, 0, 0, 1).unwrap();
+        r.apply(&RateChange::Return {
+            requests: 10,
+            tokens: 0,
+        });
+        r.admit(Some(100), None, 0, 60_001);
+        assert_eq!(r.requests, 99.0);
+    }
+
+    fn lease_of(b: &mut BudgetState, micros: i64, budget: i64) -> Uuid {
+        let id = Uuid::now_v7();
+        let granted = b
+            .lease(id, (micros, 0), (1, 0), Some(budget), None, 100_000, 0)
+            .expect("a lease");
+        assert_eq!(granted, (micros, 0));
+        id
+    }
+
+    fn hold(micros: i64) -> Hold {
+        Hold {
+            micros,
+            tokens: 1,
+            expires_ms: 50_000,
+        }
+    }
+
+    #[test]
+    fn budget_leases_are_sized_like_rate_leases() {
+        let mut b = BudgetState::default();
+        // An eighth of the free budget at most...
+        let id = Uuid::now_v7();
+        assert_eq!(
+            b.lease(id, (5_000, 99), (100, 0), Some(8_000), None, 1, 0),
+            Some((1_000, 0))
+        );
+        assert_eq!(b.held(), (1_000, 0), "a lease holds what it was granted");
+        assert_eq!(
+            b.lease(id, (5_000, 0), (100, 0), Some(8_000), None, 1, 0),
+            None,
+            "one id, one lease"
+        );
+        // ...and nothing when less than the minimum fits in an eighth.
+        assert_eq!(
+            b.lease(
+                Uuid::now_v7(),
+                (5_000, 0),
+                (876, 0),
+                Some(8_000),
+                None,
+                1,
+                0
+            ),
+            None
+        );
+        // A token budget is leased the same way.
+        let mut t = BudgetState::default();
+        assert_eq!(
+            t.lease(Uuid::now_v7(), (0, 500), (0, 10), None, Some(800), 1, 0),
+            Some((0, 100))
+        );
+        // Closing gives back what the lease still holds.
+        b.close(id);
+        assert_eq!(b.held(), (0, 0));
+    }
+
+    #[test]
+    fn a_leased_hold_settles_once_whether_its_conversion_comes_first_or_not() {
+        let mut b = BudgetState::default();
+        let lease = lease_of(&mut b, 1_000, 100_000);
+        let (r1, r2, r3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let at = |seq| Some(LeaseRef { id: lease, seq });
+
+        // 1: converted, then settled twice.
+        assert!(b.convert(at(1).unwrap(), r1, hold(300), 1));
+        assert!(
+            !b.convert(at(1).unwrap(), r1, hold(300), 1),
+            "converted twice"
+        );
+        assert_eq!(b.held(), (1_000, 1), "the hold moved from the lease");
+        assert!(b.settle(r1, at(1), 120, 9, 2));
+        assert!(!b.settle(r1, at(1), 120, 9, 3), "settled twice");
+
+        // 2: settled (twice) before its conversion lands.
+        assert!(b.settle(r2, at(2), 200, 9, 4));
+        assert!(!b.settle(r2, at(2), 200, 9, 5), "settled twice early");
+        assert!(b.convert(at(2).unwrap(), r2, hold(300), 6));
+        assert!(
+            !b.holds.contains_key(&r2),
+            "a settled hold is not held again"
+        );
+        assert!(
+            !b.settle(r2, at(2), 200, 9, 7),
+            "settled again after the conversion"
+        );
+
+        // 3: released before its conversion: it spends nothing.
+        b.release(r3, at(3));
+        assert!(b.convert(at(3).unwrap(), r3, hold(300), 8));
+        assert!(!b.settle(r3, at(3), 999, 9, 9));
+
+        assert_eq!((b.spent_micros, b.spent_tokens), (320, 18));
+        let l = &b.leases[&lease];
+        assert_eq!((l.micros, l.converted), (100, 3));
+        assert!(l.early.is_empty() && l.converted_above.is_empty());
+        b.close(lease);
+        assert_eq!(b.held(), (0, 0));
+        assert!(b.holds.is_empty());
+    }
+
+    #[test]
+    fn a_lease_whose_replica_died_lapses_and_late_settlements_count_once() {
+        let mut b = BudgetState::default();
+        let lease = lease_of(&mut b, 1_000, 100_000);
+        let r = Uuid::now_v7();
+        let at = Some(LeaseRef { id: lease, seq: 7 });
+        // Out of order conversions are remembered above the watermark.
+        assert!(b.convert(LeaseRef { id: lease, seq: 2 }, Uuid::now_v7(), hold(10), 1));
+        assert_eq!(b.leases[&lease].converted_above.len(), 1);
+        // The replica dies: the lease expires (at 100,000) and stops holding.
+        b.drop_expired(100_000);
+        assert!(b.leases.is_empty());
+        assert!(b.lapsed_leases.contains_key(&lease));
+        let (held_micros, _) = b.held();
+        assert_eq!(held_micros, 0);
+        // A hold taken from it before it died settles, once.
+        assert!(b.settle(r, at, 400, 4, 100_001));
+        assert!(!b.settle(r, at, 400, 4, 100_002));
+        assert_eq!(b.spent_micros, 400);
+        // And is forgotten after a day.
+        b.drop_expired(100_000 + LAPSED_MEMORY_MS);
+        assert!(b.lapsed_leases.is_empty());
+    }
+
+    #[test]
+    fn leases_and_exact_holds_never_exceed_a_budget_in_any_order() {
+        // Replicas lease, take holds from their leases, convert them, settle
+        // and release them, while others reserve exactly, in a pseudo-random
+        // order: the budget is never exceeded, and each request is billed
+        // exactly once at the end.
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        const BUDGET: i64 = 200_000;
+        let mut b = BudgetState::default();
+        // Per lease: what the "replica" still has, and holds it took.
+        let mut leases: Vec<(Uuid, i64, u64)> = Vec::new();
+        let mut taken: Vec<(LeaseRef, Uuid, i64, bool, bool)> = Vec::new(); // converted, finished
+        let mut exact: Vec<(Uuid, i64)> = Vec::new();
+        let mut billed = std::collections::HashMap::new();
+        // Costs settled before their conversion: counted as spent while
+        // their lease still holds their share (over-counting, for a while).
+        let mut early: std::collections::HashMap<LeaseRef, i64> = Default::default();
+        for step in 0..20_000i64 {
+            let now = step;
+            match next(6) {
+                0 => {
+                    let id = Uuid::now_v7();
+                    let ask = 500 + next(5_000) as i64;
+                    if let Some((m, _)) =
+                        b.lease(id, (ask, 0), (400, 0), Some(BUDGET), None, i64::MAX, now)
+                    {
+                        leases.push((id, m, 0));
+                    }
+                }
+                1 if !leases.is_empty() => {
+                    let i = next(leases.len() as u64) as usize;
+                    let h = 1 + next(300) as i64;
+                    let (id, left, seq) = &mut leases[i];
+                    if *left >= h {
+                        *left -= h;
+                        *seq += 1;
+                        taken.push((
+                            LeaseRef { id: *id, seq: *seq },
+                            Uuid::now_v7(),
+                            h,
+                            false,
+                            false,
+                        ));
+                    }
+                }
+                2 if !taken.is_empty() => {
+                    let i = next(taken.len() as u64) as usize;
+                    let (from, request, h, converted, _) = &mut taken[i];
+                    let mut h2 = hold(*h);
+                    h2.expires_ms = i64::MAX;
+                    b.convert(*from, *request, h2, now);
+                    *converted = true;
+                    early.remove(from);
+                }
+                3 if !taken.is_empty() => {
+                    let i = next(taken.len() as u64) as usize;
+                    let (from, request, h, converted, finished) = &mut taken[i];
+                    let cost = next(*h as u64 + 1) as i64;
+                    if next(4) == 0 {
+                        b.release(*request, Some(*from));
+                        billed.entry(*request).or_insert(0);
+                    } else if b.settle(*request, Some(*from), cost, 0, now) {
+                        assert!(billed.insert(*request, cost).is_none(), "billed twice");
+                        if !*converted {
+                            early.insert(*from, cost);
+                        }
+                    }
+                    *finished = true;
+                }
+                4 => {
+                    let request = Uuid::now_v7();
+                    let h = 1 + next(300) as i64;
+                    let mut h2 = hold(h);
+                    h2.expires_ms = i64::MAX;
+                    if b.reserve(request, h2, Some(BUDGET), None, now).is_ok() {
+                        exact.push((request, h));
+                    }
+                }
+                5 if !exact.is_empty() => {
+                    let (request, h) = exact.swap_remove(next(exact.len() as u64) as usize);
+                    let cost = next(h as u64 + 1) as i64;
+                    assert!(b.settle(request, None, cost, 0, now));
+                    billed.insert(request, cost);
+                }
+                _ => {
+                    if !leases.is_empty() && next(50) == 0 {
+                        // A replica retires a lease once its conversions landed.
+                        let i = next(leases.len() as u64) as usize;
+                        let id = leases[i].0;
+                        if taken.iter().all(|t| t.0.id != id || t.3) {
+                            b.close(id);
+                            leases.swap_remove(i);
+                        }
+                    }
+                }
+            }
+            let (held, _) = b.held();
+            let committed = b.spent_micros + held - early.values().sum::<i64>();
+            assert!(committed <= BUDGET, "step {step}: over budget");
+        }
+        // Everything finishes: conversions land, holds settle, leases close.
+        for (from, request, h, converted, finished) in &taken {
+            if !converted {
+                let mut h2 = hold(*h);
+                h2.expires_ms = i64::MAX;
+                b.convert(*from, *request, h2, 30_000);
+            }
+            if !finished && b.settle(*request, Some(*from), *h / 2, 0, 30_000) {
+                assert!(billed.insert(*request, *h / 2).is_none());
+            }
+        }
+        for (request, h) in exact {
+            assert!(b.settle(request, None, h / 2, 0, 30_000));
+            billed.insert(request, h / 2);
+        }
+        for (id, _, _) in leases {
+            b.close(id);
+        }
+        assert!(b.holds.is_empty(), "{:?}", b.holds);
+        assert_eq!(b.held(), (0, 0));
+        assert_eq!(b.spent_micros, billed.values().sum::<i64>());
+        assert!(
+            taken.len() > 1_000 && billed.len() > 2_000,
+            "{} {}",
+            taken.len(),
+            billed.len()
+        );
     }
 }

@@ -195,6 +195,7 @@ impl TestEnv {
             admin_token: self.options.admin_token.map(SecretString::from),
             max_body_bytes: self.options.max_body_bytes,
             request_timeout: self.options.request_timeout,
+            limit_leases: true,
         }
     }
 

@@ -260,7 +260,8 @@ async fn group_commits_of_two_replicas_hold_limits_exactly() {
     let (mut held, mut refused) = (Vec::new(), 0);
     for call in calls {
         match call.await.unwrap() {
-            (request, Ok(())) => held.push(request),
+            (request, Ok(None)) => held.push(request),
+            (_, Ok(Some(lease))) => panic!("a replica without leases took a hold from {lease:?}"),
             (_, Err(refusal)) => {
                 assert_eq!(refusal, BudgetRefusal::Spend);
                 refused += 1;
@@ -278,7 +279,7 @@ async fn group_commits_of_two_replicas_hold_limits_exactly() {
                 let (limiter, request) = (limiter.clone(), *request);
                 tokio::spawn(async move {
                     limiter
-                        .settle(key, "total", request, 100, 7, now_ms)
+                        .settle(key, "total", request, None, 100, 7, now_ms)
                         .await
                         .unwrap()
                 })

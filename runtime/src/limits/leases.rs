@@ -1,0 +1,666 @@
+//! Admission leases: a replica admits from a slice of a key's limits held in
+//! memory, so admitting a request needs no NATS round trip.
+//!
+//! A lease is taken from the shared entry with a compare-and-set like any
+//! other change, so the sum of what every replica admits never exceeds a
+//! limit. It is sized from this replica's recent demand (two seconds' worth,
+//! at least 16 requests' worth), and the shared entry grants at most an
+//! eighth of what is left and nothing below four requests' worth (see
+//! `RateState::lease`, `BudgetState::lease`): near a limit every admission
+//! is decided on the shared entry, request by request, as without leases.
+//! A replica uses a lease for at most `ISSUE_WINDOW`, asks for the next one
+//! once half of it is gone, and gives back what it did not use.
+//!
+//! Budget holds taken from a lease are converted into ordinary holds on the
+//! shared entry right after admission (in the background, with group
+//! commit), so the dispatcher settles them as usual; one that finishes first
+//! is settled by its number in the lease (see `BudgetLease`).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use aigw_events::wire::LeaseRef;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{
+    Budget, BudgetChange, BudgetOutcome, Hold, LEASE_MIN_UNITS, Limiter, RateChange, RateDecision,
+    RateOutcome, RateState, budget_key, lock, rate_key,
+};
+
+/// How long a replica admits from one lease.
+const ISSUE_WINDOW: Duration = Duration::from_secs(1);
+/// How long to wait before asking again after the shared entry granted no
+/// lease (the limit is close, or the entry unreachable).
+const ASK_AGAIN: Duration = Duration::from_millis(500);
+/// A lease covers at least this many requests of the current size.
+const MIN_ASK: u64 = 16;
+/// Slots unused for this long are forgotten.
+const IDLE: Duration = Duration::from_secs(60);
+/// How often expired leases are given back.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+/// This replica's leases.
+#[derive(Default)]
+pub(crate) struct Local {
+    rates: Mutex<HashMap<Uuid, RateSlot>>,
+    /// By budget entry key (key and period).
+    budgets: Mutex<HashMap<String, BudgetSlot>>,
+}
+
+/// What a replica admitted in a second.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    requests: u64,
+    tokens: u64,
+    micros: i64,
+}
+
+/// A replica's recent demand on one entry, by the second.
+struct Demand {
+    since: Instant,
+    current: Tally,
+    previous: Tally,
+}
+
+impl Demand {
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            current: Tally::default(),
+            previous: Tally::default(),
+        }
+    }
+
+    fn add(&mut self, t: Tally, now: Instant) {
+        let elapsed = now.duration_since(self.since);
+        if elapsed >= Duration::from_secs(1) {
+            self.previous = if elapsed >= Duration::from_secs(2) {
+                Tally::default()
+            } else {
+                self.current
+            };
+            self.current = Tally::default();
+            self.since = now;
+        }
+        self.current.requests += t.requests;
+        self.current.tokens += t.tokens;
+        self.current.micros += t.micros;
+    }
+
+    /// What a lease should cover: two seconds of the busier of the last two
+    /// seconds, and at least `MIN_ASK` requests like `this` one.
+    fn ask(&self, this: Tally) -> Tally {
+        let (a, b) = (self.current, self.previous);
+        Tally {
+            requests: (2 * a.requests.max(b.requests)).max(MIN_ASK),
+            tokens: (2 * a.tokens.max(b.tokens)).max(MIN_ASK * this.tokens),
+            micros: (2 * a.micros.max(b.micros)).max(MIN_ASK as i64 * this.micros),
+        }
+    }
+}
+
+/// When a slot may ask for a lease.
+struct Asking {
+    /// An ask is in flight.
+    pending: bool,
+    /// Not before this (after a refusal).
+    not_before: Option<Instant>,
+}
+
+impl Asking {
+    fn may(&self, now: Instant) -> bool {
+        !self.pending && self.not_before.is_none_or(|t| now >= t)
+    }
+
+    fn done(&mut self, granted: bool) {
+        self.pending = false;
+        self.not_before = (!granted).then(|| Instant::now() + ASK_AGAIN);
+    }
+}
+
+struct RateSlot {
+    lease: Option<RateLease>,
+    asking: Asking,
+    demand: Demand,
+    used: Instant,
+}
+
+struct RateLease {
+    rpm: Option<u32>,
+    tpm: Option<u64>,
+    requests: u64,
+    tokens: u64,
+    granted: (u64, u64),
+    until: Instant,
+    /// The shared buckets right after the lease was taken.
+    shared: RateState,
+}
+
+impl RateLease {
+    /// Worth asking for the next one: half of it used, or half its time gone.
+    fn low(&self, now: Instant) -> bool {
+        (self.rpm.is_some() && self.requests * 2 < self.granted.0)
+            || (self.tpm.is_some() && self.tokens * 2 < self.granted.1)
+            || now + ISSUE_WINDOW / 2 >= self.until
+    }
+}
+
+struct BudgetSlot {
+    /// The lease holds are taken from.
+    current: Option<Uuid>,
+    /// Every lease not closed yet: the current one and retired ones whose
+    /// conversions are still running.
+    leases: HashMap<Uuid, BudgetLeaseLocal>,
+    asking: Asking,
+    demand: Demand,
+    used: Instant,
+}
+
+struct BudgetLeaseLocal {
+    /// The budgets it was granted under; a changed budget retires it.
+    budget: (Option<i64>, Option<i64>),
+    micros: i64,
+    tokens: i64,
+    granted: (i64, i64),
+    /// Number of the last hold taken.
+    seq: u64,
+    until: Instant,
+    /// Conversions still running.
+    converting: usize,
+    /// No more holds come from it.
+    retired: bool,
+    /// A conversion gave up: the lease must lapse in the shared entry (so a
+    /// late settlement still counts) instead of being closed.
+    abandoned: bool,
+}
+
+impl BudgetLeaseLocal {
+    fn fits(&self, hold: &Hold) -> bool {
+        (self.budget.0.is_none() || self.micros >= hold.micros)
+            && (self.budget.1.is_none() || self.tokens >= hold.tokens)
+    }
+
+    fn low(&self, now: Instant) -> bool {
+        (self.budget.0.is_some() && self.micros * 2 < self.granted.0)
+            || (self.budget.1.is_some() && self.tokens * 2 < self.granted.1)
+            || now + ISSUE_WINDOW / 2 >= self.until
+    }
+}
+
+impl BudgetSlot {
+    /// Stops taking holds from `id`; answers whether it can be closed now.
+    fn retire(&mut self, id: Uuid) -> bool {
+        if self.current == Some(id) {
+            self.current = None;
+        }
+        let Some(lease) = self.leases.get_mut(&id) else {
+            return false;
+        };
+        lease.retired = true;
+        if lease.converting == 0 {
+            let lease = self.leases.remove(&id);
+            return lease.is_some_and(|l| !l.abandoned);
+        }
+        false
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl Limiter {
+    /// Admits from this replica's rate lease, if it has room; asks for a
+    /// lease (in the background) when it has none or it runs low.
+    pub(super) fn rate_from_lease(
+        &self,
+        local: &Local,
+        key_id: Uuid,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        tokens: u64,
+    ) -> Option<RateDecision> {
+        let now = Instant::now();
+        let (decision, ask, give_back) = {
+            let mut slots = lock(&local.rates);
+            let slot = slots.entry(key_id).or_insert_with(|| RateSlot {
+                lease: None,
+                asking: Asking {
+                    pending: false,
+                    not_before: None,
+                },
+                demand: Demand::new(now),
+                used: now,
+            });
+            let this = Tally {
+                requests: 1,
+                tokens,
+                micros: 0,
+            };
+            slot.demand.add(this, now);
+            slot.used = now;
+            let stale = slot
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.rpm != rpm || l.tpm != tpm || now >= l.until);
+            let give_back = if stale { slot.lease.take() } else { None };
+            let decision = match &mut slot.lease {
+                Some(l)
+                    if (rpm.is_none() || l.requests >= 1)
+                        && (tpm.is_none() || l.tokens >= tokens) =>
+                {
+                    if rpm.is_some() {
+                        l.requests -= 1;
+                    }
+                    if tpm.is_some() {
+                        l.tokens -= tokens;
+                    }
+                    Some(
+                        l.shared
+                            .decision(true, 0.0, rpm, tpm, l.requests as f64, l.tokens as f64),
+                    )
+                }
+                _ => None,
+            };
+            let wanted = slot.lease.as_ref().is_none_or(|l| l.low(now));
+            let ask = (wanted && slot.asking.may(now)).then(|| {
+                slot.asking.pending = true;
+                slot.demand.ask(this)
+            });
+            (decision, ask, give_back)
+        };
+        if let Some(lease) = give_back {
+            self.return_rate(key_id, &lease);
+        }
+        if let Some(ask) = ask {
+            self.ask_rate_lease(key_id, rpm, tpm, tokens, ask);
+        }
+        if decision.is_some() {
+            metrics::counter!("aigw_limits_admissions_total", "entry" => "rate", "from" => "lease")
+                .increment(1);
+        }
+        decision
+    }
+
+    fn ask_rate_lease(
+        &self,
+        key_id: Uuid,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        tokens: u64,
+        ask: Tally,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let change = RateChange::Lease {
+                rpm,
+                tpm,
+                requests: ask.requests,
+                tokens: ask.tokens,
+                min_tokens: LEASE_MIN_UNITS * tokens.max(1),
+                now_ms: now_ms(),
+            };
+            let outcome = this.submit(&this.rates, &rate_key(key_id), change).await;
+            let Some(local) = &this.leases else {
+                return;
+            };
+            let grant = match outcome {
+                Ok(RateOutcome::Leased(grant)) => grant,
+                Ok(other) => {
+                    tracing::warn!(?other, "a rate lease answered something else");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(%key_id, error = %e, "asking for a rate lease failed");
+                    None
+                }
+            };
+            metrics::counter!("aigw_limits_leases_total", "entry" => "rate", "granted" => if grant.is_some() { "yes" } else { "no" })
+                .increment(1);
+            let old = {
+                let mut slots = lock(&local.rates);
+                let Some(slot) = slots.get_mut(&key_id) else {
+                    // Forgotten meanwhile: give the whole grant back.
+                    drop(slots);
+                    if let Some(g) = grant {
+                        this.give_back_rate(key_id, g.requests, g.tokens);
+                    }
+                    return;
+                };
+                slot.asking.done(grant.is_some());
+                match grant {
+                    Some(g) => slot.lease.replace(RateLease {
+                        rpm,
+                        tpm,
+                        requests: g.requests,
+                        tokens: g.tokens,
+                        granted: (g.requests, g.tokens),
+                        until: Instant::now() + ISSUE_WINDOW,
+                        shared: g.after,
+                    }),
+                    None => None,
+                }
+            };
+            if let Some(old) = old {
+                this.return_rate(key_id, &old);
+            }
+        });
+    }
+
+    fn return_rate(&self, key_id: Uuid, lease: &RateLease) {
+        let requests = if lease.rpm.is_some() {
+            lease.requests
+        } else {
+            0
+        };
+        let tokens = if lease.tpm.is_some() { lease.tokens } else { 0 };
+        self.give_back_rate(key_id, requests, tokens);
+    }
+
+    /// Gives unused requests and tokens back to the shared buckets. One that
+    /// fails only leaves the limit lower until the buckets refill.
+    fn give_back_rate(&self, key_id: Uuid, requests: u64, tokens: u64) {
+        if requests == 0 && tokens == 0 {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let change = RateChange::Return { requests, tokens };
+            if let Err(e) = this.submit(&this.rates, &rate_key(key_id), change).await {
+                tracing::warn!(%key_id, error = %e, "giving back a rate lease failed (the buckets refill on their own)");
+            }
+        });
+    }
+
+    /// Takes `hold` from this replica's budget lease, if it has room, and
+    /// converts it into `request`'s own hold on the shared entry in the
+    /// background; asks for a lease when it has none or it runs low.
+    pub(super) fn budget_from_lease(
+        &self,
+        local: &Local,
+        key_id: Uuid,
+        budget: &Budget,
+        request: Uuid,
+        hold: Hold,
+    ) -> Option<LeaseRef> {
+        let now = Instant::now();
+        let entry = budget_key(key_id, &budget.period);
+        let limits = (budget.micros, budget.tokens);
+        let (taken, ask, close) = {
+            let mut slots = lock(&local.budgets);
+            let slot = slots.entry(entry.clone()).or_insert_with(|| BudgetSlot {
+                current: None,
+                leases: HashMap::new(),
+                asking: Asking {
+                    pending: false,
+                    not_before: None,
+                },
+                demand: Demand::new(now),
+                used: now,
+            });
+            let this = Tally {
+                requests: 1,
+                tokens: hold.tokens.max(0) as u64,
+                micros: hold.micros,
+            };
+            slot.demand.add(this, now);
+            slot.used = now;
+            let mut close = None;
+            if let Some(id) = slot.current
+                && slot
+                    .leases
+                    .get(&id)
+                    .is_none_or(|l| l.budget != limits || now >= l.until)
+                && slot.retire(id)
+            {
+                close = Some(id);
+            }
+            let taken = slot.current.and_then(|id| {
+                let lease = slot.leases.get_mut(&id)?;
+                if !lease.fits(&hold) {
+                    return None;
+                }
+                lease.micros -= hold.micros;
+                lease.tokens -= hold.tokens;
+                lease.seq += 1;
+                lease.converting += 1;
+                Some(LeaseRef { id, seq: lease.seq })
+            });
+            let wanted = slot
+                .current
+                .and_then(|id| slot.leases.get(&id))
+                .is_none_or(|l| l.low(now));
+            let ask = (wanted && slot.asking.may(now)).then(|| {
+                slot.asking.pending = true;
+                slot.demand.ask(this)
+            });
+            (taken, ask, close)
+        };
+        if let Some(id) = close {
+            self.close_budget_lease(entry.clone(), id);
+        }
+        if let Some(ask) = ask {
+            self.ask_budget_lease(entry.clone(), limits, hold, ask);
+        }
+        let from = taken?;
+        metrics::counter!("aigw_limits_admissions_total", "entry" => "budget", "from" => "lease")
+            .increment(1);
+        self.convert(entry, from, request, hold);
+        Some(from)
+    }
+
+    fn ask_budget_lease(
+        &self,
+        entry: String,
+        limits: (Option<i64>, Option<i64>),
+        hold: Hold,
+        ask: Tally,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let id = Uuid::now_v7();
+            let until = Instant::now() + ISSUE_WINDOW;
+            let change = BudgetChange::Lease {
+                id,
+                ask: (ask.micros, ask.tokens as i64),
+                min: (
+                    LEASE_MIN_UNITS as i64 * hold.micros,
+                    LEASE_MIN_UNITS as i64 * hold.tokens,
+                ),
+                budget_micros: limits.0,
+                budget_tokens: limits.1,
+                // Holds taken from it expire like their own would.
+                expires_ms: hold.expires_ms + ISSUE_WINDOW.as_millis() as i64,
+                now_ms: now_ms(),
+            };
+            let outcome = this.submit(&this.budgets, &entry, change).await;
+            let Some(local) = &this.leases else {
+                return;
+            };
+            let grant = match outcome {
+                Ok(BudgetOutcome::Leased(grant)) => grant,
+                Ok(other) => {
+                    tracing::warn!(?other, "a budget lease answered something else");
+                    None
+                }
+                Err(e) => {
+                    // The lease may have been written all the same.
+                    tracing::warn!(entry, error = %e, "asking for a budget lease failed");
+                    this.close_budget_lease(entry.clone(), id);
+                    None
+                }
+            };
+            metrics::counter!("aigw_limits_leases_total", "entry" => "budget", "granted" => if grant.is_some() { "yes" } else { "no" })
+                .increment(1);
+            let close = {
+                let mut slots = lock(&local.budgets);
+                let Some(slot) = slots.get_mut(&entry) else {
+                    drop(slots);
+                    if grant.is_some() {
+                        this.close_budget_lease(entry.clone(), id);
+                    }
+                    return;
+                };
+                slot.asking.done(grant.is_some());
+                let Some((micros, tokens)) = grant else {
+                    return;
+                };
+                let old = slot.current.filter(|old| slot.retire(*old));
+                slot.leases.insert(
+                    id,
+                    BudgetLeaseLocal {
+                        budget: limits,
+                        micros,
+                        tokens,
+                        granted: (micros, tokens),
+                        seq: 0,
+                        until,
+                        converting: 0,
+                        retired: false,
+                        abandoned: false,
+                    },
+                );
+                slot.current = Some(id);
+                old
+            };
+            if let Some(old) = close {
+                this.close_budget_lease(entry, old);
+            }
+        });
+    }
+
+    /// Turns a hold taken from a lease into the request's own hold on the
+    /// shared entry, retrying until it lands or the hold would have expired
+    /// (the lease then lapses in the shared entry, and a late settlement of
+    /// the hold still counts).
+    fn convert(&self, entry: String, from: LeaseRef, request: Uuid, hold: Hold) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(20);
+            let landed = loop {
+                let change = BudgetChange::Convert {
+                    from,
+                    request,
+                    hold,
+                    now_ms: now_ms(),
+                };
+                match this.submit(&this.budgets, &entry, change).await {
+                    Ok(_) => break true,
+                    Err(e) if now_ms() < hold.expires_ms => {
+                        tracing::warn!(%request, error = %e, "converting a leased budget hold failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::error!(%request, error = %e, "gave up converting a leased budget hold; its lease lapses instead");
+                        break false;
+                    }
+                }
+            };
+            let Some(local) = &this.leases else {
+                return;
+            };
+            let close = {
+                let mut slots = lock(&local.budgets);
+                let Some(lease) = slots
+                    .get_mut(&entry)
+                    .and_then(|slot| slot.leases.get_mut(&from.id))
+                else {
+                    return;
+                };
+                lease.converting -= 1;
+                lease.abandoned |= !landed;
+                if lease.retired && lease.converting == 0 {
+                    let slot = slots.get_mut(&entry).expect("the slot is there");
+                    slot.leases.remove(&from.id).is_some_and(|l| !l.abandoned)
+                } else {
+                    false
+                }
+            };
+            if close {
+                this.close_budget_lease(entry, from.id);
+            }
+        });
+    }
+
+    /// Gives what a lease still holds back to the budget. One that fails
+    /// leaves it held until the lease expires.
+    fn close_budget_lease(&self, entry: String, id: Uuid) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(20);
+            for _ in 0..5 {
+                match this
+                    .submit(&this.budgets, &entry, BudgetChange::Close { id })
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(entry, error = %e, "closing a budget lease failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Retires leases whose window is over and forgets idle slots.
+    fn sweep_once(&self, local: &Local) {
+        let now = Instant::now();
+        let returns: Vec<(Uuid, RateLease)> = {
+            let mut slots = lock(&local.rates);
+            let mut returns = Vec::new();
+            for (key_id, slot) in slots.iter_mut() {
+                if slot.lease.as_ref().is_some_and(|l| now >= l.until)
+                    && let Some(lease) = slot.lease.take()
+                {
+                    returns.push((*key_id, lease));
+                }
+            }
+            slots.retain(|_, s| {
+                s.lease.is_some() || s.asking.pending || now.duration_since(s.used) < IDLE
+            });
+            returns
+        };
+        for (key_id, lease) in returns {
+            self.return_rate(key_id, &lease);
+        }
+        let closes: Vec<(String, Uuid)> = {
+            let mut slots = lock(&local.budgets);
+            let mut closes = Vec::new();
+            for (entry, slot) in slots.iter_mut() {
+                if let Some(id) = slot.current
+                    && slot.leases.get(&id).is_none_or(|l| now >= l.until)
+                    && slot.retire(id)
+                {
+                    closes.push((entry.clone(), id));
+                }
+            }
+            slots.retain(|_, s| {
+                !s.leases.is_empty() || s.asking.pending || now.duration_since(s.used) < IDLE
+            });
+            closes
+        };
+        for (entry, id) in closes {
+            self.close_budget_lease(entry, id);
+        }
+    }
+}
+
+/// Runs `sweep_once` until the replica's leases are dropped.
+pub(super) fn sweep(limiter: Limiter, local: Weak<Local>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(local) = local.upgrade() else {
+                return;
+            };
+            limiter.sweep_once(&local);
+        }
+    });
+}
