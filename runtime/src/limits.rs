@@ -788,6 +788,13 @@ impl Limiter {
         self
     }
 
+    /// How many rate and budget checks this replica decided from its leases.
+    pub fn lease_admissions(&self) -> u64 {
+        self.leases
+            .as_ref()
+            .map_or(0, |l| l.admitted.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Queues `change` for `key`'s next commit (starting a committer if none
     /// runs) and waits for its outcome. The committer is a task of its own,
     /// so a caller that gives up waiting never stalls the others.

@@ -546,3 +546,230 @@ async fn unpriced_models_are_flagged_and_prices_apply_from_their_change() {
         Value::Null
     );
 }
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Admission leases across two replicas: two ingress-like `Limiter`s admit
+/// from leases while a third (dispatcher-like) settles every admitted
+/// request, some before the admitting replica's conversion lands, and each
+/// twice. The limits hold, every request is billed once, and once the
+/// replicas go idle their leases are closed and nothing stays held.
+#[tokio::test]
+async fn leases_of_two_replicas_hold_limits_and_bill_once() {
+    let env = TestEnv::start().await;
+    let names = env.common.names().unwrap();
+    let mut replicas = Vec::new();
+    for name in ["lease-a", "lease-b", "settler"] {
+        let (_, js) = aigw_runtime::nats::connect(&env.common.nats_url, name)
+            .await
+            .unwrap();
+        let limiter = Limiter::open(&js, &names).await.unwrap();
+        replicas.push(if name == "settler" {
+            limiter
+        } else {
+            limiter.with_leases()
+        });
+    }
+    let settler = replicas.pop().unwrap();
+    let key = Uuid::now_v7();
+
+    // Rate: 3,000 admissions in waves of 100 every 20 ms against rpm 2,000.
+    let started = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..3_000 {
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let limiter = replicas[i % 2].clone();
+        calls.push(tokio::spawn(async move {
+            limiter
+                .admit_rate(key, Some(2_000), None, 0, now_ms())
+                .await
+                .unwrap()
+                .allowed
+        }));
+    }
+    let mut allowed = 0u64;
+    for call in calls {
+        allowed += u64::from(call.await.unwrap());
+    }
+    // The bucket refills at 2,000/min while the waves run.
+    let refill = (started.elapsed().as_secs_f64() * 2_000.0 / 60.0).ceil() as u64;
+    assert!(
+        allowed <= 2_000 + refill,
+        "{allowed} admitted by a limit of 2,000 (+{refill} refilled)"
+    );
+    // Leases left unused at the end are at most an eighth of what was left
+    // when each replica took its last one.
+    assert!(allowed >= 1_500, "only {allowed} of 2,000 admitted");
+    let leased = replicas[0].lease_admissions() + replicas[1].lease_admissions();
+    assert!(
+        leased * 2 > allowed,
+        "{leased} of {allowed} admissions came from leases"
+    );
+
+    // Budget: 600,000 micro-dollars, holds of 1,000, actual cost 300. The
+    // holds are settled as they come (after 0-3 ms), so about 2,000 fit.
+    let budget = Budget {
+        period: "total".into(),
+        micros: Some(600_000),
+        tokens: None,
+    };
+    let mut calls = Vec::new();
+    for i in 0..3_000u64 {
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (limiter, settler, budget) = (
+            replicas[i as usize % 2].clone(),
+            settler.clone(),
+            budget.clone(),
+        );
+        calls.push(tokio::spawn(async move {
+            let request = Uuid::now_v7();
+            let hold = Hold {
+                micros: 1_000,
+                tokens: 10,
+                expires_ms: now_ms() + 600_000,
+            };
+            let lease = match limiter
+                .reserve(key, &budget, request, hold, now_ms())
+                .await
+                .unwrap()
+            {
+                Ok(lease) => lease,
+                Err(refusal) => {
+                    assert_eq!(refusal, BudgetRefusal::Spend);
+                    return (0, 0);
+                }
+            };
+            // A quarter settle at once: on this single-threaded runtime
+            // before the replica's conversion is even queued.
+            if i % 4 != 0 {
+                tokio::time::sleep(Duration::from_micros(i * 7 % 3_000)).await;
+            }
+            // Settled twice at once (a redelivery racing the first try).
+            let (a, b) = tokio::join!(
+                settler.settle(key, "total", request, lease, 300, 7, now_ms()),
+                limiter.settle(key, "total", request, lease, 300, 7, now_ms()),
+            );
+            (1, u64::from(a.unwrap()) + u64::from(b.unwrap()))
+        }));
+    }
+    let (mut held, mut settled) = (0u64, 0u64);
+    for call in calls {
+        let (h, s) = call.await.unwrap();
+        held += h;
+        settled += s;
+    }
+    assert_eq!(settled, held, "each admitted request settles exactly once");
+    assert!(
+        held <= 2_000,
+        "{held} requests of 300 on a budget of 600,000"
+    );
+    assert!(held >= 1_000, "only {held} admitted");
+    assert!(replicas[0].lease_admissions() + replicas[1].lease_admissions() > leased);
+    // Idle replicas close their leases: nothing stays held, and the spend
+    // is every admitted request's cost, once.
+    let mut state = settler.budget(key, "total").await.unwrap();
+    for _ in 0..100 {
+        if state.leases.is_empty() && state.holds.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = settler.budget(key, "total").await.unwrap();
+    }
+    assert!(
+        state.leases.is_empty() && state.holds.is_empty(),
+        "{state:?}"
+    );
+    assert_eq!(state.held(), (0, 0));
+    assert_eq!(state.spent_micros, 300 * held as i64);
+    assert_eq!(state.spent_tokens, 7 * held as i64);
+}
+
+/// The same through the HTTP API, with real dispatchers: a key far from its
+/// limits is admitted from leases on two ingress replicas, and its spend is
+/// exactly the sum of the requests' costs once the leases are closed.
+#[tokio::test]
+async fn leased_admissions_bill_exactly_across_two_ingress_replicas() {
+    let mut env = TestEnv::start().await;
+    let second = env.start_ingress().await;
+    let _upstream = priced_upstream(&env, 0).await;
+    let (key_id, key) = create_key(
+        &env,
+        json!({"name": "roomy", "rpm": 100_000, "tpm": 100_000_000, "budget_usd": 50, "budget_period": "total"}),
+    )
+    .await;
+    let key_id: Uuid = key_id.parse().unwrap();
+    // Watch the shared budget entry while the calls run: replicas' leases
+    // show up in it.
+    let names = env.common.names().unwrap();
+    let (_, js) = aigw_runtime::nats::connect(&env.common.nats_url, "watcher")
+        .await
+        .unwrap();
+    let watcher = Limiter::open(&js, &names).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watch = {
+        let (watcher, stop) = (watcher.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen = 0usize;
+            while !stop.is_cancelled() {
+                let state = watcher.budget(key_id, "total").await.unwrap();
+                seen = seen.max(state.leases.len());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    };
+    let bases = [env.base.clone(), second];
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let mut calls = Vec::new();
+    for i in 0..300 {
+        let url = format!("{}/v1/chat/completions", bases[i % 2]);
+        let (http, key, permit) = (
+            env.http.clone(),
+            key.clone(),
+            semaphore.clone().acquire_owned().await.unwrap(),
+        );
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": "m", "messages": user("hi"), "max_tokens": 100}))
+                .send()
+                .await
+                .unwrap();
+            drop(permit);
+            let remaining: u64 = r.headers()["x-ratelimit-remaining-requests"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (r.status().as_u16(), remaining)
+        }));
+    }
+    for call in calls {
+        let (status, remaining) = call.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(remaining < 100_000, "{remaining}");
+    }
+    stop.cancel();
+    let leases_seen = watch.await.unwrap();
+    assert!(leases_seen >= 1, "no replica admitted from a lease");
+    // Once the leases are closed and every request settled, nothing is held
+    // and the spend is 300 requests' cost, to the micro-dollar.
+    wait_until(Duration::from_secs(30), || async {
+        let mine = own_key(&env, &key).await;
+        mine["held_usd"] == 0.0 && mine["spent_micros"] == 300 * COST_MICROS
+    })
+    .await;
+    let state = watcher.budget(key_id, "total").await.unwrap();
+    assert!(
+        state.leases.is_empty() && state.holds.is_empty(),
+        "{state:?}"
+    );
+    assert_eq!(state.spent_micros, 300 * COST_MICROS);
+}

@@ -17,6 +17,7 @@
 //! is settled by its number in the lease (see `BudgetLease`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ pub(crate) struct Local {
     rates: Mutex<HashMap<Uuid, RateSlot>>,
     /// By budget entry key (key and period).
     budgets: Mutex<HashMap<String, BudgetSlot>>,
+    /// Rate and budget checks decided from a lease.
+    pub(super) admitted: AtomicU64,
 }
 
 /// What a replica admitted in a second.
@@ -278,6 +281,7 @@ impl Limiter {
             self.ask_rate_lease(key_id, rpm, tpm, tokens, ask);
         }
         if decision.is_some() {
+            local.admitted.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("aigw_limits_admissions_total", "entry" => "rate", "from" => "lease")
                 .increment(1);
         }
@@ -445,6 +449,7 @@ impl Limiter {
             self.ask_budget_lease(entry.clone(), limits, hold, ask);
         }
         let from = taken?;
+        local.admitted.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("aigw_limits_admissions_total", "entry" => "budget", "from" => "lease")
             .increment(1);
         self.convert(entry, from, request, hold);
