@@ -26,6 +26,7 @@ use crate::reply::Replier;
 use crate::routing::Slot;
 use aigw_runtime::estimate;
 use aigw_runtime::health::Admission;
+use aigw_runtime::limits::LeasedHold;
 
 /// Processes one delivery of a request message, start to ack.
 pub async fn handle(shared: Arc<Shared>, msg: Message) {
@@ -191,7 +192,7 @@ pub(crate) async fn settle(
                     request.key_id,
                     &r.period,
                     request.request_id,
-                    r.lease,
+                    LeasedHold::of(r),
                     cost.unwrap_or(0),
                     usage.total() as i64,
                     now_ms,

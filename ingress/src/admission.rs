@@ -7,7 +7,7 @@
 //! dispatcher to the actual cost.
 
 use aigw_events::wire::{Endpoint, LeaseRef, Reservation};
-use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, RateDecision};
+use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, LeasedHold, RateDecision};
 use aigw_runtime::{KeyEntry, Target, estimate};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::Utc;
@@ -228,11 +228,15 @@ async fn decide(
     };
     let (rate_outcome, budget_outcome) = tokio::join!(take_rate, hold_budget);
     let give_back = |budget_outcome: &Option<HoldOutcome>| {
-        if let (Some(Ok(Ok(lease))), Some((budget, _))) = (budget_outcome, &budget) {
-            let (limiter, key_id, period, lease) =
-                (state.limiter.clone(), key.id, budget.period.clone(), *lease);
+        if let (Some(Ok(Ok(lease))), Some((budget, hold))) = (budget_outcome, &budget) {
+            let leased = lease.map(|from| LeasedHold {
+                from,
+                micros: hold.micros,
+                tokens: hold.tokens,
+            });
+            let (limiter, key_id, period) = (state.limiter.clone(), key.id, budget.period.clone());
             tokio::spawn(async move {
-                if let Err(e) = limiter.release(key_id, &period, request_id, lease).await {
+                if let Err(e) = limiter.release(key_id, &period, request_id, leased).await {
                     tracing::warn!(%request_id, error = %e, "releasing the budget hold of a rate-limited request failed (it expires on its own)");
                 }
             });

@@ -13,6 +13,7 @@ use std::time::Duration;
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{JobCommand, JobError, JobSpec, JobStatus, META_ACTOR, META_REQUEST_ID};
 use aigw_runtime::jobs::{self, JobRow, ListFilter, Submitted};
+use aigw_runtime::limits::LeasedHold;
 use aigw_runtime::store::metadata;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -203,7 +204,10 @@ pub async fn submit(
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {
-            let _ = state.limiter.release(key.id, &r.period, id, r.lease).await;
+            let _ = state
+                .limiter
+                .release(key.id, &r.period, id, LeasedHold::of(r))
+                .await;
         }
     };
     // Queued first, stored second: a job the caller was told about always

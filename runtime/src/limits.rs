@@ -223,45 +223,92 @@ pub struct BudgetState {
 
 /// A slice of a budget an ingress replica admits from on its own.
 ///
-/// The replica numbers the holds it takes from the lease (1, 2, ...) and
-/// converts each into an ordinary hold on this entry right after admitting
-/// it (`BudgetChange::Convert`). A request can finish before its conversion
-/// lands; its settlement (or release) is then remembered by number in
-/// `early`, counted at once, and the conversion only gives the lease's
-/// share back. So every hold settles exactly once, whichever comes first.
+/// The replica numbers the holds it takes from the lease (1, 2, ...); they
+/// never appear one by one in this entry. The dispatcher settles (or
+/// releases) a hold by its lease and number, handing back what it held: the
+/// lease remembers which numbers are settled (every one up to `settled`,
+/// plus `settled_above`), so each hold settles exactly once. When the
+/// replica stops using the lease it closes it, telling what its holds took
+/// in all; the lease then holds what its unsettled holds took, and goes
+/// away once every one of them has settled.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BudgetLease {
-    /// What the lease still holds (its holds not converted yet, and what the
-    /// replica has not used).
+    /// What it may hold: what was granted, or once closed, what its holds
+    /// took in all.
     pub micros: i64,
     pub tokens: i64,
-    /// When it stops counting, unless closed before: the latest expiry of a
-    /// hold taken from it.
-    pub expires_ms: i64,
-    /// Every hold numbered up to this one is converted...
+    /// What its settled (or released) holds had held.
     #[serde(default)]
-    pub converted: u64,
+    pub settled_micros: i64,
+    #[serde(default)]
+    pub settled_tokens: i64,
+    /// Every hold numbered up to this one is settled...
+    #[serde(default)]
+    pub settled: u64,
     /// ...and so are these, above it.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub converted_above: BTreeSet<u64>,
-    /// Holds settled or released before their conversion.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub early: BTreeSet<u64>,
+    pub settled_above: BTreeSet<u64>,
+    /// Once closed: how many holds were taken from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<u64>,
+    /// When it stops counting, settled or not: the latest expiry of a hold
+    /// taken from it (as an ordinary hold would lapse).
+    pub expires_ms: i64,
     /// When it lapsed (for `lapsed_leases`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lapsed_at: Option<i64>,
 }
 
 impl BudgetLease {
-    fn is_converted(&self, seq: u64) -> bool {
-        seq <= self.converted || self.converted_above.contains(&seq)
+    /// What it holds now.
+    fn holding(&self) -> (i64, i64) {
+        (
+            (self.micros - self.settled_micros).max(0),
+            (self.tokens - self.settled_tokens).max(0),
+        )
     }
 
-    fn mark_converted(&mut self, seq: u64) {
-        self.converted_above.insert(seq);
-        while self.converted_above.remove(&(self.converted + 1)) {
-            self.converted += 1;
+    fn is_settled(&self, seq: u64) -> bool {
+        seq <= self.settled || self.settled_above.contains(&seq)
+    }
+
+    /// Settles hold `seq`, which held `hold`; false if it settled before.
+    fn settle(&mut self, seq: u64, hold: (i64, i64)) -> bool {
+        if seq == 0 || self.is_settled(seq) {
+            return false;
         }
+        self.settled_above.insert(seq);
+        while self.settled_above.remove(&(self.settled + 1)) {
+            self.settled += 1;
+        }
+        self.settled_micros += hold.0;
+        self.settled_tokens += hold.1;
+        true
+    }
+
+    /// Closed, and every hold taken from it settled.
+    fn done(&self) -> bool {
+        self.closed_at.is_some_and(|n| self.settled >= n)
+    }
+}
+
+/// A hold taken from a lease, as the dispatcher settles it: where it was
+/// taken and what it held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeasedHold {
+    pub from: LeaseRef,
+    pub micros: i64,
+    pub tokens: i64,
+}
+
+impl LeasedHold {
+    /// The leased hold of a request's reservation, if it came from a lease.
+    pub fn of(r: &aigw_events::wire::Reservation) -> Option<Self> {
+        r.lease.map(|from| Self {
+            from,
+            micros: r.micros,
+            tokens: r.tokens,
+        })
     }
 }
 
@@ -291,17 +338,10 @@ impl BudgetState {
             .holds
             .values()
             .fold((0, 0), |(m, t), h| (m + h.micros, t + h.tokens));
-        self.leases
-            .values()
-            .fold(holds, |(m, t), l| (m + l.micros, t + l.tokens))
-    }
-
-    /// The lease a hold was taken from, open or lapsed.
-    fn lease_mut(&mut self, id: Uuid) -> Option<&mut BudgetLease> {
-        match self.leases.get_mut(&id) {
-            Some(lease) => Some(lease),
-            None => self.lapsed_leases.get_mut(&id),
-        }
+        self.leases.values().fold(holds, |(m, t), l| {
+            let (lm, lt) = l.holding();
+            (m + lm, t + lt)
+        })
     }
 
     fn drop_expired(&mut self, now_ms: i64) {
@@ -324,7 +364,6 @@ impl BudgetState {
             .collect();
         for id in expired {
             if let Some(mut lease) = self.leases.remove(&id) {
-                (lease.micros, lease.tokens) = (0, 0);
                 lease.lapsed_at = Some(now_ms);
                 self.lapsed_leases.insert(id, lease);
             }
@@ -376,33 +415,16 @@ impl BudgetState {
         Some((micros, tokens))
     }
 
-    /// Turns the hold numbered `from.seq` of a lease into `request`'s own
-    /// hold (or, when the request already settled, only takes its share off
-    /// the lease). Converting twice changes nothing.
-    pub fn convert(&mut self, from: LeaseRef, request: Uuid, hold: Hold, now_ms: i64) -> bool {
-        self.drop_expired(now_ms);
-        let open = self.leases.contains_key(&from.id);
-        let Some(lease) = self.lease_mut(from.id) else {
-            return false;
-        };
-        if lease.is_converted(from.seq) {
-            return false;
+    /// Ends a lease: `seq` holds were taken from it, holding `taken` in all;
+    /// the rest goes back to the budget.
+    pub fn close(&mut self, id: Uuid, seq: u64, taken: (i64, i64)) {
+        if let Some(lease) = self.leases.get_mut(&id) {
+            lease.closed_at = Some(seq);
+            (lease.micros, lease.tokens) = taken;
+            if lease.done() {
+                self.leases.remove(&id);
+            }
         }
-        lease.mark_converted(from.seq);
-        lease.micros = (lease.micros - hold.micros).max(0);
-        lease.tokens = (lease.tokens - hold.tokens).max(0);
-        let finished = lease.early.remove(&from.seq);
-        // A lapsed lease no longer holds anything, but the request may still
-        // run: its hold counts from now on, as it would have.
-        if !finished && (open || hold.expires_ms > now_ms) {
-            self.holds.insert(request, hold);
-        }
-        true
-    }
-
-    /// Ends a lease: what it still holds goes back to the budget.
-    pub fn close(&mut self, id: Uuid) {
-        self.leases.remove(&id);
     }
 
     /// Holds `hold` for `request` if it fits the budgets.
@@ -437,20 +459,21 @@ impl BudgetState {
     /// settle of the same request changes nothing; the entry stays as small
     /// as the number of requests in flight.
     ///
-    /// A hold taken from a lease and not converted yet settles too, once:
-    /// its number is remembered in the lease (see `BudgetLease`).
+    /// A hold taken from a lease settles by its number in the lease, once
+    /// (see `BudgetLease`).
     pub fn settle(
         &mut self,
         request: Uuid,
-        lease: Option<LeaseRef>,
+        leased: Option<LeasedHold>,
         micros: i64,
         tokens: i64,
         now_ms: i64,
     ) -> bool {
         self.drop_expired(now_ms);
-        let held = self.holds.remove(&request).is_some()
-            || self.lapsed.remove(&request).is_some()
-            || self.finish_early(lease);
+        let held = match leased {
+            Some(leased) => self.settle_leased(leased),
+            None => self.holds.remove(&request).is_some() || self.lapsed.remove(&request).is_some(),
+        };
         if held {
             self.spent_micros += micros;
             self.spent_tokens += tokens;
@@ -459,22 +482,35 @@ impl BudgetState {
     }
 
     /// Frees `request`'s hold without spending anything.
-    pub fn release(&mut self, request: Uuid, lease: Option<LeaseRef>) {
-        if self.holds.remove(&request).is_none() {
-            self.finish_early(lease);
+    pub fn release(&mut self, request: Uuid, leased: Option<LeasedHold>) {
+        match leased {
+            Some(leased) => {
+                self.settle_leased(leased);
+            }
+            None => {
+                self.holds.remove(&request);
+            }
         }
     }
 
-    /// Records that the lease's hold `seq` finished before its conversion;
-    /// false when it was converted (or finished) before.
-    fn finish_early(&mut self, lease: Option<LeaseRef>) -> bool {
-        let Some(from) = lease else {
-            return false;
+    /// Settles a hold taken from a lease (open or lapsed); false when it
+    /// settled before (or its lease is long forgotten).
+    fn settle_leased(&mut self, leased: LeasedHold) -> bool {
+        let id = leased.from.id;
+        let (lease, open) = match self.leases.get_mut(&id) {
+            Some(lease) => (lease, true),
+            None => match self.lapsed_leases.get_mut(&id) {
+                Some(lease) => (lease, false),
+                None => return false,
+            },
         };
-        match self.lease_mut(from.id) {
-            Some(lease) if !lease.is_converted(from.seq) => lease.early.insert(from.seq),
-            _ => false,
+        if !lease.settle(leased.from.seq, (leased.micros, leased.tokens)) {
+            return false;
         }
+        if open && lease.done() {
+            self.leases.remove(&id);
+        }
+        true
     }
 }
 
@@ -576,14 +612,14 @@ pub enum BudgetChange {
     },
     Settle {
         request: Uuid,
-        lease: Option<LeaseRef>,
+        leased: Option<LeasedHold>,
         micros: i64,
         tokens: i64,
         now_ms: i64,
     },
     Release {
         request: Uuid,
-        lease: Option<LeaseRef>,
+        leased: Option<LeasedHold>,
     },
     /// Lease a replica a slice of the budgets (see `BudgetState::lease`).
     Lease {
@@ -595,15 +631,12 @@ pub enum BudgetChange {
         expires_ms: i64,
         now_ms: i64,
     },
-    /// Turn a hold taken from a lease into the request's own hold.
-    Convert {
-        from: LeaseRef,
-        request: Uuid,
-        hold: Hold,
-        now_ms: i64,
+    /// End a lease (see `BudgetState::close`).
+    Close {
+        id: Uuid,
+        seq: u64,
+        taken: (i64, i64),
     },
-    /// End a lease, giving back what it still holds.
-    Close { id: Uuid },
 }
 
 /// What a `BudgetChange` did.
@@ -615,8 +648,6 @@ pub enum BudgetOutcome {
     Released,
     /// The lease granted (micro-dollars, tokens), if any.
     Leased(Option<(i64, i64)>),
-    /// Whether this conversion did anything (false: converted before).
-    Converted(bool),
     Closed,
 }
 
@@ -641,13 +672,13 @@ impl Ledger for BudgetState {
             )),
             BudgetChange::Settle {
                 request,
-                lease,
+                leased,
                 micros,
                 tokens,
                 now_ms,
-            } => BudgetOutcome::Settled(self.settle(request, lease, micros, tokens, now_ms)),
-            BudgetChange::Release { request, lease } => {
-                self.release(request, lease);
+            } => BudgetOutcome::Settled(self.settle(request, leased, micros, tokens, now_ms)),
+            BudgetChange::Release { request, leased } => {
+                self.release(request, leased);
                 BudgetOutcome::Released
             }
             BudgetChange::Lease {
@@ -667,14 +698,8 @@ impl Ledger for BudgetState {
                 expires_ms,
                 now_ms,
             )),
-            BudgetChange::Convert {
-                from,
-                request,
-                hold,
-                now_ms,
-            } => BudgetOutcome::Converted(self.convert(from, request, hold, now_ms)),
-            BudgetChange::Close { id } => {
-                self.close(id);
+            BudgetChange::Close { id, seq, taken } => {
+                self.close(id, seq, taken);
                 BudgetOutcome::Closed
             }
         }
@@ -888,7 +913,7 @@ impl Limiter {
         now_ms: i64,
     ) -> Result<Result<Option<LeaseRef>, BudgetRefusal>> {
         if let Some(local) = &self.leases
-            && let Some(from) = self.budget_from_lease(local, key_id, budget, request, hold)
+            && let Some(from) = self.budget_from_lease(local, key_id, budget, hold)
         {
             return Ok(Ok(Some(from)));
         }
@@ -917,14 +942,14 @@ impl Limiter {
         key_id: Uuid,
         period: &str,
         request: Uuid,
-        lease: Option<LeaseRef>,
+        leased: Option<LeasedHold>,
         micros: i64,
         tokens: i64,
         now_ms: i64,
     ) -> Result<bool> {
         let change = BudgetChange::Settle {
             request,
-            lease,
+            leased,
             micros,
             tokens,
             now_ms,
@@ -945,12 +970,12 @@ impl Limiter {
         key_id: Uuid,
         period: &str,
         request: Uuid,
-        lease: Option<LeaseRef>,
+        leased: Option<LeasedHold>,
     ) -> Result<()> {
         self.submit(
             &self.budgets,
             &budget_key(key_id, period),
-            BudgetChange::Release { request, lease },
+            BudgetChange::Release { request, leased },
         )
         .await
         .map(|_| ())
@@ -1220,7 +1245,7 @@ mod tests {
         };
         let settle = |request, micros| BudgetChange::Settle {
             request,
-            lease: None,
+            leased: None,
             micros,
             tokens: 5,
             now_ms: 0,
@@ -1236,7 +1261,7 @@ mod tests {
             reserve(ids[4]),     // 100 + 900 held: full
             BudgetChange::Release {
                 request: ids[1],
-                lease: None,
+                leased: None,
             },
             reserve(ids[5]),
         ];
@@ -1298,14 +1323,14 @@ mod tests {
             budget_changes.push(match next() % 3 {
                 0 => BudgetChange::Settle {
                     request,
-                    lease: None,
+                    leased: None,
                     micros: (next() % 500) as i64,
                     tokens: 1,
                     now_ms,
                 },
                 1 => BudgetChange::Release {
                     request,
-                    lease: None,
+                    leased: None,
                 },
                 _ => BudgetChange::Reserve {
                     request,
@@ -1438,52 +1463,51 @@ mod tests {
             Some((0, 100))
         );
         // Closing gives back what the lease still holds.
-        b.close(id);
+        b.close(id, 0, (0, 0));
         assert_eq!(b.held(), (0, 0));
     }
 
+    fn leased(id: Uuid, seq: u64, micros: i64) -> Option<LeasedHold> {
+        Some(LeasedHold {
+            from: LeaseRef { id, seq },
+            micros,
+            tokens: 1,
+        })
+    }
+
     #[test]
-    fn a_leased_hold_settles_once_whether_its_conversion_comes_first_or_not() {
+    fn a_leased_hold_settles_once_by_its_number() {
         let mut b = BudgetState::default();
         let lease = lease_of(&mut b, 1_000, 100_000);
         let (r1, r2, r3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        let at = |seq| Some(LeaseRef { id: lease, seq });
-
-        // 1: converted, then settled twice.
-        assert!(b.convert(at(1).unwrap(), r1, hold(300), 1));
+        // The replica took holds 1-3 (300 each) and 4 (50) from the lease.
+        assert!(b.settle(r2, leased(lease, 2, 300), 120, 9, 1));
         assert!(
-            !b.convert(at(1).unwrap(), r1, hold(300), 1),
-            "converted twice"
+            !b.settle(r2, leased(lease, 2, 300), 120, 9, 2),
+            "settled twice"
         );
-        assert_eq!(b.held(), (1_000, 1), "the hold moved from the lease");
-        assert!(b.settle(r1, at(1), 120, 9, 2));
-        assert!(!b.settle(r1, at(1), 120, 9, 3), "settled twice");
-
-        // 2: settled (twice) before its conversion lands.
-        assert!(b.settle(r2, at(2), 200, 9, 4));
-        assert!(!b.settle(r2, at(2), 200, 9, 5), "settled twice early");
-        assert!(b.convert(at(2).unwrap(), r2, hold(300), 6));
+        assert_eq!(b.held(), (700, 0), "the settled hold left the lease");
+        b.release(r3, leased(lease, 3, 300));
         assert!(
-            !b.holds.contains_key(&r2),
-            "a settled hold is not held again"
+            !b.settle(r3, leased(lease, 3, 300), 999, 9, 3),
+            "released, then settled"
         );
-        assert!(
-            !b.settle(r2, at(2), 200, 9, 7),
-            "settled again after the conversion"
-        );
-
-        // 3: released before its conversion: it spends nothing.
-        b.release(r3, at(3));
-        assert!(b.convert(at(3).unwrap(), r3, hold(300), 8));
-        assert!(!b.settle(r3, at(3), 999, 9, 9));
-
-        assert_eq!((b.spent_micros, b.spent_tokens), (320, 18));
-        let l = &b.leases[&lease];
-        assert_eq!((l.micros, l.converted), (100, 3));
-        assert!(l.early.is_empty() && l.converted_above.is_empty());
-        b.close(lease);
+        assert_eq!(b.held(), (400, 0));
+        // Closed: the holds took 950 in all, so 1 and 4 (350) are still held.
+        b.close(lease, 4, (950, 4));
+        assert_eq!(b.held(), (350, 2));
+        assert!(b.settle(r1, leased(lease, 1, 300), 200, 9, 4));
+        assert_eq!(b.leases[&lease].settled, 3);
+        assert!(b.settle(Uuid::now_v7(), leased(lease, 4, 50), 40, 9, 5));
+        // Every hold settled: the lease is gone, and a late repeat is ignored.
+        assert!(b.leases.is_empty());
+        assert!(!b.settle(r1, leased(lease, 1, 300), 200, 9, 6));
+        assert_eq!((b.spent_micros, b.spent_tokens), (360, 27));
         assert_eq!(b.held(), (0, 0));
-        assert!(b.holds.is_empty());
+        // A lease closed with nothing taken goes at once.
+        let empty = lease_of(&mut b, 1_000, 100_000);
+        b.close(empty, 0, (0, 0));
+        assert!(b.leases.is_empty());
     }
 
     #[test]
@@ -1491,20 +1515,20 @@ mod tests {
         let mut b = BudgetState::default();
         let lease = lease_of(&mut b, 1_000, 100_000);
         let r = Uuid::now_v7();
-        let at = Some(LeaseRef { id: lease, seq: 7 });
-        // Out of order conversions are remembered above the watermark.
-        assert!(b.convert(LeaseRef { id: lease, seq: 2 }, Uuid::now_v7(), hold(10), 1));
-        assert_eq!(b.leases[&lease].converted_above.len(), 1);
+        // Out of order settlements are remembered above the watermark.
+        assert!(b.settle(Uuid::now_v7(), leased(lease, 2, 10), 5, 1, 1));
+        assert_eq!(b.leases[&lease].settled_above.len(), 1);
+        assert_eq!(b.held(), (990, 0));
         // The replica dies: the lease expires (at 100,000) and stops holding.
         b.drop_expired(100_000);
         assert!(b.leases.is_empty());
         assert!(b.lapsed_leases.contains_key(&lease));
-        let (held_micros, _) = b.held();
-        assert_eq!(held_micros, 0);
+        assert_eq!(b.held(), (0, 0));
         // A hold taken from it before it died settles, once.
-        assert!(b.settle(r, at, 400, 4, 100_001));
-        assert!(!b.settle(r, at, 400, 4, 100_002));
-        assert_eq!(b.spent_micros, 400);
+        assert!(b.settle(r, leased(lease, 7, 300), 400, 4, 100_001));
+        assert!(!b.settle(r, leased(lease, 7, 300), 400, 4, 100_002));
+        assert!(!b.settle(r, leased(lease, 2, 10), 5, 1, 100_003));
+        assert_eq!(b.spent_micros, 405);
         // And is forgotten after a day.
         b.drop_expired(100_000 + LAPSED_MEMORY_MS);
         assert!(b.lapsed_leases.is_empty());
@@ -1512,10 +1536,10 @@ mod tests {
 
     #[test]
     fn leases_and_exact_holds_never_exceed_a_budget_in_any_order() {
-        // Replicas lease, take holds from their leases, convert them, settle
-        // and release them, while others reserve exactly, in a pseudo-random
-        // order: the budget is never exceeded, and each request is billed
-        // exactly once at the end.
+        // Replicas lease, take holds from their leases and close them, while
+        // others reserve exactly, and holds settle (some twice) or are
+        // released, in a pseudo-random order: the budget is never exceeded,
+        // each request is billed exactly once, and nothing stays held.
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move |n: u64| {
             rng ^= rng << 13;
@@ -1524,15 +1548,19 @@ mod tests {
             rng % n
         };
         const BUDGET: i64 = 200_000;
+        struct Replica {
+            id: Uuid,
+            left: i64,
+            seq: u64,
+            taken: i64,
+        }
         let mut b = BudgetState::default();
-        // Per lease: what the "replica" still has, and holds it took.
-        let mut leases: Vec<(Uuid, i64, u64)> = Vec::new();
-        let mut taken: Vec<(LeaseRef, Uuid, i64, bool, bool)> = Vec::new(); // converted, finished
-        let mut exact: Vec<(Uuid, i64)> = Vec::new();
+        let mut open: Vec<Replica> = Vec::new();
+        // Holds running: (request, how it was taken, what it held).
+        let mut running: Vec<(Uuid, Option<LeasedHold>, i64)> = Vec::new();
+        let mut finished: Vec<(Uuid, Option<LeasedHold>)> = Vec::new();
         let mut billed = std::collections::HashMap::new();
-        // Costs settled before their conversion: counted as spent while
-        // their lease still holds their share (over-counting, for a while).
-        let mut early: std::collections::HashMap<LeaseRef, i64> = Default::default();
+        let mut leases_taken = 0;
         for step in 0..20_000i64 {
             let now = step;
             match next(6) {
@@ -1542,105 +1570,79 @@ mod tests {
                     if let Some((m, _)) =
                         b.lease(id, (ask, 0), (400, 0), Some(BUDGET), None, i64::MAX, now)
                     {
-                        leases.push((id, m, 0));
+                        open.push(Replica {
+                            id,
+                            left: m,
+                            seq: 0,
+                            taken: 0,
+                        });
+                        leases_taken += 1;
                     }
                 }
-                1 if !leases.is_empty() => {
-                    let i = next(leases.len() as u64) as usize;
+                1 if !open.is_empty() => {
+                    let i = next(open.len() as u64) as usize;
                     let h = 1 + next(300) as i64;
-                    let (id, left, seq) = &mut leases[i];
-                    if *left >= h {
-                        *left -= h;
-                        *seq += 1;
-                        taken.push((
-                            LeaseRef { id: *id, seq: *seq },
-                            Uuid::now_v7(),
-                            h,
-                            false,
-                            false,
-                        ));
+                    let r = &mut open[i];
+                    if r.left >= h {
+                        r.left -= h;
+                        r.taken += h;
+                        r.seq += 1;
+                        let from = LeaseRef {
+                            id: r.id,
+                            seq: r.seq,
+                        };
+                        running.push((Uuid::now_v7(), leased(from.id, from.seq, h), h));
                     }
                 }
-                2 if !taken.is_empty() => {
-                    let i = next(taken.len() as u64) as usize;
-                    let (from, request, h, converted, _) = &mut taken[i];
-                    let mut h2 = hold(*h);
-                    h2.expires_ms = i64::MAX;
-                    b.convert(*from, *request, h2, now);
-                    *converted = true;
-                    early.remove(from);
+                2 if !open.is_empty() && next(20) == 0 => {
+                    let r = open.swap_remove(next(open.len() as u64) as usize);
+                    b.close(r.id, r.seq, (r.taken, r.seq as i64));
                 }
-                3 if !taken.is_empty() => {
-                    let i = next(taken.len() as u64) as usize;
-                    let (from, request, h, converted, finished) = &mut taken[i];
-                    let cost = next(*h as u64 + 1) as i64;
+                3 if !running.is_empty() => {
+                    let (request, how, h) =
+                        running.swap_remove(next(running.len() as u64) as usize);
+                    let cost = next(h as u64 + 1) as i64;
                     if next(4) == 0 {
-                        b.release(*request, Some(*from));
-                        billed.entry(*request).or_insert(0);
-                    } else if b.settle(*request, Some(*from), cost, 0, now) {
-                        assert!(billed.insert(*request, cost).is_none(), "billed twice");
-                        if !*converted {
-                            early.insert(*from, cost);
-                        }
+                        b.release(request, how);
+                        billed.insert(request, 0);
+                    } else {
+                        assert!(b.settle(request, how, cost, 0, now));
+                        billed.insert(request, cost);
                     }
-                    *finished = true;
+                    finished.push((request, how));
                 }
                 4 => {
                     let request = Uuid::now_v7();
                     let h = 1 + next(300) as i64;
-                    let mut h2 = hold(h);
-                    h2.expires_ms = i64::MAX;
-                    if b.reserve(request, h2, Some(BUDGET), None, now).is_ok() {
-                        exact.push((request, h));
+                    let mut hold = hold(h);
+                    hold.expires_ms = i64::MAX;
+                    if b.reserve(request, hold, Some(BUDGET), None, now).is_ok() {
+                        running.push((request, None, h));
                     }
                 }
-                5 if !exact.is_empty() => {
-                    let (request, h) = exact.swap_remove(next(exact.len() as u64) as usize);
-                    let cost = next(h as u64 + 1) as i64;
-                    assert!(b.settle(request, None, cost, 0, now));
-                    billed.insert(request, cost);
+                5 if !finished.is_empty() => {
+                    // A redelivery settles a finished request again.
+                    let (request, how) = finished[next(finished.len() as u64) as usize];
+                    assert!(!b.settle(request, how, 77, 0, now), "billed twice");
                 }
-                _ => {
-                    if !leases.is_empty() && next(50) == 0 {
-                        // A replica retires a lease once its conversions landed.
-                        let i = next(leases.len() as u64) as usize;
-                        let id = leases[i].0;
-                        if taken.iter().all(|t| t.0.id != id || t.3) {
-                            b.close(id);
-                            leases.swap_remove(i);
-                        }
-                    }
-                }
+                _ => {}
             }
             let (held, _) = b.held();
-            let committed = b.spent_micros + held - early.values().sum::<i64>();
-            assert!(committed <= BUDGET, "step {step}: over budget");
+            assert!(b.spent_micros + held <= BUDGET, "step {step}: over budget");
         }
-        // Everything finishes: conversions land, holds settle, leases close.
-        for (from, request, h, converted, finished) in &taken {
-            if !converted {
-                let mut h2 = hold(*h);
-                h2.expires_ms = i64::MAX;
-                b.convert(*from, *request, h2, 30_000);
-            }
-            if !finished && b.settle(*request, Some(*from), *h / 2, 0, 30_000) {
-                assert!(billed.insert(*request, *h / 2).is_none());
-            }
+        for r in open.drain(..) {
+            b.close(r.id, r.seq, (r.taken, r.seq as i64));
         }
-        for (request, h) in exact {
-            assert!(b.settle(request, None, h / 2, 0, 30_000));
+        for (request, how, h) in running.drain(..) {
+            assert!(b.settle(request, how, h / 2, 0, 30_000));
             billed.insert(request, h / 2);
         }
-        for (id, _, _) in leases {
-            b.close(id);
-        }
-        assert!(b.holds.is_empty(), "{:?}", b.holds);
+        assert!(b.holds.is_empty() && b.leases.is_empty(), "{b:?}");
         assert_eq!(b.held(), (0, 0));
         assert_eq!(b.spent_micros, billed.values().sum::<i64>());
         assert!(
-            taken.len() > 1_000 && billed.len() > 2_000,
-            "{} {}",
-            taken.len(),
+            leases_taken > 100 && billed.len() > 3_000,
+            "{leases_taken} {}",
             billed.len()
         );
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, Limiter};
+use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, LeasedHold, Limiter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wiremock::matchers::method;
@@ -553,8 +553,7 @@ fn now_ms() -> i64 {
 
 /// Admission leases across two replicas: two ingress-like `Limiter`s admit
 /// from leases while a third (dispatcher-like) settles every admitted
-/// request, some before the admitting replica's conversion lands, and each
-/// twice. The limits hold, every request is billed once, and once the
+/// request, twice at once (as a redelivery racing the first try would). The limits hold, every request is billed once, and once the
 /// replicas go idle their leases are closed and nothing stays held.
 #[tokio::test]
 async fn leases_of_two_replicas_hold_limits_and_bill_once() {
@@ -645,15 +644,18 @@ async fn leases_of_two_replicas_hold_limits_and_bill_once() {
                     return (0, 0);
                 }
             };
-            // A quarter settle at once: on this single-threaded runtime
-            // before the replica's conversion is even queued.
+            let leased = lease.map(|from| LeasedHold {
+                from,
+                micros: hold.micros,
+                tokens: hold.tokens,
+            });
             if i % 4 != 0 {
                 tokio::time::sleep(Duration::from_micros(i * 7 % 3_000)).await;
             }
             // Settled twice at once (a redelivery racing the first try).
             let (a, b) = tokio::join!(
-                settler.settle(key, "total", request, lease, 300, 7, now_ms()),
-                limiter.settle(key, "total", request, lease, 300, 7, now_ms()),
+                settler.settle(key, "total", request, leased, 300, 7, now_ms()),
+                limiter.settle(key, "total", request, leased, 300, 7, now_ms()),
             );
             (1, u64::from(a.unwrap()) + u64::from(b.unwrap()))
         }));

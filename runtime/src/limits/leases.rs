@@ -11,10 +11,9 @@
 //! A replica uses a lease for at most `ISSUE_WINDOW`, asks for the next one
 //! once half of it is gone, and gives back what it did not use.
 //!
-//! Budget holds taken from a lease are converted into ordinary holds on the
-//! shared entry right after admission (in the background, with group
-//! commit), so the dispatcher settles them as usual; one that finishes first
-//! is settled by its number in the lease (see `BudgetLease`).
+//! Budget holds taken from a lease never reach the shared entry one by one:
+//! the dispatcher settles each by its lease and number (see `BudgetLease`),
+//! so a leased request costs the limits bucket no write at admission.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,8 +152,6 @@ impl RateLease {
 struct BudgetSlot {
     /// The lease holds are taken from.
     current: Option<Uuid>,
-    /// Every lease not closed yet: the current one and retired ones whose
-    /// conversions are still running.
     leases: HashMap<Uuid, BudgetLeaseLocal>,
     asking: Asking,
     demand: Demand,
@@ -164,19 +161,15 @@ struct BudgetSlot {
 struct BudgetLeaseLocal {
     /// The budgets it was granted under; a changed budget retires it.
     budget: (Option<i64>, Option<i64>),
+    /// What is left of it.
     micros: i64,
     tokens: i64,
     granted: (i64, i64),
+    /// What its holds took.
+    taken: (i64, i64),
     /// Number of the last hold taken.
     seq: u64,
     until: Instant,
-    /// Conversions still running.
-    converting: usize,
-    /// No more holds come from it.
-    retired: bool,
-    /// A conversion gave up: the lease must lapse in the shared entry (so a
-    /// late settlement still counts) instead of being closed.
-    abandoned: bool,
 }
 
 impl BudgetLeaseLocal {
@@ -192,21 +185,16 @@ impl BudgetLeaseLocal {
     }
 }
 
+/// A lease to close: its id, how many holds it gave and what they took.
+type Closing = (Uuid, u64, (i64, i64));
+
 impl BudgetSlot {
-    /// Stops taking holds from `id`; answers whether it can be closed now.
-    fn retire(&mut self, id: Uuid) -> bool {
+    /// Stops taking holds from `id`, for it to be closed.
+    fn retire(&mut self, id: Uuid) -> Option<Closing> {
         if self.current == Some(id) {
             self.current = None;
         }
-        let Some(lease) = self.leases.get_mut(&id) else {
-            return false;
-        };
-        lease.retired = true;
-        if lease.converting == 0 {
-            let lease = self.leases.remove(&id);
-            return lease.is_some_and(|l| !l.abandoned);
-        }
-        false
+        self.leases.remove(&id).map(|l| (id, l.seq, l.taken))
     }
 }
 
@@ -378,15 +366,13 @@ impl Limiter {
         });
     }
 
-    /// Takes `hold` from this replica's budget lease, if it has room, and
-    /// converts it into `request`'s own hold on the shared entry in the
-    /// background; asks for a lease when it has none or it runs low.
+    /// Takes `hold` from this replica's budget lease, if it has room; asks
+    /// for a lease when it has none or it runs low.
     pub(super) fn budget_from_lease(
         &self,
         local: &Local,
         key_id: Uuid,
         budget: &Budget,
-        request: Uuid,
         hold: Hold,
     ) -> Option<LeaseRef> {
         let now = Instant::now();
@@ -417,9 +403,8 @@ impl Limiter {
                     .leases
                     .get(&id)
                     .is_none_or(|l| l.budget != limits || now >= l.until)
-                && slot.retire(id)
             {
-                close = Some(id);
+                close = slot.retire(id);
             }
             let taken = slot.current.and_then(|id| {
                 let lease = slot.leases.get_mut(&id)?;
@@ -428,8 +413,9 @@ impl Limiter {
                 }
                 lease.micros -= hold.micros;
                 lease.tokens -= hold.tokens;
+                lease.taken.0 += hold.micros;
+                lease.taken.1 += hold.tokens;
                 lease.seq += 1;
-                lease.converting += 1;
                 Some(LeaseRef { id, seq: lease.seq })
             });
             let wanted = slot
@@ -442,17 +428,16 @@ impl Limiter {
             });
             (taken, ask, close)
         };
-        if let Some(id) = close {
-            self.close_budget_lease(entry.clone(), id);
+        if let Some(closing) = close {
+            self.close_budget_lease(entry.clone(), closing);
         }
         if let Some(ask) = ask {
-            self.ask_budget_lease(entry.clone(), limits, hold, ask);
+            self.ask_budget_lease(entry, limits, hold, ask);
         }
         let from = taken?;
         local.admitted.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("aigw_limits_admissions_total", "entry" => "budget", "from" => "lease")
             .increment(1);
-        self.convert(entry, from, request, hold);
         Some(from)
     }
 
@@ -493,7 +478,7 @@ impl Limiter {
                 Err(e) => {
                     // The lease may have been written all the same.
                     tracing::warn!(entry, error = %e, "asking for a budget lease failed");
-                    this.close_budget_lease(entry.clone(), id);
+                    this.close_budget_lease(entry.clone(), (id, 0, (0, 0)));
                     None
                 }
             };
@@ -504,7 +489,7 @@ impl Limiter {
                 let Some(slot) = slots.get_mut(&entry) else {
                     drop(slots);
                     if grant.is_some() {
-                        this.close_budget_lease(entry.clone(), id);
+                        this.close_budget_lease(entry.clone(), (id, 0, (0, 0)));
                     }
                     return;
                 };
@@ -512,7 +497,7 @@ impl Limiter {
                 let Some((micros, tokens)) = grant else {
                     return;
                 };
-                let old = slot.current.filter(|old| slot.retire(*old));
+                let old = slot.current.and_then(|old| slot.retire(old));
                 slot.leases.insert(
                     id,
                     BudgetLeaseLocal {
@@ -520,11 +505,9 @@ impl Limiter {
                         micros,
                         tokens,
                         granted: (micros, tokens),
+                        taken: (0, 0),
                         seq: 0,
                         until,
-                        converting: 0,
-                        retired: false,
-                        abandoned: false,
                     },
                 );
                 slot.current = Some(id);
@@ -536,71 +519,15 @@ impl Limiter {
         });
     }
 
-    /// Turns a hold taken from a lease into the request's own hold on the
-    /// shared entry, retrying until it lands or the hold would have expired
-    /// (the lease then lapses in the shared entry, and a late settlement of
-    /// the hold still counts).
-    fn convert(&self, entry: String, from: LeaseRef, request: Uuid, hold: Hold) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(20);
-            let landed = loop {
-                let change = BudgetChange::Convert {
-                    from,
-                    request,
-                    hold,
-                    now_ms: now_ms(),
-                };
-                match this.submit(&this.budgets, &entry, change).await {
-                    Ok(_) => break true,
-                    Err(e) if now_ms() < hold.expires_ms => {
-                        tracing::warn!(%request, error = %e, "converting a leased budget hold failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) => {
-                        tracing::error!(%request, error = %e, "gave up converting a leased budget hold; its lease lapses instead");
-                        break false;
-                    }
-                }
-            };
-            let Some(local) = &this.leases else {
-                return;
-            };
-            let close = {
-                let mut slots = lock(&local.budgets);
-                let Some(lease) = slots
-                    .get_mut(&entry)
-                    .and_then(|slot| slot.leases.get_mut(&from.id))
-                else {
-                    return;
-                };
-                lease.converting -= 1;
-                lease.abandoned |= !landed;
-                if lease.retired && lease.converting == 0 {
-                    let slot = slots.get_mut(&entry).expect("the slot is there");
-                    slot.leases.remove(&from.id).is_some_and(|l| !l.abandoned)
-                } else {
-                    false
-                }
-            };
-            if close {
-                this.close_budget_lease(entry, from.id);
-            }
-        });
-    }
-
-    /// Gives what a lease still holds back to the budget. One that fails
-    /// leaves it held until the lease expires.
-    fn close_budget_lease(&self, entry: String, id: Uuid) {
+    /// Closes a lease: what its holds did not take goes back to the budget.
+    /// One that fails leaves the whole lease held until it expires.
+    fn close_budget_lease(&self, entry: String, (id, seq, taken): Closing) {
         let this = self.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(20);
             for _ in 0..5 {
-                match this
-                    .submit(&this.budgets, &entry, BudgetChange::Close { id })
-                    .await
-                {
+                let change = BudgetChange::Close { id, seq, taken };
+                match this.submit(&this.budgets, &entry, change).await {
                     Ok(_) => return,
                     Err(e) => {
                         tracing::warn!(entry, error = %e, "closing a budget lease failed; retrying");
@@ -633,15 +560,15 @@ impl Limiter {
         for (key_id, lease) in returns {
             self.return_rate(key_id, &lease);
         }
-        let closes: Vec<(String, Uuid)> = {
+        let closes: Vec<(String, Closing)> = {
             let mut slots = lock(&local.budgets);
             let mut closes = Vec::new();
             for (entry, slot) in slots.iter_mut() {
                 if let Some(id) = slot.current
                     && slot.leases.get(&id).is_none_or(|l| now >= l.until)
-                    && slot.retire(id)
+                    && let Some(closing) = slot.retire(id)
                 {
-                    closes.push((entry.clone(), id));
+                    closes.push((entry.clone(), closing));
                 }
             }
             slots.retain(|_, s| {
@@ -649,8 +576,8 @@ impl Limiter {
             });
             closes
         };
-        for (entry, id) in closes {
-            self.close_budget_lease(entry, id);
+        for (entry, closing) in closes {
+            self.close_budget_lease(entry, closing);
         }
     }
 }
