@@ -264,8 +264,8 @@ if wants admission; then
     requests="$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["a"]["sent"] + d["b"]["sent"])' "$OUT/admission.json")"
     echo
     echo "authentication and PostgreSQL: $requests requests in ${elapsed}s, api_keys table read $((reads1 - reads0)) times (seq + index scans, pg_stat_user_tables; aigw reloads its registry every 10 s)"
-    echo "limits entries (aigw's /metrics: KV reads, compare-and-set writes, conflicts, batches):"
-    curl -s "$GW/metrics" | grep '^aigw_limits_' | grep -vE 'quantile="(0|0\.9|0\.95|0\.999|1)"' | sed 's/^/  /' || true
+    echo "admission and limits entries (aigw's /metrics: admission time, admissions from leases or the shared entry, KV reads, compare-and-set writes, conflicts, batches):"
+    curl -s "$GW/metrics" | grep -E '^aigw_(limits_|admission_seconds)' | grep -vE 'quantile="(0|0\.9|0\.95|0\.999|1)"' | sed 's/^/  /' || true
     echo "limited key after the run (GET /v1/key): $(curl -s "$GW/v1/key" -H "Authorization: Bearer $KEY_LIMITED" | head -c 600)"
 fi
 stop_aigw

@@ -126,7 +126,13 @@ pub async fn admit_for(
         state, key, model, endpoint, body, targets, request_id, hold_for,
     )
     .await;
-    metrics::histogram!("aigw_admission_seconds").record(started.elapsed().as_secs_f64());
+    let limits = &key.state.settings.limits;
+    let limited = limits.rpm.is_some()
+        || limits.tpm.is_some()
+        || limits.budget_micros.is_some()
+        || limits.budget_tokens.is_some();
+    metrics::histogram!("aigw_admission_seconds", "limited" => if limited { "yes" } else { "no" })
+        .record(started.elapsed().as_secs_f64());
     admitted
 }
 

@@ -36,6 +36,10 @@ const ISSUE_WINDOW: Duration = Duration::from_secs(1);
 const ASK_AGAIN: Duration = Duration::from_millis(500);
 /// A lease covers at least this many requests of the current size.
 const MIN_ASK: u64 = 16;
+/// Requests a replica must have seen for a key within two seconds before it
+/// asks for a lease: a key called now and then is admitted on the shared
+/// entry, which costs it less.
+const MIN_DEMAND: u64 = 2;
 /// Slots unused for this long are forgotten.
 const IDLE: Duration = Duration::from_secs(60);
 /// How often expired leases are given back.
@@ -93,6 +97,11 @@ impl Demand {
 
     /// What a lease should cover: two seconds of the busier of the last two
     /// seconds, and at least `MIN_ASK` requests like `this` one.
+    /// Busy enough to be worth a lease.
+    fn busy(&self) -> bool {
+        self.current.requests + self.previous.requests >= MIN_DEMAND
+    }
+
     fn ask(&self, this: Tally) -> Tally {
         let (a, b) = (self.current, self.previous);
         Tally {
@@ -167,15 +176,20 @@ struct BudgetLeaseLocal {
     granted: (i64, i64),
     /// What its holds took.
     taken: (i64, i64),
+    /// When it lapses in the shared entry.
+    expires_ms: i64,
     /// Number of the last hold taken.
     seq: u64,
     until: Instant,
 }
 
 impl BudgetLeaseLocal {
+    /// Room for `hold`, which expires before the lease does (a hold that
+    /// would outlive it, like a queued job's, is taken on the shared entry).
     fn fits(&self, hold: &Hold) -> bool {
         (self.budget.0.is_none() || self.micros >= hold.micros)
             && (self.budget.1.is_none() || self.tokens >= hold.tokens)
+            && hold.expires_ms <= self.expires_ms
     }
 
     fn low(&self, now: Instant) -> bool {
@@ -255,7 +269,7 @@ impl Limiter {
                 }
                 _ => None,
             };
-            let wanted = slot.lease.as_ref().is_none_or(|l| l.low(now));
+            let wanted = slot.demand.busy() && slot.lease.as_ref().is_none_or(|l| l.low(now));
             let ask = (wanted && slot.asking.may(now)).then(|| {
                 slot.asking.pending = true;
                 slot.demand.ask(this)
@@ -418,10 +432,11 @@ impl Limiter {
                 lease.seq += 1;
                 Some(LeaseRef { id, seq: lease.seq })
             });
-            let wanted = slot
-                .current
-                .and_then(|id| slot.leases.get(&id))
-                .is_none_or(|l| l.low(now));
+            let wanted = slot.demand.busy()
+                && slot
+                    .current
+                    .and_then(|id| slot.leases.get(&id))
+                    .is_none_or(|l| l.low(now));
             let ask = (wanted && slot.asking.may(now)).then(|| {
                 slot.asking.pending = true;
                 slot.demand.ask(this)
@@ -452,6 +467,8 @@ impl Limiter {
         tokio::spawn(async move {
             let id = Uuid::now_v7();
             let until = Instant::now() + ISSUE_WINDOW;
+            // Holds taken from it expire like their own would.
+            let expires_ms = hold.expires_ms + ISSUE_WINDOW.as_millis() as i64;
             let change = BudgetChange::Lease {
                 id,
                 ask: (ask.micros, ask.tokens as i64),
@@ -461,8 +478,7 @@ impl Limiter {
                 ),
                 budget_micros: limits.0,
                 budget_tokens: limits.1,
-                // Holds taken from it expire like their own would.
-                expires_ms: hold.expires_ms + ISSUE_WINDOW.as_millis() as i64,
+                expires_ms,
                 now_ms: now_ms(),
             };
             let outcome = this.submit(&this.budgets, &entry, change).await;
@@ -506,6 +522,7 @@ impl Limiter {
                         tokens,
                         granted: (micros, tokens),
                         taken: (0, 0),
+                        expires_ms,
                         seq: 0,
                         until,
                     },
