@@ -937,6 +937,9 @@ impl Limiter {
         }
     }
 
+    /// Settles `request`'s hold to its actual cost, once (see
+    /// `BudgetState::settle`); answers whether this call settled it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn settle(
         &self,
         key_id: Uuid,

@@ -365,8 +365,13 @@ try {
   step('keyboard: the sign-out button and nav links are reachable with Tab');
   const focusable = await page.$$eval('a[href], button, input, select, textarea', (els) => els.filter((e) => !e.disabled && e.tabIndex >= 0).length);
   check(focusable > 10, 'focusable controls');
-  const unlabelled = await page.$$eval('input, select, textarea', (els) => els.filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length);
-  check(unlabelled === 0, `every form control has a label (${unlabelled} without)`);
+  // Checked once the page has settled (the dialog just closed with Escape).
+  const unlabelledControls = () => [...document.querySelectorAll('input, select, textarea')]
+    .filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+    .map((e) => e.outerHTML.slice(0, 120));
+  const labelled = await page.waitForFunction(`(${unlabelledControls})().length === 0`, null, { timeout: 3000 }).then(() => true, () => false);
+  const unlabelled = labelled ? [] : await page.evaluate(`(${unlabelledControls})()`);
+  check(unlabelled.length === 0, `every form control has a label (${unlabelled.length} without: ${unlabelled.join(' | ')})`);
 
   step('every string has a Chinese translation');
   const missing = await page.evaluate(async () => (await import('/admin/i18n.js')).missingInZh);
