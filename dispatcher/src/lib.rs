@@ -255,7 +255,11 @@ pub async fn run(
         .await
         .map_err(|e| DispatcherError::Nats(format!("consumer {job_consumer_name}: {e}")))?;
 
-    let limiter = Limiter::open(&js, &names).await?;
+    // Settlements and token corrections only delay acks: let them gather
+    // into fewer writes.
+    let limiter = Limiter::open(&js, &names)
+        .await?
+        .with_linger(Duration::from_millis(5));
     let health = Health::open(
         &js,
         &names,

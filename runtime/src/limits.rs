@@ -726,6 +726,8 @@ pub struct Limiter {
     /// This replica's admission leases (`None`: every admission is a
     /// compare-and-set on the shared entry).
     leases: Option<Arc<leases::Local>>,
+    /// How long a commit waits for more changes to join its batch.
+    linger: Duration,
 }
 
 type Entries<T> = Arc<Mutex<HashMap<String, Arc<Mutex<Entry<T>>>>>>;
@@ -797,7 +799,16 @@ impl Limiter {
             rates: Arc::default(),
             budgets: Arc::default(),
             leases: None,
+            linger: Duration::ZERO,
         })
+    }
+
+    /// Lets each commit wait `linger` for more changes to join its batch:
+    /// fewer writes to the limits bucket for changes nobody waits on
+    /// urgently (the dispatcher's settlements, which only delay its acks).
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Lets this replica admit from leases: slices of a key's limits it
@@ -837,7 +848,7 @@ impl Limiter {
             !std::mem::replace(&mut e.committing, true)
         };
         if start {
-            tokio::spawn(drain(self.kv.clone(), key.to_string(), entry));
+            tokio::spawn(drain(self.kv.clone(), key.to_string(), entry, self.linger));
         }
         rx.await
             .map_err(|_| RuntimeError::Nats(format!("{key}: committer stopped")))?
@@ -994,9 +1005,17 @@ impl Limiter {
 }
 
 /// Commits `entry`'s waiting changes, batch after batch, until none wait.
-async fn drain<T: Ledger>(kv: kv::Store, key: String, entry: Arc<Mutex<Entry<T>>>) {
+async fn drain<T: Ledger>(
+    kv: kv::Store,
+    key: String,
+    entry: Arc<Mutex<Entry<T>>>,
+    linger: Duration,
+) {
     let kind = entry_kind(&key);
     loop {
+        if !linger.is_zero() {
+            tokio::time::sleep(linger).await;
+        }
         let (batch, known) = {
             let mut e = lock(&entry);
             if e.waiting.is_empty() {
