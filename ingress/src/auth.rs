@@ -48,6 +48,7 @@ pub async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let key = presented_key(request.headers()).ok_or(ApiError::MissingKey)?;
     let now = chrono::Utc::now();
     let hash = hash_api_key(key);
@@ -68,6 +69,7 @@ pub async fn require_key(
         return Err(ApiError::ExpiredKey);
     }
     request.extensions_mut().insert(Caller(entry));
+    metrics::histogram!("aigw_auth_seconds").record(started.elapsed().as_secs_f64());
     Ok(next.run(request).await)
 }
 
