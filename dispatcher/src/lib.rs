@@ -31,7 +31,7 @@ use crate::routing::Router;
 use aigw_events::Strategy;
 use aigw_runtime::crypto::Sealer;
 use aigw_runtime::health::{BreakerConfig, Health};
-use aigw_runtime::limits::Limiter;
+use aigw_runtime::limits::{Limiter, SpendLog};
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use clap::Args;
@@ -259,7 +259,8 @@ pub async fn run(
     // into fewer writes.
     let limiter = Limiter::open(&js, &names)
         .await?
-        .with_linger(Duration::from_millis(5));
+        .with_linger(Duration::from_millis(5))
+        .with_spend_log(SpendLog::new(pool.clone()));
     let health = Health::open(
         &js,
         &names,

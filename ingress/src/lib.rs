@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use aigw_events::Names;
 use aigw_runtime::crypto::Sealer;
 use aigw_runtime::health::{BreakerConfig, Health};
-use aigw_runtime::limits::Limiter;
+use aigw_runtime::limits::{Limiter, SpendLog};
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats, telemetry};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -279,7 +279,9 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     nats::ensure_streams(&js, &names).await?;
     nats::ensure_job_stream(&js, &names).await?;
     let registry = Registry::load(pool.clone()).await?;
-    let limiter = Limiter::open(&js, &names).await?;
+    let limiter = Limiter::open(&js, &names)
+        .await?
+        .with_spend_log(SpendLog::new(pool.clone()));
     let limiter = if args.limit_leases {
         limiter.with_leases()
     } else {

@@ -32,6 +32,9 @@ pub enum RuntimeError {
     Config(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A database read that is not a plain query error of ours.
+    #[error("database: {0}")]
+    DatabaseRead(String),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

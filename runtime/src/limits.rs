@@ -523,6 +523,10 @@ pub trait Ledger: Serialize + DeserializeOwned + Default + Send + 'static {
     type Outcome: Send + 'static;
     /// Applies one change (admitting or refusing it) and says what happened.
     fn apply(&mut self, change: &Self::Change) -> Self::Outcome;
+
+    /// Starts a missing entry from what the request log says was spent
+    /// (micro-dollars, tokens); nothing for entries that keep no spend.
+    fn floor(&mut self, _spent: (i64, i64)) {}
 }
 
 /// Applies `changes` to `state` one after the other, in order: each one is
@@ -655,6 +659,11 @@ impl Ledger for BudgetState {
     type Change = BudgetChange;
     type Outcome = BudgetOutcome;
 
+    fn floor(&mut self, (micros, tokens): (i64, i64)) {
+        self.spent_micros = self.spent_micros.max(micros);
+        self.spent_tokens = self.spent_tokens.max(tokens);
+    }
+
     fn apply(&mut self, change: &BudgetChange) -> BudgetOutcome {
         match *change {
             BudgetChange::Reserve {
@@ -728,6 +737,73 @@ pub struct Limiter {
     leases: Option<Arc<leases::Local>>,
     /// How long a commit waits for more changes to join its batch.
     linger: Duration,
+    /// Where a missing budget entry's spend so far is read from.
+    spend_log: Option<SpendLog>,
+}
+
+/// The spend so far of a budget entry that is missing from the limits
+/// bucket, from the request log (the projector's `request_log` view of the
+/// request events): a key's first request in a period finds nothing there,
+/// but after a lost or purged limits bucket the spend is not reset to zero.
+/// Requests still running, or finished in the last instant before the loss
+/// and not yet projected, are the only ones it can miss.
+#[derive(Clone)]
+pub struct SpendLog {
+    pool: sqlx::PgPool,
+}
+
+impl SpendLog {
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// What the key of budget entry `entry` (`budget.<key>.<period>`) spent
+    /// in its period: micro-dollars and tokens.
+    pub async fn spent(&self, entry: &str) -> std::result::Result<(i64, i64), String> {
+        let mut parts = entry.splitn(3, '.');
+        let (Some("budget"), Some(key), Some(period)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{entry}: not a budget entry"));
+        };
+        let key: Uuid = key.parse().map_err(|e| format!("{entry}: {e}"))?;
+        let (from, to) = period_bounds(period).ok_or_else(|| format!("{entry}: unknown period"))?;
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT coalesce(sum(cost_micros), 0)::int8,
+                    coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::int8
+             FROM request_log
+             WHERE key_id = $1
+               AND ($2::timestamptz IS NULL OR coalesce(at, finished_at) >= $2)
+               AND ($3::timestamptz IS NULL OR coalesce(at, finished_at) < $3)",
+        )
+        .bind(key)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| format!("reading the spend of {entry} from the request log: {e}"))
+    }
+}
+
+type Bound = Option<chrono::DateTime<chrono::Utc>>;
+
+/// The time span of a budget period id (see `BudgetPeriod::period_id`):
+/// `total` (everything), `YYYY-MM` or `YYYY-MM-DD` (UTC).
+fn period_bounds(period: &str) -> Option<(Bound, Bound)> {
+    use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+    let at = |d: NaiveDate| Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?));
+    if period == "total" {
+        return Some((None, None));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(period, "%Y-%m-%d") {
+        return Some((at(day), at(day.succ_opt()?)));
+    }
+    let first = NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").ok()?;
+    let next = if first.month() == 12 {
+        NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)?
+    };
+    Some((at(first), at(next)))
 }
 
 type Entries<T> = Arc<Mutex<HashMap<String, Arc<Mutex<Entry<T>>>>>>;
@@ -738,6 +814,7 @@ type Waiter<T> = oneshot::Sender<Result<<T as Ledger>::Outcome, Failure>>;
 enum Failure {
     Nats(String),
     Corrupt(String),
+    Database(String),
 }
 
 impl From<Failure> for RuntimeError {
@@ -745,6 +822,7 @@ impl From<Failure> for RuntimeError {
         match f {
             Failure::Nats(e) => RuntimeError::Nats(e),
             Failure::Corrupt(e) => RuntimeError::Corrupt(e),
+            Failure::Database(e) => RuntimeError::DatabaseRead(e),
         }
     }
 }
@@ -800,7 +878,14 @@ impl Limiter {
             budgets: Arc::default(),
             leases: None,
             linger: Duration::ZERO,
+            spend_log: None,
         })
+    }
+
+    /// Starts missing budget entries from the request log (see `SpendLog`).
+    pub fn with_spend_log(mut self, log: SpendLog) -> Self {
+        self.spend_log = Some(log);
+        self
     }
 
     /// Lets each commit wait `linger` for more changes to join its batch:
@@ -848,14 +933,22 @@ impl Limiter {
             !std::mem::replace(&mut e.committing, true)
         };
         if start {
-            tokio::spawn(drain(self.kv.clone(), key.to_string(), entry, self.linger));
+            tokio::spawn(drain(
+                self.kv.clone(),
+                key.to_string(),
+                entry,
+                self.linger,
+                self.spend_log.clone(),
+            ));
         }
         rx.await
             .map_err(|_| RuntimeError::Nats(format!("{key}: committer stopped")))?
             .map_err(RuntimeError::from)
     }
 
-    async fn read<T: DeserializeOwned + Default>(&self, key: &str) -> Result<T> {
+    /// An entry as stored; a missing budget entry as it would start (see
+    /// `SpendLog`).
+    async fn read<T: Ledger>(&self, key: &str) -> Result<T> {
         match self
             .kv
             .entry(key)
@@ -864,7 +957,17 @@ impl Limiter {
         {
             Some(e) if e.operation == kv::Operation::Put => serde_json::from_slice(&e.value)
                 .map_err(|e| RuntimeError::Corrupt(format!("{key}: {e}"))),
-            _ => Ok(T::default()),
+            _ => {
+                let mut state = T::default();
+                if let Some(log) = self
+                    .spend_log
+                    .as_ref()
+                    .filter(|_| entry_kind(key) == "budget")
+                {
+                    state.floor(log.spent(key).await.map_err(RuntimeError::DatabaseRead)?);
+                }
+                Ok(state)
+            }
         }
     }
 
@@ -1010,6 +1113,7 @@ async fn drain<T: Ledger>(
     key: String,
     entry: Arc<Mutex<Entry<T>>>,
     linger: Duration,
+    spend_log: Option<SpendLog>,
 ) {
     let kind = entry_kind(&key);
     loop {
@@ -1026,7 +1130,7 @@ async fn drain<T: Ledger>(
         };
         metrics::histogram!("aigw_limits_batch_size", "entry" => kind).record(batch.len() as f64);
         let (changes, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let (known, outcome) = commit(&kv, &key, known, &changes).await;
+        let (known, outcome) = commit(&kv, &key, known, &changes, spend_log.as_ref()).await;
         lock(&entry).known = known;
         match outcome {
             Ok(outcomes) => {
@@ -1051,6 +1155,7 @@ async fn commit<T: Ledger>(
     key: &str,
     mut known: Option<(u64, T)>,
     changes: &[T::Change],
+    spend_log: Option<&SpendLog>,
 ) -> (Option<(u64, T)>, Result<Vec<T::Outcome>, Failure>) {
     let kind = entry_kind(key);
     for attempt in 0..MAX_CAS_RETRIES {
@@ -1071,7 +1176,18 @@ async fn commit<T: Ledger>(
                             Err(e) => return (None, Err(Failure::Corrupt(format!("{key}: {e}")))),
                         }
                     }
-                    _ => (T::default(), entry.as_ref().map(|e| e.revision)),
+                    _ => {
+                        // Missing: a first use in this period, or a lost
+                        // bucket; either way, what the request log says.
+                        let mut state = T::default();
+                        if let Some(log) = spend_log.filter(|_| kind == "budget") {
+                            match log.spent(key).await {
+                                Ok(spent) => state.floor(spent),
+                                Err(e) => return (None, Err(Failure::Database(e))),
+                            }
+                        }
+                        (state, entry.as_ref().map(|e| e.revision))
+                    }
                 }
             }
         };
@@ -1667,5 +1783,38 @@ mod tests {
             "{leases_taken} {}",
             billed.len()
         );
+    }
+
+    #[test]
+    fn budget_periods_span_their_day_month_or_everything() {
+        let at = |s: &str| Some(s.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+        assert_eq!(period_bounds("total"), Some((None, None)));
+        assert_eq!(
+            period_bounds("2026-11-26"),
+            Some((at("2026-11-26T00:00:00Z"), at("2026-11-27T00:00:00Z")))
+        );
+        assert_eq!(
+            period_bounds("2026-12"),
+            Some((at("2026-12-01T00:00:00Z"), at("2027-01-01T00:00:00Z")))
+        );
+        assert_eq!(
+            period_bounds("2024-02-28"),
+            Some((at("2024-02-28T00:00:00Z"), at("2024-02-29T00:00:00Z")))
+        );
+        assert_eq!(period_bounds("weekly"), None);
+        assert_eq!(period_bounds("2026-13"), None);
+        // The period ids the keys use.
+        let now = chrono::Utc::now();
+        for p in [
+            aigw_events::key::BudgetPeriod::Daily,
+            aigw_events::key::BudgetPeriod::Monthly,
+            aigw_events::key::BudgetPeriod::Total,
+        ] {
+            let (from, to) = period_bounds(&p.period_id(now)).unwrap();
+            assert!(
+                from.is_none_or(|f| f <= now) && to.is_none_or(|t| now < t),
+                "{p:?}"
+            );
+        }
     }
 }

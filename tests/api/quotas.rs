@@ -775,3 +775,69 @@ async fn leased_admissions_bill_exactly_across_two_ingress_replicas() {
     );
     assert_eq!(state.spent_micros, 300 * COST_MICROS);
 }
+
+/// A lost limits bucket does not reset a budget: a missing budget entry
+/// starts from what the request log says the key spent in the period.
+#[tokio::test]
+async fn a_lost_budget_entry_starts_again_from_the_request_log() {
+    let env = TestEnv::start().await;
+    let _upstream = priced_upstream(&env, 0).await;
+    let (key_id, key) = create_key(
+        &env,
+        json!({"name": "lost", "budget_usd": 0.01, "budget_period": "monthly"}),
+    )
+    .await;
+    for _ in 0..3 {
+        let r = env
+            .chat(
+                &key,
+                json!({"model": "m", "messages": user("hi"), "max_tokens": 100}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Settled, leases closed, and projected into the request log.
+    wait_until(Duration::from_secs(30), || async {
+        let mine = own_key(&env, &key).await;
+        let logged: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(cost_micros), 0)::int8 FROM request_log WHERE key_id = $1::uuid",
+        )
+        .bind(&key_id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        mine["spent_micros"] == 3 * COST_MICROS
+            && mine["held_usd"] == 0.0
+            && logged == 3 * COST_MICROS
+    })
+    .await;
+
+    // The bucket's entry is lost (purged, as a wiped NATS store would lose it).
+    let names = env.common.names().unwrap();
+    let (_, js) = aigw_runtime::nats::connect(&env.common.nats_url, "purger")
+        .await
+        .unwrap();
+    let kv = js
+        .get_key_value(format!("{}_limits", names.namespace()))
+        .await
+        .unwrap();
+    let period = chrono::Utc::now().format("%Y-%m").to_string();
+    kv.purge(format!("budget.{key_id}.{period}")).await.unwrap();
+
+    // Read back, and written again by the next request: the spend goes on
+    // from the request log instead of from zero.
+    let mine = own_key(&env, &key).await;
+    assert_eq!(mine["spent_micros"], 3 * COST_MICROS, "{mine}");
+    let r = env
+        .chat(
+            &key,
+            json!({"model": "m", "messages": user("hi"), "max_tokens": 100}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    wait_until(Duration::from_secs(30), || async {
+        let mine = own_key(&env, &key).await;
+        mine["spent_micros"] == 4 * COST_MICROS && mine["held_usd"] == 0.0
+    })
+    .await;
+}
