@@ -18,6 +18,7 @@ use aigw_events::{
     Usage,
 };
 use aigw_runtime::crypto::webhook_signature;
+use aigw_runtime::egress;
 use aigw_runtime::jobs::{self, JobRow, RequestRecord};
 use aigw_runtime::store::metadata;
 use async_nats::jetstream::{AckKind, Message};
@@ -42,6 +43,8 @@ pub struct WebhookConfig {
     pub attempts: u32,
     pub backoff: Duration,
     pub timeout: Duration,
+    /// Webhooks may go to private addresses.
+    pub allow_private: bool,
 }
 
 /// Processes one delivery of a job message, start to ack. The job slot
@@ -259,6 +262,50 @@ async fn release_hold(shared: &Shared, request: &DispatchRequest) {
     settle(shared, request, Usage::default(), Some(0), true).await;
 }
 
+/// The HTTP client of webhooks. It follows no redirect (a webhook must
+/// answer 2xx itself), and unless `allow_private` it connects to public
+/// addresses only: literal addresses and `localhost` are refused before the
+/// call, names when they are resolved, right before connecting (so a name
+/// that later resolves elsewhere cannot get around the check).
+pub fn webhook_client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("aigw/", env!("CARGO_PKG_VERSION"), " webhooks"));
+    if allow_private {
+        builder.build()
+    } else {
+        builder
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
+            .build()
+    }
+}
+
+/// Resolves names to their public addresses only.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            if let Some(why) = egress::refused_host(&host) {
+                return Err(why.into());
+            }
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| egress::is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no public address (AIGW_WEBHOOK_ALLOW_PRIVATE is off)"
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// POSTs the finished job to its webhook, signed, retrying with backoff;
 /// every attempt is an event. Goes on from the attempts already recorded.
 pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
@@ -281,11 +328,22 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
     let mut attempt = row.job.webhook.as_ref().map_or(0, |w| w.attempts);
     loop {
         attempt += 1;
-        let (http_status, error) = match &secret {
-            Err(e) => (None, Some(e.to_string())),
-            Ok(secret) => {
+        // Literal addresses never reach the resolver: check them here.
+        let refused = (!config.allow_private)
+            .then(|| reqwest::Url::parse(&url).ok())
+            .flatten()
+            .and_then(|u| u.host_str().and_then(egress::refused_host));
+        let (http_status, error) = match (&secret, refused) {
+            (Err(e), _) => (None, Some(e.to_string())),
+            (_, Some(why)) => (
+                None,
+                Some(format!(
+                    "refused: {why} (AIGW_WEBHOOK_ALLOW_PRIVATE is off)"
+                )),
+            ),
+            (Ok(secret), None) => {
                 let sent = shared
-                    .http
+                    .webhook_http
                     .post(&url)
                     .timeout(config.timeout)
                     .header("content-type", "application/json")
@@ -335,6 +393,14 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
 
 /// A transport failure, without the URL (it may carry credentials).
 fn transport_error(e: &reqwest::Error) -> String {
+    // The public-only resolver's refusal says why, without the addresses.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.to_string().contains("AIGW_WEBHOOK_ALLOW_PRIVATE") {
+            return "refused: the host resolves to no public address (AIGW_WEBHOOK_ALLOW_PRIVATE is off)".into();
+        }
+        source = s.source();
+    }
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {

@@ -184,6 +184,9 @@ pub struct Shared {
     pub limits: RoutingLimits,
     pub sealer: Sealer,
     pub http: reqwest::Client,
+    /// The HTTP client for job webhooks: no redirects, and public addresses
+    /// only unless `AIGW_WEBHOOK_ALLOW_PRIVATE`.
+    pub webhook_http: reqwest::Client,
     pub inflight: Inflight,
     pub ack_wait: Duration,
     pub max_deliver: u64,
@@ -290,6 +293,7 @@ pub async fn run(
         },
         sealer: Sealer::new(common.master_key.as_ref()),
         http: http_client(&args)?,
+        webhook_http: jobs::webhook_client(common.webhook_allow_private)?,
         inflight: Inflight::default(),
         ack_wait: args.ack_wait,
         max_deliver: args.max_deliver,
@@ -297,6 +301,7 @@ pub async fn run(
             attempts: args.webhook_attempts.max(1),
             backoff: args.webhook_backoff,
             timeout: args.webhook_timeout,
+            allow_private: common.webhook_allow_private,
         },
     });
 

@@ -154,6 +154,17 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let bytes = chat::body_bytes(&state, body)?;
     let (fields, chat) = split_body(&bytes)?;
+    if !state.webhook_allow_private
+        && let Some(url) = &fields.webhook_url
+        && let Some(why) = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().and_then(aigw_runtime::egress::refused_host))
+    {
+        return Err(invalid(
+            format!("'webhook_url' must reach a public address: {why}."),
+            "webhook_url",
+        ));
+    }
     let pool = &state.stores.pool;
     let idem = idempotency::key_of(&headers)?;
     if let Some(k) = &idem

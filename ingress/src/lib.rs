@@ -97,6 +97,8 @@ pub struct AppState {
     /// For the admin's "test connection" calls to providers.
     pub http: reqwest::Client,
     pub admin_token: Option<SecretString>,
+    /// Job webhooks may go to private addresses.
+    pub webhook_allow_private: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
@@ -305,6 +307,7 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
             .build()
             .map_err(|e| RuntimeError::Config(format!("HTTP client: {e}")))?,
         admin_token: args.admin_token.clone(),
+        webhook_allow_private: common.webhook_allow_private,
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         metrics: telemetry::metrics(),

@@ -31,6 +31,12 @@ pub struct CommonArgs {
     /// Secret that encrypts provider credentials at rest (any long random string).
     #[arg(long, env = "AIGW_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<SecretString>,
+
+    /// Let job webhooks go to private, loopback and link-local addresses
+    /// (refused by default, so callers cannot reach the services next to
+    /// aigw). Turn on for webhooks inside your own network.
+    #[arg(long, env = "AIGW_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
 }
 
 impl CommonArgs {

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod egress;
 pub mod estimate;
 pub mod health;
 pub mod jobs;

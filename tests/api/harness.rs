@@ -111,6 +111,8 @@ pub struct Options {
     pub job_concurrency: usize,
     pub webhook_attempts: u32,
     pub webhook_backoff: Duration,
+    /// The tests' webhook receivers listen on 127.0.0.1.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for Options {
@@ -132,6 +134,7 @@ impl Default for Options {
             job_concurrency: 4,
             webhook_attempts: 4,
             webhook_backoff: Duration::from_millis(100),
+            webhook_allow_private: true,
         }
     }
 }
@@ -164,6 +167,7 @@ impl TestEnv {
             namespace: format!("t{}", &unique[unique.len() - 16..]),
             db_max_connections: 8,
             master_key: Some(SecretString::from(MASTER_KEY)),
+            webhook_allow_private: options.webhook_allow_private,
         };
         let pool = aigw_runtime::db::prepare(&common.database_url, 4)
             .await

@@ -646,3 +646,88 @@ async fn queued_jobs_do_not_hold_up_synchronous_calls() {
     // The job runner kept to its slots.
     assert!(slow.received_requests().await.unwrap().len() <= 16);
 }
+
+/// With private webhook addresses refused (aigw's default), a caller cannot
+/// make a dispatcher call the services next to it: literal private
+/// addresses and `localhost` are refused at submission, and a name that
+/// resolves to a private address is refused at delivery, before connecting.
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_by_default() {
+    let env = TestEnv::with(Options {
+        webhook_allow_private: false,
+        ..Options::default()
+    })
+    .await;
+    let _mock = upstream(&env, 0).await;
+    let (_, key) = env.add_key("ssrf").await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let port = receiver.address().port();
+    for url in [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://[::1]/hook".to_string(),
+        "http://10.0.0.7/hook".to_string(),
+    ] {
+        let mut body = chat_body();
+        body["webhook_url"] = json!(url);
+        let r = submit(&env, &key, body).await;
+        assert_eq!(r.status(), 400, "{url}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["param"], "webhook_url", "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("public address"),
+            "{err}"
+        );
+    }
+
+    // A name for this machine (it resolves to a loopback address here):
+    // accepted at submission, refused when resolved, never connected to.
+    let host = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let resolved: Vec<std::net::IpAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map(|a| a.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    assert!(
+        !resolved.is_empty()
+            && !resolved
+                .iter()
+                .any(|ip| aigw_runtime::egress::is_public(*ip)),
+        "the test needs this machine's name ({host:?}) to resolve to private addresses only: {resolved:?}"
+    );
+    let mut body = chat_body();
+    body["webhook_url"] = json!(format!("http://{host}:{port}/hook"));
+    let id = submit_ok(&env, &key, body).await;
+    wait_until(Duration::from_secs(30), || async {
+        get(&env, &key, &format!("/v1/jobs/{id}")).await.1["webhook"]["status"] == "failed"
+    })
+    .await;
+    let (_, job) = get(&env, &key, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(receiver.received_requests().await.unwrap().is_empty());
+    let attempts: Vec<Value> = job_events(&env, &id)
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "WebhookAttempted")
+        .map(|(_, p)| p["WebhookAttempted"].clone())
+        .collect();
+    assert_eq!(attempts.len(), 4, "{attempts:?}");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no public address"),
+        "{:?}",
+        attempts[0]
+    );
+}
