@@ -320,6 +320,8 @@ pub fn validate_transcription(content_type: &str, bytes: &Bytes) -> Result<ChatR
             "filename": file.filename.clone().unwrap_or_else(|| "audio".into()),
             "content_type": file.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
             "bytes": file.data.len(),
+            // What the budget holds: the longest the audio can last.
+            "max_seconds": aigw_runtime::estimate::audio_seconds_upper(&file.data),
         },
     });
     for field in ["language", "prompt"] {

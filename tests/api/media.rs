@@ -1071,3 +1071,101 @@ async fn a_runway_task_is_cancelled_at_the_deadline() {
     })
     .await;
 }
+
+/// A WAV upload: `seconds` of silence at 16 kHz, 16-bit mono (32,000 bytes a
+/// second after a 44-byte header).
+fn wav(seconds: u32) -> Vec<u8> {
+    let rate = 32_000u32;
+    let data = vec![0u8; (rate * seconds) as usize];
+    let mut out = b"RIFF".to_vec();
+    out.extend((36 + data.len() as u32).to_le_bytes());
+    out.extend(b"WAVEfmt ");
+    out.extend(16u32.to_le_bytes());
+    out.extend(1u16.to_le_bytes());
+    out.extend(1u16.to_le_bytes());
+    out.extend(16_000u32.to_le_bytes());
+    out.extend(rate.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(16u16.to_le_bytes());
+    out.extend(b"data");
+    out.extend((data.len() as u32).to_le_bytes());
+    out.extend(data);
+    out
+}
+
+/// A transcription holds the longest its upload can last at the model's
+/// hourly price, so concurrent transcriptions cannot spend past a budget
+/// either: an upload that could cost more than is left is refused before
+/// it is sent, a short one goes through and is billed its actual duration.
+#[tokio::test]
+async fn transcriptions_hold_their_longest_duration_on_a_budget() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "text": "Short.",
+            "usage": {"type": "duration", "seconds": 3}
+        })))
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"name": "oai", "base_url": format!("{}/v1", mock.uri()), "api_key": "sk-upstream-secret",
+            "models": ["whisper-1"],
+            "prices": {"whisper-1": {"input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0, "per_hour_usd": 0.36}}}),
+    )
+    .await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/keys")
+        .json(&json!({"name": "stt", "budget_usd": 0.05, "budget_period": "total"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // 750 KB of MP3 may last 1,000 s: $0.10 at $0.36 an hour, over $0.05.
+    let r = transcribe(
+        &env,
+        &key,
+        form(&vec![0xff; 750_000], &[("model", "whisper-1")]),
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "insufficient_quota", "{err}");
+    assert!(mock.received_requests().await.unwrap().is_empty());
+
+    // A 3-second WAV holds 4 s (its header's byte rate) and is billed 3 s.
+    let mut parts = vec![(
+        "file",
+        Part::File {
+            filename: "hello.wav".into(),
+            content_type: "audio/wav".into(),
+            bytes: Bytes::from(wav(3)),
+        },
+    )];
+    parts.push(("model", Part::Text("whisper-1".into())));
+    let r = transcribe(&env, &key, multipart(&parts)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let done = completed(&env, &r).await;
+    assert_eq!(done["cost_micros"], 300);
+    wait_until(Duration::from_secs(30), || async {
+        let mine: Value = env
+            .http
+            .get(env.url("/v1/key"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        mine["spent_micros"] == 300 && mine["held_usd"] == 0.0
+    })
+    .await;
+}
