@@ -324,7 +324,14 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
         Ok(b) => b,
         Err(_) => return,
     };
-    let secret = shared.sealer.webhook_secret(row.key_id);
+    // Signed with the key's current webhook secret (a rotation changes it).
+    let secret = match shared.registry.key(row.key_id) {
+        Some(key) => shared
+            .sealer
+            .webhook_secret(row.key_id, &key.state.key_hash)
+            .map_err(|e| e.to_string()),
+        None => Err("the job's key is unknown".to_string()),
+    };
     let mut attempt = row.job.webhook.as_ref().map_or(0, |w| w.attempts);
     loop {
         attempt += 1;

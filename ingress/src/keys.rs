@@ -479,7 +479,7 @@ pub async fn own_key(
     }
     // The secret job webhooks are signed with (HMAC-SHA256 of the body, in
     // `x-aigw-signature`), shown to the key's own holder only.
-    if let Ok(secret) = state.sealer.webhook_secret(key.id) {
+    if let Ok(secret) = state.sealer.webhook_secret(key.id, &key.state.key_hash) {
         view["webhook_secret"] =
             Value::String(secrecy::ExposeSecret::expose_secret(&secret).to_string());
     }

@@ -96,10 +96,18 @@ impl Sealer {
     }
 
     /// A key's webhook signing secret (`whsec_...`): derived from the master
-    /// key and the key's id, so it needs no storage and every replica agrees.
-    pub fn webhook_secret(&self, key_id: uuid::Uuid) -> Result<SecretString, SealError> {
+    /// key, the key's id and the hash of its current secret, so it needs no
+    /// storage, every replica agrees, and rotating the key rotates it too.
+    pub fn webhook_secret(
+        &self,
+        key_id: uuid::Uuid,
+        key_hash: &str,
+    ) -> Result<SecretString, SealError> {
         let mac_key = self.mac_key.as_ref().ok_or(SealError::NoMasterKey)?;
-        let digest = hmac_hex(mac_key, &[b"webhook:", key_id.as_bytes()]);
+        let digest = hmac_hex(
+            mac_key,
+            &[b"webhook:", key_id.as_bytes(), b":", key_hash.as_bytes()],
+        );
         Ok(SecretString::from(format!("whsec_{}", &digest[..48])))
     }
 
@@ -148,23 +156,28 @@ mod tests {
         let id = uuid::Uuid::from_u128(7);
         let a = Sealer::new(Some(&SecretString::from("master one")));
         let b = Sealer::new(Some(&SecretString::from("master two")));
-        let s1 = a.webhook_secret(id).unwrap();
+        let s1 = a.webhook_secret(id, "h1").unwrap();
         assert!(s1.expose_secret().starts_with("whsec_"));
         assert_eq!(
             s1.expose_secret(),
-            a.webhook_secret(id).unwrap().expose_secret()
+            a.webhook_secret(id, "h1").unwrap().expose_secret()
         );
         assert_ne!(
             s1.expose_secret(),
-            b.webhook_secret(id).unwrap().expose_secret()
+            b.webhook_secret(id, "h1").unwrap().expose_secret()
         );
         assert_ne!(
             s1.expose_secret(),
-            a.webhook_secret(uuid::Uuid::from_u128(8))
+            a.webhook_secret(uuid::Uuid::from_u128(8), "h1")
                 .unwrap()
                 .expose_secret()
         );
-        assert!(Sealer::new(None).webhook_secret(id).is_err());
+        assert!(Sealer::new(None).webhook_secret(id, "h1").is_err());
+        // A rotated key (a new secret, so a new hash) signs with a new secret.
+        assert_ne!(
+            s1.expose_secret(),
+            a.webhook_secret(id, "h2").unwrap().expose_secret()
+        );
         // RFC 4231 test case 2.
         assert_eq!(
             webhook_signature(&SecretString::from("Jefe"), b"what do ya want for nothing?"),

@@ -731,3 +731,50 @@ async fn webhooks_to_private_addresses_are_refused_by_default() {
         attempts[0]
     );
 }
+
+/// Rotating a key rotates its webhook secret too: deliveries after the
+/// rotation verify with the new secret only, so an old secret that leaked
+/// cannot forge them.
+#[tokio::test]
+async fn rotating_a_key_rotates_its_webhook_secret() {
+    let env = TestEnv::start().await;
+    let _mock = upstream(&env, 0).await;
+    let (id, key) = env.add_key("rotating").await;
+    let (_, before) = get(&env, &key, "/v1/key").await;
+    let old_secret = before["webhook_secret"].as_str().unwrap().to_string();
+    let r = env
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/api/keys/{id}/rotate"),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let new_key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, after) = get(&env, &new_key, "/v1/key").await;
+    let new_secret = after["webhook_secret"].as_str().unwrap().to_string();
+    assert!(new_secret.starts_with("whsec_"));
+    assert_ne!(new_secret, old_secret);
+
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let mut body = chat_body();
+    body["webhook_url"] = json!(format!("{}/hook", receiver.uri()));
+    let job = submit_ok(&env, &new_key, body).await;
+    wait_until(Duration::from_secs(30), || async {
+        get(&env, &new_key, &format!("/v1/jobs/{job}")).await.1["webhook"]["status"] == "delivered"
+    })
+    .await;
+    let received = receiver.received_requests().await.unwrap();
+    let signed = received[0].headers["x-aigw-signature"].to_str().unwrap();
+    assert_eq!(signed, signature(&new_secret, &received[0].body));
+    assert_ne!(signed, signature(&old_secret, &received[0].body));
+}
