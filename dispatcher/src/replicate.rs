@@ -196,8 +196,17 @@ pub async fn images(
     let mut data = Vec::with_capacity(urls.len());
     for url in &urls {
         data.push(if as_b64 {
-            let image = media::fetch_image(http, url, name).await?;
-            json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)})
+            match media::fetch_image(http, url, name).await {
+                Ok(image) => {
+                    json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)})
+                }
+                // Made (and paid for) but not fetched: give its URL rather
+                // than lose it.
+                Err(e) => {
+                    tracing::warn!(provider = %name, error = %e.message, "fetching a Replicate image failed; answering its URL");
+                    json!({"url": url})
+                }
+            }
         } else {
             json!({"url": url})
         });

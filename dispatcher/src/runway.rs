@@ -185,17 +185,37 @@ pub async fn images(
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     let as_b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
     let mut data = Vec::new();
-    for _ in 0..n {
-        for url in one(http, provider, api_key, &task).await? {
-            data.push(if as_b64 {
-                let image = media::fetch_image(http, &url, &provider.name).await?;
-                json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)})
-            } else {
-                json!({"url": url})
-            });
+    // Images Runway made (and charged for), delivered or not.
+    let mut made = 0u64;
+    for i in 0..n {
+        let urls = match one(http, provider, api_key, &task).await {
+            Ok(urls) => urls,
+            // Nothing made yet: an error, which may fail over.
+            Err(e) if made == 0 => return Err(e),
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, made = i, asked = n, error = %e.message, "a Runway task failed after others succeeded; answering the images made");
+                break;
+            }
+        };
+        for url in urls {
+            made += 1;
+            if !as_b64 {
+                data.push(json!({"url": url}));
+                continue;
+            }
+            match media::fetch_image(http, &url, &provider.name).await {
+                Ok(image) => data.push(
+                    json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)}),
+                ),
+                // Made but not fetched: give its URL rather than lose it.
+                Err(e) => {
+                    tracing::warn!(provider = %provider.name, error = %e.message, "fetching a Runway image failed; answering its URL");
+                    data.push(json!({"url": url}));
+                }
+            }
         }
     }
-    let images = data.len() as u64;
+    let images = made;
     let out = json!({"created": Utc::now().timestamp(), "data": data});
     Ok(Answer::Media {
         body: Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),

@@ -138,7 +138,7 @@ pub async fn images(
     let as_url = body.get("response_format").and_then(Value::as_str) == Some("url");
     let url = media::url(&provider.base_url, call.path);
     let mut data = Vec::new();
-    for _ in 0..n {
+    for i in 0..n {
         let fields: Vec<(&str, Part)> = call
             .fields
             .iter()
@@ -153,19 +153,31 @@ pub async fn images(
         if let Some(key) = api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        let (answer, _) = media::send_raw(request, &provider.name).await?;
-        let item = serde_json::from_slice::<Value>(&answer)
-            .ok()
-            .and_then(|v| to_openai_item(&v, &call.output_format, as_url))
-            .ok_or_else(|| media::not_json(&provider.name))?;
-        data.push(item);
+        let item = match media::send_raw(request, &provider.name).await {
+            Ok((answer, _)) => serde_json::from_slice::<Value>(&answer)
+                .ok()
+                .and_then(|v| to_openai_item(&v, &call.output_format, as_url))
+                .ok_or_else(|| media::not_json(&provider.name)),
+            Err(e) => Err(e),
+        };
+        match item {
+            Ok(item) => data.push(item),
+            // Nothing made yet: an error, which may fail over.
+            Err(e) if data.is_empty() => return Err(e),
+            // Images made (and paid for) already: answer those, billed.
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, made = i, asked = n, error = %e.message, "an image call failed after others succeeded; answering the images made");
+                break;
+            }
+        }
     }
+    let images = data.len() as u64;
     let out = json!({"created": Utc::now().timestamp(), "data": data});
     Ok(Answer::Media {
         body: Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
         content_type: "application/json".into(),
         usage: Usage {
-            images: n,
+            images,
             ..Usage::default()
         },
     })

@@ -1169,3 +1169,94 @@ async fn transcriptions_hold_their_longest_duration_on_a_budget() {
     })
     .await;
 }
+
+/// Images a provider made (and charged for) are never lost: when a later
+/// call of a multi-image request fails, the images made are answered and
+/// billed; when an image cannot be fetched for `b64_json`, its URL is
+/// answered instead, and it is billed.
+#[tokio::test]
+async fn images_made_before_a_failure_are_answered_and_billed() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    // Stability: the first image call succeeds, the next ones fail.
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/generate/sd3"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "image": "iVBORw0KGgo=", "finish_reason": "SUCCESS", "seed": 1
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/generate/sd3"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "name": "internal_error", "errors": ["try again"]
+        })))
+        .mount(&mock)
+        .await;
+    add(
+        &env,
+        json!({"preset": "stability", "api_key": "sk-stability", "base_url": mock.uri()}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "sd3.5-large", "prompt": "a lighthouse", "n": 3}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"], json!([{"b64_json": "iVBORw0KGgo="}]));
+    assert_eq!(done["usage"]["images"], 1);
+    // One SD 3.5 Large image at the catalog's $0.065.
+    assert_eq!(done["cost_micros"], 65_000);
+
+    // Replicate: two images made, one of them cannot be fetched.
+    let files = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/files/a.png"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"\x89PNG".to_vec(), "image/png"))
+        .mount(&files)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/files/b.png"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&files)
+        .await;
+    let replicate = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/models/black-forest-labs/flux-dev/predictions"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "id": "p1", "status": "succeeded",
+            "output": [format!("{}/files/a.png", files.uri()), format!("{}/files/b.png", files.uri())]
+        })))
+        .mount(&replicate)
+        .await;
+    add(
+        &env,
+        json!({"preset": "replicate", "api_key": "r8_k", "base_url": replicate.uri()}),
+    )
+    .await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "black-forest-labs/flux-dev", "prompt": "a fox", "n": 2,
+            "response_format": "b64_json"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let done = completed(&env, &r).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["data"],
+        json!([{"b64_json": "iVBORw=="}, {"url": format!("{}/files/b.png", files.uri())}])
+    );
+    assert_eq!(done["usage"]["images"], 2);
+    assert_eq!(done["cost_micros"], 50_000);
+}
