@@ -430,6 +430,55 @@ pub fn multipart(fields: &[(&str, Part)]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), out)
 }
 
+/// For providers that serve only media: checks the endpoint and credential
+/// with a free, read-only call (the account, user or organization the key
+/// belongs to; AssemblyAI: a one-item transcript list) instead of a paid
+/// generation. `None` for providers that can chat (they are checked with a
+/// one-token chat).
+pub async fn check_account(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    api_key: Option<&SecretString>,
+) -> Option<Result<&'static str, UpstreamError>> {
+    let base = provider.base_url.trim_end_matches('/');
+    let bearer = |r: reqwest::RequestBuilder| match api_key {
+        Some(k) => r.bearer_auth(k.expose_secret()),
+        None => r,
+    };
+    let (request, what) = match provider.kind {
+        ProviderKind::Stability => {
+            // The account API is v1, at the root of the v2beta base.
+            let root = base.strip_suffix("/v2beta").unwrap_or(base);
+            (bearer(http.get(url(root, "v1/user/account"))), "account")
+        }
+        ProviderKind::Elevenlabs => {
+            let r = http.get(url(base, "v1/user"));
+            let r = match api_key {
+                Some(k) => r.header("xi-api-key", k.expose_secret()),
+                None => r,
+            };
+            (r, "user")
+        }
+        ProviderKind::Assemblyai => {
+            let r = http.get(url(base, "v2/transcript?limit=1"));
+            let r = match api_key {
+                Some(k) => r.header(reqwest::header::AUTHORIZATION, k.expose_secret()),
+                None => r,
+            };
+            (r, "transcript list")
+        }
+        ProviderKind::Replicate => (bearer(http.get(url(base, "account"))), "account"),
+        ProviderKind::Runway => (
+            bearer(http.get(url(base, "organization")))
+                .header("X-Runway-Version", crate::runway::API_VERSION),
+            "organization",
+        ),
+        _ => return None,
+    };
+    let request = request.timeout(Duration::from_secs(30));
+    Some(send_raw(request, &provider.name).await.map(|_| what))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -551,8 +551,9 @@ pub async fn delete_provider(
 
 /// `POST /admin/api/providers/{id}/test`: a one-token chat with the
 /// provider's first model, straight from the ingress, to check the endpoint
-/// and credential. Not routed, not recorded, not billed to any key (the
-/// provider may charge for the token).
+/// and credential (media-only providers: a free read of the key's account).
+/// Not routed, not recorded, not billed to any key (the provider may charge
+/// for the token).
 pub async fn test_provider(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -586,14 +587,22 @@ pub async fn test_provider(
         "max_tokens": 1,
     });
     let started = std::time::Instant::now();
-    let answer =
-        aigw_dispatcher::adapter::chat(&state.http, spec, key.as_ref(), &body, false).await;
+    // Media-only providers cannot chat: their credential is checked with a
+    // free read of the account it belongs to instead.
+    let answer = match aigw_dispatcher::media::check_account(&state.http, spec, key.as_ref()).await
+    {
+        Some(checked) => checked,
+        None => aigw_dispatcher::adapter::chat(&state.http, spec, key.as_ref(), &body, false)
+            .await
+            .map(|_| "chat"),
+    };
     let latency_ms = started.elapsed().as_millis() as u64;
     match answer {
-        Ok(_) => Ok(Json(json!({
+        Ok(check) => Ok(Json(json!({
             "ok": true,
             "provider": spec.name,
             "model": model,
+            "check": check,
             "latency_ms": latency_ms,
         }))),
         Err(e) => Err(ApiError::Relayed {

@@ -1260,3 +1260,141 @@ async fn images_made_before_a_failure_are_answered_and_billed() {
     assert_eq!(done["usage"]["images"], 2);
     assert_eq!(done["cost_micros"], 50_000);
 }
+
+/// "Test connection" on media-only providers reads the key's account (no
+/// paid generation): each preset's documented read-only endpoint with its
+/// own auth header, and a refused key comes back as the provider's error
+/// (before, these providers could only answer 400 `unsupported_endpoint`).
+#[tokio::test]
+async fn media_only_providers_are_tested_by_reading_their_account() {
+    let env = TestEnv::start().await;
+    // (preset, method path, auth header, value, extra header)
+    let cases = [
+        (
+            "stability",
+            "/v1/user/account",
+            "authorization",
+            "Bearer sk-stab",
+            None,
+        ),
+        ("elevenlabs", "/v1/user", "xi-api-key", "xi-key", None),
+        (
+            "assemblyai",
+            "/v2/transcript",
+            "authorization",
+            "aai-key",
+            None,
+        ),
+        (
+            "replicate",
+            "/v1/account",
+            "authorization",
+            "Bearer r8_key",
+            None,
+        ),
+        (
+            "runway",
+            "/v1/organization",
+            "authorization",
+            "Bearer rw-key",
+            Some(("x-runway-version", "2024-11-06")),
+        ),
+    ];
+    for (preset, account_path, auth, value, extra) in cases {
+        let mock = MockServer::start().await;
+        let mut ok = Mock::given(method("GET"))
+            .and(path(account_path))
+            .and(header(auth, value));
+        if let Some((name, v)) = extra {
+            ok = ok.and(header(name, v));
+        }
+        ok.respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+            .expect(1)
+            .mount(&mock)
+            .await;
+        // Anything else (a generation, a wrong key) is refused.
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(401).set_body_json(json!({"message": "Invalid API key"})),
+            )
+            .mount(&mock)
+            .await;
+        let key = value.trim_start_matches("Bearer ");
+        // Replicate's and Runway's bases carry their /v1.
+        let base = match preset {
+            "replicate" | "runway" => format!("{}/v1", mock.uri()),
+            _ => mock.uri(),
+        };
+        let r = env
+            .admin(reqwest::Method::POST, "/admin/api/providers")
+            .json(&json!({"preset": preset, "name": preset, "api_key": key, "base_url": base}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{preset}: {}", r.text().await.unwrap());
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = env
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/api/providers/{id}/test"),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{preset}: {body}");
+        assert_eq!(body["ok"], true, "{preset}: {body}");
+        assert_ne!(body["check"], "chat", "{preset}: {body}");
+        let sent = mock.received_requests().await.unwrap();
+        assert_eq!(sent.len(), 1, "{preset}: one read, no generation");
+        assert_eq!(sent[0].method.as_str(), "GET");
+
+        // A wrong credential: the provider's refusal comes back, as an
+        // upstream authentication error (502: aigw's own caller is fine).
+        let r = env
+            .admin(
+                reqwest::Method::PATCH,
+                &format!("/admin/api/providers/{id}"),
+            )
+            .json(&json!({"api_key": "wrong"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{preset}: {}", r.text().await.unwrap());
+        let mut last = None;
+        for _ in 0..50 {
+            let r = env
+                .admin(
+                    reqwest::Method::POST,
+                    &format!("/admin/api/providers/{id}/test"),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            if status != 200 {
+                last = Some((status, body));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (status, body) = last.expect("the wrong key was still accepted");
+        assert_eq!(status, 502, "{preset}: {body}");
+        assert_eq!(
+            body["error"]["type"], "upstream_auth_error",
+            "{preset}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Invalid API key"),
+            "{preset}: {body}"
+        );
+    }
+}
