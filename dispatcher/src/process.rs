@@ -261,11 +261,16 @@ pub(crate) async fn run(
             return (vec![], failed(&err, Usage::default(), false, 0), None);
         }
     };
-    // Providers that cannot serve this endpoint are no candidates (the
-    // ingress refused requests none of them can serve).
+    // Providers that cannot serve this endpoint (or as many images) are no
+    // candidates (the ingress refused requests none of them can serve).
     let targets: Vec<Target> = targets
         .into_iter()
-        .filter(|t| t.provider.spec.kind.serves(request.endpoint))
+        .filter(|t| {
+            t.provider
+                .spec
+                .kind
+                .serves_body(request.endpoint, &request.body)
+        })
         .collect();
     if targets.is_empty() {
         let err = media::invalid(

@@ -58,6 +58,25 @@ impl ProviderKind {
             ProviderKind::Assemblyai => endpoint == E::Transcriptions,
         }
     }
+
+    /// The most images one request may ask of this kind of provider (`n`),
+    /// where it has a limit of its own (below the API's 10).
+    pub fn max_images(self) -> Option<u64> {
+        matches!(self, ProviderKind::Replicate | ProviderKind::Runway).then_some(4)
+    }
+
+    /// Whether aigw can call this kind of provider for this request: its
+    /// endpoint, and for images the number it asks for.
+    pub fn serves_body(self, endpoint: crate::wire::Endpoint, body: &serde_json::Value) -> bool {
+        if !self.serves(endpoint) {
+            return false;
+        }
+        let n = body
+            .get("n")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1);
+        endpoint != crate::wire::Endpoint::Images || self.max_images().is_none_or(|max| n <= max)
+    }
 }
 
 /// Prices of one model, in micro-dollars per million tokens (so 0.15 USD per

@@ -519,6 +519,24 @@ async fn queue_and_answer(
             code: Some("unsupported_endpoint"),
         });
     }
+    if !targets
+        .iter()
+        .any(|t| t.provider.spec.kind.serves_body(chat.endpoint, &chat.body))
+    {
+        let max = targets
+            .iter()
+            .filter_map(|t| t.provider.spec.kind.max_images())
+            .max()
+            .unwrap_or(10);
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "The providers of `{}` make at most {max} images a request; ask for fewer with 'n'.",
+                chat.model
+            ),
+            param: Some("n"),
+            code: None,
+        });
+    }
     let admitted = admission::admit(
         state,
         &key,

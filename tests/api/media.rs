@@ -1398,3 +1398,71 @@ async fn media_only_providers_are_tested_by_reading_their_account() {
         );
     }
 }
+
+/// Replicate and Runway make at most 4 images a request: a larger `n` is
+/// refused at once when only they serve the model, and goes to another
+/// provider of the model when there is one.
+#[tokio::test]
+async fn image_counts_beyond_a_providers_limit_go_elsewhere_or_are_refused() {
+    let env = TestEnv::start().await;
+    let replicate = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&replicate)
+        .await;
+    add(
+        &env,
+        json!({"preset": "replicate", "api_key": "r8_k", "base_url": format!("{}/v1", replicate.uri())}),
+    )
+    .await;
+    let (_, key) = env.add_key("img").await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "black-forest-labs/flux-dev", "prompt": "foxes", "n": 6}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "n", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 4"),
+        "{err}"
+    );
+    assert!(replicate.received_requests().await.unwrap().is_empty());
+
+    // Another provider of the model (added after Replicate, so behind it
+    // in priority) takes the six.
+    let other = MockServer::start().await;
+    let six: Vec<Value> = (0..6)
+        .map(|_| json!({"url": "https://img/x.png"}))
+        .collect();
+    Mock::given(method("POST"))
+        .and(path("/v1/images/generations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"created": 1, "data": six})))
+        .expect(1)
+        .mount(&other)
+        .await;
+    add(
+        &env,
+        json!({"name": "other", "base_url": format!("{}/v1", other.uri()), "api_key": "sk-o",
+            "models": ["black-forest-labs/flux-dev"]}),
+    )
+    .await;
+    let r = post(
+        &env,
+        &key,
+        "/v1/images/generations",
+        json!({"model": "black-forest-labs/flux-dev", "prompt": "foxes", "n": 6}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "other");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 6);
+    assert!(replicate.received_requests().await.unwrap().is_empty());
+}
