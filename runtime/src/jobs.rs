@@ -10,12 +10,12 @@ use std::collections::HashMap;
 
 use aigw_events::{JobAggregate, JobCommand, JobError, JobSpec, JobStatus, RequestCommand};
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store::record_request_in;
+use crate::store::{EventRows, record_request_in};
 use crate::{Result, RuntimeError};
 
 /// A job as stored: its fold and the sequence of its last event.
@@ -157,27 +157,9 @@ async fn append(
     if events.is_empty() {
         return Ok(());
     }
-    let mut sequences = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        sequences.push(version + i as i64 + 1);
-        types.push(event.event_type());
-        payloads.push(to_json(event)?);
-    }
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT $1, $2, s, t, $3, p, $4 FROM UNNEST($5::int8[], $6::text[], $7::json[]) AS u(s, t, p)",
-    )
-    .bind(JobAggregate::TYPE)
-    .bind(id.to_string())
-    .bind(aigw_events::EVENT_VERSION)
-    .bind(sqlx::types::Json(to_json(metadata)?))
-    .bind(sequences)
-    .bind(types)
-    .bind(payloads)
-    .execute(&mut *tx)
-    .await?;
+    EventRows::new(version, events, metadata)?
+        .insert(&mut *tx, JobAggregate::TYPE, &id.to_string(), false)
+        .await?;
     Ok(())
 }
 

@@ -120,6 +120,68 @@ pub fn is_conflict<E: std::error::Error>(err: &AggregateError<E>) -> bool {
     matches!(err, AggregateError::AggregateConflict)
 }
 
+/// Events of one aggregate, numbered after its current version, as the
+/// columns of one `INSERT ... SELECT FROM UNNEST` into the events table.
+pub(crate) struct EventRows {
+    sequences: Vec<i64>,
+    types: Vec<String>,
+    payloads: Vec<serde_json::Value>,
+    metadata: serde_json::Value,
+}
+
+impl EventRows {
+    pub(crate) fn new<V: DomainEvent>(
+        version: i64,
+        events: &[V],
+        metadata: &HashMap<String, String>,
+    ) -> Result<Self> {
+        let json = |v: serde_json::Result<serde_json::Value>| {
+            v.map_err(|e| RuntimeError::Corrupt(e.to_string()))
+        };
+        let mut rows = Self {
+            sequences: Vec::with_capacity(events.len()),
+            types: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+            metadata: json(serde_json::to_value(metadata))?,
+        };
+        for (i, event) in events.iter().enumerate() {
+            rows.sequences.push(version + i as i64 + 1);
+            rows.types.push(event.event_type());
+            rows.payloads.push(json(serde_json::to_value(event))?);
+        }
+        Ok(rows)
+    }
+
+    /// Inserts the events; with `skip_taken`, rows whose sequence another
+    /// writer took already are skipped instead of failing the statement.
+    pub(crate) async fn insert<'e, E: sqlx::PgExecutor<'e>>(
+        self,
+        executor: E,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        skip_taken: bool,
+    ) -> std::result::Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+        let on_conflict = if skip_taken {
+            " ON CONFLICT DO NOTHING"
+        } else {
+            ""
+        };
+        sqlx::query(&format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT $1, $2, s, t, $3, p, $4 FROM UNNEST($5::int8[], $6::text[], $7::json[]) AS u(s, t, p){on_conflict}"
+        ))
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(aigw_events::EVENT_VERSION)
+        .bind(sqlx::types::Json(self.metadata))
+        .bind(self.sequences)
+        .bind(self.types)
+        .bind(self.payloads)
+        .execute(executor)
+        .await
+    }
+}
+
 /// [`Stores::record_request`] on any connection, e.g. inside a transaction
 /// (a job's run is recorded together with the job's own events).
 pub async fn record_request_in<'e, E: sqlx::PgExecutor<'e>>(
@@ -134,33 +196,12 @@ pub async fn record_request_in<'e, E: sqlx::PgExecutor<'e>>(
         return Ok(false);
     }
     let events = sink.collect().await;
-    let meta = serde_json::to_value(metadata).map_err(|e| RuntimeError::Corrupt(e.to_string()))?;
-    let mut sequences = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        sequences.push(i as i64 + 1);
-        types.push(event.event_type());
-        payloads
-            .push(serde_json::to_value(event).map_err(|e| RuntimeError::Corrupt(e.to_string()))?);
-    }
     let n = events.len();
-    // ON CONFLICT: a second recording inserts nothing (and, inside a
-    // transaction, does not abort it).
-    let result = sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT $1, $2, s, t, $3, p, $4 FROM UNNEST($5::int8[], $6::text[], $7::json[]) AS u(s, t, p)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(RequestAggregate::TYPE)
-    .bind(request_id)
-    .bind(aigw_events::EVENT_VERSION)
-    .bind(sqlx::types::Json(meta))
-    .bind(sequences)
-    .bind(types)
-    .bind(payloads)
-    .execute(executor)
-    .await;
+    // A second recording inserts nothing (and, inside a transaction, does
+    // not abort it).
+    let result = EventRows::new(0, &events, metadata)?
+        .insert(executor, RequestAggregate::TYPE, request_id, true)
+        .await;
     match result {
         Ok(done) if done.rows_affected() as usize == n => Ok(true),
         Ok(_) => Ok(false),
