@@ -68,6 +68,9 @@ type StatsRow = (
     i64,
     i64,
     i64,
+    i64,
+    i64,
+    i64,
 );
 type LatencyKey = (Uuid, DateTime<Utc>, String, String);
 
@@ -87,7 +90,8 @@ pub async fn stats(
     let rows: Vec<StatsRow> = sqlx::query_as(
         "SELECT key_id, date_trunc($1, hour, 'UTC') AS t, provider, model, sum(requests)::int8,
                 sum(errors)::int8, sum(prompt_tokens)::int8, sum(completion_tokens)::int8,
-                sum(cost_micros)::int8, sum(unpriced_requests)::int8, sum(latency_ms_total)::int8
+                sum(cost_micros)::int8, sum(unpriced_requests)::int8, sum(latency_ms_total)::int8,
+                sum(images)::int8, sum(characters)::int8, sum(audio_seconds)::int8
          FROM usage_hourly
          WHERE ($2::date IS NULL OR hour >= $2::date::timestamp AT TIME ZONE 'UTC')
            AND ($3::date IS NULL OR hour < $3::date::timestamp AT TIME ZONE 'UTC')
@@ -145,6 +149,9 @@ pub async fn stats(
                 cost,
                 unpriced,
                 latency,
+                images,
+                characters,
+                audio_seconds,
             )| {
                 let (p50, p95) = latencies
                     .get(&(key, t, provider.clone(), model.clone()))
@@ -163,6 +170,9 @@ pub async fn stats(
                     "cost_micros": cost,
                     "cost_usd": usd(cost),
                     "unpriced_requests": unpriced,
+                    "images": images,
+                    "characters": characters,
+                    "audio_seconds": audio_seconds,
                     "avg_latency_ms": if requests > 0 { latency / requests } else { 0 },
                     "p50_latency_ms": p50,
                     "p95_latency_ms": p95,
@@ -184,7 +194,20 @@ pub struct BillingQuery {
     pub key: Option<Uuid>,
 }
 
-type BillingRow = (Uuid, NaiveDate, String, i64, i64, i64, i64, i64, i64);
+type BillingRow = (
+    Uuid,
+    NaiveDate,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 /// `GET /admin/api/billing?from=&to=&key=`: per key and month, line items per
 /// model. `from`/`to` select the months they fall in.
@@ -195,7 +218,7 @@ pub async fn billing(
     let q = query(q)?;
     let rows: Vec<BillingRow> = sqlx::query_as(
         "SELECT key_id, month, model, requests, errors, prompt_tokens, completion_tokens,
-                cost_micros, unpriced_requests
+                cost_micros, unpriced_requests, images, characters, audio_seconds
          FROM billing_monthly
          WHERE ($1::date IS NULL OR month >= date_trunc('month', $1::date)::date)
            AND ($2::date IS NULL OR month <= $2::date)
@@ -208,13 +231,33 @@ pub async fn billing(
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
-    let mut bills: BTreeMap<(Uuid, NaiveDate), (Vec<Value>, [i64; 5])> = BTreeMap::new();
-    for (key, month, model, requests, errors, prompt, completion, cost, unpriced) in rows {
+    let mut bills: BTreeMap<(Uuid, NaiveDate), (Vec<Value>, [i64; 8])> = BTreeMap::new();
+    for (
+        key,
+        month,
+        model,
+        requests,
+        errors,
+        prompt,
+        completion,
+        cost,
+        unpriced,
+        images,
+        characters,
+        audio_seconds,
+    ) in rows
+    {
         let (items, totals) = bills.entry((key, month)).or_default();
-        for (t, v) in totals
-            .iter_mut()
-            .zip([requests, errors, prompt, completion, cost])
-        {
+        for (t, v) in totals.iter_mut().zip([
+            requests,
+            errors,
+            prompt,
+            completion,
+            cost,
+            images,
+            characters,
+            audio_seconds,
+        ]) {
             *t += v;
         }
         items.push(json!({
@@ -226,6 +269,9 @@ pub async fn billing(
             "cost_micros": cost,
             "cost_usd": usd(cost),
             "unpriced_requests": unpriced,
+            "images": images,
+            "characters": characters,
+            "audio_seconds": audio_seconds,
         }));
     }
     let data: Vec<Value> = bills
@@ -240,6 +286,9 @@ pub async fn billing(
                 "completion_tokens": t[3],
                 "cost_micros": t[4],
                 "cost_usd": usd(t[4]),
+                "images": t[5],
+                "characters": t[6],
+                "audio_seconds": t[7],
                 "line_items": items,
             })
         })

@@ -75,7 +75,21 @@ pub struct StatsQuery {
     pub to: Option<NaiveDate>,
 }
 
-type UsageRow = (NaiveDate, String, i64, i64, i64, i64, i64, i64, i64, i64);
+type UsageRow = (
+    NaiveDate,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 /// `GET /stats`: the caller's usage by day and model, from the projector's view.
 pub async fn stats(
@@ -86,7 +100,8 @@ pub async fn stats(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let rows: Vec<UsageRow> = sqlx::query_as(
         "SELECT day, model, requests, errors, prompt_tokens, completion_tokens,
-                estimated_requests, latency_ms_total, cost_micros, unpriced_requests
+                estimated_requests, latency_ms_total, cost_micros, unpriced_requests, images,
+                characters, audio_seconds
          FROM usage_daily
          WHERE key_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
          ORDER BY day, model",
@@ -118,7 +133,7 @@ pub async fn stats(
         .into_iter()
         .map(|(d, m, p50, p95)| ((d, m), (p50, p95)))
         .collect();
-    let mut totals = [0i64; 5];
+    let mut totals = [0i64; 8];
     let data: Vec<Value> = rows
         .into_iter()
         .map(
@@ -133,12 +148,22 @@ pub async fn stats(
                 latency,
                 cost,
                 unpriced,
+                images,
+                characters,
+                audio_seconds,
             )| {
-                totals[0] += requests;
-                totals[1] += errors;
-                totals[2] += prompt;
-                totals[3] += completion;
-                totals[4] += cost;
+                for (total, v) in totals.iter_mut().zip([
+                    requests,
+                    errors,
+                    prompt,
+                    completion,
+                    cost,
+                    images,
+                    characters,
+                    audio_seconds,
+                ]) {
+                    *total += v;
+                }
                 let (p50, p95) = percentiles
                     .get(&(day, model.clone()))
                     .copied()
@@ -157,6 +182,9 @@ pub async fn stats(
                 "cost_usd": cost as f64 / 1_000_000.0,
                 "cost_micros": cost,
                 "unpriced_requests": unpriced,
+                    "images": images,
+                    "characters": characters,
+                    "audio_seconds": audio_seconds,
                     "avg_latency_ms": if requests > 0 { latency / requests } else { 0 },
                 })
             },
@@ -173,6 +201,9 @@ pub async fn stats(
             "total_tokens": totals[2] + totals[3],
             "cost_usd": totals[4] as f64 / 1_000_000.0,
             "cost_micros": totals[4],
+            "images": totals[5],
+            "characters": totals[6],
+            "audio_seconds": totals[7],
         },
         "data": data,
     })))

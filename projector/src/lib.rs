@@ -84,6 +84,9 @@ pub struct UsageDelta {
     pub latency_ms: i64,
     pub cost_micros: i64,
     pub unpriced_requests: i64,
+    pub images: i64,
+    pub characters: i64,
+    pub audio_seconds: i64,
 }
 
 impl UsageDelta {
@@ -94,6 +97,9 @@ impl UsageDelta {
         self.completion_tokens += o.usage.completion_tokens as i64;
         self.estimated_requests += i64::from(o.estimated);
         self.latency_ms += o.latency_ms as i64;
+        self.images += o.usage.images as i64;
+        self.characters += o.usage.characters as i64;
+        self.audio_seconds += o.usage.audio_seconds as i64;
         match o.cost_micros {
             Some(c) => self.cost_micros += c,
             None if o.usage.total() > 0 => self.unpriced_requests += 1,
@@ -430,8 +436,8 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
 }
 
 /// Column vectors of usage deltas, in `UsageDelta` field order.
-fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 8] {
-    let mut cols: [Vec<i64>; 8] = Default::default();
+fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 11] {
+    let mut cols: [Vec<i64>; 11] = Default::default();
     for d in deltas {
         for (col, v) in cols.iter_mut().zip([
             d.requests,
@@ -442,6 +448,9 @@ fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 8] {
             d.latency_ms,
             d.cost_micros,
             d.unpriced_requests,
+            d.images,
+            d.characters,
+            d.audio_seconds,
         ]) {
             col.push(v);
         }
@@ -469,13 +478,17 @@ async fn write_usage(
         latency,
         cost,
         unpriced,
+        images,
+        characters,
+        audio_seconds,
     ] = columns(usage.values());
     sqlx::query(&format!(
         "INSERT INTO usage_daily{suffix} AS u (key_id, day, model, requests, errors, prompt_tokens,
                 completion_tokens, estimated_requests, latency_ms_total, cost_micros,
-                unpriced_requests)
+                unpriced_requests, images, characters, audio_seconds)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
-                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
+                $12::int8[], $13::int8[], $14::int8[])
          ON CONFLICT (key_id, day, model) DO UPDATE SET
            requests = u.requests + EXCLUDED.requests,
            errors = u.errors + EXCLUDED.errors,
@@ -484,7 +497,10 @@ async fn write_usage(
            estimated_requests = u.estimated_requests + EXCLUDED.estimated_requests,
            latency_ms_total = u.latency_ms_total + EXCLUDED.latency_ms_total,
            cost_micros = u.cost_micros + EXCLUDED.cost_micros,
-           unpriced_requests = u.unpriced_requests + EXCLUDED.unpriced_requests"
+           unpriced_requests = u.unpriced_requests + EXCLUDED.unpriced_requests,
+           images = u.images + EXCLUDED.images,
+           characters = u.characters + EXCLUDED.characters,
+           audio_seconds = u.audio_seconds + EXCLUDED.audio_seconds"
     ))
     .bind(keys)
     .bind(days)
@@ -497,6 +513,9 @@ async fn write_usage(
     .bind(latency)
     .bind(cost)
     .bind(unpriced)
+    .bind(images)
+    .bind(characters)
+    .bind(audio_seconds)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -513,19 +532,36 @@ async fn write_billing(
     let keys: Vec<Uuid> = billing.keys().map(|k| k.0).collect();
     let months: Vec<NaiveDate> = billing.keys().map(|k| k.1).collect();
     let models: Vec<String> = billing.keys().map(|k| k.2.clone()).collect();
-    let [requests, errors, prompt, completion, _, _, cost, unpriced] = columns(billing.values());
+    let [
+        requests,
+        errors,
+        prompt,
+        completion,
+        _,
+        _,
+        cost,
+        unpriced,
+        images,
+        characters,
+        audio_seconds,
+    ] = columns(billing.values());
     sqlx::query(&format!(
         "INSERT INTO billing_monthly{suffix} AS b (key_id, month, model, requests, errors,
-                prompt_tokens, completion_tokens, cost_micros, unpriced_requests)
+                prompt_tokens, completion_tokens, cost_micros, unpriced_requests, images,
+                characters, audio_seconds)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
-                $6::int8[], $7::int8[], $8::int8[], $9::int8[])
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
+                $12::int8[])
          ON CONFLICT (key_id, month, model) DO UPDATE SET
            requests = b.requests + EXCLUDED.requests,
            errors = b.errors + EXCLUDED.errors,
            prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
            completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
            cost_micros = b.cost_micros + EXCLUDED.cost_micros,
-           unpriced_requests = b.unpriced_requests + EXCLUDED.unpriced_requests"
+           unpriced_requests = b.unpriced_requests + EXCLUDED.unpriced_requests,
+           images = b.images + EXCLUDED.images,
+           characters = b.characters + EXCLUDED.characters,
+           audio_seconds = b.audio_seconds + EXCLUDED.audio_seconds"
     ))
     .bind(keys)
     .bind(months)
@@ -536,6 +572,9 @@ async fn write_billing(
     .bind(completion)
     .bind(cost)
     .bind(unpriced)
+    .bind(images)
+    .bind(characters)
+    .bind(audio_seconds)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -562,12 +601,17 @@ async fn write_hourly(
         latency,
         cost,
         unpriced,
+        images,
+        characters,
+        audio_seconds,
     ] = columns(hourly.values());
     sqlx::query(&format!(
         "INSERT INTO usage_hourly{suffix} AS h (key_id, hour, provider, model, requests, errors,
-                prompt_tokens, completion_tokens, cost_micros, unpriced_requests, latency_ms_total)
+                prompt_tokens, completion_tokens, cost_micros, unpriced_requests, latency_ms_total,
+                images, characters, audio_seconds)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[],
-                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
+                $12::int8[], $13::int8[], $14::int8[])
          ON CONFLICT (key_id, hour, provider, model) DO UPDATE SET
            requests = h.requests + EXCLUDED.requests,
            errors = h.errors + EXCLUDED.errors,
@@ -575,7 +619,10 @@ async fn write_hourly(
            completion_tokens = h.completion_tokens + EXCLUDED.completion_tokens,
            cost_micros = h.cost_micros + EXCLUDED.cost_micros,
            unpriced_requests = h.unpriced_requests + EXCLUDED.unpriced_requests,
-           latency_ms_total = h.latency_ms_total + EXCLUDED.latency_ms_total"
+           latency_ms_total = h.latency_ms_total + EXCLUDED.latency_ms_total,
+           images = h.images + EXCLUDED.images,
+           characters = h.characters + EXCLUDED.characters,
+           audio_seconds = h.audio_seconds + EXCLUDED.audio_seconds"
     ))
     .bind(keys)
     .bind(hours)
@@ -588,6 +635,9 @@ async fn write_hourly(
     .bind(cost)
     .bind(unpriced)
     .bind(latency)
+    .bind(images)
+    .bind(characters)
+    .bind(audio_seconds)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -662,6 +712,9 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
+            images: 1,
+            characters: 40,
+            audio_seconds: 3,
             ..Default::default()
         };
         let completed = RequestEvent::RequestCompleted {
@@ -716,6 +769,9 @@ mod tests {
                 latency_ms: 17,
                 cost_micros: 200,
                 unpriced_requests: 1,
+                images: 3,
+                characters: 120,
+                audio_seconds: 9,
             }
         );
         assert!(effect.keys.contains(&key));

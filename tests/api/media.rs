@@ -160,6 +160,37 @@ async fn stability_preset_generates_images_through_its_multipart_api() {
     })
     .await;
     assert_eq!(env.stats(&key).await["totals"]["cost_micros"], 130_000);
+    // The images are counted in the usage and billing views too.
+    assert_eq!(env.stats(&key).await["totals"]["images"], 2);
+    let key_id = env.stats(&key).await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bills: Value = env
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/api/billing?key={key_id}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bills["data"][0]["images"], 2, "{bills}");
+    assert_eq!(bills["data"][0]["line_items"][0]["images"], 2, "{bills}");
+    let hourly: Value = env
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/api/stats?key={key_id}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hourly["data"][0]["images"], 2, "{hourly}");
 }
 
 #[tokio::test]
@@ -229,6 +260,10 @@ async fn speech_is_relayed_as_audio_and_billed_per_character() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"ID3-mp3");
     // 11 characters at the catalog's $50 per million.
     assert_eq!(done["cost_micros"], 550);
+    wait_until(Duration::from_secs(30), || async {
+        env.stats(&key).await["totals"]["characters"] == 22
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -447,6 +482,10 @@ async fn openai_transcriptions_pass_the_upload_through_and_bill_its_duration() {
     assert_eq!(done["usage"]["audio_seconds"], 90);
     // 90 s at $0.36 an hour.
     assert_eq!(done["cost_micros"], 9_000);
+    wait_until(Duration::from_secs(30), || async {
+        env.stats(&key).await["totals"]["audio_seconds"] == 90
+    })
+    .await;
 }
 
 #[tokio::test]
