@@ -715,7 +715,6 @@ mod tests {
             images: 1,
             characters: 40,
             audio_seconds: 3,
-            ..Default::default()
         };
         let completed = RequestEvent::RequestCompleted {
             key_id: key,
