@@ -281,8 +281,31 @@ pub fn webhook_client(allow_private: bool) -> Result<reqwest::Client, reqwest::E
     }
 }
 
+/// Why a webhook URL may not be called (unless private addresses are
+/// allowed): its host is a literal address that is not public, or a local
+/// name. Literal addresses never reach the resolver, so this is checked on
+/// submission and before each delivery.
+pub fn refused_webhook(url: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()?
+        .host_str()
+        .and_then(egress::refused_host)
+}
+
 /// Resolves names to their public addresses only.
 struct PublicOnly;
+
+/// The public-only resolver's refusal.
+#[derive(Debug)]
+struct NoPublicAddress(String);
+
+impl std::fmt::Display for NoPublicAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves to no public address", self.0)
+    }
+}
+
+impl std::error::Error for NoPublicAddress {}
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -296,10 +319,7 @@ impl reqwest::dns::Resolve for PublicOnly {
                 .filter(|a| egress::is_public(a.ip()))
                 .collect();
             if addrs.is_empty() {
-                return Err(format!(
-                    "{host} resolves to no public address (AIGW_WEBHOOK_ALLOW_PRIVATE is off)"
-                )
-                .into());
+                return Err(Box::new(NoPublicAddress(host)) as Box<_>);
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -332,15 +352,15 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
             .map_err(|e| e.to_string()),
         None => Err("the job's key is unknown".to_string()),
     };
+    let refused = if config.allow_private {
+        None
+    } else {
+        refused_webhook(&url)
+    };
     let mut attempt = row.job.webhook.as_ref().map_or(0, |w| w.attempts);
     loop {
         attempt += 1;
-        // Literal addresses never reach the resolver: check them here.
-        let refused = (!config.allow_private)
-            .then(|| reqwest::Url::parse(&url).ok())
-            .flatten()
-            .and_then(|u| u.host_str().and_then(egress::refused_host));
-        let (http_status, error) = match (&secret, refused) {
+        let (http_status, error) = match (&secret, &refused) {
             (Err(e), _) => (None, Some(e.to_string())),
             (_, Some(why)) => (
                 None,
@@ -403,7 +423,7 @@ fn transport_error(e: &reqwest::Error) -> String {
     // The public-only resolver's refusal says why, without the addresses.
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if s.to_string().contains("AIGW_WEBHOOK_ALLOW_PRIVATE") {
+        if s.is::<NoPublicAddress>() {
             return "refused: the host resolves to no public address (AIGW_WEBHOOK_ALLOW_PRIVATE is off)".into();
         }
         source = s.source();

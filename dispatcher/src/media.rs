@@ -441,41 +441,40 @@ pub async fn check_account(
     api_key: Option<&SecretString>,
 ) -> Option<Result<&'static str, UpstreamError>> {
     let base = provider.base_url.trim_end_matches('/');
-    let bearer = |r: reqwest::RequestBuilder| match api_key {
-        Some(k) => r.bearer_auth(k.expose_secret()),
-        None => r,
-    };
-    let (request, what) = match provider.kind {
+    let auth = reqwest::header::AUTHORIZATION.as_str();
+    // (URL, header the key goes in, whether it is a bearer token, what is read)
+    let (url, key_header, bearer, what) = match provider.kind {
+        // The account API is v1, at the root of the v2beta base.
         ProviderKind::Stability => {
-            // The account API is v1, at the root of the v2beta base.
             let root = base.strip_suffix("/v2beta").unwrap_or(base);
-            (bearer(http.get(url(root, "v1/user/account"))), "account")
+            (url(root, "v1/user/account"), auth, true, "account")
         }
-        ProviderKind::Elevenlabs => {
-            let r = http.get(url(base, "v1/user"));
-            let r = match api_key {
-                Some(k) => r.header("xi-api-key", k.expose_secret()),
-                None => r,
-            };
-            (r, "user")
-        }
-        ProviderKind::Assemblyai => {
-            let r = http.get(url(base, "v2/transcript?limit=1"));
-            let r = match api_key {
-                Some(k) => r.header(reqwest::header::AUTHORIZATION, k.expose_secret()),
-                None => r,
-            };
-            (r, "transcript list")
-        }
-        ProviderKind::Replicate => (bearer(http.get(url(base, "account"))), "account"),
-        ProviderKind::Runway => (
-            bearer(http.get(url(base, "organization")))
-                .header("X-Runway-Version", crate::runway::API_VERSION),
-            "organization",
+        ProviderKind::Elevenlabs => (url(base, "v1/user"), "xi-api-key", false, "user"),
+        ProviderKind::Assemblyai => (
+            url(base, "v2/transcript?limit=1"),
+            auth,
+            false,
+            "transcript list",
         ),
+        ProviderKind::Replicate => (url(base, "account"), auth, true, "account"),
+        ProviderKind::Runway => (url(base, "organization"), auth, true, "organization"),
         _ => return None,
     };
-    let request = request.timeout(Duration::from_secs(30));
+    let mut request = http.get(url).timeout(Duration::from_secs(30));
+    if provider.kind == ProviderKind::Runway {
+        request = request.header("X-Runway-Version", crate::runway::API_VERSION);
+    }
+    if let Some(key) = api_key {
+        let value = if bearer {
+            format!("Bearer {}", key.expose_secret())
+        } else {
+            key.expose_secret().to_string()
+        };
+        if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&value) {
+            value.set_sensitive(true);
+            request = request.header(key_header, value);
+        }
+    }
     Some(send_raw(request, &provider.name).await.map(|_| what))
 }
 

@@ -153,13 +153,14 @@ pub async fn images(
         if let Some(key) = api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        let item = match media::send_raw(request, &provider.name).await {
-            Ok((answer, _)) => serde_json::from_slice::<Value>(&answer)
-                .ok()
-                .and_then(|v| to_openai_item(&v, &call.output_format, as_url))
-                .ok_or_else(|| media::not_json(&provider.name)),
-            Err(e) => Err(e),
-        };
+        let item = media::send_raw(request, &provider.name)
+            .await
+            .and_then(|(answer, _)| {
+                serde_json::from_slice::<Value>(&answer)
+                    .ok()
+                    .and_then(|v| to_openai_item(&v, &call.output_format, as_url))
+                    .ok_or_else(|| media::not_json(&provider.name))
+            });
         match item {
             Ok(item) => data.push(item),
             // Nothing made yet: an error, which may fail over.

@@ -73,6 +73,21 @@ pub fn duration_text(ms: u64) -> String {
     }
 }
 
+/// Records how long an admission took, however it ends, in
+/// `aigw_admission_seconds` (by whether the key has limits).
+struct Timed {
+    started: std::time::Instant,
+    limited: bool,
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        let limited = if self.limited { "yes" } else { "no" };
+        metrics::histogram!("aigw_admission_seconds", "limited" => limited)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// What a budget hold came to: taken (from a lease, or not), or refused.
 type HoldOutcome = aigw_runtime::Result<Result<Option<LeaseRef>, BudgetRefusal>>;
 
@@ -121,33 +136,15 @@ pub async fn admit_for(
     request_id: Uuid,
     hold_for: std::time::Duration,
 ) -> Result<Admitted, ApiError> {
-    let started = std::time::Instant::now();
-    let admitted = decide(
-        state, key, model, endpoint, body, targets, request_id, hold_for,
-    )
-    .await;
-    let limits = &key.state.settings.limits;
-    let limited = limits.rpm.is_some()
-        || limits.tpm.is_some()
-        || limits.budget_micros.is_some()
-        || limits.budget_tokens.is_some();
-    metrics::histogram!("aigw_admission_seconds", "limited" => if limited { "yes" } else { "no" })
-        .record(started.elapsed().as_secs_f64());
-    admitted
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn decide(
-    state: &AppState,
-    key: &KeyEntry,
-    model: &str,
-    endpoint: Endpoint,
-    body: &Value,
-    targets: &[Target],
-    request_id: Uuid,
-    hold_for: std::time::Duration,
-) -> Result<Admitted, ApiError> {
     let settings = &key.state.settings;
+    let limits = &settings.limits;
+    let _timed = Timed {
+        started: std::time::Instant::now(),
+        limited: limits.rpm.is_some()
+            || limits.tpm.is_some()
+            || limits.budget_micros.is_some()
+            || limits.budget_tokens.is_some(),
+    };
     if !settings.scopes.allows_model(model) {
         return Err(ApiError::Forbidden {
             message: format!("This key may not use the model `{model}`."),
@@ -169,7 +166,6 @@ async fn decide(
         });
     }
 
-    let limits = &settings.limits;
     let mut admitted = Admitted::default();
     let now = Utc::now();
     let now_ms = now.timestamp_millis();

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use aigw_events::wire::{self, DispatchRequest, Endpoint};
-use aigw_runtime::limits::LeasedHold;
 use aigw_runtime::registry::ResolveError;
 use axum::Extension;
 use axum::body::Body;
@@ -554,10 +553,7 @@ async fn queue_and_answer(
             .await;
         if let Err(e) = stored {
             if let Some(r) = &admitted.reservation {
-                let _ = state
-                    .limiter
-                    .release(key.id, &r.period, id, LeasedHold::of(r))
-                    .await;
+                let _ = state.limiter.release_reservation(key.id, id, r).await;
             }
             return Err(ApiError::Unavailable(format!("storing the upload: {e}")));
         }
@@ -588,10 +584,7 @@ async fn queue_and_answer(
     };
     if let Err(e) = publish(state, &message).await {
         if let Some(r) = &message.reservation {
-            let _ = state
-                .limiter
-                .release(key.id, &r.period, id, LeasedHold::of(r))
-                .await;
+            let _ = state.limiter.release_reservation(key.id, id, r).await;
         }
         return Err(e);
     }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{JobCommand, JobError, JobSpec, JobStatus, META_ACTOR, META_REQUEST_ID};
 use aigw_runtime::jobs::{self, JobRow, ListFilter, Submitted};
-use aigw_runtime::limits::LeasedHold;
 use aigw_runtime::store::metadata;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -156,9 +155,7 @@ pub async fn submit(
     let (fields, chat) = split_body(&bytes)?;
     if !state.webhook_allow_private
         && let Some(url) = &fields.webhook_url
-        && let Some(why) = reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().and_then(aigw_runtime::egress::refused_host))
+        && let Some(why) = aigw_dispatcher::jobs::refused_webhook(url)
     {
         return Err(invalid(
             format!("'webhook_url' must reach a public address: {why}."),
@@ -215,10 +212,7 @@ pub async fn submit(
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {
-            let _ = state
-                .limiter
-                .release(key.id, &r.period, id, LeasedHold::of(r))
-                .await;
+            let _ = state.limiter.release_reservation(key.id, id, r).await;
         }
     };
     // Queued first, stored second: a job the caller was told about always

@@ -1082,6 +1082,18 @@ impl Limiter {
         }
     }
 
+    /// Frees the hold `reservation` took for `request`, spending nothing.
+    pub async fn release_reservation(
+        &self,
+        key_id: Uuid,
+        request: Uuid,
+        reservation: &aigw_events::wire::Reservation,
+    ) -> Result<()> {
+        let leased = LeasedHold::of(reservation);
+        self.release(key_id, &reservation.period, request, leased)
+            .await
+    }
+
     pub async fn release(
         &self,
         key_id: Uuid,

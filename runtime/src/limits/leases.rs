@@ -95,13 +95,13 @@ impl Demand {
         self.current.micros += t.micros;
     }
 
-    /// What a lease should cover: two seconds of the busier of the last two
-    /// seconds, and at least `MIN_ASK` requests like `this` one.
     /// Busy enough to be worth a lease.
     fn busy(&self) -> bool {
         self.current.requests + self.previous.requests >= MIN_DEMAND
     }
 
+    /// What a lease should cover: two seconds of the busier of the last two
+    /// seconds, and at least `MIN_ASK` requests like `this` one.
     fn ask(&self, this: Tally) -> Tally {
         let (a, b) = (self.current, self.previous);
         Tally {
@@ -113,6 +113,7 @@ impl Demand {
 }
 
 /// When a slot may ask for a lease.
+#[derive(Default)]
 struct Asking {
     /// An ask is in flight.
     pending: bool,
@@ -138,6 +139,17 @@ struct RateSlot {
     used: Instant,
 }
 
+impl RateSlot {
+    fn new(now: Instant) -> Self {
+        Self {
+            lease: None,
+            asking: Asking::default(),
+            demand: Demand::new(now),
+            used: now,
+        }
+    }
+}
+
 struct RateLease {
     rpm: Option<u32>,
     tpm: Option<u64>,
@@ -160,21 +172,18 @@ impl RateLease {
 
 struct BudgetSlot {
     /// The lease holds are taken from.
-    current: Option<Uuid>,
-    leases: HashMap<Uuid, BudgetLeaseLocal>,
+    lease: Option<BudgetLeaseLocal>,
     asking: Asking,
     demand: Demand,
     used: Instant,
 }
 
 struct BudgetLeaseLocal {
+    id: Uuid,
     /// The budgets it was granted under; a changed budget retires it.
     budget: (Option<i64>, Option<i64>),
-    /// What is left of it.
-    micros: i64,
-    tokens: i64,
+    /// What was granted (micro-dollars, tokens), and what its holds took.
     granted: (i64, i64),
-    /// What its holds took.
     taken: (i64, i64),
     /// When it lapses in the shared entry.
     expires_ms: i64,
@@ -187,15 +196,26 @@ impl BudgetLeaseLocal {
     /// Room for `hold`, which expires before the lease does (a hold that
     /// would outlive it, like a queued job's, is taken on the shared entry).
     fn fits(&self, hold: &Hold) -> bool {
-        (self.budget.0.is_none() || self.micros >= hold.micros)
-            && (self.budget.1.is_none() || self.tokens >= hold.tokens)
+        let (micros, tokens) = self.left();
+        (self.budget.0.is_none() || micros >= hold.micros)
+            && (self.budget.1.is_none() || tokens >= hold.tokens)
             && hold.expires_ms <= self.expires_ms
     }
 
+    /// Worth asking for the next one: half of it used, or half its time gone.
     fn low(&self, now: Instant) -> bool {
-        (self.budget.0.is_some() && self.micros * 2 < self.granted.0)
-            || (self.budget.1.is_some() && self.tokens * 2 < self.granted.1)
+        let (micros, tokens) = self.left();
+        (self.budget.0.is_some() && micros * 2 < self.granted.0)
+            || (self.budget.1.is_some() && tokens * 2 < self.granted.1)
             || now + ISSUE_WINDOW / 2 >= self.until
+    }
+
+    fn left(&self) -> (i64, i64) {
+        (self.granted.0 - self.taken.0, self.granted.1 - self.taken.1)
+    }
+
+    fn closing(self) -> Closing {
+        (self.id, self.seq, self.taken)
     }
 }
 
@@ -203,12 +223,18 @@ impl BudgetLeaseLocal {
 type Closing = (Uuid, u64, (i64, i64));
 
 impl BudgetSlot {
-    /// Stops taking holds from `id`, for it to be closed.
-    fn retire(&mut self, id: Uuid) -> Option<Closing> {
-        if self.current == Some(id) {
-            self.current = None;
+    fn new(now: Instant) -> Self {
+        Self {
+            lease: None,
+            asking: Asking::default(),
+            demand: Demand::new(now),
+            used: now,
         }
-        self.leases.remove(&id).map(|l| (id, l.seq, l.taken))
+    }
+
+    /// Stops taking holds from the lease, for it to be closed.
+    fn retire(&mut self) -> Option<Closing> {
+        self.lease.take().map(BudgetLeaseLocal::closing)
     }
 }
 
@@ -230,15 +256,7 @@ impl Limiter {
         let now = Instant::now();
         let (decision, ask, give_back) = {
             let mut slots = lock(&local.rates);
-            let slot = slots.entry(key_id).or_insert_with(|| RateSlot {
-                lease: None,
-                asking: Asking {
-                    pending: false,
-                    not_before: None,
-                },
-                demand: Demand::new(now),
-                used: now,
-            });
+            let slot = slots.entry(key_id).or_insert_with(|| RateSlot::new(now));
             let this = Tally {
                 requests: 1,
                 tokens,
@@ -394,16 +412,9 @@ impl Limiter {
         let limits = (budget.micros, budget.tokens);
         let (taken, ask, close) = {
             let mut slots = lock(&local.budgets);
-            let slot = slots.entry(entry.clone()).or_insert_with(|| BudgetSlot {
-                current: None,
-                leases: HashMap::new(),
-                asking: Asking {
-                    pending: false,
-                    not_before: None,
-                },
-                demand: Demand::new(now),
-                used: now,
-            });
+            let slot = slots
+                .entry(entry.clone())
+                .or_insert_with(|| BudgetSlot::new(now));
             let this = Tally {
                 requests: 1,
                 tokens: hold.tokens.max(0) as u64,
@@ -411,32 +422,21 @@ impl Limiter {
             };
             slot.demand.add(this, now);
             slot.used = now;
-            let mut close = None;
-            if let Some(id) = slot.current
-                && slot
-                    .leases
-                    .get(&id)
-                    .is_none_or(|l| l.budget != limits || now >= l.until)
-            {
-                close = slot.retire(id);
-            }
-            let taken = slot.current.and_then(|id| {
-                let lease = slot.leases.get_mut(&id)?;
-                if !lease.fits(&hold) {
-                    return None;
+            let stale = slot
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.budget != limits || now >= l.until);
+            let close = if stale { slot.retire() } else { None };
+            let taken = slot.lease.as_mut().filter(|l| l.fits(&hold)).map(|l| {
+                l.taken.0 += hold.micros;
+                l.taken.1 += hold.tokens;
+                l.seq += 1;
+                LeaseRef {
+                    id: l.id,
+                    seq: l.seq,
                 }
-                lease.micros -= hold.micros;
-                lease.tokens -= hold.tokens;
-                lease.taken.0 += hold.micros;
-                lease.taken.1 += hold.tokens;
-                lease.seq += 1;
-                Some(LeaseRef { id, seq: lease.seq })
             });
-            let wanted = slot.demand.busy()
-                && slot
-                    .current
-                    .and_then(|id| slot.leases.get(&id))
-                    .is_none_or(|l| l.low(now));
+            let wanted = slot.demand.busy() && slot.lease.as_ref().is_none_or(|l| l.low(now));
             let ask = (wanted && slot.asking.may(now)).then(|| {
                 slot.asking.pending = true;
                 slot.demand.ask(this)
@@ -510,25 +510,20 @@ impl Limiter {
                     return;
                 };
                 slot.asking.done(grant.is_some());
-                let Some((micros, tokens)) = grant else {
+                let Some(granted) = grant else {
                     return;
                 };
-                let old = slot.current.and_then(|old| slot.retire(old));
-                slot.leases.insert(
-                    id,
-                    BudgetLeaseLocal {
+                slot.lease
+                    .replace(BudgetLeaseLocal {
+                        id,
                         budget: limits,
-                        micros,
-                        tokens,
-                        granted: (micros, tokens),
+                        granted,
                         taken: (0, 0),
                         expires_ms,
                         seq: 0,
                         until,
-                    },
-                );
-                slot.current = Some(id);
-                old
+                    })
+                    .map(BudgetLeaseLocal::closing)
             };
             if let Some(old) = close {
                 this.close_budget_lease(entry, old);
@@ -581,15 +576,14 @@ impl Limiter {
             let mut slots = lock(&local.budgets);
             let mut closes = Vec::new();
             for (entry, slot) in slots.iter_mut() {
-                if let Some(id) = slot.current
-                    && slot.leases.get(&id).is_none_or(|l| now >= l.until)
-                    && let Some(closing) = slot.retire(id)
+                if slot.lease.as_ref().is_some_and(|l| now >= l.until)
+                    && let Some(closing) = slot.retire()
                 {
                     closes.push((entry.clone(), closing));
                 }
             }
             slots.retain(|_, s| {
-                !s.leases.is_empty() || s.asking.pending || now.duration_since(s.used) < IDLE
+                s.lease.is_some() || s.asking.pending || now.duration_since(s.used) < IDLE
             });
             closes
         };
