@@ -25,8 +25,9 @@ pub fn path_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
 
-/// Output cap sent to providers that require one when the caller gave none.
-pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+/// Output cap sent to providers that require one when the caller gave none
+/// (budget holds assume the same, see `aigw_runtime::worst_case`).
+pub const DEFAULT_MAX_TOKENS: u64 = aigw_runtime::worst_case::ANTHROPIC_DEFAULT_MAX_TOKENS;
 
 /// Seconds since the epoch, for `created`.
 pub fn now() -> i64 {

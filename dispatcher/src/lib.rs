@@ -7,6 +7,7 @@ pub mod anthropic;
 pub mod assemblyai;
 pub mod azure;
 pub mod bedrock;
+pub mod candidates;
 pub mod cohere;
 pub mod convert;
 pub mod elevenlabs;

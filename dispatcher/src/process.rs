@@ -20,13 +20,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::adapter::{self, Answer, StreamItem};
+use crate::candidates;
 use crate::media;
 use crate::openai::{self, UpstreamError, broken};
 use crate::reply::Replier;
 use crate::routing::Slot;
+use aigw_events::provider::ProviderKind;
 use aigw_runtime::estimate;
 use aigw_runtime::health::Admission;
 use aigw_runtime::limits::LeasedHold;
+use aigw_runtime::worst_case::{self, TargetLimits};
 
 /// Processes one delivery of a request message, start to ack.
 pub async fn handle(shared: Arc<Shared>, msg: Message) {
@@ -111,14 +114,23 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
     let recorded = record(&shared, &request, attempts, outcome, route).await;
     progress.abort();
     shared.inflight.remove(&id);
-    if !recorded {
-        // Not stored: leave it to a redelivery rather than lose it.
-        let _ = msg
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-            .await;
-        return;
+    match recorded {
+        Recorded::Stored => settle(&shared, &request, usage, cost, true).await,
+        Recorded::Before => {
+            // Another delivery recorded it first (both ran at once): the
+            // stored outcome is the bill, so settle to it, not to ours.
+            if let Some((usage, cost)) = recorded_usage(&shared, &id.to_string()).await {
+                settle(&shared, &request, usage, cost, false).await;
+            }
+        }
+        Recorded::Failed => {
+            // Not stored: leave it to a redelivery rather than lose it.
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await;
+            return;
+        }
     }
-    settle(&shared, &request, usage, cost, true).await;
     if request.endpoint == Endpoint::Transcriptions
         && let Err(e) = shared.media.delete(id.to_string().as_str()).await
     {
@@ -152,7 +164,13 @@ pub(crate) fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome
                 .and_then(|p| {
                     p.spec
                         .price(&a.model)
-                        .map(|price| price.cost_micros(&usage))
+                        .and_then(|price| {
+                            let cost = price.cost_micros(&usage);
+                            if cost.is_none() {
+                                tracing::error!(model = %a.model, "the cost does not fit in micro-dollars; flagged as unpriced");
+                            }
+                            cost
+                        })
                 })
         })
     };
@@ -194,7 +212,7 @@ pub(crate) async fn settle(
                     request.request_id,
                     LeasedHold::of(r),
                     cost.unwrap_or(0),
-                    usage.total() as i64,
+                    i64::try_from(usage.total()).unwrap_or(i64::MAX),
                     now_ms,
                 )
                 .await
@@ -261,29 +279,23 @@ pub(crate) async fn run(
             return (vec![], failed(&err, Usage::default(), false, 0), None);
         }
     };
-    // Providers that cannot serve this endpoint (or as many images) are no
-    // candidates (the ingress refused requests none of them can serve).
-    let targets: Vec<Target> = targets
-        .into_iter()
-        .filter(|t| {
-            t.provider
-                .spec
-                .kind
-                .serves_body(request.endpoint, &request.body)
-        })
-        .collect();
-    if targets.is_empty() {
-        let err = media::invalid(
-            format!(
-                "no provider of `{}` offers {} through aigw",
-                request.model,
-                request.endpoint.path()
-            ),
-            "unsupported_endpoint",
-        );
-        replier.error(400, json_bytes(&err.body()), None, 0).await;
-        return (vec![], failed(&err, Usage::default(), false, 0), None);
-    }
+    // Only targets this request may go to: its endpoint, the key's scopes,
+    // its budget hold (see `candidates`).
+    let targets = match candidates::filter(shared, request, targets) {
+        Ok(t) => t,
+        Err(none) => {
+            let err = none.error(&request.model, request.endpoint.path());
+            replier
+                .error(
+                    err.status,
+                    json_bytes(&err.body()),
+                    err.retry_after.as_deref(),
+                    0,
+                )
+                .await;
+            return (vec![], failed(&err, Usage::default(), false, 0), None);
+        }
+    };
     let estimate = Usage {
         prompt_tokens: estimate::prompt_tokens(&request.body),
         completion_tokens: estimate::max_output_tokens(&request.body, 256),
@@ -652,7 +664,7 @@ async fn attempt(
             };
         }
     };
-    let body = upstream_body(request, &target.model);
+    let body = upstream_body(request, &target.model, output_cap_for(request, target));
     let call = async {
         match request.endpoint {
             Endpoint::Chat => {
@@ -680,10 +692,39 @@ async fn attempt(
             },
         }
     };
+    tokio::pin!(call);
+    let mut caller_left = false;
     let answer = tokio::select! {
-        a = call => a,
-        _ = cancel.cancelled() => Err(cancelled()),
+        a = &mut call => a,
+        _ = cancel.cancelled() => {
+            caller_left = true;
+            if runs_to_completion(request, provider.kind) {
+                // The caller left (or cancelled the job), but the provider
+                // works, and bills, all the same: let the call end (the
+                // request's deadline still applies) so what it used is
+                // known and billed.
+                call.await
+            } else {
+                Err(cancelled())
+            }
+        }
     };
+    if caller_left {
+        let (usage, estimated) = match answer {
+            Ok(Answer::Full { body, usage }) => match candidates::plausible(usage) {
+                Some(u) => (u, false),
+                None => (estimate_from_body(request, &body), true),
+            },
+            Ok(Answer::Media { usage, .. }) => (usage, false),
+            Ok(Answer::Stream(_)) | Err(_) => (Usage::default(), false),
+        };
+        return AttemptResult::Failed {
+            error: cancelled(),
+            usage,
+            estimated,
+            started_stream: false,
+        };
+    }
     match answer {
         Err(error) => AttemptResult::Failed {
             error,
@@ -692,7 +733,7 @@ async fn attempt(
             started_stream: false,
         },
         Ok(Answer::Full { body, usage }) => {
-            let (usage, estimated) = match usage {
+            let (usage, estimated) = match candidates::plausible(usage) {
                 Some(u) => (u, false),
                 None => (estimate_from_body(request, &body), true),
             };
@@ -731,6 +772,18 @@ async fn attempt(
             relay_stream(request, &provider.name, items, replier, cancel).await
         }
     }
+}
+
+/// Whether a call is let run to its end when the caller goes away: every
+/// non-streamed call, except those of providers aigw cancels upstream
+/// (polled predictions and tasks), which then produce, and bill, nothing
+/// more. A stream stops, and bills what was relayed (see `relay_stream`).
+fn runs_to_completion(request: &DispatchRequest, kind: ProviderKind) -> bool {
+    !request.stream
+        && !matches!(
+            kind,
+            ProviderKind::Replicate | ProviderKind::Runway | ProviderKind::Assemblyai
+        )
 }
 
 /// The uploaded audio of a transcription request.
@@ -811,7 +864,8 @@ async fn relay_stream(
         let chunk_usage = chunk
             .get("usage")
             .filter(|u| !u.is_null())
-            .and_then(openai::parse_usage);
+            .and_then(openai::parse_usage)
+            .filter(Usage::is_plausible);
         let has_choices = chunk
             .get("choices")
             .and_then(Value::as_array)
@@ -918,12 +972,42 @@ fn estimate_from_body(request: &DispatchRequest, body: &Bytes) -> Usage {
     }
 }
 
-/// The body sent upstream: the caller's, with the provider's model id, and
-/// always asking for usage on streams (so billing uses the provider's count).
-pub fn upstream_body(request: &DispatchRequest, model: &str) -> Value {
+/// The output cap a budgeted chat request must carry to `target` (the
+/// field and its value), when its hold assumed one that nothing else
+/// enforces (see `worst_case::injected_output_cap`).
+pub fn output_cap_for(request: &DispatchRequest, target: &Target) -> Option<(&'static str, u64)> {
+    if request.reservation.is_none() || request.endpoint != Endpoint::Chat {
+        return None;
+    }
+    let spec = &target.provider.spec;
+    let limits = TargetLimits::of(spec, &target.model);
+    let cap = worst_case::injected_output_cap(&request.body, &limits)?;
+    // OpenAI's reasoning models refuse `max_tokens`; other OpenAI-compatible
+    // servers may not know `max_completion_tokens` (the native adapters
+    // read either).
+    let openai = spec.kind == ProviderKind::Azure || spec.preset.as_deref() == Some("openai");
+    let field = if openai {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    Some((field, cap))
+}
+
+/// The body sent upstream: the caller's, with the provider's model id and
+/// the output cap the budget hold assumed (if any), and always asking for
+/// usage on streams (so billing uses the provider's count).
+pub fn upstream_body(
+    request: &DispatchRequest,
+    model: &str,
+    output_cap: Option<(&'static str, u64)>,
+) -> Value {
     let mut body = request.body.clone();
     if let Some(obj) = body.as_object_mut() {
         obj.insert("model".into(), Value::String(model.to_string()));
+        if let Some((field, cap)) = output_cap {
+            obj.insert(field.into(), Value::from(cap));
+        }
         if request.stream {
             let options = obj
                 .entry("stream_options")
@@ -1011,15 +1095,27 @@ pub(crate) fn request_command(
     }
 }
 
+/// What became of recording a request's story.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// This delivery's story is stored.
+    Stored,
+    /// Another delivery's story was stored first; this one was refused.
+    Before,
+    /// The database could not be reached; nothing was stored.
+    Failed,
+}
+
 /// Stores the request's story, retrying on database trouble; a second
-/// recording of the same request is refused by the aggregate and ignored.
+/// recording of the same request is refused as a whole (one outcome per
+/// request, however many deliveries run at once).
 async fn record(
     shared: &Shared,
     request: &DispatchRequest,
     attempts: Vec<Attempt>,
     outcome: Outcome,
     route: Option<Route>,
-) -> bool {
+) -> Recorded {
     let id = request.request_id.to_string();
     let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
     let command = request_command(request, attempts, outcome, route);
@@ -1032,11 +1128,11 @@ async fn record(
         {
             Ok(true) => {
                 metrics::counter!("aigw_requests_recorded_total").increment(1);
-                return true;
+                return Recorded::Stored;
             }
             Ok(false) => {
                 tracing::info!(request_id = %id, "request was already recorded");
-                return true;
+                return Recorded::Before;
             }
             Err(e) => {
                 tracing::warn!(request_id = %id, error = %e, "recording failed; retrying");
@@ -1046,7 +1142,7 @@ async fn record(
         }
     }
     tracing::error!(request_id = %id, "could not record the request; it stays unacked for redelivery");
-    false
+    Recorded::Failed
 }
 
 #[cfg(test)]
@@ -1070,6 +1166,7 @@ mod tests {
             rate_tokens: None,
             endpoint: Endpoint::Chat,
             body,
+            scopes: None,
         }
     }
 
@@ -1079,7 +1176,7 @@ mod tests {
             json!({"model":"alias","messages":[],"stream":true,"seed":7}),
             true,
         );
-        let body = upstream_body(&r, "real-model");
+        let body = upstream_body(&r, "real-model", None);
         assert_eq!(body["model"], "real-model");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["seed"], 7);
@@ -1087,13 +1184,64 @@ mod tests {
             json!({"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}),
             true,
         );
-        let body = upstream_body(&r, "m");
+        let body = upstream_body(&r, "m", None);
         assert_eq!(
             body["stream_options"],
             json!({"include_usage": true, "x": 1})
         );
         let r = request(json!({"model":"m"}), false);
-        assert!(upstream_body(&r, "m").get("stream_options").is_none());
+        assert!(upstream_body(&r, "m", None).get("stream_options").is_none());
+    }
+
+    fn target(preset: Option<&str>, kind: ProviderKind, model: &str) -> Target {
+        use aigw_events::provider::ProviderSpec;
+        Target {
+            provider: std::sync::Arc::new(aigw_runtime::ProviderEntry {
+                id: Uuid::nil(),
+                spec: ProviderSpec {
+                    name: "p".into(),
+                    kind,
+                    preset: preset.map(str::to_string),
+                    models: vec![model.into()],
+                    ..ProviderSpec::default()
+                },
+                created_at: Utc::now(),
+                updated_at: Utc::now(),
+            }),
+            model: model.into(),
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn a_budgeted_request_without_a_cap_carries_the_cap_its_hold_assumed() {
+        let mut r = request(json!({"model":"m","messages":[]}), false);
+        let custom = target(None, ProviderKind::OpenaiCompatible, "m");
+        // No hold: nothing to enforce.
+        assert_eq!(output_cap_for(&r, &custom), None);
+        r.reservation = Some(aigw_events::wire::Reservation {
+            period: "total".into(),
+            micros: 1,
+            tokens: 1,
+            lease: None,
+        });
+        let cap = worst_case::DEFAULT_OUTPUT_CAP;
+        assert_eq!(output_cap_for(&r, &custom), Some(("max_tokens", cap)));
+        let body = upstream_body(&r, "m", output_cap_for(&r, &custom));
+        assert_eq!(body["max_tokens"], cap);
+        // A model whose maximum output the catalog knows is bounded by it.
+        let known = target(Some("openai"), ProviderKind::OpenaiCompatible, "gpt-5.4");
+        assert_eq!(output_cap_for(&r, &known), None);
+        // An unknown model at OpenAI gets the field its reasoning models take.
+        let openai = target(Some("openai"), ProviderKind::OpenaiCompatible, "gpt-x");
+        assert_eq!(
+            output_cap_for(&r, &openai),
+            Some(("max_completion_tokens", cap))
+        );
+        // The caller's own cap is never replaced.
+        let mut capped = r.clone();
+        capped.body = json!({"model":"m","messages":[],"max_tokens":5});
+        assert_eq!(output_cap_for(&capped, &custom), None);
     }
 
     #[test]

@@ -7,6 +7,17 @@ use aigw_events::wire;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
+/// A header value without control characters (a NATS header line must not
+/// break): provider names are checked when configured, but names stored
+/// before that check, and upstream-supplied values, pass through here too.
+fn header_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.chars().any(char::is_control) {
+        value.replace(|c: char| c.is_control(), " ").into()
+    } else {
+        value.into()
+    }
+}
+
 /// Publishes one request's answer, frame by frame, in order; or, for a job
 /// (nobody waits on a subject), keeps the final answer for the job's record.
 pub struct Replier {
@@ -105,10 +116,10 @@ impl Replier {
         let parts = body.len().div_ceil(wire::PART_BYTES).max(1);
         let mut h = self.headers(wire::FRAME_RESPONSE);
         h.insert(wire::STATUS, status.to_string().as_str());
-        h.insert(wire::PROVIDER, provider);
+        h.insert(wire::PROVIDER, header_safe(provider).as_ref());
         h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
         if let Some(ct) = content_type {
-            h.insert(wire::CONTENT_TYPE, ct);
+            h.insert(wire::CONTENT_TYPE, header_safe(ct).as_ref());
         }
         if parts == 1 {
             self.send(h, body).await;
@@ -138,14 +149,14 @@ impl Replier {
         h.insert(wire::STATUS, status.to_string().as_str());
         h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
         if let Some(r) = retry_after {
-            h.insert(wire::RETRY_AFTER, r);
+            h.insert(wire::RETRY_AFTER, header_safe(r).as_ref());
         }
         self.send(h, body).await;
     }
 
     pub async fn start(&self, provider: &str, attempts: usize) {
         let mut h = self.headers(wire::FRAME_START);
-        h.insert(wire::PROVIDER, provider);
+        h.insert(wire::PROVIDER, header_safe(provider).as_ref());
         h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
         self.send(h, Bytes::new()).await;
     }
@@ -159,5 +170,16 @@ impl Replier {
         let h = self.headers(wire::FRAME_END);
         self.send(h, Bytes::new()).await;
         let _ = self.client.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_safe;
+
+    #[test]
+    fn header_values_never_carry_line_breaks() {
+        assert_eq!(header_safe("upstream-a"), "upstream-a");
+        assert_eq!(header_safe("a\r\nX-Evil: 1"), "a  X-Evil: 1");
     }
 }

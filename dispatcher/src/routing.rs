@@ -123,7 +123,7 @@ fn cost_of(t: &Target, estimate: &Usage) -> Option<i64> {
     t.provider
         .spec
         .price(&t.model)
-        .map(|p| p.cost_micros(estimate))
+        .and_then(|p| p.cost_micros(estimate))
 }
 
 /// Orders `targets` by `strategy`; pure, for testing.

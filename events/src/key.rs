@@ -69,6 +69,24 @@ impl KeyScopes {
         self.allowed_providers.is_empty()
             || self.allowed_providers.iter().any(|p| p == id || p == name)
     }
+
+    /// Whether a request for `requested` may go to `model` at the provider
+    /// `provider_id`/`provider_name`: the provider must be allowed, and
+    /// either the name the caller asked for (a model, an alias an admin
+    /// defined, `provider/model`) or the model the target serves must be.
+    ///
+    /// This one rule decides every target, wherever one is chosen:
+    /// admission, routing, failover, aliases, pins, every endpoint.
+    pub fn allows_target(
+        &self,
+        requested: &str,
+        model: &str,
+        provider_id: &str,
+        provider_name: &str,
+    ) -> bool {
+        self.allows_provider(provider_id, provider_name)
+            && (self.allows_model(requested) || self.allows_model(model))
+    }
 }
 
 /// Everything an admin can set on a key besides its secret.
@@ -239,8 +257,8 @@ impl KeyAggregate {
         let (extra_micros, extra_tokens) = self.topups.get(&period).copied().unwrap_or((0, 0));
         (
             period,
-            limits.budget_micros.map(|b| b + extra_micros),
-            limits.budget_tokens.map(|b| b + extra_tokens),
+            limits.budget_micros.map(|b| b.saturating_add(extra_micros)),
+            limits.budget_tokens.map(|b| b.saturating_add(extra_tokens)),
         )
     }
 
@@ -369,9 +387,11 @@ impl Aggregate for KeyAggregate {
                 tokens,
                 ..
             } => {
+                // The admin API refuses top-ups that would not fit; stored
+                // events are folded without ever panicking.
                 let entry = self.topups.entry(period).or_insert((0, 0));
-                entry.0 += amount_micros;
-                entry.1 += tokens;
+                entry.0 = entry.0.saturating_add(amount_micros);
+                entry.1 = entry.1.saturating_add(tokens);
             }
             KeyEvent::KeyRotated {
                 key_hash,
@@ -519,5 +539,25 @@ mod tests {
         assert_eq!(BudgetPeriod::Daily.period_id(at()), "2026-11-26");
         assert_eq!(BudgetPeriod::Monthly.period_id(at()), "2026-11");
         assert_eq!(BudgetPeriod::Total.period_id(at()), "total");
+    }
+
+    #[test]
+    fn a_target_needs_its_provider_and_its_model_or_the_name_asked_for() {
+        let scopes = KeyScopes {
+            allowed_models: vec!["small".into(), "fast".into()],
+            allowed_providers: vec!["b".into()],
+        };
+        // The provider decides first, whatever the model.
+        assert!(!scopes.allows_target("small", "small", "id-a", "a"));
+        assert!(scopes.allows_target("small", "small", "id-b", "b"));
+        // An allowed alias may go to any of its targets' models...
+        assert!(scopes.allows_target("fast", "big", "id-b", "b"));
+        // ...and `provider/model` to an allowed model...
+        assert!(scopes.allows_target("b/small", "small", "id-b", "b"));
+        // ...but never to a model neither named nor allowed.
+        assert!(!scopes.allows_target("big", "big", "id-b", "b"));
+        assert!(!scopes.allows_target("b/big", "big", "id-b", "b"));
+        let open = KeyScopes::default();
+        assert!(open.allows_target("any", "thing", "id", "p"));
     }
 }

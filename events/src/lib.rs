@@ -8,6 +8,7 @@ pub mod alias;
 pub mod job;
 pub mod key;
 pub mod names;
+pub mod pricing;
 pub mod provider;
 pub mod request;
 pub mod wire;

@@ -10,6 +10,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+pub use crate::pricing::{Price, usd_to_micros};
+
 /// Wire format an upstream speaks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,67 +79,6 @@ impl ProviderKind {
             .unwrap_or(1);
         endpoint != crate::wire::Endpoint::Images || self.max_images().is_none_or(|max| n <= max)
     }
-}
-
-/// Prices of one model, in micro-dollars per million tokens (so 0.15 USD per
-/// 1M tokens is 150_000), plus the per-unit prices of media models.
-/// Integers, so costs add up exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Price {
-    pub input_micros_per_mtok: i64,
-    pub output_micros_per_mtok: i64,
-    /// Rate for prompt tokens served from the provider's cache, if it bills them apart.
-    #[serde(default)]
-    pub cached_input_micros_per_mtok: Option<i64>,
-    /// Rate for reasoning tokens, if the provider bills them apart from output.
-    #[serde(default)]
-    pub reasoning_micros_per_mtok: Option<i64>,
-    /// Micro-dollars per generated image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_micros: Option<i64>,
-    /// Micro-dollars per million characters of speech.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub character_micros_per_m: Option<i64>,
-    /// Micro-dollars per hour of transcribed audio.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audio_micros_per_hour: Option<i64>,
-}
-
-impl Price {
-    /// A token price without the optional rates.
-    pub fn tokens(input_micros_per_mtok: i64, output_micros_per_mtok: i64) -> Self {
-        Self {
-            input_micros_per_mtok,
-            output_micros_per_mtok,
-            cached_input_micros_per_mtok: None,
-            reasoning_micros_per_mtok: None,
-            image_micros: None,
-            character_micros_per_m: None,
-            audio_micros_per_hour: None,
-        }
-    }
-
-    /// Cost of `usage` in micro-dollars, rounded up to the next micro-dollar.
-    pub fn cost_micros(&self, usage: &crate::Usage) -> i64 {
-        let rate = |r: Option<i64>| i128::from(r.unwrap_or(0));
-        // In millionths of a micro-dollar.
-        let pico = i128::from(usage.prompt_tokens) * i128::from(self.input_micros_per_mtok)
-            + i128::from(usage.completion_tokens) * i128::from(self.output_micros_per_mtok)
-            + i128::from(usage.images) * rate(self.image_micros) * 1_000_000
-            + i128::from(usage.characters) * rate(self.character_micros_per_m)
-            + (i128::from(usage.audio_seconds) * rate(self.audio_micros_per_hour) * 1_000_000
-                + 3599)
-                / 3600;
-        let micros = (pico + 999_999) / 1_000_000;
-        i64::try_from(micros).unwrap_or(i64::MAX)
-    }
-}
-
-/// Converts a USD amount (as admins write it) to micro-dollars.
-pub fn usd_to_micros(usd: f64) -> Option<i64> {
-    (0.0..9.0e12)
-        .contains(&usd)
-        .then(|| (usd * 1_000_000.0).round() as i64)
 }
 
 /// Everything needed to call a provider, as configured by an admin.
@@ -338,48 +279,6 @@ impl Aggregate for ProviderAggregate {
 mod tests {
     use super::*;
     use cqrs_es::test::TestFramework;
-
-    #[test]
-    fn costs_are_exact_micro_dollars_rounded_up() {
-        let price = Price::tokens(150_000, 600_000);
-        let usage = |p, c| crate::Usage {
-            prompt_tokens: p,
-            completion_tokens: c,
-            ..Default::default()
-        };
-        assert_eq!(price.cost_micros(&usage(1_000_000, 0)), 150_000);
-        assert_eq!(price.cost_micros(&usage(1_000, 1_000)), 750);
-        // 0.15 micro-dollars is billed as one.
-        assert_eq!(price.cost_micros(&usage(1, 0)), 1);
-        assert_eq!(price.cost_micros(&usage(0, 0)), 0);
-        assert_eq!(usd_to_micros(0.05), Some(50_000));
-        assert_eq!(usd_to_micros(-1.0), None);
-        assert_eq!(usd_to_micros(f64::NAN), None);
-    }
-
-    #[test]
-    fn media_units_are_billed_by_their_own_rates() {
-        let price = Price {
-            image_micros: Some(40_000),
-            character_micros_per_m: Some(100_000_000),
-            audio_micros_per_hour: Some(150_000),
-            ..Price::tokens(1_000_000, 0)
-        };
-        let usage = |images, characters, audio_seconds| crate::Usage {
-            images,
-            characters,
-            audio_seconds,
-            ..Default::default()
-        };
-        // Two images at $0.04.
-        assert_eq!(price.cost_micros(&usage(2, 0, 0)), 80_000);
-        // 1,000 characters at $100 per million.
-        assert_eq!(price.cost_micros(&usage(0, 1_000, 0)), 100_000);
-        // 60 s at $0.15 per hour = 2,500 micro-dollars.
-        assert_eq!(price.cost_micros(&usage(0, 0, 60)), 2_500);
-        // A model without a media rate bills its media units as nothing.
-        assert_eq!(Price::tokens(1, 1).cost_micros(&usage(3, 3, 3)), 0);
-    }
 
     fn spec() -> ProviderSpec {
         ProviderSpec {

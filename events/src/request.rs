@@ -34,9 +34,28 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Usage {
+    /// The largest count a provider can plausibly report for one request
+    /// (a trillion tokens, images, characters or seconds). Usage above it is
+    /// treated as unreadable, so sums and costs of plausible usage never
+    /// come near the integer limits.
+    pub const MAX_COUNT: u64 = 1_000_000_000_000;
+
     /// Tokens only (what token budgets and TPM count).
     pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// Whether every count is at most [`Usage::MAX_COUNT`].
+    pub fn is_plausible(&self) -> bool {
+        [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.images,
+            self.characters,
+            self.audio_seconds,
+        ]
+        .iter()
+        .all(|&n| n <= Self::MAX_COUNT)
     }
 
     /// Whether nothing billable was consumed.

@@ -38,6 +38,10 @@ pub struct DispatchRequest {
     /// Which OpenAI endpoint the body is for.
     #[serde(default)]
     pub endpoint: Endpoint,
+    /// The key's scopes at admission: every target the dispatcher chooses
+    /// (routing, failover) must be allowed by them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<crate::key::KeyScopes>,
 }
 
 /// The OpenAI endpoints aigw relays.

@@ -27,6 +27,7 @@ use crate::auth::Admin;
 use crate::chat::body_bytes;
 use crate::error::ApiError;
 use crate::presets::preset_error;
+use crate::validate;
 
 /// Parses a JSON body, answering 400 with serde's explanation.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -146,9 +147,16 @@ fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String,
             ))
         })
     };
+    if input.len() > MAX_MODELS {
+        return Err(ApiError::bad_request(format!(
+            "'prices' may name at most {MAX_MODELS} models."
+        )));
+    }
     input
         .iter()
         .map(|(model, p)| {
+            validate::model_name(model)
+                .map_err(|why| ApiError::bad_request(format!("'prices': {model:?} must {why}.")))?;
             Ok((
                 model.clone(),
                 Price {
@@ -208,7 +216,43 @@ pub(crate) fn provider_view(p: &ProviderEntry) -> Value {
     })
 }
 
+/// Most models one provider may list.
+pub const MAX_MODELS: usize = 1_024;
+
+/// A provider name as given (trimmed), checked (see `validate::provider_name`).
+pub fn provider_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    validate::provider_name(name)
+        .map_err(|why| ApiError::bad_request(format!("'name' must {why}.")))?;
+    Ok(name.to_string())
+}
+
+/// A provider's model ids (trimmed, blanks dropped): at least one, at most
+/// [`MAX_MODELS`], each a valid model name.
+pub fn model_ids(models: &[String]) -> Result<Vec<String>, ApiError> {
+    let models: Vec<String> = models
+        .iter()
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if models.is_empty() || models.len() > MAX_MODELS {
+        return Err(ApiError::bad_request(format!(
+            "'models' must list 1 to {MAX_MODELS} model ids."
+        )));
+    }
+    for m in &models {
+        validate::model_name(m)
+            .map_err(|why| ApiError::bad_request(format!("'models': {m:?} must {why}.")))?;
+    }
+    Ok(models)
+}
+
 fn validate_base_url(url: &str) -> Result<(), ApiError> {
+    if url.len() > 2048 || url.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "'base_url' must be at most 2048 characters, without control characters.",
+        ));
+    }
     let uri: axum::http::Uri = url
         .parse()
         .map_err(|_| ApiError::bad_request(format!("'base_url' is not a valid URL: {url:?}")))?;
@@ -231,24 +275,9 @@ pub async fn create_provider(
         return crate::presets::create_from_preset(&state, actor, &bytes).await;
     }
     let new: NewProvider = parse_json(&bytes)?;
-    let name = new.name.trim().to_string();
-    if name.is_empty() || name.len() > 64 || name.contains('/') {
-        return Err(ApiError::bad_request(
-            "'name' must be 1-64 characters without '/'.",
-        ));
-    }
+    let name = provider_name(&new.name)?;
     validate_base_url(&new.base_url)?;
-    let models: Vec<String> = new
-        .models
-        .iter()
-        .map(|m| m.trim().to_string())
-        .filter(|m| !m.is_empty())
-        .collect();
-    if models.is_empty() {
-        return Err(ApiError::bad_request(
-            "'models' must list at least one model id.",
-        ));
-    }
+    let models = model_ids(&new.models)?;
     if state.registry.provider(&name).is_some() {
         return Err(ApiError::Conflict(format!(
             "A provider named {name:?} already exists."
@@ -365,12 +394,7 @@ pub async fn update_provider(
     let mut spec = current.spec.clone();
     patch_aws_credentials(&state, &mut spec, &patch)?;
     if let Some(name) = patch.name {
-        let name = name.trim().to_string();
-        if name.is_empty() || name.len() > 64 || name.contains('/') {
-            return Err(ApiError::bad_request(
-                "'name' must be 1-64 characters without '/'.",
-            ));
-        }
+        let name = provider_name(&name)?;
         if state.registry.provider(&name).is_some_and(|p| p.id != id) {
             return Err(ApiError::Conflict(format!(
                 "A provider named {name:?} already exists."
@@ -394,17 +418,7 @@ pub async fn update_provider(
         };
     }
     if let Some(models) = patch.models {
-        let models: Vec<String> = models
-            .iter()
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty())
-            .collect();
-        if models.is_empty() {
-            return Err(ApiError::bad_request(
-                "'models' must list at least one model id.",
-            ));
-        }
-        spec.models = models;
+        spec.models = model_ids(&models)?;
     }
     if let Some(prices) = patch.prices {
         spec.prices.extend(parse_prices(&prices)?);

@@ -1,13 +1,16 @@
 //! Admission: what a key may do, checked before a request is queued.
 //!
-//! Scopes (403), expiry (401), rate limits (429 `rate_limit_exceeded`) and
-//! budgets (429 `insufficient_quota`). Rate and budget state is shared by
-//! every replica through the limits bucket (see `aigw_runtime::limits`);
-//! a budget is held at the request's worst-case cost and settled by the
-//! dispatcher to the actual cost.
+//! Scopes (403), expiry (401), output caps (400), rate limits (429
+//! `rate_limit_exceeded`) and budgets (429 `insufficient_quota`). Rate and
+//! budget state is shared by every replica through the limits bucket (see
+//! `aigw_runtime::limits`); a budget is held at the request's worst-case
+//! cost (`aigw_runtime::worst_case`) at the dearest target the key may use,
+//! and settled by the dispatcher to the actual cost, which can never be
+//! more (the dispatcher only uses targets whose worst case fits the hold).
 
 use aigw_events::wire::{Endpoint, LeaseRef, Reservation};
 use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, LeasedHold, RateDecision};
+use aigw_runtime::worst_case::{self, TargetLimits};
 use aigw_runtime::{KeyEntry, Target, estimate};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::Utc;
@@ -16,9 +19,6 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
-
-/// Output tokens assumed for a request that sets no `max_tokens`.
-pub const DEFAULT_OUTPUT_CAP: u64 = 4096;
 
 /// `x-ratelimit-*` headers, as OpenAI sends them.
 #[derive(Debug, Clone, Default)]
@@ -145,62 +145,42 @@ pub async fn admit_for(
             || limits.budget_micros.is_some()
             || limits.budget_tokens.is_some(),
     };
-    if !settings.scopes.allows_model(model) {
-        return Err(ApiError::Forbidden {
-            message: format!("This key may not use the model `{model}`."),
-            code: "model_not_allowed",
-        });
-    }
-    let allowed: Vec<&Target> = targets
-        .iter()
-        .filter(|t| {
-            settings
-                .scopes
-                .allows_provider(&t.provider.id.to_string(), &t.provider.spec.name)
-        })
-        .collect();
-    if allowed.is_empty() {
-        return Err(ApiError::Forbidden {
-            message: "This key may not use the providers that serve this model.".into(),
-            code: "provider_not_allowed",
-        });
-    }
+    let allowed = allowed_targets(settings, model, targets)?;
+    check_output(endpoint, body, &allowed)?;
 
     let mut admitted = Admitted::default();
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
 
     // What the rate limits take: one request and the estimated tokens.
-    let rate = (limits.rpm.is_some() || limits.tpm.is_some())
-        .then(|| estimate::prompt_tokens(body) + estimate::max_output_tokens(body, 0));
+    let rate = (limits.rpm.is_some() || limits.tpm.is_some()).then(|| {
+        estimate::prompt_tokens(body).saturating_add(estimate::max_output_tokens(body, 0))
+    });
     // What the budget holds: the worst case at the dearest target it could go
     // to; an unpriced model holds nothing (its usage is flagged, not billed).
-    let budget = (limits.budget_micros.is_some() || limits.budget_tokens.is_some()).then(|| {
-        let (period, micros, tokens) = key.state.budgets_at(now);
-        let worst = estimate::worst_usage(endpoint, body, DEFAULT_OUTPUT_CAP);
-        let hold_micros = allowed
-            .iter()
-            .filter_map(|t| t.provider.spec.price(&t.model))
-            .map(|p| p.cost_micros(&worst))
-            .max()
-            .unwrap_or(0);
-        let expires = now
-            + chrono::Duration::from_std(hold_for).unwrap_or_default()
-            + chrono::Duration::minutes(5);
-        let hold = Hold {
-            micros: hold_micros,
-            tokens: worst.total() as i64,
-            expires_ms: expires.timestamp_millis(),
-        };
-        (
-            Budget {
-                period,
-                micros,
-                tokens,
-            },
-            hold,
-        )
-    });
+    let budget = match limits.budget_micros.is_some() || limits.budget_tokens.is_some() {
+        false => None,
+        true => {
+            let (period, micros, tokens) = key.state.budgets_at(now);
+            let (hold_micros, hold_tokens) = worst_case_hold(endpoint, body, &allowed)?;
+            let expires = now
+                + chrono::Duration::from_std(hold_for).unwrap_or_default()
+                + chrono::Duration::minutes(5);
+            let hold = Hold {
+                micros: hold_micros,
+                tokens: hold_tokens,
+                expires_ms: expires.timestamp_millis(),
+            };
+            Some((
+                Budget {
+                    period,
+                    micros,
+                    tokens,
+                },
+                hold,
+            ))
+        }
+    };
 
     // The rate take and the budget hold go to NATS at the same time (one
     // round trip instead of two). A request the rate limits refuse gives its
@@ -285,6 +265,103 @@ pub async fn admit_for(
         });
     }
     Ok(admitted)
+}
+
+/// The targets the key's scopes allow (the same rule the dispatcher applies
+/// again to every target it routes or fails over to).
+fn allowed_targets<'a>(
+    settings: &aigw_events::key::KeySettings,
+    model: &str,
+    targets: &'a [Target],
+) -> Result<Vec<&'a Target>, ApiError> {
+    let scopes = &settings.scopes;
+    let allowed: Vec<&Target> = targets
+        .iter()
+        .filter(|t| {
+            scopes.allows_target(
+                model,
+                &t.model,
+                &t.provider.id.to_string(),
+                &t.provider.spec.name,
+            )
+        })
+        .collect();
+    if !allowed.is_empty() {
+        return Ok(allowed);
+    }
+    let model_ok =
+        scopes.allows_model(model) || targets.iter().any(|t| scopes.allows_model(&t.model));
+    Err(if model_ok {
+        ApiError::Forbidden {
+            message: "This key may not use the providers that serve this model.".into(),
+            code: "provider_not_allowed",
+        }
+    } else {
+        ApiError::Forbidden {
+            message: format!("This key may not use the model `{model}`."),
+            code: "model_not_allowed",
+        }
+    })
+}
+
+/// A chat request's output cap is at most what the model can produce (the
+/// largest of its allowed targets' maximum output, as the catalog knows it).
+fn check_output(endpoint: Endpoint, body: &Value, allowed: &[&Target]) -> Result<(), ApiError> {
+    let Some(asked) = worst_case::requested_output(body) else {
+        return Ok(());
+    };
+    if endpoint != Endpoint::Chat {
+        return Ok(());
+    }
+    let ceiling = allowed
+        .iter()
+        .map(|t| TargetLimits::of(&t.provider.spec, &t.model).output_ceiling())
+        .max()
+        .unwrap_or(worst_case::MAX_OUTPUT_TOKENS);
+    if asked <= ceiling {
+        return Ok(());
+    }
+    let param = if body.get("max_completion_tokens").is_some_and(Value::is_u64) {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    Err(ApiError::BadRequest {
+        message: format!(
+            "'{param}' is too large: {asked}. This model supports at most {ceiling} output tokens."
+        ),
+        param: Some(param),
+        code: None,
+    })
+}
+
+/// The budget hold of a request: its worst-case cost and tokens at the
+/// dearest of the targets it may go to (micro-dollars, tokens). A worst
+/// case that does not fit the integers is refused, never wrapped.
+fn worst_case_hold(
+    endpoint: Endpoint,
+    body: &Value,
+    allowed: &[&Target],
+) -> Result<(i64, i64), ApiError> {
+    let too_large = || {
+        ApiError::BadRequest {
+        message: "This request's worst-case usage is too large to hold against a budget; lower 'max_tokens', 'n' or the size of the input.".into(),
+        param: None,
+        code: Some("request_too_large"),
+    }
+    };
+    let mut held = (0i64, 0i64);
+    for t in allowed {
+        let limits = TargetLimits::of(&t.provider.spec, &t.model);
+        let worst = worst_case::worst_usage(endpoint, body, &limits).map_err(|_| too_large())?;
+        let micros = match t.provider.spec.price(&t.model) {
+            None => 0,
+            Some(price) => price.cost_micros(&worst).ok_or_else(too_large)?,
+        };
+        let tokens = i64::try_from(worst.total()).map_err(|_| too_large())?;
+        held = (held.0.max(micros), held.1.max(tokens));
+    }
+    Ok(held)
 }
 
 #[cfg(test)]

@@ -27,22 +27,12 @@ use uuid::Uuid;
 
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
+use crate::validate::{self, ChatRequest, invalid};
 use crate::{AppState, RequestId, admission, chat, idempotency};
 
 /// How long a queued job holds its worst-case cost on the key's budget.
 const JOB_HOLD: Duration = Duration::from_secs(24 * 3600);
-const MAX_METADATA_KEYS: usize = 16;
-const MAX_METADATA_KEY: usize = 64;
-const MAX_METADATA_VALUE: usize = 512;
 const MAX_WEBHOOK_URL: usize = 2048;
-
-fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
-    ApiError::BadRequest {
-        message: message.into(),
-        param: Some(param),
-        code: None,
-    }
-}
 
 /// A submission's own fields, taken out of the chat body.
 #[derive(Debug, Default, PartialEq)]
@@ -53,7 +43,7 @@ struct JobFields {
 
 /// Splits `webhook_url` and `metadata` off the body and validates them; the
 /// rest must be a valid, non-streamed chat completion request.
-fn split_body(bytes: &[u8]) -> Result<(JobFields, chat::ChatRequest), ApiError> {
+fn split_body(bytes: &[u8]) -> Result<(JobFields, ChatRequest), ApiError> {
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("The body is not valid JSON: {e}")))?;
     let Some(obj) = value.as_object_mut() else {
@@ -67,32 +57,10 @@ fn split_body(bytes: &[u8]) -> Result<(JobFields, chat::ChatRequest), ApiError> 
     }
     match obj.remove("metadata") {
         None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            if map.len() > MAX_METADATA_KEYS {
-                return Err(invalid(
-                    format!("'metadata' may have at most {MAX_METADATA_KEYS} keys."),
-                    "metadata",
-                ));
-            }
-            for (k, v) in map {
-                let Value::String(v) = v else {
-                    return Err(invalid("'metadata' values must be strings.", "metadata"));
-                };
-                if k.is_empty() || k.len() > MAX_METADATA_KEY || v.len() > MAX_METADATA_VALUE {
-                    return Err(invalid(
-                        format!(
-                            "'metadata' keys must be 1 to {MAX_METADATA_KEY} characters and values at most {MAX_METADATA_VALUE}."
-                        ),
-                        "metadata",
-                    ));
-                }
-                fields.metadata.insert(k, v);
-            }
-        }
-        Some(_) => return Err(invalid("'metadata' must be an object.", "metadata")),
+        Some(m) => fields.metadata = validate::metadata(m)?,
     }
     let rest = serde_json::to_vec(&value).map_err(ApiError::internal)?;
-    let chat = chat::validate(&rest)?;
+    let chat = validate::validate(&rest)?;
     if chat.stream {
         return Err(invalid(
             "Jobs cannot stream; poll the job or give a 'webhook_url' instead.",
@@ -108,6 +76,7 @@ fn check_webhook_url(url: &str) -> Result<String, ApiError> {
     if !matches!(parsed.scheme(), "http" | "https")
         || parsed.host_str().is_none()
         || url.len() > MAX_WEBHOOK_URL
+        || url.chars().any(char::is_control)
     {
         return Err(invalid(
             format!(
@@ -209,6 +178,7 @@ pub async fn submit(
         reservation: admitted.reservation.clone(),
         rate_tokens: admitted.rate_tokens,
         endpoint: chat.endpoint,
+        scopes: Some(key.state.settings.scopes.clone()),
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {

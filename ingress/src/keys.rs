@@ -27,6 +27,7 @@ use crate::admin::{command_error, parse_id, parse_json};
 use crate::auth::{Admin, Caller};
 use crate::chat::body_bytes;
 use crate::error::ApiError;
+use crate::validate;
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -70,13 +71,24 @@ impl KeyInput {
         if let Some(name) = self.name {
             base.name = name.trim().to_string();
         }
-        if base.name.is_empty() || base.name.len() > 128 {
-            return Err(ApiError::bad_request("'name' must be 1-128 characters."));
+        if base.name.is_empty() || validate::plain_text(&base.name, 128).is_err() {
+            return Err(ApiError::bad_request(
+                "'name' must be 1-128 bytes, without control characters.",
+            ));
         }
         if let Some(owner) = self.owner {
             base.owner = owner
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty());
+        }
+        if base
+            .owner
+            .as_deref()
+            .is_some_and(|o| validate::plain_text(o, 128).is_err())
+        {
+            return Err(ApiError::bad_request(
+                "'owner' must be at most 128 bytes, without control characters.",
+            ));
         }
         if let Some(rpm) = self.rpm {
             if rpm == Some(0) {
@@ -87,10 +99,10 @@ impl KeyInput {
             base.limits.rpm = rpm;
         }
         if let Some(tpm) = self.tpm {
-            if tpm == Some(0) {
-                return Err(ApiError::bad_request(
-                    "'tpm' must be positive (or null for no limit).",
-                ));
+            if tpm.is_some_and(|t| !(1..=MAX_TOKEN_BUDGET as u64).contains(&t)) {
+                return Err(ApiError::bad_request(format!(
+                    "'tpm' must be from 1 to {MAX_TOKEN_BUDGET} (or null for no limit)."
+                )));
             }
             base.limits.tpm = tpm;
         }
@@ -104,10 +116,10 @@ impl KeyInput {
                 .transpose()?;
         }
         if let Some(tokens) = self.budget_tokens {
-            if tokens.is_some_and(|t| t < 0) {
-                return Err(ApiError::bad_request(
-                    "'budget_tokens' must not be negative.",
-                ));
+            if tokens.is_some_and(|t| !(0..=MAX_TOKEN_BUDGET).contains(&t)) {
+                return Err(ApiError::bad_request(format!(
+                    "'budget_tokens' must be from 0 to {MAX_TOKEN_BUDGET}."
+                )));
             }
             base.limits.budget_tokens = tokens;
         }
@@ -121,16 +133,44 @@ impl KeyInput {
                 .collect()
         };
         if let Some(models) = self.allowed_models {
-            base.scopes.allowed_models = clean(models);
+            base.scopes.allowed_models =
+                scope_list("allowed_models", clean(models), validate::model_name)?;
         }
         if let Some(providers) = self.allowed_providers {
-            base.scopes.allowed_providers = clean(providers);
+            base.scopes.allowed_providers = scope_list(
+                "allowed_providers",
+                clean(providers),
+                validate::provider_ref,
+            )?;
         }
         if let Some(expires) = self.expires_at {
             base.expires_at = expires;
         }
         Ok(base)
     }
+}
+
+/// The largest token budget (and TPM limit) a key may have.
+pub const MAX_TOKEN_BUDGET: i64 = 1_000_000_000_000_000;
+/// Most entries in a key's `allowed_models` or `allowed_providers`.
+pub const MAX_SCOPE_ENTRIES: usize = 256;
+
+/// A scope list: at most [`MAX_SCOPE_ENTRIES`] entries, each valid by `rule`.
+fn scope_list(
+    field: &str,
+    list: Vec<String>,
+    rule: fn(&str) -> Result<(), String>,
+) -> Result<Vec<String>, ApiError> {
+    if list.len() > MAX_SCOPE_ENTRIES {
+        return Err(ApiError::bad_request(format!(
+            "'{field}' may have at most {MAX_SCOPE_ENTRIES} entries."
+        )));
+    }
+    for entry in &list {
+        rule(entry)
+            .map_err(|why| ApiError::bad_request(format!("'{field}': {entry:?} must {why}.")))?;
+    }
+    Ok(list)
 }
 
 fn usd(micros: i64) -> f64 {
@@ -344,10 +384,28 @@ pub async fn top_up(
             .ok_or_else(|| ApiError::bad_request("'amount_usd' must be a positive amount."))?,
     };
     let tokens = input.tokens.unwrap_or(0);
-    if tokens < 0 || amount_micros + tokens == 0 {
-        return Err(ApiError::bad_request(
-            "A top-up needs a positive 'amount_usd' or 'tokens'.",
-        ));
+    if !(0..=MAX_TOKEN_BUDGET).contains(&tokens) || (amount_micros == 0 && tokens == 0) {
+        return Err(ApiError::bad_request(format!(
+            "A top-up needs a positive 'amount_usd' or 'tokens' (at most {MAX_TOKEN_BUDGET})."
+        )));
+    }
+    // The period's budget with every top-up must still be a sane amount.
+    if let Some(key) = state.registry.key(id) {
+        let (_, micros, budget_tokens) = key.state.budgets_at(Utc::now());
+        let max_micros = usd_to_micros(aigw_events::pricing::MAX_USD).unwrap_or(i64::MAX);
+        let fits = micros
+            .unwrap_or(0)
+            .checked_add(amount_micros)
+            .is_some_and(|m| m <= max_micros)
+            && budget_tokens
+                .unwrap_or(0)
+                .checked_add(tokens)
+                .is_some_and(|t| t <= MAX_TOKEN_BUDGET);
+        if !fits {
+            return Err(ApiError::bad_request(
+                "This top-up would take the key's budget for the period past the largest amount aigw holds.",
+            ));
+        }
     }
     execute(
         &state,
@@ -389,7 +447,9 @@ pub async fn rotate(
         parse_json(&bytes)?
     };
     let now = Utc::now();
-    let grace = chrono::Duration::try_seconds(input.grace_seconds as i64)
+    let grace = i64::try_from(input.grace_seconds)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
         .filter(|g| *g <= chrono::Duration::days(30))
         .ok_or_else(|| ApiError::bad_request("'grace_seconds' may be at most 30 days."))?;
     let secret = generate_api_key();

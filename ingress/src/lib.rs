@@ -17,6 +17,7 @@ pub mod presets;
 pub mod routing;
 pub mod ui;
 pub mod usage;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,7 +173,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audio/speech", post(chat::speech))
         .route(
             "/v1/audio/transcriptions",
-            post(chat::transcriptions).layer(DefaultBodyLimit::max(chat::MAX_AUDIO_BYTES)),
+            post(chat::transcriptions).layer(DefaultBodyLimit::max(validate::MAX_AUDIO_BYTES)),
         )
         .route("/v1/models", get(ops::models))
         .route("/v1/key", get(keys::own_key))

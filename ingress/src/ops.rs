@@ -46,11 +46,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /v1/models`: every model a configured provider serves.
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
+/// `GET /v1/models`: the models this key may use: those of enabled
+/// providers its scopes allow, and the aliases with at least one such
+/// target.
+pub async fn models(State(state): State<AppState>, Caller(key): Caller) -> Json<Value> {
+    let scopes = &key.state.settings.scopes;
     let mut seen = BTreeMap::new();
     for provider in state.registry.providers() {
+        if provider.spec.disabled {
+            continue;
+        }
+        let id = provider.id.to_string();
         for model in &provider.spec.models {
+            if !scopes.allows_target(model, model, &id, &provider.spec.name) {
+                continue;
+            }
             seen.entry(model.clone()).or_insert_with(|| {
                 json!({
                     "id": model,
@@ -62,9 +72,24 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
         }
     }
     for alias in state.registry.aliases() {
-        seen.entry(alias.name.clone()).or_insert_with(
-            || json!({"id": alias.name, "object": "model", "created": 0, "owned_by": "aigw"}),
-        );
+        let usable = state
+            .registry
+            .resolve(&alias.name, None)
+            .is_ok_and(|targets| {
+                targets.iter().any(|t| {
+                    scopes.allows_target(
+                        &alias.name,
+                        &t.model,
+                        &t.provider.id.to_string(),
+                        &t.provider.spec.name,
+                    )
+                })
+            });
+        if usable {
+            seen.entry(alias.name.clone()).or_insert_with(
+                || json!({"id": alias.name, "object": "model", "created": 0, "owned_by": "aigw"}),
+            );
+        }
     }
     Json(json!({ "object": "list", "data": seen.into_values().collect::<Vec<_>>() }))
 }

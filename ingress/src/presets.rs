@@ -32,12 +32,9 @@ pub async fn create_from_preset(
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input: PresetInput = parse_json(body)?;
-    let spec = catalog::build_spec(&input, &state.sealer).map_err(preset_error)?;
-    if spec.name.is_empty() || spec.name.len() > 64 || spec.name.contains('/') {
-        return Err(ApiError::bad_request(
-            "'name' must be 1-64 characters without '/'.",
-        ));
-    }
+    let mut spec = catalog::build_spec(&input, &state.sealer).map_err(preset_error)?;
+    spec.name = crate::admin::provider_name(&spec.name)?;
+    spec.models = crate::admin::model_ids(&spec.models)?;
     if state.registry.provider(&spec.name).is_some() {
         return Err(ApiError::Conflict(format!(
             "A provider named {:?} already exists; pass another 'name'.",

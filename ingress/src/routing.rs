@@ -55,9 +55,9 @@ fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
             "'name' must be 1-128 characters of letters, digits, '-', '_', '.' or ':'.",
         ));
     }
-    if spec.targets.is_empty() {
+    if spec.targets.is_empty() || spec.targets.len() > 64 {
         return Err(ApiError::bad_request(
-            "'targets' must list at least one target.",
+            "'targets' must list 1 to 64 targets.",
         ));
     }
     for t in &spec.targets {
@@ -67,10 +67,11 @@ fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
                 t.provider
             )));
         }
-        if t.model.trim().is_empty() || t.weight == 0 {
-            return Err(ApiError::bad_request(
-                "every target needs a model and a positive weight.",
-            ));
+        if crate::validate::model_name(&t.model).is_err() || t.weight == 0 {
+            return Err(ApiError::bad_request(format!(
+                "every target needs a model ({} visible ASCII characters at most) and a positive weight.",
+                crate::validate::MAX_MODEL_LEN
+            )));
         }
     }
     Ok(())

@@ -112,6 +112,10 @@ pub struct PresetModel {
     /// Context window in tokens, where the source states it.
     #[serde(default)]
     pub context: Option<u64>,
+    /// Most output tokens one request may produce (`max_tokens` and its
+    /// kin, reasoning included), where the source states it.
+    #[serde(default)]
+    pub max_output: Option<u64>,
     /// USD per 1M input tokens (absent when unknown: the model is unpriced).
     #[serde(default)]
     pub input: Option<f64>,
@@ -297,8 +301,16 @@ impl Catalog {
                     }
                     _ => {}
                 }
-                if m.context == Some(0) {
-                    return Err(bad(format!("model {:?} has context 0", m.id)));
+                if m.context == Some(0) || m.max_output == Some(0) {
+                    return Err(bad(format!("model {:?} has context or max_output 0", m.id)));
+                }
+                if let (Some(context), Some(max_output)) = (m.context, m.max_output)
+                    && max_output > context
+                {
+                    return Err(bad(format!(
+                        "model {:?} has max_output above its context",
+                        m.id
+                    )));
                 }
             }
         }
@@ -313,6 +325,26 @@ pub fn catalog() -> Result<&'static Catalog, CatalogError> {
         .get_or_init(|| Catalog::parse(CATALOG_TOML))
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// What the catalog says of a model's token limits, looked up by the
+/// preset a provider was made from (nothing for custom providers, or for
+/// models the catalog does not list).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogLimits {
+    pub context: Option<u64>,
+    pub max_output: Option<u64>,
+}
+
+/// The catalog's limits of `model` as served by a provider made from `preset`.
+pub fn model_limits(preset: Option<&str>, model: &str) -> CatalogLimits {
+    let found = preset
+        .and_then(|id| catalog().ok()?.get(id))
+        .and_then(|p| p.models.iter().find(|m| m.id == model));
+    found.map_or_else(CatalogLimits::default, |m| CatalogLimits {
+        context: m.context,
+        max_output: m.max_output,
+    })
 }
 
 /// A price in USD per 1M tokens as integer micro-dollars per 1M tokens.

@@ -158,7 +158,7 @@ async fn append(
         return Ok(());
     }
     EventRows::new(version, events, metadata)?
-        .insert(&mut *tx, JobAggregate::TYPE, &id.to_string(), false)
+        .insert(&mut *tx, JobAggregate::TYPE, &id.to_string())
         .await?;
     Ok(())
 }
@@ -267,7 +267,14 @@ pub async fn execute(
     }
     let events = sink.collect().await;
     if let Some(r) = request {
-        record_request_in(&mut *tx, r.request_id, r.command, r.metadata).await?;
+        // In a savepoint: a request another delivery recorded first is a
+        // unique violation, which must not abort the job's own change.
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+        if record_request_in(&mut *savepoint, r.request_id, r.command, r.metadata).await? {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
+        }
     }
     if !events.is_empty() {
         append(&mut tx, id, current.version, &events, metadata).await?;

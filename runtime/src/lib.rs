@@ -15,6 +15,7 @@ pub mod nats;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod worst_case;
 
 pub use config::CommonArgs;
 pub use registry::{KeyEntry, ProviderEntry, Registry, Target};

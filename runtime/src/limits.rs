@@ -263,8 +263,8 @@ impl BudgetLease {
     /// What it holds now.
     fn holding(&self) -> (i64, i64) {
         (
-            (self.micros - self.settled_micros).max(0),
-            (self.tokens - self.settled_tokens).max(0),
+            self.micros.saturating_sub(self.settled_micros).max(0),
+            self.tokens.saturating_sub(self.settled_tokens).max(0),
         )
     }
 
@@ -281,8 +281,8 @@ impl BudgetLease {
         while self.settled_above.remove(&(self.settled + 1)) {
             self.settled += 1;
         }
-        self.settled_micros += hold.0;
-        self.settled_tokens += hold.1;
+        self.settled_micros = self.settled_micros.saturating_add(hold.0);
+        self.settled_tokens = self.settled_tokens.saturating_add(hold.1);
         true
     }
 
@@ -334,13 +334,12 @@ const LAPSED_MEMORY_MS: i64 = 24 * 3600 * 1000;
 impl BudgetState {
     /// What running requests and replicas' leases hold.
     pub fn held(&self) -> (i64, i64) {
-        let holds = self
-            .holds
-            .values()
-            .fold((0, 0), |(m, t), h| (m + h.micros, t + h.tokens));
+        let holds = self.holds.values().fold((0i64, 0i64), |(m, t), h| {
+            (m.saturating_add(h.micros), t.saturating_add(h.tokens))
+        });
         self.leases.values().fold(holds, |(m, t), l| {
             let (lm, lt) = l.holding();
-            (m + lm, t + lt)
+            (m.saturating_add(lm), t.saturating_add(lt))
         })
     }
 
@@ -397,12 +396,22 @@ impl BudgetState {
             let Some(budget) = budget else {
                 return Some(0);
             };
-            let free = budget - used;
+            let free = budget.saturating_sub(used);
             let n = ask.min(free / LEASE_SHARE);
             (free > 0 && n >= min.max(0)).then_some(n)
         };
-        let micros = share(budget_micros, self.spent_micros + held_micros, ask.0, min.0)?;
-        let tokens = share(budget_tokens, self.spent_tokens + held_tokens, ask.1, min.1)?;
+        let micros = share(
+            budget_micros,
+            self.spent_micros.saturating_add(held_micros),
+            ask.0,
+            min.0,
+        )?;
+        let tokens = share(
+            budget_tokens,
+            self.spent_tokens.saturating_add(held_tokens),
+            ask.1,
+            min.1,
+        )?;
         self.leases.insert(
             id,
             BudgetLease {
@@ -439,14 +448,14 @@ impl BudgetState {
         self.drop_expired(now_ms);
         let (held_micros, held_tokens) = self.held();
         if let Some(budget) = budget_micros {
-            let used = self.spent_micros + held_micros;
-            if used >= budget || used + hold.micros > budget {
+            let used = self.spent_micros.saturating_add(held_micros);
+            if used >= budget || used.checked_add(hold.micros).is_none_or(|u| u > budget) {
                 return Err(BudgetRefusal::Spend);
             }
         }
         if let Some(budget) = budget_tokens {
-            let used = self.spent_tokens + held_tokens;
-            if used >= budget || used + hold.tokens > budget {
+            let used = self.spent_tokens.saturating_add(held_tokens);
+            if used >= budget || used.checked_add(hold.tokens).is_none_or(|u| u > budget) {
                 return Err(BudgetRefusal::Tokens);
             }
         }
@@ -475,8 +484,10 @@ impl BudgetState {
             None => self.holds.remove(&request).is_some() || self.lapsed.remove(&request).is_some(),
         };
         if held {
-            self.spent_micros += micros;
-            self.spent_tokens += tokens;
+            // Bounded by the hold (see `worst_case`); saturation is never
+            // reached, but a stored entry is never made to panic either.
+            self.spent_micros = self.spent_micros.saturating_add(micros);
+            self.spent_tokens = self.spent_tokens.saturating_add(tokens);
         }
         held
     }

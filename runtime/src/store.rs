@@ -56,7 +56,8 @@ impl Stores {
     /// written once, so there is no history to load first: this skips the
     /// load and the explicit transaction (six round trips become one) on the
     /// hot path. Returns `false` when the request was already recorded (the
-    /// primary key refuses a second first event).
+    /// primary key refuses a second first event, and with it the whole
+    /// statement: one outcome per request, however many deliveries race).
     pub async fn record_request(
         &self,
         request_id: &str,
@@ -152,24 +153,20 @@ impl EventRows {
         Ok(rows)
     }
 
-    /// Inserts the events; with `skip_taken`, rows whose sequence another
-    /// writer took already are skipped instead of failing the statement.
+    /// Inserts the events in one statement: all of them, or (when another
+    /// writer took one of their sequence numbers first: a unique violation,
+    /// SQLSTATE 23505) none. This is the expected-version check: events are
+    /// numbered after the version the writer loaded.
     pub(crate) async fn insert<'e, E: sqlx::PgExecutor<'e>>(
         self,
         executor: E,
         aggregate_type: &str,
         aggregate_id: &str,
-        skip_taken: bool,
     ) -> std::result::Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
-        let on_conflict = if skip_taken {
-            " ON CONFLICT DO NOTHING"
-        } else {
-            ""
-        };
-        sqlx::query(&format!(
+        sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT $1, $2, s, t, $3, p, $4 FROM UNNEST($5::int8[], $6::text[], $7::json[]) AS u(s, t, p){on_conflict}"
-        ))
+             SELECT $1, $2, s, t, $3, p, $4 FROM UNNEST($5::int8[], $6::text[], $7::json[]) AS u(s, t, p)",
+        )
         .bind(aggregate_type)
         .bind(aggregate_id)
         .bind(aigw_events::EVENT_VERSION)
@@ -196,15 +193,15 @@ pub async fn record_request_in<'e, E: sqlx::PgExecutor<'e>>(
         return Ok(false);
     }
     let events = sink.collect().await;
-    let n = events.len();
-    // A second recording inserts nothing (and, inside a transaction, does
-    // not abort it).
+    // Version 0 expected: a second recording of the request (a concurrent or
+    // later delivery) conflicts on the first event's sequence, and inserts
+    // nothing at all. Inside a transaction the conflict aborts it: callers
+    // there record in a savepoint (see `jobs::execute`).
     let result = EventRows::new(0, &events, metadata)?
-        .insert(executor, RequestAggregate::TYPE, request_id, true)
+        .insert(executor, RequestAggregate::TYPE, request_id)
         .await;
     match result {
-        Ok(done) if done.rows_affected() as usize == n => Ok(true),
-        Ok(_) => Ok(false),
+        Ok(_) => Ok(true),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(false),
         Err(e) => Err(e.into()),
     }

@@ -312,7 +312,7 @@ async fn jobs_are_cancelled_queued_or_running_and_release_their_hold() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
 
-    // Running: the upstream call is abandoned.
+    // Running: cancelled while the provider works on it.
     env.start_dispatcher();
     let running = submit_ok(&env, &key, chat_body()).await;
     wait_status(&env, &key, &running, "running").await;
@@ -328,10 +328,19 @@ async fn jobs_are_cancelled_queued_or_running_and_release_their_hold() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // The run ends quickly (not after the upstream's 3 s) as a failed request.
+    // The run ends as a failed request, but the provider did the work: the
+    // call runs to its end and what it used is billed (10 + 20 tokens at
+    // $1 and $2 per million: 50 micro-dollars).
     let events = env.wait_recorded(&running).await;
     let (_, failed) = events.last().unwrap();
     assert_eq!(failed["RequestFailed"]["status"], 499, "{failed}");
+    assert_eq!(
+        failed["RequestFailed"]["usage"]["prompt_tokens"], 10,
+        "{failed}"
+    );
+    assert_eq!(failed["RequestFailed"]["usage"]["completion_tokens"], 20);
+    assert_eq!(failed["RequestFailed"]["usage_estimated"], false);
+    assert_eq!(failed["RequestFailed"]["cost_micros"], 50);
 
     // Both stay cancelled, neither was finished, every hold is released,
     // and only the running one reached the upstream.
@@ -339,6 +348,7 @@ async fn jobs_are_cancelled_queued_or_running_and_release_their_hold() {
         get(&env, &key, "/v1/key").await.1["held_usd"] == 0.0
     })
     .await;
+    assert_eq!(get(&env, &key, "/v1/key").await.1["spent_micros"], 50);
     for id in [&queued, &running] {
         let (_, job) = get(&env, &key, &format!("/v1/jobs/{id}")).await;
         assert_eq!(job["status"], "cancelled");

@@ -10,6 +10,7 @@ mod billing;
 mod chat;
 mod errors;
 mod harness;
+mod hostile;
 mod idempotency;
 mod jobs;
 mod keys;

@@ -1179,6 +1179,27 @@ async fn transcriptions_hold_their_longest_duration_on_a_budget() {
     assert_eq!(err["error"]["code"], "insufficient_quota", "{err}");
     assert!(mock.received_requests().await.unwrap().is_empty());
 
+    // A WAV header that claims 4 GB a second cannot make 23 s of audio hold
+    // one second: a rate that does not agree with the header's own sample
+    // rate and size is not believed, and the upload holds its size at the
+    // 6 kbit/s floor (981 s, over the budget).
+    let mut lying = wav(23);
+    lying[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+    let parts = vec![
+        (
+            "file",
+            Part::File {
+                filename: "lying.wav".into(),
+                content_type: "audio/wav".into(),
+                bytes: Bytes::from(lying),
+            },
+        ),
+        ("model", Part::Text("whisper-1".into())),
+    ];
+    let r = transcribe(&env, &key, multipart(&parts)).await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+    assert!(mock.received_requests().await.unwrap().is_empty());
+
     // A 3-second WAV holds 4 s (its header's byte rate) and is billed 3 s.
     let mut parts = vec![(
         "file",

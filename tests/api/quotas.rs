@@ -43,6 +43,21 @@ async fn priced_upstream(env: &TestEnv, delay_ms: u64) -> MockServer {
     mock
 }
 
+/// What admission holds for `body` at the priced upstream ($1/$2 per M).
+fn worst_micros(body: &Value) -> i64 {
+    use aigw_events::provider::{Price, ProviderKind};
+    use aigw_runtime::worst_case::{TargetLimits, worst_usage};
+    let limits = TargetLimits {
+        kind: ProviderKind::OpenaiCompatible,
+        context: None,
+        max_output: None,
+    };
+    let worst = worst_usage(aigw_events::wire::Endpoint::Chat, body, &limits).unwrap();
+    Price::tokens(1_000_000, 2_000_000)
+        .cost_micros(&worst)
+        .unwrap()
+}
+
 async fn create_key(env: &TestEnv, body: Value) -> (String, String) {
     let r = env
         .admin(reqwest::Method::POST, "/admin/api/keys")
@@ -78,9 +93,9 @@ async fn budget_holds_under_concurrency(replicas: usize) {
         bases.push(env.start_ingress().await);
     }
     let _upstream = priced_upstream(&env, 300).await;
-    // Worst case of one request: prompt bound 8 tokens at $1/M plus
-    // max_tokens 1000 at $2/M = 2008 micro-dollars.
-    let worst = 2008;
+    // Worst case of one request: its prompt bound (every byte of its keys
+    // and values, plus framing) at $1/M plus max_tokens 1000 at $2/M.
+    let worst = worst_micros(&json!({"model": "m", "messages": user("hi"), "max_tokens": 1000}));
     let budget_micros = 10 * worst;
     let (_, key) = create_key(
         &env,
@@ -301,19 +316,16 @@ async fn group_commits_of_two_replicas_hold_limits_exactly() {
 async fn budget_exhaustion_top_up_and_the_key_history() {
     let env = TestEnv::start().await;
     let _upstream = priced_upstream(&env, 0).await;
-    // A worst case holds 2008 and settles to 210: with 2500, three calls fit
+    // A worst case holds 2067 and settles to 210: with 2500, three calls fit
     // one after the other (630 spent), and a fourth's hold does not.
     let (id, key) = create_key(
         &env,
         json!({"name": "small", "owner": "team-a", "budget_usd": 0.0025, "budget_period": "monthly"}),
     )
     .await;
-    let call = || {
-        env.chat(
-            &key,
-            json!({"model": "m", "messages": user("hi"), "max_tokens": 1000}),
-        )
-    };
+    let body = json!({"model": "m", "messages": user("hi"), "max_tokens": 1000});
+    assert_eq!(worst_micros(&body), 2067);
+    let call = || env.chat(&key, body.clone());
     let settled = || async {
         wait_until(Duration::from_secs(30), || async {
             own_key(&env, &key).await["held_usd"] == 0.0

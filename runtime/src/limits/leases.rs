@@ -90,14 +90,15 @@ impl Demand {
             self.current = Tally::default();
             self.since = now;
         }
-        self.current.requests += t.requests;
-        self.current.tokens += t.tokens;
-        self.current.micros += t.micros;
+        // Demand is a sizing heuristic: saturating, never a panic.
+        self.current.requests = self.current.requests.saturating_add(t.requests);
+        self.current.tokens = self.current.tokens.saturating_add(t.tokens);
+        self.current.micros = self.current.micros.saturating_add(t.micros);
     }
 
     /// Busy enough to be worth a lease.
     fn busy(&self) -> bool {
-        self.current.requests + self.previous.requests >= MIN_DEMAND
+        self.current.requests.saturating_add(self.previous.requests) >= MIN_DEMAND
     }
 
     /// What a lease should cover: two seconds of the busier of the last two
@@ -105,9 +106,17 @@ impl Demand {
     fn ask(&self, this: Tally) -> Tally {
         let (a, b) = (self.current, self.previous);
         Tally {
-            requests: (2 * a.requests.max(b.requests)).max(MIN_ASK),
-            tokens: (2 * a.tokens.max(b.tokens)).max(MIN_ASK * this.tokens),
-            micros: (2 * a.micros.max(b.micros)).max(MIN_ASK as i64 * this.micros),
+            requests: a.requests.max(b.requests).saturating_mul(2).max(MIN_ASK),
+            tokens: a
+                .tokens
+                .max(b.tokens)
+                .saturating_mul(2)
+                .max(MIN_ASK.saturating_mul(this.tokens)),
+            micros: a
+                .micros
+                .max(b.micros)
+                .saturating_mul(2)
+                .max((MIN_ASK as i64).saturating_mul(this.micros)),
         }
     }
 }
@@ -164,8 +173,8 @@ struct RateLease {
 impl RateLease {
     /// Worth asking for the next one: half of it used, or half its time gone.
     fn low(&self, now: Instant) -> bool {
-        (self.rpm.is_some() && self.requests * 2 < self.granted.0)
-            || (self.tpm.is_some() && self.tokens * 2 < self.granted.1)
+        (self.rpm.is_some() && self.requests.saturating_mul(2) < self.granted.0)
+            || (self.tpm.is_some() && self.tokens.saturating_mul(2) < self.granted.1)
             || now + ISSUE_WINDOW / 2 >= self.until
     }
 }
@@ -205,13 +214,16 @@ impl BudgetLeaseLocal {
     /// Worth asking for the next one: half of it used, or half its time gone.
     fn low(&self, now: Instant) -> bool {
         let (micros, tokens) = self.left();
-        (self.budget.0.is_some() && micros * 2 < self.granted.0)
-            || (self.budget.1.is_some() && tokens * 2 < self.granted.1)
+        (self.budget.0.is_some() && micros.saturating_mul(2) < self.granted.0)
+            || (self.budget.1.is_some() && tokens.saturating_mul(2) < self.granted.1)
             || now + ISSUE_WINDOW / 2 >= self.until
     }
 
     fn left(&self) -> (i64, i64) {
-        (self.granted.0 - self.taken.0, self.granted.1 - self.taken.1)
+        (
+            self.granted.0.saturating_sub(self.taken.0),
+            self.granted.1.saturating_sub(self.taken.1),
+        )
     }
 
     fn closing(self) -> Closing {
@@ -323,7 +335,7 @@ impl Limiter {
                 tpm,
                 requests: ask.requests,
                 tokens: ask.tokens,
-                min_tokens: LEASE_MIN_UNITS * tokens.max(1),
+                min_tokens: LEASE_MIN_UNITS.saturating_mul(tokens.max(1)),
                 now_ms: now_ms(),
             };
             let outcome = this.submit(&this.rates, &rate_key(key_id), change).await;
@@ -428,8 +440,9 @@ impl Limiter {
                 .is_some_and(|l| l.budget != limits || now >= l.until);
             let close = if stale { slot.retire() } else { None };
             let taken = slot.lease.as_mut().filter(|l| l.fits(&hold)).map(|l| {
-                l.taken.0 += hold.micros;
-                l.taken.1 += hold.tokens;
+                // `fits` checked there is room: no overflow.
+                l.taken.0 = l.taken.0.saturating_add(hold.micros);
+                l.taken.1 = l.taken.1.saturating_add(hold.tokens);
                 l.seq += 1;
                 LeaseRef {
                     id: l.id,
@@ -468,13 +481,15 @@ impl Limiter {
             let id = Uuid::now_v7();
             let until = Instant::now() + ISSUE_WINDOW;
             // Holds taken from it expire like their own would.
-            let expires_ms = hold.expires_ms + ISSUE_WINDOW.as_millis() as i64;
+            let expires_ms = hold
+                .expires_ms
+                .saturating_add(ISSUE_WINDOW.as_millis() as i64);
             let change = BudgetChange::Lease {
                 id,
-                ask: (ask.micros, ask.tokens as i64),
+                ask: (ask.micros, i64::try_from(ask.tokens).unwrap_or(i64::MAX)),
                 min: (
-                    LEASE_MIN_UNITS as i64 * hold.micros,
-                    LEASE_MIN_UNITS as i64 * hold.tokens,
+                    (LEASE_MIN_UNITS as i64).saturating_mul(hold.micros),
+                    (LEASE_MIN_UNITS as i64).saturating_mul(hold.tokens),
                 ),
                 budget_micros: limits.0,
                 budget_tokens: limits.1,
