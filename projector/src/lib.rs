@@ -7,14 +7,20 @@
 //! can no longer add rows, so nothing committed late is ever skipped.
 //! Replicas take a transaction-scoped advisory lock per batch, so several
 //! projectors never apply the same events twice.
+//!
+//! Poison events: an event that cannot be read, or whose view writes fail,
+//! is quarantined with its error (`quarantine`, `apply`) in the same
+//! transaction as the checkpoint, and the views move on past it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+pub mod apply;
 pub mod audit;
+pub mod quarantine;
 pub mod rebuild;
 
-use aigw_events::{RequestEvent, Usage};
+use aigw_events::{AliasEvent, KeyEvent, ProviderEvent, RequestEvent, Usage};
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
@@ -39,6 +45,18 @@ pub enum ProjectorError {
     Runtime(#[from] RuntimeError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// Why an event cannot be folded (it is then quarantined as unreadable).
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error("payload is not a {aggregate_type} event: {source}")]
+    Payload {
+        aggregate_type: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{aggregate_type} aggregate id is not a UUID")]
+    AggregateId { aggregate_type: &'static str },
 }
 
 pub(crate) const CHECKPOINT: &str = "views";
@@ -213,6 +231,20 @@ impl Outcome {
     }
 }
 
+fn read<E: serde::de::DeserializeOwned>(
+    aggregate_type: &'static str,
+    payload: &str,
+) -> Result<E, FoldError> {
+    serde_json::from_str(payload).map_err(|source| FoldError::Payload {
+        aggregate_type,
+        source,
+    })
+}
+
+fn uuid_of(aggregate_type: &'static str, aggregate_id: &str) -> Result<Uuid, FoldError> {
+    Uuid::parse_str(aggregate_id).map_err(|_| FoldError::AggregateId { aggregate_type })
+}
+
 /// First day of `day`'s month.
 pub fn month_of(day: NaiveDate) -> NaiveDate {
     day.with_day(1).unwrap_or(day)
@@ -235,35 +267,40 @@ pub struct BatchEffect {
 }
 
 impl BatchEffect {
-    /// Folds one stored event (its JSON payload) into the batch.
-    pub fn apply(&mut self, aggregate_type: &str, aggregate_id: &str, payload: &str) {
+    /// Folds one stored event (its JSON payload) into the batch. An event
+    /// that cannot be folded leaves the batch as it was.
+    pub fn apply(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        payload: &str,
+    ) -> Result<(), FoldError> {
         match aggregate_type {
-            "request" => match serde_json::from_str::<RequestEvent>(payload) {
-                Ok(event) => self.apply_request(aggregate_id, event),
-                Err(e) => tracing::error!(%aggregate_id, error = %e, "unreadable request event"),
-            },
+            "request" => {
+                let event = read::<RequestEvent>("request", payload)?;
+                let id = uuid_of("request", aggregate_id)?;
+                self.apply_request(id, event);
+            }
+            // The registry rows are refolded from the aggregate's whole
+            // history; a payload that does not read would fail that fold.
             "key" => {
-                if let Ok(id) = Uuid::parse_str(aggregate_id) {
-                    self.keys.insert(id);
-                }
+                read::<KeyEvent>("key", payload)?;
+                self.keys.insert(uuid_of("key", aggregate_id)?);
             }
             "provider" => {
-                if let Ok(id) = Uuid::parse_str(aggregate_id) {
-                    self.providers.insert(id);
-                }
+                read::<ProviderEvent>("provider", payload)?;
+                self.providers.insert(uuid_of("provider", aggregate_id)?);
             }
             "alias" => {
+                read::<AliasEvent>("alias", payload)?;
                 self.aliases.insert(aggregate_id.to_string());
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn apply_request(&mut self, aggregate_id: &str, event: RequestEvent) {
-        let Ok(id) = Uuid::parse_str(aggregate_id) else {
-            tracing::error!(%aggregate_id, "request aggregate id is not a UUID");
-            return;
-        };
+    fn apply_request(&mut self, id: Uuid, event: RequestEvent) {
         let row = self.requests.entry(id).or_default();
         match event {
             RequestEvent::RequestAccepted {
@@ -348,37 +385,6 @@ impl Position {
     }
 }
 
-type EventRow = (String, String, String, String, i64);
-
-/// Reads up to `limit` events after `after`, only from transactions older than
-/// the oldest one still running, and folds them. `None` when there are none.
-pub async fn read_batch(
-    conn: &mut PgConnection,
-    after: &Position,
-    limit: i64,
-) -> Result<Option<(usize, Position, BatchEffect)>, sqlx::Error> {
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, payload::text, txid::text, pos FROM events
-         WHERE (txid, pos) > ($1::text::xid8, $2)
-           AND txid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY events.txid, events.pos
-         LIMIT $3",
-    )
-    .bind(&after.txid)
-    .bind(after.pos)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let Some((_, _, _, txid, pos)) = rows.last().cloned() else {
-        return Ok(None);
-    };
-    let mut effect = BatchEffect::default();
-    for (aggregate_type, aggregate_id, payload, _, _) in &rows {
-        effect.apply(aggregate_type, aggregate_id, payload);
-    }
-    Ok(Some((rows.len(), Position { txid, pos }, effect)))
-}
-
 /// The checkpoint `name` (the start of history when there is none).
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
     let row: Option<(String, i64)> =
@@ -406,7 +412,8 @@ pub(crate) async fn save_checkpoint(
     Ok(())
 }
 
-/// Applies the next batch of events; returns how many it applied.
+/// Applies the next batch of events, quarantining poison ones; returns how
+/// many events it got past.
 pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, ProjectorError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -414,25 +421,52 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
         .execute(&mut *tx)
         .await?;
     let after = checkpoint(&mut tx, CHECKPOINT).await?;
-    let Some((count, last, effect)) = read_batch(&mut tx, &after, limit).await? else {
+    let events = apply::read_events(&mut tx, &after, limit).await?;
+    let Some(last) = events.last().map(apply::StoredEvent::position) else {
         tx.rollback().await?;
         return Ok(0);
     };
-    effect.write(&mut tx, "").await?;
+    let applied = apply::apply(&mut tx, &events, "").await?;
     save_checkpoint(&mut tx, CHECKPOINT, &last).await?;
     tx.commit().await?;
-    // Registry rows are rebuilt from the events themselves and only newer
-    // versions win, so doing this after the commit is safe to repeat.
-    for id in effect.keys {
-        registry::refresh_key(pool, id).await?;
+    for poison in &applied.quarantined {
+        let event = &poison.event;
+        tracing::error!(
+            aggregate_type = %event.aggregate_type,
+            aggregate_id = %event.aggregate_id,
+            sequence = event.sequence,
+            event_type = %event.event_type,
+            reason = poison.reason.as_str(),
+            error = %poison.error,
+            "event quarantined; the views go on without it"
+        );
+        metrics::counter!("aigw_projector_quarantined_total", "reason" => poison.reason.as_str())
+            .increment(1);
     }
-    for id in effect.providers {
-        registry::refresh_provider(pool, id).await?;
+    refresh_registry(pool, &applied).await;
+    Ok(events.len())
+}
+
+/// Refolds the registry rows of the aggregates a batch touched. Rows are
+/// rebuilt from the events themselves and only newer versions win, so this
+/// is safe to repeat after the commit; one that fails (an aggregate with an
+/// unreadable event) is logged and does not hold up the others.
+pub(crate) async fn refresh_registry(pool: &PgPool, applied: &apply::Applied) {
+    for id in &applied.keys {
+        if let Err(e) = registry::refresh_key(pool, *id).await {
+            tracing::error!(key_id = %id, error = %e, "refreshing a key failed");
+        }
     }
-    for name in effect.aliases {
-        registry::refresh_alias(pool, &name).await?;
+    for id in &applied.providers {
+        if let Err(e) = registry::refresh_provider(pool, *id).await {
+            tracing::error!(provider_id = %id, error = %e, "refreshing a provider failed");
+        }
     }
-    Ok(count)
+    for name in &applied.aliases {
+        if let Err(e) = registry::refresh_alias(pool, name).await {
+            tracing::error!(alias = %name, error = %e, "refreshing an alias failed");
+        }
+    }
 }
 
 /// Column vectors of usage deltas, in `UsageDelta` field order.
@@ -749,13 +783,25 @@ mod tests {
         let rid = Uuid::now_v7();
         let mut effect = BatchEffect::default();
         for e in [accepted, completed.clone(), failed, completed] {
-            effect.apply(
-                "request",
-                &rid.to_string(),
-                &to_value(e).unwrap().to_string(),
-            );
+            effect
+                .apply(
+                    "request",
+                    &rid.to_string(),
+                    &to_value(e).unwrap().to_string(),
+                )
+                .unwrap();
         }
-        effect.apply("key", &key.to_string(), "{}");
+        let revoked = KeyEvent::KeyRevoked {
+            actor: "admin".into(),
+            at,
+        };
+        effect
+            .apply(
+                "key",
+                &key.to_string(),
+                &to_value(revoked).unwrap().to_string(),
+            )
+            .unwrap();
         let d = effect.usage[&(key, at.date_naive(), "m".to_string())];
         assert_eq!(
             d,
@@ -793,5 +839,57 @@ mod tests {
             (row.at, row.stream, row.cost_micros),
             (Some(at), Some(false), Some(100))
         );
+    }
+
+    #[test]
+    fn an_event_that_does_not_fold_leaves_the_batch_as_it_was() {
+        let key = Uuid::now_v7();
+        let at: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        let accepted = to_value(RequestEvent::RequestAccepted {
+            key_id: key,
+            model: "m".into(),
+            stream: false,
+            at,
+            route: None,
+        })
+        .unwrap()
+        .to_string();
+        let mut effect = BatchEffect::default();
+        for (aggregate_type, aggregate_id, payload) in [
+            (
+                "request",
+                Uuid::now_v7().to_string(),
+                "{\"RequestCompleted\":{}}".to_string(),
+            ),
+            (
+                "request",
+                Uuid::now_v7().to_string(),
+                "not json".to_string(),
+            ),
+            ("request", "not-a-uuid".to_string(), accepted.clone()),
+            ("key", key.to_string(), "{}".to_string()),
+            ("key", "not-a-uuid".to_string(), accepted.clone()),
+            ("provider", Uuid::now_v7().to_string(), "[]".to_string()),
+            (
+                "alias",
+                "fast".to_string(),
+                "{\"AliasRenamed\":{}}".to_string(),
+            ),
+        ] {
+            let result = effect.apply(aggregate_type, &aggregate_id, &payload);
+            assert!(result.is_err(), "{aggregate_type} {aggregate_id} {payload}");
+        }
+        assert!(effect.requests.is_empty());
+        assert!(effect.keys.is_empty() && effect.providers.is_empty() && effect.aliases.is_empty());
+        assert!(matches!(
+            effect.apply("request", "x", &accepted),
+            Err(FoldError::AggregateId { .. })
+        ));
+        assert!(matches!(
+            effect.apply("request", &Uuid::now_v7().to_string(), "{}"),
+            Err(FoldError::Payload { .. })
+        ));
+        // Aggregates the views do not follow are not read at all.
+        assert!(effect.apply("job", "anything", "not json").is_ok());
     }
 }
