@@ -168,3 +168,64 @@ pub fn is_poison(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::is_poison;
+
+    /// A database error with only a SQLSTATE, as PostgreSQL reports one.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn db(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Sqlstate(code)))
+    }
+
+    #[test]
+    fn only_errors_a_value_can_cause_quarantine() {
+        // Index row too large, value out of range, invalid text, unique key.
+        for code in ["54000", "22003", "22021", "22001", "23505"] {
+            assert!(is_poison(&db(code)), "{code}");
+        }
+        // Deadlock, serialization failure, lost connection, missing table,
+        // disk full, cancelled statement: not the event's fault.
+        for code in ["40P01", "40001", "08006", "42P01", "53100", "57014"] {
+            assert!(!is_poison(&db(code)), "{code}");
+        }
+        assert!(!is_poison(&sqlx::Error::PoolTimedOut));
+        assert!(!is_poison(&sqlx::Error::Io(std::io::Error::other("reset"))));
+    }
+}
