@@ -6,7 +6,7 @@ use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
 use std::io::Write;
 
-use aigw_projector::{ProjectorArgs, audit, rebuild};
+use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
 use aigw_runtime::{CommonArgs, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -61,7 +61,8 @@ enum Command {
         projector: ProjectorArgs,
     },
     /// Recompute every key's cost from the event history and compare it with
-    /// the billing view; exits with 1 when they differ.
+    /// the billing view; exits with 1 when they differ, with 2 when they agree
+    /// except for quarantined events (listed).
     Audit {
         #[command(flatten)]
         common: CommonArgs,
@@ -212,11 +213,34 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("rebuilding the views")?;
             eprintln!(
-                "rebuilt the views from {} events in {:.1}s ({:.0} events/s)",
+                "rebuilt the views from {} events in {:.1}s ({:.0} events/s), {} quarantined",
                 report.events,
                 report.elapsed.as_secs_f64(),
-                report.events_per_second()
+                report.events_per_second(),
+                report.quarantined,
             );
+            if report.quarantined > 0 {
+                let (events, total) = quarantine::list(&pool, 20)
+                    .await
+                    .context("reading the quarantine")?;
+                for q in &events {
+                    eprintln!(
+                        "quarantined {} {} #{} {} ({}): {}",
+                        q.aggregate_type,
+                        q.aggregate_id,
+                        q.sequence,
+                        q.event_type,
+                        q.reason,
+                        q.error
+                    );
+                }
+                if total > events.len() as i64 {
+                    eprintln!(
+                        "... and {} more (GET /admin/api/quarantine)",
+                        total - events.len() as i64
+                    );
+                }
+            }
         }
         Command::Audit {
             common,
@@ -235,13 +259,21 @@ async fn main() -> anyhow::Result<()> {
                 .context("auditing")?;
             match format {
                 AuditFormat::Table => output(&audit::to_table(&report))?,
-                AuditFormat::Csv => output(&audit::to_csv(&report))?,
+                AuditFormat::Csv => {
+                    output(&audit::to_csv(&report))?;
+                    // The CSV holds differences only; quarantined events go
+                    // to stderr so they are never missed.
+                    eprint!("{}", audit::quarantine_lines(&report));
+                }
                 AuditFormat::Json => {
                     output(&format!("{}\n", serde_json::to_string_pretty(&report)?))?
                 }
             }
-            if !report.is_clean() {
+            if !report.differences.is_empty() {
                 std::process::exit(1);
+            }
+            if !report.quarantined.is_empty() {
+                std::process::exit(2);
             }
         }
         Command::All {

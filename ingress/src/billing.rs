@@ -430,7 +430,8 @@ struct AuditInput {
 }
 
 /// `POST /admin/api/audit` `{"from","to","key"}`: the same audit as `aigw
-/// audit`; `clean` is false when the billing view differs from the history.
+/// audit`; `clean` is false when the billing view differs from the history
+/// or leaves out quarantined events (listed in `quarantined`).
 pub async fn run_audit(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

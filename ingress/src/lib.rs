@@ -14,6 +14,7 @@ pub mod keys;
 pub mod multipart;
 pub mod ops;
 pub mod presets;
+pub mod quarantine;
 pub mod routing;
 pub mod ui;
 pub mod usage;
@@ -217,6 +218,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/billing", get(billing::billing))
         .route("/admin/api/requests", get(billing::requests))
         .route("/admin/api/audit", post(billing::run_audit))
+        .route("/admin/api/quarantine", get(quarantine::list))
         .route("/admin/api/presets", get(presets::list_presets))
         .route(
             "/admin/api/keys",

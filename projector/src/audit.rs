@@ -6,16 +6,26 @@
 //! in. It reads the events, the billing rows and the projector's checkpoint
 //! in one repeatable-read snapshot and only counts events up to that
 //! checkpoint, so a projector that is merely behind is not a difference.
+//!
+//! Quarantined events (see `quarantine`) are in the history but by design not
+//! in the views, so the audit leaves them out of the expected side and lists
+//! them instead, with their error: it can then say "clean except N
+//! quarantined events" rather than report a difference, or stop. An outcome
+//! event the audit cannot read is listed the same way (projected before the
+//! quarantine existed, it is in no view either). A report with quarantined
+//! events is not clean: the views omit what those events cost.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{BillingKey, CHECKPOINT, Outcome, Position, ProjectorError, checkpoint, month_of};
+use crate::{
+    BillingKey, CHECKPOINT, Outcome, Position, ProjectorError, checkpoint, month_of, quarantine,
+};
 use aigw_events::RequestEvent;
 
 /// What is audited: the months from `from` to `to`, one key or all.
@@ -72,6 +82,23 @@ pub struct Difference {
     pub recorded: Totals,
 }
 
+/// An outcome event the views leave out: quarantined, or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Excluded {
+    pub request_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    /// The outcome's key, month, model and cost, when its payload reads.
+    pub key_id: Option<Uuid>,
+    pub month: Option<NaiveDate>,
+    pub model: Option<String>,
+    pub cost_micros: Option<i64>,
+    /// `None`: not in the quarantine (an unreadable event projected before
+    /// the quarantine existed; a rebuild quarantines it).
+    pub quarantined_at: Option<DateTime<Utc>>,
+    pub error: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditReport {
     pub from_month: NaiveDate,
@@ -84,11 +111,15 @@ pub struct AuditReport {
     pub expected_cost_micros: i64,
     pub recorded_cost_micros: i64,
     pub differences: Vec<Difference>,
+    /// Outcome events in the audited months (or of unknown month) left out
+    /// of both sides, in history order.
+    pub quarantined: Vec<Excluded>,
 }
 
 impl AuditReport {
+    /// No difference and no quarantined event.
     pub fn is_clean(&self) -> bool {
-        self.differences.is_empty()
+        self.differences.is_empty() && self.quarantined.is_empty()
     }
 }
 
@@ -116,7 +147,16 @@ pub fn compare(
         .collect()
 }
 
-type EventRow = (String, String, String, i64);
+type EventRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
 type BillingRow = (Uuid, NaiveDate, String, i64, i64, i64, i64, i64);
 
 /// Runs an audit; `progress` gets the number of events read after each page.
@@ -163,13 +203,20 @@ pub async fn audit(
     let mut at = Position::start();
     let mut scanned = 0u64;
     let mut requests = 0u64;
+    let mut quarantined = Vec::new();
     loop {
         let page_rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT aggregate_id, payload::text, txid::text, pos FROM events
-             WHERE (txid, pos) > ($1::text::xid8, $2) AND (txid, pos) <= ($3::text::xid8, $4)
-               AND aggregate_type = 'request'
-               AND event_type IN ('RequestCompleted', 'RequestFailed')
-             ORDER BY events.txid, events.pos
+            "SELECT e.aggregate_id, e.sequence, e.event_type, e.payload::text, e.txid::text,
+                    e.pos, q.error, q.quarantined_at
+             FROM events e
+             LEFT JOIN projector_quarantine q
+               ON (q.aggregate_type, q.aggregate_id, q.sequence)
+                = (e.aggregate_type, e.aggregate_id, e.sequence)
+             WHERE (e.txid, e.pos) > ($1::text::xid8, $2)
+               AND (e.txid, e.pos) <= ($3::text::xid8, $4)
+               AND e.aggregate_type = 'request'
+               AND e.event_type IN ('RequestCompleted', 'RequestFailed')
+             ORDER BY e.txid, e.pos
              LIMIT $5",
         )
         .bind(&at.txid)
@@ -179,19 +226,36 @@ pub async fn audit(
         .bind(page)
         .fetch_all(&mut *tx)
         .await?;
-        let Some((_, _, txid, pos)) = page_rows.last().cloned() else {
+        let Some((_, _, _, _, txid, pos, _, _)) = page_rows.last().cloned() else {
             break;
         };
         scanned += page_rows.len() as u64;
-        for (id, payload, _, _) in page_rows {
-            let event = match serde_json::from_str::<RequestEvent>(&payload) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(request_id = %id, error = %e, "unreadable request event");
-                    continue;
-                }
+        for (id, sequence, event_type, payload, _, _, error, quarantined_at) in page_rows {
+            let read = serde_json::from_str::<RequestEvent>(&payload).map(Outcome::of);
+            let outcome = read.as_ref().ok().and_then(Option::as_ref);
+            let error = match (error, &read) {
+                (Some(error), _) => Some(error),
+                (None, Err(e)) => Some(quarantine::error_text(e)),
+                (None, Ok(_)) => None,
             };
-            let Some(o) = Outcome::of(event) else {
+            if let Some(error) = error {
+                // Of unknown scope when unreadable: listed whatever the scope.
+                if outcome.is_none_or(|o| scope.covers(o.key_id, o.month())) {
+                    quarantined.push(Excluded {
+                        request_id: id,
+                        sequence,
+                        event_type,
+                        key_id: outcome.map(|o| o.key_id),
+                        month: outcome.map(Outcome::month),
+                        model: outcome.map(|o| o.model.clone()),
+                        cost_micros: outcome.and_then(|o| o.cost_micros),
+                        quarantined_at,
+                        error,
+                    });
+                }
+                continue;
+            }
+            let Some(o) = outcome else {
                 continue;
             };
             if !scope.covers(o.key_id, o.month()) {
@@ -201,7 +265,7 @@ pub async fn audit(
             expected
                 .entry((o.key_id, o.month(), o.model.clone()))
                 .or_default()
-                .add(&o);
+                .add(o);
         }
         at = Position { txid, pos };
         progress(scanned);
@@ -217,6 +281,7 @@ pub async fn audit(
         expected_cost_micros: expected.values().map(|t| t.cost_micros).sum(),
         recorded_cost_micros: recorded.values().map(|t| t.cost_micros).sum(),
         differences,
+        quarantined,
     })
 }
 
@@ -281,12 +346,55 @@ pub fn to_csv(report: &AuditReport) -> String {
     out
 }
 
-/// A human summary and the differences as an aligned table.
+/// `text` on one line, cut to `max` characters.
+fn short(text: &str, max: usize) -> String {
+    let one_line = text.replace(['\n', '\r'], " ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// One line per quarantined (or unreadable) outcome event.
+pub fn quarantine_lines(report: &AuditReport) -> String {
+    let mut out = String::new();
+    for q in &report.quarantined {
+        let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            out,
+            "{} request {} #{} {}: key {}, month {}, model {}, cost {}; {}{}",
+            if q.quarantined_at.is_some() {
+                "quarantined"
+            } else {
+                "unreadable"
+            },
+            q.request_id,
+            q.sequence,
+            q.event_type,
+            or_unknown(q.key_id.map(|k| k.to_string())),
+            or_unknown(q.month.map(month_label)),
+            or_unknown(q.model.as_deref().map(|m| short(m, 40))),
+            or_unknown(q.cost_micros.map(|c| format!("${}", usd(c)))),
+            short(&q.error, 200),
+            match q.quarantined_at {
+                Some(at) => format!(" (since {})", at.format("%Y-%m-%d %H:%M:%S UTC")),
+                None => " (not in the quarantine: `aigw projector rebuild` puts it there)".into(),
+            },
+        );
+    }
+    out
+}
+
+/// A human summary, the differences as an aligned table, and a line per
+/// quarantined event.
 pub fn to_table(report: &AuditReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "audit {}..{}: {} events read, {} requests, expected ${}, recorded ${}, {} difference(s)",
+        "audit {}..{}: {} events read, {} requests, expected ${}, recorded ${}, {} difference(s), \
+         {} quarantined event(s)",
         month_label(report.from_month),
         month_label(report.to_month),
         report.events_scanned,
@@ -294,7 +402,25 @@ pub fn to_table(report: &AuditReport) -> String {
         usd(report.expected_cost_micros),
         usd(report.recorded_cost_micros),
         report.differences.len(),
+        report.quarantined.len(),
     );
+    out.push_str(&differences_table(report));
+    if !report.quarantined.is_empty() {
+        if report.differences.is_empty() {
+            let _ = writeln!(
+                out,
+                "clean except {} quarantined event(s), in the history but not in the views \
+                 (left out of both sides):",
+                report.quarantined.len()
+            );
+        }
+        out.push_str(&quarantine_lines(report));
+    }
+    out
+}
+
+fn differences_table(report: &AuditReport) -> String {
+    let mut out = String::new();
     if report.differences.is_empty() {
         return out;
     }
@@ -406,6 +532,7 @@ mod tests {
                     totals(1, 6),
                 )]),
             ),
+            quarantined: vec![],
         };
         let csv = to_csv(&report);
         assert!(
@@ -415,5 +542,59 @@ mod tests {
                 .contains("\"a,b\",0.000005,0.000006,1,1")
         );
         assert!(to_table(&report).contains("1 difference(s)"));
+    }
+
+    #[test]
+    fn quarantined_events_make_a_report_unclean_and_get_one_short_line_each() {
+        let excluded = Excluded {
+            request_id: Uuid::nil().to_string(),
+            sequence: 3,
+            event_type: "RequestFailed".into(),
+            key_id: Some(Uuid::nil()),
+            month: Some("2026-11-01".parse().unwrap()),
+            model: Some("x".repeat(5000)),
+            cost_micros: Some(18),
+            quarantined_at: Some("2026-11-26T10:00:00Z".parse().unwrap()),
+            error: format!("index row size\n{}", "y".repeat(900)),
+        };
+        let unreadable = Excluded {
+            key_id: None,
+            month: None,
+            model: None,
+            cost_micros: None,
+            quarantined_at: None,
+            error: "expected value".into(),
+            ..excluded.clone()
+        };
+        let mut report = AuditReport {
+            from_month: "2026-11-01".parse().unwrap(),
+            to_month: "2026-11-01".parse().unwrap(),
+            key_id: None,
+            events_scanned: 2,
+            requests: 0,
+            expected_cost_micros: 0,
+            recorded_cost_micros: 0,
+            differences: vec![],
+            quarantined: vec![excluded],
+        };
+        assert!(!report.is_clean());
+        let table = to_table(&report);
+        assert!(
+            table.contains("clean except 1 quarantined event(s)"),
+            "{table}"
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[2].starts_with("quarantined request "));
+        assert!(lines[2].contains(&format!("model {}…,", "x".repeat(39))));
+        assert!(lines[2].contains("cost $0.000018"));
+        assert!(lines[2].chars().count() < 500);
+        report.quarantined.push(unreadable);
+        let lines = quarantine_lines(&report);
+        let last = lines.lines().last().unwrap();
+        assert!(last.starts_with("unreadable request "), "{last}");
+        assert!(last.contains("key ?, month ?, model ?, cost ?"), "{last}");
+        // The CSV keeps its shape: differences only.
+        assert_eq!(to_csv(&report).lines().count(), 1);
     }
 }

@@ -7,14 +7,21 @@
 //! can no longer add rows, so nothing committed late is ever skipped.
 //! Replicas take a transaction-scoped advisory lock per batch, so several
 //! projectors never apply the same events twice.
+//!
+//! Poison events: an event that cannot be read, or whose view writes fail,
+//! is quarantined with its error (`quarantine`, `apply`) in the same
+//! transaction as the checkpoint, and the views move on past it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+pub mod apply;
 pub mod audit;
+pub mod quarantine;
 pub mod rebuild;
+mod views;
 
-use aigw_events::{RequestEvent, Usage};
+use aigw_events::{AliasEvent, KeyEvent, ProviderEvent, RequestEvent, Usage};
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
@@ -39,6 +46,18 @@ pub enum ProjectorError {
     Runtime(#[from] RuntimeError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// Why an event cannot be folded (it is then quarantined as unreadable).
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error("payload is not a {aggregate_type} event: {source}")]
+    Payload {
+        aggregate_type: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{aggregate_type} aggregate id is not a UUID")]
+    AggregateId { aggregate_type: &'static str },
 }
 
 pub(crate) const CHECKPOINT: &str = "views";
@@ -213,6 +232,20 @@ impl Outcome {
     }
 }
 
+fn read<E: serde::de::DeserializeOwned>(
+    aggregate_type: &'static str,
+    payload: &str,
+) -> Result<E, FoldError> {
+    serde_json::from_str(payload).map_err(|source| FoldError::Payload {
+        aggregate_type,
+        source,
+    })
+}
+
+fn uuid_of(aggregate_type: &'static str, aggregate_id: &str) -> Result<Uuid, FoldError> {
+    Uuid::parse_str(aggregate_id).map_err(|_| FoldError::AggregateId { aggregate_type })
+}
+
 /// First day of `day`'s month.
 pub fn month_of(day: NaiveDate) -> NaiveDate {
     day.with_day(1).unwrap_or(day)
@@ -235,35 +268,40 @@ pub struct BatchEffect {
 }
 
 impl BatchEffect {
-    /// Folds one stored event (its JSON payload) into the batch.
-    pub fn apply(&mut self, aggregate_type: &str, aggregate_id: &str, payload: &str) {
+    /// Folds one stored event (its JSON payload) into the batch. An event
+    /// that cannot be folded leaves the batch as it was.
+    pub fn apply(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        payload: &str,
+    ) -> Result<(), FoldError> {
         match aggregate_type {
-            "request" => match serde_json::from_str::<RequestEvent>(payload) {
-                Ok(event) => self.apply_request(aggregate_id, event),
-                Err(e) => tracing::error!(%aggregate_id, error = %e, "unreadable request event"),
-            },
+            "request" => {
+                let event = read::<RequestEvent>("request", payload)?;
+                let id = uuid_of("request", aggregate_id)?;
+                self.apply_request(id, event);
+            }
+            // The registry rows are refolded from the aggregate's whole
+            // history; a payload that does not read would fail that fold.
             "key" => {
-                if let Ok(id) = Uuid::parse_str(aggregate_id) {
-                    self.keys.insert(id);
-                }
+                read::<KeyEvent>("key", payload)?;
+                self.keys.insert(uuid_of("key", aggregate_id)?);
             }
             "provider" => {
-                if let Ok(id) = Uuid::parse_str(aggregate_id) {
-                    self.providers.insert(id);
-                }
+                read::<ProviderEvent>("provider", payload)?;
+                self.providers.insert(uuid_of("provider", aggregate_id)?);
             }
             "alias" => {
+                read::<AliasEvent>("alias", payload)?;
                 self.aliases.insert(aggregate_id.to_string());
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn apply_request(&mut self, aggregate_id: &str, event: RequestEvent) {
-        let Ok(id) = Uuid::parse_str(aggregate_id) else {
-            tracing::error!(%aggregate_id, "request aggregate id is not a UUID");
-            return;
-        };
+    fn apply_request(&mut self, id: Uuid, event: RequestEvent) {
         let row = self.requests.entry(id).or_default();
         match event {
             RequestEvent::RequestAccepted {
@@ -324,10 +362,10 @@ impl BatchEffect {
     /// Writes the batch into the views whose table names end in `suffix`
     /// (empty for the live views, `_new` during a rebuild).
     pub async fn write(&self, tx: &mut PgConnection, suffix: &str) -> Result<(), sqlx::Error> {
-        write_usage(tx, &self.usage, suffix).await?;
-        write_billing(tx, &self.billing, suffix).await?;
-        write_hourly(tx, &self.hourly, suffix).await?;
-        write_requests(tx, &self.requests, suffix).await?;
+        views::write_usage(tx, &self.usage, suffix).await?;
+        views::write_billing(tx, &self.billing, suffix).await?;
+        views::write_hourly(tx, &self.hourly, suffix).await?;
+        views::write_requests(tx, &self.requests, suffix).await?;
         Ok(())
     }
 }
@@ -346,37 +384,6 @@ impl Position {
             pos: 0,
         }
     }
-}
-
-type EventRow = (String, String, String, String, i64);
-
-/// Reads up to `limit` events after `after`, only from transactions older than
-/// the oldest one still running, and folds them. `None` when there are none.
-pub async fn read_batch(
-    conn: &mut PgConnection,
-    after: &Position,
-    limit: i64,
-) -> Result<Option<(usize, Position, BatchEffect)>, sqlx::Error> {
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, payload::text, txid::text, pos FROM events
-         WHERE (txid, pos) > ($1::text::xid8, $2)
-           AND txid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY events.txid, events.pos
-         LIMIT $3",
-    )
-    .bind(&after.txid)
-    .bind(after.pos)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let Some((_, _, _, txid, pos)) = rows.last().cloned() else {
-        return Ok(None);
-    };
-    let mut effect = BatchEffect::default();
-    for (aggregate_type, aggregate_id, payload, _, _) in &rows {
-        effect.apply(aggregate_type, aggregate_id, payload);
-    }
-    Ok(Some((rows.len(), Position { txid, pos }, effect)))
 }
 
 /// The checkpoint `name` (the start of history when there is none).
@@ -406,7 +413,8 @@ pub(crate) async fn save_checkpoint(
     Ok(())
 }
 
-/// Applies the next batch of events; returns how many it applied.
+/// Applies the next batch of events, quarantining poison ones; returns how
+/// many events it got past.
 pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, ProjectorError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -414,289 +422,52 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
         .execute(&mut *tx)
         .await?;
     let after = checkpoint(&mut tx, CHECKPOINT).await?;
-    let Some((count, last, effect)) = read_batch(&mut tx, &after, limit).await? else {
+    let events = apply::read_events(&mut tx, &after, limit).await?;
+    let Some(last) = events.last().map(apply::StoredEvent::position) else {
         tx.rollback().await?;
         return Ok(0);
     };
-    effect.write(&mut tx, "").await?;
+    let applied = apply::apply(&mut tx, &events, "").await?;
     save_checkpoint(&mut tx, CHECKPOINT, &last).await?;
     tx.commit().await?;
-    // Registry rows are rebuilt from the events themselves and only newer
-    // versions win, so doing this after the commit is safe to repeat.
-    for id in effect.keys {
-        registry::refresh_key(pool, id).await?;
+    for poison in &applied.quarantined {
+        let event = &poison.event;
+        tracing::error!(
+            aggregate_type = %event.aggregate_type,
+            aggregate_id = %event.aggregate_id,
+            sequence = event.sequence,
+            event_type = %event.event_type,
+            reason = poison.reason.as_str(),
+            error = %poison.error,
+            "event quarantined; the views go on without it"
+        );
+        metrics::counter!("aigw_projector_quarantined_total", "reason" => poison.reason.as_str())
+            .increment(1);
     }
-    for id in effect.providers {
-        registry::refresh_provider(pool, id).await?;
-    }
-    for name in effect.aliases {
-        registry::refresh_alias(pool, &name).await?;
-    }
-    Ok(count)
+    refresh_registry(pool, &applied).await;
+    Ok(events.len())
 }
 
-/// Column vectors of usage deltas, in `UsageDelta` field order.
-fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 11] {
-    let mut cols: [Vec<i64>; 11] = Default::default();
-    for d in deltas {
-        for (col, v) in cols.iter_mut().zip([
-            d.requests,
-            d.errors,
-            d.prompt_tokens,
-            d.completion_tokens,
-            d.estimated_requests,
-            d.latency_ms,
-            d.cost_micros,
-            d.unpriced_requests,
-            d.images,
-            d.characters,
-            d.audio_seconds,
-        ]) {
-            col.push(v);
+/// Refolds the registry rows of the aggregates a batch touched. Rows are
+/// rebuilt from the events themselves and only newer versions win, so this
+/// is safe to repeat after the commit; one that fails (an aggregate with an
+/// unreadable event) is logged and does not hold up the others.
+pub(crate) async fn refresh_registry(pool: &PgPool, applied: &apply::Applied) {
+    for id in &applied.keys {
+        if let Err(e) = registry::refresh_key(pool, *id).await {
+            tracing::error!(key_id = %id, error = %e, "refreshing a key failed");
         }
     }
-    cols
-}
-
-async fn write_usage(
-    tx: &mut PgConnection,
-    usage: &HashMap<UsageKey, UsageDelta>,
-    suffix: &str,
-) -> Result<(), sqlx::Error> {
-    if usage.is_empty() {
-        return Ok(());
+    for id in &applied.providers {
+        if let Err(e) = registry::refresh_provider(pool, *id).await {
+            tracing::error!(provider_id = %id, error = %e, "refreshing a provider failed");
+        }
     }
-    let keys: Vec<Uuid> = usage.keys().map(|k| k.0).collect();
-    let days: Vec<NaiveDate> = usage.keys().map(|k| k.1).collect();
-    let models: Vec<String> = usage.keys().map(|k| k.2.clone()).collect();
-    let [
-        requests,
-        errors,
-        prompt,
-        completion,
-        estimated,
-        latency,
-        cost,
-        unpriced,
-        images,
-        characters,
-        audio_seconds,
-    ] = columns(usage.values());
-    sqlx::query(&format!(
-        "INSERT INTO usage_daily{suffix} AS u (key_id, day, model, requests, errors, prompt_tokens,
-                completion_tokens, estimated_requests, latency_ms_total, cost_micros,
-                unpriced_requests, images, characters, audio_seconds)
-         SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
-                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                $12::int8[], $13::int8[], $14::int8[])
-         ON CONFLICT (key_id, day, model) DO UPDATE SET
-           requests = u.requests + EXCLUDED.requests,
-           errors = u.errors + EXCLUDED.errors,
-           prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
-           completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
-           estimated_requests = u.estimated_requests + EXCLUDED.estimated_requests,
-           latency_ms_total = u.latency_ms_total + EXCLUDED.latency_ms_total,
-           cost_micros = u.cost_micros + EXCLUDED.cost_micros,
-           unpriced_requests = u.unpriced_requests + EXCLUDED.unpriced_requests,
-           images = u.images + EXCLUDED.images,
-           characters = u.characters + EXCLUDED.characters,
-           audio_seconds = u.audio_seconds + EXCLUDED.audio_seconds"
-    ))
-    .bind(keys)
-    .bind(days)
-    .bind(models)
-    .bind(requests)
-    .bind(errors)
-    .bind(prompt)
-    .bind(completion)
-    .bind(estimated)
-    .bind(latency)
-    .bind(cost)
-    .bind(unpriced)
-    .bind(images)
-    .bind(characters)
-    .bind(audio_seconds)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_billing(
-    tx: &mut PgConnection,
-    billing: &HashMap<BillingKey, UsageDelta>,
-    suffix: &str,
-) -> Result<(), sqlx::Error> {
-    if billing.is_empty() {
-        return Ok(());
+    for name in &applied.aliases {
+        if let Err(e) = registry::refresh_alias(pool, name).await {
+            tracing::error!(alias = %name, error = %e, "refreshing an alias failed");
+        }
     }
-    let keys: Vec<Uuid> = billing.keys().map(|k| k.0).collect();
-    let months: Vec<NaiveDate> = billing.keys().map(|k| k.1).collect();
-    let models: Vec<String> = billing.keys().map(|k| k.2.clone()).collect();
-    let [
-        requests,
-        errors,
-        prompt,
-        completion,
-        _,
-        _,
-        cost,
-        unpriced,
-        images,
-        characters,
-        audio_seconds,
-    ] = columns(billing.values());
-    sqlx::query(&format!(
-        "INSERT INTO billing_monthly{suffix} AS b (key_id, month, model, requests, errors,
-                prompt_tokens, completion_tokens, cost_micros, unpriced_requests, images,
-                characters, audio_seconds)
-         SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
-                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                $12::int8[])
-         ON CONFLICT (key_id, month, model) DO UPDATE SET
-           requests = b.requests + EXCLUDED.requests,
-           errors = b.errors + EXCLUDED.errors,
-           prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
-           completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
-           cost_micros = b.cost_micros + EXCLUDED.cost_micros,
-           unpriced_requests = b.unpriced_requests + EXCLUDED.unpriced_requests,
-           images = b.images + EXCLUDED.images,
-           characters = b.characters + EXCLUDED.characters,
-           audio_seconds = b.audio_seconds + EXCLUDED.audio_seconds"
-    ))
-    .bind(keys)
-    .bind(months)
-    .bind(models)
-    .bind(requests)
-    .bind(errors)
-    .bind(prompt)
-    .bind(completion)
-    .bind(cost)
-    .bind(unpriced)
-    .bind(images)
-    .bind(characters)
-    .bind(audio_seconds)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_hourly(
-    tx: &mut PgConnection,
-    hourly: &HashMap<HourlyKey, UsageDelta>,
-    suffix: &str,
-) -> Result<(), sqlx::Error> {
-    if hourly.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<Uuid> = hourly.keys().map(|k| k.0).collect();
-    let hours: Vec<DateTime<Utc>> = hourly.keys().map(|k| k.1).collect();
-    let providers: Vec<String> = hourly.keys().map(|k| k.2.clone()).collect();
-    let models: Vec<String> = hourly.keys().map(|k| k.3.clone()).collect();
-    let [
-        requests,
-        errors,
-        prompt,
-        completion,
-        _,
-        latency,
-        cost,
-        unpriced,
-        images,
-        characters,
-        audio_seconds,
-    ] = columns(hourly.values());
-    sqlx::query(&format!(
-        "INSERT INTO usage_hourly{suffix} AS h (key_id, hour, provider, model, requests, errors,
-                prompt_tokens, completion_tokens, cost_micros, unpriced_requests, latency_ms_total,
-                images, characters, audio_seconds)
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[],
-                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                $12::int8[], $13::int8[], $14::int8[])
-         ON CONFLICT (key_id, hour, provider, model) DO UPDATE SET
-           requests = h.requests + EXCLUDED.requests,
-           errors = h.errors + EXCLUDED.errors,
-           prompt_tokens = h.prompt_tokens + EXCLUDED.prompt_tokens,
-           completion_tokens = h.completion_tokens + EXCLUDED.completion_tokens,
-           cost_micros = h.cost_micros + EXCLUDED.cost_micros,
-           unpriced_requests = h.unpriced_requests + EXCLUDED.unpriced_requests,
-           latency_ms_total = h.latency_ms_total + EXCLUDED.latency_ms_total,
-           images = h.images + EXCLUDED.images,
-           characters = h.characters + EXCLUDED.characters,
-           audio_seconds = h.audio_seconds + EXCLUDED.audio_seconds"
-    ))
-    .bind(keys)
-    .bind(hours)
-    .bind(providers)
-    .bind(models)
-    .bind(requests)
-    .bind(errors)
-    .bind(prompt)
-    .bind(completion)
-    .bind(cost)
-    .bind(unpriced)
-    .bind(latency)
-    .bind(images)
-    .bind(characters)
-    .bind(audio_seconds)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_requests(
-    tx: &mut PgConnection,
-    rows: &HashMap<Uuid, LogRow>,
-    suffix: &str,
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = rows.keys().copied().collect();
-    let r: Vec<&LogRow> = rows.values().collect();
-    sqlx::query(&format!(
-        "INSERT INTO request_log{suffix} AS r (id, at, finished_at, key_id, model, provider,
-                attempts, status, http_status, error_type, prompt_tokens, completion_tokens,
-                cost_micros, latency_ms, stream, estimated)
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[],
-                $5::text[], $6::text[], $7::int4[], $8::text[], $9::int4[], $10::text[],
-                $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[])
-         ON CONFLICT (id) DO UPDATE SET
-           at = COALESCE(EXCLUDED.at, r.at),
-           finished_at = COALESCE(EXCLUDED.finished_at, r.finished_at),
-           key_id = COALESCE(EXCLUDED.key_id, r.key_id),
-           model = COALESCE(EXCLUDED.model, r.model),
-           provider = COALESCE(EXCLUDED.provider, r.provider),
-           attempts = r.attempts + EXCLUDED.attempts,
-           status = CASE WHEN EXCLUDED.status IS NULL OR EXCLUDED.status = 'running'
-                         THEN COALESCE(r.status, EXCLUDED.status) ELSE EXCLUDED.status END,
-           http_status = COALESCE(EXCLUDED.http_status, r.http_status),
-           error_type = COALESCE(EXCLUDED.error_type, r.error_type),
-           prompt_tokens = COALESCE(EXCLUDED.prompt_tokens, r.prompt_tokens),
-           completion_tokens = COALESCE(EXCLUDED.completion_tokens, r.completion_tokens),
-           cost_micros = COALESCE(EXCLUDED.cost_micros, r.cost_micros),
-           latency_ms = COALESCE(EXCLUDED.latency_ms, r.latency_ms),
-           stream = COALESCE(EXCLUDED.stream, r.stream),
-           estimated = COALESCE(EXCLUDED.estimated, r.estimated)"
-    ))
-    .bind(ids)
-    .bind(r.iter().map(|x| x.at).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.finished_at).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.key_id).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.model.clone()).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.provider.clone()).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.attempts).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.status.clone()).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.http_status).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.error_type.clone()).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.prompt_tokens).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.completion_tokens).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.cost_micros).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.latency_ms).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.stream).collect::<Vec<_>>())
-    .bind(r.iter().map(|x| x.estimated).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -749,13 +520,25 @@ mod tests {
         let rid = Uuid::now_v7();
         let mut effect = BatchEffect::default();
         for e in [accepted, completed.clone(), failed, completed] {
-            effect.apply(
-                "request",
-                &rid.to_string(),
-                &to_value(e).unwrap().to_string(),
-            );
+            effect
+                .apply(
+                    "request",
+                    &rid.to_string(),
+                    &to_value(e).unwrap().to_string(),
+                )
+                .unwrap();
         }
-        effect.apply("key", &key.to_string(), "{}");
+        let revoked = KeyEvent::KeyRevoked {
+            actor: "admin".into(),
+            at,
+        };
+        effect
+            .apply(
+                "key",
+                &key.to_string(),
+                &to_value(revoked).unwrap().to_string(),
+            )
+            .unwrap();
         let d = effect.usage[&(key, at.date_naive(), "m".to_string())];
         assert_eq!(
             d,
@@ -793,5 +576,57 @@ mod tests {
             (row.at, row.stream, row.cost_micros),
             (Some(at), Some(false), Some(100))
         );
+    }
+
+    #[test]
+    fn an_event_that_does_not_fold_leaves_the_batch_as_it_was() {
+        let key = Uuid::now_v7();
+        let at: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        let accepted = to_value(RequestEvent::RequestAccepted {
+            key_id: key,
+            model: "m".into(),
+            stream: false,
+            at,
+            route: None,
+        })
+        .unwrap()
+        .to_string();
+        let mut effect = BatchEffect::default();
+        for (aggregate_type, aggregate_id, payload) in [
+            (
+                "request",
+                Uuid::now_v7().to_string(),
+                "{\"RequestCompleted\":{}}".to_string(),
+            ),
+            (
+                "request",
+                Uuid::now_v7().to_string(),
+                "not json".to_string(),
+            ),
+            ("request", "not-a-uuid".to_string(), accepted.clone()),
+            ("key", key.to_string(), "{}".to_string()),
+            ("key", "not-a-uuid".to_string(), accepted.clone()),
+            ("provider", Uuid::now_v7().to_string(), "[]".to_string()),
+            (
+                "alias",
+                "fast".to_string(),
+                "{\"AliasRenamed\":{}}".to_string(),
+            ),
+        ] {
+            let result = effect.apply(aggregate_type, &aggregate_id, &payload);
+            assert!(result.is_err(), "{aggregate_type} {aggregate_id} {payload}");
+        }
+        assert!(effect.requests.is_empty());
+        assert!(effect.keys.is_empty() && effect.providers.is_empty() && effect.aliases.is_empty());
+        assert!(matches!(
+            effect.apply("request", "x", &accepted),
+            Err(FoldError::AggregateId { .. })
+        ));
+        assert!(matches!(
+            effect.apply("request", &Uuid::now_v7().to_string(), "{}"),
+            Err(FoldError::Payload { .. })
+        ));
+        // Aggregates the views do not follow are not read at all.
+        assert!(effect.apply("job", "anything", "not json").is_ok());
     }
 }

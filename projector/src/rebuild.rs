@@ -1,13 +1,17 @@
 //! `aigw projector rebuild`: projects the whole history into fresh `*_new`
 //! tables, then swaps them in with renames in one short transaction, so
 //! readers keep working throughout and only wait for the swap itself.
+//!
+//! Every event is tried again, quarantined ones included: the rebuild
+//! quarantines what still fails into `projector_quarantine_new`, and the swap
+//! makes that the quarantine, so an event whose cause was fixed leaves it.
 
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::{BatchEffect, CHECKPOINT, LOCK, Position, ProjectorError, read_batch, save_checkpoint};
-use aigw_runtime::registry;
+use crate::apply::{self, Applied};
+use crate::{CHECKPOINT, LOCK, Position, ProjectorError, quarantine, save_checkpoint};
 
 /// The views a rebuild replaces (the key and provider tables are folded
 /// per aggregate and are refreshed, not rebuilt).
@@ -23,6 +27,8 @@ const REBUILD_LOCK: &str = "aigw-projector:rebuild";
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildReport {
     pub events: u64,
+    /// Events left out of the rebuilt views (now the quarantine's content).
+    pub quarantined: u64,
     pub elapsed: Duration,
 }
 
@@ -59,20 +65,24 @@ pub async fn rebuild(
             .execute(&mut *conn)
             .await?;
         }
+        quarantine::prepare_rebuild(&mut conn).await?;
     }
     let mut at = Position::start();
     let mut events = 0u64;
+    let mut quarantined = 0u64;
     // Bulk of the history, without holding the projector's lock.
     loop {
         let mut tx = pool.begin().await?;
-        let Some((n, last, effect)) = read_batch(&mut tx, &at, batch).await? else {
+        let batch_events = apply::read_events(&mut tx, &at, batch).await?;
+        let Some(last) = batch_events.last().map(apply::StoredEvent::position) else {
             tx.rollback().await?;
             break;
         };
-        effect.write(&mut tx, "_new").await?;
+        let applied = apply::apply(&mut tx, &batch_events, "_new").await?;
         tx.commit().await?;
         at = last;
-        events += n as u64;
+        events += batch_events.len() as u64;
+        quarantined += applied.quarantined.len() as u64;
         progress(events);
     }
     // Catch up and swap while the live projector waits on its lock.
@@ -81,15 +91,22 @@ pub async fn rebuild(
         .bind(LOCK)
         .execute(&mut *tx)
         .await?;
-    let mut touched = BatchEffect::default();
-    while let Some((n, last, effect)) = read_batch(&mut tx, &at, batch).await? {
-        effect.write(&mut tx, "_new").await?;
+    let mut touched = Applied::default();
+    loop {
+        let batch_events = apply::read_events(&mut tx, &at, batch).await?;
+        let Some(last) = batch_events.last().map(apply::StoredEvent::position) else {
+            break;
+        };
+        let applied = apply::apply(&mut tx, &batch_events, "_new").await?;
         at = last;
-        events += n as u64;
-        touched.keys.extend(effect.keys);
-        touched.providers.extend(effect.providers);
+        events += batch_events.len() as u64;
+        quarantined += applied.quarantined.len() as u64;
+        touched.keys.extend(applied.keys);
+        touched.providers.extend(applied.providers);
+        touched.aliases.extend(applied.aliases);
     }
     save_checkpoint(&mut tx, CHECKPOINT, &at).await?;
+    quarantine::adopt_rebuilt(&mut tx).await?;
     for view in VIEWS {
         for sql in [
             format!("ALTER TABLE {view} RENAME TO {view}_old"),
@@ -106,14 +123,10 @@ pub async fn rebuild(
         .execute(&mut *guard)
         .await?;
     drop(guard);
-    for id in touched.keys {
-        registry::refresh_key(pool, id).await?;
-    }
-    for id in touched.providers {
-        registry::refresh_provider(pool, id).await?;
-    }
+    crate::refresh_registry(pool, &touched).await;
     Ok(RebuildReport {
         events,
+        quarantined,
         elapsed: started.elapsed(),
     })
 }

@@ -16,6 +16,7 @@ mod jobs;
 mod keys;
 mod media;
 mod presets;
+mod quarantine;
 mod quotas;
 mod resilience;
 mod routing;
