@@ -32,7 +32,8 @@ pub async fn create_from_preset(
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input: PresetInput = parse_json(body)?;
-    let spec = catalog::build_spec(&input, &state.sealer).map_err(preset_error)?;
+    let id = Uuid::now_v7();
+    let spec = catalog::build_spec(&input, &state.sealer, id).map_err(preset_error)?;
     if spec.name.is_empty() || spec.name.len() > 64 || spec.name.contains('/') {
         return Err(ApiError::bad_request(
             "'name' must be 1-64 characters without '/'.",
@@ -44,7 +45,6 @@ pub async fn create_from_preset(
             spec.name
         )));
     }
-    let id = Uuid::now_v7();
     state
         .stores
         .providers
