@@ -65,12 +65,13 @@ wait_http() { # url
 NATS_PORT="$(free_port)"; GW_PORT="$(free_port)"; SYNC_PORT="$(free_port)"; JOB_PORT="$(free_port)"
 GW="http://127.0.0.1:$GW_PORT"
 ADMIN="admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+MASTER="master-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!)
 "$BENCH_BIN" mock --listen "127.0.0.1:$SYNC_PORT" >"$WORK/mock-sync.log" 2>&1 & PIDS+=($!)
 "$BENCH_BIN" mock --listen "127.0.0.1:$JOB_PORT" --delay-ms "$JOB_DELAY" >"$WORK/mock-job.log" 2>&1 & PIDS+=($!)
 sleep 0.5
 env AIGW_NATS_URL="nats://127.0.0.1:$NATS_PORT" AIGW_DATABASE_URL="$PG_URL/$DB" \
-    AIGW_NAMESPACE="jobs$$" AIGW_ADMIN_TOKEN="$ADMIN" AIGW_MASTER_KEY="master-$$-$RANDOM" \
+    AIGW_NAMESPACE="jobs$$" AIGW_ADMIN_TOKEN="$ADMIN" AIGW_MASTER_KEY="$MASTER" \
     AIGW_LISTEN="127.0.0.1:$GW_PORT" "$AIGW_BIN" all >"$WORK/aigw.log" 2>&1 & PIDS+=($!)
 wait_http "$GW/ready"
 

@@ -1,5 +1,5 @@
 //! `aigw`: one binary for every role (ingress, dispatcher, projector, or all
-//! three) plus `migrate`. `main` only parses configuration, sets up logging
+//! three) plus `migrate`, `audit` and `providers reseal`. `main` only parses configuration, sets up logging
 //! and signals, and hands over to the role libraries.
 
 use aigw_dispatcher::DispatcherArgs;
@@ -7,7 +7,8 @@ use aigw_ingress::IngressArgs;
 use std::io::Write;
 
 use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
-use aigw_runtime::{CommonArgs, db, nats, telemetry};
+use aigw_runtime::reseal::{self, Resealed};
+use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -95,6 +96,24 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Maintain the configured providers.
+    Providers {
+        #[command(subcommand)]
+        action: ProvidersAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProvidersAction {
+    /// Seal every provider credential again under AIGW_MASTER_KEY (opening
+    /// it with AIGW_MASTER_KEY_PREVIOUS where needed), as provider events
+    /// with the actor `reseal`; credentials already sealed under the current
+    /// key are left alone, so running it twice changes nothing the second
+    /// time. Exits with 1 when a credential could not be opened.
+    Reseal {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +176,52 @@ fn shutdown_signal() -> CancellationToken {
         trigger.cancel();
     });
     token
+}
+
+/// `aigw providers reseal`: progress per provider on stderr, a summary on
+/// stdout.
+async fn reseal(common: &CommonArgs) -> anyhow::Result<()> {
+    let names = common.names()?;
+    let sealer = common.sealer()?;
+    let pool = db::prepare(&common.database_url, 2)
+        .await
+        .with_context(|| format!("database {}", db::redact(&common.database_url)))?;
+    // Only to tell running replicas at once; they reload every 10 s anyway.
+    let client = match nats::connect(&common.nats_url, "aigw-reseal").await {
+        Ok((client, _)) => Some(client),
+        Err(e) => {
+            eprintln!("NATS unreachable ({e}): replicas will see the change within 10 s");
+            None
+        }
+    };
+    let results = reseal::reseal_all(
+        &Stores::new(pool),
+        &sealer,
+        "reseal",
+        client.as_ref().map(|c| (c, &names)),
+        |r| {
+            let what = match &r.outcome {
+                Resealed::Current => "already sealed under the current master key".to_string(),
+                Resealed::Resealed(n) => format!("resealed {n} credential(s)"),
+                Resealed::Failed(e) => format!("FAILED: {e}"),
+            };
+            eprintln!("provider {} ({}): {what}", r.name, r.id);
+        },
+    )
+    .await
+    .context("resealing provider credentials")?;
+    let count = |f: fn(&Resealed) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+    let failed = count(|o| matches!(o, Resealed::Failed(_)));
+    output(&format!(
+        "{} providers: {} resealed, {} already current, {failed} failed\n",
+        results.len(),
+        count(|o| matches!(o, Resealed::Resealed(_))),
+        count(|o| matches!(o, Resealed::Current)),
+    ))?;
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> {
@@ -282,6 +347,7 @@ async fn main() -> anyhow::Result<()> {
             dispatcher,
             projector,
         } => {
+            aigw_ingress::check_secrets(&common, &ingress)?;
             let listener = bind(&ingress).await?;
             // Prepare once up front so the roles do not race to create things.
             db::prepare(&common.database_url, 2)
@@ -308,6 +374,9 @@ async fn main() -> anyhow::Result<()> {
             stop.cancel();
             result?;
         }
+        Command::Providers {
+            action: ProvidersAction::Reseal { common },
+        } => reseal(&common).await?,
         Command::Migrate { common } => {
             let names = common.names()?;
             db::prepare(&common.database_url, 2)

@@ -43,8 +43,6 @@ pub struct WebhookConfig {
     pub attempts: u32,
     pub backoff: Duration,
     pub timeout: Duration,
-    /// Webhooks may go to private addresses.
-    pub allow_private: bool,
 }
 
 /// Processes one delivery of a job message, start to ack. The job slot
@@ -262,68 +260,10 @@ async fn release_hold(shared: &Shared, request: &DispatchRequest) {
     settle(shared, request, Usage::default(), Some(0), true).await;
 }
 
-/// The HTTP client of webhooks. It follows no redirect (a webhook must
-/// answer 2xx itself), and unless `allow_private` it connects to public
-/// addresses only: literal addresses and `localhost` are refused before the
-/// call, names when they are resolved, right before connecting (so a name
-/// that later resolves elsewhere cannot get around the check).
-pub fn webhook_client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
-    let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("aigw/", env!("CARGO_PKG_VERSION"), " webhooks"));
-    if allow_private {
-        builder.build()
-    } else {
-        builder
-            .dns_resolver(std::sync::Arc::new(PublicOnly))
-            .build()
-    }
-}
-
 /// Why a webhook URL may not be called (unless private addresses are
-/// allowed): its host is a literal address that is not public, or a local
-/// name. Literal addresses never reach the resolver, so this is checked on
-/// submission and before each delivery.
+/// allowed); checked on submission and before each delivery.
 pub fn refused_webhook(url: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()?
-        .host_str()
-        .and_then(egress::refused_host)
-}
-
-/// Resolves names to their public addresses only.
-struct PublicOnly;
-
-/// The public-only resolver's refusal.
-#[derive(Debug)]
-struct NoPublicAddress(String);
-
-impl std::fmt::Display for NoPublicAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} resolves to no public address", self.0)
-    }
-}
-
-impl std::error::Error for NoPublicAddress {}
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            if let Some(why) = egress::refused_host(&host) {
-                return Err(why.into());
-            }
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| egress::is_public(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(Box::new(NoPublicAddress(host)) as Box<_>);
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
+    egress::refused_url(url)
 }
 
 /// POSTs the finished job to its webhook, signed, retrying with backoff;
@@ -352,26 +292,16 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
             .map_err(|e| e.to_string()),
         None => Err("the job's key is unknown".to_string()),
     };
-    let refused = if config.allow_private {
-        None
-    } else {
-        refused_webhook(&url)
-    };
     let mut attempt = row.job.webhook.as_ref().map_or(0, |w| w.attempts);
     loop {
         attempt += 1;
-        let (http_status, error) = match (&secret, &refused) {
+        // Refused (a private address) before any connection, unless allowed.
+        let request = shared.egress.request(reqwest::Method::POST, &url);
+        let (http_status, error) = match (&secret, request) {
             (Err(e), _) => (None, Some(e.to_string())),
-            (_, Some(why)) => (
-                None,
-                Some(format!(
-                    "refused: {why} (AIGW_WEBHOOK_ALLOW_PRIVATE is off)"
-                )),
-            ),
-            (Ok(secret), None) => {
-                let sent = shared
-                    .webhook_http
-                    .post(&url)
+            (_, Err(refused)) => (None, Some(refused.to_string())),
+            (Ok(secret), Ok(request)) => {
+                let sent = request
                     .timeout(config.timeout)
                     .header("content-type", "application/json")
                     .header("x-aigw-signature", webhook_signature(secret, &body))
@@ -421,12 +351,9 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
 /// A transport failure, without the URL (it may carry credentials).
 fn transport_error(e: &reqwest::Error) -> String {
     // The public-only resolver's refusal says why, without the addresses.
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<NoPublicAddress>() {
-            return "refused: the host resolves to no public address (AIGW_WEBHOOK_ALLOW_PRIVATE is off)".into();
-        }
-        source = s.source();
+    if egress::refused_by_resolver(e) {
+        return egress::EgressError::Refused("the host resolves to no public address".into())
+            .to_string();
     }
     if e.is_timeout() {
         "timed out".into()

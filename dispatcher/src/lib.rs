@@ -31,6 +31,7 @@ use std::time::Duration;
 use crate::routing::Router;
 use aigw_events::Strategy;
 use aigw_runtime::crypto::Sealer;
+use aigw_runtime::egress::Egress;
 use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::{Limiter, SpendLog};
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats};
@@ -185,9 +186,10 @@ pub struct Shared {
     pub limits: RoutingLimits,
     pub sealer: Sealer,
     pub http: reqwest::Client,
-    /// The HTTP client for job webhooks: no redirects, and public addresses
-    /// only unless `AIGW_WEBHOOK_ALLOW_PRIVATE`.
-    pub webhook_http: reqwest::Client,
+    /// The HTTP client for URLs that did not come from an admin (job
+    /// webhooks, providers' output files): no redirects, and public
+    /// addresses only unless `AIGW_EGRESS_ALLOW_PRIVATE`.
+    pub egress: Egress,
     pub inflight: Inflight,
     pub ack_wait: Duration,
     pub max_deliver: u64,
@@ -215,6 +217,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DispatcherError> {
     let names = common.names()?;
+    let sealer = common.sealer()?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-dispatcher").await?;
     let stream = nats::ensure_streams(&js, &names).await?;
@@ -292,9 +295,9 @@ pub async fn run(
             max_backoff: args.max_backoff,
             request_deadline: args.request_deadline,
         },
-        sealer: Sealer::new(common.master_key.as_ref()),
+        sealer,
         http: http_client(&args)?,
-        webhook_http: jobs::webhook_client(common.webhook_allow_private)?,
+        egress: Egress::new(common.allow_private_egress())?,
         inflight: Inflight::default(),
         ack_wait: args.ack_wait,
         max_deliver: args.max_deliver,
@@ -302,7 +305,6 @@ pub async fn run(
             attempts: args.webhook_attempts.max(1),
             backoff: args.webhook_backoff,
             timeout: args.webhook_timeout,
-            allow_private: common.webhook_allow_private,
         },
     });
 

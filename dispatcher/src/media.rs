@@ -8,6 +8,7 @@ use std::time::Duration;
 use aigw_events::provider::{ProviderKind, ProviderSpec};
 use aigw_events::wire::Endpoint;
 use aigw_events::{ErrorClass, Usage};
+use aigw_runtime::egress::{Egress, EgressError};
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -17,8 +18,10 @@ use crate::openai::{self, UpstreamError};
 use crate::{assemblyai, elevenlabs, replicate, runway, stability};
 
 /// `POST /v1/images/generations` with an OpenAI-format body (model set).
+/// `egress` fetches the output files async providers answer with.
 pub async fn images(
     http: &reqwest::Client,
+    egress: &Egress,
     provider: &ProviderSpec,
     api_key: Option<&SecretString>,
     body: &Value,
@@ -40,8 +43,8 @@ pub async fn images(
             })
         }
         ProviderKind::Stability => stability::images(http, provider, api_key, body).await,
-        ProviderKind::Replicate => replicate::images(http, provider, api_key, body).await,
-        ProviderKind::Runway => runway::images(http, provider, api_key, body).await,
+        ProviderKind::Replicate => replicate::images(http, egress, provider, api_key, body).await,
+        ProviderKind::Runway => runway::images(http, egress, provider, api_key, body).await,
         _ => Err(unsupported(provider, Endpoint::Images)),
     }
 }
@@ -314,40 +317,14 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Fetches one output file of an async task (without the provider's
-/// credential: it is another host), at most [`MAX_IMAGE_BYTES`].
-pub async fn fetch_image(
-    http: &reqwest::Client,
-    url: &str,
-    provider: &str,
-) -> Result<Bytes, UpstreamError> {
-    let mut response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| openai::transport_error(&e, provider))?;
-    if !response.status().is_success() {
-        return Err(openai::error_from_response(response, provider).await);
-    }
-    let too_big = || task_failed(provider, "an output image is too large to inline");
-    if response
-        .content_length()
-        .is_some_and(|l| l > MAX_IMAGE_BYTES as u64)
-    {
-        return Err(too_big());
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| openai::transport_error(&e, provider))?
-    {
-        if out.len() + chunk.len() > MAX_IMAGE_BYTES {
-            return Err(too_big());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
+/// Longest an output file may take to download.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Fetches one output file of an async task, at most [`MAX_IMAGE_BYTES`].
+/// Its URL comes from the provider's answer, so it goes through `egress`:
+/// public addresses only (unless allowed), no redirect, no credential.
+pub async fn fetch_image(egress: &Egress, url: &str) -> Result<Bytes, EgressError> {
+    egress.fetch(url, MAX_IMAGE_BYTES, FETCH_TIMEOUT).await
 }
 
 pub fn not_json(provider: &str) -> UpstreamError {

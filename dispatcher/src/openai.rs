@@ -33,6 +33,21 @@ impl UpstreamError {
         wire::error_body(&self.message, &self.error_type, self.code.as_deref())
     }
 
+    /// The provider refused aigw's own credential for it. Its message is
+    /// never relayed (it may echo the credential, or part of it): every
+    /// such failure becomes this fixed 502, whatever the adapter.
+    pub fn upstream_auth(provider: &str, upstream_status: u16) -> Self {
+        Self {
+            class: ErrorClass::Upstream,
+            upstream_status: Some(upstream_status),
+            status: 502,
+            error_type: "upstream_auth_error".into(),
+            code: Some("upstream_auth_error".into()),
+            message: format!("provider {provider} refused the gateway's credential for it"),
+            retry_after: None,
+        }
+    }
+
     fn transport(e: &reqwest::Error, provider: &str) -> Self {
         if e.is_timeout() {
             Self {
@@ -178,6 +193,9 @@ pub async fn exchange(
     })?;
     // Some providers answer 200 with an error object.
     if let Some(err) = parsed.get("error").filter(|e| e.is_object()) {
+        if is_auth_failure(status, Some(err)) {
+            return Err(UpstreamError::upstream_auth(provider, status));
+        }
         return Err(UpstreamError {
             class: ErrorClass::Upstream,
             upstream_status: Some(status),
@@ -287,6 +305,9 @@ pub async fn error_from_response(response: reqwest::Response, provider: &str) ->
     let body = read_capped(response, MAX_ERROR_BODY).await;
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let err = parsed.as_ref().and_then(|v| v.get("error"));
+    if is_auth_failure(status, err) {
+        return UpstreamError::upstream_auth(provider, status);
+    }
     let message = match err {
         Some(e) if e.is_object() => upstream_message(e, provider),
         Some(Value::String(s)) => format!("provider {provider}: {s}"),
@@ -317,8 +338,47 @@ pub async fn error_from_response(response: reqwest::Response, provider: &str) ->
     classify(status, message, upstream_type, code, retry_after)
 }
 
-/// Maps an upstream HTTP failure to what the caller is told.
-pub fn classify(
+/// Error types, codes and statuses by which providers say that the
+/// credential was refused (OpenAI, Anthropic, Gemini, and the many
+/// OpenAI-compatible ones), compared lowercased.
+const AUTH_MARKERS: &[&str] = &[
+    "authentication_error",
+    "permission_error",
+    "invalid_api_key",
+    "unauthenticated",
+    "permission_denied",
+    "api_key_invalid",
+    "401",
+    "403",
+];
+
+/// Whether an upstream failure is the provider refusing aigw's own
+/// credential: HTTP 401 or 403, or an error object that says so whatever
+/// the status (Gemini answers a bad key with 400 `API_KEY_INVALID`, some
+/// providers answer 200 with an error object).
+fn is_auth_failure(status: u16, err: Option<&Value>) -> bool {
+    if matches!(status, 401 | 403) {
+        return true;
+    }
+    let Some(err) = err.filter(|e| e.is_object()) else {
+        return false;
+    };
+    let marked = |v: Option<&Value>| {
+        v.and_then(as_code)
+            .is_some_and(|c| AUTH_MARKERS.contains(&c.to_ascii_lowercase().as_str()))
+    };
+    marked(err.get("type"))
+        || marked(err.get("code"))
+        || marked(err.get("status"))
+        || err
+            .get("details")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|x| marked(x.get("reason"))))
+}
+
+/// Maps an upstream HTTP failure (not an authentication one) to what the
+/// caller is told.
+fn classify(
     status: u16,
     message: String,
     upstream_type: Option<String>,
@@ -331,8 +391,6 @@ pub fn classify(
             429,
             upstream_type.unwrap_or_else(|| "rate_limit_exceeded".into()),
         ),
-        // The provider refused aigw's own credential: not the caller's fault.
-        401 | 403 => (ErrorClass::Upstream, 502, "upstream_auth_error".to_string()),
         408 => (ErrorClass::Timeout, 504, "upstream_timeout".to_string()),
         400..=499 => (
             ErrorClass::Client,
@@ -385,5 +443,42 @@ mod tests {
             })
         );
         assert_eq!(parse_usage(&Value::Null), None);
+    }
+
+    #[test]
+    fn authentication_failures_are_recognised_by_status_or_error_object() {
+        assert!(is_auth_failure(401, None));
+        assert!(is_auth_failure(403, Some(&json!({"message": "x"}))));
+        // Gemini: a bad key is a 400.
+        assert!(is_auth_failure(
+            400,
+            Some(
+                &json!({"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]})
+            )
+        ));
+        // An error object in a 200 answer.
+        assert!(is_auth_failure(
+            200,
+            Some(
+                &json!({"type": "invalid_request_error", "code": "invalid_api_key", "message": "sk-..."})
+            )
+        ));
+        assert!(is_auth_failure(
+            200,
+            Some(&json!({"code": 401, "message": "bad key"}))
+        ));
+        assert!(!is_auth_failure(
+            400,
+            Some(&json!({"type": "invalid_request_error", "code": "context_length_exceeded"}))
+        ));
+        assert!(!is_auth_failure(429, None));
+        assert!(!is_auth_failure(500, Some(&json!("401"))));
+        let e = UpstreamError::upstream_auth("p", 401);
+        assert_eq!(
+            (e.status, e.error_type.as_str(), e.class),
+            (502, "upstream_auth_error", ErrorClass::Upstream)
+        );
+        assert_eq!(e.body()["error"]["code"], "upstream_auth_error");
     }
 }

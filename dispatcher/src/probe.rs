@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_events::provider::ProviderKind;
+use aigw_runtime::crypto::{Binding, CredentialField};
 use chrono::Utc;
 use secrecy::ExposeSecret;
 
@@ -26,7 +27,9 @@ pub fn spawn(shared: Arc<Shared>, every: Duration) -> tokio::task::JoinHandle<()
                 let url = format!("{}/models", spec.base_url.trim_end_matches('/'));
                 let mut request = shared.http.get(url).timeout(Duration::from_secs(10));
                 if let Some(sealed) = spec.sealed_credential.as_deref()
-                    && let Ok(key) = shared.sealer.open(sealed)
+                    && let Ok(key) = shared
+                        .sealer
+                        .open(sealed, &Binding::new(provider.id, CredentialField::ApiKey))
                 {
                     request = request.bearer_auth(key.expose_secret());
                 }

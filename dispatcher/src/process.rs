@@ -9,6 +9,7 @@ use aigw_events::{
     Attempt, ErrorClass, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage,
 };
 use aigw_runtime::Target;
+use aigw_runtime::crypto::{self, Binding, CredentialField};
 use aigw_runtime::store::metadata;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
@@ -639,11 +640,21 @@ async fn attempt(
     attempt_no: usize,
 ) -> AttemptResult {
     let provider = &target.provider.spec;
+    let id = target.provider.id;
     let sealed = [
-        provider.credentials().get(credential).copied(),
-        provider.sealed_session_token.as_deref(),
+        provider
+            .credentials()
+            .get(credential)
+            .map(|s| (*s, crypto::credential_field(provider, credential))),
+        provider
+            .sealed_session_token
+            .as_deref()
+            .map(|s| (s, CredentialField::SessionToken)),
     ];
-    let opened = sealed.map(|s| s.map(|s| shared.sealer.open(s)).transpose());
+    let opened = sealed.map(|s| {
+        s.map(|(s, field)| shared.sealer.open(s, &Binding::new(id, field)))
+            .transpose()
+    });
     let [api_key, session_token] = match opened {
         [Ok(k), Ok(t)] => [k, t],
         [Err(e), _] | [_, Err(e)] => {
@@ -678,7 +689,14 @@ async fn attempt(
                 adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await
             }
             Endpoint::Images => {
-                media::images(&shared.http, provider, api_key.as_ref(), &body).await
+                media::images(
+                    &shared.http,
+                    &shared.egress,
+                    provider,
+                    api_key.as_ref(),
+                    &body,
+                )
+                .await
             }
             Endpoint::Speech => {
                 media::speech(&shared.http, provider, api_key.as_ref(), &body).await

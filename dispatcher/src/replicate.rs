@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
+use aigw_runtime::egress::Egress;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::Utc;
@@ -144,6 +145,7 @@ fn authorized(
 
 pub async fn images(
     http: &reqwest::Client,
+    egress: &Egress,
     provider: &ProviderSpec,
     api_key: Option<&SecretString>,
     body: &Value,
@@ -196,14 +198,14 @@ pub async fn images(
     let mut data = Vec::with_capacity(urls.len());
     for url in &urls {
         data.push(if as_b64 {
-            match media::fetch_image(http, url, name).await {
+            match media::fetch_image(egress, url).await {
                 Ok(image) => {
                     json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)})
                 }
                 // Made (and paid for) but not fetched: give its URL rather
                 // than lose it.
                 Err(e) => {
-                    tracing::warn!(provider = %name, error = %e.message, "fetching a Replicate image failed; answering its URL");
+                    tracing::warn!(provider = %name, error = %e, "fetching a Replicate image failed; answering its URL");
                     json!({"url": url})
                 }
             }

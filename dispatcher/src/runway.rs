@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
+use aigw_runtime::egress::Egress;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::Utc;
@@ -177,6 +178,7 @@ async fn one(
 
 pub async fn images(
     http: &reqwest::Client,
+    egress: &Egress,
     provider: &ProviderSpec,
     api_key: Option<&SecretString>,
     body: &Value,
@@ -203,13 +205,13 @@ pub async fn images(
                 data.push(json!({"url": url}));
                 continue;
             }
-            match media::fetch_image(http, &url, &provider.name).await {
+            match media::fetch_image(egress, &url).await {
                 Ok(image) => data.push(
                     json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&image)}),
                 ),
                 // Made but not fetched: give its URL rather than lose it.
                 Err(e) => {
-                    tracing::warn!(provider = %provider.name, error = %e.message, "fetching a Runway image failed; answering its URL");
+                    tracing::warn!(provider = %provider.name, error = %e, "fetching a Runway image failed; answering its URL");
                     data.push(json!({"url": url}));
                 }
             }

@@ -12,12 +12,21 @@ use aigw_dispatcher::openai::UpstreamError;
 use aigw_events::ErrorClass;
 use aigw_events::provider::{ProviderKind, ProviderSpec};
 use aigw_runtime::catalog::{self, PresetInput};
-use aigw_runtime::crypto::Sealer;
+use aigw_runtime::crypto::{Binding, CredentialField, Sealer};
+use aigw_runtime::egress::Egress;
 use futures::StreamExt;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const PROVIDER_ID: uuid::Uuid = uuid::Uuid::from_u128(1);
+
+/// Output files are served by the local mocks.
+fn egress() -> Egress {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Egress::new(true).unwrap()
+}
 
 fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -1308,6 +1317,7 @@ async fn call_media(spec: &ProviderSpec, key: &SecretString) -> String {
         ProviderKind::Stability | ProviderKind::Replicate | ProviderKind::Runway => {
             aigw_dispatcher::media::images(
                 &http(),
+                &egress(),
                 spec,
                 Some(key),
                 &json!({"model": model, "prompt": "a lighthouse"}),
@@ -1372,7 +1382,7 @@ async fn every_configurable_preset_works_with_only_its_key() {
                 ..Default::default()
             };
             assert!(
-                catalog::build_spec(&input, &sealer).is_err(),
+                catalog::build_spec(&input, &sealer, PROVIDER_ID).is_err(),
                 "{}",
                 preset.id
             );
@@ -1401,12 +1411,15 @@ async fn every_configurable_preset_works_with_only_its_key() {
                 other => panic!("{}: no test value for {other}", preset.id),
             }
         }
-        let spec =
-            catalog::build_spec(&input, &sealer).unwrap_or_else(|e| panic!("{}: {e}", preset.id));
+        let spec = catalog::build_spec(&input, &sealer, PROVIDER_ID)
+            .unwrap_or_else(|e| panic!("{}: {e}", preset.id));
         assert_eq!(spec.kind, kind);
         assert!(!spec.models.is_empty());
         let opened = sealer
-            .open(spec.sealed_credential.as_deref().unwrap())
+            .open(
+                spec.sealed_credential.as_deref().unwrap(),
+                &Binding::new(PROVIDER_ID, CredentialField::ApiKey),
+            )
             .unwrap();
         if kind == ProviderKind::Assemblyai {
             // Submit and poll follow the upload.
@@ -1629,6 +1642,7 @@ async fn replicate_errors_are_classified() {
             .await;
         let e = err(aigw_dispatcher::media::images(
             &http(),
+            &egress(),
             &spec(
                 ProviderKind::Replicate,
                 &format!("{}/v1", server.uri()),
@@ -1639,8 +1653,11 @@ async fn replicate_errors_are_classified() {
         )
         .await);
         assert_eq!((e.status, e.class), (caller, class), "{status}");
-        assert!(
+        // The provider's message is relayed, except for an authentication
+        // failure (it may echo the credential).
+        assert_eq!(
             e.message.contains(answer["detail"].as_str().unwrap()),
+            status != 401,
             "{status}: {}",
             e.message
         );

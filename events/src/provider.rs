@@ -132,6 +132,15 @@ impl ProviderSpec {
             .collect()
     }
 
+    /// The sealed secrets, apart from the rest of the settings.
+    pub fn sealed(&self) -> SealedCredentials {
+        SealedCredentials {
+            credential: self.sealed_credential.clone(),
+            extra: self.extra_credentials.clone(),
+            session_token: self.sealed_session_token.clone(),
+        }
+    }
+
     pub fn price(&self, model: &str) -> Option<&Price> {
         self.prices.get(model)
     }
@@ -143,6 +152,14 @@ impl ProviderSpec {
             .map(String::as_str)
             .filter(|v| !v.trim().is_empty())
     }
+}
+
+/// Every sealed secret of a provider (see [`ProviderSpec`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedCredentials {
+    pub credential: Option<String>,
+    pub extra: Vec<String>,
+    pub session_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +175,15 @@ pub enum ProviderCommand {
         at: DateTime<Utc>,
     },
     RemoveProvider {
+        actor: String,
+        at: DateTime<Utc>,
+    },
+    /// The same secrets sealed anew (under a new master key): replaces the
+    /// sealed credentials only if they are still `from`, so a change made
+    /// meanwhile is never overwritten. Recorded as `ProviderUpdated`.
+    ResealCredentials {
+        from: SealedCredentials,
+        to: SealedCredentials,
         actor: String,
         at: DateTime<Utc>,
     },
@@ -202,6 +228,8 @@ pub enum ProviderError {
     AlreadyConfigured,
     #[error("no such provider")]
     NotFound,
+    #[error("the provider's credentials changed meanwhile")]
+    CredentialsChanged,
 }
 
 /// Current state of one provider, folded from its events.
@@ -250,6 +278,27 @@ impl Aggregate for ProviderAggregate {
                     return Err(ProviderError::NotFound);
                 }
                 ProviderEvent::ProviderRemoved { actor, at }
+            }
+            ProviderCommand::ResealCredentials {
+                from,
+                to,
+                actor,
+                at,
+            } => {
+                let spec = match &self.spec {
+                    Some(spec) if !self.removed => spec,
+                    _ => return Err(ProviderError::NotFound),
+                };
+                if spec.sealed() != from {
+                    return Err(ProviderError::CredentialsChanged);
+                }
+                let spec = ProviderSpec {
+                    sealed_credential: to.credential,
+                    extra_credentials: to.extra,
+                    sealed_session_token: to.session_token,
+                    ..spec.clone()
+                };
+                ProviderEvent::ProviderUpdated { spec, actor, at }
             }
         };
         sink.write(event, self).await;
@@ -328,5 +377,65 @@ mod tests {
                 at,
             })
             .then_expect_error(ProviderError::NotFound);
+    }
+
+    #[test]
+    fn resealing_replaces_only_the_credentials_it_was_given() {
+        let at = Utc::now();
+        let sealed = ProviderSpec {
+            sealed_credential: Some("old-a".into()),
+            extra_credentials: vec!["old-b".into()],
+            sealed_session_token: Some("old-t".into()),
+            ..spec()
+        };
+        let resealed = SealedCredentials {
+            credential: Some("new-a".into()),
+            extra: vec!["new-b".into()],
+            session_token: Some("new-t".into()),
+        };
+        let configured = ProviderEvent::ProviderConfigured {
+            spec: sealed.clone(),
+            actor: "admin".into(),
+            at,
+        };
+        TestFramework::<ProviderAggregate>::with(())
+            .given(vec![configured.clone()])
+            .when(ProviderCommand::ResealCredentials {
+                from: sealed.sealed(),
+                to: resealed.clone(),
+                actor: "reseal".into(),
+                at,
+            })
+            .then_expect_events(vec![ProviderEvent::ProviderUpdated {
+                spec: ProviderSpec {
+                    sealed_credential: Some("new-a".into()),
+                    extra_credentials: vec!["new-b".into()],
+                    sealed_session_token: Some("new-t".into()),
+                    ..sealed.clone()
+                },
+                actor: "reseal".into(),
+                at,
+            }]);
+        // An admin changed the key in between: nothing is overwritten.
+        let changed = ProviderSpec {
+            sealed_credential: Some("admin-new".into()),
+            ..sealed.clone()
+        };
+        TestFramework::<ProviderAggregate>::with(())
+            .given(vec![
+                configured,
+                ProviderEvent::ProviderUpdated {
+                    spec: changed,
+                    actor: "admin".into(),
+                    at,
+                },
+            ])
+            .when(ProviderCommand::ResealCredentials {
+                from: sealed.sealed(),
+                to: resealed,
+                actor: "reseal".into(),
+                at,
+            })
+            .then_expect_error(ProviderError::CredentialsChanged);
     }
 }

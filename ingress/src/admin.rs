@@ -8,6 +8,7 @@ use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
 use aigw_events::{KeyError, META_ACTOR, ProviderCommand, ProviderError};
 use aigw_runtime::ProviderEntry;
 use aigw_runtime::catalog;
+use aigw_runtime::crypto::{Binding, CredentialField};
 use aigw_runtime::registry::{self, KIND_PROVIDERS};
 use aigw_runtime::store::metadata;
 use axum::Json;
@@ -98,16 +99,22 @@ pub struct NewProvider {
     pub enabled: Option<bool>,
 }
 
-fn seal_all(state: &AppState, keys: &[String]) -> Result<Vec<String>, ApiError> {
+/// Seals one credential of provider `id`, bound to its field.
+fn seal(state: &AppState, id: Uuid, field: CredentialField, key: &str) -> Result<String, ApiError> {
+    state
+        .sealer
+        .seal(key, &Binding::new(id, field))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Seals the extra credentials of provider `id` (blank ones dropped first,
+/// so each is bound to its final position).
+fn seal_all(state: &AppState, id: Uuid, keys: &[String]) -> Result<Vec<String>, ApiError> {
     keys.iter()
         .map(|k| k.trim())
         .filter(|k| !k.is_empty())
-        .map(|k| {
-            state
-                .sealer
-                .seal(k)
-                .map_err(|e| ApiError::bad_request(e.to_string()))
-        })
+        .enumerate()
+        .map(|(n, k)| seal(state, id, CredentialField::Extra(n), k))
         .collect()
 }
 
@@ -283,14 +290,10 @@ pub async fn create_provider(
             "A provider named {name:?} already exists."
         )));
     }
+    let id = Uuid::now_v7();
     let sealed_credential = match new.api_key.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(key) => Some(
-            state
-                .sealer
-                .seal(key)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
-        ),
+        Some(key) => Some(seal(&state, id, CredentialField::ApiKey, key)?),
     };
     let spec = ProviderSpec {
         name,
@@ -299,12 +302,11 @@ pub async fn create_provider(
         models,
         sealed_credential,
         prices: parse_prices(&new.prices)?,
-        extra_credentials: seal_all(&state, &new.api_keys)?,
+        extra_credentials: seal_all(&state, id, &new.api_keys)?,
         max_concurrency: check_concurrency(new.max_concurrency)?,
         disabled: !new.enabled.unwrap_or(true),
         ..Default::default()
     };
-    let id = Uuid::now_v7();
     state
         .stores
         .providers
@@ -392,7 +394,7 @@ pub async fn update_provider(
             code: "not_found",
         })?;
     let mut spec = current.spec.clone();
-    patch_aws_credentials(&state, &mut spec, &patch)?;
+    patch_aws_credentials(&state, id, &mut spec, &patch)?;
     if let Some(name) = patch.name {
         let name = provider_name(&name)?;
         if state.registry.provider(&name).is_some_and(|p| p.id != id) {
@@ -409,12 +411,7 @@ pub async fn update_provider(
     if let Some(key) = patch.api_key {
         spec.sealed_credential = match key.trim() {
             "" => None,
-            key => Some(
-                state
-                    .sealer
-                    .seal(key)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            ),
+            key => Some(seal(&state, id, CredentialField::ApiKey, key)?),
         };
     }
     if let Some(models) = patch.models {
@@ -424,7 +421,7 @@ pub async fn update_provider(
         spec.prices.extend(parse_prices(&prices)?);
     }
     if let Some(keys) = patch.api_keys {
-        spec.extra_credentials = seal_all(&state, &keys)?;
+        spec.extra_credentials = seal_all(&state, id, &keys)?;
     }
     if let Some(max) = patch.max_concurrency {
         spec.max_concurrency = check_concurrency(max)?;
@@ -453,6 +450,7 @@ pub async fn update_provider(
 /// Renews the AWS keys of a Bedrock provider that signs with them (SigV4).
 fn patch_aws_credentials(
     state: &AppState,
+    provider: Uuid,
     spec: &mut ProviderSpec,
     patch: &ProviderPatch,
 ) -> Result<(), ApiError> {
@@ -469,12 +467,6 @@ fn patch_aws_credentials(
             "AWS credentials apply only to a Bedrock provider configured with AWS keys.",
         ));
     }
-    let seal = |v: &str| {
-        state
-            .sealer
-            .seal(v)
-            .map_err(|e| ApiError::bad_request(e.to_string()))
-    };
     if let Some(id) = patch.aws_access_key_id.as_deref().map(str::trim) {
         if id.is_empty() {
             return Err(ApiError::bad_request(
@@ -491,14 +483,14 @@ fn patch_aws_credentials(
                 "'aws_secret_access_key' must not be empty.",
             ));
         }
-        spec.sealed_credential = Some(seal(secret)?);
+        spec.sealed_credential = Some(seal(state, provider, CredentialField::ApiKey, secret)?);
     }
     if let Some(token) = patch.aws_session_token.as_deref().map(str::trim) {
         spec.sealed_session_token = match token {
             "" => None,
             token => {
                 catalog::valid_session_token(token).map_err(preset_error)?;
-                Some(seal(token)?)
+                Some(seal(state, provider, CredentialField::SessionToken, token)?)
             }
         };
     }
@@ -591,7 +583,7 @@ pub async fn test_provider(
         Some(sealed) => Some(
             state
                 .sealer
-                .open(sealed)
+                .open(sealed, &Binding::new(id, CredentialField::ApiKey))
                 .map_err(|e| ApiError::bad_request(e.to_string()))?,
         ),
     };

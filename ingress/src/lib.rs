@@ -28,7 +28,7 @@ use aigw_events::Names;
 use aigw_runtime::crypto::Sealer;
 use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::{Limiter, SpendLog};
-use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats, telemetry};
+use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, config, db, nats, telemetry};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
@@ -54,7 +54,9 @@ pub struct IngressArgs {
     #[arg(long, env = "AIGW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Bearer token for /admin/api; the admin API is disabled when unset.
+    /// Bearer token for /admin/api: at least 32 random characters
+    /// (placeholders are refused at start); the admin API is disabled when
+    /// unset.
     #[arg(long, env = "AIGW_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
 
@@ -276,9 +278,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Refuses placeholder or short secrets (`AIGW_ADMIN_TOKEN`,
+/// `AIGW_MASTER_KEY`) before anything starts; returns the sealer.
+pub fn check_secrets(common: &CommonArgs, args: &IngressArgs) -> Result<Sealer, RuntimeError> {
+    if let Some(token) = &args.admin_token {
+        config::check_secret("AIGW_ADMIN_TOKEN", token)?;
+    }
+    common.sealer()
+}
+
 /// Connects to NATS and PostgreSQL, prepares them, and builds the state.
 pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState, IngressError> {
     let names = common.names()?;
+    let sealer = check_secrets(common, args)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
     nats::ensure_streams(&js, &names).await?;
@@ -303,14 +315,14 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
         registry,
         limiter,
         health,
-        sealer: Sealer::new(common.master_key.as_ref()),
+        sealer,
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| RuntimeError::Config(format!("HTTP client: {e}")))?,
         admin_token: args.admin_token.clone(),
-        webhook_allow_private: common.webhook_allow_private,
+        webhook_allow_private: common.allow_private_egress(),
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         metrics: telemetry::metrics(),

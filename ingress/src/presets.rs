@@ -32,7 +32,8 @@ pub async fn create_from_preset(
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input: PresetInput = parse_json(body)?;
-    let mut spec = catalog::build_spec(&input, &state.sealer).map_err(preset_error)?;
+    let id = Uuid::now_v7();
+    let mut spec = catalog::build_spec(&input, &state.sealer, id).map_err(preset_error)?;
     spec.name = crate::admin::provider_name(&spec.name)?;
     spec.models = crate::admin::model_ids(&spec.models)?;
     if state.registry.provider(&spec.name).is_some() {
@@ -41,7 +42,6 @@ pub async fn create_from_preset(
             spec.name
         )));
     }
-    let id = Uuid::now_v7();
     state
         .stores
         .providers

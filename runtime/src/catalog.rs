@@ -7,8 +7,9 @@ use std::sync::OnceLock;
 
 use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::crypto::Sealer;
+use crate::crypto::{Binding, CredentialField, Sealer};
 
 const CATALOG_TOML: &str = include_str!("../catalog/presets.toml");
 
@@ -490,8 +491,13 @@ pub fn valid_session_token(token: &str) -> Result<(), PresetError> {
     }
 }
 
-/// Builds the provider a preset describes. Every secret is sealed here.
-pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, PresetError> {
+/// Builds provider `id` as a preset describes it. Every secret is sealed
+/// here, bound to that provider.
+pub fn build_spec(
+    input: &PresetInput,
+    sealer: &Sealer,
+    provider_id: Uuid,
+) -> Result<ProviderSpec, PresetError> {
     let catalog = catalog().map_err(|e| PresetError::Invalid {
         field: "preset".into(),
         problem: e.to_string(),
@@ -579,9 +585,17 @@ pub fn build_spec(input: &PresetInput, sealer: &Sealer) -> Result<ProviderSpec, 
     } else {
         Some(api_key.ok_or_else(|| missing("api_key"))?)
     };
-    let seal = |s: &str| sealer.seal(s).map_err(|e| PresetError::Seal(e.to_string()));
-    let sealed_credential = secret.map(seal).transpose()?;
-    let sealed_session_token = session_token.map(seal).transpose()?;
+    let seal = |field, s: &str| {
+        sealer
+            .seal(s, &Binding::new(provider_id, field))
+            .map_err(|e| PresetError::Seal(e.to_string()))
+    };
+    let sealed_credential = secret
+        .map(|s| seal(CredentialField::ApiKey, s))
+        .transpose()?;
+    let sealed_session_token = session_token
+        .map(|s| seal(CredentialField::SessionToken, s))
+        .transpose()?;
 
     // Base URL: the variant or default, placeholders filled, then the host
     // root (or everything) replaced by an override.
@@ -688,6 +702,8 @@ mod tests {
     use super::*;
     use secrecy::{ExposeSecret, SecretString};
 
+    const ID: Uuid = Uuid::from_u128(42);
+
     fn sealer() -> Sealer {
         Sealer::new(Some(&SecretString::from("k".repeat(32))))
     }
@@ -736,7 +752,7 @@ mod tests {
     #[test]
     fn api_key_is_enough_for_deepseek() {
         let s = sealer();
-        let spec = build_spec(&input("deepseek"), &s).unwrap();
+        let spec = build_spec(&input("deepseek"), &s, ID).unwrap();
         assert_eq!(spec.name, "deepseek");
         assert_eq!(spec.kind, ProviderKind::OpenaiCompatible);
         assert_eq!(spec.base_url, "https://api.deepseek.com");
@@ -747,7 +763,12 @@ mod tests {
         );
         let sealed = spec.sealed_credential.unwrap();
         assert!(!sealed.contains("sk-test"));
-        assert_eq!(s.open(&sealed).unwrap().expose_secret(), "sk-test");
+        assert_eq!(
+            s.open(&sealed, &Binding::new(ID, CredentialField::ApiKey))
+                .unwrap()
+                .expose_secret(),
+            "sk-test"
+        );
     }
 
     #[test]
@@ -755,18 +776,18 @@ mod tests {
         let mut i = input("cloudflare");
         i.account_id = Some("acc1".into());
         i.base_url = Some("http://127.0.0.1:9999/".into());
-        let spec = build_spec(&i, &sealer()).unwrap();
+        let spec = build_spec(&i, &sealer(), ID).unwrap();
         assert_eq!(
             spec.base_url,
             "http://127.0.0.1:9999/client/v4/accounts/acc1/ai/v1"
         );
         let mut i = input("openai");
         i.base_url = Some("https://proxy.example/openai/v1".into());
-        let spec = build_spec(&i, &sealer()).unwrap();
+        let spec = build_spec(&i, &sealer(), ID).unwrap();
         assert_eq!(spec.base_url, "https://proxy.example/openai/v1");
         let mut i = input("qwen");
         i.variant = Some("intl".into());
-        let spec = build_spec(&i, &sealer()).unwrap();
+        let spec = build_spec(&i, &sealer(), ID).unwrap();
         assert!(spec.base_url.starts_with("https://dashscope-intl."));
     }
 
@@ -777,17 +798,19 @@ mod tests {
         i.region = Some("eu-central-1".into());
         i.aws_session_token = Some("IQoJb3JpZ2luX2VjEXAMPLE/token+=".into());
         assert!(matches!(
-            build_spec(&i, &s),
+            build_spec(&i, &s, ID),
             Err(PresetError::Missing { field, .. }) if field == "aws_access_key_id"
         ));
         i.api_key = None;
         i.aws_access_key_id = Some("ASIAEXAMPLE".into());
         i.aws_secret_access_key = Some("secret".into());
-        let spec = build_spec(&i, &s).unwrap();
+        let spec = build_spec(&i, &s, ID).unwrap();
         assert_eq!(spec.settings["auth"], "sigv4");
         let sealed = spec.sealed_session_token.clone().unwrap();
         assert_eq!(
-            s.open(&sealed).unwrap().expose_secret(),
+            s.open(&sealed, &Binding::new(ID, CredentialField::SessionToken))
+                .unwrap()
+                .expose_secret(),
             "IQoJb3JpZ2luX2VjEXAMPLE/token+="
         );
         let json = serde_json::to_string(&spec).unwrap();
@@ -795,13 +818,13 @@ mod tests {
         assert!(!spec.settings.values().any(|v| v.contains("IQoJ")));
         i.aws_session_token = Some("two words".into());
         assert!(matches!(
-            build_spec(&i, &s),
+            build_spec(&i, &s, ID),
             Err(PresetError::Invalid { field, .. }) if field == "aws_session_token"
         ));
         let mut i = input("deepseek");
         i.aws_session_token = Some("t".into());
         assert!(matches!(
-            build_spec(&i, &s),
+            build_spec(&i, &s, ID),
             Err(PresetError::Unexpected { field, .. }) if field == "aws_session_token"
         ));
     }
@@ -810,14 +833,14 @@ mod tests {
     fn required_fields_are_enforced() {
         let s = sealer();
         assert_eq!(
-            build_spec(&input("cloudflare"), &s),
+            build_spec(&input("cloudflare"), &s, ID),
             Err(PresetError::Missing {
                 preset: "cloudflare".into(),
                 field: "account_id".into()
             })
         );
         assert!(matches!(
-            build_spec(&input("azure"), &s),
+            build_spec(&input("azure"), &s, ID),
             Err(PresetError::Missing { field, .. }) if field == "base_url"
         ));
         let mut i = input("bedrock");
@@ -825,11 +848,11 @@ mod tests {
         i.api_key = None;
         i.aws_access_key_id = Some("AKID".into());
         assert!(matches!(
-            build_spec(&i, &s),
+            build_spec(&i, &s, ID),
             Err(PresetError::Missing { field, .. }) if field == "aws_secret_access_key"
         ));
         i.aws_secret_access_key = Some("secret".into());
-        let spec = build_spec(&i, &s).unwrap();
+        let spec = build_spec(&i, &s, ID).unwrap();
         assert_eq!(spec.settings["auth"], "sigv4");
         assert_eq!(
             spec.base_url,
@@ -839,13 +862,13 @@ mod tests {
         let mut i = input("deepseek");
         i.region = Some("x".into());
         assert!(matches!(
-            build_spec(&i, &s),
+            build_spec(&i, &s, ID),
             Err(PresetError::Unexpected { .. })
         ));
         let mut i = input("deepseek");
         i.api_key = None;
         assert!(matches!(
-            build_spec(&i, &s),
+            build_spec(&i, &s, ID),
             Err(PresetError::Missing { .. })
         ));
     }
@@ -860,7 +883,7 @@ mod tests {
             "prices": {"my-model": {"input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.25}},
         }))
         .unwrap();
-        let spec = build_spec(&input, &sealer()).unwrap();
+        let spec = build_spec(&input, &sealer(), ID).unwrap();
         assert_eq!(spec.name, "groq-eu");
         assert_eq!(spec.models, ["llama-3.1-8b-instant", "my-model"]);
         assert_eq!(spec.prices["my-model"].output_micros_per_mtok, 1_250_000);
@@ -879,11 +902,11 @@ mod tests {
     fn midjourney_and_unknown_are_refused() {
         let s = sealer();
         assert!(matches!(
-            build_spec(&input("midjourney"), &s),
+            build_spec(&input("midjourney"), &s, ID),
             Err(PresetError::NotConfigurable { .. })
         ));
         assert!(matches!(
-            build_spec(&input("nope"), &s),
+            build_spec(&input("nope"), &s, ID),
             Err(PresetError::Unknown(_))
         ));
     }

@@ -1,14 +1,22 @@
-//! API key secrets (generated, hashed) and provider credentials (sealed).
+//! API key secrets (generated, hashed), provider credentials (sealed at
+//! rest) and webhook signing secrets (derived from the master key).
+//!
+//! Invariants: every new ciphertext is v2 (HKDF-SHA256 key, AES-256-GCM,
+//! bound to its provider and field); v1 ciphertexts keep opening; the
+//! previous master key only ever opens, never seals.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use aigw_events::provider::ProviderSpec;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// HMAC-SHA256 of `parts` under `key`, hex encoded.
 fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
@@ -55,87 +63,246 @@ pub fn display_prefix(secret: &str) -> String {
 pub enum SealError {
     #[error("AIGW_MASTER_KEY is not set, so provider credentials cannot be stored or used")]
     NoMasterKey,
-    #[error("a sealed credential could not be opened (wrong AIGW_MASTER_KEY?)")]
+    #[error(
+        "a sealed credential could not be opened with AIGW_MASTER_KEY or AIGW_MASTER_KEY_PREVIOUS \
+         (a wrong key, or a ciphertext that belongs to another provider or field)"
+    )]
     Unreadable,
 }
 
-/// Seals and opens provider credentials with AES-256-GCM under a key derived
-/// from `AIGW_MASTER_KEY`.
+/// Which credential of a provider a sealed value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialField {
+    /// The main credential (`sealed_credential`: an API key, or Bedrock's
+    /// AWS secret access key).
+    ApiKey,
+    /// The `n`-th of `extra_credentials`.
+    Extra(usize),
+    /// Bedrock's AWS session token (`sealed_session_token`).
+    SessionToken,
+}
+
+/// What a sealed value belongs to (`provider:<uuid>:api_key`,
+/// `provider:<uuid>:extra:<n>`, `provider:<uuid>:session_token`). It is the
+/// ciphertext's associated data: a value opens only with the binding it was
+/// sealed with, so a ciphertext copied to another provider or field does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding(String);
+
+impl Binding {
+    pub fn new(provider: Uuid, field: CredentialField) -> Self {
+        Self(match field {
+            CredentialField::ApiKey => format!("provider:{provider}:api_key"),
+            CredentialField::Extra(n) => format!("provider:{provider}:extra:{n}"),
+            CredentialField::SessionToken => format!("provider:{provider}:session_token"),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The field of the `index`-th entry of [`ProviderSpec::credentials`] (the
+/// main credential, if any, then the extra ones).
+pub fn credential_field(spec: &ProviderSpec, index: usize) -> CredentialField {
+    match (spec.sealed_credential.is_some(), index) {
+        (true, 0) => CredentialField::ApiKey,
+        (true, n) => CredentialField::Extra(n - 1),
+        (false, n) => CredentialField::Extra(n),
+    }
+}
+
+/// Every sealed value of a provider, with its field.
+pub fn sealed_fields(spec: &ProviderSpec) -> Vec<(CredentialField, &str)> {
+    spec.sealed_credential
+        .iter()
+        .map(|s| (CredentialField::ApiKey, s.as_str()))
+        .chain(
+            spec.extra_credentials
+                .iter()
+                .enumerate()
+                .map(|(n, s)| (CredentialField::Extra(n), s.as_str())),
+        )
+        .chain(
+            spec.sealed_session_token
+                .iter()
+                .map(|s| (CredentialField::SessionToken, s.as_str())),
+        )
+        .collect()
+}
+
+/// Prefix of the current ciphertext format. Version 1 had none (base64 has
+/// no `:`, so the two cannot be confused).
+const V2_PREFIX: &str = "v2:";
+/// HKDF-SHA256 `info` of the key that seals provider credentials.
+const V2_SEALING_INFO: &[u8] = b"aigw/v2/provider-credentials";
+const NONCE_LEN: usize = 12;
+
+/// Everything derived from one master key.
+#[derive(Clone)]
+struct MasterKeys {
+    /// Seals and opens v2 ciphertexts: HKDF-SHA256 of the master key.
+    v2: Aes256Gcm,
+    /// Opens v1 ciphertexts (never seals): a bare SHA-256 of the master key.
+    v1: Aes256Gcm,
+    /// Key of derived secrets (webhook signing). Its derivation predates
+    /// HKDF here and is kept as it was, so that upgrading aigw does not change
+    /// any key's webhook secret under a webhook receiver.
+    webhook: [u8; 32],
+}
+
+impl MasterKeys {
+    fn derive(master: &SecretString) -> Self {
+        let ikm = master.expose_secret().as_bytes();
+        let mut sealing = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32.
+        let _ = Hkdf::<Sha256>::new(None, ikm).expand(V2_SEALING_INFO, &mut sealing);
+        let mut webhook = Sha256::new();
+        webhook.update(b"aigw derived secrets\0");
+        webhook.update(ikm);
+        Self {
+            v2: Aes256Gcm::new(&sealing.into()),
+            v1: Aes256Gcm::new(&Sha256::digest(ikm)),
+            webhook: webhook.finalize().into(),
+        }
+    }
+
+    /// Opens a v2 body (`nonce || ciphertext`) bound to `binding`.
+    fn open_v2(&self, body: &[u8], binding: &Binding) -> Option<Vec<u8>> {
+        let (nonce, sealed) = split_nonce(body)?;
+        let payload = Payload {
+            msg: sealed,
+            aad: binding.as_str().as_bytes(),
+        };
+        self.v2.decrypt(Nonce::from_slice(nonce), payload).ok()
+    }
+
+    /// Opens a v1 body (`nonce || ciphertext`, no associated data).
+    fn open_v1(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let (nonce, sealed) = split_nonce(body)?;
+        self.v1.decrypt(Nonce::from_slice(nonce), sealed).ok()
+    }
+}
+
+fn split_nonce(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    (body.len() >= NONCE_LEN).then(|| body.split_at(NONCE_LEN))
+}
+
+/// An opened credential, and whether its ciphertext is current: v2 under
+/// `AIGW_MASTER_KEY`. Anything else (v1, or sealed under the previous master
+/// key) is what `aigw providers reseal` seals again.
+pub struct Opened {
+    pub secret: SecretString,
+    pub current: bool,
+}
+
+/// Seals and opens provider credentials with AES-256-GCM under keys derived
+/// from `AIGW_MASTER_KEY`; opens what was sealed under
+/// `AIGW_MASTER_KEY_PREVIOUS` too, so the master key can be rotated.
+///
+/// New seals are always `v2:<base64(nonce || ciphertext)>`, bound to their
+/// provider and field; v1 ciphertexts (`base64(nonce || ciphertext)`, no
+/// binding) still open.
 #[derive(Clone)]
 pub struct Sealer {
-    cipher: Option<Aes256Gcm>,
-    /// Key for derived secrets (webhook signing), separate from the cipher's.
-    mac_key: Option<[u8; 32]>,
+    current: Option<MasterKeys>,
+    previous: Option<MasterKeys>,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
-            .field("configured", &self.cipher.is_some())
+            .field("configured", &self.current.is_some())
+            .field("previous", &self.previous.is_some())
             .finish()
     }
 }
 
 impl Sealer {
     pub fn new(master_key: Option<&SecretString>) -> Self {
-        let cipher = master_key.map(|k| {
-            let key = Sha256::digest(k.expose_secret().as_bytes());
-            Aes256Gcm::new(&key)
-        });
-        let mac_key = master_key.map(|k| {
-            let mut h = Sha256::new();
-            h.update(b"aigw derived secrets\0");
-            h.update(k.expose_secret().as_bytes());
-            h.finalize().into()
-        });
-        Self { cipher, mac_key }
+        Self::with_previous(master_key, None)
+    }
+
+    /// A sealer that also opens what `previous` sealed. Without a current
+    /// master key it neither seals nor opens anything.
+    pub fn with_previous(
+        master_key: Option<&SecretString>,
+        previous: Option<&SecretString>,
+    ) -> Self {
+        let current = master_key.map(MasterKeys::derive);
+        let previous = current.as_ref().and(previous).map(MasterKeys::derive);
+        Self { current, previous }
     }
 
     pub fn is_configured(&self) -> bool {
-        self.cipher.is_some()
+        self.current.is_some()
     }
 
     /// A key's webhook signing secret (`whsec_...`): derived from the master
     /// key, the key's id and the hash of its current secret, so it needs no
-    /// storage, every replica agrees, and rotating the key rotates it too.
+    /// storage, every replica agrees, and rotating the key rotates it too
+    /// (and so does rotating the master key).
     pub fn webhook_secret(
         &self,
         key_id: uuid::Uuid,
         key_hash: &str,
     ) -> Result<SecretString, SealError> {
-        let mac_key = self.mac_key.as_ref().ok_or(SealError::NoMasterKey)?;
+        let keys = self.current.as_ref().ok_or(SealError::NoMasterKey)?;
         let digest = hmac_hex(
-            mac_key,
+            &keys.webhook,
             &[b"webhook:", key_id.as_bytes(), b":", key_hash.as_bytes()],
         );
         Ok(SecretString::from(format!("whsec_{}", &digest[..48])))
     }
 
-    /// `base64(nonce || ciphertext)`.
-    pub fn seal(&self, plain: &str) -> Result<String, SealError> {
-        let cipher = self.cipher.as_ref().ok_or(SealError::NoMasterKey)?;
-        let nonce_bytes: [u8; 12] = rand::rng().random();
-        let nonce = Nonce::from_slice(&nonce_bytes);
-        let sealed = cipher
-            .encrypt(nonce, plain.as_bytes())
+    /// `v2:<base64(nonce || ciphertext)>`, with `binding` as associated data.
+    pub fn seal(&self, plain: &str, binding: &Binding) -> Result<String, SealError> {
+        let keys = self.current.as_ref().ok_or(SealError::NoMasterKey)?;
+        let nonce_bytes: [u8; NONCE_LEN] = rand::rng().random();
+        let payload = Payload {
+            msg: plain.as_bytes(),
+            aad: binding.as_str().as_bytes(),
+        };
+        let sealed = keys
+            .v2
+            .encrypt(Nonce::from_slice(&nonce_bytes), payload)
             .map_err(|_| SealError::Unreadable)?;
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&sealed);
-        Ok(STANDARD.encode(out))
+        Ok(format!("{V2_PREFIX}{}", STANDARD.encode(out)))
     }
 
-    pub fn open(&self, sealed: &str) -> Result<SecretString, SealError> {
-        let cipher = self.cipher.as_ref().ok_or(SealError::NoMasterKey)?;
-        let bytes = STANDARD.decode(sealed).map_err(|_| SealError::Unreadable)?;
-        if bytes.len() < 12 {
-            return Err(SealError::Unreadable);
+    /// Opens a credential sealed for `binding` (a v1 ciphertext has no
+    /// binding and opens anywhere).
+    pub fn open(&self, sealed: &str, binding: &Binding) -> Result<SecretString, SealError> {
+        self.open_checked(sealed, binding).map(|o| o.secret)
+    }
+
+    /// Opens a credential and tells whether its ciphertext is current.
+    pub fn open_checked(&self, sealed: &str, binding: &Binding) -> Result<Opened, SealError> {
+        let current = self.current.as_ref().ok_or(SealError::NoMasterKey)?;
+        let keys = std::iter::once((current, true)).chain(self.previous.iter().map(|k| (k, false)));
+        let (v2, body) = match sealed.strip_prefix(V2_PREFIX) {
+            Some(rest) => (true, rest),
+            None => (false, sealed),
+        };
+        let bytes = STANDARD.decode(body).map_err(|_| SealError::Unreadable)?;
+        for (k, is_current) in keys {
+            let plain = if v2 {
+                k.open_v2(&bytes, binding)
+            } else {
+                k.open_v1(&bytes)
+            };
+            if let Some(plain) = plain {
+                let text = String::from_utf8(plain).map_err(|_| SealError::Unreadable)?;
+                return Ok(Opened {
+                    secret: SecretString::from(text),
+                    current: v2 && is_current,
+                });
+            }
         }
-        let (nonce, body) = bytes.split_at(12);
-        let plain = cipher
-            .decrypt(Nonce::from_slice(nonce), body)
-            .map_err(|_| SealError::Unreadable)?;
-        let text = String::from_utf8(plain).map_err(|_| SealError::Unreadable)?;
-        Ok(SecretString::from(text))
+        Err(SealError::Unreadable)
     }
 }
 
@@ -199,26 +366,172 @@ mod tests {
         );
     }
 
+    fn master(s: &str) -> SecretString {
+        SecretString::from(s)
+    }
+
+    fn api_key(n: u128) -> Binding {
+        Binding::new(Uuid::from_u128(n), CredentialField::ApiKey)
+    }
+
+    /// Sealed by aigw before v2 (a bare SHA-256 key, no binding) under
+    /// `V1_MASTER`: stored events hold such values and must keep opening.
+    const V1_MASTER: &str = "fixture master key for v1 ciphertexts";
+    const V1_SEALED: &str = "M++CpCc+w3zcxkk1hgHpqtjegsucrLTMqWxpFX9yOMs/lgUKg0xgTTLTQgCs+51G";
+
     #[test]
-    fn seal_round_trip_and_wrong_key() {
-        let k1 = SecretString::from("master one");
-        let k2 = SecretString::from("master two");
-        let sealed = Sealer::new(Some(&k1)).seal("sk-secret").unwrap();
+    fn seals_are_v2_and_round_trip() {
+        let sealer = Sealer::new(Some(&master("master one")));
+        let sealed = sealer.seal("sk-secret", &api_key(1)).unwrap();
+        assert!(sealed.starts_with("v2:"), "{sealed}");
         assert!(!sealed.contains("sk-secret"));
+        let opened = sealer.open_checked(&sealed, &api_key(1)).unwrap();
+        assert_eq!(opened.secret.expose_secret(), "sk-secret");
+        assert!(opened.current);
+        // Two seals of one secret differ (random nonces).
+        assert_ne!(sealed, sealer.seal("sk-secret", &api_key(1)).unwrap());
         assert_eq!(
-            Sealer::new(Some(&k1))
-                .open(&sealed)
-                .unwrap()
-                .expose_secret(),
-            "sk-secret"
-        );
-        assert_eq!(
-            Sealer::new(Some(&k2)).open(&sealed).unwrap_err(),
+            Sealer::new(Some(&master("master two")))
+                .open(&sealed, &api_key(1))
+                .unwrap_err(),
             SealError::Unreadable
         );
         assert_eq!(
-            Sealer::new(None).seal("x").unwrap_err(),
+            Sealer::new(None).seal("x", &api_key(1)).unwrap_err(),
             SealError::NoMasterKey
         );
+        assert_eq!(
+            Sealer::new(None).open(&sealed, &api_key(1)).unwrap_err(),
+            SealError::NoMasterKey
+        );
+    }
+
+    #[test]
+    fn a_ciphertext_opens_only_for_its_provider_and_field() {
+        let sealer = Sealer::new(Some(&master("master one")));
+        let id = Uuid::from_u128(1);
+        let fields = [
+            CredentialField::ApiKey,
+            CredentialField::Extra(0),
+            CredentialField::Extra(1),
+            CredentialField::SessionToken,
+        ];
+        for field in fields {
+            let sealed = sealer.seal("sk-secret", &Binding::new(id, field)).unwrap();
+            for other in fields {
+                let opened = sealer.open(&sealed, &Binding::new(id, other));
+                assert_eq!(
+                    opened.is_ok(),
+                    field == other,
+                    "{field:?} opened as {other:?}"
+                );
+            }
+            assert_eq!(
+                sealer
+                    .open(&sealed, &Binding::new(Uuid::from_u128(2), field))
+                    .unwrap_err(),
+                SealError::Unreadable
+            );
+        }
+        assert_eq!(
+            Binding::new(id, CredentialField::Extra(3)).as_str(),
+            "provider:00000000-0000-0000-0000-000000000001:extra:3"
+        );
+    }
+
+    #[test]
+    fn v1_ciphertexts_still_open_and_are_not_current() {
+        let sealer = Sealer::new(Some(&master(V1_MASTER)));
+        // v1 has no binding: any binding opens it.
+        let opened = sealer.open_checked(V1_SEALED, &api_key(9)).unwrap();
+        assert_eq!(opened.secret.expose_secret(), "sk-legacy-credential");
+        assert!(!opened.current);
+        // Under a new master key with the old one as previous, too.
+        let rotated = Sealer::with_previous(Some(&master("new master")), Some(&master(V1_MASTER)));
+        let opened = rotated.open_checked(V1_SEALED, &api_key(9)).unwrap();
+        assert_eq!(opened.secret.expose_secret(), "sk-legacy-credential");
+        assert!(!opened.current);
+        assert!(
+            Sealer::new(Some(&master("new master")))
+                .open(V1_SEALED, &api_key(9))
+                .is_err()
+        );
+        // Neither a v1 body with a v2 prefix nor garbage opens.
+        assert!(
+            sealer
+                .open(&format!("v2:{V1_SEALED}"), &api_key(9))
+                .is_err()
+        );
+        assert!(sealer.open("v2:", &api_key(9)).is_err());
+        assert!(sealer.open("not base64!", &api_key(9)).is_err());
+    }
+
+    #[test]
+    fn the_previous_master_key_opens_but_never_seals() {
+        let old = Sealer::new(Some(&master("old master")));
+        let sealed = old.seal("sk-secret", &api_key(1)).unwrap();
+        let rotated =
+            Sealer::with_previous(Some(&master("new master")), Some(&master("old master")));
+        let opened = rotated.open_checked(&sealed, &api_key(1)).unwrap();
+        assert_eq!(opened.secret.expose_secret(), "sk-secret");
+        assert!(!opened.current, "sealed under the previous key");
+        let resealed = rotated.seal("sk-secret", &api_key(1)).unwrap();
+        assert!(
+            rotated
+                .open_checked(&resealed, &api_key(1))
+                .unwrap()
+                .current
+        );
+        assert!(old.open(&resealed, &api_key(1)).is_err());
+        assert!(
+            Sealer::new(Some(&master("new master")))
+                .open(&resealed, &api_key(1))
+                .is_ok()
+        );
+        // A previous key alone (no current one) does nothing.
+        let orphan = Sealer::with_previous(None, Some(&master("old master")));
+        assert_eq!(
+            orphan.open(&sealed, &api_key(1)).unwrap_err(),
+            SealError::NoMasterKey
+        );
+    }
+
+    #[test]
+    fn webhook_secrets_did_not_change_with_v2() {
+        // Computed by aigw before v2: upgrading must not change any key's
+        // webhook secret under its receiver.
+        let sealer = Sealer::new(Some(&master(V1_MASTER)));
+        assert_eq!(
+            sealer
+                .webhook_secret(Uuid::from_u128(7), "h1")
+                .unwrap()
+                .expose_secret(),
+            "whsec_37b93db68187239e8c52b6ca030a3ecd536665beea77db2a"
+        );
+    }
+
+    #[test]
+    fn credential_indexes_map_to_fields() {
+        let mut spec = ProviderSpec {
+            sealed_credential: Some("a".into()),
+            extra_credentials: vec!["b".into(), "c".into()],
+            sealed_session_token: Some("t".into()),
+            ..ProviderSpec::default()
+        };
+        assert_eq!(credential_field(&spec, 0), CredentialField::ApiKey);
+        assert_eq!(credential_field(&spec, 2), CredentialField::Extra(1));
+        assert_eq!(
+            sealed_fields(&spec),
+            vec![
+                (CredentialField::ApiKey, "a"),
+                (CredentialField::Extra(0), "b"),
+                (CredentialField::Extra(1), "c"),
+                (CredentialField::SessionToken, "t"),
+            ]
+        );
+        spec.sealed_credential = None;
+        assert_eq!(credential_field(&spec, 0), CredentialField::Extra(0));
+        assert_eq!(spec.credentials()[1], "c");
+        assert_eq!(credential_field(&spec, 1), CredentialField::Extra(1));
     }
 }

@@ -1,6 +1,7 @@
 //! The plumbing every aigw role shares: configuration, connections to NATS and
 //! PostgreSQL, the schema and streams, the event stores, the registry of keys
-//! and providers, secrets handling and telemetry.
+//! and providers, secrets handling (and resealing them under a new master
+//! key), egress to URLs no admin chose, and telemetry.
 
 pub mod catalog;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod limits;
 pub mod nats;
 pub mod registry;
+pub mod reseal;
 pub mod store;
 pub mod telemetry;
 pub mod worst_case;

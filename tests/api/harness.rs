@@ -16,8 +16,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-pub const MASTER_KEY: &str = "test-master-key";
+/// Long and random-looking enough for aigw's rule on secrets (no
+/// placeholder, at least 32 characters).
+pub const ADMIN_TOKEN: &str = "aigw-test-admin-token-0f3a9c27d1e84b6a";
+pub const MASTER_KEY: &str = "aigw-test-master-key-5c1e7b9a2d4f4e08a6b3";
 
 /// The nats-server shared by every test of this binary (each test uses its
 /// own namespace). A watchdog shell kills it when the test process exits.
@@ -111,8 +113,10 @@ pub struct Options {
     pub job_concurrency: usize,
     pub webhook_attempts: u32,
     pub webhook_backoff: Duration,
-    /// The tests' webhook receivers listen on 127.0.0.1.
-    pub webhook_allow_private: bool,
+    /// Egress to caller- and provider-supplied URLs may reach private
+    /// addresses: the tests' webhook receivers and file hosts listen on
+    /// 127.0.0.1.
+    pub allow_private_egress: bool,
 }
 
 impl Default for Options {
@@ -134,7 +138,7 @@ impl Default for Options {
             job_concurrency: 4,
             webhook_attempts: 4,
             webhook_backoff: Duration::from_millis(100),
-            webhook_allow_private: true,
+            allow_private_egress: true,
         }
     }
 }
@@ -167,7 +171,9 @@ impl TestEnv {
             namespace: format!("t{}", &unique[unique.len() - 16..]),
             db_max_connections: 8,
             master_key: Some(SecretString::from(MASTER_KEY)),
-            webhook_allow_private: options.webhook_allow_private,
+            master_key_previous: None,
+            egress_allow_private: Some(options.allow_private_egress),
+            webhook_allow_private: None,
         };
         let pool = aigw_runtime::db::prepare(&common.database_url, 4)
             .await

@@ -664,7 +664,7 @@ async fn queued_jobs_do_not_hold_up_synchronous_calls() {
 #[tokio::test]
 async fn webhooks_to_private_addresses_are_refused_by_default() {
     let env = TestEnv::with(Options {
-        webhook_allow_private: false,
+        allow_private_egress: false,
         ..Options::default()
     })
     .await;

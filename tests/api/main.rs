@@ -8,6 +8,7 @@
 mod acceptance;
 mod billing;
 mod chat;
+mod egress;
 mod errors;
 mod harness;
 mod hostile;
@@ -21,6 +22,7 @@ mod quotas;
 mod resilience;
 mod routing;
 mod sdk;
+mod secrets;
 mod stats;
 mod ui;
 mod upstream;
