@@ -2,6 +2,7 @@
 //! PostgreSQL, the schema and streams, the event stores, the registry of keys
 //! and providers, secrets handling and telemetry.
 
+pub mod bodies;
 pub mod catalog;
 pub mod config;
 pub mod crypto;

@@ -13,6 +13,7 @@ mod harness;
 mod idempotency;
 mod jobs;
 mod keys;
+mod large_bodies;
 mod media;
 mod presets;
 mod quotas;
