@@ -2,6 +2,9 @@
 //! dispatcher (and the other way round for the fields both know): a message
 //! sits in JetStream across an upgrade.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use aigw_events::wire::{BodyObject, DispatchRequest, Endpoint};
 use serde_json::Value;
 

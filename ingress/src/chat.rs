@@ -550,7 +550,10 @@ async fn queue_and_answer(
     if let Some(upload) = &chat.upload {
         let stored = state
             .media
-            .put(id.to_string().as_str(), &mut upload.as_ref())
+            .put(
+                bodies::object_meta(&id.to_string(), state.client.max_payload()),
+                &mut upload.as_ref(),
+            )
             .await;
         if let Err(e) = stored {
             if let Some(r) = &admitted.reservation {

@@ -61,6 +61,17 @@ pub fn fits(len: usize, max_payload: usize) -> bool {
     len <= max_payload.saturating_sub(MESSAGE_HEADROOM)
 }
 
+/// An object's metadata with chunks that fit in one message of a server
+/// accepting `max_payload` (the object store's default chunk, 128 KiB, may
+/// not).
+pub fn object_meta(name: &str, max_payload: usize) -> ObjectMetadata {
+    ObjectMetadata {
+        name: name.to_string(),
+        chunk_size: Some(wire::part_bytes(max_payload)),
+        ..Default::default()
+    }
+}
+
 /// The message to publish for `request`. When it would not fit in one
 /// message, the body is stored in `store` first and replaced in `request`
 /// by its [`BodyObject`].
@@ -76,13 +87,8 @@ pub async fn message(
     drop(whole);
     let body = serde_json::to_vec(&request.body)?;
     let name = request.request_id.to_string();
-    let meta = ObjectMetadata {
-        name: name.clone(),
-        chunk_size: Some(wire::part_bytes(max_payload)),
-        ..Default::default()
-    };
     store
-        .put(meta, &mut body.as_slice())
+        .put(object_meta(&name, max_payload), &mut body.as_slice())
         .await
         .map_err(|e| BodyError::Unavailable(e.to_string()))?;
     request.body = Value::Null;

@@ -5,10 +5,12 @@
 //! afterwards; answers larger than one message (embeddings, images, a chat
 //! completion, a single SSE chunk, an error) reach the caller intact,
 //! synchronously, by job polling, by webhook and by idempotent replay; a
-//! body over the limit is a 413 with OpenAI's error JSON.
+//! body over the limit is a 413 with OpenAI's error JSON. The same holds on
+//! a NATS server with a `max_payload` far below aigw's usual frame size.
 
 use std::time::Duration;
 
+use aigw_dispatcher::media::{Part, multipart};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
@@ -468,4 +470,199 @@ async fn a_stream_chunk_or_an_error_larger_than_a_nats_message_arrives_whole() {
         err["error"]["message"] == format!("provider p: {message}"),
         "the 2 MB error arrived whole"
     );
+}
+
+/// A stored body that is gone when a dispatcher gets to it (expired or
+/// deleted) fails its request cleanly: the caller and the job get
+/// `body_unavailable`, each run is recorded once with no provider call, and
+/// no message is left to be redelivered.
+#[tokio::test]
+async fn a_body_gone_from_the_store_is_a_recorded_failure_not_a_retry_loop() {
+    let mut env = TestEnv::with(Options {
+        max_body_bytes: LIMIT,
+        dispatcher: false,
+        ..Default::default()
+    })
+    .await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-4o", "ok", 9, 1)))
+        .expect(0)
+        .mount(&mock)
+        .await;
+    env.add_provider("p", &format!("{}/v1", mock.uri()), &["gpt-4o"])
+        .await;
+    let (_, key) = env.add_key("k").await;
+    let body = vision_body(2_000_000, 9);
+
+    // A job queued and a synchronous call waiting while no dispatcher runs.
+    let r = post(&env, &key, "/v1/jobs", &body).await;
+    assert_eq!(r.status(), 202);
+    let job_id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let waiting = {
+        let request = env
+            .http
+            .post(env.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    wait_until(Duration::from_secs(30), || async {
+        stored_bodies(&env).await.len() == 2
+    })
+    .await;
+    let client = async_nats::connect(&env.common.nats_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let names = aigw_events::Names::new(&env.common.namespace).unwrap();
+    let store = js.get_object_store(names.bodies_bucket()).await.unwrap();
+    for name in stored_bodies(&env).await {
+        store.delete(&name).await.unwrap();
+    }
+    env.start_dispatcher();
+
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status(), 502);
+    let sync_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "body_unavailable", "{err}");
+    wait_until(Duration::from_secs(30), || async {
+        get_job(&env, &key, &job_id).await["status"] == "failed"
+    })
+    .await;
+    let job = get_job(&env, &key, &job_id).await;
+    assert_eq!(job["error"]["code"], "body_unavailable", "{job}");
+    assert_eq!(job["attempts"], 1);
+
+    for id in [&sync_id, &job_id] {
+        let types: Vec<String> = env
+            .wait_recorded(id)
+            .await
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(types, ["RequestAccepted", "RequestFailed"], "{id}");
+    }
+    for stream in [names.requests_stream(), names.jobs_stream()] {
+        wait_until(Duration::from_secs(30), || async {
+            let mut s = js.get_stream(&stream).await.unwrap();
+            s.info().await.unwrap().state.messages == 0
+        })
+        .await;
+    }
+    let started: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'job' AND aggregate_id = $1
+         AND event_type = 'JobStarted'",
+    )
+    .bind(&job_id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(started, 1);
+}
+
+/// On a NATS server with a small `max_payload` (64 KiB here, below aigw's
+/// usual 512 KiB frame pieces and the object store's 128 KiB chunks),
+/// requests and answers larger than a message still get through: frames
+/// and stored bodies are sized from the server's limit.
+#[tokio::test]
+async fn a_small_nats_max_payload_limits_nothing() {
+    let env = TestEnv::with(Options {
+        max_body_bytes: LIMIT,
+        nats_max_payload: Some(64 * 1024),
+        ..Default::default()
+    })
+    .await;
+    let mock = MockServer::start().await;
+    let answer = completion("gpt-4o", &base64_data(300_000, 10), 90_000, 75_000);
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            format!(
+                "data: {}\n\ndata: [DONE]\n\n",
+                json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                    "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": base64_data(300_000, 11)},
+                    "finish_reason": "stop"}]})
+            ),
+            "text/event-stream",
+        ))
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&answer))
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "text": "Let's begin.", "usage": {"type": "duration", "seconds": 20}
+        })))
+        .mount(&mock)
+        .await;
+    env.add_provider("p", &format!("{}/v1", mock.uri()), &["gpt-4o", "whisper-1"])
+        .await;
+    let (_, key) = env.add_key("k").await;
+    let body = vision_body(300_000, 12);
+
+    // An upload travels through the media object store the same way.
+    let audio = base64_data(300_000, 13).into_bytes();
+    let (content_type, form) = multipart(&[
+        (
+            "file",
+            Part::File {
+                filename: "a.mp3".into(),
+                content_type: "audio/mpeg".into(),
+                bytes: audio.clone().into(),
+            },
+        ),
+        ("model", Part::Text("whisper-1".into())),
+    ]);
+    let r = env
+        .http
+        .post(env.url("/v1/audio/transcriptions"))
+        .bearer_auth(&key)
+        .header("content-type", content_type)
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(r.json::<Value>().await.unwrap()["text"], "Let's begin.");
+    let sent = mock.received_requests().await.unwrap()[0].body.clone();
+    assert!(
+        sent.windows(audio.len()).any(|w| w == audio),
+        "the upload reached the provider whole"
+    );
+
+    let r = post(&env, &key, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(r.bytes().await.unwrap() == bytes_of(&answer), "answer");
+    assert!(last_sent(&mock).await == body, "request");
+
+    let job = job_succeeds(&env, &key, &body).await;
+    assert!(job["result"] == answer, "job");
+    assert!(last_sent(&mock).await == body, "job's request");
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = post(&env, &key, "/v1/chat/completions", &streamed).await;
+    assert_eq!(r.status(), 200);
+    let events = sse_data(&r.text().await.unwrap());
+    assert_eq!(events.len(), 2, "a chunk and [DONE]");
+    let chunk: Value = serde_json::from_str(&events[0]).unwrap();
+    assert!(
+        chunk["choices"][0]["delta"]["content"] == base64_data(300_000, 11),
+        "{}",
+        &events[0][..200.min(events[0].len())]
+    );
+
+    wait_until(Duration::from_secs(30), || async {
+        stored_bodies(&env).await.is_empty()
+    })
+    .await;
 }
