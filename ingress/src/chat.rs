@@ -868,24 +868,26 @@ impl Relay {
                 return Some(sse_error("parts of the answer were lost", "stream_lost"));
             }
             self.next_seq += 1;
-            let kind = header_of(&msg, wire::FRAME);
-            if matches!(kind.as_deref(), Some(wire::FRAME_CHUNK | wire::FRAME_ERROR)) {
-                // A payload too large for one frame comes with `part` frames.
-                let Ok(payload) = joined(&msg, &mut self.replies, self.idle).await else {
-                    self.done = true;
-                    return Some(sse_error("parts of the answer were lost", "stream_lost"));
-                };
-                self.next_seq += parts_of(&msg) as u64 - 1;
-                if kind.as_deref() == Some(wire::FRAME_ERROR) {
+            match header_of(&msg, wire::FRAME).as_deref() {
+                Some(kind @ (wire::FRAME_CHUNK | wire::FRAME_ERROR)) => {
+                    // A payload too large for one frame comes with `part` frames.
+                    let Ok(payload) = joined(&msg, &mut self.replies, self.idle).await else {
+                        self.done = true;
+                        return Some(sse_error("parts of the answer were lost", "stream_lost"));
+                    };
+                    self.next_seq += parts_of(&msg) as u64 - 1;
+                    if kind == wire::FRAME_ERROR {
+                        self.done = true;
+                        self.guard.armed = false;
+                    }
+                    return Some(sse_data(&payload));
+                }
+                Some(wire::FRAME_END) => {
                     self.done = true;
                     self.guard.armed = false;
+                    return Some(Bytes::from_static(b"data: [DONE]\n\n"));
                 }
-                return Some(sse_data(&payload));
-            }
-            if kind.as_deref() == Some(wire::FRAME_END) {
-                self.done = true;
-                self.guard.armed = false;
-                return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+                _ => continue,
             }
         }
     }
