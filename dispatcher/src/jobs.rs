@@ -8,6 +8,9 @@
 //! the webhook, and only then acks. A crash anywhere before the ack means a
 //! redelivery, which finds the job finished and only completes what is left
 //! (settling is idempotent, webhooks go on from the last recorded attempt).
+//! A body too large for the message is loaded from the bodies object store
+//! after the start (so a store that stays unreachable uses up runs instead
+//! of looping) and deleted once the job will not run again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use aigw_events::{
     Delivery, ErrorClass, JobCommand, JobError, JobResult, META_ACTOR, META_REQUEST_ID, Outcome,
     Usage,
 };
+use aigw_runtime::bodies;
 use aigw_runtime::crypto::webhook_signature;
 use aigw_runtime::egress;
 use aigw_runtime::jobs::{self, JobRow, RequestRecord};
@@ -29,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::openai::UpstreamError;
 use crate::process::{
-    failed, json_bytes, keep_alive, priced, recorded_usage, request_command, run, settle,
+    body_unavailable, failed, json_bytes, keep_alive, priced, recorded_usage, request_command, run,
+    settle,
 };
 use crate::reply::Replier;
 
@@ -50,7 +55,7 @@ pub struct WebhookConfig {
 /// its message (and in-progress acks) but not a slot.
 pub async fn handle(shared: Arc<Shared>, msg: Message, permit: tokio::sync::OwnedSemaphorePermit) {
     let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
-    let request: DispatchRequest = match serde_json::from_slice(&msg.payload) {
+    let mut request: DispatchRequest = match serde_json::from_slice(&msg.payload) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "unreadable job message; dropping it");
@@ -74,7 +79,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message, permit: tokio::sync::Owne
         at: Utc::now(),
     };
     let ack = match jobs::execute(pool, id, start, &meta, None).await {
-        Ok(Ok(row)) => Some(run_job(&shared, &request, row.job.runs, &cancel, &meta).await),
+        Ok(Ok(row)) => Some(run_job(&shared, &mut request, row.job.runs, &cancel, &meta).await),
         Ok(Err(JobError::NotSubmitted)) => {
             let age = (Utc::now() - request.accepted_at)
                 .to_std()
@@ -82,6 +87,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message, permit: tokio::sync::Owne
             if age > ORPHAN_AFTER {
                 tracing::warn!(job_id = %id, "job message without a stored job; dropping it");
                 release_hold(&shared, &request).await;
+                bodies::delete(&shared.bodies, &request).await;
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
                 // The ingress stores the job right after queueing it.
@@ -103,6 +109,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message, permit: tokio::sync::Owne
         Ok(Err(e)) => {
             tracing::error!(job_id = %id, error = %e, "job cannot start; dropping its message");
             release_hold(&shared, &request).await;
+            bodies::delete(&shared.bodies, &request).await;
             let _ = msg.ack_with(AckKind::Term).await;
             None
         }
@@ -116,6 +123,8 @@ pub async fn handle(shared: Arc<Shared>, msg: Message, permit: tokio::sync::Owne
     };
     drop(permit);
     if ack == Some(true) {
+        // The job will not run again: its stored body, if any, is done with.
+        bodies::delete(&shared.bodies, &request).await;
         match jobs::get(pool, id).await {
             Ok(Some(row)) => deliver_webhook(&shared, &row).await,
             Ok(None) => {}
@@ -139,11 +148,13 @@ pub async fn handle(shared: Arc<Shared>, msg: Message, permit: tokio::sync::Owne
     }
 }
 
-/// Runs a started job and stores its end; false when it could not be stored
-/// (the message is then redelivered).
+/// Runs a started job and stores its end; false when it could not be stored,
+/// or its stored body could not be read right now (the message is then
+/// redelivered, and the next run counts towards the delivery limit). A body
+/// that is gone fails the job (`body_unavailable`).
 async fn run_job(
     shared: &Shared,
-    request: &DispatchRequest,
+    request: &mut DispatchRequest,
     runs: u64,
     cancel: &CancellationToken,
     meta: &std::collections::HashMap<String, String>,
@@ -167,7 +178,20 @@ async fn run_job(
             .await;
         (vec![], failed(&err, Usage::default(), false, 0), None)
     } else {
-        run(shared, request, &replier, cancel).await
+        match bodies::load(&shared.bodies, request).await {
+            Ok(()) => run(shared, request, &replier, cancel).await,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(job_id = %id, error = %e, "cannot load the job's body; retrying later");
+                return false;
+            }
+            Err(e) => {
+                let err = body_unavailable(id, &e);
+                replier
+                    .error(err.status, json_bytes(&err.body()), None, 0)
+                    .await;
+                (vec![], failed(&err, Usage::default(), false, 0), None)
+            }
+        }
     };
     let outcome = priced(shared, &attempts, outcome);
     let result = job_result(&replier, &outcome);

@@ -196,6 +196,8 @@ pub struct Shared {
     pub webhooks: jobs::WebhookConfig,
     /// Uploaded audio of transcription requests, by request id.
     pub media: async_nats::jetstream::object_store::ObjectStore,
+    /// Request bodies too large for their messages (`aigw_runtime::bodies`).
+    pub bodies: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// The HTTP client for provider calls, with every timeout set.
@@ -280,8 +282,10 @@ pub async fn run(
     .await?;
     let health_follower = health.follow().await?;
     let media = aigw_runtime::nats::ensure_media_store(&js, &names.media_bucket()).await?;
+    let bodies = aigw_runtime::nats::ensure_body_store(&js, &names.bodies_bucket()).await?;
     let shared = Arc::new(Shared {
         media,
+        bodies,
         client: client.clone(),
         stores: Stores::new(pool),
         registry,

@@ -10,6 +10,7 @@ use aigw_events::{
 };
 use aigw_runtime::Target;
 use aigw_runtime::crypto::{self, Binding, CredentialField};
+use aigw_runtime::bodies::{self, BodyError};
 use aigw_runtime::store::metadata;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
@@ -35,7 +36,7 @@ use aigw_runtime::worst_case::{self, TargetLimits};
 /// Processes one delivery of a request message, start to ack.
 pub async fn handle(shared: Arc<Shared>, msg: Message) {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
-    let request: DispatchRequest = match serde_json::from_slice(&msg.payload) {
+    let mut request: DispatchRequest = match serde_json::from_slice(&msg.payload) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "unreadable request message; dropping it");
@@ -52,6 +53,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
                 if let Some((usage, cost)) = recorded_usage(&shared, &id.to_string()).await {
                     settle(&shared, &request, usage, cost, false).await;
                 }
+                bodies::delete(&shared.bodies, &request).await;
                 let _ = msg.ack().await;
                 return;
             }
@@ -66,12 +68,29 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         }
     }
 
+    let expired = request.deadline.is_some_and(|d| d < Utc::now());
+    // A body that waited in the object store; an expired request, or one
+    // past the delivery limit, is recorded without it.
+    let body = if expired || delivered >= shared.max_deliver {
+        Ok(())
+    } else {
+        bodies::load(&shared.bodies, &mut request).await
+    };
+    if let Err(e) = &body
+        && e.is_retryable()
+    {
+        tracing::warn!(request_id = %id, error = %e, "cannot load the request body; retrying later");
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
+
     let cancel = CancellationToken::new();
     shared.inflight.insert(id, cancel.clone());
     let progress = keep_alive(&msg, shared.ack_wait);
     let replier = Replier::new(shared.client.clone(), request.reply_to.clone(), delivered);
 
-    let expired = request.deadline.is_some_and(|d| d < Utc::now());
     let (attempts, outcome, route) = if expired {
         let err = UpstreamError {
             class: ErrorClass::Timeout,
@@ -95,6 +114,12 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
             message: "the request could not be completed".into(),
             retry_after: None,
         };
+        replier
+            .error(err.status, json_bytes(&err.body()), None, 0)
+            .await;
+        (vec![], failed(&err, Usage::default(), false, 0), None)
+    } else if let Err(e) = body {
+        let err = body_unavailable(id, &e);
         replier
             .error(err.status, json_bytes(&err.body()), None, 0)
             .await;
@@ -138,9 +163,25 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         // It expires with the bucket's max age anyway.
         tracing::debug!(request_id = %id, error = %e, "deleting the upload");
     }
+    bodies::delete(&shared.bodies, &request).await;
     if let Err(e) = msg.ack().await {
         // The request is recorded; a redelivery will find it and only ack.
         tracing::warn!(request_id = %id, error = %e, "ack failed");
+    }
+}
+
+/// A request whose stored body is gone (expired or deleted): recorded as
+/// failed, not retried. Not a provider's fault, so no failover or breaker.
+pub(crate) fn body_unavailable(id: uuid::Uuid, e: &BodyError) -> UpstreamError {
+    tracing::error!(request_id = %id, error = %e, "the request body is gone");
+    UpstreamError {
+        class: ErrorClass::Client,
+        upstream_status: None,
+        status: 502,
+        error_type: "server_error".into(),
+        code: Some("body_unavailable".into()),
+        message: "the request body could not be read (it expired or was deleted before a dispatcher ran the request)".into(),
+        retry_after: None,
     }
 }
 
@@ -1185,6 +1226,7 @@ mod tests {
             endpoint: Endpoint::Chat,
             body,
             scopes: None,
+            body_object: None,
         }
     }
 

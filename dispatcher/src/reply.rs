@@ -1,4 +1,9 @@
 //! Frames sent back to the waiting ingress on the request's reply subject.
+//!
+//! Every frame stays within the NATS server's `max_payload`: a `response`,
+//! `error` or `chunk` payload larger than [`wire::part_bytes`] of it is
+//! sent as that frame (with [`wire::PARTS`]) followed by `part` frames,
+//! numbered on in the same sequence, which the ingress joins.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,9 +104,25 @@ impl Replier {
         }
     }
 
-    /// A whole answer; `content_type` `None` is JSON. A body larger than
-    /// [`wire::PART_BYTES`] goes out as the `response` frame plus `part`
-    /// frames.
+    /// Sends a frame whose payload may be larger than one message: the
+    /// first piece under `headers`, the rest as `part` frames.
+    async fn send_whole(&self, mut headers: HeaderMap, payload: Bytes) {
+        let size = wire::part_bytes(self.client.max_payload());
+        let parts = payload.len().div_ceil(size).max(1);
+        if parts == 1 {
+            self.send(headers, payload).await;
+            return;
+        }
+        headers.insert(wire::PARTS, parts.to_string().as_str());
+        self.send(headers, payload.slice(..size)).await;
+        for i in 1..parts {
+            let end = ((i + 1) * size).min(payload.len());
+            let h = self.headers(wire::FRAME_PART);
+            self.send(h, payload.slice(i * size..end)).await;
+        }
+    }
+
+    /// A whole answer; `content_type` `None` is JSON.
     pub async fn response(
         &self,
         status: u16,
@@ -113,7 +134,6 @@ impl Replier {
         if self.keep(status, &body, Some(provider)) {
             return;
         }
-        let parts = body.len().div_ceil(wire::PART_BYTES).max(1);
         let mut h = self.headers(wire::FRAME_RESPONSE);
         h.insert(wire::STATUS, status.to_string().as_str());
         h.insert(wire::PROVIDER, header_safe(provider).as_ref());
@@ -121,17 +141,7 @@ impl Replier {
         if let Some(ct) = content_type {
             h.insert(wire::CONTENT_TYPE, header_safe(ct).as_ref());
         }
-        if parts == 1 {
-            self.send(h, body).await;
-            return;
-        }
-        h.insert(wire::PARTS, parts.to_string().as_str());
-        self.send(h, body.slice(..wire::PART_BYTES)).await;
-        for i in 1..parts {
-            let end = ((i + 1) * wire::PART_BYTES).min(body.len());
-            let h = self.headers(wire::FRAME_PART);
-            self.send(h, body.slice(i * wire::PART_BYTES..end)).await;
-        }
+        self.send_whole(h, body).await;
         let _ = self.client.flush().await;
     }
 
@@ -151,7 +161,7 @@ impl Replier {
         if let Some(r) = retry_after {
             h.insert(wire::RETRY_AFTER, header_safe(r).as_ref());
         }
-        self.send(h, body).await;
+        self.send_whole(h, body).await;
     }
 
     pub async fn start(&self, provider: &str, attempts: usize) {
@@ -163,7 +173,7 @@ impl Replier {
 
     pub async fn chunk(&self, data: Bytes) {
         let h = self.headers(wire::FRAME_CHUNK);
-        self.send(h, data).await;
+        self.send_whole(h, data).await;
     }
 
     pub async fn end(&self) {

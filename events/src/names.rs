@@ -57,6 +57,12 @@ impl Names {
         format!("{}_media", self.namespace)
     }
 
+    /// The object store holding request bodies too large for one NATS
+    /// message, from the ingress until the dispatcher recorded the request.
+    pub fn bodies_bucket(&self) -> String {
+        format!("{}_bodies", self.namespace)
+    }
+
     /// The durable pull consumer shared by every dispatcher replica.
     pub fn dispatcher_consumer(&self) -> String {
         format!("{}_dispatcher", self.namespace)

@@ -3,6 +3,13 @@
 //! The ingress publishes a [`DispatchRequest`] to JetStream and listens on its
 //! `reply_to` subject; the dispatcher answers with frames on that subject,
 //! each a core-NATS message whose [`FRAME`] header names its kind.
+//!
+//! Nothing here may exceed the NATS server's `max_payload` (1 MiB by
+//! default), while bodies go up to `AIGW_MAX_BODY_BYTES` (10 MiB) both ways:
+//! a request whose message would be too large carries a [`BodyObject`]
+//! instead of its body (the body waits in the bodies object store), and any
+//! answer frame (`response`, `error`, `chunk`) too large for one message is
+//! followed by `part` frames ([`PARTS`], [`part_bytes`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,7 +23,9 @@ pub struct DispatchRequest {
     /// Where the answer's frames go; nobody may be listening any more.
     pub reply_to: String,
     pub accepted_at: DateTime<Utc>,
-    /// The caller's body, minus aigw's own fields (`provider`).
+    /// The caller's body, minus aigw's own fields (`provider`); `null` while
+    /// it waits in the bodies object store (see `body_object`).
+    #[serde(default)]
     pub body: serde_json::Value,
     pub model: String,
     pub stream: bool,
@@ -42,6 +51,20 @@ pub struct DispatchRequest {
     /// (routing, failover) must be allowed by them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<crate::key::KeyScopes>,
+    /// Set when the body was too large for the message: it is the JSON
+    /// object stored under this name, which the dispatcher loads into
+    /// `body` and deletes once the request is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_object: Option<BodyObject>,
+}
+
+/// A request body stored in the bodies object store instead of its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyObject {
+    /// The object's name in the bucket (the request id).
+    pub name: String,
+    /// The stored JSON's length in bytes.
+    pub bytes: u64,
 }
 
 /// The OpenAI endpoints aigw relays.
@@ -111,18 +134,33 @@ pub const ATTEMPTS: &str = "Aigw-Attempts";
 pub const RETRY_AFTER: &str = "Aigw-Retry-After";
 /// Header with a `response` frame's body type (absent: `application/json`).
 pub const CONTENT_TYPE: &str = "Aigw-Content-Type";
-/// Header with the number of frames a `response` body is split into (absent:
-/// one); the `part` frames that follow carry the rest, in order.
+/// Header with the number of frames a `response`, `error` or `chunk`
+/// payload is split into (absent: one); the `part` frames that follow, with
+/// the next sequence numbers, carry the rest in order.
 pub const PARTS: &str = "Aigw-Parts";
-/// Largest body piece in one frame: well under NATS's default 1 MB payload,
-/// so images and audio of any size get through.
+/// Largest payload piece in one frame: well under NATS's default 1 MB
+/// payload, so images and audio of any size get through.
 pub const PART_BYTES: usize = 512 * 1024;
+/// Room left in a frame for its headers.
+pub const FRAME_HEADROOM: usize = 4 * 1024;
+/// The smallest piece a payload is split into, however small the server's
+/// `max_payload` claims to be.
+pub const MIN_PART_BYTES: usize = 1024;
+
+/// The payload piece size for a connection whose server accepts messages of
+/// up to `max_payload` bytes: [`PART_BYTES`], or less on a server with a
+/// smaller limit.
+pub fn part_bytes(max_payload: usize) -> usize {
+    max_payload
+        .saturating_sub(FRAME_HEADROOM)
+        .clamp(MIN_PART_BYTES, PART_BYTES)
+}
 
 /// A complete non-streamed answer; the payload is the body.
 pub const FRAME_RESPONSE: &str = "response";
 /// An error answer; the payload is OpenAI's error JSON.
 pub const FRAME_ERROR: &str = "error";
-/// A further piece of a `response` body (see [`PARTS`]).
+/// A further piece of a `response`, `error` or `chunk` payload (see [`PARTS`]).
 pub const FRAME_PART: &str = "part";
 /// A stream has begun (the upstream accepted it).
 pub const FRAME_START: &str = "start";
@@ -141,4 +179,17 @@ pub fn error_body(message: &str, error_type: &str, code: Option<&str>) -> serde_
             "code": code,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_fit_the_server() {
+        assert_eq!(part_bytes(1024 * 1024), PART_BYTES);
+        assert_eq!(part_bytes(64 * 1024 * 1024), PART_BYTES);
+        assert_eq!(part_bytes(256 * 1024), 256 * 1024 - FRAME_HEADROOM);
+        assert_eq!(part_bytes(0), MIN_PART_BYTES);
+    }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aigw_events::wire::{self, DispatchRequest};
+use aigw_runtime::bodies::{self, BodyError};
 use aigw_runtime::registry::ResolveError;
 use axum::Extension;
 use axum::body::Body;
@@ -217,7 +218,10 @@ async fn queue_and_answer(
     if let Some(upload) = &chat.upload {
         let stored = state
             .media
-            .put(id.to_string().as_str(), &mut upload.as_ref())
+            .put(
+                bodies::object_meta(&id.to_string(), state.client.max_payload()),
+                &mut upload.as_ref(),
+            )
             .await;
         if let Err(e) = stored {
             if let Some(r) = &admitted.reservation {
@@ -235,7 +239,7 @@ async fn queue_and_answer(
     let now = Utc::now();
     let deadline =
         now + chrono::Duration::from_std(state.request_timeout).unwrap_or(chrono::Duration::MAX);
-    let message = DispatchRequest {
+    let mut message = DispatchRequest {
         request_id: id,
         key_id: key.id,
         reply_to,
@@ -250,8 +254,9 @@ async fn queue_and_answer(
         rate_tokens: admitted.rate_tokens,
         endpoint: chat.endpoint,
         scopes: Some(key.state.settings.scopes.clone()),
+        body_object: None,
     };
-    if let Err(e) = publish(state, &message).await {
+    if let Err(e) = publish(state, &mut message).await {
         if let Some(r) = &message.reservation {
             let _ = state.limiter.release_reservation(key.id, id, r).await;
         }
@@ -267,7 +272,9 @@ async fn queue_and_answer(
                 full_response(&first, &mut replies, state.request_timeout).await
             }
             wire::FRAME_ERROR => {
-                let mut response = relayed_error(&first).into_response();
+                let mut response = relayed_error(&first, &mut replies, state.request_timeout)
+                    .await?
+                    .into_response();
                 routing_headers(&mut response, &first);
                 Ok(response)
             }
@@ -299,30 +306,45 @@ pub fn unresolved(e: ResolveError) -> ApiError {
     }
 }
 
-async fn publish(state: &AppState, message: &DispatchRequest) -> Result<(), ApiError> {
+async fn publish(state: &AppState, message: &mut DispatchRequest) -> Result<(), ApiError> {
     publish_on(state, state.names.chat_subject(), message, "the request").await
 }
 
 /// Publishes `message` on `subject` with its request id as `Nats-Msg-Id`
-/// (a retried publish is deduplicated) and waits for the PubAck.
+/// (a retried publish is deduplicated) and waits for the PubAck. A body too
+/// large for one NATS message goes to the bodies object store first and
+/// `message` then names it instead (see `aigw_runtime::bodies`).
 pub async fn publish_on(
     state: &AppState,
     subject: String,
-    message: &DispatchRequest,
+    message: &mut DispatchRequest,
     what: &str,
 ) -> Result<(), ApiError> {
-    let payload = serde_json::to_vec(message).map_err(ApiError::internal)?;
+    let payload = bodies::message(&state.bodies, message, state.client.max_payload())
+        .await
+        .map_err(|e| match e {
+            BodyError::Encode(e) => ApiError::internal(e),
+            BodyError::Missing(_) | BodyError::Unavailable(_) => {
+                ApiError::Unavailable(format!("storing the body of {what}: {e}"))
+            }
+        })?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", message.request_id.to_string().as_str());
     let queueing =
         |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("queueing {what}: {e}"));
-    let ack = state
-        .js
-        .publish_with_headers(subject, headers, payload.into())
-        .await
-        .map_err(|e| queueing(&e))?;
-    ack.await.map_err(|e| queueing(&e))?;
-    Ok(())
+    let published = async {
+        let ack = state
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| queueing(&e))?;
+        ack.await.map_err(|e| queueing(&e))
+    }
+    .await;
+    if published.is_err() {
+        bodies::delete(&state.bodies, message).await;
+    }
+    published.map(drop)
 }
 
 async fn next_frame(
@@ -361,6 +383,47 @@ fn routing_headers(response: &mut Response, msg: &async_nats::Message) {
     }
 }
 
+/// The number of frames `msg`'s payload was split into (see [`wire::PARTS`]).
+fn parts_of(msg: &async_nats::Message) -> usize {
+    header_of(msg, wire::PARTS)
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The whole payload of `first`: joined with the `part` frames that follow
+/// it (same delivery, next sequence numbers) when it was split.
+async fn joined(
+    first: &async_nats::Message,
+    replies: &mut async_nats::Subscriber,
+    wait: Duration,
+) -> Result<Bytes, ApiError> {
+    let parts = parts_of(first);
+    if parts == 1 {
+        return Ok(first.payload.clone());
+    }
+    let delivery = header_of(first, wire::DELIVERY);
+    let mut seq = header_of(first, wire::SEQ)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut whole = Vec::with_capacity(first.payload.len().saturating_mul(parts.min(64)));
+    whole.extend_from_slice(&first.payload);
+    for _ in 1..parts {
+        let part = next_frame(replies, wait).await?;
+        seq += 1;
+        let in_order = header_of(&part, wire::FRAME).as_deref() == Some(wire::FRAME_PART)
+            && header_of(&part, wire::DELIVERY) == delivery
+            && header_of(&part, wire::SEQ).and_then(|s| s.parse::<u64>().ok()) == Some(seq);
+        if !in_order {
+            return Err(ApiError::Unavailable(
+                "parts of the answer were lost".into(),
+            ));
+        }
+        whole.extend_from_slice(&part.payload);
+    }
+    Ok(Bytes::from(whole))
+}
+
 /// A whole answer: the `response` frame, joined with its `part` frames when
 /// the body was split.
 async fn full_response(
@@ -368,33 +431,7 @@ async fn full_response(
     replies: &mut async_nats::Subscriber,
     wait: Duration,
 ) -> Result<Response, ApiError> {
-    let parts = header_of(msg, wire::PARTS)
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1);
-    let body = if parts <= 1 {
-        msg.payload.clone()
-    } else {
-        let delivery = header_of(msg, wire::DELIVERY);
-        let mut seq = header_of(msg, wire::SEQ)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        let mut body = Vec::with_capacity(parts * wire::PART_BYTES);
-        body.extend_from_slice(&msg.payload);
-        for _ in 1..parts {
-            let part = next_frame(replies, wait).await?;
-            seq += 1;
-            let in_order = header_of(&part, wire::FRAME).as_deref() == Some(wire::FRAME_PART)
-                && header_of(&part, wire::DELIVERY) == delivery
-                && header_of(&part, wire::SEQ).and_then(|s| s.parse::<u64>().ok()) == Some(seq);
-            if !in_order {
-                return Err(ApiError::Unavailable(
-                    "parts of the answer were lost".into(),
-                ));
-            }
-            body.extend_from_slice(&part.payload);
-        }
-        Bytes::from(body)
-    };
+    let body = joined(msg, replies, wait).await?;
     let content_type = header_of(msg, wire::CONTENT_TYPE)
         .and_then(|ct| HeaderValue::from_str(&ct).ok())
         .unwrap_or_else(|| HeaderValue::from_static("application/json"));
@@ -407,12 +444,17 @@ async fn full_response(
     Ok(response)
 }
 
-fn relayed_error(msg: &async_nats::Message) -> ApiError {
-    ApiError::Relayed {
+/// An `error` frame (joined with its `part` frames) as the caller's error.
+async fn relayed_error(
+    msg: &async_nats::Message,
+    replies: &mut async_nats::Subscriber,
+    wait: Duration,
+) -> Result<ApiError, ApiError> {
+    Ok(ApiError::Relayed {
         status: status_of(msg),
-        body: msg.payload.clone(),
+        body: joined(msg, replies, wait).await?,
         retry_after: header_of(msg, wire::RETRY_AFTER),
-    }
+    })
 }
 
 /// Tells the dispatchers to stop working on a request whose caller left,
@@ -496,16 +538,23 @@ impl Relay {
             }
             self.next_seq += 1;
             match header_of(&msg, wire::FRAME).as_deref() {
-                Some(wire::FRAME_CHUNK) => return Some(sse_data(&msg.payload)),
+                Some(kind @ (wire::FRAME_CHUNK | wire::FRAME_ERROR)) => {
+                    // A payload too large for one frame comes with `part` frames.
+                    let Ok(payload) = joined(&msg, &mut self.replies, self.idle).await else {
+                        self.done = true;
+                        return Some(sse_error("parts of the answer were lost", "stream_lost"));
+                    };
+                    self.next_seq += parts_of(&msg) as u64 - 1;
+                    if kind == wire::FRAME_ERROR {
+                        self.done = true;
+                        self.guard.armed = false;
+                    }
+                    return Some(sse_data(&payload));
+                }
                 Some(wire::FRAME_END) => {
                     self.done = true;
                     self.guard.armed = false;
                     return Some(Bytes::from_static(b"data: [DONE]\n\n"));
-                }
-                Some(wire::FRAME_ERROR) => {
-                    self.done = true;
-                    self.guard.armed = false;
-                    return Some(sse_data(&msg.payload));
                 }
                 _ => continue,
             }

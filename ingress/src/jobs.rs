@@ -164,7 +164,7 @@ pub async fn submit(
     )
     .await?;
     let now = Utc::now();
-    let message = DispatchRequest {
+    let mut message = DispatchRequest {
         request_id: id,
         key_id: key.id,
         reply_to: String::new(),
@@ -179,6 +179,7 @@ pub async fn submit(
         rate_tokens: admitted.rate_tokens,
         endpoint: chat.endpoint,
         scopes: Some(key.state.settings.scopes.clone()),
+        body_object: None,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {
@@ -188,7 +189,7 @@ pub async fn submit(
     // Queued first, stored second: a job the caller was told about always
     // has its message (one whose job was never stored is dropped by the
     // dispatcher a minute later).
-    if let Err(e) = publish(&state, &message).await {
+    if let Err(e) = publish(&state, &mut message).await {
         release().await;
         return Err(e);
     }
@@ -222,7 +223,7 @@ pub async fn submit(
     Ok(response)
 }
 
-async fn publish(state: &AppState, message: &DispatchRequest) -> Result<(), ApiError> {
+async fn publish(state: &AppState, message: &mut DispatchRequest) -> Result<(), ApiError> {
     let subject = state.names.job_subject(&message.request_id.to_string());
     chat::publish_on(state, subject, message, "the job").await
 }

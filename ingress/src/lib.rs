@@ -108,6 +108,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Uploaded audio on its way to a dispatcher.
     pub media: async_nats::jetstream::object_store::ObjectStore,
+    /// Request bodies too large for one NATS message, on their way to a
+    /// dispatcher (`aigw_runtime::bodies`).
+    pub bodies: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// The id of one HTTP request, also the id of the chat request it queues.
@@ -306,8 +309,10 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     };
     let health = Health::open(&js, &names, BreakerConfig::default()).await?;
     let media = nats::ensure_media_store(&js, &names.media_bucket()).await?;
+    let bodies = nats::ensure_body_store(&js, &names.bodies_bucket()).await?;
     Ok(AppState {
         media,
+        bodies,
         names,
         client,
         js,

@@ -3,6 +3,7 @@
 //! and providers, secrets handling (and resealing them under a new master
 //! key), egress to URLs no admin chose, and telemetry.
 
+pub mod bodies;
 pub mod catalog;
 pub mod config;
 pub mod crypto;

@@ -1,4 +1,5 @@
-//! NATS: connect, check the server, and create the streams aigw needs.
+//! NATS: connect, check the server, and create the streams, buckets and
+//! object stores aigw needs (each creation idempotent across replicas).
 
 use std::time::Duration;
 
@@ -64,6 +65,9 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<st
     }
 }
 
+/// How long a job's message (and its stored body) may wait in the queue.
+pub const JOBS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Creates (or finds) the jobs stream. At most one message per job subject
 /// is kept (a second publish for a job still queued is refused), so a job
 /// republished by the sweeper can never run twice at once.
@@ -74,7 +78,7 @@ pub async fn ensure_job_stream(js: &jetstream::Context, names: &Names) -> Result
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
-        max_age: Duration::from_secs(7 * 24 * 3600),
+        max_age: JOBS_MAX_AGE,
         max_messages_per_subject: 1,
         discard: stream::DiscardPolicy::New,
         discard_new_per_subject: true,
@@ -117,13 +121,32 @@ pub async fn ensure_media_store(
     js: &jetstream::Context,
     bucket: &str,
 ) -> Result<jetstream::object_store::ObjectStore> {
+    ensure_object_store(js, bucket, Duration::from_secs(3600)).await
+}
+
+/// Finds or creates the object store of request bodies too large for one
+/// message (see `bodies`). Objects live as long as a queued job's message
+/// ([`JOBS_MAX_AGE`]): a job can wait that long, a synchronous request's
+/// body is deleted as soon as it is recorded.
+pub async fn ensure_body_store(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<jetstream::object_store::ObjectStore> {
+    ensure_object_store(js, bucket, JOBS_MAX_AGE).await
+}
+
+async fn ensure_object_store(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+) -> Result<jetstream::object_store::ObjectStore> {
     if let Ok(store) = js.get_object_store(bucket).await {
         return Ok(store);
     }
     let created = js
         .create_object_store(jetstream::object_store::Config {
             bucket: bucket.to_string(),
-            max_age: Duration::from_secs(3600),
+            max_age,
             storage: stream::StorageType::File,
             ..Default::default()
         })

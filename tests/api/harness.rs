@@ -53,35 +53,47 @@ pub fn free_port() -> u16 {
 }
 
 fn nats() -> &'static Nats {
-    NATS.get_or_init(|| {
-        let bin = nats_server_binary();
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("aigw-test-nats-{}", Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = format!(
-            "'{bin}' -a 127.0.0.1 -p {port} -js -sd '{dir}' >'{dir}/log' 2>&1 & child=$!\n\
+    NATS.get_or_init(|| start_nats(None))
+}
+
+/// Starts a nats-server (with NATS's default `max_payload`, 1 MiB, unless
+/// given), stopped when the test process exits.
+fn start_nats(max_payload: Option<usize>) -> Nats {
+    let bin = nats_server_binary();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("aigw-test-nats-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = match max_payload {
+        Some(m) => {
+            let file = dir.join("nats.conf");
+            std::fs::write(&file, format!("max_payload: {m}\n")).unwrap();
+            format!("-c '{}'", file.display())
+        }
+        None => String::new(),
+    };
+    let script = format!(
+        "'{bin}' {config} -a 127.0.0.1 -p {port} -js -sd '{dir}' >'{dir}/log' 2>&1 & child=$!\n\
              while kill -0 {parent} 2>/dev/null; do sleep 0.5; done\n\
              kill $child; sleep 0.5; rm -rf '{dir}'",
-            bin = bin.display(),
-            dir = dir.display(),
-            parent = std::process::id(),
-        );
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nats {
-            url: format!("nats://127.0.0.1:{port}"),
-            _child: child,
-        }
-    })
+        bin = bin.display(),
+        dir = dir.display(),
+        parent = std::process::id(),
+    );
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nats {
+        url: format!("nats://127.0.0.1:{port}"),
+        _child: child,
+    }
 }
 
 fn init_process() {
@@ -117,6 +129,9 @@ pub struct Options {
     /// addresses: the tests' webhook receivers and file hosts listen on
     /// 127.0.0.1.
     pub allow_private_egress: bool,
+    /// Run against a NATS server of this test's own with this
+    /// `max_payload` (the shared one keeps NATS's default, 1 MiB).
+    pub nats_max_payload: Option<usize>,
 }
 
 impl Default for Options {
@@ -139,6 +154,7 @@ impl Default for Options {
             webhook_attempts: 4,
             webhook_backoff: Duration::from_millis(100),
             allow_private_egress: true,
+            nats_max_payload: None,
         }
     }
 }
@@ -152,6 +168,8 @@ pub struct TestEnv {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     children: Vec<Child>,
+    /// This test's own NATS server, if it has one.
+    _nats: Option<Nats>,
 }
 
 impl TestEnv {
@@ -161,7 +179,8 @@ impl TestEnv {
 
     pub async fn with(options: Options) -> Self {
         init_process();
-        let nats = nats();
+        let own_nats = options.nats_max_payload.map(|m| start_nats(Some(m)));
+        let nats = own_nats.as_ref().unwrap_or_else(|| nats());
         let run = std::env::var("AIGW_TEST_RUN").unwrap_or_else(|_| "local".into());
         let unique = Uuid::now_v7().simple().to_string();
         let db_name = format!("aigw_t_{run}_{unique}");
@@ -187,6 +206,7 @@ impl TestEnv {
             shutdown: CancellationToken::new(),
             tasks: vec![],
             children: vec![],
+            _nats: own_nats,
         };
         env.base = env.start_ingress().await;
         if options.dispatcher {

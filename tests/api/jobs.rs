@@ -510,7 +510,7 @@ async fn twenty_jobs_survive_a_killed_dispatcher_and_projector() {
     assert_eq!(snapshot(&env).await, live);
 }
 
-fn signature(secret: &str, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))

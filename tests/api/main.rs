@@ -15,6 +15,7 @@ mod hostile;
 mod idempotency;
 mod jobs;
 mod keys;
+mod large_bodies;
 mod media;
 mod presets;
 mod quarantine;
