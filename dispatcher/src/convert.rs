@@ -506,17 +506,13 @@ pub fn sse_events(
     response: reqwest::Response,
     provider: String,
 ) -> impl Stream<Item = Result<(String, String), UpstreamError>> + Send + 'static {
-    use eventsource_stream::Eventsource;
-    response
-        .bytes_stream()
-        .eventsource()
-        .map(move |event| match event {
-            Ok(ev) => Ok((ev.event, ev.data)),
-            Err(eventsource_stream::EventStreamError::Transport(t)) if t.is_timeout() => {
-                Err(crate::openai::broken(&provider, "the stream stalled"))
-            }
-            Err(_) => Err(crate::openai::broken(&provider, "the stream broke")),
-        })
+    crate::sse::events(response.bytes_stream()).map(move |event| match event {
+        Ok(ev) => Ok((ev.event, ev.data)),
+        Err(eventsource_stream::EventStreamError::Transport(t)) if t.is_timeout() => {
+            Err(crate::openai::broken(&provider, "the stream stalled"))
+        }
+        Err(_) => Err(crate::openai::broken(&provider, "the stream broke")),
+    })
 }
 
 /// Reads a non-negative integer field.
