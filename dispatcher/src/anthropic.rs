@@ -180,9 +180,11 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 /// Anthropic's usage: prompt tokens include cache reads and writes.
 pub fn usage(u: &Value) -> Usage {
     Usage {
-        prompt_tokens: convert::u64_at(u, &["input_tokens"])
-            + convert::u64_at(u, &["cache_read_input_tokens"])
-            + convert::u64_at(u, &["cache_creation_input_tokens"]),
+        prompt_tokens: convert::token_sum([
+            convert::u64_at(u, &["input_tokens"]),
+            convert::u64_at(u, &["cache_read_input_tokens"]),
+            convert::u64_at(u, &["cache_creation_input_tokens"]),
+        ]),
         completion_tokens: convert::u64_at(u, &["output_tokens"]),
         ..Default::default()
     }

@@ -9,9 +9,9 @@ use aigw_events::provider::ProviderSpec;
 use aigw_events::{ErrorClass, Usage};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_types::event_stream::Message;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
@@ -296,9 +296,11 @@ pub fn finish_reason(reason: Option<&str>) -> &'static str {
 
 pub fn usage(u: &Value) -> Usage {
     Usage {
-        prompt_tokens: convert::u64_at(u, &["inputTokens"])
-            + convert::u64_at(u, &["cacheReadInputTokens"])
-            + convert::u64_at(u, &["cacheWriteInputTokens"]),
+        prompt_tokens: convert::token_sum([
+            convert::u64_at(u, &["inputTokens"]),
+            convert::u64_at(u, &["cacheReadInputTokens"]),
+            convert::u64_at(u, &["cacheWriteInputTokens"]),
+        ]),
         completion_tokens: convert::u64_at(u, &["outputTokens"]),
         ..Default::default()
     }
@@ -368,7 +370,27 @@ pub fn event_frames(
     decode_frames(response.bytes_stream(), provider)
 }
 
-/// Decodes event-stream frames from raw body chunks.
+/// Largest event-stream frame read. ConverseStream frames are small JSON
+/// events: a prelude announcing more is corrupt, not a reason to buffer.
+const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// A frame's fixed part: total length, headers length and prelude CRC (4
+/// bytes each), and the message CRC at the end.
+const MIN_FRAME: usize = 16;
+
+/// The length of the frame `buf` starts with, once its first 4 bytes are in;
+/// `Err` when that length is impossible.
+fn frame_len(buf: &[u8]) -> Option<Result<usize, ()>> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    Some(if (MIN_FRAME..=MAX_FRAME).contains(&len) {
+        Ok(len)
+    } else {
+        Err(())
+    })
+}
+
+/// Decodes event-stream frames from raw body chunks. The frames do not
+/// depend on how the body is cut into chunks; a body cut anywhere inside a
+/// frame, or corrupt (bad length or CRC), ends with an error.
 pub fn decode_frames<S, E>(
     body: S,
     provider: String,
@@ -379,14 +401,12 @@ where
     struct St<S> {
         body: std::pin::Pin<Box<S>>,
         buf: BytesMut,
-        decoder: MessageFrameDecoder,
         provider: String,
         over: bool,
     }
     let state = St {
         body: Box::pin(body),
         buf: BytesMut::new(),
-        decoder: MessageFrameDecoder::new(),
         provider,
         over: false,
     };
@@ -395,27 +415,22 @@ where
             if st.over {
                 return None;
             }
-            match st.decoder.decode_frame(&mut st.buf) {
-                Ok(DecodedFrame::Complete(message)) => {
-                    let payload = serde_json::from_slice(message.payload()).unwrap_or(Value::Null);
-                    let mut event_type = header(&message, ":event-type");
-                    let message_type = header(&message, ":message-type");
-                    if message_type == "exception" {
-                        event_type = header(&message, ":exception-type");
+            match frame_len(&st.buf) {
+                Some(Ok(len)) if st.buf.len() >= len => {
+                    let bytes = st.buf.split_to(len).freeze();
+                    if let Ok(message) = read_message_from(bytes) {
+                        return Some((Ok(frame_of(&message)), st));
                     }
-                    let frame = Frame {
-                        message_type,
-                        event_type,
-                        payload,
-                    };
-                    return Some((Ok(frame), st));
-                }
-                Ok(DecodedFrame::Incomplete) => {}
-                Err(_) => {
                     st.over = true;
                     let e = broken(&st.provider, "the event stream is corrupt");
                     return Some((Err(e), st));
                 }
+                Some(Err(())) => {
+                    st.over = true;
+                    let e = broken(&st.provider, "the event stream is corrupt");
+                    return Some((Err(e), st));
+                }
+                Some(Ok(_)) | None => {}
             }
             match st.body.next().await {
                 Some(Ok(chunk)) => st.buf.extend_from_slice(&chunk),
@@ -426,7 +441,7 @@ where
                 }
                 None => {
                     st.over = true;
-                    if st.buf.has_remaining() {
+                    if !st.buf.is_empty() {
                         let e = broken(&st.provider, "the stream ended mid-frame");
                         return Some((Err(e), st));
                     }
@@ -435,6 +450,20 @@ where
             }
         }
     })
+}
+
+fn frame_of(message: &Message) -> Frame {
+    let payload = serde_json::from_slice(message.payload()).unwrap_or(Value::Null);
+    let mut event_type = header(message, ":event-type");
+    let message_type = header(message, ":message-type");
+    if message_type == "exception" {
+        event_type = header(message, ":exception-type");
+    }
+    Frame {
+        message_type,
+        event_type,
+        payload,
+    }
 }
 
 /// Turns ConverseStream events into OpenAI chunks.

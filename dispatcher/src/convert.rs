@@ -59,9 +59,12 @@ pub enum Part {
     ImageUrl(String),
 }
 
-/// The parts of an OpenAI `content`, images included.
+/// The parts of an OpenAI `content`, images included. Empty text parts are
+/// left out: they carry nothing, and Anthropic, Bedrock and Gemini refuse
+/// empty text blocks where OpenAI takes `"content": ""`.
 pub fn parts_of(content: &Value) -> Vec<Part> {
     match content {
+        Value::String(s) if s.is_empty() => Vec::new(),
         Value::String(s) => vec![Part::Text(s.clone())],
         Value::Array(parts) => parts
             .iter()
@@ -69,6 +72,7 @@ pub fn parts_of(content: &Value) -> Vec<Part> {
                 Some("text") => p
                     .get("text")
                     .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
                     .map(|t| Part::Text(t.to_string())),
                 Some("image_url") => {
                     let url = p
@@ -249,8 +253,14 @@ pub fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
     })
+}
+
+/// The sum of several token counts a provider reported, saturating: a
+/// provider's numbers are not trusted not to overflow.
+pub fn token_sum(counts: impl IntoIterator<Item = u64>) -> u64 {
+    counts.into_iter().fold(0, u64::saturating_add)
 }
 
 /// A complete OpenAI `chat.completion` answer.
@@ -507,17 +517,13 @@ pub fn sse_events(
     response: reqwest::Response,
     provider: String,
 ) -> impl Stream<Item = Result<(String, String), UpstreamError>> + Send + 'static {
-    use eventsource_stream::Eventsource;
-    response
-        .bytes_stream()
-        .eventsource()
-        .map(move |event| match event {
-            Ok(ev) => Ok((ev.event, ev.data)),
-            Err(eventsource_stream::EventStreamError::Transport(t)) if t.is_timeout() => {
-                Err(crate::openai::broken(&provider, "the stream stalled"))
-            }
-            Err(_) => Err(crate::openai::broken(&provider, "the stream broke")),
-        })
+    crate::sse::events(response.bytes_stream()).map(move |event| match event {
+        Ok(ev) => Ok((ev.event, ev.data)),
+        Err(eventsource_stream::EventStreamError::Transport(t)) if t.is_timeout() => {
+            Err(crate::openai::broken(&provider, "the stream stalled"))
+        }
+        Err(_) => Err(crate::openai::broken(&provider, "the stream broke")),
+    })
 }
 
 /// Reads a non-negative integer field.

@@ -240,8 +240,10 @@ pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str
 pub fn usage(u: &Value) -> Usage {
     Usage {
         prompt_tokens: convert::u64_at(u, &["promptTokenCount"]),
-        completion_tokens: convert::u64_at(u, &["candidatesTokenCount"])
-            + convert::u64_at(u, &["thoughtsTokenCount"]),
+        completion_tokens: convert::token_sum([
+            convert::u64_at(u, &["candidatesTokenCount"]),
+            convert::u64_at(u, &["thoughtsTokenCount"]),
+        ]),
         ..Default::default()
     }
 }

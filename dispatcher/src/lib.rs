@@ -22,6 +22,7 @@ pub mod replicate;
 pub mod reply;
 pub mod routing;
 pub mod runway;
+pub mod sse;
 pub mod stability;
 
 use std::collections::HashMap;

@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use aigw_events::{ErrorClass, Usage, wire};
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -218,9 +217,7 @@ pub fn sse_items(
     response: reqwest::Response,
     provider: String,
 ) -> futures::stream::BoxStream<'static, StreamItem> {
-    response
-        .bytes_stream()
-        .eventsource()
+    crate::sse::events(response.bytes_stream())
         .map(move |event| match event {
             Ok(ev) => {
                 let data = ev.data.trim();
