@@ -37,6 +37,10 @@ pub struct CommonArgs {
     /// aigw). Turn on for webhooks inside your own network.
     #[arg(long, env = "AIGW_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
+
+    /// Size limits of the requests and jobs streams.
+    #[command(flatten)]
+    pub streams: crate::nats::StreamLimits,
 }
 
 impl CommonArgs {

@@ -113,6 +113,10 @@ pub struct Options {
     pub webhook_backoff: Duration,
     /// The tests' webhook receivers listen on 127.0.0.1.
     pub webhook_allow_private: bool,
+    pub server: aigw_ingress::server::ServerArgs,
+    pub sse_buffer_bytes: usize,
+    pub max_queued_jobs_per_key: u64,
+    pub streams: aigw_runtime::nats::StreamLimits,
 }
 
 impl Default for Options {
@@ -135,6 +139,10 @@ impl Default for Options {
             webhook_attempts: 4,
             webhook_backoff: Duration::from_millis(100),
             webhook_allow_private: true,
+            server: Default::default(),
+            sse_buffer_bytes: 1024 * 1024,
+            max_queued_jobs_per_key: 10_000,
+            streams: Default::default(),
         }
     }
 }
@@ -168,6 +176,7 @@ impl TestEnv {
             db_max_connections: 8,
             master_key: Some(SecretString::from(MASTER_KEY)),
             webhook_allow_private: options.webhook_allow_private,
+            streams: options.streams.clone(),
         };
         let pool = aigw_runtime::db::prepare(&common.database_url, 4)
             .await
@@ -200,6 +209,9 @@ impl TestEnv {
             max_body_bytes: self.options.max_body_bytes,
             request_timeout: self.options.request_timeout,
             limit_leases: true,
+            sse_buffer_bytes: self.options.sse_buffer_bytes,
+            max_queued_jobs_per_key: self.options.max_queued_jobs_per_key,
+            server: self.options.server.clone(),
         }
     }
 
