@@ -23,6 +23,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -98,8 +99,8 @@ fn is_last(msg: &async_nats::Message) -> bool {
 }
 
 /// Drains `replies` into `frames` until the body is dropped, the
-/// subscription ends or falls silent, or more than `limit` bytes wait for
-/// the caller. The last frame of an answer is always let through (it is
+/// subscription ends or falls silent, or more than `limit` bytes would wait
+/// for the caller. The last frame of an answer is always let through (it is
 /// tiny), so a caller that keeps up to the last moment gets a whole answer.
 /// The dispatcher is told to stop unless the body saw the answer finish.
 async fn drain(
@@ -131,14 +132,16 @@ async fn drain(
                 return;
             }
         };
-        let size = frame_bytes(&msg);
-        if !is_last(&msg) && buffered.load(Ordering::Acquire) + size > limit {
+        let (size, last) = (frame_bytes(&msg), is_last(&msg));
+        let waiting = buffered.load(Ordering::Acquire);
+        // (A frame larger than the buffer still goes to a client that has
+        // read everything before it.)
+        if !last && waiting > 0 && waiting + size > limit {
             metrics::counter!("aigw_sse_slow_readers_total").increment(1);
             tracing::info!(limit, "stream cut off: the client reads too slowly");
             let _ = frames.send(Item::End(Ending::SlowReader));
             return;
         }
-        let last = is_last(&msg);
         buffered.fetch_add(size, Ordering::AcqRel);
         if last {
             // Nothing follows: wait for the body to read it (or go).
@@ -252,7 +255,7 @@ pub fn sse_response(
     let (tx, rx) = mpsc::unbounded_channel();
     let buffered = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicBool::new(false));
-    tokio::spawn(drain(
+    let drained = drain(
         replies,
         tx,
         buffered.clone(),
@@ -264,7 +267,8 @@ pub fn sse_response(
             subject: state.names.cancel_subject(&id.to_string()),
             armed: true,
         },
-    ));
+    );
+    tokio::spawn(drained.instrument(tracing::Span::current()));
     let relay = Relay {
         frames: rx,
         buffered,

@@ -50,7 +50,9 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetst
 /// full (`DiscardPolicy::New`): a publish beyond a limit is refused, and the
 /// ingress answers 503 `queue_full` (see [`is_stream_full`]). Every role
 /// applies them on start, updating an existing stream whose limits differ,
-/// so give every role the same values.
+/// so give every role the same values. JetStream reserves a byte limit of
+/// its storage when the stream is created or updated (refusing it when the
+/// server has less), which 0 (no limit) does not.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct StreamLimits {
     /// Most messages in the requests stream (synchronous calls queued or
@@ -69,11 +71,13 @@ pub struct StreamLimits {
 }
 
 impl StreamLimits {
+    /// JetStream reserves a stream's byte limit of its storage up front, so
+    /// the defaults stay modest (3 GiB in all).
     pub const DEFAULT: StreamLimits = StreamLimits {
         requests_max_msgs: 100_000,
         requests_max_bytes: 1 << 30,
-        jobs_max_msgs: 1_000_000,
-        jobs_max_bytes: 4 << 30,
+        jobs_max_msgs: 200_000,
+        jobs_max_bytes: 2 << 30,
     };
 }
 
@@ -166,7 +170,12 @@ async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Resul
     updated.max_messages = config.max_messages;
     updated.max_bytes = config.max_bytes;
     updated.discard = config.discard;
-    js.update_stream(&updated).await.map_err(|e| failed(&e))?;
+    js.update_stream(&updated).await.map_err(|e| {
+        RuntimeError::Nats(format!(
+            "stream {name}: applying max_msgs {} and max_bytes {}: {e}",
+            config.max_messages, config.max_bytes
+        ))
+    })?;
     tracing::info!(
         stream = %name,
         max_msgs = config.max_messages,

@@ -142,7 +142,13 @@ impl Default for Options {
             server: Default::default(),
             sse_buffer_bytes: 1024 * 1024,
             max_queued_jobs_per_key: 10_000,
-            streams: Default::default(),
+            // JetStream reserves a stream's byte limit of its storage, and
+            // every test's streams stay on the shared server: none here.
+            streams: aigw_runtime::nats::StreamLimits {
+                requests_max_bytes: 0,
+                jobs_max_bytes: 0,
+                ..Default::default()
+            },
         }
     }
 }
@@ -285,6 +291,7 @@ impl TestEnv {
     /// Starts a dispatcher as a separate `aigw` process (so it can be killed).
     pub fn spawn_dispatcher_process(&mut self) -> usize {
         let args = self.dispatcher_args();
+        let streams = &self.common.streams;
         let child = Command::new(env!("CARGO_BIN_EXE_aigw"))
             .arg("dispatcher")
             .env("AIGW_NATS_URL", &self.common.nats_url)
@@ -301,6 +308,16 @@ impl TestEnv {
             )
             .env("AIGW_JOB_CONCURRENCY", args.job_concurrency.to_string())
             .env("AIGW_WEBHOOK_BACKOFF", humantime(args.webhook_backoff))
+            .env(
+                "AIGW_REQUESTS_MAX_MSGS",
+                streams.requests_max_msgs.to_string(),
+            )
+            .env(
+                "AIGW_REQUESTS_MAX_BYTES",
+                streams.requests_max_bytes.to_string(),
+            )
+            .env("AIGW_JOBS_MAX_MSGS", streams.jobs_max_msgs.to_string())
+            .env("AIGW_JOBS_MAX_BYTES", streams.jobs_max_bytes.to_string())
             .env("AIGW_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

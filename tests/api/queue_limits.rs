@@ -104,7 +104,8 @@ async fn a_full_requests_stream_answers_503_and_existing_streams_get_the_limits(
     // A replica with a limit of two queued requests brings the stream to it.
     let limits = StreamLimits {
         requests_max_msgs: 2,
-        ..StreamLimits::default()
+        requests_max_bytes: 1 << 20,
+        ..env.common.streams.clone()
     };
     let (second, _stop) = replica_with(&mut env, limits).await;
     let config = js
@@ -115,6 +116,7 @@ async fn a_full_requests_stream_answers_503_and_existing_streams_get_the_limits(
         .config
         .clone();
     assert_eq!(config.max_messages, 2);
+    assert_eq!(config.max_bytes, 1 << 20);
     assert_eq!(config.discard, DiscardPolicy::New);
 
     // Two requests wait in the queue (nobody dispatches them)...
@@ -166,7 +168,7 @@ async fn a_full_jobs_stream_answers_503() {
     let env = TestEnv::with(Options {
         streams: StreamLimits {
             jobs_max_msgs: 2,
-            ..StreamLimits::default()
+            ..Options::default().streams
         },
         ..queue_only()
     })
