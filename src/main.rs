@@ -383,7 +383,8 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("database {}", db::redact(&common.database_url)))?;
             let (_client, js) = nats::connect(&common.nats_url, "aigw-migrate").await?;
-            nats::ensure_streams(&js, &names).await?;
+            nats::ensure_streams(&js, &names, &common.streams).await?;
+            nats::ensure_job_stream(&js, &names, &common.streams).await?;
             tracing::info!("database, schema and streams are ready");
         }
     }

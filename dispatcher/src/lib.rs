@@ -223,7 +223,7 @@ pub async fn run(
     let sealer = common.sealer()?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-dispatcher").await?;
-    let stream = nats::ensure_streams(&js, &names).await?;
+    let stream = nats::ensure_streams(&js, &names, &common.streams).await?;
     let registry = Registry::load(pool.clone()).await?;
     let follower = registry
         .follow(client.clone(), &names, Duration::from_secs(10))
@@ -246,7 +246,7 @@ pub async fn run(
         .await
         .map_err(|e| DispatcherError::Nats(format!("consumer {consumer_name}: {e}")))?;
 
-    let job_stream = nats::ensure_job_stream(&js, &names).await?;
+    let job_stream = nats::ensure_job_stream(&js, &names, &common.streams).await?;
     let job_consumer_name = names.jobs_consumer();
     let job_consumer: async_nats::jetstream::consumer::PullConsumer = job_stream
         .get_or_create_consumer(

@@ -9,8 +9,8 @@ use aigw_events::{
     Attempt, ErrorClass, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage,
 };
 use aigw_runtime::Target;
-use aigw_runtime::crypto::{self, Binding, CredentialField};
 use aigw_runtime::bodies::{self, BodyError};
+use aigw_runtime::crypto::{self, Binding, CredentialField};
 use aigw_runtime::store::metadata;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;

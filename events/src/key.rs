@@ -48,6 +48,10 @@ pub struct KeyLimits {
     pub budget_tokens: Option<i64>,
     #[serde(default)]
     pub budget_period: BudgetPeriod,
+    /// Synchronous requests of the key in flight at once, across every
+    /// ingress replica (absent in events written before it existed).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
 }
 
 /// What a key may use; an empty list allows everything.

@@ -61,3 +61,24 @@ fn media_events_deserialize() {
     }
     assert_eq!(requests[0]["RequestCompleted"]["usage"]["images"], 2);
 }
+
+/// Key events with a concurrency limit (`max_concurrency`, an optional
+/// field): they read, and write back unchanged.
+#[test]
+fn key_concurrency_events_deserialize() {
+    use aigw_events::key::KeyAggregate;
+    use cqrs_es::Aggregate;
+    let text = include_str!("fixtures/key-concurrency.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    let mut key = KeyAggregate::default();
+    for v in all["key"].as_array().unwrap() {
+        let e =
+            serde_json::from_value::<KeyEvent>(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+        key.apply(e.clone());
+        if matches!(e, KeyEvent::KeyIssued { .. }) {
+            assert_eq!(key.settings.limits.max_concurrency, Some(3));
+        }
+    }
+    assert_eq!(key.settings.limits.max_concurrency, None);
+}

@@ -1,15 +1,17 @@
 //! Admission: what a key may do, checked before a request is queued.
 //!
 //! Scopes (403), expiry (401), output caps (400), rate limits (429
-//! `rate_limit_exceeded`) and budgets (429 `insufficient_quota`). Rate and
-//! budget state is shared by every replica through the limits bucket (see
+//! `rate_limit_exceeded`), budgets (429 `insufficient_quota`) and, for
+//! synchronous requests, the key's concurrency limit (429
+//! `concurrency_limit_exceeded`). Rate, budget and concurrency state is
+//! shared by every replica through the limits bucket (see
 //! `aigw_runtime::limits`); a budget is held at the request's worst-case
 //! cost (`aigw_runtime::worst_case`) at the dearest target the key may use,
 //! and settled by the dispatcher to the actual cost, which can never be
 //! more (the dispatcher only uses targets whose worst case fits the hold).
 
 use aigw_events::wire::{Endpoint, LeaseRef, Reservation};
-use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, LeasedHold, RateDecision};
+use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, LeasedHold, RateDecision, Slot};
 use aigw_runtime::worst_case::{self, TargetLimits};
 use aigw_runtime::{KeyEntry, Target, estimate};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -97,10 +99,13 @@ pub struct Admitted {
     pub headers: RateHeaders,
     pub reservation: Option<Reservation>,
     pub rate_tokens: Option<u64>,
+    /// The key's concurrency slot (keys with `max_concurrency`), held until
+    /// this is dropped: once the answer has been relayed.
+    pub slot: Option<Slot>,
 }
 
 /// Checks scopes, rate limits and budgets; takes the rate tokens and the
-/// budget hold of an admitted request.
+/// budget hold of an admitted synchronous request, and its concurrency slot.
 pub async fn admit(
     state: &AppState,
     key: &KeyEntry,
@@ -110,7 +115,8 @@ pub async fn admit(
     targets: &[Target],
     request_id: Uuid,
 ) -> Result<Admitted, ApiError> {
-    admit_for(
+    let slot = take_slot(state, key, request_id).await?;
+    let mut admitted = admit_for(
         state,
         key,
         model,
@@ -120,7 +126,30 @@ pub async fn admit(
         request_id,
         state.request_timeout,
     )
-    .await
+    .await?;
+    admitted.slot = slot;
+    Ok(admitted)
+}
+
+/// Takes one of the key's `max_concurrency` slots (none for a key without
+/// one); 429 `concurrency_limit_exceeded` when every slot is taken. Taken
+/// before the rate limits and budget, so a refused request costs neither.
+async fn take_slot(
+    state: &AppState,
+    key: &KeyEntry,
+    request_id: Uuid,
+) -> Result<Option<Slot>, ApiError> {
+    let Some(max) = key.state.settings.limits.max_concurrency else {
+        return Ok(None);
+    };
+    match state.limiter.acquire_slot(key.id, request_id, max).await {
+        Ok(Some(slot)) => Ok(Some(slot)),
+        Ok(None) => {
+            metrics::counter!("aigw_concurrency_refused_total").increment(1);
+            Err(ApiError::ConcurrencyLimited(max))
+        }
+        Err(e) => Err(ApiError::Unavailable(format!("concurrency state: {e}"))),
+    }
 }
 
 /// [`admit`], with a budget hold that lasts `hold_for` (plus a margin)

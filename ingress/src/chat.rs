@@ -25,7 +25,7 @@ use crate::validate::{
     ChatRequest, MAX_AUDIO_BYTES, validate, validate_embeddings, validate_images, validate_speech,
     validate_transcription,
 };
-use crate::{AppState, RequestId, admission};
+use crate::{AppState, RequestId, admission, relay};
 
 /// `POST /v1/audio/transcriptions`: a multipart upload of up to
 /// [`MAX_AUDIO_BYTES`], queued like a chat completion.
@@ -205,7 +205,7 @@ async fn queue_and_answer(
             code: None,
         });
     }
-    let admitted = admission::admit(
+    let mut admitted = admission::admit(
         state,
         &key,
         &chat.model,
@@ -278,7 +278,13 @@ async fn queue_and_answer(
                 routing_headers(&mut response, &first);
                 Ok(response)
             }
-            wire::FRAME_START if message.stream => Ok(sse_response(state, id, &first, replies)),
+            wire::FRAME_START if message.stream => Ok(relay::sse_response(
+                state,
+                id,
+                &first,
+                replies,
+                admitted.slot.take(),
+            )),
             other => Err(ApiError::Internal(format!(
                 "unexpected first frame {other:?}"
             ))),
@@ -313,7 +319,8 @@ async fn publish(state: &AppState, message: &mut DispatchRequest) -> Result<(), 
 /// Publishes `message` on `subject` with its request id as `Nats-Msg-Id`
 /// (a retried publish is deduplicated) and waits for the PubAck. A body too
 /// large for one NATS message goes to the bodies object store first and
-/// `message` then names it instead (see `aigw_runtime::bodies`).
+/// `message` then names it instead (see `aigw_runtime::bodies`). A stream
+/// that is full refuses it: 503 `queue_full`.
 pub async fn publish_on(
     state: &AppState,
     subject: String,
@@ -330,15 +337,20 @@ pub async fn publish_on(
         })?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", message.request_id.to_string().as_str());
-    let queueing =
-        |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("queueing {what}: {e}"));
+    let queueing = |e: async_nats::jetstream::context::PublishError| {
+        if aigw_runtime::nats::is_stream_full(&e) {
+            ApiError::QueueFull(format!("queueing {what}: {e}"))
+        } else {
+            ApiError::Unavailable(format!("queueing {what}: {e}"))
+        }
+    };
     let published = async {
         let ack = state
             .js
             .publish_with_headers(subject, headers, payload.into())
             .await
-            .map_err(|e| queueing(&e))?;
-        ack.await.map_err(|e| queueing(&e))
+            .map_err(queueing)?;
+        ack.await.map_err(queueing)
     }
     .await;
     if published.is_err() {
@@ -358,7 +370,7 @@ async fn next_frame(
     }
 }
 
-fn header_of(msg: &async_nats::Message, name: &str) -> Option<String> {
+pub(crate) fn header_of(msg: &async_nats::Message, name: &str) -> Option<String> {
     msg.headers
         .as_ref()
         .and_then(|h| h.get(name))
@@ -372,7 +384,7 @@ fn status_of(msg: &async_nats::Message) -> StatusCode {
         .unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
-fn routing_headers(response: &mut Response, msg: &async_nats::Message) {
+pub(crate) fn routing_headers(response: &mut Response, msg: &async_nats::Message) {
     for (frame_header, http_header) in [
         (wire::PROVIDER, "x-aigw-provider"),
         (wire::ATTEMPTS, "x-aigw-attempts"),
@@ -384,7 +396,7 @@ fn routing_headers(response: &mut Response, msg: &async_nats::Message) {
 }
 
 /// The number of frames `msg`'s payload was split into (see [`wire::PARTS`]).
-fn parts_of(msg: &async_nats::Message) -> usize {
+pub(crate) fn parts_of(msg: &async_nats::Message) -> usize {
     header_of(msg, wire::PARTS)
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(1)
@@ -455,148 +467,4 @@ async fn relayed_error(
         body: joined(msg, replies, wait).await?,
         retry_after: header_of(msg, wire::RETRY_AFTER),
     })
-}
-
-/// Tells the dispatchers to stop working on a request whose caller left,
-/// unless the answer finished first.
-struct CancelOnDrop {
-    client: async_nats::Client,
-    subject: String,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let client = self.client.clone();
-        let subject = std::mem::take(&mut self.subject);
-        rt.spawn(async move {
-            let _ = client.publish(subject, Bytes::new()).await;
-            let _ = client.flush().await;
-        });
-    }
-}
-
-struct Relay {
-    replies: async_nats::Subscriber,
-    delivery: Option<String>,
-    next_seq: u64,
-    idle: Duration,
-    done: bool,
-    guard: CancelOnDrop,
-}
-
-fn sse_data(payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
-fn sse_error(message: &str, code: &str) -> Bytes {
-    let body = wire::error_body(message, "server_error", Some(code));
-    sse_data(&serde_json::to_vec(&body).unwrap_or_default())
-}
-
-impl Relay {
-    /// The next piece of the SSE body, or `None` once it is finished.
-    async fn next(&mut self) -> Option<Bytes> {
-        if self.done {
-            return None;
-        }
-        loop {
-            let msg = match tokio::time::timeout(self.idle, self.replies.next()).await {
-                Ok(Some(msg)) => msg,
-                Ok(None) => {
-                    self.done = true;
-                    return Some(sse_error("the answer stream was lost", "stream_lost"));
-                }
-                Err(_) => {
-                    self.done = true;
-                    return Some(sse_error("the provider stopped answering", "timeout"));
-                }
-            };
-            if header_of(&msg, wire::DELIVERY) != self.delivery {
-                // A redelivery started over elsewhere: the caller already has
-                // part of the first answer, so the stream cannot be resumed.
-                self.done = true;
-                return Some(sse_error(
-                    "the request was interrupted mid-stream",
-                    "stream_interrupted",
-                ));
-            }
-            let seq = header_of(&msg, wire::SEQ).and_then(|s| s.parse::<u64>().ok());
-            if seq != Some(self.next_seq) {
-                self.done = true;
-                return Some(sse_error("parts of the answer were lost", "stream_lost"));
-            }
-            self.next_seq += 1;
-            match header_of(&msg, wire::FRAME).as_deref() {
-                Some(kind @ (wire::FRAME_CHUNK | wire::FRAME_ERROR)) => {
-                    // A payload too large for one frame comes with `part` frames.
-                    let Ok(payload) = joined(&msg, &mut self.replies, self.idle).await else {
-                        self.done = true;
-                        return Some(sse_error("parts of the answer were lost", "stream_lost"));
-                    };
-                    self.next_seq += parts_of(&msg) as u64 - 1;
-                    if kind == wire::FRAME_ERROR {
-                        self.done = true;
-                        self.guard.armed = false;
-                    }
-                    return Some(sse_data(&payload));
-                }
-                Some(wire::FRAME_END) => {
-                    self.done = true;
-                    self.guard.armed = false;
-                    return Some(Bytes::from_static(b"data: [DONE]\n\n"));
-                }
-                _ => continue,
-            }
-        }
-    }
-}
-
-fn sse_response(
-    state: &AppState,
-    id: Uuid,
-    start: &async_nats::Message,
-    replies: async_nats::Subscriber,
-) -> Response {
-    let start_seq = header_of(start, wire::SEQ)
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    let relay = Relay {
-        replies,
-        delivery: header_of(start, wire::DELIVERY),
-        next_seq: start_seq + 1,
-        idle: state.request_timeout,
-        done: false,
-        guard: CancelOnDrop {
-            client: state.client.clone(),
-            subject: state.names.cancel_subject(&id.to_string()),
-            armed: true,
-        },
-    };
-    let body = futures::stream::unfold(relay, |mut relay| async move {
-        relay
-            .next()
-            .await
-            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), relay))
-    });
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    routing_headers(&mut response, start);
-    response
 }

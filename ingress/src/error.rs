@@ -33,6 +33,18 @@ pub enum ApiError {
         message: String,
         headers: crate::admission::RateHeaders,
     },
+    /// All of the key's `max_concurrency` slots are taken.
+    #[error("concurrency limit of {0} reached")]
+    ConcurrencyLimited(u32),
+    /// The key has as many jobs queued or running as it may.
+    #[error("{0} jobs open")]
+    TooManyJobs(u64),
+    /// The request body did not arrive within the body timeout.
+    #[error("request body timed out")]
+    BodyTimeout,
+    /// A stream refused the request because it is full.
+    #[error("queue full: {0}")]
+    QueueFull(String),
     #[error("admin API disabled")]
     AdminDisabled,
     #[error("invalid admin token")]
@@ -146,6 +158,37 @@ impl IntoResponse for ApiError {
                 let mut response = json(StatusCode::TOO_MANY_REQUESTS, &body, None);
                 headers.apply(response.headers_mut());
                 return response;
+            }
+            ApiError::ConcurrencyLimited(limit) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("This key may have at most {limit} requests in flight at once; retry when one has finished."),
+                "requests",
+                Some("concurrency_limit_exceeded"),
+                Some("1".into()),
+            ),
+            ApiError::TooManyJobs(limit) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("This key already has {limit} jobs queued or running, the most it may have; submit more once some have finished."),
+                "requests",
+                Some("too_many_queued_jobs"),
+                Some("10".into()),
+            ),
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body was not received in time.".into(),
+                "invalid_request_error",
+                Some("request_timeout"),
+                None,
+            ),
+            ApiError::QueueFull(detail) => {
+                tracing::warn!(%detail, "queue full");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "aigw's queue is full. Please retry later.".into(),
+                    "server_error",
+                    Some("queue_full"),
+                    Some("5".into()),
+                )
             }
             ApiError::AdminDisabled => (
                 StatusCode::FORBIDDEN,

@@ -1,8 +1,10 @@
 //! `/v1/jobs`: chat completions that run in the background.
 //!
 //! `POST /v1/jobs` admits the request like a synchronous call (scopes, rate
-//! limits, a budget hold), queues it on the jobs stream, stores the job and
-//! answers 202 with its `Location`. The dispatchers run jobs from their own
+//! limits, a budget hold; not the key's concurrency limit, which counts
+//! synchronous calls: a key's jobs are capped by how many it may have queued
+//! or running, `AIGW_MAX_QUEUED_JOBS_PER_KEY`), queues it on the jobs
+//! stream, stores the job and answers 202 with its `Location`. The dispatchers run jobs from their own
 //! consumer, below synchronous traffic. Callers poll `GET /v1/jobs/{id}`,
 //! list their jobs, and cancel with `DELETE /v1/jobs/{id}`; a key only ever
 //! sees its own jobs.
@@ -140,6 +142,15 @@ pub async fn submit(
     {
         return Ok(accepted(&existing, true));
     }
+    // Fail fast at the cap (checked again, exactly, when the job is stored).
+    if let Some(max) = state.max_queued_jobs_per_key
+        && jobs::open_jobs(pool, key.id, max)
+            .await
+            .map_err(ApiError::internal)?
+            >= max
+    {
+        return Err(ApiError::TooManyJobs(max));
+    }
     if fields.webhook_url.is_some() && !state.sealer.is_configured() {
         return Err(invalid(
             "Webhooks are signed with a secret derived from AIGW_MASTER_KEY, which this gateway does not have.",
@@ -204,19 +215,28 @@ pub async fn submit(
         (META_REQUEST_ID, &id.to_string()),
         (META_ACTOR, &format!("key:{}", key.id)),
     ]);
-    let submitted = match jobs::submit(pool, id, spec, now, &meta).await {
-        Ok(s) => s,
-        Err(e) => {
-            release().await;
-            return Err(ApiError::Unavailable(format!("storing the job: {e}")));
-        }
-    };
+    let submitted =
+        match jobs::submit(pool, id, spec, now, &meta, state.max_queued_jobs_per_key).await {
+            Ok(s) => s,
+            Err(e) => {
+                release().await;
+                return Err(ApiError::Unavailable(format!("storing the job: {e}")));
+            }
+        };
     metrics::counter!("aigw_jobs_submitted_total").increment(1);
     let mut response = match submitted {
         Submitted::Created(row) => accepted(&row, false),
         Submitted::Existing(row) => {
             release().await;
             accepted(&row, true)
+        }
+        // Its message, queued already, is dropped by the dispatcher as one
+        // whose job was never stored.
+        Submitted::Full => {
+            release().await;
+            return Err(ApiError::TooManyJobs(
+                state.max_queued_jobs_per_key.unwrap_or_default(),
+            ));
         }
     };
     admitted.headers.apply(response.headers_mut());

@@ -57,6 +57,8 @@ pub struct KeyInput {
     pub budget_tokens: Option<Option<i64>>,
     #[serde(default)]
     pub budget_period: Option<BudgetPeriod>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_concurrency: Option<Option<u32>>,
     #[serde(default)]
     pub allowed_models: Option<Vec<String>>,
     #[serde(default)]
@@ -126,6 +128,16 @@ impl KeyInput {
         if let Some(period) = self.budget_period {
             base.limits.budget_period = period;
         }
+        if let Some(max) = self.max_concurrency {
+            if max == Some(0) {
+                return Err(ApiError::BadRequest {
+                    message: "'max_concurrency' must be positive (or null for no limit).".into(),
+                    param: Some("max_concurrency"),
+                    code: None,
+                });
+            }
+            base.limits.max_concurrency = max;
+        }
         let clean = |list: Vec<String>| -> Vec<String> {
             list.into_iter()
                 .map(|s| s.trim().to_string())
@@ -184,6 +196,7 @@ fn limits_view(l: &KeyLimits) -> Value {
         "budget_usd": l.budget_micros.map(usd),
         "budget_tokens": l.budget_tokens,
         "budget_period": l.budget_period,
+        "max_concurrency": l.max_concurrency,
     })
 }
 
@@ -536,6 +549,20 @@ pub async fn own_key(
     let budget = budget_view(&state, &key).await?;
     if let (Value::Object(v), Value::Object(b)) = (&mut view, budget) {
         v.extend(b);
+    }
+    if key.state.settings.limits.max_concurrency.is_some() {
+        let now_ms = Utc::now().timestamp_millis();
+        let in_flight = state
+            .limiter
+            .in_flight(key.id)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("concurrency state: {e}")))?;
+        view["in_flight"] = in_flight
+            .requests
+            .values()
+            .filter(|lapses| **lapses > now_ms)
+            .count()
+            .into();
     }
     // The secret job webhooks are signed with (HMAC-SHA256 of the body, in
     // `x-aigw-signature`), shown to the key's own holder only.

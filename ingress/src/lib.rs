@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod billing;
+pub mod body_deadline;
 pub mod chat;
 pub mod error;
 pub mod idempotency;
@@ -15,7 +16,9 @@ pub mod multipart;
 pub mod ops;
 pub mod presets;
 pub mod quarantine;
+pub mod relay;
 pub mod routing;
+pub mod server;
 pub mod ui;
 pub mod usage;
 pub mod validate;
@@ -35,7 +38,6 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -77,6 +79,21 @@ pub struct IngressArgs {
     /// admission is a compare-and-set on the shared state.
     #[arg(long, env = "AIGW_LIMIT_LEASES", default_value_t = true, action = clap::ArgAction::Set)]
     pub limit_leases: bool,
+
+    /// Bytes of a streamed answer that may wait for a slow client; a client
+    /// further behind gets an error event (`slow_reader`) and the stream
+    /// ends.
+    #[arg(long, env = "AIGW_SSE_BUFFER_BYTES", default_value_t = 1024 * 1024)]
+    pub sse_buffer_bytes: usize,
+
+    /// Jobs a key may have queued or running at once (429 beyond); 0: no
+    /// limit.
+    #[arg(long, env = "AIGW_MAX_QUEUED_JOBS_PER_KEY", default_value_t = 10_000)]
+    pub max_queued_jobs_per_key: u64,
+
+    /// Timeouts and the connection cap of the HTTP server.
+    #[command(flatten)]
+    pub server: server::ServerArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +122,12 @@ pub struct AppState {
     pub webhook_allow_private: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// How long a request body may take to arrive (408 after).
+    pub body_timeout: Duration,
+    /// Bytes of a streamed answer that may wait for a slow client.
+    pub sse_buffer_bytes: usize,
+    /// Jobs a key may have queued or running (`None`: no limit).
+    pub max_queued_jobs_per_key: Option<u64>,
     pub metrics: PrometheusHandle,
     /// Uploaded audio on its way to a dispatcher.
     pub media: async_nats::jetstream::object_store::ObjectStore,
@@ -275,6 +298,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.body_timeout,
+            body_deadline::body_deadline,
+        ))
         .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
@@ -296,8 +323,8 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
     let sealer = check_secrets(common, args)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
-    nats::ensure_streams(&js, &names).await?;
-    nats::ensure_job_stream(&js, &names).await?;
+    nats::ensure_streams(&js, &names, &common.streams).await?;
+    nats::ensure_job_stream(&js, &names, &common.streams).await?;
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names)
         .await?
@@ -330,6 +357,10 @@ pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState
         webhook_allow_private: common.allow_private_egress(),
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
+        body_timeout: args.server.body_timeout,
+        sse_buffer_bytes: args.sse_buffer_bytes,
+        max_queued_jobs_per_key: (args.max_queued_jobs_per_key > 0)
+            .then_some(args.max_queued_jobs_per_key),
         metrics: telemetry::metrics(),
     })
 }
@@ -348,14 +379,7 @@ pub async fn run(
         .await?;
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "ingress listening");
-    // Without TCP_NODELAY each relayed SSE chunk can wait ~40 ms for the
-    // client's delayed ACK (measured in bench/: stream p99 51 ms -> 7 ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    server::serve(listener, app, &args.server, shutdown).await;
     follower.abort();
     let _ = state.client.flush().await;
     Ok(())

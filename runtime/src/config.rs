@@ -57,6 +57,10 @@ pub struct CommonArgs {
     /// name wins when both are set).
     #[arg(long, env = "AIGW_WEBHOOK_ALLOW_PRIVATE", hide = true, action = clap::ArgAction::Set)]
     pub webhook_allow_private: Option<bool>,
+
+    /// Size limits of the requests and jobs streams.
+    #[command(flatten)]
+    pub streams: crate::nats::StreamLimits,
 }
 
 impl CommonArgs {
@@ -244,6 +248,7 @@ mod tests {
             master_key_previous: previous.map(SecretString::from),
             egress_allow_private: None,
             webhook_allow_private: None,
+            streams: crate::nats::StreamLimits::default(),
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Submitted {
     Created(JobRow),
     /// An earlier job of the same key has the same Idempotency-Key.
     Existing(JobRow),
+    /// The key already has as many jobs queued or running as it may.
+    Full,
 }
 
 /// What `list` returns, newest first.
@@ -176,13 +178,30 @@ pub async fn find_idempotent(pool: &PgPool, key_id: Uuid, key: &str) -> Result<O
     found.map(row).transpose()
 }
 
-/// Stores a new job: its `JobSubmitted` event and its row, together.
+/// How many jobs of `key_id` are queued or running, counted up to `up_to`.
+pub async fn open_jobs<'e>(db: impl sqlx::PgExecutor<'e>, key_id: Uuid, up_to: u64) -> Result<u64> {
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM jobs
+          WHERE key_id = $1 AND status IN ('queued', 'running') LIMIT $2) open",
+    )
+    .bind(key_id)
+    .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
+    .fetch_one(db)
+    .await?;
+    Ok(open.max(0) as u64)
+}
+
+/// Stores a new job: its `JobSubmitted` event and its row, together. With
+/// `max_open`, a key that already has that many jobs queued or running gets
+/// [`Submitted::Full`] instead; submissions of one key take turns on an
+/// advisory lock for that check, so concurrent ones cannot overshoot it.
 pub async fn submit(
     pool: &PgPool,
     id: Uuid,
     spec: JobSpec,
     at: DateTime<Utc>,
     metadata: &HashMap<String, String>,
+    max_open: Option<u64>,
 ) -> Result<Submitted> {
     let key_id = spec.key_id;
     let idempotency_key = spec.idempotency_key.clone();
@@ -205,6 +224,24 @@ pub async fn submit(
         .bind(k)
         .execute(&mut *tx)
         .await?;
+    }
+    if let Some(max) = max_open {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('aigw.open_jobs.' || $1::text, 0))",
+        )
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
+        if open_jobs(&mut *tx, key_id, max).await? >= max {
+            tx.rollback().await?;
+            // A repeat of an accepted submission is not a new job.
+            if let Some(k) = &idempotency_key
+                && let Some(existing) = find_idempotent(pool, key_id, k).await?
+            {
+                return Ok(Submitted::Existing(existing));
+            }
+            return Ok(Submitted::Full);
+        }
     }
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, key_id, status, model, created_at, updated_at, idempotency_key, state, version)

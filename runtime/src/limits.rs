@@ -2,9 +2,11 @@
 //!
 //! Each key has one rate entry (two token buckets: requests and tokens per
 //! minute) and one budget entry per budget period (spent so far, plus the
-//! open reservations of requests still running). Every change is a
-//! compare-and-set on the entry's revision, retried on conflict, so limits
-//! hold exactly across any number of ingress and dispatcher replicas.
+//! open reservations of requests still running); a key with
+//! `max_concurrency` also has a concurrency entry (see `concurrency`). Every
+//! change is a compare-and-set on the entry's revision, retried on conflict,
+//! so limits hold exactly across any number of ingress and dispatcher
+//! replicas.
 //!
 //! Admission reserves a request's worst-case cost; the dispatcher settles the
 //! reservation to the actual cost once the request's events are stored.
@@ -26,7 +28,10 @@ use uuid::Uuid;
 
 use crate::{Result, RuntimeError};
 
+mod concurrency;
 mod leases;
+
+pub use concurrency::{InFlight, SLOT_TTL, Slot, SlotChange, SlotOutcome};
 
 const MAX_CAS_RETRIES: usize = 200;
 
@@ -743,6 +748,8 @@ pub struct Limiter {
     kv: kv::Store,
     rates: Entries<RateState>,
     budgets: Entries<BudgetState>,
+    /// Per-key concurrency entries (see `concurrency`).
+    slots: Entries<InFlight>,
     /// This replica's admission leases (`None`: every admission is a
     /// compare-and-set on the shared entry).
     leases: Option<Arc<leases::Local>>,
@@ -869,10 +876,12 @@ fn budget_key(key_id: Uuid, period: &str) -> String {
     format!("budget.{key_id}.{period}")
 }
 
-/// The metric label of an entry: `rate` or `budget`.
+/// The metric label of an entry: `rate`, `concurrency` or `budget`.
 fn entry_kind(key: &str) -> &'static str {
     if key.starts_with("rate.") {
         "rate"
+    } else if key.starts_with("concurrency.") {
+        "concurrency"
     } else {
         "budget"
     }
@@ -887,6 +896,7 @@ impl Limiter {
             kv,
             rates: Arc::default(),
             budgets: Arc::default(),
+            slots: Arc::default(),
             leases: None,
             linger: Duration::ZERO,
             spend_log: None,

@@ -1,10 +1,12 @@
-//! NATS: connect, check the server, and create the streams, buckets and
-//! object stores aigw needs (each creation idempotent across replicas).
+//! NATS: connect, check the server, and create the streams (with their
+//! size limits: a full stream refuses new messages), buckets and object
+//! stores aigw needs (each creation idempotent across replicas).
 
 use std::time::Duration;
 
 use aigw_events::Names;
 use async_nats::jetstream::{self, stream};
+use clap::Args;
 
 use crate::{Result, RuntimeError};
 
@@ -45,51 +47,154 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetst
     Ok((client, js))
 }
 
-/// Creates (or finds) the request stream. Idempotent across replicas.
-pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<stream::Stream> {
-    let config = stream::Config {
-        name: names.requests_stream(),
-        subjects: vec![names.requests_subjects()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        max_age: Duration::from_secs(24 * 3600),
-        ..Default::default()
+/// Limits of the requests and jobs streams. Both discard new messages when
+/// full (`DiscardPolicy::New`): a publish beyond a limit is refused, and the
+/// ingress answers 503 `queue_full` (see [`is_stream_full`]). Every role
+/// applies them on start, updating an existing stream whose limits differ,
+/// so give every role the same values. JetStream reserves a byte limit of
+/// its storage when the stream is created or updated (refusing it when the
+/// server has less), which 0 (no limit) does not.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct StreamLimits {
+    /// Most messages in the requests stream (synchronous calls queued or
+    /// running); 0: no limit.
+    #[arg(long, env = "AIGW_REQUESTS_MAX_MSGS", default_value_t = StreamLimits::DEFAULT.requests_max_msgs)]
+    pub requests_max_msgs: u64,
+    /// Most bytes in the requests stream; 0: no limit.
+    #[arg(long, env = "AIGW_REQUESTS_MAX_BYTES", default_value_t = StreamLimits::DEFAULT.requests_max_bytes)]
+    pub requests_max_bytes: u64,
+    /// Most messages in the jobs stream (jobs queued or running); 0: no limit.
+    #[arg(long, env = "AIGW_JOBS_MAX_MSGS", default_value_t = StreamLimits::DEFAULT.jobs_max_msgs)]
+    pub jobs_max_msgs: u64,
+    /// Most bytes in the jobs stream; 0: no limit.
+    #[arg(long, env = "AIGW_JOBS_MAX_BYTES", default_value_t = StreamLimits::DEFAULT.jobs_max_bytes)]
+    pub jobs_max_bytes: u64,
+}
+
+impl StreamLimits {
+    /// JetStream reserves a stream's byte limit of its storage up front, so
+    /// the defaults stay modest (3 GiB in all).
+    pub const DEFAULT: StreamLimits = StreamLimits {
+        requests_max_msgs: 100_000,
+        requests_max_bytes: 1 << 30,
+        jobs_max_msgs: 200_000,
+        jobs_max_bytes: 2 << 30,
     };
-    match js.get_or_create_stream(config).await {
-        Ok(s) => Ok(s),
-        // Another replica created it between our look and our create.
-        Err(e) => js.get_stream(names.requests_stream()).await.map_err(|_| {
-            RuntimeError::Nats(format!("creating stream {}: {e}", names.requests_stream()))
-        }),
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 
 /// How long a job's message (and its stored body) may wait in the queue.
 pub const JOBS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// A limit as JetStream spells it: -1 for none.
+fn stream_limit(value: u64) -> i64 {
+    if value == 0 {
+        -1
+    } else {
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+}
+
+/// Creates (or finds) the request stream. Idempotent across replicas.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    names: &Names,
+    limits: &StreamLimits,
+) -> Result<stream::Stream> {
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.requests_stream(),
+            subjects: vec![names.requests_subjects()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(24 * 3600),
+            max_messages: stream_limit(limits.requests_max_msgs),
+            max_bytes: stream_limit(limits.requests_max_bytes),
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// Creates (or finds) the jobs stream. At most one message per job subject
 /// is kept (a second publish for a job still queued is refused), so a job
 /// republished by the sweeper can never run twice at once.
-pub async fn ensure_job_stream(js: &jetstream::Context, names: &Names) -> Result<stream::Stream> {
-    let config = stream::Config {
-        name: names.jobs_stream(),
-        subjects: vec![names.jobs_subjects()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        max_age: JOBS_MAX_AGE,
-        max_messages_per_subject: 1,
-        discard: stream::DiscardPolicy::New,
-        discard_new_per_subject: true,
-        ..Default::default()
+pub async fn ensure_job_stream(
+    js: &jetstream::Context,
+    names: &Names,
+    limits: &StreamLimits,
+) -> Result<stream::Stream> {
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.jobs_stream(),
+            subjects: vec![names.jobs_subjects()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            max_age: JOBS_MAX_AGE,
+            max_messages_per_subject: 1,
+            max_messages: stream_limit(limits.jobs_max_msgs),
+            max_bytes: stream_limit(limits.jobs_max_bytes),
+            discard: stream::DiscardPolicy::New,
+            discard_new_per_subject: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Creates the stream, or finds it and brings its size limits and discard
+/// policy to `config`'s (a deployment from before the limits, or with other
+/// ones); nothing else of an existing stream is changed.
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream> {
+    let name = config.name.clone();
+    let failed = |e: &dyn std::fmt::Display| RuntimeError::Nats(format!("stream {name}: {e}"));
+    let stream = match js.get_or_create_stream(config.clone()).await {
+        Ok(s) => s,
+        // Another replica created it between our look and our create.
+        Err(e) => js.get_stream(&name).await.map_err(|_| failed(&e))?,
     };
-    match js.get_or_create_stream(config).await {
-        Ok(s) => Ok(s),
-        Err(e) => js.get_stream(names.jobs_stream()).await.map_err(|_| {
-            RuntimeError::Nats(format!("creating stream {}: {e}", names.jobs_stream()))
-        }),
+    let current = &stream.cached_info().config;
+    if current.max_messages == config.max_messages
+        && current.max_bytes == config.max_bytes
+        && current.discard == config.discard
+    {
+        return Ok(stream);
     }
+    let mut updated = current.clone();
+    updated.max_messages = config.max_messages;
+    updated.max_bytes = config.max_bytes;
+    updated.discard = config.discard;
+    js.update_stream(&updated).await.map_err(|e| {
+        RuntimeError::Nats(format!(
+            "stream {name}: applying max_msgs {} and max_bytes {}: {e}",
+            config.max_messages, config.max_bytes
+        ))
+    })?;
+    tracing::info!(
+        stream = %name,
+        max_msgs = config.max_messages,
+        max_bytes = config.max_bytes,
+        "stream limits updated"
+    );
+    js.get_stream(&name).await.map_err(|e| failed(&e))
+}
+
+/// Whether JetStream refused a publish because the stream is full (its
+/// message or byte limit, with `DiscardPolicy::New`).
+pub fn is_stream_full(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
 }
 
 /// Finds or creates a key-value bucket; safe when replicas race to create it.

@@ -132,6 +132,10 @@ pub struct Options {
     /// Run against a NATS server of this test's own with this
     /// `max_payload` (the shared one keeps NATS's default, 1 MiB).
     pub nats_max_payload: Option<usize>,
+    pub server: aigw_ingress::server::ServerArgs,
+    pub sse_buffer_bytes: usize,
+    pub max_queued_jobs_per_key: u64,
+    pub streams: aigw_runtime::nats::StreamLimits,
 }
 
 impl Default for Options {
@@ -155,6 +159,16 @@ impl Default for Options {
             webhook_backoff: Duration::from_millis(100),
             allow_private_egress: true,
             nats_max_payload: None,
+            server: Default::default(),
+            sse_buffer_bytes: 1024 * 1024,
+            max_queued_jobs_per_key: 10_000,
+            // JetStream reserves a stream's byte limit of its storage, and
+            // every test's streams stay on the shared server: none here.
+            streams: aigw_runtime::nats::StreamLimits {
+                requests_max_bytes: 0,
+                jobs_max_bytes: 0,
+                ..Default::default()
+            },
         }
     }
 }
@@ -193,6 +207,7 @@ impl TestEnv {
             master_key_previous: None,
             egress_allow_private: Some(options.allow_private_egress),
             webhook_allow_private: None,
+            streams: options.streams.clone(),
         };
         let pool = aigw_runtime::db::prepare(&common.database_url, 4)
             .await
@@ -226,6 +241,9 @@ impl TestEnv {
             max_body_bytes: self.options.max_body_bytes,
             request_timeout: self.options.request_timeout,
             limit_leases: true,
+            sse_buffer_bytes: self.options.sse_buffer_bytes,
+            max_queued_jobs_per_key: self.options.max_queued_jobs_per_key,
+            server: self.options.server.clone(),
         }
     }
 
@@ -299,6 +317,7 @@ impl TestEnv {
     /// Starts a dispatcher as a separate `aigw` process (so it can be killed).
     pub fn spawn_dispatcher_process(&mut self) -> usize {
         let args = self.dispatcher_args();
+        let streams = &self.common.streams;
         let child = Command::new(env!("CARGO_BIN_EXE_aigw"))
             .arg("dispatcher")
             .env("AIGW_NATS_URL", &self.common.nats_url)
@@ -315,6 +334,16 @@ impl TestEnv {
             )
             .env("AIGW_JOB_CONCURRENCY", args.job_concurrency.to_string())
             .env("AIGW_WEBHOOK_BACKOFF", humantime(args.webhook_backoff))
+            .env(
+                "AIGW_REQUESTS_MAX_MSGS",
+                streams.requests_max_msgs.to_string(),
+            )
+            .env(
+                "AIGW_REQUESTS_MAX_BYTES",
+                streams.requests_max_bytes.to_string(),
+            )
+            .env("AIGW_JOBS_MAX_MSGS", streams.jobs_max_msgs.to_string())
+            .env("AIGW_JOBS_MAX_BYTES", streams.jobs_max_bytes.to_string())
             .env("AIGW_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
