@@ -5,7 +5,9 @@
 //! reads that buffer at the caller's pace. A caller that falls further behind
 //! than the buffer gets everything buffered, then an SSE error event
 //! (`slow_reader`), and the stream ends; the dispatcher is told to stop at
-//! once. So no frame is ever dropped silently: every frame is also checked
+//! once. A chunk too large for one NATS message arrives as `part` frames
+//! and is joined into one SSE event: its parts are never cut off, and the
+//! buffer stretches to the largest such chunk of the stream. So no frame is ever dropped silently: every frame is also checked
 //! for its delivery and order, and a gap ends the stream with an error event
 //! as well. Whatever way the stream ends other than its `end` or `error`
 //! frame (the caller gone, a gap, silence, a slow reader), the dispatcher is
@@ -116,6 +118,10 @@ async fn drain(
     finished: Arc<AtomicBool>,
     mut cancel: CancelOnDrop,
 ) {
+    // A chunk split into parts is one frame to the caller: it may exceed the
+    // buffer on its own, so the buffer grows to the largest such chunk of
+    // this stream (`whole`), and its parts are never cut in the middle.
+    let (mut whole, mut parts_left, mut joining) = (0usize, 0usize, 0usize);
     loop {
         let next = tokio::select! {
             // The body is gone: finished, or the caller left.
@@ -140,7 +146,18 @@ async fn drain(
         let waiting = buffered.load(Ordering::Acquire);
         // (A frame larger than the buffer still goes to a client that has
         // read everything before it.)
-        if !last && waiting > 0 && waiting + size > limit {
+        let part = parts_left > 0;
+        if part {
+            parts_left -= 1;
+            joining = joining.saturating_add(size);
+            if parts_left == 0 {
+                whole = whole.max(joining);
+            }
+        } else if parts_of(&msg) > 1 {
+            parts_left = parts_of(&msg) - 1;
+            joining = size;
+        }
+        if !last && !part && waiting > 0 && waiting + size > limit.max(whole.saturating_add(size)) {
             metrics::counter!("aigw_sse_slow_readers_total").increment(1);
             tracing::info!(limit, "stream cut off: the client reads too slowly");
             let _ = frames.send(Item::End(Ending::SlowReader));
@@ -191,17 +208,20 @@ fn sse_error(message: &str, code: &str) -> Bytes {
 
 impl Relay {
     /// The whole payload of `first`, joined with the `part` frames that
-    /// follow it in order; `None` when one is missing or out of order.
-    async fn join(&mut self, first: &async_nats::Message) -> Option<Bytes> {
+    /// follow it in order; else the error event that ends the stream.
+    async fn join(&mut self, first: &async_nats::Message) -> Result<Bytes, Bytes> {
+        let lost = || sse_error("parts of the answer were lost", "stream_lost");
         let parts = parts_of(first);
         if parts == 1 {
-            return Some(first.payload.clone());
+            return Ok(first.payload.clone());
         }
         let mut whole = Vec::with_capacity(first.payload.len().saturating_mul(parts.min(64)));
         whole.extend_from_slice(&first.payload);
         for _ in 1..parts {
-            let Some(Item::Frame(part)) = self.frames.recv().await else {
-                return None;
+            let part = match self.frames.recv().await {
+                Some(Item::Frame(part)) => part,
+                Some(Item::End(ending)) => return Err(ending.event(self.buffer_bytes)),
+                None => return Err(lost()),
             };
             self.buffered
                 .fetch_sub(frame_bytes(&part), Ordering::AcqRel);
@@ -210,12 +230,12 @@ impl Relay {
                 && header_of(&part, wire::SEQ).and_then(|s| s.parse::<u64>().ok())
                     == Some(self.next_seq);
             if !in_order {
-                return None;
+                return Err(lost());
             }
             self.next_seq += 1;
             whole.extend_from_slice(&part.payload);
         }
-        Some(Bytes::from(whole))
+        Ok(Bytes::from(whole))
     }
 
     /// The next piece of the SSE body, or `None` once it is finished.
@@ -256,9 +276,12 @@ impl Relay {
             match header_of(&msg, wire::FRAME).as_deref() {
                 Some(kind @ (wire::FRAME_CHUNK | wire::FRAME_ERROR)) => {
                     // A payload too large for one frame comes with `part` frames.
-                    let Some(payload) = self.join(&msg).await else {
-                        self.done = true;
-                        return Some(sse_error("parts of the answer were lost", "stream_lost"));
+                    let payload = match self.join(&msg).await {
+                        Ok(payload) => payload,
+                        Err(event) => {
+                            self.done = true;
+                            return Some(event);
+                        }
                     };
                     if kind == wire::FRAME_ERROR {
                         self.done = true;

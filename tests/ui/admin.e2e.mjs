@@ -331,10 +331,10 @@ try {
   await page.waitForSelector('.badge:text-is("Revoked")');
   await poll('the revoked key to be refused', async () => (await chat(secret)).status === 401, 10000);
 
-  step('a provider named <script> renders as text');
+  step('a <script> name: refused for a provider, rendered as text for a key');
   await go('#/providers');
-  // Provider names cannot hold '/', so no closing tag; the <img> would fire
-  // its onerror if the name were ever parsed as HTML.
+  // Provider names are letters, digits, '-', '_' and '.': the API refuses
+  // this one, and the form shows its message as text.
   const evil = '<script>alert(1)<img src=x onerror=alert(2)>';
   await page.click('[data-testid="add-custom"]');
   await page.fill('dialog[open] input[name="name"]', evil);
@@ -344,13 +344,25 @@ try {
   await page.waitForSelector('dialog[open] .field-error:not([hidden])');
   await page.fill('dialog[open] input[name="base_url"]', MOCK);
   await page.click('dialog[open] button[type="submit"]');
-  const names = await poll('the <script> provider', async () => {
-    const all = await page.$$eval('[data-testid="provider-name"]', (els) => els.map((e) => e.textContent));
+  await page.waitForSelector('dialog[open] .form-error:not([hidden])');
+  const refusal = await page.textContent('dialog[open] .form-error');
+  check(refusal.includes("'name' must be"), `the provider name is refused (${refusal})`);
+  await page.keyboard.press('Escape');
+  // Key names may hold any text: shown verbatim, never parsed as HTML.
+  await go('#/keys');
+  await page.click('[data-testid="create-key"]');
+  await page.fill('dialog[open] input[name="name"]', evil);
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('[data-testid="new-key-secret"]');
+  await page.click('[data-testid="secret-done"]');
+  const names = await poll('the <script> key', async () => {
+    const all = await page.$$eval('[data-testid="key-name"]', (els) => els.map((e) => e.textContent));
     return all.includes(evil) ? all : null;
   });
   check(names.includes(evil), 'the name is shown verbatim');
   check((await page.locator('#page script, #page img[src="x"]').count()) === 0, 'no script or img element from the name');
   check(dialogs === 0, 'no dialog fired');
+  await go('#/providers');
 
   step('the API error message is shown in the form');
   await page.click('[data-testid="add-custom"]');
