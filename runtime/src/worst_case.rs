@@ -535,3 +535,6 @@ mod tests {
         assert_eq!(wav_byte_rate(&huge_chunk), None);
     }
 }
+
+#[cfg(test)]
+mod properties;
