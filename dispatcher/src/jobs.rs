@@ -32,10 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::openai::UpstreamError;
-use crate::process::{
-    body_unavailable, failed, json_bytes, keep_alive, priced, recorded_usage, request_command, run,
-    settle,
-};
+use crate::process::{body_unavailable, failed, json_bytes, keep_alive, run};
+use crate::record::{priced, recorded_usage, request_command, settle};
 use crate::reply::Replier;
 
 /// A message whose job row never appeared (its ingress died between queueing

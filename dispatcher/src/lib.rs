@@ -5,6 +5,7 @@
 pub mod adapter;
 pub mod anthropic;
 pub mod assemblyai;
+pub mod attempt;
 pub mod azure;
 pub mod bedrock;
 pub mod candidates;
@@ -18,6 +19,8 @@ pub mod media;
 pub mod openai;
 pub mod probe;
 pub mod process;
+pub mod record;
+pub mod relay;
 pub mod replicate;
 pub mod reply;
 pub mod routing;

@@ -1,0 +1,490 @@
+//! One call to one target: open its credential, build the body it is sent
+//! (the provider's model id, the output cap a budget hold assumed, usage
+//! asked for on streams), call the provider's adapter, and relay or keep
+//! the answer. A call whose caller went away runs to its end when it is not
+//! streamed, so what the provider used is known and billed.
+
+use aigw_events::wire::{DispatchRequest, Endpoint};
+use aigw_events::{ErrorClass, Usage};
+use aigw_runtime::Target;
+use aigw_runtime::crypto::{self, Binding, CredentialField};
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::adapter::{self, Answer};
+use crate::candidates;
+use crate::media;
+use crate::openai::UpstreamError;
+use crate::relay::relay_stream;
+use crate::reply::Replier;
+use aigw_events::provider::ProviderKind;
+use aigw_runtime::estimate;
+use aigw_runtime::health::Admission;
+use aigw_runtime::worst_case::{self, TargetLimits};
+
+/// The health key of a provider's `n`th credential.
+pub fn credential_key(n: usize) -> String {
+    format!("#credential{n}")
+}
+
+/// The next credential in turn whose own breaker is not open (any, if all are).
+pub(crate) async fn choose_credential(shared: &Shared, target: &Target) -> usize {
+    let count = target.provider.spec.credentials().len();
+    if count <= 1 {
+        return 0;
+    }
+    let now_ms = Utc::now().timestamp_millis();
+    let first = shared.router.next_credential(target.provider.id, count);
+    let mut turn = first;
+    for _ in 0..count {
+        match shared
+            .health
+            .admit(target.provider.id, &credential_key(turn), now_ms)
+            .await
+        {
+            Admission::Open { .. } => {
+                turn = shared.router.next_credential(target.provider.id, count);
+            }
+            Admission::Closed | Admission::Probe => return turn,
+        }
+    }
+    first
+}
+
+/// A credential refused (401/403) or exhausted (429) trips its own breaker,
+/// so one bad key does not take the provider down.
+pub(crate) async fn credential_health(
+    shared: &Shared,
+    target: &Target,
+    credential: usize,
+    result: &AttemptResult,
+    now_ms: i64,
+) {
+    if target.provider.spec.credentials().len() <= 1 {
+        return;
+    }
+    let key = credential_key(credential);
+    match result {
+        AttemptResult::Done { .. } => {
+            shared
+                .health
+                .success(target.provider.id, &key, now_ms)
+                .await
+        }
+        AttemptResult::Failed { error, .. }
+            if error.class == ErrorClass::RateLimited
+                || matches!(error.upstream_status, Some(401 | 403)) =>
+        {
+            shared
+                .health
+                .failure(target.provider.id, &key, &error.message, false, now_ms)
+                .await
+        }
+        AttemptResult::Failed { .. } => {}
+    }
+}
+
+pub(crate) enum AttemptResult {
+    Done {
+        usage: Usage,
+        estimated: bool,
+        status: u16,
+    },
+    Failed {
+        error: UpstreamError,
+        /// Tokens the provider may bill even though the request failed.
+        usage: Usage,
+        estimated: bool,
+        /// Whether bytes already reached the caller (no failover then).
+        started_stream: bool,
+    },
+}
+
+pub(crate) async fn attempt(
+    shared: &Shared,
+    request: &DispatchRequest,
+    target: &Target,
+    credential: usize,
+    replier: &Replier,
+    cancel: &CancellationToken,
+    attempt_no: usize,
+) -> AttemptResult {
+    let provider = &target.provider.spec;
+    let id = target.provider.id;
+    let sealed = [
+        provider
+            .credentials()
+            .get(credential)
+            .map(|s| (*s, crypto::credential_field(provider, credential))),
+        provider
+            .sealed_session_token
+            .as_deref()
+            .map(|s| (s, CredentialField::SessionToken)),
+    ];
+    let opened = sealed.map(|s| {
+        s.map(|(s, field)| shared.sealer.open(s, &Binding::new(id, field)))
+            .transpose()
+    });
+    let [api_key, session_token] = match opened {
+        [Ok(k), Ok(t)] => [k, t],
+        [Err(e), _] | [_, Err(e)] => {
+            tracing::error!(provider = %provider.name, error = %e, "cannot open the provider credential");
+            return AttemptResult::Failed {
+                error: UpstreamError {
+                    class: ErrorClass::Upstream,
+                    upstream_status: None,
+                    status: 502,
+                    error_type: "upstream_error".into(),
+                    code: Some("provider_credential_unavailable".into()),
+                    message: format!("provider {} is misconfigured", provider.name),
+                    retry_after: None,
+                },
+                usage: Usage::default(),
+                estimated: false,
+                started_stream: false,
+            };
+        }
+    };
+    let body = upstream_body(request, &target.model, output_cap_for(request, target));
+    let call = async {
+        match request.endpoint {
+            Endpoint::Chat => {
+                let credentials = adapter::Credentials {
+                    api_key: api_key.as_ref(),
+                    session_token: session_token.as_ref(),
+                };
+                adapter::chat_with(&shared.http, provider, credentials, &body, request.stream).await
+            }
+            Endpoint::Embeddings => {
+                adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await
+            }
+            Endpoint::Images => {
+                media::images(
+                    &shared.http,
+                    &shared.egress,
+                    provider,
+                    api_key.as_ref(),
+                    &body,
+                )
+                .await
+            }
+            Endpoint::Speech => {
+                media::speech(&shared.http, provider, api_key.as_ref(), &body).await
+            }
+            Endpoint::Transcriptions => match upload(shared, request).await {
+                Ok(audio) => {
+                    media::transcriptions(&shared.http, provider, api_key.as_ref(), &body, audio)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+        }
+    };
+    tokio::pin!(call);
+    let mut caller_left = false;
+    let answer = tokio::select! {
+        a = &mut call => a,
+        _ = cancel.cancelled() => {
+            caller_left = true;
+            if runs_to_completion(request, provider.kind) {
+                // The caller left (or cancelled the job), but the provider
+                // works, and bills, all the same: let the call end (the
+                // request's deadline still applies) so what it used is
+                // known and billed.
+                call.await
+            } else {
+                Err(cancelled())
+            }
+        }
+    };
+    if caller_left {
+        let (usage, estimated) = match answer {
+            Ok(Answer::Full { body, usage }) => match candidates::plausible(usage) {
+                Some(u) => (u, false),
+                None => (estimate_from_body(request, &body), true),
+            },
+            Ok(Answer::Media { usage, .. }) => (usage, false),
+            Ok(Answer::Stream(_)) | Err(_) => (Usage::default(), false),
+        };
+        return AttemptResult::Failed {
+            error: cancelled(),
+            usage,
+            estimated,
+            started_stream: false,
+        };
+    }
+    match answer {
+        Err(error) => AttemptResult::Failed {
+            error,
+            usage: Usage::default(),
+            estimated: false,
+            started_stream: false,
+        },
+        Ok(Answer::Full { body, usage }) => {
+            let (usage, estimated) = match candidates::plausible(usage) {
+                Some(u) => (u, false),
+                None => (estimate_from_body(request, &body), true),
+            };
+            replier
+                .response(200, &provider.name, attempt_no, None, body)
+                .await;
+            AttemptResult::Done {
+                usage,
+                estimated,
+                status: 200,
+            }
+        }
+        Ok(Answer::Media {
+            body,
+            content_type,
+            usage,
+        }) => {
+            let content_type = (content_type != "application/json").then_some(content_type);
+            replier
+                .response(
+                    200,
+                    &provider.name,
+                    attempt_no,
+                    content_type.as_deref(),
+                    body,
+                )
+                .await;
+            AttemptResult::Done {
+                usage,
+                estimated: false,
+                status: 200,
+            }
+        }
+        Ok(Answer::Stream(items)) => {
+            replier.start(&provider.name, attempt_no).await;
+            relay_stream(request, &provider.name, items, replier, cancel).await
+        }
+    }
+}
+
+/// Whether a call is let run to its end when the caller goes away: every
+/// non-streamed call, except those of providers aigw cancels upstream
+/// (polled predictions and tasks), which then produce, and bill, nothing
+/// more. A stream stops, and bills what was relayed (see `relay_stream`).
+pub(crate) fn runs_to_completion(request: &DispatchRequest, kind: ProviderKind) -> bool {
+    !request.stream
+        && !matches!(
+            kind,
+            ProviderKind::Replicate | ProviderKind::Runway | ProviderKind::Assemblyai
+        )
+}
+
+/// The uploaded audio of a transcription request.
+pub(crate) async fn upload(
+    shared: &Shared,
+    request: &DispatchRequest,
+) -> Result<Bytes, UpstreamError> {
+    use tokio::io::AsyncReadExt;
+    let lost = |e: String| {
+        tracing::error!(request_id = %request.request_id, error = %e, "reading the upload");
+        // Not a provider's fault and no other provider would do better: a
+        // non-retryable class, so no failover and no breaker trips.
+        UpstreamError {
+            class: ErrorClass::Client,
+            upstream_status: None,
+            status: 502,
+            error_type: "server_error".into(),
+            code: Some("upload_unavailable".into()),
+            message: "the uploaded file could not be read".into(),
+            retry_after: None,
+        }
+    };
+    let mut object = shared
+        .media
+        .get(request.request_id.to_string().as_str())
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let mut audio = Vec::new();
+    object
+        .read_to_end(&mut audio)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    Ok(Bytes::from(audio))
+}
+
+pub(crate) fn estimate_from_body(request: &DispatchRequest, body: &Bytes) -> Usage {
+    let completion = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/choices/0/message/content")
+                .and_then(Value::as_str)
+                .map(estimate::text_tokens)
+        })
+        .unwrap_or(0);
+    Usage {
+        prompt_tokens: estimate::prompt_tokens(&request.body),
+        completion_tokens: completion,
+        ..Default::default()
+    }
+}
+
+/// The output cap a budgeted chat request must carry to `target` (the
+/// field and its value), when its hold assumed one that nothing else
+/// enforces (see `worst_case::injected_output_cap`).
+pub fn output_cap_for(request: &DispatchRequest, target: &Target) -> Option<(&'static str, u64)> {
+    if request.reservation.is_none() || request.endpoint != Endpoint::Chat {
+        return None;
+    }
+    let spec = &target.provider.spec;
+    let limits = TargetLimits::of(spec, &target.model);
+    let cap = worst_case::injected_output_cap(&request.body, &limits)?;
+    // OpenAI's reasoning models refuse `max_tokens`; other OpenAI-compatible
+    // servers may not know `max_completion_tokens` (the native adapters
+    // read either).
+    let openai = spec.kind == ProviderKind::Azure || spec.preset.as_deref() == Some("openai");
+    let field = if openai {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    Some((field, cap))
+}
+
+/// The body sent upstream: the caller's, with the provider's model id and
+/// the output cap the budget hold assumed (if any), and always asking for
+/// usage on streams (so billing uses the provider's count).
+pub fn upstream_body(
+    request: &DispatchRequest,
+    model: &str,
+    output_cap: Option<(&'static str, u64)>,
+) -> Value {
+    let mut body = request.body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(model.to_string()));
+        if let Some((field, cap)) = output_cap {
+            obj.insert(field.into(), Value::from(cap));
+        }
+        if request.stream {
+            let options = obj
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(o) = options.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            } else {
+                *options = serde_json::json!({"include_usage": true});
+            }
+        }
+    }
+    body
+}
+
+pub(crate) fn cancelled() -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Cancelled,
+        upstream_status: None,
+        status: 499,
+        error_type: "client_closed_request".into(),
+        code: Some("client_closed_request".into()),
+        message: "the caller went away".into(),
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn request(body: Value, stream: bool) -> DispatchRequest {
+        DispatchRequest {
+            request_id: Uuid::nil(),
+            key_id: Uuid::nil(),
+            reply_to: "r".into(),
+            accepted_at: Utc::now(),
+            model: "alias".into(),
+            stream,
+            include_usage: false,
+            provider: None,
+            deadline: None,
+            reservation: None,
+            rate_tokens: None,
+            endpoint: Endpoint::Chat,
+            body,
+            scopes: None,
+            body_object: None,
+        }
+    }
+
+    #[test]
+    fn streams_always_ask_for_usage() {
+        let r = request(
+            json!({"model":"alias","messages":[],"stream":true,"seed":7}),
+            true,
+        );
+        let body = upstream_body(&r, "real-model", None);
+        assert_eq!(body["model"], "real-model");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["seed"], 7);
+        let r = request(
+            json!({"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}),
+            true,
+        );
+        let body = upstream_body(&r, "m", None);
+        assert_eq!(
+            body["stream_options"],
+            json!({"include_usage": true, "x": 1})
+        );
+        let r = request(json!({"model":"m"}), false);
+        assert!(upstream_body(&r, "m", None).get("stream_options").is_none());
+    }
+
+    fn target(preset: Option<&str>, kind: ProviderKind, model: &str) -> Target {
+        use aigw_events::provider::ProviderSpec;
+        Target {
+            provider: std::sync::Arc::new(aigw_runtime::ProviderEntry {
+                id: Uuid::nil(),
+                spec: ProviderSpec {
+                    name: "p".into(),
+                    kind,
+                    preset: preset.map(str::to_string),
+                    models: vec![model.into()],
+                    ..ProviderSpec::default()
+                },
+                created_at: Utc::now(),
+                updated_at: Utc::now(),
+            }),
+            model: model.into(),
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn a_budgeted_request_without_a_cap_carries_the_cap_its_hold_assumed() {
+        let mut r = request(json!({"model":"m","messages":[]}), false);
+        let custom = target(None, ProviderKind::OpenaiCompatible, "m");
+        // No hold: nothing to enforce.
+        assert_eq!(output_cap_for(&r, &custom), None);
+        r.reservation = Some(aigw_events::wire::Reservation {
+            period: "total".into(),
+            micros: 1,
+            tokens: 1,
+            lease: None,
+        });
+        let cap = worst_case::DEFAULT_OUTPUT_CAP;
+        assert_eq!(output_cap_for(&r, &custom), Some(("max_tokens", cap)));
+        let body = upstream_body(&r, "m", output_cap_for(&r, &custom));
+        assert_eq!(body["max_tokens"], cap);
+        // A model whose maximum output the catalog knows is bounded by it.
+        let known = target(Some("openai"), ProviderKind::OpenaiCompatible, "gpt-5.4");
+        assert_eq!(output_cap_for(&r, &known), None);
+        // An unknown model at OpenAI gets the field its reasoning models take.
+        let openai = target(Some("openai"), ProviderKind::OpenaiCompatible, "gpt-x");
+        assert_eq!(
+            output_cap_for(&r, &openai),
+            Some(("max_completion_tokens", cap))
+        );
+        // The caller's own cap is never replaced.
+        let mut capped = r.clone();
+        capped.body = json!({"model":"m","messages":[],"max_tokens":5});
+        assert_eq!(output_cap_for(&capped, &custom), None);
+    }
+}

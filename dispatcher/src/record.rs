@@ -1,0 +1,176 @@
+//! A request's outcome: priced with the price in force, recorded exactly
+//! once (the events go in one statement that expects none yet, so two
+//! deliveries that finish at once store one outcome), and the budget hold
+//! settled to it (idempotently, by request).
+
+use std::time::Duration;
+
+use aigw_events::wire::DispatchRequest;
+use aigw_events::{Attempt, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage};
+use aigw_runtime::store::metadata;
+use chrono::Utc;
+
+use crate::Shared;
+use aigw_runtime::limits::LeasedHold;
+
+/// Sets the outcome's cost from the price in force for the model that
+/// served it (or failed last). `None` flags a model without a price.
+pub(crate) fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome) -> Outcome {
+    let (usage, cost) = match &mut outcome {
+        Outcome::Completed {
+            usage, cost_micros, ..
+        }
+        | Outcome::Failed {
+            usage, cost_micros, ..
+        } => (*usage, cost_micros),
+    };
+    *cost = if usage.is_empty() {
+        Some(0)
+    } else {
+        attempts.last().and_then(|a| {
+            shared
+                .registry
+                .provider(&a.provider_id.to_string())
+                .and_then(|p| {
+                    p.spec
+                        .price(&a.model)
+                        .and_then(|price| {
+                            let cost = price.cost_micros(&usage);
+                            if cost.is_none() {
+                                tracing::error!(model = %a.model, "the cost does not fit in micro-dollars; flagged as unpriced");
+                            }
+                            cost
+                        })
+                })
+        })
+    };
+    outcome
+}
+
+/// Usage and cost of an already recorded request, from its stored outcome.
+pub(crate) async fn recorded_usage(shared: &Shared, id: &str) -> Option<(Usage, Option<i64>)> {
+    let events = shared.stores.request_events(id).await.ok()?;
+    events.into_iter().rev().find_map(|event| match event {
+        aigw_events::RequestEvent::RequestCompleted {
+            usage, cost_micros, ..
+        }
+        | aigw_events::RequestEvent::RequestFailed {
+            usage, cost_micros, ..
+        } => Some((usage, cost_micros)),
+        _ => None,
+    })
+}
+
+/// Settles the request's budget hold to its actual cost (idempotent) and
+/// corrects the key's token bucket from the estimate to the actual usage.
+pub(crate) async fn settle(
+    shared: &Shared,
+    request: &DispatchRequest,
+    usage: Usage,
+    cost: Option<i64>,
+    correct_rate: bool,
+) {
+    let now_ms = Utc::now().timestamp_millis();
+    if let Some(r) = &request.reservation {
+        let mut delay = Duration::from_millis(20);
+        for _ in 0..6 {
+            match shared
+                .limiter
+                .settle(
+                    request.key_id,
+                    &r.period,
+                    request.request_id,
+                    LeasedHold::of(r),
+                    cost.unwrap_or(0),
+                    i64::try_from(usage.total()).unwrap_or(i64::MAX),
+                    now_ms,
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(request_id = %request.request_id, error = %e, "settling the budget failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+    if correct_rate
+        && let Some(estimate) = request.rate_tokens
+        && let Err(e) = shared
+            .limiter
+            .correct_tokens(request.key_id, estimate, usage.total())
+            .await
+    {
+        tracing::warn!(request_id = %request.request_id, error = %e, "correcting the token rate failed");
+    }
+}
+
+/// The command recording a request's whole story.
+pub(crate) fn request_command(
+    request: &DispatchRequest,
+    attempts: Vec<Attempt>,
+    outcome: Outcome,
+    route: Option<Route>,
+) -> RequestCommand {
+    RequestCommand::RecordRequest {
+        key_id: request.key_id,
+        model: request.model.clone(),
+        stream: request.stream,
+        accepted_at: request.accepted_at,
+        route,
+        attempts,
+        outcome,
+    }
+}
+
+/// What became of recording a request's story.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// This delivery's story is stored.
+    Stored,
+    /// Another delivery's story was stored first; this one was refused.
+    Before,
+    /// The database could not be reached; nothing was stored.
+    Failed,
+}
+
+/// Stores the request's story, retrying on database trouble; a second
+/// recording of the same request is refused as a whole (one outcome per
+/// request, however many deliveries run at once).
+pub(crate) async fn record(
+    shared: &Shared,
+    request: &DispatchRequest,
+    attempts: Vec<Attempt>,
+    outcome: Outcome,
+    route: Option<Route>,
+) -> Recorded {
+    let id = request.request_id.to_string();
+    let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
+    let command = request_command(request, attempts, outcome, route);
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..8 {
+        match shared
+            .stores
+            .record_request(&id, command.clone(), &meta)
+            .await
+        {
+            Ok(true) => {
+                metrics::counter!("aigw_requests_recorded_total").increment(1);
+                return Recorded::Stored;
+            }
+            Ok(false) => {
+                tracing::info!(request_id = %id, "request was already recorded");
+                return Recorded::Before;
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "recording failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(request_id = %id, "could not record the request; it stays unacked for redelivery");
+    Recorded::Failed
+}

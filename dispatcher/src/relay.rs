@@ -1,0 +1,169 @@
+//! Relaying an upstream stream to the caller frame by frame, watching for
+//! the provider's usage; when it never comes (a cut stream, a caller that
+//! left), the usage is estimated from what was relayed and flagged.
+
+use aigw_events::wire::DispatchRequest;
+use aigw_events::{ErrorClass, Usage};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::StreamItem;
+use crate::attempt::{AttemptResult, cancelled};
+use crate::openai::{self, UpstreamError, broken};
+use crate::process::json_bytes;
+use crate::reply::Replier;
+use aigw_runtime::estimate;
+
+/// Relays an upstream SSE stream frame by frame, watching for usage.
+pub(crate) async fn relay_stream(
+    request: &DispatchRequest,
+    provider: &str,
+    mut items: futures::stream::BoxStream<'static, StreamItem>,
+    replier: &Replier,
+    cancel: &CancellationToken,
+) -> AttemptResult {
+    let mut usage: Option<Usage> = None;
+    let mut completion_text = 0u64;
+    let mut end: Result<(), UpstreamError> = Err(broken(provider, "the stream ended early"));
+    loop {
+        let next = tokio::select! {
+            n = items.next() => n,
+            _ = cancel.cancelled() => { end = Err(cancelled()); break; }
+        };
+        let data = match next {
+            None => break,
+            Some(StreamItem::Error(e)) => {
+                end = Err(e);
+                break;
+            }
+            Some(StreamItem::Done) => {
+                end = Ok(());
+                break;
+            }
+            Some(StreamItem::Data(data)) => data,
+        };
+        let data = data.trim();
+        if data.is_empty() {
+            continue;
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
+            tracing::debug!(provider, "skipping a non-JSON SSE event");
+            continue;
+        };
+        if let Some(err) = chunk.get("error").filter(|e| e.is_object()) {
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("stream error");
+            end = Err(broken(provider, message));
+            break;
+        }
+        completion_text += chunk_text_tokens(&chunk);
+        let chunk_usage = chunk
+            .get("usage")
+            .filter(|u| !u.is_null())
+            .and_then(openai::parse_usage)
+            .filter(Usage::is_plausible);
+        let has_choices = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty());
+        let forward = match chunk_usage {
+            None => Some(Bytes::copy_from_slice(data.as_bytes())),
+            Some(u) => {
+                usage = Some(u);
+                if request.include_usage {
+                    Some(Bytes::copy_from_slice(data.as_bytes()))
+                } else if has_choices {
+                    // Usage rode on a content chunk: pass the content on, not
+                    // the usage the caller did not ask for.
+                    if let Some(obj) = chunk.as_object_mut() {
+                        obj.remove("usage");
+                    }
+                    Some(json_bytes(&chunk))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(bytes) = forward {
+            replier.chunk(bytes).await;
+        }
+    }
+    let (usage, estimated) = match usage {
+        Some(u) => (u, false),
+        None => (
+            Usage {
+                prompt_tokens: estimate::prompt_tokens(&request.body),
+                completion_tokens: completion_text,
+                ..Default::default()
+            },
+            true,
+        ),
+    };
+    match end {
+        Ok(()) => {
+            replier.end().await;
+            AttemptResult::Done {
+                usage,
+                estimated,
+                status: 200,
+            }
+        }
+        Err(error) => {
+            if error.class != ErrorClass::Cancelled {
+                replier
+                    .error(error.status, json_bytes(&error.body()), None, 0)
+                    .await;
+            }
+            AttemptResult::Failed {
+                error,
+                usage,
+                estimated,
+                started_stream: true,
+            }
+        }
+    }
+}
+
+pub(crate) fn chunk_text_tokens(chunk: &Value) -> u64 {
+    chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(|choices| {
+            choices
+                .iter()
+                .filter_map(|c| c.get("delta"))
+                .map(|d| {
+                    let content = d.get("content").and_then(Value::as_str).unwrap_or("");
+                    let args: String = d
+                        .get("tool_calls")
+                        .and_then(Value::as_array)
+                        .map(|calls| {
+                            calls
+                                .iter()
+                                .filter_map(|c| c.pointer("/function/arguments"))
+                                .filter_map(Value::as_str)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    estimate::text_tokens(content) + estimate::text_tokens(&args)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counts_tool_call_arguments() {
+        let chunk = json!({"choices":[{"delta":{"content":"abcd","tool_calls":[{"function":{"arguments":"abcdefgh"}}]}}]});
+        assert_eq!(chunk_text_tokens(&chunk), 3);
+    }
+}
