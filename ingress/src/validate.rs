@@ -62,6 +62,26 @@ pub struct ChatRequest {
     pub upload: Option<Bytes>,
 }
 
+impl ChatRequest {
+    /// A request answered in one piece (every endpoint but streamed chat).
+    fn unstreamed(
+        body: Map<String, Value>,
+        model: String,
+        provider: Option<String>,
+        endpoint: Endpoint,
+    ) -> Self {
+        Self {
+            body: Value::Object(body),
+            model,
+            stream: false,
+            include_usage: false,
+            provider,
+            endpoint,
+            upload: None,
+        }
+    }
+}
+
 pub fn invalid(message: impl Into<String>, param: &'static str) -> ApiError {
     ApiError::BadRequest {
         message: message.into(),
@@ -319,15 +339,12 @@ pub fn validate_embeddings(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         }
     }
     let provider = take_provider(&mut obj)?;
-    Ok(ChatRequest {
-        body: Value::Object(obj),
+    Ok(ChatRequest::unstreamed(
+        obj,
         model,
-        stream: false,
-        include_usage: false,
         provider,
-        upload: None,
-        endpoint: Endpoint::Embeddings,
-    })
+        Endpoint::Embeddings,
+    ))
 }
 
 /// Checks an image generation body (OpenAI's shape): `model`, a non-empty
@@ -373,15 +390,12 @@ pub fn validate_images(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         }
     }
     let provider = take_provider(&mut obj)?;
-    Ok(ChatRequest {
-        body: Value::Object(obj),
+    Ok(ChatRequest::unstreamed(
+        obj,
         model,
-        stream: false,
-        include_usage: false,
         provider,
-        upload: None,
-        endpoint: Endpoint::Images,
-    })
+        Endpoint::Images,
+    ))
 }
 
 /// `WIDTHxHEIGHT` with both sides from 1 to [`MAX_IMAGE_SIDE`].
@@ -440,15 +454,12 @@ pub fn validate_speech(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
     }
     check_type(&obj, "speed", "a number", Value::is_number)?;
     let provider = take_provider(&mut obj)?;
-    Ok(ChatRequest {
-        body: Value::Object(obj),
+    Ok(ChatRequest::unstreamed(
+        obj,
         model,
-        stream: false,
-        include_usage: false,
         provider,
-        upload: None,
-        endpoint: Endpoint::Speech,
-    })
+        Endpoint::Speech,
+    ))
 }
 
 /// Largest audio upload (`/v1/audio/transcriptions`), as OpenAI's.
