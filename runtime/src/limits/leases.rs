@@ -24,9 +24,10 @@ use aigw_events::wire::LeaseRef;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::kv::{budget_key, lock, rate_key};
 use super::{
     Budget, BudgetChange, BudgetOutcome, Hold, LEASE_MIN_UNITS, Limiter, RateChange, RateDecision,
-    RateOutcome, RateState, budget_key, lock, rate_key,
+    RateOutcome, RateState,
 };
 
 /// How long a replica admits from one lease.

@@ -1,0 +1,108 @@
+//! What a key spent in a budget period according to the request log, for a
+//! budget entry missing from the limits bucket (its first use in a period,
+//! or a bucket lost with a NATS store): spend never restarts at zero.
+
+use uuid::Uuid;
+
+/// The spend so far of a budget entry that is missing from the limits
+/// bucket, from the request log (the projector's `request_log` view of the
+/// request events): a key's first request in a period finds nothing there,
+/// but after a lost or purged limits bucket the spend is not reset to zero.
+/// Requests still running, or finished in the last instant before the loss
+/// and not yet projected, are the only ones it can miss.
+#[derive(Clone)]
+pub struct SpendLog {
+    pool: sqlx::PgPool,
+}
+
+impl SpendLog {
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// What the key of budget entry `entry` (`budget.<key>.<period>`) spent
+    /// in its period: micro-dollars and tokens.
+    pub async fn spent(&self, entry: &str) -> std::result::Result<(i64, i64), String> {
+        let mut parts = entry.splitn(3, '.');
+        let (Some("budget"), Some(key), Some(period)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{entry}: not a budget entry"));
+        };
+        let key: Uuid = key.parse().map_err(|e| format!("{entry}: {e}"))?;
+        let (from, to) = period_bounds(period).ok_or_else(|| format!("{entry}: unknown period"))?;
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT coalesce(sum(cost_micros), 0)::int8,
+                    coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::int8
+             FROM request_log
+             WHERE key_id = $1
+               AND ($2::timestamptz IS NULL OR coalesce(at, finished_at) >= $2)
+               AND ($3::timestamptz IS NULL OR coalesce(at, finished_at) < $3)",
+        )
+        .bind(key)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| format!("reading the spend of {entry} from the request log: {e}"))
+    }
+}
+
+type Bound = Option<chrono::DateTime<chrono::Utc>>;
+
+/// The time span of a budget period id (see `BudgetPeriod::period_id`):
+/// `total` (everything), `YYYY-MM` or `YYYY-MM-DD` (UTC).
+fn period_bounds(period: &str) -> Option<(Bound, Bound)> {
+    use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+    let at = |d: NaiveDate| Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?));
+    if period == "total" {
+        return Some((None, None));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(period, "%Y-%m-%d") {
+        return Some((at(day), at(day.succ_opt()?)));
+    }
+    let first = NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").ok()?;
+    let next = if first.month() == 12 {
+        NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)?
+    };
+    Some((at(first), at(next)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_periods_span_their_day_month_or_everything() {
+        let at = |s: &str| Some(s.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+        assert_eq!(period_bounds("total"), Some((None, None)));
+        assert_eq!(
+            period_bounds("2026-11-26"),
+            Some((at("2026-11-26T00:00:00Z"), at("2026-11-27T00:00:00Z")))
+        );
+        assert_eq!(
+            period_bounds("2026-12"),
+            Some((at("2026-12-01T00:00:00Z"), at("2027-01-01T00:00:00Z")))
+        );
+        assert_eq!(
+            period_bounds("2024-02-28"),
+            Some((at("2024-02-28T00:00:00Z"), at("2024-02-29T00:00:00Z")))
+        );
+        assert_eq!(period_bounds("weekly"), None);
+        assert_eq!(period_bounds("2026-13"), None);
+        // The period ids the keys use.
+        let now = chrono::Utc::now();
+        for p in [
+            aigw_events::key::BudgetPeriod::Daily,
+            aigw_events::key::BudgetPeriod::Monthly,
+            aigw_events::key::BudgetPeriod::Total,
+        ] {
+            let (from, to) = period_bounds(&p.period_id(now)).unwrap();
+            assert!(
+                from.is_none_or(|f| f <= now) && to.is_none_or(|t| now < t),
+                "{p:?}"
+            );
+        }
+    }
+}
