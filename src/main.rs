@@ -353,23 +353,37 @@ async fn main() -> anyhow::Result<()> {
             db::prepare(&common.database_url, 2)
                 .await
                 .context("preparing the database")?;
+            // Each role runs as a task of its own on the worker threads: polled
+            // together on the main thread, their loops (accepting connections,
+            // pulling messages, projecting) would all share that one thread.
             let stop = shutdown.clone();
+            let (c, s) = (common.clone(), shutdown.clone());
+            let ingress = tokio::spawn(async move {
+                aigw_ingress::run(c, ingress, listener, s)
+                    .await
+                    .context("ingress")
+            });
+            let (c, s) = (common.clone(), shutdown.clone());
+            let dispatcher = tokio::spawn(async move {
+                aigw_dispatcher::run(c, dispatcher, s)
+                    .await
+                    .context("dispatcher")
+            });
+            let (c, s) = (common.clone(), shutdown.clone());
+            let projector = tokio::spawn(async move {
+                aigw_projector::run(c, projector, s)
+                    .await
+                    .context("projector")
+            });
+            let joined = |role: &'static str| {
+                move |r: Result<anyhow::Result<()>, tokio::task::JoinError>| {
+                    r.with_context(|| format!("the {role} task failed"))?
+                }
+            };
             let result = tokio::try_join!(
-                async {
-                    aigw_ingress::run(common.clone(), ingress, listener, shutdown.clone())
-                        .await
-                        .context("ingress")
-                },
-                async {
-                    aigw_dispatcher::run(common.clone(), dispatcher, shutdown.clone())
-                        .await
-                        .context("dispatcher")
-                },
-                async {
-                    aigw_projector::run(common.clone(), projector, shutdown.clone())
-                        .await
-                        .context("projector")
-                },
+                async { joined("ingress")(ingress.await) },
+                async { joined("dispatcher")(dispatcher.await) },
+                async { joined("projector")(projector.await) },
             );
             stop.cancel();
             result?;
