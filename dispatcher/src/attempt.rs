@@ -2,9 +2,11 @@
 //! (the provider's model id, the output cap a budget hold assumed, usage
 //! asked for on streams), call the provider's adapter, and relay or keep
 //! the answer. A call whose caller went away runs to its end when it is not
-//! streamed, so what the provider used is known and billed.
+//! streamed, so what the provider used is known and billed. The usage is
+//! priced as soon as it is known (`Billed`), and the answer carries that
+//! cost to the caller.
 
-use aigw_events::wire::{DispatchRequest, Endpoint};
+use aigw_events::wire::{AnswerCost, DispatchRequest, Endpoint};
 use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
 use aigw_runtime::crypto::{self, Binding, CredentialField};
@@ -18,6 +20,7 @@ use crate::adapter::{self, Answer};
 use crate::candidates;
 use crate::media;
 use crate::openai::UpstreamError;
+use crate::record::Billed;
 use crate::relay::relay_stream;
 use crate::reply::Replier;
 use aigw_events::provider::ProviderKind;
@@ -89,15 +92,13 @@ pub(crate) async fn credential_health(
 
 pub(crate) enum AttemptResult {
     Done {
-        usage: Usage,
-        estimated: bool,
+        billed: Billed,
         status: u16,
     },
     Failed {
         error: UpstreamError,
-        /// Tokens the provider may bill even though the request failed.
-        usage: Usage,
-        estimated: bool,
+        /// What the provider may bill even though the request failed.
+        billed: Billed,
         /// Whether bytes already reached the caller (no failover then).
         started_stream: bool,
     },
@@ -142,8 +143,7 @@ pub(crate) async fn attempt(
                     message: format!("provider {} is misconfigured", provider.name),
                     retry_after: None,
                 },
-                usage: Usage::default(),
-                estimated: false,
+                billed: Billed::nothing(),
                 started_stream: false,
             };
         }
@@ -211,29 +211,27 @@ pub(crate) async fn attempt(
         };
         return AttemptResult::Failed {
             error: cancelled(),
-            usage,
-            estimated,
+            billed: Billed::priced(target, usage, estimated),
             started_stream: false,
         };
     }
     match answer {
         Err(error) => AttemptResult::Failed {
             error,
-            usage: Usage::default(),
-            estimated: false,
+            billed: Billed::nothing(),
             started_stream: false,
         },
         Ok(Answer::Full { body, usage }) => {
-            let (usage, estimated) = match candidates::plausible(usage) {
-                Some(u) => (u, false),
-                None => (estimate_from_body(request, &body), true),
+            let billed = match candidates::plausible(usage) {
+                Some(u) => Billed::priced(target, u, false),
+                None => Billed::priced(target, estimate_from_body(request, &body), true),
             };
+            let cost = AnswerCost::of(billed.cost_micros);
             replier
-                .response(200, &provider.name, attempt_no, None, body)
+                .response(200, &provider.name, attempt_no, None, body, cost)
                 .await;
             AttemptResult::Done {
-                usage,
-                estimated,
+                billed,
                 status: 200,
             }
         }
@@ -243,6 +241,7 @@ pub(crate) async fn attempt(
             usage,
         }) => {
             let content_type = (content_type != "application/json").then_some(content_type);
+            let billed = Billed::priced(target, usage, false);
             replier
                 .response(
                     200,
@@ -250,17 +249,17 @@ pub(crate) async fn attempt(
                     attempt_no,
                     content_type.as_deref(),
                     body,
+                    AnswerCost::of(billed.cost_micros),
                 )
                 .await;
             AttemptResult::Done {
-                usage,
-                estimated: false,
+                billed,
                 status: 200,
             }
         }
         Ok(Answer::Stream(items)) => {
             replier.start(&provider.name, attempt_no).await;
-            relay_stream(request, &provider.name, items, replier, cancel).await
+            relay_stream(request, target, items, replier, cancel).await
         }
     }
 }

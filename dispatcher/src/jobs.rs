@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::openai::UpstreamError;
 use crate::process::{body_unavailable, failed, json_bytes, keep_alive, run};
-use crate::record::{priced, recorded_usage, request_command, settle};
+use crate::record::{Billed, recorded_usage, request_command, settle};
 use crate::reply::Replier;
 
 /// A message whose job row never appeared (its ingress died between queueing
@@ -174,7 +174,7 @@ async fn run_job(
         replier
             .error(err.status, json_bytes(&err.body()), None, 0)
             .await;
-        (vec![], failed(&err, Usage::default(), false, 0), None)
+        (vec![], failed(&err, Billed::nothing(), 0), None)
     } else {
         match bodies::load(&shared.bodies, request).await {
             Ok(()) => run(shared, request, &replier, cancel).await,
@@ -187,11 +187,10 @@ async fn run_job(
                 replier
                     .error(err.status, json_bytes(&err.body()), None, 0)
                     .await;
-                (vec![], failed(&err, Usage::default(), false, 0), None)
+                (vec![], failed(&err, Billed::nothing(), 0), None)
             }
         }
     };
-    let outcome = priced(shared, &attempts, outcome);
     let result = job_result(&replier, &outcome);
     let (usage, cost) = match &outcome {
         Outcome::Completed {

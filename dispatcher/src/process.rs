@@ -21,7 +21,7 @@ use crate::Shared;
 use crate::attempt::{AttemptResult, attempt, choose_credential, credential_health};
 use crate::candidates;
 use crate::openai::UpstreamError;
-use crate::record::{Recorded, priced, record, recorded_usage, settle};
+use crate::record::{Billed, Recorded, record, recorded_usage, settle};
 use crate::reply::Replier;
 use crate::routing::Slot;
 use aigw_runtime::estimate;
@@ -95,7 +95,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
             message: "the request waited too long for a dispatcher".into(),
             retry_after: None,
         };
-        (vec![], failed(&err, Usage::default(), false, 0), None)
+        (vec![], failed(&err, Billed::nothing(), 0), None)
     } else if delivered >= shared.max_deliver {
         // Something kept killing the dispatchers working on this request:
         // give up on it rather than loop.
@@ -111,18 +111,17 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         replier
             .error(err.status, json_bytes(&err.body()), None, 0)
             .await;
-        (vec![], failed(&err, Usage::default(), false, 0), None)
+        (vec![], failed(&err, Billed::nothing(), 0), None)
     } else if let Err(e) = body {
         let err = body_unavailable(id, &e);
         replier
             .error(err.status, json_bytes(&err.body()), None, 0)
             .await;
-        (vec![], failed(&err, Usage::default(), false, 0), None)
+        (vec![], failed(&err, Billed::nothing(), 0), None)
     } else {
         run(&shared, &request, &replier, &cancel).await
     };
 
-    let outcome = priced(&shared, &attempts, outcome);
     let (usage, cost) = match &outcome {
         Outcome::Completed {
             usage, cost_micros, ..
@@ -218,7 +217,7 @@ pub(crate) async fn run(
                 retry_after: None,
             };
             replier.error(404, json_bytes(&err.body()), None, 0).await;
-            return (vec![], failed(&err, Usage::default(), false, 0), None);
+            return (vec![], failed(&err, Billed::nothing(), 0), None);
         }
     };
     // Only targets this request may go to: its endpoint, the key's scopes,
@@ -235,7 +234,7 @@ pub(crate) async fn run(
                     0,
                 )
                 .await;
-            return (vec![], failed(&err, Usage::default(), false, 0), None);
+            return (vec![], failed(&err, Billed::nothing(), 0), None);
         }
     };
     let estimate = Usage {
@@ -319,8 +318,7 @@ pub(crate) async fn run(
                 r = attempt(shared, request, target, credential, replier, cancel, attempts.len() + 1) => r,
                 _ = tokio::time::sleep_until(deadline.into()) => AttemptResult::Failed {
                     error: deadline_passed(),
-                    usage: Usage::default(),
-                    estimated: false,
+                    billed: Billed::nothing(),
                     started_stream: false,
                 },
             };
@@ -339,11 +337,7 @@ pub(crate) async fn run(
             let now_ms = Utc::now().timestamp_millis();
             credential_health(shared, target, credential, &result, now_ms).await;
             match result {
-                AttemptResult::Done {
-                    usage,
-                    estimated,
-                    status,
-                } => {
+                AttemptResult::Done { billed, status } => {
                     record.status = Some(status);
                     attempts.push(record);
                     count_upstream(target, "ok");
@@ -359,9 +353,9 @@ pub(crate) async fn run(
                         provider_id: target.provider.id,
                         provider: target.provider.spec.name.clone(),
                         model: target.model.clone(),
-                        usage,
-                        usage_estimated: estimated,
-                        cost_micros: None,
+                        usage: billed.usage,
+                        usage_estimated: billed.estimated,
+                        cost_micros: billed.cost_micros,
                         latency_ms: started.elapsed().as_millis() as u64,
                         at: Utc::now(),
                     };
@@ -369,8 +363,7 @@ pub(crate) async fn run(
                 }
                 AttemptResult::Failed {
                     error,
-                    usage,
-                    estimated,
+                    billed,
                     started_stream,
                 } => {
                     record.status = error.upstream_status;
@@ -403,11 +396,7 @@ pub(crate) async fn run(
                                 .await;
                         }
                         let latency = started.elapsed().as_millis() as u64;
-                        return (
-                            attempts,
-                            failed(&error, usage, estimated, latency),
-                            Some(route),
-                        );
+                        return (attempts, failed(&error, billed, latency), Some(route));
                     }
                     tracing::info!(
                         request_id = %request.request_id,
@@ -464,7 +453,7 @@ pub(crate) async fn run(
     let latency = started.elapsed().as_millis() as u64;
     (
         attempts,
-        failed(&error, Usage::default(), false, latency),
+        failed(&error, Billed::nothing(), latency),
         Some(route),
     )
 }
@@ -493,19 +482,15 @@ fn deadline_passed() -> UpstreamError {
     }
 }
 
-pub(crate) fn failed(
-    error: &UpstreamError,
-    usage: Usage,
-    estimated: bool,
-    latency_ms: u64,
-) -> Outcome {
+/// A failed outcome, with what the provider may bill for it.
+pub(crate) fn failed(error: &UpstreamError, billed: Billed, latency_ms: u64) -> Outcome {
     Outcome::Failed {
         status: error.status,
         error_type: error.error_type.clone(),
         message: error.message.clone(),
-        usage,
-        usage_estimated: estimated,
-        cost_micros: None,
+        usage: billed.usage,
+        usage_estimated: billed.estimated,
+        cost_micros: billed.cost_micros,
         latency_ms,
         at: Utc::now(),
     }

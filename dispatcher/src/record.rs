@@ -1,50 +1,68 @@
-//! A request's outcome: priced with the price in force, recorded exactly
-//! once (the events go in one statement that expects none yet, so two
-//! deliveries that finish at once store one outcome), and the budget hold
-//! settled to it (idempotently, by request).
+//! A request's outcome: priced once, when its usage is known, with the
+//! price of the target that served it; recorded exactly once (the events
+//! go in one statement that expects none yet, so two deliveries that finish
+//! at once store one outcome), and the budget hold settled to it
+//! (idempotently, by request).
+//!
+//! [`Billed`] is the only place a request's cost is computed: the answer's
+//! cost frame header, a stream's usage chunk and the outcome event all carry
+//! the value it holds, so what a caller is shown is what is recorded.
 
 use std::time::Duration;
 
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{Attempt, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage};
+use aigw_runtime::Target;
 use aigw_runtime::store::metadata;
 use chrono::Utc;
 
 use crate::Shared;
 use aigw_runtime::limits::LeasedHold;
 
-/// Sets the outcome's cost from the price in force for the model that
-/// served it (or failed last). `None` flags a model without a price.
-pub(crate) fn priced(shared: &Shared, attempts: &[Attempt], mut outcome: Outcome) -> Outcome {
-    let (usage, cost) = match &mut outcome {
-        Outcome::Completed {
-            usage, cost_micros, ..
+/// What a call consumed and what that costs, priced once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Billed {
+    pub usage: Usage,
+    /// The usage is aigw's estimate (the provider reported none).
+    pub estimated: bool,
+    /// Micro-dollars; `None` flags a model without a price (or a cost that
+    /// does not fit in micro-dollars).
+    pub cost_micros: Option<i64>,
+}
+
+impl Billed {
+    /// Nothing used, nothing owed.
+    pub(crate) fn nothing() -> Self {
+        Self {
+            usage: Usage::default(),
+            estimated: false,
+            cost_micros: Some(0),
         }
-        | Outcome::Failed {
-            usage, cost_micros, ..
-        } => (*usage, cost_micros),
-    };
-    *cost = if usage.is_empty() {
-        Some(0)
-    } else {
-        attempts.last().and_then(|a| {
-            shared
-                .registry
-                .provider(&a.provider_id.to_string())
-                .and_then(|p| {
-                    p.spec
-                        .price(&a.model)
-                        .and_then(|price| {
-                            let cost = price.cost_micros(&usage);
-                            if cost.is_none() {
-                                tracing::error!(model = %a.model, "the cost does not fit in micro-dollars; flagged as unpriced");
-                            }
-                            cost
-                        })
-                })
-        })
-    };
-    outcome
+    }
+
+    /// `usage` at `target`, priced with the target's price for its model:
+    /// the price the request was routed with, whose worst case the
+    /// dispatcher checked against the budget hold (`candidates::fits_hold`),
+    /// so the cost never exceeds the hold even if an admin changes the price
+    /// while the request runs. Empty usage costs nothing, priced or not.
+    pub(crate) fn priced(target: &Target, usage: Usage, estimated: bool) -> Self {
+        let cost_micros = if usage.is_empty() {
+            Some(0)
+        } else {
+            target.provider.spec.price(&target.model).and_then(|price| {
+                let cost = price.cost_micros(&usage);
+                if cost.is_none() {
+                    tracing::error!(model = %target.model, "the cost does not fit in micro-dollars; flagged as unpriced");
+                }
+                cost
+            })
+        };
+        Self {
+            usage,
+            estimated,
+            cost_micros,
+        }
+    }
 }
 
 /// Usage and cost of an already recorded request, from its stored outcome.

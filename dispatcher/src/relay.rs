@@ -1,9 +1,14 @@
 //! Relaying an upstream stream to the caller frame by frame, watching for
 //! the provider's usage; when it never comes (a cut stream, a caller that
 //! left), the usage is estimated from what was relayed and flagged.
+//!
+//! The usage is priced when it arrives (`Billed`); a caller who asked for
+//! the usage chunk gets it with that cost in the frame's header, and the
+//! last usage priced is what the outcome records.
 
-use aigw_events::wire::DispatchRequest;
+use aigw_events::wire::{AnswerCost, DispatchRequest};
 use aigw_events::{ErrorClass, Usage};
+use aigw_runtime::Target;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
@@ -13,18 +18,20 @@ use crate::adapter::StreamItem;
 use crate::attempt::{AttemptResult, cancelled};
 use crate::openai::{self, UpstreamError, broken};
 use crate::process::json_bytes;
+use crate::record::Billed;
 use crate::reply::Replier;
 use aigw_runtime::estimate;
 
 /// Relays an upstream SSE stream frame by frame, watching for usage.
 pub(crate) async fn relay_stream(
     request: &DispatchRequest,
-    provider: &str,
+    target: &Target,
     mut items: futures::stream::BoxStream<'static, StreamItem>,
     replier: &Replier,
     cancel: &CancellationToken,
 ) -> AttemptResult {
-    let mut usage: Option<Usage> = None;
+    let provider = target.provider.spec.name.as_str();
+    let mut billed: Option<Billed> = None;
     let mut completion_text = 0u64;
     let mut end: Result<(), UpstreamError> = Err(broken(provider, "the stream ended early"));
     loop {
@@ -71,44 +78,42 @@ pub(crate) async fn relay_stream(
             .and_then(Value::as_array)
             .is_some_and(|c| !c.is_empty());
         let forward = match chunk_usage {
-            None => Some(Bytes::copy_from_slice(data.as_bytes())),
+            None => Some((Bytes::copy_from_slice(data.as_bytes()), None)),
             Some(u) => {
-                usage = Some(u);
+                let priced = Billed::priced(target, u, false);
+                billed = Some(priced);
                 if request.include_usage {
-                    Some(Bytes::copy_from_slice(data.as_bytes()))
+                    let cost = AnswerCost::of(priced.cost_micros);
+                    Some((Bytes::copy_from_slice(data.as_bytes()), Some(cost)))
                 } else if has_choices {
                     // Usage rode on a content chunk: pass the content on, not
                     // the usage the caller did not ask for.
                     if let Some(obj) = chunk.as_object_mut() {
                         obj.remove("usage");
                     }
-                    Some(json_bytes(&chunk))
+                    Some((json_bytes(&chunk), None))
                 } else {
                     None
                 }
             }
         };
-        if let Some(bytes) = forward {
-            replier.chunk(bytes).await;
+        if let Some((bytes, cost)) = forward {
+            replier.chunk(bytes, cost).await;
         }
     }
-    let (usage, estimated) = match usage {
-        Some(u) => (u, false),
-        None => (
-            Usage {
-                prompt_tokens: estimate::prompt_tokens(&request.body),
-                completion_tokens: completion_text,
-                ..Default::default()
-            },
-            true,
-        ),
-    };
+    let billed = billed.unwrap_or_else(|| {
+        let estimate = Usage {
+            prompt_tokens: estimate::prompt_tokens(&request.body),
+            completion_tokens: completion_text,
+            ..Default::default()
+        };
+        Billed::priced(target, estimate, true)
+    });
     match end {
         Ok(()) => {
             replier.end().await;
             AttemptResult::Done {
-                usage,
-                estimated,
+                billed,
                 status: 200,
             }
         }
@@ -120,8 +125,7 @@ pub(crate) async fn relay_stream(
             }
             AttemptResult::Failed {
                 error,
-                usage,
-                estimated,
+                billed,
                 started_stream: true,
             }
         }

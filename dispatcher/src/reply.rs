@@ -4,11 +4,15 @@
 //! `error` or `chunk` payload larger than [`wire::part_bytes`] of it is
 //! sent as that frame (with [`wire::PARTS`]) followed by `part` frames,
 //! numbered on in the same sequence, which the ingress joins.
+//!
+//! A successful answer carries its cost ([`wire::COST`]): on its `response`
+//! frame, or on the `chunk` with the stream's usage. The cost is the one the
+//! request's outcome records (`record::Billed`), never computed here.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aigw_events::wire;
+use aigw_events::wire::{self, AnswerCost};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
@@ -122,7 +126,7 @@ impl Replier {
         }
     }
 
-    /// A whole answer; `content_type` `None` is JSON.
+    /// A whole answer and what it cost; `content_type` `None` is JSON.
     pub async fn response(
         &self,
         status: u16,
@@ -130,6 +134,7 @@ impl Replier {
         attempts: usize,
         content_type: Option<&str>,
         body: Bytes,
+        cost: AnswerCost,
     ) {
         if self.keep(status, &body, Some(provider)) {
             return;
@@ -138,6 +143,7 @@ impl Replier {
         h.insert(wire::STATUS, status.to_string().as_str());
         h.insert(wire::PROVIDER, header_safe(provider).as_ref());
         h.insert(wire::ATTEMPTS, attempts.to_string().as_str());
+        h.insert(wire::COST, cost.header_value().as_str());
         if let Some(ct) = content_type {
             h.insert(wire::CONTENT_TYPE, header_safe(ct).as_ref());
         }
@@ -171,8 +177,12 @@ impl Replier {
         self.send(h, Bytes::new()).await;
     }
 
-    pub async fn chunk(&self, data: Bytes) {
-        let h = self.headers(wire::FRAME_CHUNK);
+    /// One SSE payload; `cost` on the chunk that carries the stream's usage.
+    pub async fn chunk(&self, data: Bytes, cost: Option<AnswerCost>) {
+        let mut h = self.headers(wire::FRAME_CHUNK);
+        if let Some(cost) = cost {
+            h.insert(wire::COST, cost.header_value().as_str());
+        }
         self.send_whole(h, data).await;
     }
 

@@ -134,6 +134,13 @@ pub const ATTEMPTS: &str = "Aigw-Attempts";
 pub const RETRY_AFTER: &str = "Aigw-Retry-After";
 /// Header with a `response` frame's body type (absent: `application/json`).
 pub const CONTENT_TYPE: &str = "Aigw-Content-Type";
+/// Header with what the answer cost ([`AnswerCost::header_value`]): on a
+/// successful `response` frame, and on a stream's `chunk` that carries the
+/// usage the caller asked for. The dispatcher prices the usage once, when
+/// it is known, and this is that cost, the one the request's outcome event
+/// records; the ingress shows it in the caller's dialect and never prices
+/// anything itself.
+pub const COST: &str = "Aigw-Cost";
 /// Header with the number of frames a `response`, `error` or `chunk`
 /// payload is split into (absent: one); the `part` frames that follow, with
 /// the next sequence numbers, carry the rest in order.
@@ -169,6 +176,58 @@ pub const FRAME_CHUNK: &str = "chunk";
 /// The stream finished cleanly.
 pub const FRAME_END: &str = "end";
 
+/// What an answer cost, as its request's events record it (`cost_micros`
+/// of `RequestCompleted`/`RequestFailed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerCost {
+    /// Priced: this many micro-dollars (never negative).
+    Micros(i64),
+    /// The model has no price (or the cost did not fit): usage is recorded
+    /// and flagged, never billed as $0 silently.
+    Unpriced,
+}
+
+impl AnswerCost {
+    /// The value of [`COST`] for an unpriced answer.
+    const UNPRICED: &'static str = "unpriced";
+
+    /// From an outcome's `cost_micros` (`None`: unpriced).
+    pub fn of(cost_micros: Option<i64>) -> Self {
+        match cost_micros {
+            Some(m) if m >= 0 => AnswerCost::Micros(m),
+            _ => AnswerCost::Unpriced,
+        }
+    }
+
+    /// The cost in micro-dollars, `None` when unpriced.
+    pub fn micros(self) -> Option<i64> {
+        match self {
+            AnswerCost::Micros(m) => Some(m),
+            AnswerCost::Unpriced => None,
+        }
+    }
+
+    /// The [`COST`] header's value.
+    pub fn header_value(self) -> String {
+        match self {
+            AnswerCost::Micros(m) => m.to_string(),
+            AnswerCost::Unpriced => Self::UNPRICED.to_string(),
+        }
+    }
+
+    /// Reads a [`COST`] header's value; `None` for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value == Self::UNPRICED {
+            return Some(AnswerCost::Unpriced);
+        }
+        // Digits only: no sign, no spaces.
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        value.parse::<i64>().ok().map(AnswerCost::Micros)
+    }
+}
+
 /// OpenAI's error JSON: `{"error":{"message","type","param","code"}}`.
 pub fn error_body(message: &str, error_type: &str, code: Option<&str>) -> serde_json::Value {
     serde_json::json!({
@@ -184,6 +243,33 @@ pub fn error_body(message: &str, error_type: &str, code: Option<&str>) -> serde_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_costs_travel_in_a_header_and_back() {
+        for cost in [
+            AnswerCost::Micros(0),
+            AnswerCost::Micros(210),
+            AnswerCost::Micros(i64::MAX),
+            AnswerCost::Unpriced,
+        ] {
+            assert_eq!(AnswerCost::parse(&cost.header_value()), Some(cost));
+        }
+        assert_eq!(AnswerCost::of(Some(18)), AnswerCost::Micros(18));
+        assert_eq!(AnswerCost::of(None), AnswerCost::Unpriced);
+        // Never a negative amount (aigw never prices one).
+        assert_eq!(AnswerCost::of(Some(-1)), AnswerCost::Unpriced);
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.5",
+            "9223372036854775808",
+            "UNPRICED",
+        ] {
+            assert_eq!(AnswerCost::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn parts_fit_the_server() {
