@@ -1,10 +1,10 @@
 //! The OpenAI endpoints (`/v1/chat/completions`, embeddings, images,
 //! speech, transcriptions): validate (see `validate`), admit, queue on
-//! JetStream, relay the answer.
+//! JetStream, relay the answer with what it cost (see `cost`).
 
 use std::time::Duration;
 
-use aigw_events::wire::{self, DispatchRequest};
+use aigw_events::wire::{self, AnswerCost, DispatchRequest};
 use aigw_runtime::bodies::{self, BodyError};
 use aigw_runtime::registry::ResolveError;
 use axum::Extension;
@@ -19,6 +19,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::cost::{self, Dialect};
 use crate::error::ApiError;
 use crate::idempotency::{self, Claim};
 use crate::validate::{
@@ -129,7 +130,8 @@ pub async fn chat_completions(
             request_id,
             status,
             body,
-        } => return Ok(idempotency::replay(request_id, status, body)),
+            cost,
+        } => return Ok(idempotency::replay(request_id, status, body, cost)),
         Claim::InProgress => {
             return Err(ApiError::Conflict(
                 "A request with this Idempotency-Key is still running.".into(),
@@ -153,7 +155,13 @@ pub async fn chat_completions(
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(ApiError::internal)?;
-    if let Err(e) = idempotency::store(pool, key_id, &idem, id, status.as_u16(), &bytes).await {
+    let cost = parts.extensions.get::<AnswerCost>().copied();
+    let stored = idempotency::Stored {
+        status: status.as_u16(),
+        body: &bytes,
+        cost,
+    };
+    if let Err(e) = idempotency::store(pool, key_id, &idem, id, stored).await {
         tracing::warn!(error = %e, "storing an idempotent answer");
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
@@ -437,7 +445,8 @@ async fn joined(
 }
 
 /// A whole answer: the `response` frame, joined with its `part` frames when
-/// the body was split.
+/// the body was split, with the cost the frame carries shown in OpenAI's
+/// dialect (and kept in the response's extensions, for idempotent replays).
 async fn full_response(
     msg: &async_nats::Message,
     replies: &mut async_nats::Subscriber,
@@ -453,6 +462,10 @@ async fn full_response(
         .headers_mut()
         .insert(header::CONTENT_TYPE, content_type);
     routing_headers(&mut response, msg);
+    if let Some(cost) = cost::of_frame(msg) {
+        Dialect::OpenAi.answer_headers(response.headers_mut(), cost);
+        response.extensions_mut().insert(cost);
+    }
     Ok(response)
 }
 

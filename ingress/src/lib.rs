@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod body_deadline;
 pub mod chat;
+pub mod cost;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
@@ -287,6 +288,8 @@ pub fn router(state: AppState) -> Router {
             X_REQUEST_ID,
             HeaderName::from_static("x-aigw-provider"),
             HeaderName::from_static("x-aigw-attempts"),
+            HeaderName::from_static(cost::COST_USD),
+            HeaderName::from_static(cost::COST_FLAGGED),
             axum::http::header::RETRY_AFTER,
             axum::http::header::LOCATION,
         ]);

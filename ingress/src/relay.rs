@@ -12,6 +12,10 @@
 //! as well. Whatever way the stream ends other than its `end` or `error`
 //! frame (the caller gone, a gap, silence, a slow reader), the dispatcher is
 //! told to stop working on it.
+//!
+//! The chunk with the stream's usage carries its cost in a frame header
+//! when the caller asked for usage; it is shown in the caller's dialect
+//! (`cost::Dialect::usage_event`: OpenAI's `usage.cost_usd`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,6 +34,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::chat::{header_of, parts_of, routing_headers};
+use crate::cost::{self, Dialect};
 
 /// Tells the dispatchers to stop working on a request whose caller left,
 /// unless the answer finished first.
@@ -188,6 +193,8 @@ struct Relay {
     done: bool,
     /// Set once the answer's `end` or `error` frame was relayed.
     finished: Arc<AtomicBool>,
+    /// How the caller's dialect shows the cost of the usage chunk.
+    dialect: Dialect,
     /// The key's concurrency slot, freed once the answer is relayed or the
     /// caller leaves.
     _slot: Option<Slot>,
@@ -287,6 +294,10 @@ impl Relay {
                         self.done = true;
                         self.finished.store(true, Ordering::Release);
                     }
+                    let payload = match cost::of_frame(&msg) {
+                        Some(cost) => self.dialect.usage_event(payload, cost),
+                        None => payload,
+                    };
                     return Some(sse_data(&payload));
                 }
                 Some(wire::FRAME_END) => {
@@ -338,6 +349,7 @@ pub fn sse_response(
         next_seq: start_seq + 1,
         done: false,
         finished,
+        dialect: Dialect::OpenAi,
         _slot: slot,
     };
     let body = futures::stream::unfold(relay, |mut relay| async move {

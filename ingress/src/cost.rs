@@ -1,0 +1,174 @@
+//! What an answer cost, shown to the caller in the shape of its dialect.
+//!
+//! Invariants:
+//! - The ingress never prices anything. The dispatcher prices a request's
+//!   usage once, when it is known, records that cost in the request's
+//!   outcome event and carries the same value in the answer's frame header
+//!   ([`wire::COST`]); this module only reads it and shapes it.
+//! - Amounts are integer micro-dollars until they are shown: the header is
+//!   a decimal string with exactly six decimals, made without floats.
+//! - An unpriced model shows no cost, only a flag: never `0` for "unknown".
+//!
+//! [`Dialect`] is the seam for ingress dialects: each one says how a
+//! non-streamed answer and a stream's usage event show the cost. Today there
+//! is only OpenAI's; a new dialect (Anthropic Messages, Responses, Gemini)
+//! is one more arm in each `match` below.
+
+use aigw_events::wire::{self, AnswerCost};
+use axum::http::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::chat::header_of;
+
+/// Response header with a priced answer's cost in USD (`0.000210`).
+pub const COST_USD: &str = "x-aigw-cost-usd";
+/// Response header flagging an answer that has no cost: `unpriced`.
+pub const COST_FLAGGED: &str = "x-aigw-cost-flagged";
+/// The field a stream's usage object gets (OpenAI dialect), in USD.
+pub const USAGE_COST_FIELD: &str = "cost_usd";
+
+/// The cost a reply frame carries, if any (successful answers, and the
+/// chunk with a stream's usage).
+pub fn of_frame(msg: &async_nats::Message) -> Option<AnswerCost> {
+    header_of(msg, wire::COST).and_then(|v| AnswerCost::parse(&v))
+}
+
+/// Micro-dollars as a USD decimal with six decimals: 210 is `0.000210`.
+pub fn usd(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
+}
+
+/// Micro-dollars as a JSON number of USD (`210` is `0.00021`): the nearest
+/// `f64`, so `round(cost_usd * 1e6)` gives the micro-dollars back exactly
+/// (for any amount below 2^53 micro-dollars, some nine billion dollars).
+pub fn usd_number(micros: i64) -> Value {
+    serde_json::json!(micros as f64 / 1_000_000.0)
+}
+
+/// The ingress dialects, each with its own way of showing the cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's API (`/v1/chat/completions`, embeddings, images, audio).
+    OpenAi,
+}
+
+impl Dialect {
+    /// Sets the cost headers of a non-streamed answer: [`COST_USD`] when
+    /// priced, [`COST_FLAGGED`] `unpriced` otherwise.
+    pub fn answer_headers(self, headers: &mut HeaderMap, cost: AnswerCost) {
+        match self {
+            Dialect::OpenAi => match cost {
+                AnswerCost::Micros(m) => {
+                    if let Ok(v) = HeaderValue::from_str(&usd(m)) {
+                        headers.insert(COST_USD, v);
+                    }
+                }
+                AnswerCost::Unpriced => {
+                    headers.insert(COST_FLAGGED, HeaderValue::from_static("unpriced"));
+                }
+            },
+        }
+    }
+
+    /// A stream's usage event with its cost added: OpenAI's dialect adds
+    /// `usage.cost_usd` (a number, next to the token counts) to the chunk
+    /// and leaves an unpriced one as it is. A payload that is not such a
+    /// chunk passes unchanged.
+    pub fn usage_event(self, payload: Bytes, cost: AnswerCost) -> Bytes {
+        match self {
+            Dialect::OpenAi => {
+                let AnswerCost::Micros(m) = cost else {
+                    return payload;
+                };
+                let Ok(mut chunk) = serde_json::from_slice::<Value>(&payload) else {
+                    return payload;
+                };
+                let Some(usage) = chunk.get_mut("usage").and_then(Value::as_object_mut) else {
+                    return payload;
+                };
+                usage.insert(USAGE_COST_FIELD.into(), usd_number(m));
+                match serde_json::to_vec(&chunk) {
+                    Ok(bytes) => Bytes::from(bytes),
+                    Err(_) => payload,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usd_has_six_decimals_and_no_float() {
+        assert_eq!(usd(0), "0.000000");
+        assert_eq!(usd(210), "0.000210");
+        assert_eq!(usd(1_000_000), "1.000000");
+        assert_eq!(usd(12_345_678), "12.345678");
+        // The largest budget an admin can write, a billion dollars.
+        assert_eq!(usd(1_000_000_000_000_000), "1000000000.000000");
+        assert_eq!(usd(i64::MAX), "9223372036854.775807");
+        assert_eq!(usd(-5), "-0.000005");
+    }
+
+    #[test]
+    fn usd_numbers_read_back_as_the_micro_dollars() {
+        for m in [
+            0_i64,
+            1,
+            18,
+            210,
+            999_999,
+            123_456_789,
+            1_000_000_000_000_000,
+        ] {
+            let text = serde_json::to_string(&usd_number(m)).unwrap();
+            let back: f64 = text.parse().unwrap();
+            assert_eq!((back * 1_000_000.0).round() as i64, m, "{text}");
+        }
+        assert_eq!(serde_json::to_string(&usd_number(210)).unwrap(), "0.00021");
+    }
+
+    #[test]
+    fn openai_answers_carry_the_cost_or_the_flag() {
+        let mut headers = HeaderMap::new();
+        Dialect::OpenAi.answer_headers(&mut headers, AnswerCost::Micros(210));
+        assert_eq!(headers[COST_USD], "0.000210");
+        assert!(headers.get(COST_FLAGGED).is_none());
+        let mut headers = HeaderMap::new();
+        Dialect::OpenAi.answer_headers(&mut headers, AnswerCost::Unpriced);
+        assert_eq!(headers[COST_FLAGGED], "unpriced");
+        assert!(headers.get(COST_USD).is_none());
+    }
+
+    #[test]
+    fn openai_usage_chunks_get_cost_usd_next_to_the_tokens() {
+        let chunk = json!({"id":"c","object":"chat.completion.chunk","choices":[],
+            "usage":{"prompt_tokens":8,"completion_tokens":2,"total_tokens":10}});
+        let payload = Bytes::from(serde_json::to_vec(&chunk).unwrap());
+        let out = Dialect::OpenAi.usage_event(payload.clone(), AnswerCost::Micros(18));
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["usage"]["cost_usd"], json!(0.000018));
+        assert_eq!(out["usage"]["total_tokens"], 10);
+        assert_eq!(out["id"], "c");
+        // Unpriced: the chunk as the provider sent it.
+        let same = Dialect::OpenAi.usage_event(payload.clone(), AnswerCost::Unpriced);
+        assert_eq!(same, payload);
+        // Not a usage chunk: unchanged.
+        let other = Bytes::from_static(br#"{"choices":[]}"#);
+        assert_eq!(
+            Dialect::OpenAi.usage_event(other.clone(), AnswerCost::Micros(1)),
+            other
+        );
+        let junk = Bytes::from_static(b"not json");
+        assert_eq!(
+            Dialect::OpenAi.usage_event(junk.clone(), AnswerCost::Micros(1)),
+            junk
+        );
+    }
+}
