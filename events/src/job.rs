@@ -4,7 +4,9 @@
 //! and finished by a dispatcher, possibly cancelled by its caller, and its
 //! webhook deliveries are recorded one attempt at a time. The request it runs
 //! is an ordinary request aggregate with the job's id, so billing and stats
-//! see it like any other call.
+//! see it like any other call. A run that ends after its job was cancelled
+//! leaves the job cancelled but records what it cost (`JobRunBilled`), so
+//! the job shows the cost its request was billed.
 
 use std::collections::BTreeMap;
 
@@ -94,6 +96,32 @@ pub enum JobResult {
     },
 }
 
+/// What a run that ended after its job was cancelled used and cost (its
+/// request is billed like any other: the provider did the work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCost {
+    pub usage: Usage,
+    /// Micro-dollars; `None`: the model has no price.
+    pub cost_micros: Option<i64>,
+}
+
+impl JobResult {
+    /// The run's usage and cost.
+    pub fn cost(&self) -> RunCost {
+        match self {
+            JobResult::Succeeded {
+                usage, cost_micros, ..
+            }
+            | JobResult::Failed {
+                usage, cost_micros, ..
+            } => RunCost {
+                usage: *usage,
+                cost_micros: *cost_micros,
+            },
+        }
+    }
+}
+
 /// One webhook delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -149,6 +177,12 @@ pub enum JobEvent {
         actor: String,
         at: DateTime<Utc>,
     },
+    /// A run of a cancelled job ended: the job stays cancelled, with the
+    /// cost of that run.
+    JobRunBilled {
+        cost: RunCost,
+        at: DateTime<Utc>,
+    },
     WebhookAttempted(Delivery),
     WebhookAbandoned {
         attempts: u32,
@@ -163,6 +197,7 @@ impl DomainEvent for JobEvent {
             JobEvent::JobStarted { .. } => "JobStarted",
             JobEvent::JobFinished { .. } => "JobFinished",
             JobEvent::JobCancelled { .. } => "JobCancelled",
+            JobEvent::JobRunBilled { .. } => "JobRunBilled",
             JobEvent::WebhookAttempted(_) => "WebhookAttempted",
             JobEvent::WebhookAbandoned { .. } => "WebhookAbandoned",
         }
@@ -215,6 +250,9 @@ pub struct JobAggregate {
     pub runs: u64,
     pub result: Option<JobResult>,
     pub cancelled_by: Option<String>,
+    /// The cost of the run that ended after the job was cancelled, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_run: Option<RunCost>,
     /// Present when the job has a webhook.
     pub webhook: Option<WebhookState>,
 }
@@ -267,8 +305,13 @@ impl Aggregate for JobAggregate {
                     sink.write(JobEvent::JobFinished { result, at }, self).await;
                 }
                 // Cancelled while it ran: the run's request is still billed,
-                // but the job stays cancelled.
-                JobStatus::Cancelled => {}
+                // and the job stays cancelled, showing that cost (once).
+                JobStatus::Cancelled => {
+                    if self.cancelled_run.is_none() {
+                        let cost = result.cost();
+                        sink.write(JobEvent::JobRunBilled { cost, at }, self).await;
+                    }
+                }
                 done => return Err(JobError::AlreadyFinal(done.as_str())),
             },
             JobCommand::Cancel { actor, at } => match self.status {
@@ -322,6 +365,9 @@ impl Aggregate for JobAggregate {
                 self.status = JobStatus::Cancelled;
                 self.cancelled_by = Some(actor);
                 self.finished_at = Some(at);
+            }
+            JobEvent::JobRunBilled { cost, .. } => {
+                self.cancelled_run = Some(cost);
             }
             JobEvent::WebhookAttempted(delivery) => {
                 if let Some(w) = &mut self.webhook {
@@ -457,20 +503,49 @@ mod tests {
             ])
             .when(cancel())
             .then_expect_error(JobError::AlreadyFinal("succeeded"));
-        // A run that ends after the cancellation leaves the job cancelled.
+        // A run that ends after the cancellation leaves the job cancelled,
+        // with what the run cost, recorded once.
+        let cancelled = JobEvent::JobCancelled {
+            actor: "key".into(),
+            at: now(),
+        };
+        let ran = JobResult::Failed {
+            http_status: 499,
+            error: json!({"error": {"message": "the caller went away"}}),
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 20,
+                ..Default::default()
+            },
+            cost_micros: Some(50),
+        };
+        let billed = JobEvent::JobRunBilled {
+            cost: ran.cost(),
+            at: now(),
+        };
         Jobs::with(())
-            .given(vec![
-                submitted(false),
-                JobEvent::JobCancelled {
-                    actor: "key".into(),
-                    at: now(),
-                },
-            ])
+            .given(vec![submitted(false), cancelled.clone()])
             .when(JobCommand::Finish {
-                result: succeeded(),
+                result: ran.clone(),
+                at: now(),
+            })
+            .then_expect_events(vec![billed.clone()]);
+        Jobs::with(())
+            .given(vec![submitted(false), cancelled.clone(), billed.clone()])
+            .when(JobCommand::Finish {
+                result: ran,
                 at: now(),
             })
             .then_expect_events(vec![]);
+        let mut job = JobAggregate::default();
+        for e in [submitted(false), cancelled, billed] {
+            job.apply(e);
+        }
+        assert_eq!(job.status, JobStatus::Cancelled);
+        assert_eq!(
+            job.cancelled_run.map(|c| (c.usage.total(), c.cost_micros)),
+            Some((30, Some(50)))
+        );
     }
 
     #[test]

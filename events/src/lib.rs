@@ -17,7 +17,7 @@ pub use alias::{
     AliasAggregate, AliasCommand, AliasError, AliasEvent, AliasSpec, AliasTarget, Strategy,
 };
 pub use job::{
-    Delivery, JobAggregate, JobCommand, JobError, JobEvent, JobResult, JobSpec, JobStatus,
+    Delivery, JobAggregate, JobCommand, JobError, JobEvent, JobResult, JobSpec, JobStatus, RunCost,
     WebhookState, WebhookStatus,
 };
 pub use key::{KeyAggregate, KeyCommand, KeyError, KeyEvent, KeyStatus};

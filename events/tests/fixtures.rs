@@ -82,3 +82,24 @@ fn key_concurrency_events_deserialize() {
     }
     assert_eq!(key.settings.limits.max_concurrency, None);
 }
+
+/// A job cancelled while it ran, whose run then ended and was billed
+/// (`JobRunBilled`): the events read, write back unchanged, and fold into a
+/// cancelled job that shows the run's cost.
+#[test]
+fn job_cancelled_run_events_deserialize() {
+    use aigw_events::{JobAggregate, JobEvent, JobStatus};
+    use cqrs_es::Aggregate;
+    let text = include_str!("fixtures/job-cancelled-run.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    let mut job = JobAggregate::default();
+    for v in all["job"].as_array().unwrap() {
+        let e =
+            serde_json::from_value::<JobEvent>(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+        job.apply(e);
+    }
+    assert_eq!(job.status, JobStatus::Cancelled);
+    let run = job.cancelled_run.unwrap();
+    assert_eq!((run.usage.total(), run.cost_micros), (30, Some(50)));
+}

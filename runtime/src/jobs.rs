@@ -54,7 +54,9 @@ pub struct RequestRecord<'a> {
     pub metadata: &'a HashMap<String, String>,
 }
 
-/// A job as the API shows it (`GET /v1/jobs/{id}`, webhooks).
+/// A job as the API shows it (`GET /v1/jobs/{id}`, lists, webhooks).
+/// `cost_usd` is the cost its run's request events record (`null` while it
+/// has none yet, and for a model without a price).
 pub fn job_object(row: &JobRow) -> serde_json::Value {
     use aigw_events::JobResult;
     use serde_json::{Value, json};
@@ -94,13 +96,17 @@ pub fn job_object(row: &JobRow) -> serde_json::Value {
             cost(cost_micros),
             Value::Null,
         ),
-        None => (
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Null,
-        ),
+        // Cancelled: no result, but a run that ended after the
+        // cancellation was billed, and shows what it cost.
+        None => {
+            let (usage, cost_usd) = job
+                .cancelled_run
+                .as_ref()
+                .map_or((Value::Null, Value::Null), |run| {
+                    (usage_json(&run.usage), cost(&run.cost_micros))
+                });
+            (Value::Null, Value::Null, usage, cost_usd, Value::Null)
+        }
     };
     let webhook = job.webhook.as_ref().map_or(Value::Null, |w| {
         json!({
