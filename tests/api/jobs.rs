@@ -359,6 +359,29 @@ async fn jobs_are_cancelled_queued_or_running_and_release_their_hold() {
             .collect();
         assert!(!types.contains(&"JobFinished".to_string()), "{types:?}");
     }
+    // The queued one never ran and cost nothing; the running one shows the
+    // cost its request was billed (once the run's end is stored).
+    let (_, job) = get(&env, &key, &format!("/v1/jobs/{queued}")).await;
+    assert_eq!(
+        (job["usage"].clone(), job["cost_usd"].clone()),
+        (Value::Null, Value::Null)
+    );
+    wait_until(Duration::from_secs(20), || async {
+        get(&env, &key, &format!("/v1/jobs/{running}")).await.1["cost_usd"] == 0.00005
+    })
+    .await;
+    let (_, job) = get(&env, &key, &format!("/v1/jobs/{running}")).await;
+    assert_eq!(job["usage"]["total_tokens"], 30, "{job}");
+    let types: Vec<String> = job_events(&env, &running)
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| *t == "JobRunBilled").count(),
+        1,
+        "{types:?}"
+    );
     assert_eq!(mock.received_requests().await.unwrap().len(), 1);
     assert!(env.request_events(&queued).await.is_empty());
 

@@ -9,6 +9,7 @@ mod acceptance;
 mod billing;
 mod chat;
 mod concurrency;
+mod cost;
 mod egress;
 mod errors;
 mod harness;

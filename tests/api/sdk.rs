@@ -44,8 +44,21 @@ async fn the_openai_python_sdk_works_unchanged() {
         )))
         .mount(&mock)
         .await;
-    env.add_provider("mock", &format!("{}/v1", mock.uri()), &["gpt-4o-mini"])
-        .await;
+    // Priced at $1 in and $2 out per million tokens: the answer (9 + 4
+    // tokens) costs 17 micro-dollars, the stream (8 + 2) 12.
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(&serde_json::json!({
+            "name": "mock",
+            "base_url": format!("{}/v1", mock.uri()),
+            "api_key": "sk-upstream-secret",
+            "models": ["gpt-4o-mini"],
+            "prices": {"gpt-4o-mini": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     let (_, key) = env.add_key("sdk").await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk.py");
     let output = tokio::task::spawn_blocking(move || {
@@ -70,6 +83,14 @@ async fn the_openai_python_sdk_works_unchanged() {
     );
     assert!(stdout.contains("stream: Hi there"), "{stdout}");
     assert!(stdout.contains("stream usage: 10"), "{stdout}");
+    // aigw's cost reaches an SDK caller, and its extension field does not
+    // break the SDK's parsing of the usage chunk.
+    assert!(stdout.contains("cost header: 0.000017"), "{stdout}");
+    assert!(
+        stdout.contains("raw completion: Hello from the SDK"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stream cost: 1.2e-05"), "{stdout}");
     assert!(stdout.contains("bad key: 401"), "{stdout}");
 }
 
