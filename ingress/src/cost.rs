@@ -73,23 +73,30 @@ impl Dialect {
         }
     }
 
-    /// A stream's usage event with its cost added: OpenAI's dialect adds
-    /// `usage.cost_usd` (a number, next to the token counts) to the chunk
-    /// and leaves an unpriced one as it is. A payload that is not such a
-    /// chunk passes unchanged.
+    /// A stream's usage event with its cost added: OpenAI's dialect sets
+    /// `usage.cost_usd` (a number, next to the token counts), and leaves it
+    /// out for an unpriced model (removing one the provider may have sent,
+    /// so the field is only ever aigw's recorded cost). A payload that is
+    /// not such a chunk passes unchanged.
     pub fn usage_event(self, payload: Bytes, cost: AnswerCost) -> Bytes {
         match self {
             Dialect::OpenAi => {
-                let AnswerCost::Micros(m) = cost else {
-                    return payload;
-                };
                 let Ok(mut chunk) = serde_json::from_slice::<Value>(&payload) else {
                     return payload;
                 };
                 let Some(usage) = chunk.get_mut("usage").and_then(Value::as_object_mut) else {
                     return payload;
                 };
-                usage.insert(USAGE_COST_FIELD.into(), usd_number(m));
+                match cost {
+                    AnswerCost::Micros(m) => {
+                        usage.insert(USAGE_COST_FIELD.into(), usd_number(m));
+                    }
+                    AnswerCost::Unpriced => {
+                        if usage.remove(USAGE_COST_FIELD).is_none() {
+                            return payload;
+                        }
+                    }
+                }
                 match serde_json::to_vec(&chunk) {
                     Ok(bytes) => Bytes::from(bytes),
                     Err(_) => payload,
@@ -156,9 +163,18 @@ mod tests {
         assert_eq!(out["usage"]["cost_usd"], json!(0.000018));
         assert_eq!(out["usage"]["total_tokens"], 10);
         assert_eq!(out["id"], "c");
-        // Unpriced: the chunk as the provider sent it.
+        // Unpriced: the chunk as the provider sent it...
         let same = Dialect::OpenAi.usage_event(payload.clone(), AnswerCost::Unpriced);
         assert_eq!(same, payload);
+        // ...but never with a cost_usd that is not aigw's.
+        let theirs = json!({"choices":[],"usage":{"total_tokens":10,"cost_usd":9.5}});
+        let theirs = Bytes::from(serde_json::to_vec(&theirs).unwrap());
+        let out = Dialect::OpenAi.usage_event(theirs.clone(), AnswerCost::Unpriced);
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["usage"], json!({"total_tokens": 10}));
+        let out = Dialect::OpenAi.usage_event(theirs, AnswerCost::Micros(3));
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["usage"]["cost_usd"], json!(0.000003));
         // Not a usage chunk: unchanged.
         let other = Bytes::from_static(br#"{"choices":[]}"#);
         assert_eq!(

@@ -61,8 +61,10 @@ async fn upstream(env: &TestEnv) -> MockServer {
         json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
+    // The upstream's usage says a cost of its own, which is not aigw's.
     let usage = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [], "usage": {"prompt_tokens": 123, "completion_tokens": 45, "total_tokens": 168}});
+        "choices": [], "usage": {"prompt_tokens": 123, "completion_tokens": 45, "total_tokens": 168,
+            "cost_usd": 9.99}});
     let sse = [
         chunk(json!({"role": "assistant", "content": "Hi"}), Value::Null),
         chunk(json!({"content": " there"}), json!("stop")),
