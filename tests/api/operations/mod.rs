@@ -1,0 +1,4 @@
+//! Operating aigw: `aigw --version` and `aigw doctor`.
+
+mod doctor;
+mod version;
