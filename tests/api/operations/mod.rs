@@ -1,4 +1,6 @@
-//! Operating aigw: `aigw --version` and `aigw doctor`.
+//! Operating aigw: `aigw --version`, `aigw doctor` and the Grafana
+//! dashboard (`deploy/grafana/aigw.json`).
 
+mod dashboard;
 mod doctor;
 mod version;
