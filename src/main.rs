@@ -257,10 +257,16 @@ async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_tracing(match cli.log_format {
-        LogFormat::Text => "text",
-        LogFormat::Json => "json",
-    });
+    // The doctor's screen is its output: its logs only when asked for.
+    let quiet = matches!(cli.command, Command::Doctor { .. })
+        && std::env::var_os("AIGW_LOG").is_none()
+        && std::env::var_os("RUST_LOG").is_none();
+    if !quiet {
+        telemetry::init_tracing(match cli.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        });
+    }
     // reqwest is built without a default TLS provider; pick ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     telemetry::metrics();

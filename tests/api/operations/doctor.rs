@@ -10,7 +10,10 @@ use crate::harness::{ADMIN_TOKEN, MASTER_KEY, TestEnv, free_port, nats_server_bi
 
 struct Doctor {
     ok: bool,
+    /// The screen (stdout).
     out: String,
+    /// Logs (stderr): none unless asked for.
+    err: String,
 }
 
 impl Doctor {
@@ -30,10 +33,10 @@ impl Doctor {
 /// Runs `aigw doctor` with exactly these settings.
 async fn doctor(vars: &[(&str, &str)]) -> Doctor {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aigw"));
-    cmd.arg("doctor")
-        .env("AIGW_LOG", "warn")
-        .stdin(Stdio::null());
+    cmd.arg("doctor").stdin(Stdio::null());
     for var in [
+        "AIGW_LOG",
+        "RUST_LOG",
         "AIGW_NATS_URL",
         "AIGW_DATABASE_URL",
         "AIGW_NAMESPACE",
@@ -54,14 +57,10 @@ async fn doctor(vars: &[(&str, &str)]) -> Doctor {
         started.elapsed() < Duration::from_secs(30),
         "doctor took too long"
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap()
-    );
     Doctor {
         ok: out.status.success(),
-        out: text,
+        out: String::from_utf8(out.stdout).unwrap(),
+        err: String::from_utf8(out.stderr).unwrap(),
     }
 }
 
@@ -87,7 +86,12 @@ fn with<'a>(
 
 fn assert_no_secret(d: &Doctor, secrets: &[&str]) {
     for s in secrets {
-        assert!(!d.out.contains(s), "a secret is printed:\n{}", d.out);
+        assert!(
+            !d.out.contains(s) && !d.err.contains(s),
+            "a secret is printed:\n{}{}",
+            d.out,
+            d.err
+        );
     }
 }
 
@@ -113,6 +117,7 @@ async fn doctor_passes_a_healthy_deployment() {
     assert!(d.line("NATS version").contains("2.1"), "{}", d.out);
     assert!(d.line("Credentials").contains("1 stored"), "{}", d.out);
     assert!(d.out.contains("No problems found."), "{}", d.out);
+    assert_eq!(d.err, "", "one screen, no logs");
     assert_no_secret(&d, &[MASTER_KEY, ADMIN_TOKEN]);
 }
 
