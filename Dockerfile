@@ -2,6 +2,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+# No .git in the build context: `docker build --build-arg AIGW_BUILD_COMMIT=$(git rev-parse HEAD)`
+# names the commit in `aigw --version`.
+ARG AIGW_BUILD_COMMIT=
 RUN cargo build --release --locked -p aigw
 
 FROM debian:bookworm-slim

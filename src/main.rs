@@ -1,6 +1,8 @@
 //! `aigw`: one binary for every role (ingress, dispatcher, projector, or all
-//! three) plus `migrate`, `audit` and `providers reseal`. `main` only parses configuration, sets up logging
+//! three) plus `migrate`, `audit`, `doctor` and `providers reseal`. `main` only parses configuration, sets up logging
 //! and signals, and hands over to the role libraries.
+
+mod doctor;
 
 use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
@@ -12,13 +14,23 @@ use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// `aigw --version`: the package version and the git commit it was built
+/// from (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("AIGW_COMMIT"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
 #[command(
     name = "aigw",
-    version,
+    version = VERSION,
     about = "An OpenAI-compatible AI gateway: one endpoint in front of many providers"
 )]
 struct Cli {
@@ -95,6 +107,18 @@ enum Command {
     Migrate {
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// Check, in one screen, what aigw needs: NATS (2.10+, JetStream),
+    /// PostgreSQL and its schema, the master key and admin token, and the
+    /// stored credentials; says how to fix what is wrong. Changes nothing,
+    /// prints no secret. Exits with 1 when something is wrong.
+    Doctor {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The admin token to check (as `aigw ingress` or `aigw all` would
+        /// get it).
+        #[arg(long, env = "AIGW_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<SecretString>,
     },
     /// Maintain the configured providers.
     Providers {
@@ -233,10 +257,16 @@ async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_tracing(match cli.log_format {
-        LogFormat::Text => "text",
-        LogFormat::Json => "json",
-    });
+    // The doctor's screen is its output: its logs only when asked for.
+    let quiet = matches!(cli.command, Command::Doctor { .. })
+        && std::env::var_os("AIGW_LOG").is_none()
+        && std::env::var_os("RUST_LOG").is_none();
+    if !quiet {
+        telemetry::init_tracing(match cli.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        });
+    }
     // reqwest is built without a default TLS provider; pick ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     telemetry::metrics();
@@ -391,6 +421,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Providers {
             action: ProvidersAction::Reseal { common },
         } => reseal(&common).await?,
+        Command::Doctor {
+            common,
+            admin_token,
+        } => {
+            let report = doctor::diagnose(&common, admin_token.as_ref()).await;
+            output(&report.render(VERSION))?;
+            if report.problems() > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::Migrate { common } => {
             let names = common.names()?;
             db::prepare(&common.database_url, 2)

@@ -22,6 +22,9 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::ApiError;
 
+/// Requests refused by their key's `max_concurrency`.
+pub(crate) const CONCURRENCY_REFUSED: &str = "aigw_concurrency_refused_total";
+
 /// `x-ratelimit-*` headers, as OpenAI sends them.
 #[derive(Debug, Clone, Default)]
 pub struct RateHeaders(Vec<(HeaderName, HeaderValue)>);
@@ -145,7 +148,7 @@ async fn take_slot(
     match state.limiter.acquire_slot(key.id, request_id, max).await {
         Ok(Some(slot)) => Ok(Some(slot)),
         Ok(None) => {
-            metrics::counter!("aigw_concurrency_refused_total").increment(1);
+            metrics::counter!(CONCURRENCY_REFUSED).increment(1);
             Err(ApiError::ConcurrencyLimited(max))
         }
         Err(e) => Err(ApiError::Unavailable(format!("concurrency state: {e}"))),

@@ -380,6 +380,10 @@ pub async fn run(
         .registry
         .follow(state.client.clone(), &state.names, Duration::from_secs(10))
         .await?;
+    // Counters of rare events start at 0, so the first one is an increase.
+    server::register_metrics();
+    metrics::counter!(relay::SLOW_READERS).increment(0);
+    metrics::counter!(admission::CONCURRENCY_REFUSED).increment(0);
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "ingress listening");
     server::serve(listener, app, &args.server, shutdown).await;

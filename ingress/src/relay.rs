@@ -36,6 +36,9 @@ use crate::AppState;
 use crate::chat::{header_of, parts_of, routing_headers};
 use crate::cost::{self, Dialect};
 
+/// Streams cut off because their client read too slowly.
+pub(crate) const SLOW_READERS: &str = "aigw_sse_slow_readers_total";
+
 /// Tells the dispatchers to stop working on a request whose caller left,
 /// unless the answer finished first.
 struct CancelOnDrop {
@@ -163,7 +166,7 @@ async fn drain(
             joining = size;
         }
         if !last && !part && waiting > 0 && waiting + size > limit.max(whole.saturating_add(size)) {
-            metrics::counter!("aigw_sse_slow_readers_total").increment(1);
+            metrics::counter!(SLOW_READERS).increment(1);
             tracing::info!(limit, "stream cut off: the client reads too slowly");
             let _ = frames.send(Item::End(Ending::SlowReader));
             return;

@@ -109,6 +109,17 @@ impl Drop for Ongoing {
     }
 }
 
+/// Connections closed by their watchdog, by `reason` ([`Verdict::label`]).
+const CONNECTIONS_CLOSED: &str = "aigw_http_connections_closed_total";
+
+/// Starts the counter of closed connections at 0 for every reason, so the
+/// first close is an increase.
+pub(crate) fn register_metrics() {
+    for verdict in [Verdict::Stalled, Verdict::Idle] {
+        metrics::counter!(CONNECTIONS_CLOSED, "reason" => verdict.label()).increment(0);
+    }
+}
+
 /// Why a connection's watchdog wants it closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -278,7 +289,7 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
             }
             verdict = &mut watchdog, if !closing => {
-                metrics::counter!("aigw_http_connections_closed_total", "reason" => verdict.label())
+                metrics::counter!(CONNECTIONS_CLOSED, "reason" => verdict.label())
                     .increment(1);
                 match verdict {
                     // Mid-headers there is nothing to finish: drop it.

@@ -60,6 +60,13 @@ pub enum FoldError {
     AggregateId { aggregate_type: &'static str },
 }
 
+/// Events quarantined, by `reason` ([`quarantine::Reason`]).
+const QUARANTINED: &str = "aigw_projector_quarantined_total";
+/// Unix time at which this projector last read to the end of the event
+/// history: `time()` minus it is how far behind the views may be (it keeps
+/// growing while the projector is behind, stuck or stopped).
+const CAUGHT_UP: &str = "aigw_projector_caught_up_timestamp_seconds";
+
 pub(crate) const CHECKPOINT: &str = "views";
 pub(crate) const LOCK: &str = "aigw-projector:views";
 
@@ -71,8 +78,21 @@ pub async fn run(
 ) -> Result<(), ProjectorError> {
     let pool = db::prepare(&common.database_url, common.db_max_connections.min(4)).await?;
     tracing::info!("projector ready");
+    // At 0 from the start, so the first quarantined event is an increase.
+    for reason in [
+        quarantine::Reason::Unreadable,
+        quarantine::Reason::WriteFailed,
+    ] {
+        metrics::counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
+    }
     loop {
-        let pause = match project_batch(&pool, args.batch).await {
+        let reading = Utc::now();
+        let projected = project_batch(&pool, args.batch).await;
+        // A short batch read everything committed when it started.
+        if projected.as_ref().is_ok_and(|n| (*n as i64) < args.batch) {
+            metrics::gauge!(CAUGHT_UP).set(reading.timestamp_millis() as f64 / 1000.0);
+        }
+        let pause = match projected {
             Ok(0) => args.poll,
             Ok(n) => {
                 metrics::counter!("aigw_projected_events_total").increment(n as u64);
@@ -441,8 +461,7 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
             error = %poison.error,
             "event quarantined; the views go on without it"
         );
-        metrics::counter!("aigw_projector_quarantined_total", "reason" => poison.reason.as_str())
-            .increment(1);
+        metrics::counter!(QUARANTINED, "reason" => poison.reason.as_str()).increment(1);
     }
     refresh_registry(pool, &applied).await;
     Ok(events.len())

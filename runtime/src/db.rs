@@ -1,4 +1,5 @@
-//! PostgreSQL: create the database if missing, connect, migrate the schema.
+//! PostgreSQL: create the database if missing, connect, migrate the schema,
+//! and tell how a database's schema compares with this binary's migrations.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -54,6 +55,61 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// How a database's schema compares with the migrations built into this
+/// binary, by migration version. All empty: up to date.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Built in, not applied yet (`aigw migrate`, or any role's start,
+    /// applies them).
+    pub pending: Vec<i64>,
+    /// Applied, but changed since: every role refuses to start.
+    pub modified: Vec<i64>,
+    /// Started and never finished.
+    pub failed: Vec<i64>,
+    /// Applied by a newer aigw than this one.
+    pub unknown: Vec<i64>,
+}
+
+impl SchemaStatus {
+    pub fn is_current(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Reads which migrations `pool`'s database has applied, changing nothing.
+pub async fn schema_status(pool: &PgPool) -> Result<SchemaStatus> {
+    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let applied: Vec<(i64, Vec<u8>, bool)> = if has_table {
+        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let mut status = SchemaStatus::default();
+    for m in MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+    {
+        match applied.iter().find(|(v, _, _)| *v == m.version) {
+            None => status.pending.push(m.version),
+            Some((_, _, false)) => status.failed.push(m.version),
+            Some((_, sum, true)) if sum.as_slice() != &*m.checksum => {
+                status.modified.push(m.version)
+            }
+            Some(_) => {}
+        }
+    }
+    status.unknown = applied
+        .iter()
+        .map(|(v, _, _)| *v)
+        .filter(|v| !MIGRATOR.version_exists(*v))
+        .collect();
+    Ok(status)
 }
 
 /// Database, connection and schema, ready to use.

@@ -13,6 +13,15 @@ use crate::{Result, RuntimeError};
 /// The oldest NATS server aigw works with (key-value and consumer APIs).
 pub const MIN_SERVER: (u32, u32) = (2, 10);
 
+/// Why a NATS server will not do for aigw.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerUnfit {
+    #[error("server {version} is too old: aigw needs {}.{} or newer", MIN_SERVER.0, MIN_SERVER.1)]
+    TooOld { version: String },
+    #[error("JetStream is not available (start nats-server with -js): {detail}")]
+    NoJetStream { detail: String },
+}
+
 /// Connects, then refuses servers older than [`MIN_SERVER`] or without JetStream.
 pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetstream::Context)> {
     let client = async_nats::ConnectOptions::new()
@@ -31,20 +40,27 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetst
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let js = check_server(&client)
+        .await
+        .map_err(|e| RuntimeError::Nats(format!("{url}: {e}")))?;
+    Ok((client, js))
+}
+
+/// Checks a connected server: [`MIN_SERVER`] or newer, JetStream enabled.
+pub async fn check_server(
+    client: &async_nats::Client,
+) -> std::result::Result<jetstream::Context, ServerUnfit> {
     let version = client.server_info().version;
     if !version_at_least(&version, MIN_SERVER) {
-        return Err(RuntimeError::Nats(format!(
-            "NATS server at {url} is {version}; aigw needs {}.{} or newer",
-            MIN_SERVER.0, MIN_SERVER.1
-        )));
+        return Err(ServerUnfit::TooOld { version });
     }
     let js = jetstream::new(client.clone());
-    js.query_account().await.map_err(|e| {
-        RuntimeError::Nats(format!(
-            "JetStream is not available on {url} (start nats-server with -js): {e}"
-        ))
-    })?;
-    Ok((client, js))
+    js.query_account()
+        .await
+        .map_err(|e| ServerUnfit::NoJetStream {
+            detail: e.to_string(),
+        })?;
+    Ok(js)
 }
 
 /// Limits of the requests and jobs streams. Both discard new messages when

@@ -30,7 +30,7 @@ struct Nats {
 
 static NATS: OnceLock<Nats> = OnceLock::new();
 
-fn nats_server_binary() -> PathBuf {
+pub fn nats_server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("AIGW_TEST_NATS_SERVER") {
         return PathBuf::from(p);
     }

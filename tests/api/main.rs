@@ -19,6 +19,7 @@ mod jobs;
 mod keys;
 mod large_bodies;
 mod media;
+mod operations;
 mod presets;
 mod quarantine;
 mod queue_limits;

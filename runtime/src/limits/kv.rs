@@ -97,6 +97,10 @@ pub(super) fn budget_key(key_id: Uuid, period: &str) -> String {
     format!("budget.{key_id}.{period}")
 }
 
+/// Compare-and-sets that lost to another writer, by `entry` (rate or
+/// budget).
+const CAS_CONFLICTS: &str = "aigw_limits_cas_conflicts_total";
+
 /// The metric label of an entry: `rate`, `concurrency` or `budget`.
 pub(super) fn entry_kind(key: &str) -> &'static str {
     if key.starts_with("rate.") {
@@ -113,6 +117,10 @@ impl Limiter {
     pub async fn open(js: &jetstream::Context, names: &Names) -> Result<Self> {
         let bucket = format!("{}_limits", names.namespace());
         let kv = crate::nats::ensure_kv(js, &bucket).await?;
+        // At 0 from the start, so the first conflict is an increase.
+        for kind in ["rate", "budget"] {
+            metrics::counter!(CAS_CONFLICTS, "entry" => kind).increment(0);
+        }
         Ok(Self {
             kv,
             rates: Arc::default(),
@@ -468,7 +476,7 @@ async fn commit<T: Ledger>(
         match written {
             Ok(revision) => return (Some((revision, state)), Ok(outcomes)),
             Err(Ok(())) => {
-                metrics::counter!("aigw_limits_cas_conflicts_total", "entry" => kind).increment(1);
+                metrics::counter!(CAS_CONFLICTS, "entry" => kind).increment(1);
                 // Another replica wrote first: re-read and retry, backing
                 // off (with jitter) only if it keeps happening.
                 if attempt > 0 {
