@@ -36,6 +36,9 @@ pub async fn create_from_preset(
     let mut spec = catalog::build_spec(&input, &state.sealer, id).map_err(preset_error)?;
     spec.name = crate::admin::provider_name(&spec.name)?;
     spec.models = crate::admin::model_ids(&spec.models)?;
+    if spec.by_deployment() {
+        spec.deployments = crate::admin::deployment_map(&spec.deployments)?;
+    }
     if state.registry.provider(&spec.name).is_some() {
         return Err(ApiError::Conflict(format!(
             "A provider named {:?} already exists; pass another 'name'.",
@@ -79,11 +82,18 @@ pub fn preset_error(e: PresetError) -> ApiError {
 }
 
 fn static_field(field: &str) -> Option<&'static str> {
-    ["api_key", "models", "preset", "prices"]
-        .iter()
-        .chain(catalog::FIELDS)
-        .find(|f| **f == field)
-        .copied()
+    [
+        "api_key",
+        "models",
+        "preset",
+        "prices",
+        "deployments",
+        "model",
+    ]
+    .iter()
+    .chain(catalog::FIELDS)
+    .find(|f| **f == field)
+    .copied()
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +122,13 @@ pub fn preset_view(p: &Preset) -> Value {
             if !optional.contains(f) {
                 optional.push(f.clone());
             }
+        }
+        if p.wire == "azure" {
+            // Its deployments (or one `deployment` and its `model`) in
+            // place of `models`.
+            required.push("deployments".into());
+            optional.retain(|f| f != "models");
+            optional.push("model".into());
         }
         optional.retain(|f| !required.contains(f));
     }
