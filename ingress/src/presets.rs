@@ -246,6 +246,19 @@ mod tests {
             .find(|p| p["id"] == "bedrock")
             .unwrap();
         assert_eq!(bedrock["required_fields"], json!(["region"]));
+        let azure = all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "azure")
+            .unwrap();
+        assert_eq!(
+            azure["required_fields"],
+            json!(["api_key", "base_url", "deployments"])
+        );
+        let optional = azure["optional_fields"].as_array().unwrap();
+        assert!(optional.contains(&json!("deployment")) && optional.contains(&json!("model")));
+        assert!(!optional.contains(&json!("models")));
     }
 
     #[test]
