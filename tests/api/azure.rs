@@ -346,6 +346,11 @@ async fn a_model_two_deployments_serve_is_refused_naming_them_and_scopes_take_ei
         }),
     )
     .await;
+    // Another provider serving the model does not make the name less
+    // ambiguous (and, added later, comes after Azure in priority order).
+    let direct = MockServer::start().await;
+    env.add_provider("direct", &direct.uri(), &["gpt-5.4"])
+        .await;
     let open = key_with(&env, json!({"name": "open"})).await;
 
     // Ambiguous: a 400 naming both deployments, nothing called.
@@ -412,8 +417,15 @@ async fn a_model_two_deployments_serve_is_refused_naming_them_and_scopes_take_ei
     let patched: Value = r.json().await.unwrap();
     assert_eq!(patched["models"], json!(["east", "mini"]));
     assert_eq!(patched["prices"]["east"]["output_usd_per_mtok"], 15.0);
-    let (status, body) = chat(&env, &by_model, "gpt-5.4").await;
-    assert_eq!(status, 200, "{body}");
+    let r = env
+        .chat(
+            &by_model,
+            json!({"model": "gpt-5.4", "messages": user("Hello")}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "azure");
+    assert!(direct.received_requests().await.unwrap().is_empty());
     let stats = stats_after(&env, &open, 1).await;
     assert_eq!(
         row(&stats, "east")["cost_micros"],
