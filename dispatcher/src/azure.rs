@@ -1,6 +1,12 @@
 //! The Azure OpenAI adapter: OpenAI's body and answers, Azure's URLs
 //! (`/openai/deployments/{deployment}/...?api-version=`, or the v1 API under
 //! `/openai/v1`) and its `api-key` header.
+//!
+//! The body's `model` is the deployment to call: the registry resolves every
+//! name a caller uses (a deployment, or a model one deployment serves) to a
+//! deployment of the provider (`aigw_events::deployments`), and the
+//! dispatcher puts it in the body. It goes into the URL on the dated API,
+//! and stays in the body on the v1 API.
 
 use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
@@ -16,14 +22,13 @@ use crate::openai::{self, UpstreamError};
 /// reference).
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
-/// The chat URL for `model` on this provider.
-pub fn chat_url(provider: &ProviderSpec, model: &str) -> String {
+/// The chat URL for `deployment` on this provider.
+pub fn chat_url(provider: &ProviderSpec, deployment: &str) -> String {
     let base = provider.base_url.trim_end_matches('/');
     if base.ends_with("/openai/v1") {
         // The v1 API: no api-version; the body's model is the deployment.
         return format!("{base}/chat/completions");
     }
-    let deployment = provider.setting("deployment").unwrap_or(model);
     let deployment = crate::convert::path_segment(deployment);
     let version = provider
         .setting("api_version")
@@ -39,17 +44,8 @@ pub async fn chat(
     body: &Value,
     stream: bool,
 ) -> Result<Answer, UpstreamError> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    let mut body = body.clone();
-    if let (Some(deployment), Some(obj)) = (provider.setting("deployment"), body.as_object_mut())
-        && provider
-            .base_url
-            .trim_end_matches('/')
-            .ends_with("/openai/v1")
-    {
-        obj.insert("model".into(), Value::String(deployment.to_string()));
-    }
-    let mut request = http.post(chat_url(provider, model)).json(&body);
+    let deployment = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let mut request = http.post(chat_url(provider, deployment)).json(body);
     if let Some(key) = api_key {
         request = request.header("api-key", key.expose_secret());
     }

@@ -4,8 +4,8 @@
 //! a dispatcher takes it, providers, aliases and prices may have changed.
 //! So every target the dispatcher routes or fails over to must, on its own:
 //! - serve the request's endpoint (and as many images as it asks);
-//! - be allowed by the key's scopes (`KeyScopes::allows_target`: the same
-//!   rule the ingress applied), so no alias, pin, `provider/model` or
+//! - be allowed by the key's scopes (`Target::allowed_by`: the same rule
+//!   the ingress applied), so no alias, pin, `provider/model` or
 //!   failover path reaches a provider or model the key may not use;
 //! - fit the budget hold taken at admission: its worst-case cost and tokens
 //!   (`aigw_runtime::worst_case`) at most what is held, so settling can
@@ -128,14 +128,7 @@ pub fn filter(
     let scopes = scopes_of(shared, request);
     let allowed: Vec<Target> = serving
         .into_iter()
-        .filter(|t| {
-            scopes.allows_target(
-                &request.model,
-                &t.model,
-                &t.provider.id.to_string(),
-                &t.provider.spec.name,
-            )
-        })
+        .filter(|t| t.allowed_by(&scopes, &request.model))
         .collect();
     if allowed.is_empty() {
         return Err(NoCandidate::NotAllowed);

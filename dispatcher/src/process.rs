@@ -10,6 +10,7 @@ use aigw_events::wire::{DispatchRequest, Endpoint};
 use aigw_events::{Attempt, ErrorClass, Outcome, Route, Usage};
 use aigw_runtime::Target;
 use aigw_runtime::bodies::{self, BodyError};
+use aigw_runtime::registry::ResolveError;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use bytes::Bytes;
@@ -207,16 +208,24 @@ pub(crate) async fn run(
     {
         Ok(t) => t,
         Err(e) => {
+            let (status, code) = match e {
+                ResolveError::AmbiguousModel { .. } => (400, "ambiguous_model"),
+                ResolveError::UnknownModel(_)
+                | ResolveError::UnknownProvider(_)
+                | ResolveError::ProviderDisabled(_) => (404, "model_not_found"),
+            };
             let err = UpstreamError {
                 class: ErrorClass::Client,
                 upstream_status: None,
-                status: 404,
+                status,
                 error_type: "invalid_request_error".into(),
-                code: Some("model_not_found".into()),
+                code: Some(code.into()),
                 message: e.to_string(),
                 retry_after: None,
             };
-            replier.error(404, json_bytes(&err.body()), None, 0).await;
+            replier
+                .error(status, json_bytes(&err.body()), None, 0)
+                .await;
             return (vec![], failed(&err, Billed::nothing(), 0), None);
         }
     };

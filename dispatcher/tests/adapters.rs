@@ -703,17 +703,18 @@ async fn azure_uses_deployment_url_api_key_and_version() {
         .expect(1)
         .mount(&server)
         .await;
+    // The dispatcher sends the deployment a name resolved to as `model`.
     let p = spec(
         ProviderKind::Azure,
         &server.uri(),
-        &[("deployment", "prod-gpt"), ("api_version", "2024-10-21")],
+        &[("api_version", "2024-10-21")],
     );
     let (body, usage) = full(
         adapter::chat(
             &http(),
             &p,
             Some(&key("az-key")),
-            &simple_request("gpt-5.4"),
+            &simple_request("prod-gpt"),
             false,
         )
         .await,
@@ -721,7 +722,7 @@ async fn azure_uses_deployment_url_api_key_and_version() {
     .await;
     let req = only_request(&server).await;
     assert!(req.headers.get("authorization").is_none());
-    assert_eq!(body_of(&req), simple_request("gpt-5.4"));
+    assert_eq!(body_of(&req), simple_request("prod-gpt"));
     assert_eq!(body["choices"][0]["message"]["content"], "Hi");
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 1));
 }
@@ -750,7 +751,6 @@ async fn azure_streams_and_maps_content_filter_errors() {
         }})))
         .mount(&server)
         .await;
-    // No deployment setting: the model name is the deployment.
     let p = spec(ProviderKind::Azure, &server.uri(), &[]);
     let Ok(Answer::Stream(s)) = adapter::chat(
         &http(),
@@ -1405,11 +1405,14 @@ async fn every_configurable_preset_works_with_only_its_key() {
         for field in preset.required_fields() {
             match field.as_str() {
                 "base_url" => {}
-                "deployment" => input.deployment = Some("dep-1".into()),
                 "region" => input.region = Some("eu-west-1".into()),
                 "account_id" => input.account_id = Some("acc-1".into()),
                 other => panic!("{}: no test value for {other}", preset.id),
             }
+        }
+        if kind == ProviderKind::Azure {
+            // Its deployments are what it serves.
+            input.deployment = Some("dep-1".into());
         }
         let spec = catalog::build_spec(&input, &sealer, PROVIDER_ID)
             .unwrap_or_else(|e| panic!("{}: {e}", preset.id));
@@ -1590,14 +1593,14 @@ async fn azure_v1_api_sends_the_deployment_as_model() {
     let p = spec(
         ProviderKind::Azure,
         &format!("{}/openai/v1", server.uri()),
-        &[("deployment", "prod-gpt")],
+        &[],
     );
     full(
         adapter::chat(
             &http(),
             &p,
             Some(&key("az-key")),
-            &simple_request("gpt-5.4"),
+            &simple_request("prod-gpt"),
             false,
         )
         .await,

@@ -5,6 +5,7 @@
 //! (see `tests/fixtures`).
 
 pub mod alias;
+pub mod deployments;
 pub mod job;
 pub mod key;
 pub mod names;

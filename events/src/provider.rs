@@ -89,14 +89,21 @@ pub struct ProviderSpec {
     pub kind: ProviderKind,
     /// Base URL up to the version segment, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
-    /// Model ids this provider serves.
+    /// Model ids this provider serves (for Azure: its deployment names,
+    /// see `deployments`).
     pub models: Vec<String>,
     /// The API key, sealed with the master key (`None` for upstreams without auth).
     #[serde(default)]
     pub sealed_credential: Option<String>,
-    /// Prices by model id; a model without one is served but flagged unpriced.
+    /// Prices by model id (for Azure: by deployment); a model without one is
+    /// served but flagged unpriced.
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// Azure only: each deployment and the model it serves (`None`: not
+    /// said). Empty in providers stored before it existed: see
+    /// [`crate::deployments`] for how those are read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployments: crate::deployments::Deployments,
     /// Catalog preset this provider was made from (`None` for a custom one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
@@ -141,7 +148,13 @@ impl ProviderSpec {
         }
     }
 
+    /// The price of `model`, an id this provider is called with (for Azure a
+    /// deployment). An Azure provider stored before `deployments` existed
+    /// has none: its prices were the preset's models', not its deployment's.
     pub fn price(&self, model: &str) -> Option<&Price> {
+        if self.by_deployment() && self.deployments.is_empty() {
+            return None;
+        }
         self.prices.get(model)
     }
 

@@ -103,3 +103,44 @@ fn job_cancelled_run_events_deserialize() {
     let run = job.cancelled_run.unwrap();
     assert_eq!((run.usage.total(), run.cost_micros), (30, Some(50)));
 }
+
+/// Azure providers: one stored before `deployments` existed (a
+/// `deployment` setting and the preset's models) serves that deployment,
+/// model unknown and unpriced; one with `deployments` reads and writes
+/// back unchanged.
+#[test]
+fn azure_provider_events_before_and_with_deployments() {
+    use aigw_events::deployments::Lookup;
+    let spec_of = |e: ProviderEvent| match e {
+        ProviderEvent::ProviderConfigured { spec, .. }
+        | ProviderEvent::ProviderUpdated { spec, .. } => spec,
+        ProviderEvent::ProviderRemoved { .. } => panic!("no spec"),
+    };
+    let before: Value =
+        serde_json::from_str(include_str!("fixtures/providers-presets.json")).unwrap();
+    let legacy = before["provider"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ProviderUpdated"]["spec"]["kind"] == "azure")
+        .unwrap();
+    let legacy = spec_of(serde_json::from_value(legacy.clone()).unwrap());
+    assert_eq!(legacy.served(), ["prod-gpt"]);
+    assert_eq!(legacy.lookup("gpt-5.4"), Lookup::NotServed);
+    assert_eq!(legacy.served_model("prod-gpt"), None);
+    assert_eq!(legacy.price("prod-gpt"), None);
+
+    let text = include_str!("fixtures/azure-deployments.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    let stored = &all["provider"][0];
+    let event: ProviderEvent = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&event).unwrap(), *stored);
+    let spec = spec_of(event);
+    assert_eq!(spec.lookup("gpt-5.4"), Lookup::Serves("prod-5"));
+    assert_eq!(spec.served_model("my-gpt4o-mini"), Some("gpt-4o-mini"));
+    assert_eq!(
+        spec.price("prod-5").unwrap().output_micros_per_mtok,
+        15_000_000
+    );
+    assert_eq!(spec.price("raw"), None);
+}

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use aigw_events::deployments::{Deployments, deployment_prices};
 use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
 use aigw_events::{KeyError, META_ACTOR, ProviderCommand, ProviderError};
 use aigw_runtime::ProviderEntry;
@@ -209,7 +210,10 @@ pub(crate) fn provider_view(p: &ProviderEntry) -> Value {
         "name": p.spec.name,
         "kind": p.spec.kind,
         "base_url": p.spec.base_url,
-        "models": p.spec.models,
+        "models": p.spec.served(),
+        "deployments": p.spec.by_deployment().then(|| {
+            p.spec.deployment_models().into_iter().collect::<BTreeMap<_, _>>()
+        }),
         "has_credential": p.spec.sealed_credential.is_some(),
         "has_session_token": p.spec.sealed_session_token.is_some(),
         "credentials": p.spec.credentials().len(),
@@ -252,6 +256,34 @@ pub fn model_ids(models: &[String]) -> Result<Vec<String>, ApiError> {
             .map_err(|why| ApiError::bad_request(format!("'models': {m:?} must {why}.")))?;
     }
     Ok(models)
+}
+
+/// An Azure provider's deployments (blank models dropped, as not said):
+/// 1 to [`MAX_MODELS`], each name and each model a valid model name.
+pub fn deployment_map(deployments: &Deployments) -> Result<Deployments, ApiError> {
+    if deployments.is_empty() || deployments.len() > MAX_MODELS {
+        return Err(ApiError::BadRequest {
+            message: format!("'deployments' must list 1 to {MAX_MODELS} deployments."),
+            param: Some("deployments"),
+            code: None,
+        });
+    }
+    let bad = |what: &str, value: &str, why: String| ApiError::BadRequest {
+        message: format!("'deployments': the {what} {value:?} must {why}."),
+        param: Some("deployments"),
+        code: None,
+    };
+    deployments
+        .iter()
+        .map(|(name, model)| {
+            validate::model_name(name).map_err(|why| bad("deployment name", name, why))?;
+            let model = model.as_deref().map(str::trim).filter(|m| !m.is_empty());
+            if let Some(m) = model {
+                validate::model_name(m).map_err(|why| bad("model", m, why))?;
+            }
+            Ok((name.clone(), model.map(str::to_string)))
+        })
+        .collect()
 }
 
 fn validate_base_url(url: &str) -> Result<(), ApiError> {
@@ -357,8 +389,13 @@ pub struct ProviderPatch {
     pub api_key: Option<String>,
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// Azure: replaces the deployments (deployment name to the model it
+    /// serves, `null` when not said), in place of `models`.
+    #[serde(default)]
+    pub deployments: Option<Deployments>,
     /// Replaces the prices of the models it names (a price change takes
     /// effect from now on; past requests keep the price they ran with).
+    /// For Azure, a deployment or a model its deployments serve.
     #[serde(default)]
     pub prices: Option<BTreeMap<String, PriceInput>>,
     /// Replaces the extra API keys (used in turn with `api_key`).
@@ -393,7 +430,9 @@ pub async fn update_provider(
             message: "No such provider.".into(),
             code: "not_found",
         })?;
-    let mut spec = current.spec.clone();
+    // An Azure provider stored before `deployments` existed is written back
+    // in today's shape (the same deployment, served the same way).
+    let mut spec = current.spec.clone().with_deployment_map();
     patch_aws_credentials(&state, id, &mut spec, &patch)?;
     if let Some(name) = patch.name {
         let name = provider_name(&name)?;
@@ -414,11 +453,27 @@ pub async fn update_provider(
             key => Some(seal(&state, id, CredentialField::ApiKey, key)?),
         };
     }
-    if let Some(models) = patch.models {
-        spec.models = model_ids(&models)?;
-    }
-    if let Some(prices) = patch.prices {
-        spec.prices.extend(parse_prices(&prices)?);
+    if spec.by_deployment() {
+        patch_deployments(
+            &mut spec,
+            patch.models.is_some(),
+            patch.deployments.as_ref(),
+            patch.prices.as_ref(),
+        )?;
+    } else {
+        if patch.deployments.is_some() {
+            return Err(ApiError::BadRequest {
+                message: "'deployments' apply only to an Azure provider.".into(),
+                param: Some("deployments"),
+                code: None,
+            });
+        }
+        if let Some(models) = &patch.models {
+            spec.models = model_ids(models)?;
+        }
+        if let Some(prices) = &patch.prices {
+            spec.prices.extend(parse_prices(prices)?);
+        }
     }
     if let Some(keys) = patch.api_keys {
         spec.extra_credentials = seal_all(&state, id, &keys)?;
@@ -445,6 +500,54 @@ pub async fn update_provider(
         .map_err(|e| command_error(e, "provider"))?;
     let entry = sync_provider(&state, id).await?;
     Ok(Json(provider_view(&entry)))
+}
+
+/// Changes an Azure provider's deployments and prices. Its prices stay keyed
+/// by deployment: a price given for a model goes to each deployment serving
+/// it, a deployment keeps its price while it serves the same model, and a
+/// new one takes the catalog's price of its model.
+fn patch_deployments(
+    spec: &mut ProviderSpec,
+    models: bool,
+    deployments: Option<&Deployments>,
+    prices: Option<&BTreeMap<String, PriceInput>>,
+) -> Result<(), ApiError> {
+    if models {
+        return Err(ApiError::BadRequest {
+            message: "An Azure provider serves its deployments: change 'deployments' (deployment name to model) instead of 'models'.".into(),
+            param: Some("models"),
+            code: None,
+        });
+    }
+    if deployments.is_none() && prices.is_none() {
+        return Ok(());
+    }
+    let deployments = match deployments {
+        Some(d) => deployment_map(d)?,
+        None => spec.deployments.clone(),
+    };
+    let given = parse_prices(prices.unwrap_or(&BTreeMap::new()))?;
+    if let Some(name) = given.keys().find(|k| {
+        !deployments.contains_key(*k) && !deployments.values().any(|m| m.as_ref() == Some(*k))
+    }) {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "'prices': {name:?} is neither a deployment of this provider nor a model one serves."
+            ),
+            param: Some("prices"),
+            code: None,
+        });
+    }
+    let preset = spec.preset.clone();
+    spec.prices = deployment_prices(
+        &deployments,
+        &given,
+        Some((&spec.deployments, &spec.prices)),
+        |m| catalog::model_price(preset.as_deref(), m),
+    );
+    spec.models = deployments.keys().cloned().collect();
+    spec.deployments = deployments;
+    Ok(())
 }
 
 /// Renews the AWS keys of a Bedrock provider that signs with them (SigV4).
@@ -574,9 +677,9 @@ pub async fn test_provider(
         })?;
     let spec = &provider.spec;
     let model = spec
-        .models
+        .served()
         .first()
-        .cloned()
+        .map(|m| m.to_string())
         .ok_or_else(|| ApiError::bad_request("The provider lists no model to test with."))?;
     let key = match spec.sealed_credential.as_deref() {
         None => None,

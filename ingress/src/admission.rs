@@ -309,20 +309,12 @@ fn allowed_targets<'a>(
     let scopes = &settings.scopes;
     let allowed: Vec<&Target> = targets
         .iter()
-        .filter(|t| {
-            scopes.allows_target(
-                model,
-                &t.model,
-                &t.provider.id.to_string(),
-                &t.provider.spec.name,
-            )
-        })
+        .filter(|t| t.allowed_by(scopes, model))
         .collect();
     if !allowed.is_empty() {
         return Ok(allowed);
     }
-    let model_ok =
-        scopes.allows_model(model) || targets.iter().any(|t| scopes.allows_model(&t.model));
+    let model_ok = targets.iter().any(|t| t.model_allowed_by(scopes, model));
     Err(if model_ok {
         ApiError::Forbidden {
             message: "This key may not use the providers that serve this model.".into(),

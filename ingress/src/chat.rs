@@ -304,9 +304,15 @@ async fn queue_and_answer(
     Ok(response)
 }
 
-/// A model or provider nobody serves, as the caller's 404.
+/// A model or provider nobody serves, as the caller's 404 (a model name
+/// that several deployments of one provider serve: a 400 naming them).
 pub fn unresolved(e: ResolveError) -> ApiError {
     match e {
+        ResolveError::AmbiguousModel { .. } => ApiError::BadRequest {
+            message: e.to_string(),
+            param: Some("model"),
+            code: Some("ambiguous_model"),
+        },
         ResolveError::UnknownProvider(_) | ResolveError::ProviderDisabled(_) => {
             ApiError::NotFound {
                 message: e.to_string(),

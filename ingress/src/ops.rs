@@ -1,7 +1,9 @@
 //! Health, readiness, metrics, the model list and the caller's usage stats.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use aigw_events::deployments::Lookup;
+use aigw_runtime::Target;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -47,21 +49,35 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /v1/models`: the models this key may use: those of enabled
-/// providers its scopes allow, and the aliases with at least one such
-/// target.
+/// providers its scopes allow (for Azure, the deployment names and the
+/// models exactly one deployment serves; a model that several deployments
+/// of a provider serve is refused, so not listed), and the aliases with at
+/// least one such target.
 pub async fn models(State(state): State<AppState>, Caller(key): Caller) -> Json<Value> {
     let scopes = &key.state.settings.scopes;
     let mut seen = BTreeMap::new();
-    for provider in state.registry.providers() {
-        if provider.spec.disabled {
-            continue;
-        }
-        let id = provider.id.to_string();
-        for model in &provider.spec.models {
-            if !scopes.allows_target(model, model, &id, &provider.spec.name) {
+    let providers: Vec<_> = state
+        .registry
+        .providers()
+        .into_iter()
+        .filter(|p| !p.spec.disabled)
+        .collect();
+    let ambiguous: BTreeSet<String> = providers
+        .iter()
+        .flat_map(|p| p.spec.ambiguous_models().into_iter().map(str::to_string))
+        .collect();
+    for provider in &providers {
+        for model in provider.spec.caller_names() {
+            if ambiguous.contains(model) {
                 continue;
             }
-            seen.entry(model.clone()).or_insert_with(|| {
+            let Lookup::Serves(id) = provider.spec.lookup(model) else {
+                continue;
+            };
+            if !Target::new(provider.clone(), id).allowed_by(scopes, model) {
+                continue;
+            }
+            seen.entry(model.to_string()).or_insert_with(|| {
                 json!({
                     "id": model,
                     "object": "model",
@@ -75,16 +91,7 @@ pub async fn models(State(state): State<AppState>, Caller(key): Caller) -> Json<
         let usable = state
             .registry
             .resolve(&alias.name, None)
-            .is_ok_and(|targets| {
-                targets.iter().any(|t| {
-                    scopes.allows_target(
-                        &alias.name,
-                        &t.model,
-                        &t.provider.id.to_string(),
-                        &t.provider.spec.name,
-                    )
-                })
-            });
+            .is_ok_and(|targets| targets.iter().any(|t| t.allowed_by(scopes, &alias.name)));
         if usable {
             seen.entry(alias.name.clone()).or_insert_with(
                 || json!({"id": alias.name, "object": "model", "created": 0, "owned_by": "aigw"}),

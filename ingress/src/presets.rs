@@ -36,6 +36,9 @@ pub async fn create_from_preset(
     let mut spec = catalog::build_spec(&input, &state.sealer, id).map_err(preset_error)?;
     spec.name = crate::admin::provider_name(&spec.name)?;
     spec.models = crate::admin::model_ids(&spec.models)?;
+    if spec.by_deployment() {
+        spec.deployments = crate::admin::deployment_map(&spec.deployments)?;
+    }
     if state.registry.provider(&spec.name).is_some() {
         return Err(ApiError::Conflict(format!(
             "A provider named {:?} already exists; pass another 'name'.",
@@ -79,11 +82,18 @@ pub fn preset_error(e: PresetError) -> ApiError {
 }
 
 fn static_field(field: &str) -> Option<&'static str> {
-    ["api_key", "models", "preset", "prices"]
-        .iter()
-        .chain(catalog::FIELDS)
-        .find(|f| **f == field)
-        .copied()
+    [
+        "api_key",
+        "models",
+        "preset",
+        "prices",
+        "deployments",
+        "model",
+    ]
+    .iter()
+    .chain(catalog::FIELDS)
+    .find(|f| **f == field)
+    .copied()
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +122,13 @@ pub fn preset_view(p: &Preset) -> Value {
             if !optional.contains(f) {
                 optional.push(f.clone());
             }
+        }
+        if p.wire == "azure" {
+            // Its deployments (or one `deployment` and its `model`) in
+            // place of `models`.
+            required.push("deployments".into());
+            optional.retain(|f| f != "models");
+            optional.push("model".into());
         }
         optional.retain(|f| !required.contains(f));
     }
@@ -229,6 +246,19 @@ mod tests {
             .find(|p| p["id"] == "bedrock")
             .unwrap();
         assert_eq!(bedrock["required_fields"], json!(["region"]));
+        let azure = all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "azure")
+            .unwrap();
+        assert_eq!(
+            azure["required_fields"],
+            json!(["api_key", "base_url", "deployments"])
+        );
+        let optional = azure["optional_fields"].as_array().unwrap();
+        assert!(optional.contains(&json!("deployment")) && optional.contains(&json!("model")));
+        assert!(!optional.contains(&json!("models")));
     }
 
     #[test]

@@ -249,7 +249,7 @@ fn provider_health(
     let models = state
         .registry
         .provider(&id.to_string())
-        .map(|p| p.spec.models.len())
+        .map(|p| p.spec.served().len())
         .unwrap_or(0)
         .max(1);
     let status = if !degraded {

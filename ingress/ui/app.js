@@ -306,6 +306,32 @@ const validUrl = (v) => (/^https?:\/\/[^\s/]+/i.test(v) ? null : t('form.bad_url
 const validName = (v) => (v.length <= 64 && !v.includes('/') ? null : t('form.bad_name'));
 const list = (v) => v.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
 
+/**
+ * An Azure provider's deployments from `deployment = model` lines (a line
+ * with only a deployment: its model is not said, so it is served unpriced):
+ * {deployment: model|null}, or null when a line is malformed.
+ */
+function parseDeployments(text) {
+  const out = {};
+  for (const line of text.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    const [name, model, ...rest] = line.split('=').map((x) => x.trim());
+    if (!name || rest.length || /\s/.test(name) || /\s/.test(model || '')) return null;
+    out[name] = model || null;
+  }
+  return out;
+}
+
+/** Deployments as the editor shows them, one `deployment = model` a line. */
+const deploymentLines = (d) => Object.entries(d || {}).map(([name, model]) => (model ? `${name} = ${model}` : name)).join('\n');
+
+const validDeployments = (v) => {
+  const d = parseDeployments(v);
+  return d && Object.keys(d).length ? null : t('form.need_deployment');
+};
+
+/** The deployments editor of an Azure provider's form. */
+const deploymentsField = (value) => ({ name: 'deployments', label: t('form.deployments'), type: 'textarea', rows: 4, required: true, value, placeholder: 'my-gpt4o-mini = gpt-4o-mini\nprod-5 = gpt-5.4', hint: t('form.deployments.hint'), validate: validDeployments });
+
 function unavailableState(page, extra) {
   append(page, h('div', { class: 'empty unavailable', 'data-testid': 'unavailable' },
     h('div', { class: 'empty-title' }, t('common.unavailable')),
@@ -507,30 +533,35 @@ function presetProvider(p, reload) {
   const optionalFields = p.optional_fields || [];
   const variants = p.base_url_variants && typeof p.base_url_variants === 'object' ? Object.keys(p.base_url_variants) : [];
   const modelIds = (p.models || []).map((m) => m.id);
+  // Azure: its deployments (each with the model it serves) are its models.
+  const byDeployment = required.includes('deployments');
+  const extra = EXTRA_FIELDS.filter((f) => !(byDeployment && f === 'deployment'));
   const fields = [];
   if (required.includes('api_key') || optionalFields.includes('api_key')) {
     fields.push({ name: 'api_key', label: t('form.api_key'), type: 'password', required: required.includes('api_key'), hint: t('form.api_key.hint') });
   }
-  for (const f of EXTRA_FIELDS) {
+  for (const f of extra) {
     if (required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), required: true, value: p.defaults?.[f] || '', validate: f === 'base_url' ? validUrl : undefined, type: SECRET_FIELDS.includes(f) ? 'password' : 'text' });
   }
-  for (const f of EXTRA_FIELDS) {
+  if (byDeployment) fields.push(deploymentsField(''));
+  for (const f of extra) {
     if (f !== 'base_url' && optionalFields.includes(f) && !required.includes(f)) fields.push({ name: f, label: t(`form.field.${f}`), value: p.defaults?.[f] || '', type: SECRET_FIELDS.includes(f) ? 'password' : 'text' });
   }
   if (variants.length) fields.push({ name: 'variant', label: t('form.variant'), type: 'select', options: [['', '—'], ...variants.map((v) => [v, v])], value: '' });
   const advanced = t('form.advanced');
   fields.push({ name: 'name', label: t('common.name'), placeholder: p.id, hint: t('form.name.hint'), validate: validName, group: advanced });
   if (!required.includes('base_url')) fields.push({ name: 'base_url', label: t('form.base_url'), value: p.base_url || '', validate: validUrl, group: advanced });
-  fields.push({ name: 'models', label: t('form.models'), type: 'textarea', value: modelIds.join('\n'), hint: t('form.models.hint'), group: advanced });
+  if (!byDeployment) fields.push({ name: 'models', label: t('form.models'), type: 'textarea', value: modelIds.join('\n'), hint: t('form.models.hint'), group: advanced });
   formDialog(t('form.preset.title', { name: presetName(p) }), fields, async (v) => {
     const body = { preset: p.id };
     for (const [k, val] of Object.entries(v)) {
-      if (!val || k === 'models') continue;
+      if (!val || k === 'models' || k === 'deployments') continue;
       if (k === 'base_url' && !required.includes('base_url') && val === (p.base_url || '')) continue;
       body[k] = val;
     }
+    if (byDeployment) body.deployments = parseDeployments(v.deployments);
     const models = list(v.models || '');
-    if (models.join('\n') !== modelIds.join('\n') && models.length) body.models = models;
+    if (!byDeployment && models.join('\n') !== modelIds.join('\n') && models.length) body.models = models;
     const created = await api('POST', '/providers', body);
     toast(t('providers.added', { name: created?.name || p.id }));
     reload();
@@ -553,16 +584,25 @@ function customProvider(reload) {
 }
 
 function editProvider(p, reload) {
+  // Azure: its deployments in place of its models.
+  const byDeployment = p.deployments && typeof p.deployments === 'object';
   formDialog(t('form.edit.title', { name: p.name }), [
     { name: 'name', label: t('common.name'), required: true, value: p.name, validate: validName },
     { name: 'base_url', label: t('form.base_url'), required: true, value: p.base_url, validate: validUrl },
-    { name: 'models', label: t('form.models'), type: 'textarea', required: true, value: (p.models || []).join('\n'), hint: t('form.models.hint'), validate: (v) => (list(v).length ? null : t('form.need_model')) },
+    byDeployment
+      ? deploymentsField(deploymentLines(p.deployments))
+      : { name: 'models', label: t('form.models'), type: 'textarea', required: true, value: (p.models || []).join('\n'), hint: t('form.models.hint'), validate: (v) => (list(v).length ? null : t('form.need_model')) },
   ], async (v) => {
     const body = {};
     if (v.name !== p.name) body.name = v.name;
     if (v.base_url !== p.base_url) body.base_url = v.base_url;
-    const models = list(v.models);
-    if (models.join('\n') !== (p.models || []).join('\n')) body.models = models;
+    if (byDeployment) {
+      const deployments = parseDeployments(v.deployments);
+      if (deploymentLines(deployments) !== deploymentLines(p.deployments)) body.deployments = deployments;
+    } else {
+      const models = list(v.models);
+      if (models.join('\n') !== (p.models || []).join('\n')) body.models = models;
+    }
     if (Object.keys(body).length) await api('PATCH', `/providers/${encodeURIComponent(p.id)}`, body);
     toast(t('common.saved'));
     reload();

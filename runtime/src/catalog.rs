@@ -5,11 +5,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 
+use aigw_events::deployments::{Deployments, deployment_prices};
 use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::crypto::{Binding, CredentialField, Sealer};
+
+mod deployments;
 
 const CATALOG_TOML: &str = include_str!("../catalog/presets.toml");
 
@@ -348,6 +351,15 @@ pub fn model_limits(preset: Option<&str>, model: &str) -> CatalogLimits {
     })
 }
 
+/// The catalog's price of `model` as served by a provider made from
+/// `preset` (`None` for custom providers, unlisted or unpriced models).
+pub fn model_price(preset: Option<&str>, model: &str) -> Option<Price> {
+    preset
+        .and_then(|id| catalog().ok()?.get(id))
+        .and_then(|p| p.models.iter().find(|m| m.id == model))
+        .and_then(PresetModel::price)
+}
+
 /// A price in USD per 1M tokens as integer micro-dollars per 1M tokens.
 fn price(input: f64, output: f64) -> Option<Price> {
     Some(Price::tokens(usd_to_micros(input)?, usd_to_micros(output)?))
@@ -400,8 +412,18 @@ pub struct PresetInput {
     /// Price overrides: model id to USD per 1M tokens.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceInput>,
+    /// Azure: one deployment (with `model`, the model it serves), or
+    /// several as `deployments`.
     #[serde(default)]
     pub deployment: Option<String>,
+    /// Azure: the model `deployment` serves (its price and limits are the
+    /// catalog's for that model); without it the deployment is served under
+    /// its own name, unpriced.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Azure: each deployment and the model it serves (`null`: not said).
+    #[serde(default)]
+    pub deployments: Option<Deployments>,
     #[serde(default)]
     pub api_version: Option<String>,
     #[serde(default)]
@@ -544,7 +566,7 @@ pub fn build_spec(
     for (k, v) in &preset.defaults {
         settings.insert(k.clone(), v.clone());
     }
-    for field in ["deployment", "api_version", "region", "account_id"] {
+    for field in ["api_version", "region", "account_id"] {
         if let Some(v) = input.field(field) {
             valid_setting(field, v)?;
             settings.insert(field.to_string(), v.to_string());
@@ -645,7 +667,9 @@ pub fn build_spec(
     }
     let base_url = base.trim_end_matches('/').to_string();
 
+    let deployments = deployments::from_input(input, preset, kind)?;
     let models: Vec<String> = match &input.models {
+        _ if kind == ProviderKind::Azure => deployments.keys().cloned().collect(),
         Some(list) => list
             .iter()
             .map(|m| m.trim().to_string())
@@ -659,13 +683,7 @@ pub fn build_spec(
             problem: "must list at least one model id".into(),
         });
     }
-    let mut prices = BTreeMap::new();
-    for m in &preset.models {
-        // Validated when the catalog was loaded.
-        if let Some(p) = m.price() {
-            prices.insert(m.id.clone(), p);
-        }
-    }
+    let mut given_prices = BTreeMap::new();
     for (model, p) in &input.prices {
         let bad = || PresetError::Invalid {
             field: "prices".into(),
@@ -678,9 +696,23 @@ pub fn build_spec(
         price.image_micros = optional(p.per_image_usd)?;
         price.character_micros_per_m = optional(p.per_mchar_usd)?;
         price.audio_micros_per_hour = optional(p.per_hour_usd)?;
-        prices.insert(model.clone(), price);
+        given_prices.insert(model.clone(), price);
     }
-    prices.retain(|m, _| models.contains(m));
+    let prices = if kind == ProviderKind::Azure {
+        deployment_prices(&deployments, &given_prices, None, |m| {
+            model_price(Some(&preset.id), m)
+        })
+    } else {
+        let mut prices: BTreeMap<String, Price> = preset
+            .models
+            .iter()
+            // Validated when the catalog was loaded.
+            .filter_map(|m| Some((m.id.clone(), m.price()?)))
+            .collect();
+        prices.extend(given_prices);
+        prices.retain(|m, _| models.contains(m));
+        prices
+    };
 
     let name = given(&input.name).unwrap_or(&preset.id).to_string();
     Ok(ProviderSpec {
@@ -693,6 +725,7 @@ pub fn build_spec(
         preset: Some(preset.id.clone()),
         settings,
         prices,
+        deployments,
         ..ProviderSpec::default()
     })
 }

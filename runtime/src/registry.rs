@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use aigw_events::deployments::Lookup;
+use aigw_events::key::KeyScopes;
 use aigw_events::provider::ProviderSpec;
 use aigw_events::{
     AliasAggregate, AliasSpec, KeyAggregate, KeyStatus, Names, ProviderAggregate, Strategy,
@@ -62,18 +64,47 @@ pub struct ProviderEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub provider: Arc<ProviderEntry>,
+    /// The id the provider is called with (for Azure, a deployment name).
     pub model: String,
     /// Share of traffic under the weighted strategy.
     pub weight: u32,
 }
 
 impl Target {
-    fn new(provider: Arc<ProviderEntry>, model: &str) -> Self {
+    pub fn new(provider: Arc<ProviderEntry>, model: &str) -> Self {
         Self {
             provider,
             model: model.to_string(),
             weight: 1,
         }
+    }
+
+    /// The model this target serves, when it is not the id the provider is
+    /// called with: an Azure deployment's model.
+    pub fn served_model(&self) -> Option<&str> {
+        self.provider
+            .spec
+            .served_model(&self.model)
+            .filter(|m| *m != self.model)
+    }
+
+    /// Whether `scopes` let a request for `requested` go here: the rule of
+    /// `KeyScopes::allows_target`, where an Azure deployment may be allowed
+    /// by its name or by the model it serves.
+    pub fn allowed_by(&self, scopes: &KeyScopes, requested: &str) -> bool {
+        let (id, name) = (self.provider.id.to_string(), &self.provider.spec.name);
+        scopes.allows_target(requested, &self.model, &id, name)
+            || self
+                .served_model()
+                .is_some_and(|m| scopes.allows_target(requested, m, &id, name))
+    }
+
+    /// Whether `scopes` allow the model side of this target, whatever the
+    /// provider: the name asked for, the id called or the model served.
+    pub fn model_allowed_by(&self, scopes: &KeyScopes, requested: &str) -> bool {
+        scopes.allows_model(requested)
+            || scopes.allows_model(&self.model)
+            || self.served_model().is_some_and(|m| scopes.allows_model(m))
     }
 
     /// `provider/model`, for logs and routing records.
@@ -91,6 +122,38 @@ pub enum ResolveError {
     ProviderDisabled(String),
     #[error("the model `{0}` does not exist or you do not have access to it")]
     UnknownModel(String),
+    /// Several deployments of one provider serve the model named.
+    #[error(
+        "the model `{model}` is served by several deployments of provider `{provider}` ({}): name one of them as `model`, or ask an admin for an alias over them",
+        deployments.join(", ")
+    )]
+    AmbiguousModel {
+        model: String,
+        provider: String,
+        deployments: Vec<String>,
+    },
+}
+
+/// Where `name` goes at `provider` when the caller names the provider (a
+/// pin, `provider/model`, an alias target): the id it serves the name by,
+/// or the name as given where the provider takes ids it does not list.
+fn at_provider(provider: &Arc<ProviderEntry>, name: &str) -> Result<Target, ResolveError> {
+    match provider.spec.lookup(name) {
+        Lookup::Serves(id) => Ok(Target::new(provider.clone(), id)),
+        Lookup::NotServed if provider.spec.takes_unlisted() => {
+            Ok(Target::new(provider.clone(), name))
+        }
+        Lookup::NotServed => Err(ResolveError::UnknownModel(name.to_string())),
+        Lookup::Ambiguous(deployments) => Err(ambiguous(provider, name, deployments)),
+    }
+}
+
+fn ambiguous(provider: &ProviderEntry, name: &str, deployments: Vec<&str>) -> ResolveError {
+    ResolveError::AmbiguousModel {
+        model: name.to_string(),
+        provider: provider.spec.name.clone(),
+        deployments: deployments.into_iter().map(str::to_string).collect(),
+    }
 }
 
 #[derive(Default)]
@@ -304,8 +367,12 @@ impl Registry {
 
     /// Where a request for `model` can go, in preference order.
     ///
-    /// `model` is a model id some provider lists, or `provider/model`. A pinned
-    /// provider (by id or name) is used for whatever model is asked.
+    /// `model` is a model id some provider lists (for Azure: a deployment
+    /// name, or a model exactly one of the provider's deployments serves),
+    /// or `provider/model`. A pinned provider (by id or name) is used for
+    /// whatever model is asked, except that an Azure provider serves only
+    /// its deployments. A model that several deployments of one provider
+    /// serve is refused as ambiguous, rather than guessed.
     pub fn resolve(&self, model: &str, pin: Option<&str>) -> Result<Vec<Target>, ResolveError> {
         if let Some(pin) = pin {
             let provider = self
@@ -318,7 +385,7 @@ impl Registry {
                 Some((prefix, rest)) if prefix == provider.spec.name => rest,
                 _ => model,
             };
-            return Ok(vec![Target::new(provider, model)]);
+            return Ok(vec![at_provider(&provider, model)?]);
         }
         if let Some(alias) = self.alias(model) {
             let targets: Vec<Target> = alias
@@ -326,9 +393,13 @@ impl Registry {
                 .iter()
                 .filter_map(|t| {
                     let provider = self.provider(&t.provider)?;
-                    (!provider.spec.disabled).then(|| Target {
+                    if provider.spec.disabled {
+                        return None;
+                    }
+                    let target = at_provider(&provider, &t.model).ok()?;
+                    Some(Target {
                         weight: t.weight,
-                        ..Target::new(provider, &t.model)
+                        ..target
                     })
                 })
                 .collect();
@@ -342,18 +413,21 @@ impl Registry {
             .into_iter()
             .filter(|p| !p.spec.disabled)
             .collect();
-        let direct: Vec<Target> = providers
-            .iter()
-            .filter(|p| p.spec.models.iter().any(|m| m == model))
-            .map(|p| Target::new(p.clone(), model))
-            .collect();
+        let mut direct = Vec::new();
+        for p in &providers {
+            match p.spec.lookup(model) {
+                Lookup::Serves(id) => direct.push(Target::new(p.clone(), id)),
+                Lookup::Ambiguous(deployments) => return Err(ambiguous(p, model, deployments)),
+                Lookup::NotServed => {}
+            }
+        }
         if !direct.is_empty() {
             return Ok(direct);
         }
         if let Some((prefix, rest)) = model.split_once('/')
             && let Some(p) = providers.iter().find(|p| p.spec.name == prefix)
         {
-            return Ok(vec![Target::new(p.clone(), rest)]);
+            return Ok(vec![at_provider(p, rest)?]);
         }
         Err(ResolveError::UnknownModel(model.to_string()))
     }

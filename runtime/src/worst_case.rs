@@ -83,10 +83,15 @@ pub struct TargetLimits {
 }
 
 impl TargetLimits {
-    /// The limits of `model` at the provider `spec`, from the catalog entry
-    /// of the preset it was made from.
+    /// The limits of `model` (an id `spec` is called with) at the provider
+    /// `spec`, from the catalog entry of the preset it was made from: for
+    /// an Azure deployment, those of the model it serves (none known when
+    /// its model was not said).
     pub fn of(spec: &ProviderSpec, model: &str) -> Self {
-        let known = catalog::model_limits(spec.preset.as_deref(), model);
+        let known = spec
+            .served_model(model)
+            .map(|m| catalog::model_limits(spec.preset.as_deref(), m))
+            .unwrap_or_default();
         Self {
             kind: spec.kind,
             context: known.context,
@@ -354,6 +359,34 @@ mod tests {
         context: None,
         max_output: None,
     };
+
+    #[test]
+    fn an_azure_deployment_has_the_limits_of_the_model_it_serves() {
+        let spec = ProviderSpec {
+            kind: ProviderKind::Azure,
+            preset: Some("azure".into()),
+            deployments: [
+                ("prod-5".to_string(), Some("gpt-5.4".to_string())),
+                ("gpt-5.4-mini".to_string(), None),
+            ]
+            .into(),
+            ..ProviderSpec::default()
+        };
+        let prod = TargetLimits::of(&spec, "prod-5");
+        assert_eq!(
+            (prod.context, prod.max_output),
+            (Some(1_050_000), Some(128_000))
+        );
+        assert_eq!(injected_output_cap(&json!({}), &prod), None);
+        // Named like a catalog model, but its model was never said.
+        let raw = TargetLimits::of(&spec, "gpt-5.4-mini");
+        assert_eq!((raw.context, raw.max_output), (None, None));
+        assert_eq!(
+            injected_output_cap(&json!({}), &raw),
+            Some(DEFAULT_OUTPUT_CAP)
+        );
+        assert_eq!(TargetLimits::of(&spec, "gpt-5.4").max_output, None);
+    }
 
     #[test]
     fn output_is_the_callers_cap_else_the_adapters_else_the_catalogs_else_the_default() {

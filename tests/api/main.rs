@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acceptance;
+mod azure;
 mod billing;
 mod chat;
 mod concurrency;

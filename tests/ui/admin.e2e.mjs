@@ -126,6 +126,31 @@ try {
   await page.waitForSelector('[data-testid="provider-name"]:text-is("deepseek")');
   await shot('providers-desktop-en');
 
+  step('add the Azure preset with its deployments, then edit them');
+  const azureDeployments = async () => {
+    const all = await (await fetch(`${BASE}/admin/api/providers`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+    return JSON.stringify(all.data.find((p) => p.name === 'azure')?.deployments);
+  };
+  await page.click('[data-testid="use-azure"]');
+  await page.waitForSelector('dialog[open] textarea[name="deployments"]');
+  check((await page.locator('dialog[open] textarea[name="models"], dialog[open] input[name="deployment"]').count()) === 0, 'Azure takes deployments, not models');
+  await page.fill('dialog[open] input[name="api_key"]', 'az-key-from-ui');
+  await page.fill('dialog[open] input[name="base_url"]', MOCK);
+  await page.fill('dialog[open] textarea[name="deployments"]', 'prod-5 = gpt-5.4 = gpt-5.5');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .field-error:not([hidden])');
+  await page.fill('dialog[open] textarea[name="deployments"]', 'my-gpt4o-mini = gpt-4o-mini\nprod-5 = gpt-5.4\nraw');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('[data-testid="provider-name"]:text-is("azure")');
+  const created = await azureDeployments();
+  check(created === JSON.stringify({ 'my-gpt4o-mini': 'gpt-4o-mini', 'prod-5': 'gpt-5.4', raw: null }), `the deployments and their models (got ${created})`);
+  await page.click('[data-testid="providers-table"] tr:has([data-testid="provider-name"]:text-is("azure")) button:has-text("Edit")');
+  const shown = await page.inputValue('dialog[open] textarea[name="deployments"]');
+  check(shown === 'my-gpt4o-mini = gpt-4o-mini\nprod-5 = gpt-5.4\nraw', `the editor shows them (got ${shown})`);
+  await page.fill('dialog[open] textarea[name="deployments"]', 'prod-5 = gpt-5.4\nmini = gpt-5.4-mini');
+  await page.click('dialog[open] button[type="submit"]');
+  await poll('the edited deployments', async () => (await azureDeployments()) === JSON.stringify({ mini: 'gpt-5.4-mini', 'prod-5': 'gpt-5.4' }), 10000);
+
   step('create a key and copy its secret from the page');
   await go('#/keys');
   await page.click('[data-testid="create-key"]');
