@@ -1,8 +1,9 @@
 //! `aigw`: one binary for every role (ingress, dispatcher, projector, or all
-//! three) plus `migrate`, `audit`, `doctor` and `providers reseal`. `main` only parses configuration, sets up logging
+//! three) plus `migrate`, `audit`, `doctor`, `prices check` and `providers reseal`. `main` only parses configuration, sets up logging
 //! and signals, and hands over to the role libraries.
 
 mod doctor;
+mod prices;
 
 use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
@@ -124,6 +125,23 @@ enum Command {
     Providers {
         #[command(subcommand)]
         action: ProvidersAction,
+    },
+    /// Look after the catalog's prices.
+    Prices {
+        #[command(subcommand)]
+        action: PricesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PricesAction {
+    /// List the catalog models whose prices were last checked against their
+    /// source longer ago than `--older-than`, with that source. Exits with 1
+    /// when any are, 0 when none.
+    Check {
+        /// The most a price's as-of date may lie in the past (e.g. `90d`).
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
     },
 }
 
@@ -258,7 +276,7 @@ async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> 
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The doctor's screen is its output: its logs only when asked for.
-    let quiet = matches!(cli.command, Command::Doctor { .. })
+    let quiet = matches!(cli.command, Command::Doctor { .. } | Command::Prices { .. })
         && std::env::var_os("AIGW_LOG").is_none()
         && std::env::var_os("RUST_LOG").is_none();
     if !quiet {
@@ -421,6 +439,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Providers {
             action: ProvidersAction::Reseal { common },
         } => reseal(&common).await?,
+        Command::Prices {
+            action: PricesAction::Check { older_than },
+        } => {
+            let (report, stale) = prices::check(chrono::Utc::now().date_naive(), older_than)?;
+            output(&report)?;
+            if stale {
+                std::process::exit(1);
+            }
+        }
         Command::Doctor {
             common,
             admin_token,

@@ -177,15 +177,33 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
-/// Anthropic's usage: prompt tokens include cache reads and writes.
+/// Anthropic's usage: its `input_tokens` excludes cache reads and writes,
+/// so prompt tokens are the three together, with the reads and writes as
+/// their classes. Writes are split by lifetime when `cache_creation` tells
+/// it (all 5-minute otherwise). Thinking is not reported apart from output.
 pub fn usage(u: &Value) -> Usage {
+    let read = convert::u64_at(u, &["cache_read_input_tokens"]);
+    let written = convert::u64_at(u, &["cache_creation_input_tokens"]);
+    let (write_5m, write_1h) = match u.get("cache_creation").filter(|c| c.is_object()) {
+        Some(c) => {
+            let hour = convert::u64_at(c, &["ephemeral_1h_input_tokens"]);
+            // Writes the split does not account for are 5-minute ones.
+            let five = convert::u64_at(c, &["ephemeral_5m_input_tokens"])
+                .max(written.saturating_sub(hour));
+            (five, hour)
+        }
+        None => (written, 0),
+    };
     Usage {
         prompt_tokens: convert::token_sum([
             convert::u64_at(u, &["input_tokens"]),
-            convert::u64_at(u, &["cache_read_input_tokens"]),
-            convert::u64_at(u, &["cache_creation_input_tokens"]),
+            read,
+            write_5m.saturating_add(write_1h).max(written),
         ]),
         completion_tokens: convert::u64_at(u, &["output_tokens"]),
+        cached_tokens: read,
+        cache_write_5m_tokens: write_5m,
+        cache_write_1h_tokens: write_1h,
         ..Default::default()
     }
 }
@@ -336,7 +354,11 @@ impl Translate for StreamState {
                     self.usage.completion_tokens = n;
                 }
                 if v.pointer("/usage/input_tokens").is_some() {
-                    self.usage.prompt_tokens = usage(&v["usage"]).prompt_tokens;
+                    // The input side anew (with its cache classes).
+                    self.usage = Usage {
+                        completion_tokens: self.usage.completion_tokens,
+                        ..usage(&v["usage"])
+                    };
                 }
             }
             "message_stop" => {

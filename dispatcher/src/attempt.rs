@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::adapter::{self, Answer};
 use crate::candidates;
+use crate::convert;
 use crate::media;
 use crate::openai::UpstreamError;
 use crate::record::Billed;
@@ -225,6 +226,11 @@ pub(crate) async fn attempt(
             let billed = match candidates::plausible(usage) {
                 Some(u) => Billed::priced(target, u, false),
                 None => Billed::priced(target, estimate_from_body(request, &body), true),
+            };
+            let body = if billed.estimated {
+                body
+            } else {
+                convert::with_usage_details(body, &billed.usage)
             };
             let cost = AnswerCost::of(billed.cost_micros);
             replier

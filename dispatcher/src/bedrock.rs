@@ -294,14 +294,17 @@ pub fn finish_reason(reason: Option<&str>) -> &'static str {
     }
 }
 
+/// Converse usage: `inputTokens` excludes cache reads and writes, so prompt
+/// tokens are the three together, with the reads and writes as their
+/// classes (writes as 5-minute ones: Converse does not tell their lifetime).
 pub fn usage(u: &Value) -> Usage {
+    let read = convert::u64_at(u, &["cacheReadInputTokens"]);
+    let written = convert::u64_at(u, &["cacheWriteInputTokens"]);
     Usage {
-        prompt_tokens: convert::token_sum([
-            convert::u64_at(u, &["inputTokens"]),
-            convert::u64_at(u, &["cacheReadInputTokens"]),
-            convert::u64_at(u, &["cacheWriteInputTokens"]),
-        ]),
+        prompt_tokens: convert::token_sum([convert::u64_at(u, &["inputTokens"]), read, written]),
         completion_tokens: convert::u64_at(u, &["outputTokens"]),
+        cached_tokens: read,
+        cache_write_5m_tokens: written,
         ..Default::default()
     }
 }

@@ -15,6 +15,7 @@
 //! never sent somewhere else.
 
 use aigw_events::key::KeyScopes;
+use aigw_events::pricing;
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
@@ -48,11 +49,8 @@ pub fn fits_hold(request: &DispatchRequest, target: &Target) -> bool {
     let Ok(worst) = worst_case::worst_usage(request.endpoint, &request.body, &limits) else {
         return false;
     };
-    let micros = match target.provider.spec.price(&target.model) {
-        // An unpriced model bills nothing (its usage is flagged).
-        None => Some(0),
-        Some(price) => price.cost_micros(&worst),
-    };
+    // An unpriced model bills nothing (its usage is flagged).
+    let micros = pricing::hold_micros(target.provider.spec.price(&target.model), &worst);
     let tokens = i64::try_from(worst.total()).ok();
     micros.is_some_and(|m| m <= held.micros) && tokens.is_some_and(|t| t <= held.tokens)
 }

@@ -249,12 +249,76 @@ pub fn openai_tool_call(id: &str, name: &str, arguments: &Value) -> Value {
     json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
 }
 
+/// Usage in OpenAI's shape: the totals, `prompt_tokens_details.cached_tokens`
+/// and `completion_tokens_details.reasoning_tokens` as OpenAI has them,
+/// cache writes as `prompt_tokens_details.cache_write_tokens` (as OpenAI's
+/// 2026 SDK names them) split by lifetime in aigw's extension fields
+/// `cache_write_5m_tokens` and `cache_write_1h_tokens`.
 pub fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+        "prompt_tokens_details": {
+            "cached_tokens": u.cached_tokens,
+            "cache_write_tokens": u.cache_write_5m_tokens.saturating_add(u.cache_write_1h_tokens),
+            "cache_write_5m_tokens": u.cache_write_5m_tokens,
+            "cache_write_1h_tokens": u.cache_write_1h_tokens,
+        },
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     })
+}
+
+/// Fills in OpenAI's usage details an OpenAI-compatible provider's `usage`
+/// lacks (DeepSeek's cache hits as `prompt_tokens_details.cached_tokens`),
+/// from the usage read from it; what the provider sent stays. Whether it
+/// changed anything.
+pub fn complete_usage_details(usage: &mut Value, u: &Usage) -> bool {
+    let Some(obj) = usage.as_object_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    let mut put = |section: &str, field: &str, n: u64| {
+        if n == 0 {
+            return;
+        }
+        let details = obj.entry(section).or_insert_with(|| json!({}));
+        if !details.is_object() {
+            *details = json!({});
+        }
+        if let Some(d) = details.as_object_mut()
+            && !d.contains_key(field)
+        {
+            d.insert(field.into(), json!(n));
+            changed = true;
+        }
+    };
+    put("prompt_tokens_details", "cached_tokens", u.cached_tokens);
+    put(
+        "prompt_tokens_details",
+        "cache_write_tokens",
+        u.cache_write_5m_tokens.saturating_add(u.cache_write_1h_tokens),
+    );
+    put("completion_tokens_details", "reasoning_tokens", u.reasoning_tokens);
+    changed
+}
+
+/// An OpenAI-format answer body with its `usage` details completed (see
+/// [`complete_usage_details`]); the body as it came when nothing is
+/// missing, or it is not a JSON object.
+pub fn with_usage_details(body: bytes::Bytes, u: &Usage) -> bytes::Bytes {
+    if u.cache_tokens() == 0 && u.reasoning_tokens == 0 {
+        return body;
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    match v.get_mut("usage") {
+        Some(usage) if complete_usage_details(usage, u) => {
+            serde_json::to_vec(&v).map_or(body, bytes::Bytes::from)
+        }
+        _ => body,
+    }
 }
 
 /// The sum of several token counts a provider reported, saturating: a

@@ -236,14 +236,19 @@ pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str
     }
 }
 
-/// `usageMetadata`: completion counts thinking tokens too.
+/// `usageMetadata`: the prompt count includes the cached content
+/// (`cachedContentTokenCount`, its class); completion counts thinking
+/// tokens too (`thoughtsTokenCount`, reported apart: the reasoning class).
 pub fn usage(u: &Value) -> Usage {
+    let thoughts = convert::u64_at(u, &["thoughtsTokenCount"]);
     Usage {
         prompt_tokens: convert::u64_at(u, &["promptTokenCount"]),
         completion_tokens: convert::token_sum([
             convert::u64_at(u, &["candidatesTokenCount"]),
-            convert::u64_at(u, &["thoughtsTokenCount"]),
+            thoughts,
         ]),
+        cached_tokens: convert::u64_at(u, &["cachedContentTokenCount"]),
+        reasoning_tokens: thoughts,
         ..Default::default()
     }
 }

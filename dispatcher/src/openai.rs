@@ -248,16 +248,36 @@ pub fn broken(provider: &str, reason: &str) -> UpstreamError {
     }
 }
 
-/// Reads the OpenAI `usage` object (prompt/completion tokens).
+/// Reads the OpenAI `usage` object: prompt and completion tokens and their
+/// classes. Cache reads are OpenAI's `prompt_tokens_details.cached_tokens`
+/// (xAI, Moonshot and most compatible servers too) or DeepSeek's
+/// `prompt_cache_hit_tokens`; cache writes `cache_write_tokens` (OpenAI's
+/// 2026 SDK, taken as 5-minute ones) or aigw's own split
+/// (`cache_write_5m_tokens`, `cache_write_1h_tokens`, when relaying another
+/// aigw); reasoning `completion_tokens_details.reasoning_tokens`. All are
+/// parts of `prompt_tokens` / `completion_tokens`, as in OpenAI's API.
 pub fn parse_usage(usage: &Value) -> Option<Usage> {
     let prompt = usage.get("prompt_tokens")?.as_u64()?;
     let completion = usage
         .get("completion_tokens")
         .and_then(Value::as_u64)
         .unwrap_or(0);
+    let at = |path: &str| usage.pointer(path).and_then(Value::as_u64);
+    let write_1h = at("/prompt_tokens_details/cache_write_1h_tokens").unwrap_or(0);
+    let write_5m = at("/prompt_tokens_details/cache_write_5m_tokens").unwrap_or_else(|| {
+        at("/prompt_tokens_details/cache_write_tokens")
+            .unwrap_or(0)
+            .saturating_sub(write_1h)
+    });
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
+        cached_tokens: at("/prompt_tokens_details/cached_tokens")
+            .or_else(|| at("/prompt_cache_hit_tokens"))
+            .unwrap_or(0),
+        cache_write_5m_tokens: write_5m,
+        cache_write_1h_tokens: write_1h,
+        reasoning_tokens: at("/completion_tokens_details/reasoning_tokens").unwrap_or(0),
         ..Default::default()
     })
 }
@@ -440,6 +460,32 @@ mod tests {
             })
         );
         assert_eq!(parse_usage(&Value::Null), None);
+        // OpenAI's details: cached and reasoning tokens, parts of the totals.
+        let u = parse_usage(&json!({
+            "prompt_tokens": 100, "completion_tokens": 50,
+            "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30},
+            "completion_tokens_details": {"reasoning_tokens": 20}
+        }))
+        .unwrap();
+        assert_eq!(
+            (u.cached_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.reasoning_tokens),
+            (60, 30, 0, 20)
+        );
+        // aigw's split of the writes.
+        let u = parse_usage(&json!({
+            "prompt_tokens": 100, "completion_tokens": 0,
+            "prompt_tokens_details": {"cache_write_tokens": 30, "cache_write_5m_tokens": 10,
+                                      "cache_write_1h_tokens": 20}
+        }))
+        .unwrap();
+        assert_eq!((u.cache_write_5m_tokens, u.cache_write_1h_tokens), (10, 20));
+        // DeepSeek: hits and misses make the prompt.
+        let u = parse_usage(&json!({
+            "prompt_tokens": 100, "completion_tokens": 5,
+            "prompt_cache_hit_tokens": 70, "prompt_cache_miss_tokens": 30
+        }))
+        .unwrap();
+        assert_eq!((u.prompt_tokens, u.cached_tokens), (100, 70));
     }
 
     #[test]

@@ -365,6 +365,7 @@ pub(crate) async fn run(
                         usage: billed.usage,
                         usage_estimated: billed.estimated,
                         cost_micros: billed.cost_micros,
+                        price_fallback: billed.price_fallback,
                         latency_ms: started.elapsed().as_millis() as u64,
                         at: Utc::now(),
                     };
@@ -500,6 +501,7 @@ pub(crate) fn failed(error: &UpstreamError, billed: Billed, latency_ms: u64) -> 
         usage: billed.usage,
         usage_estimated: billed.estimated,
         cost_micros: billed.cost_micros,
+        price_fallback: billed.price_fallback,
         latency_ms,
         at: Utc::now(),
     }

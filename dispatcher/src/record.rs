@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use aigw_events::pricing::Cost;
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{Attempt, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage};
 use aigw_runtime::Target;
@@ -28,6 +29,9 @@ pub(crate) struct Billed {
     /// Micro-dollars; `None` flags a model without a price (or a cost that
     /// does not fit in micro-dollars).
     pub cost_micros: Option<i64>,
+    /// Some tokens were of a class the price has no rate for, billed at the
+    /// fallback rate (`aigw_events::pricing::Cost::fallback`).
+    pub price_fallback: bool,
 }
 
 impl Billed {
@@ -37,6 +41,7 @@ impl Billed {
             usage: Usage::default(),
             estimated: false,
             cost_micros: Some(0),
+            price_fallback: false,
         }
     }
 
@@ -46,11 +51,14 @@ impl Billed {
     /// so the cost never exceeds the hold even if an admin changes the price
     /// while the request runs. Empty usage costs nothing, priced or not.
     pub(crate) fn priced(target: &Target, usage: Usage, estimated: bool) -> Self {
-        let cost_micros = if usage.is_empty() {
-            Some(0)
+        let cost = if usage.is_empty() {
+            Some(Cost {
+                micros: 0,
+                fallback: false,
+            })
         } else {
             target.provider.spec.price(&target.model).and_then(|price| {
-                let cost = price.cost_micros(&usage);
+                let cost = price.cost(&usage);
                 if cost.is_none() {
                     tracing::error!(model = %target.model, "the cost does not fit in micro-dollars; flagged as unpriced");
                 }
@@ -60,7 +68,8 @@ impl Billed {
         Self {
             usage,
             estimated,
-            cost_micros,
+            cost_micros: cost.map(|c| c.micros),
+            price_fallback: cost.is_some_and(|c| c.fallback),
         }
     }
 }

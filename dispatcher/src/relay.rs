@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapter::StreamItem;
 use crate::attempt::{AttemptResult, cancelled};
+use crate::convert;
 use crate::openai::{self, UpstreamError, broken};
 use crate::process::json_bytes;
 use crate::record::Billed;
@@ -84,7 +85,15 @@ pub(crate) async fn relay_stream(
                 billed = Some(priced);
                 if request.include_usage {
                     let cost = AnswerCost::of(priced.cost_micros);
-                    Some((Bytes::copy_from_slice(data.as_bytes()), Some(cost)))
+                    let completed = chunk
+                        .get_mut("usage")
+                        .is_some_and(|usage| convert::complete_usage_details(usage, &u));
+                    let bytes = if completed {
+                        json_bytes(&chunk)
+                    } else {
+                        Bytes::copy_from_slice(data.as_bytes())
+                    };
+                    Some((bytes, Some(cost)))
                 } else if has_choices {
                     // Usage rode on a content chunk: pass the content on, not
                     // the usage the caller did not ask for.

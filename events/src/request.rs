@@ -11,13 +11,42 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What one request consumed: tokens, and for media endpoints the units
-/// they are billed by. Media counts are left out of stored events when zero,
-/// so chat events read and write exactly as before.
+/// What one request consumed: tokens by class, and for media endpoints the
+/// units they are billed by.
+///
+/// The token classes follow OpenAI's convention, whatever the provider's:
+/// `prompt_tokens` is every input token, and `cached_tokens`,
+/// `cache_write_5m_tokens` and `cache_write_1h_tokens` are parts of it (the
+/// rest is uncached input); `completion_tokens` is every output token, and
+/// `reasoning_tokens` is a part of it. Each adapter maps its provider's
+/// fields to this (Anthropic's `input_tokens` excludes its cache reads and
+/// writes, so they are added to make `prompt_tokens`), so every token is
+/// counted once and billed once, at its class's rate
+/// ([`crate::pricing::Price::cost`]). Usage whose parts exceed their whole
+/// is not [plausible](Usage::is_plausible).
+///
+/// Class and media counts are left out of stored events when zero, so
+/// events without them read and write exactly as before (and replay to the
+/// same views and costs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Prompt tokens read from the provider's cache (OpenAI
+    /// `prompt_tokens_details.cached_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache for 5 minutes (all of
+    /// a provider's cache writes when it does not tell their lifetime).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_5m_tokens: u64,
+    /// Prompt tokens written to the provider's cache for an hour.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_1h_tokens: u64,
+    /// Completion tokens spent reasoning (OpenAI
+    /// `completion_tokens_details.reasoning_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
     /// Images generated (`/v1/images/generations`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub images: u64,
@@ -45,17 +74,35 @@ impl Usage {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 
-    /// Whether every count is at most [`Usage::MAX_COUNT`].
+    /// Prompt tokens read from or written to the provider's cache.
+    pub fn cache_tokens(&self) -> u64 {
+        self.cached_tokens
+            .saturating_add(self.cache_write_5m_tokens)
+            .saturating_add(self.cache_write_1h_tokens)
+    }
+
+    /// Prompt tokens of no cache class (billed at the input rate).
+    pub fn uncached_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_sub(self.cache_tokens())
+    }
+
+    /// Whether every count is at most [`Usage::MAX_COUNT`] and no class
+    /// exceeds the total it is a part of.
     pub fn is_plausible(&self) -> bool {
-        [
+        let counts = [
             self.prompt_tokens,
             self.completion_tokens,
+            self.cached_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.reasoning_tokens,
             self.images,
             self.characters,
             self.audio_seconds,
-        ]
-        .iter()
-        .all(|&n| n <= Self::MAX_COUNT)
+        ];
+        counts.iter().all(|&n| n <= Self::MAX_COUNT)
+            && self.cache_tokens() <= self.prompt_tokens
+            && self.reasoning_tokens <= self.completion_tokens
     }
 
     /// Whether nothing billable was consumed.
@@ -132,6 +179,9 @@ pub enum Outcome {
         usage_estimated: bool,
         /// Cost with the price in force; `None` when the model has no price.
         cost_micros: Option<i64>,
+        /// Some tokens were of a class the price has no rate for, billed at
+        /// the fallback rate ([`crate::pricing::Cost::fallback`]).
+        price_fallback: bool,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -144,9 +194,14 @@ pub enum Outcome {
         usage: Usage,
         usage_estimated: bool,
         cost_micros: Option<i64>,
+        price_fallback: bool,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +241,10 @@ pub enum RequestEvent {
         /// (and in events written before prices existed).
         #[serde(default)]
         cost_micros: Option<i64>,
+        /// Some tokens were billed at a fallback rate (their class has no
+        /// price); absent (false) in events written before classes existed.
+        #[serde(default, skip_serializing_if = "is_false")]
+        price_fallback: bool,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -201,6 +260,8 @@ pub enum RequestEvent {
         usage_estimated: bool,
         #[serde(default)]
         cost_micros: Option<i64>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        price_fallback: bool,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -280,6 +341,7 @@ impl Aggregate for RequestAggregate {
                 usage,
                 usage_estimated,
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
             } => RequestEvent::RequestCompleted {
@@ -290,6 +352,7 @@ impl Aggregate for RequestAggregate {
                 usage,
                 usage_estimated,
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
             },
@@ -300,6 +363,7 @@ impl Aggregate for RequestAggregate {
                 usage,
                 usage_estimated,
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
             } => RequestEvent::RequestFailed {
@@ -311,6 +375,7 @@ impl Aggregate for RequestAggregate {
                 usage,
                 usage_estimated,
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
             },
@@ -357,6 +422,7 @@ mod tests {
                 },
                 usage_estimated: false,
                 cost_micros: Some(9),
+                price_fallback: false,
                 latency_ms: 5,
                 at,
             },

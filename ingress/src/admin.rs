@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use aigw_events::deployments::{Deployments, deployment_prices};
-use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
+use aigw_events::pricing::PriceUsd;
+use aigw_events::provider::{Price, ProviderKind, ProviderSpec};
 use aigw_events::{KeyError, META_ACTOR, ProviderCommand, ProviderError};
 use aigw_runtime::ProviderEntry;
 use aigw_runtime::catalog;
@@ -128,33 +129,10 @@ fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
     Ok(max)
 }
 
-/// A model's prices as admins write them, in USD per million tokens (and
-/// for media models per image, per million characters, per audio hour).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriceInput {
-    pub input_usd_per_mtok: f64,
-    pub output_usd_per_mtok: f64,
-    #[serde(default)]
-    pub cached_input_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub reasoning_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub per_image_usd: Option<f64>,
-    #[serde(default)]
-    pub per_mchar_usd: Option<f64>,
-    #[serde(default)]
-    pub per_hour_usd: Option<f64>,
-}
+/// A model's prices as admins write them (see [`PriceUsd`]).
+pub type PriceInput = PriceUsd;
 
 fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String, Price>, ApiError> {
-    let amount = |model: &str, v: f64| {
-        usd_to_micros(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "'prices.{model}' must hold non-negative USD amounts per million tokens."
-            ))
-        })
-    };
     if input.len() > MAX_MODELS {
         return Err(ApiError::bad_request(format!(
             "'prices' may name at most {MAX_MODELS} models."
@@ -165,42 +143,18 @@ fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String,
         .map(|(model, p)| {
             validate::model_name(model)
                 .map_err(|why| ApiError::bad_request(format!("'prices': {model:?} must {why}.")))?;
-            Ok((
-                model.clone(),
-                Price {
-                    input_micros_per_mtok: amount(model, p.input_usd_per_mtok)?,
-                    output_micros_per_mtok: amount(model, p.output_usd_per_mtok)?,
-                    cached_input_micros_per_mtok: p
-                        .cached_input_usd_per_mtok
-                        .map(|v| amount(model, v))
-                        .transpose()?,
-                    reasoning_micros_per_mtok: p
-                        .reasoning_usd_per_mtok
-                        .map(|v| amount(model, v))
-                        .transpose()?,
-                    image_micros: p.per_image_usd.map(|v| amount(model, v)).transpose()?,
-                    character_micros_per_m: p
-                        .per_mchar_usd
-                        .map(|v| amount(model, v))
-                        .transpose()?,
-                    audio_micros_per_hour: p.per_hour_usd.map(|v| amount(model, v)).transpose()?,
-                },
-            ))
+            let price = p.to_price().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "'prices.{model}' must hold non-negative USD amounts per million tokens."
+                ))
+            })?;
+            Ok((model.clone(), price))
         })
         .collect()
 }
 
 fn price_view(p: &Price) -> Value {
-    let usd = |m: i64| m as f64 / 1_000_000.0;
-    json!({
-        "input_usd_per_mtok": usd(p.input_micros_per_mtok),
-        "output_usd_per_mtok": usd(p.output_micros_per_mtok),
-        "cached_input_usd_per_mtok": p.cached_input_micros_per_mtok.map(usd),
-        "reasoning_usd_per_mtok": p.reasoning_micros_per_mtok.map(usd),
-        "per_image_usd": p.image_micros.map(usd),
-        "per_mchar_usd": p.character_micros_per_m.map(usd),
-        "per_hour_usd": p.audio_micros_per_hour.map(usd),
-    })
+    json!(PriceUsd::from(p))
 }
 
 pub(crate) fn provider_view(p: &ProviderEntry) -> Value {

@@ -378,10 +378,8 @@ fn worst_case_hold(
     for t in allowed {
         let limits = TargetLimits::of(&t.provider.spec, &t.model);
         let worst = worst_case::worst_usage(endpoint, body, &limits).map_err(|_| too_large())?;
-        let micros = match t.provider.spec.price(&t.model) {
-            None => 0,
-            Some(price) => price.cost_micros(&worst).ok_or_else(too_large)?,
-        };
+        let micros = aigw_events::pricing::hold_micros(t.provider.spec.price(&t.model), &worst)
+            .ok_or_else(too_large)?;
         let tokens = i64::try_from(worst.total()).map_err(|_| too_large())?;
         held = (held.0.max(micros), held.1.max(tokens));
     }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::admin::parse_json;
 use crate::chat::body_bytes;
+use crate::classes::{self, Classes, ClassesColumn};
 use crate::error::ApiError;
 
 /// A day given as `YYYY-MM-DD`, or a month as `YYYY-MM` (its first day).
@@ -71,6 +72,7 @@ type StatsRow = (
     i64,
     i64,
     i64,
+    ClassesColumn,
 );
 type LatencyKey = (Uuid, DateTime<Utc>, String, String);
 
@@ -87,11 +89,11 @@ pub async fn stats(
         Some(_) => return Err(ApiError::bad_request("group must be 'hour' or 'day'")),
     };
     let to = q.to.and_then(|d| d.succ_opt());
-    let rows: Vec<StatsRow> = sqlx::query_as(
+    let rows: Vec<StatsRow> = sqlx::query_as(&format!(
         "SELECT key_id, date_trunc($1, hour, 'UTC') AS t, provider, model, sum(requests)::int8,
                 sum(errors)::int8, sum(prompt_tokens)::int8, sum(completion_tokens)::int8,
                 sum(cost_micros)::int8, sum(unpriced_requests)::int8, sum(latency_ms_total)::int8,
-                sum(images)::int8, sum(characters)::int8, sum(audio_seconds)::int8
+                sum(images)::int8, sum(characters)::int8, sum(audio_seconds)::int8, {}
          FROM usage_hourly
          WHERE ($2::date IS NULL OR hour >= $2::date::timestamp AT TIME ZONE 'UTC')
            AND ($3::date IS NULL OR hour < $3::date::timestamp AT TIME ZONE 'UTC')
@@ -99,7 +101,8 @@ pub async fn stats(
            AND ($5::text IS NULL OR model = $5)
            AND ($6::text IS NULL OR provider = $6)
          GROUP BY 1, 2, 3, 4 ORDER BY 2, 1, 3, 4",
-    )
+        classes::SUMS
+    ))
     .bind(unit)
     .bind(q.from)
     .bind(to)
@@ -152,12 +155,13 @@ pub async fn stats(
                 images,
                 characters,
                 audio_seconds,
+                sqlx::types::Json(classes),
             )| {
                 let (p50, p95) = latencies
                     .get(&(key, t, provider.clone(), model.clone()))
                     .copied()
                     .unwrap_or_default();
-                json!({
+                classes.shown_in(json!({
                     "key_id": key,
                     unit: t,
                     "provider": provider,
@@ -176,7 +180,7 @@ pub async fn stats(
                     "avg_latency_ms": if requests > 0 { latency / requests } else { 0 },
                     "p50_latency_ms": p50,
                     "p95_latency_ms": p95,
-                })
+                }))
             },
         )
         .collect();
@@ -207,6 +211,7 @@ type BillingRow = (
     i64,
     i64,
     i64,
+    ClassesColumn,
 );
 
 /// `GET /admin/api/billing?from=&to=&key=`: per key and month, line items per
@@ -216,22 +221,24 @@ pub async fn billing(
     q: Result<Query<BillingQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let rows: Vec<BillingRow> = sqlx::query_as(
+    let rows: Vec<BillingRow> = sqlx::query_as(&format!(
         "SELECT key_id, month, model, requests, errors, prompt_tokens, completion_tokens,
-                cost_micros, unpriced_requests, images, characters, audio_seconds
+                cost_micros, unpriced_requests, images, characters, audio_seconds, {}
          FROM billing_monthly
          WHERE ($1::date IS NULL OR month >= date_trunc('month', $1::date)::date)
            AND ($2::date IS NULL OR month <= $2::date)
            AND ($3::uuid IS NULL OR key_id = $3)
          ORDER BY key_id, month, model",
-    )
+        classes::COLUMNS
+    ))
     .bind(q.from)
     .bind(q.to)
     .bind(q.key)
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
-    let mut bills: BTreeMap<(Uuid, NaiveDate), (Vec<Value>, [i64; 8])> = BTreeMap::new();
+    type Bill = (Vec<Value>, [i64; 8], Classes);
+    let mut bills: BTreeMap<(Uuid, NaiveDate), Bill> = BTreeMap::new();
     for (
         key,
         month,
@@ -245,9 +252,11 @@ pub async fn billing(
         images,
         characters,
         audio_seconds,
+        sqlx::types::Json(row_classes),
     ) in rows
     {
-        let (items, totals) = bills.entry((key, month)).or_default();
+        let (items, totals, class_totals) = bills.entry((key, month)).or_default();
+        class_totals.add(&row_classes);
         for (t, v) in totals.iter_mut().zip([
             requests,
             errors,
@@ -260,7 +269,7 @@ pub async fn billing(
         ]) {
             *t += v;
         }
-        items.push(json!({
+        items.push(row_classes.shown_in(json!({
             "model": model,
             "requests": requests,
             "errors": errors,
@@ -272,12 +281,12 @@ pub async fn billing(
             "images": images,
             "characters": characters,
             "audio_seconds": audio_seconds,
-        }));
+        })));
     }
     let data: Vec<Value> = bills
         .into_iter()
-        .map(|((key, month), (items, t))| {
-            json!({
+        .map(|((key, month), (items, t, class_totals))| {
+            class_totals.shown_in(json!({
                 "key_id": key,
                 "month": month.format("%Y-%m").to_string(),
                 "requests": t[0],
@@ -290,7 +299,7 @@ pub async fn billing(
                 "characters": t[6],
                 "audio_seconds": t[7],
                 "line_items": items,
-            })
+            }))
         })
         .collect();
     Ok(Json(json!({ "object": "list", "data": data })))
@@ -326,8 +335,7 @@ type LogRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
-    Option<bool>,
-    Option<bool>,
+    Value,
 );
 
 /// `GET /admin/api/requests`: the request log, newest first, filtered and
@@ -340,8 +348,11 @@ pub async fn requests(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows: Vec<LogRow> = sqlx::query_as(
         "SELECT id, at, finished_at, key_id, model, provider, attempts, status, http_status,
-                error_type, prompt_tokens, completion_tokens, cost_micros, latency_ms, stream,
-                estimated
+                error_type, prompt_tokens, completion_tokens, cost_micros, latency_ms,
+                jsonb_build_object('stream', stream, 'usage_estimated', estimated,
+                    'cached_tokens', cached_tokens, 'cache_write_5m_tokens', cache_write_5m_tokens,
+                    'cache_write_1h_tokens', cache_write_1h_tokens,
+                    'reasoning_tokens', reasoning_tokens, 'price_fallback', price_fallback)
          FROM request_log
          WHERE ($1::uuid IS NULL OR key_id = $1)
            AND ($2::text IS NULL OR model = $2)
@@ -384,10 +395,9 @@ pub async fn requests(
                 completion,
                 cost,
                 latency,
-                stream,
-                estimated,
+                more_columns,
             )| {
-                json!({
+                let mut row = json!({
                     "id": id,
                     "at": at,
                     "finished_at": finished_at,
@@ -402,9 +412,12 @@ pub async fn requests(
                     "completion_tokens": completion,
                     "cost_micros": cost,
                     "latency_ms": latency,
-                    "stream": stream,
-                    "usage_estimated": estimated,
-                })
+                });
+                // Stream, estimate, token classes and fallback flag.
+                if let (Some(obj), Value::Object(more)) = (row.as_object_mut(), more_columns) {
+                    obj.extend(more);
+                }
+                row
             },
         )
         .collect();

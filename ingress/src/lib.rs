@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod body_deadline;
 pub mod chat;
+pub mod classes;
 pub mod cost;
 pub mod error;
 pub mod idempotency;

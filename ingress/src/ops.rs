@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::classes::{self, Classes, ClassesColumn};
 use crate::error::ApiError;
 
 pub async fn health() -> Json<Value> {
@@ -121,23 +122,26 @@ type UsageRow = (
     i64,
     i64,
     i64,
+    ClassesColumn,
 );
 
-/// `GET /stats`: the caller's usage by day and model, from the projector's view.
+/// `GET /stats`: the caller's usage by day and model, from the projector's
+/// view, with each token class.
 pub async fn stats(
     State(state): State<AppState>,
     Caller(key): Caller,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let rows: Vec<UsageRow> = sqlx::query_as(
+    let rows: Vec<UsageRow> = sqlx::query_as(&format!(
         "SELECT day, model, requests, errors, prompt_tokens, completion_tokens,
                 estimated_requests, latency_ms_total, cost_micros, unpriced_requests, images,
-                characters, audio_seconds
+                characters, audio_seconds, {}
          FROM usage_daily
          WHERE key_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
          ORDER BY day, model",
-    )
+        classes::COLUMNS
+    ))
     .bind(key.id)
     .bind(query.from)
     .bind(query.to)
@@ -166,6 +170,7 @@ pub async fn stats(
         .map(|(d, m, p50, p95)| ((d, m), (p50, p95)))
         .collect();
     let mut totals = [0i64; 8];
+    let mut class_totals = Classes::default();
     let data: Vec<Value> = rows
         .into_iter()
         .map(
@@ -183,7 +188,9 @@ pub async fn stats(
                 images,
                 characters,
                 audio_seconds,
+                sqlx::types::Json(classes),
             )| {
+                class_totals.add(&classes);
                 for (total, v) in totals.iter_mut().zip([
                     requests,
                     errors,
@@ -200,7 +207,7 @@ pub async fn stats(
                     .get(&(day, model.clone()))
                     .copied()
                     .unwrap_or_default();
-                json!({
+                classes.shown_in(json!({
                     "p50_latency_ms": p50,
                     "p95_latency_ms": p95,
                     "day": day,
@@ -218,14 +225,14 @@ pub async fn stats(
                     "characters": characters,
                     "audio_seconds": audio_seconds,
                     "avg_latency_ms": if requests > 0 { latency / requests } else { 0 },
-                })
+                }))
             },
         )
         .collect();
     Ok(Json(json!({
         "object": "stats",
         "key_id": key.id,
-        "totals": {
+        "totals": class_totals.shown_in(json!({
             "requests": totals[0],
             "errors": totals[1],
             "prompt_tokens": totals[2],
@@ -236,7 +243,7 @@ pub async fn stats(
             "images": totals[5],
             "characters": totals[6],
             "audio_seconds": totals[7],
-        },
+        })),
         "data": data,
     })))
 }

@@ -151,11 +151,17 @@ pub fn preset_view(p: &Preset) -> Value {
         "docs_url": p.docs,
         "configurable": p.configurable,
         "unsupported_reason": p.reason,
+        "price_source": p.price_source,
+        "prices_as_of": p.prices_as_of,
         "models": p.models.iter().map(|m| json!({
             "id": m.id,
             "context_length": m.context,
             "input_usd_per_mtok": m.input,
             "output_usd_per_mtok": m.output,
+            "cached_input_usd_per_mtok": m.cached_input,
+            "cache_write_5m_usd_per_mtok": m.cache_write_5m,
+            "cache_write_1h_usd_per_mtok": m.cache_write_1h,
+            "reasoning_usd_per_mtok": m.reasoning,
         })).collect::<Vec<_>>(),
     })
 }
@@ -259,6 +265,36 @@ mod tests {
         let optional = azure["optional_fields"].as_array().unwrap();
         assert!(optional.contains(&json!("deployment")) && optional.contains(&json!("model")));
         assert!(!optional.contains(&json!("models")));
+        let anthropic = all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "anthropic")
+            .unwrap();
+        assert!(
+            anthropic["price_source"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://")
+        );
+        assert!(anthropic["prices_as_of"].as_str().unwrap().len() == 10);
+        let sonnet = &anthropic["models"][1];
+        assert_eq!(sonnet["id"], "claude-sonnet-5");
+        assert_eq!(sonnet["cached_input_usd_per_mtok"], 0.3);
+        assert_eq!(sonnet["cache_write_5m_usd_per_mtok"], 3.75);
+        assert_eq!(sonnet["cache_write_1h_usd_per_mtok"], 6.0);
+        // Every preset with prices says where they come from.
+        for p in all["data"].as_array().unwrap() {
+            let priced = p["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| !m["input_usd_per_mtok"].is_null());
+            if priced {
+                assert!(p["price_source"].is_string(), "{}", p["id"]);
+                assert!(p["prices_as_of"].is_string(), "{}", p["id"]);
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::admin::parse_id;
+use crate::classes::{self, Classes, ClassesColumn};
 use crate::error::ApiError;
 
 #[derive(Debug, Deserialize)]
@@ -20,7 +21,19 @@ pub struct UsageQuery {
     pub to: Option<NaiveDate>,
 }
 
-type UsageRow = (NaiveDate, Uuid, String, i64, i64, i64, i64, i64, i64, i64);
+type UsageRow = (
+    NaiveDate,
+    Uuid,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    ClassesColumn,
+);
 
 fn usd(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
@@ -33,19 +46,21 @@ pub async fn usage(
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let rows: Vec<UsageRow> = sqlx::query_as(
+    let rows: Vec<UsageRow> = sqlx::query_as(&format!(
         "SELECT day, key_id, model, requests, errors, prompt_tokens, completion_tokens,
-                latency_ms_total, cost_micros, unpriced_requests
+                latency_ms_total, cost_micros, unpriced_requests, {}
          FROM usage_daily
          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
          ORDER BY day, key_id, model",
-    )
+        classes::COLUMNS
+    ))
     .bind(query.from)
     .bind(query.to)
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
     let mut totals = [0i64; 5];
+    let mut class_totals = Classes::default();
     let data: Vec<Value> = rows
         .into_iter()
         .map(
@@ -60,13 +75,15 @@ pub async fn usage(
                 latency,
                 cost,
                 unpriced,
+                sqlx::types::Json(classes),
             )| {
+                class_totals.add(&classes);
                 totals[0] += requests;
                 totals[1] += errors;
                 totals[2] += prompt;
                 totals[3] += completion;
                 totals[4] += cost;
-                json!({
+                classes.shown_in(json!({
                     "day": day,
                     "key_id": key_id,
                     "model": model,
@@ -79,13 +96,13 @@ pub async fn usage(
                     "cost_usd": usd(cost),
                     "cost_micros": cost,
                     "unpriced_requests": unpriced,
-                })
+                }))
             },
         )
         .collect();
     Ok(Json(json!({
         "object": "usage",
-        "totals": {
+        "totals": class_totals.shown_in(json!({
             "requests": totals[0],
             "errors": totals[1],
             "prompt_tokens": totals[2],
@@ -93,7 +110,7 @@ pub async fn usage(
             "total_tokens": totals[2] + totals[3],
             "cost_usd": usd(totals[4]),
             "cost_micros": totals[4],
-        },
+        })),
         "data": data,
     })))
 }

@@ -48,14 +48,19 @@ impl AuditScope {
     }
 }
 
-/// Billed amounts of one (key, month, model).
+/// Billed amounts of one (key, month, model), with each token class.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub requests: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_5m_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub reasoning_tokens: i64,
     pub cost_micros: i64,
     pub unpriced_requests: i64,
+    pub price_fallback_requests: i64,
 }
 
 impl Totals {
@@ -64,11 +69,32 @@ impl Totals {
         self.requests += 1;
         self.prompt_tokens += o.usage.prompt_tokens as i64;
         self.completion_tokens += o.usage.completion_tokens as i64;
+        self.cached_tokens += o.usage.cached_tokens as i64;
+        self.cache_write_5m_tokens += o.usage.cache_write_5m_tokens as i64;
+        self.cache_write_1h_tokens += o.usage.cache_write_1h_tokens as i64;
+        self.reasoning_tokens += o.usage.reasoning_tokens as i64;
+        self.price_fallback_requests += i64::from(o.price_fallback);
         match o.cost_micros {
             Some(c) => self.cost_micros += c,
             None if o.usage.total() > 0 => self.unpriced_requests += 1,
             None => {}
         }
+    }
+
+    /// The sum of several rows.
+    pub fn sum<'a>(rows: impl IntoIterator<Item = &'a Totals>) -> Totals {
+        rows.into_iter().fold(Totals::default(), |a, t| Totals {
+            requests: a.requests + t.requests,
+            prompt_tokens: a.prompt_tokens + t.prompt_tokens,
+            completion_tokens: a.completion_tokens + t.completion_tokens,
+            cached_tokens: a.cached_tokens + t.cached_tokens,
+            cache_write_5m_tokens: a.cache_write_5m_tokens + t.cache_write_5m_tokens,
+            cache_write_1h_tokens: a.cache_write_1h_tokens + t.cache_write_1h_tokens,
+            reasoning_tokens: a.reasoning_tokens + t.reasoning_tokens,
+            cost_micros: a.cost_micros + t.cost_micros,
+            unpriced_requests: a.unpriced_requests + t.unpriced_requests,
+            price_fallback_requests: a.price_fallback_requests + t.price_fallback_requests,
+        })
     }
 }
 
@@ -110,6 +136,9 @@ pub struct AuditReport {
     pub requests: u64,
     pub expected_cost_micros: i64,
     pub recorded_cost_micros: i64,
+    /// Every audited row summed, token classes included.
+    pub expected_totals: Totals,
+    pub recorded_totals: Totals,
     pub differences: Vec<Difference>,
     /// Outcome events in the audited months (or of unknown month) left out
     /// of both sides, in history order.
@@ -157,7 +186,21 @@ type EventRow = (
     Option<String>,
     Option<DateTime<Utc>>,
 );
-type BillingRow = (Uuid, NaiveDate, String, i64, i64, i64, i64, i64);
+type BillingRow = (
+    Uuid,
+    NaiveDate,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 /// Runs an audit; `progress` gets the number of events read after each page.
 pub async fn audit(
@@ -174,7 +217,8 @@ pub async fn audit(
     let (first, last) = scope.months();
     let rows: Vec<BillingRow> = sqlx::query_as(
         "SELECT key_id, month, model, requests, prompt_tokens, completion_tokens, cost_micros,
-                unpriced_requests
+                unpriced_requests, cached_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+                reasoning_tokens, price_fallback_requests
          FROM billing_monthly
          WHERE month BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR key_id = $3)",
     )
@@ -185,18 +229,25 @@ pub async fn audit(
     .await?;
     let recorded: BTreeMap<BillingKey, Totals> = rows
         .into_iter()
-        .map(|(k, m, model, requests, p, c, cost, unpriced)| {
-            (
-                (k, m, model),
-                Totals {
-                    requests,
-                    prompt_tokens: p,
-                    completion_tokens: c,
-                    cost_micros: cost,
-                    unpriced_requests: unpriced,
-                },
-            )
-        })
+        .map(
+            |(k, m, model, requests, p, c, cost, unpriced, cached, w5, w1, reasoning, fallback)| {
+                (
+                    (k, m, model),
+                    Totals {
+                        requests,
+                        prompt_tokens: p,
+                        completion_tokens: c,
+                        cached_tokens: cached,
+                        cache_write_5m_tokens: w5,
+                        cache_write_1h_tokens: w1,
+                        reasoning_tokens: reasoning,
+                        cost_micros: cost,
+                        unpriced_requests: unpriced,
+                        price_fallback_requests: fallback,
+                    },
+                )
+            },
+        )
         .collect();
 
     let mut expected: BTreeMap<BillingKey, Totals> = BTreeMap::new();
@@ -280,6 +331,8 @@ pub async fn audit(
         requests,
         expected_cost_micros: expected.values().map(|t| t.cost_micros).sum(),
         recorded_cost_micros: recorded.values().map(|t| t.cost_micros).sum(),
+        expected_totals: Totals::sum(expected.values()),
+        recorded_totals: Totals::sum(recorded.values()),
         differences,
         quarantined,
     })
@@ -295,7 +348,7 @@ fn month_label(m: NaiveDate) -> String {
     format!("{:04}-{:02}", m.year(), m.month())
 }
 
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 21] = [
     "key_id",
     "month",
     "model",
@@ -307,9 +360,19 @@ const HEADER: [&str; 11] = [
     "recorded_prompt_tokens",
     "expected_completion_tokens",
     "recorded_completion_tokens",
+    "expected_cached_tokens",
+    "recorded_cached_tokens",
+    "expected_cache_write_5m_tokens",
+    "recorded_cache_write_5m_tokens",
+    "expected_cache_write_1h_tokens",
+    "recorded_cache_write_1h_tokens",
+    "expected_reasoning_tokens",
+    "recorded_reasoning_tokens",
+    "expected_price_fallback_requests",
+    "recorded_price_fallback_requests",
 ];
 
-fn cells(d: &Difference) -> [String; 11] {
+fn cells(d: &Difference) -> [String; 21] {
     [
         d.key_id.to_string(),
         month_label(d.month),
@@ -322,6 +385,16 @@ fn cells(d: &Difference) -> [String; 11] {
         d.recorded.prompt_tokens.to_string(),
         d.expected.completion_tokens.to_string(),
         d.recorded.completion_tokens.to_string(),
+        d.expected.cached_tokens.to_string(),
+        d.recorded.cached_tokens.to_string(),
+        d.expected.cache_write_5m_tokens.to_string(),
+        d.recorded.cache_write_5m_tokens.to_string(),
+        d.expected.cache_write_1h_tokens.to_string(),
+        d.recorded.cache_write_1h_tokens.to_string(),
+        d.expected.reasoning_tokens.to_string(),
+        d.recorded.reasoning_tokens.to_string(),
+        d.expected.price_fallback_requests.to_string(),
+        d.recorded.price_fallback_requests.to_string(),
     ]
 }
 
@@ -404,6 +477,19 @@ pub fn to_table(report: &AuditReport) -> String {
         report.differences.len(),
         report.quarantined.len(),
     );
+    let t = &report.expected_totals;
+    let _ = writeln!(
+        out,
+        "expected tokens: prompt {} (cached {}, cache writes 5m {}, 1h {}), completion {} \
+         (reasoning {}); {} request(s) with a fallback price",
+        t.prompt_tokens,
+        t.cached_tokens,
+        t.cache_write_5m_tokens,
+        t.cache_write_1h_tokens,
+        t.completion_tokens,
+        t.reasoning_tokens,
+        t.price_fallback_requests,
+    );
     out.push_str(&differences_table(report));
     if !report.quarantined.is_empty() {
         if report.differences.is_empty() {
@@ -471,7 +557,7 @@ mod tests {
             prompt_tokens: 10 * requests,
             completion_tokens: 5 * requests,
             cost_micros: cost,
-            unpriced_requests: 0,
+            ..Totals::default()
         }
     }
 
@@ -522,6 +608,8 @@ mod tests {
             requests: 1,
             expected_cost_micros: 5,
             recorded_cost_micros: 6,
+            expected_totals: totals(1, 5),
+            recorded_totals: totals(1, 6),
             differences: compare(
                 &BTreeMap::from([(
                     (Uuid::nil(), "2026-11-01".parse().unwrap(), "a,b".into()),
@@ -574,6 +662,8 @@ mod tests {
             requests: 0,
             expected_cost_micros: 0,
             recorded_cost_micros: 0,
+            expected_totals: Totals::default(),
+            recorded_totals: Totals::default(),
             differences: vec![],
             quarantined: vec![excluded],
         };
@@ -584,11 +674,11 @@ mod tests {
             "{table}"
         );
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3, "{table}");
-        assert!(lines[2].starts_with("quarantined request "));
-        assert!(lines[2].contains(&format!("model {}…,", "x".repeat(39))));
-        assert!(lines[2].contains("cost $0.000018"));
-        assert!(lines[2].chars().count() < 500);
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[3].starts_with("quarantined request "));
+        assert!(lines[3].contains(&format!("model {}…,", "x".repeat(39))));
+        assert!(lines[3].contains("cost $0.000018"));
+        assert!(lines[3].chars().count() < 500);
         report.quarantined.push(unreadable);
         let lines = quarantine_lines(&report);
         let last = lines.lines().last().unwrap();

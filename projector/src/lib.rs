@@ -126,6 +126,12 @@ pub struct UsageDelta {
     pub images: i64,
     pub characters: i64,
     pub audio_seconds: i64,
+    pub cached_tokens: i64,
+    pub cache_write_5m_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub reasoning_tokens: i64,
+    /// Requests with tokens billed at a fallback rate (their class had no price).
+    pub price_fallback_requests: i64,
 }
 
 impl UsageDelta {
@@ -139,6 +145,11 @@ impl UsageDelta {
         self.images += o.usage.images as i64;
         self.characters += o.usage.characters as i64;
         self.audio_seconds += o.usage.audio_seconds as i64;
+        self.cached_tokens += o.usage.cached_tokens as i64;
+        self.cache_write_5m_tokens += o.usage.cache_write_5m_tokens as i64;
+        self.cache_write_1h_tokens += o.usage.cache_write_1h_tokens as i64;
+        self.reasoning_tokens += o.usage.reasoning_tokens as i64;
+        self.price_fallback_requests += i64::from(o.price_fallback);
         match o.cost_micros {
             Some(c) => self.cost_micros += c,
             None if o.usage.total() > 0 => self.unpriced_requests += 1,
@@ -169,7 +180,12 @@ pub struct LogRow {
     pub error_type: Option<String>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
+    pub cached_tokens: Option<i64>,
+    pub cache_write_5m_tokens: Option<i64>,
+    pub cache_write_1h_tokens: Option<i64>,
+    pub reasoning_tokens: Option<i64>,
     pub cost_micros: Option<i64>,
+    pub price_fallback: Option<bool>,
     pub latency_ms: Option<i64>,
     pub stream: Option<bool>,
     pub estimated: Option<bool>,
@@ -187,6 +203,8 @@ pub struct Outcome {
     pub status: u16,
     pub error_type: Option<String>,
     pub cost_micros: Option<i64>,
+    /// Some tokens were billed at a fallback rate.
+    pub price_fallback: bool,
     pub latency_ms: u64,
     pub at: DateTime<Utc>,
 }
@@ -202,6 +220,7 @@ impl Outcome {
                 usage,
                 usage_estimated,
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
                 ..
@@ -215,6 +234,7 @@ impl Outcome {
                 status: 200,
                 error_type: None,
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
             }),
@@ -226,6 +246,7 @@ impl Outcome {
                 usage,
                 usage_estimated,
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
                 ..
@@ -239,6 +260,7 @@ impl Outcome {
                 status,
                 error_type: Some(error_type),
                 cost_micros,
+                price_fallback,
                 latency_ms,
                 at,
             }),
@@ -354,7 +376,12 @@ impl BatchEffect {
                 row.error_type.clone_from(&o.error_type);
                 row.prompt_tokens = Some(o.usage.prompt_tokens as i64);
                 row.completion_tokens = Some(o.usage.completion_tokens as i64);
+                row.cached_tokens = Some(o.usage.cached_tokens as i64);
+                row.cache_write_5m_tokens = Some(o.usage.cache_write_5m_tokens as i64);
+                row.cache_write_1h_tokens = Some(o.usage.cache_write_1h_tokens as i64);
+                row.reasoning_tokens = Some(o.usage.reasoning_tokens as i64);
                 row.cost_micros = o.cost_micros;
+                row.price_fallback = Some(o.price_fallback);
                 row.latency_ms = Some(o.latency_ms as i64);
                 row.estimated = Some(o.estimated);
                 self.usage
@@ -502,6 +529,10 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
+            cached_tokens: 4,
+            cache_write_5m_tokens: 2,
+            cache_write_1h_tokens: 1,
+            reasoning_tokens: 3,
             images: 1,
             characters: 40,
             audio_seconds: 3,
@@ -514,6 +545,7 @@ mod tests {
             usage,
             usage_estimated: false,
             cost_micros: Some(100),
+            price_fallback: true,
             latency_ms: 7,
             at,
         };
@@ -526,6 +558,7 @@ mod tests {
             usage,
             usage_estimated: true,
             cost_micros: None,
+            price_fallback: false,
             latency_ms: 3,
             at,
         };
@@ -573,6 +606,11 @@ mod tests {
                 images: 3,
                 characters: 120,
                 audio_seconds: 9,
+                cached_tokens: 12,
+                cache_write_5m_tokens: 6,
+                cache_write_1h_tokens: 3,
+                reasoning_tokens: 9,
+                price_fallback_requests: 2,
             }
         );
         assert!(effect.keys.contains(&key));
@@ -594,6 +632,16 @@ mod tests {
         assert_eq!(
             (row.at, row.stream, row.cost_micros),
             (Some(at), Some(false), Some(100))
+        );
+        assert_eq!(
+            (
+                row.cached_tokens,
+                row.cache_write_5m_tokens,
+                row.cache_write_1h_tokens,
+                row.reasoning_tokens,
+                row.price_fallback
+            ),
+            (Some(4), Some(2), Some(1), Some(3), Some(true))
         );
     }
 

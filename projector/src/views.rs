@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::{BillingKey, HourlyKey, LogRow, UsageDelta, UsageKey};
 
 /// Column vectors of usage deltas, in `UsageDelta` field order.
-fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 11] {
-    let mut cols: [Vec<i64>; 11] = Default::default();
+fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 16] {
+    let mut cols: [Vec<i64>; 16] = Default::default();
     for d in deltas {
         for (col, v) in cols.iter_mut().zip([
             d.requests,
@@ -27,6 +27,11 @@ fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 11] {
             d.images,
             d.characters,
             d.audio_seconds,
+            d.cached_tokens,
+            d.cache_write_5m_tokens,
+            d.cache_write_1h_tokens,
+            d.reasoning_tokens,
+            d.price_fallback_requests,
         ]) {
             col.push(v);
         }
@@ -57,14 +62,22 @@ pub(crate) async fn write_usage(
         images,
         characters,
         audio_seconds,
+        cached,
+        write_5m,
+        write_1h,
+        reasoning,
+        fallback,
     ] = columns(usage.values());
     sqlx::query(&format!(
         "INSERT INTO usage_daily{suffix} AS u (key_id, day, model, requests, errors, prompt_tokens,
                 completion_tokens, estimated_requests, latency_ms_total, cost_micros,
-                unpriced_requests, images, characters, audio_seconds)
+                unpriced_requests, images, characters, audio_seconds, cached_tokens,
+                cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens,
+                price_fallback_requests)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                $12::int8[], $13::int8[], $14::int8[])
+                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
+                $18::int8[], $19::int8[])
          ON CONFLICT (key_id, day, model) DO UPDATE SET
            requests = u.requests + EXCLUDED.requests,
            errors = u.errors + EXCLUDED.errors,
@@ -76,7 +89,12 @@ pub(crate) async fn write_usage(
            unpriced_requests = u.unpriced_requests + EXCLUDED.unpriced_requests,
            images = u.images + EXCLUDED.images,
            characters = u.characters + EXCLUDED.characters,
-           audio_seconds = u.audio_seconds + EXCLUDED.audio_seconds"
+           audio_seconds = u.audio_seconds + EXCLUDED.audio_seconds,
+           cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens,
+           cache_write_5m_tokens = u.cache_write_5m_tokens + EXCLUDED.cache_write_5m_tokens,
+           cache_write_1h_tokens = u.cache_write_1h_tokens + EXCLUDED.cache_write_1h_tokens,
+           reasoning_tokens = u.reasoning_tokens + EXCLUDED.reasoning_tokens,
+           price_fallback_requests = u.price_fallback_requests + EXCLUDED.price_fallback_requests"
     ))
     .bind(keys)
     .bind(days)
@@ -92,6 +110,11 @@ pub(crate) async fn write_usage(
     .bind(images)
     .bind(characters)
     .bind(audio_seconds)
+    .bind(cached)
+    .bind(write_5m)
+    .bind(write_1h)
+    .bind(reasoning)
+    .bind(fallback)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -120,14 +143,21 @@ pub(crate) async fn write_billing(
         images,
         characters,
         audio_seconds,
+        cached,
+        write_5m,
+        write_1h,
+        reasoning,
+        fallback,
     ] = columns(billing.values());
     sqlx::query(&format!(
         "INSERT INTO billing_monthly{suffix} AS b (key_id, month, model, requests, errors,
                 prompt_tokens, completion_tokens, cost_micros, unpriced_requests, images,
-                characters, audio_seconds)
+                characters, audio_seconds, cached_tokens,
+                cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens,
+                price_fallback_requests)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                $12::int8[])
+                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[])
          ON CONFLICT (key_id, month, model) DO UPDATE SET
            requests = b.requests + EXCLUDED.requests,
            errors = b.errors + EXCLUDED.errors,
@@ -137,7 +167,12 @@ pub(crate) async fn write_billing(
            unpriced_requests = b.unpriced_requests + EXCLUDED.unpriced_requests,
            images = b.images + EXCLUDED.images,
            characters = b.characters + EXCLUDED.characters,
-           audio_seconds = b.audio_seconds + EXCLUDED.audio_seconds"
+           audio_seconds = b.audio_seconds + EXCLUDED.audio_seconds,
+           cached_tokens = b.cached_tokens + EXCLUDED.cached_tokens,
+           cache_write_5m_tokens = b.cache_write_5m_tokens + EXCLUDED.cache_write_5m_tokens,
+           cache_write_1h_tokens = b.cache_write_1h_tokens + EXCLUDED.cache_write_1h_tokens,
+           reasoning_tokens = b.reasoning_tokens + EXCLUDED.reasoning_tokens,
+           price_fallback_requests = b.price_fallback_requests + EXCLUDED.price_fallback_requests"
     ))
     .bind(keys)
     .bind(months)
@@ -151,6 +186,11 @@ pub(crate) async fn write_billing(
     .bind(images)
     .bind(characters)
     .bind(audio_seconds)
+    .bind(cached)
+    .bind(write_5m)
+    .bind(write_1h)
+    .bind(reasoning)
+    .bind(fallback)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -180,14 +220,22 @@ pub(crate) async fn write_hourly(
         images,
         characters,
         audio_seconds,
+        cached,
+        write_5m,
+        write_1h,
+        reasoning,
+        fallback,
     ] = columns(hourly.values());
     sqlx::query(&format!(
         "INSERT INTO usage_hourly{suffix} AS h (key_id, hour, provider, model, requests, errors,
                 prompt_tokens, completion_tokens, cost_micros, unpriced_requests, latency_ms_total,
-                images, characters, audio_seconds)
+                images, characters, audio_seconds, cached_tokens,
+                cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens,
+                price_fallback_requests)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[],
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                $12::int8[], $13::int8[], $14::int8[])
+                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
+                $18::int8[], $19::int8[])
          ON CONFLICT (key_id, hour, provider, model) DO UPDATE SET
            requests = h.requests + EXCLUDED.requests,
            errors = h.errors + EXCLUDED.errors,
@@ -198,7 +246,12 @@ pub(crate) async fn write_hourly(
            latency_ms_total = h.latency_ms_total + EXCLUDED.latency_ms_total,
            images = h.images + EXCLUDED.images,
            characters = h.characters + EXCLUDED.characters,
-           audio_seconds = h.audio_seconds + EXCLUDED.audio_seconds"
+           audio_seconds = h.audio_seconds + EXCLUDED.audio_seconds,
+           cached_tokens = h.cached_tokens + EXCLUDED.cached_tokens,
+           cache_write_5m_tokens = h.cache_write_5m_tokens + EXCLUDED.cache_write_5m_tokens,
+           cache_write_1h_tokens = h.cache_write_1h_tokens + EXCLUDED.cache_write_1h_tokens,
+           reasoning_tokens = h.reasoning_tokens + EXCLUDED.reasoning_tokens,
+           price_fallback_requests = h.price_fallback_requests + EXCLUDED.price_fallback_requests"
     ))
     .bind(keys)
     .bind(hours)
@@ -214,6 +267,11 @@ pub(crate) async fn write_hourly(
     .bind(images)
     .bind(characters)
     .bind(audio_seconds)
+    .bind(cached)
+    .bind(write_5m)
+    .bind(write_1h)
+    .bind(reasoning)
+    .bind(fallback)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -232,10 +290,12 @@ pub(crate) async fn write_requests(
     sqlx::query(&format!(
         "INSERT INTO request_log{suffix} AS r (id, at, finished_at, key_id, model, provider,
                 attempts, status, http_status, error_type, prompt_tokens, completion_tokens,
-                cost_micros, latency_ms, stream, estimated)
+                cost_micros, latency_ms, stream, estimated, cached_tokens, cache_write_5m_tokens,
+                cache_write_1h_tokens, reasoning_tokens, price_fallback)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[],
                 $5::text[], $6::text[], $7::int4[], $8::text[], $9::int4[], $10::text[],
-                $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[])
+                $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[],
+                $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::bool[])
          ON CONFLICT (id) DO UPDATE SET
            at = COALESCE(EXCLUDED.at, r.at),
            finished_at = COALESCE(EXCLUDED.finished_at, r.finished_at),
@@ -252,7 +312,12 @@ pub(crate) async fn write_requests(
            cost_micros = COALESCE(EXCLUDED.cost_micros, r.cost_micros),
            latency_ms = COALESCE(EXCLUDED.latency_ms, r.latency_ms),
            stream = COALESCE(EXCLUDED.stream, r.stream),
-           estimated = COALESCE(EXCLUDED.estimated, r.estimated)"
+           estimated = COALESCE(EXCLUDED.estimated, r.estimated),
+           cached_tokens = COALESCE(EXCLUDED.cached_tokens, r.cached_tokens),
+           cache_write_5m_tokens = COALESCE(EXCLUDED.cache_write_5m_tokens, r.cache_write_5m_tokens),
+           cache_write_1h_tokens = COALESCE(EXCLUDED.cache_write_1h_tokens, r.cache_write_1h_tokens),
+           reasoning_tokens = COALESCE(EXCLUDED.reasoning_tokens, r.reasoning_tokens),
+           price_fallback = COALESCE(EXCLUDED.price_fallback, r.price_fallback)"
     ))
     .bind(ids)
     .bind(r.iter().map(|x| x.at).collect::<Vec<_>>())
@@ -270,6 +335,11 @@ pub(crate) async fn write_requests(
     .bind(r.iter().map(|x| x.latency_ms).collect::<Vec<_>>())
     .bind(r.iter().map(|x| x.stream).collect::<Vec<_>>())
     .bind(r.iter().map(|x| x.estimated).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.cached_tokens).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.cache_write_5m_tokens).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.cache_write_1h_tokens).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.reasoning_tokens).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.price_fallback).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())

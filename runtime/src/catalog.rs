@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 
 use aigw_events::deployments::{Deployments, deployment_prices};
+use aigw_events::pricing::PriceUsd;
 use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -103,6 +104,14 @@ pub struct Preset {
     #[serde(default)]
     pub reason: Option<String>,
     pub models: Vec<PresetModel>,
+    /// Where the catalog's prices of this preset come from (an https URL);
+    /// required when any model is priced.
+    #[serde(default)]
+    pub price_source: Option<String>,
+    /// The day those prices were last checked against the source
+    /// (`YYYY-MM-DD`); `aigw prices check` lists presets older than an age.
+    #[serde(default)]
+    pub prices_as_of: Option<chrono::NaiveDate>,
 }
 
 fn yes() -> bool {
@@ -126,6 +135,19 @@ pub struct PresetModel {
     /// USD per 1M output tokens (absent when unknown: the model is unpriced).
     #[serde(default)]
     pub output: Option<f64>,
+    /// USD per 1M prompt tokens read from the provider's cache, where the
+    /// provider publishes it (absent: billed at `input`, flagged).
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// USD per 1M prompt tokens written to the cache for 5 minutes.
+    #[serde(default)]
+    pub cache_write_5m: Option<f64>,
+    /// USD per 1M prompt tokens written to the cache for an hour.
+    #[serde(default)]
+    pub cache_write_1h: Option<f64>,
+    /// USD per 1M reasoning tokens, where billed apart from `output`.
+    #[serde(default)]
+    pub reasoning: Option<f64>,
     /// USD per generated image (image models).
     #[serde(default)]
     pub image: Option<f64>,
@@ -149,6 +171,10 @@ impl PresetModel {
             _ => return None,
         };
         let rate = |v: Option<f64>| v.map(|v| usd_to_micros(v).ok_or(())).transpose();
+        price.cached_input_micros_per_mtok = rate(self.cached_input).ok()?;
+        price.cache_write_5m_micros_per_mtok = rate(self.cache_write_5m).ok()?;
+        price.cache_write_1h_micros_per_mtok = rate(self.cache_write_1h).ok()?;
+        price.reasoning_micros_per_mtok = rate(self.reasoning).ok()?;
         price.image_micros = rate(self.image).ok()?;
         price.character_micros_per_m = rate(self.per_mchar).ok()?;
         price.audio_micros_per_hour = rate(self.per_hour).ok()?;
@@ -286,6 +312,7 @@ impl Catalog {
                 return Err(bad("configurable = false needs a reason".into()));
             }
             let mut model_ids = HashSet::new();
+            let mut any_price = false;
             for m in &p.models {
                 if m.id.trim().is_empty() || !model_ids.insert(m.id.as_str()) {
                     return Err(bad(format!("model id {:?} is empty or repeated", m.id)));
@@ -293,6 +320,16 @@ impl Catalog {
                 let priced = [m.input, m.output, m.image, m.per_mchar, m.per_hour]
                     .iter()
                     .any(Option::is_some);
+                any_price |= priced;
+                let classed = [m.cached_input, m.cache_write_5m, m.cache_write_1h, m.reasoning]
+                    .iter()
+                    .any(Option::is_some);
+                if classed && (m.input.is_none() || m.output.is_none()) {
+                    return Err(bad(format!(
+                        "model {:?} has token class prices without input and output prices",
+                        m.id
+                    )));
+                }
                 match (m.input, m.output) {
                     _ if priced && m.price().is_none() => {
                         return Err(bad(format!("model {:?} has a negative price", m.id)));
@@ -317,6 +354,7 @@ impl Catalog {
                     )));
                 }
             }
+            p.check_price_source(any_price).map_err(bad)?;
         }
         Ok(())
     }
@@ -360,12 +398,65 @@ pub fn model_price(preset: Option<&str>, model: &str) -> Option<Price> {
         .and_then(PresetModel::price)
 }
 
+/// A preset whose catalog prices were checked longer ago than allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalePrices<'a> {
+    pub preset: &'a Preset,
+    pub as_of: chrono::NaiveDate,
+    /// Whole days between `as_of` and the day of the check.
+    pub age_days: i64,
+    /// The priced models of the preset.
+    pub models: Vec<&'a str>,
+}
+
+/// The presets of `catalog` with prices last checked more than `max_age`
+/// days before `today`, oldest first (presets without prices are never
+/// stale).
+pub fn stale_prices(
+    catalog: &Catalog,
+    today: chrono::NaiveDate,
+    max_age_days: i64,
+) -> Vec<StalePrices<'_>> {
+    let mut stale: Vec<StalePrices<'_>> = catalog
+        .preset
+        .iter()
+        .filter_map(|p| {
+            let as_of = p.prices_as_of?;
+            let age_days = (today - as_of).num_days();
+            let models: Vec<&str> = p
+                .models
+                .iter()
+                .filter(|m| m.price().is_some())
+                .map(|m| m.id.as_str())
+                .collect();
+            (age_days > max_age_days && !models.is_empty()).then_some(StalePrices {
+                preset: p,
+                as_of,
+                age_days,
+                models,
+            })
+        })
+        .collect();
+    stale.sort_by_key(|s| (s.as_of, s.preset.id.clone()));
+    stale
+}
+
 /// A price in USD per 1M tokens as integer micro-dollars per 1M tokens.
 fn price(input: f64, output: f64) -> Option<Price> {
     Some(Price::tokens(usd_to_micros(input)?, usd_to_micros(output)?))
 }
 
 impl Preset {
+    /// A preset with prices says where they come from and as of when.
+    fn check_price_source(&self, priced: bool) -> Result<(), String> {
+        match (&self.price_source, self.prices_as_of) {
+            (Some(url), Some(_)) if url.starts_with("https://") => Ok(()),
+            (Some(url), Some(_)) => Err(format!("price_source {url:?} is not an https:// URL")),
+            (None, None) if !priced => Ok(()),
+            _ => Err("a preset with prices needs both price_source and prices_as_of".into()),
+        }
+    }
+
     /// The provider kind this preset is called with, if it can be called.
     pub fn kind(&self) -> Option<ProviderKind> {
         match self.wire.as_str() {
@@ -439,23 +530,8 @@ pub struct PresetInput {
     pub aws_session_token: Option<String>,
 }
 
-/// A model's prices as admins write them, in USD per million tokens.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriceInput {
-    pub input_usd_per_mtok: f64,
-    pub output_usd_per_mtok: f64,
-    #[serde(default)]
-    pub cached_input_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub reasoning_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub per_image_usd: Option<f64>,
-    #[serde(default)]
-    pub per_mchar_usd: Option<f64>,
-    #[serde(default)]
-    pub per_hour_usd: Option<f64>,
-}
+/// A model's prices as admins write them (see [`PriceUsd`]).
+pub type PriceInput = PriceUsd;
 
 fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -689,14 +765,7 @@ pub fn build_spec(
             field: "prices".into(),
             problem: format!("the prices of {model:?} must be non-negative USD amounts"),
         };
-        let optional = |v: Option<f64>| v.map(|v| usd_to_micros(v).ok_or_else(bad)).transpose();
-        let mut price = price(p.input_usd_per_mtok, p.output_usd_per_mtok).ok_or_else(bad)?;
-        price.cached_input_micros_per_mtok = optional(p.cached_input_usd_per_mtok)?;
-        price.reasoning_micros_per_mtok = optional(p.reasoning_usd_per_mtok)?;
-        price.image_micros = optional(p.per_image_usd)?;
-        price.character_micros_per_m = optional(p.per_mchar_usd)?;
-        price.audio_micros_per_hour = optional(p.per_hour_usd)?;
-        given_prices.insert(model.clone(), price);
+        given_prices.insert(model.clone(), p.to_price().map_err(|_| bad())?);
     }
     let prices = if kind == ProviderKind::Azure {
         deployment_prices(&deployments, &given_prices, None, |m| {
@@ -759,6 +828,58 @@ mod tests {
         let mj = c.get("midjourney").unwrap();
         assert!(!mj.configurable);
         assert_eq!(mj.wire, "none");
+    }
+
+    #[test]
+    fn catalog_prices_carry_their_classes_source_and_date() {
+        let c = catalog().unwrap();
+        let sonnet = model_price(Some("anthropic"), "claude-sonnet-5").unwrap();
+        assert_eq!(sonnet.cached_input_micros_per_mtok, Some(300_000));
+        assert_eq!(sonnet.cache_write_5m_micros_per_mtok, Some(3_750_000));
+        assert_eq!(sonnet.cache_write_1h_micros_per_mtok, Some(6_000_000));
+        let flash = model_price(Some("deepseek"), "deepseek-v4-flash").unwrap();
+        assert_eq!(flash.cached_input_micros_per_mtok, Some(2_800));
+        let mini = model_price(Some("openai"), "gpt-5.4-mini").unwrap();
+        assert_eq!(mini.cached_input_micros_per_mtok, Some(75_000));
+        let openai = c.get("openai").unwrap();
+        assert!(openai.price_source.as_deref().unwrap().starts_with("https://"));
+        // A preset with prices must say where they come from and when.
+        let text = CATALOG_TOML.replacen("prices_as_of = \"2026-08-02\"\n", "", 1);
+        assert!(matches!(
+            Catalog::parse(&text),
+            Err(CatalogError::Invalid { id, .. }) if id == "openai"
+        ));
+        let text = CATALOG_TOML.replacen(
+            "price_source = \"https://openai.com/api/pricing/\"",
+            "price_source = \"http://openai.com/api/pricing/\"",
+            1,
+        );
+        assert!(Catalog::parse(&text).is_err());
+        // Class prices need the token prices they fall back to.
+        let text = CATALOG_TOML.replacen("input = 0.14, output = 0.28, cached_input", "cached_input", 1);
+        assert!(Catalog::parse(&text).is_err());
+    }
+
+    #[test]
+    fn stale_prices_are_those_checked_longer_ago_than_the_age() {
+        let c = catalog().unwrap();
+        let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+        // Nothing is older than its own date plus a century.
+        assert!(stale_prices(c, day("2026-12-03"), 36_500).is_empty());
+        let all = stale_prices(c, day("2030-01-01"), 0);
+        let priced = c
+            .preset
+            .iter()
+            .filter(|p| p.models.iter().any(|m| m.price().is_some()))
+            .count();
+        assert_eq!(all.len(), priced);
+        assert!(all.windows(2).all(|w| w[0].as_of <= w[1].as_of));
+        // OpenAI's prices are as of 2026-08-02: 92 days old on 2026-11-02.
+        let stale = stale_prices(c, day("2026-11-02"), 90);
+        let openai = stale.iter().find(|s| s.preset.id == "openai").unwrap();
+        assert_eq!(openai.age_days, 92);
+        assert!(openai.models.contains(&"gpt-5.4"));
+        assert!(!stale_prices(c, day("2026-10-31"), 90).iter().any(|s| s.preset.id == "openai"));
     }
 
     #[test]
