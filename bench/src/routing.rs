@@ -63,15 +63,7 @@ fn targets(n: usize) -> Vec<Target> {
             let price = 150_000 + 97_000 * ((i as i64 * 7) % n as i64);
             spec.prices.insert(
                 "bench-model".into(),
-                Price {
-                    input_micros_per_mtok: price,
-                    output_micros_per_mtok: 4 * price,
-                    cached_input_micros_per_mtok: None,
-                    reasoning_micros_per_mtok: None,
-                    image_micros: None,
-                    character_micros_per_m: None,
-                    audio_micros_per_hour: None,
-                },
+                Price::tokens(price, 4 * price),
             );
             Target {
                 provider: Arc::new(ProviderEntry {

@@ -247,15 +247,7 @@ mod tests {
         if let Some(p) = price {
             spec.prices.insert(
                 "m".into(),
-                Price {
-                    input_micros_per_mtok: p,
-                    output_micros_per_mtok: p,
-                    cached_input_micros_per_mtok: None,
-                    reasoning_micros_per_mtok: None,
-                    image_micros: None,
-                    character_micros_per_m: None,
-                    audio_micros_per_hour: None,
-                },
+                Price::tokens(p, p),
             );
         }
         Target {
@@ -283,6 +275,10 @@ mod tests {
         images: 0,
         characters: 0,
         audio_seconds: 0,
+        cached_tokens: 0,
+        cache_write_5m_tokens: 0,
+        cache_write_1h_tokens: 0,
+        reasoning_tokens: 0,
     };
 
     #[test]

@@ -144,3 +144,77 @@ fn azure_provider_events_before_and_with_deployments() {
     );
     assert_eq!(spec.price("raw"), None);
 }
+
+/// Events with token classes (usage classes, class prices, the fallback
+/// flag): they read, and write back unchanged.
+#[test]
+fn token_class_events_deserialize() {
+    let text = include_str!("fixtures/token-classes.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    for v in all["provider"].as_array().unwrap() {
+        let e = serde_json::from_value::<ProviderEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        let again: ProviderEvent =
+            serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+        let ProviderEvent::ProviderConfigured { spec, .. } = e else {
+            panic!("{v}")
+        };
+        let price = spec.price("claude-sonnet-5").unwrap();
+        assert_eq!(price.cache_write_1h_micros_per_mtok, Some(6_000_000));
+    }
+    let requests = all["request"].as_array().unwrap();
+    for v in requests {
+        let e = serde_json::from_value::<RequestEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+    }
+    let RequestEvent::RequestCompleted {
+        usage,
+        price_fallback,
+        ..
+    } = serde_json::from_value(requests[0].clone()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            usage.cached_tokens,
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+            usage.reasoning_tokens
+        ),
+        (2_000, 3_000, 4_000, 200)
+    );
+    assert!(price_fallback);
+}
+
+/// Events written before token classes existed read with every class at 0
+/// and no fallback, and write back byte for byte: replaying them gives the
+/// views and costs they always gave.
+#[test]
+fn events_before_token_classes_read_as_classless() {
+    let text = include_str!("fixtures/v1.0.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    for v in all["request"].as_array().unwrap() {
+        let e = serde_json::from_value::<RequestEvent>(v.clone()).unwrap();
+        if let RequestEvent::RequestCompleted {
+            usage,
+            price_fallback,
+            ..
+        }
+        | RequestEvent::RequestFailed {
+            usage,
+            price_fallback,
+            ..
+        } = &e
+        {
+            assert!(!price_fallback);
+            assert_eq!(usage.cache_tokens() + usage.reasoning_tokens, 0);
+            assert_eq!(usage.uncached_prompt_tokens(), usage.prompt_tokens);
+            // Nothing new is written for them.
+            let written = serde_json::to_value(&e).unwrap().to_string();
+            assert!(!written.contains("price_fallback") && !written.contains("cached_tokens"));
+        }
+    }
+}

@@ -95,7 +95,7 @@ impl Call {
     }
 }
 
-fn body(r: &Request) -> Value {
+pub(crate) fn body(r: &Request) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
@@ -103,7 +103,7 @@ fn header_of(r: &Request, name: &str) -> Option<String> {
     r.headers.get(name).map(|v| v.to_str().unwrap().to_string())
 }
 
-fn sse(events: &[(Option<&str>, Value)], line_end: &str) -> String {
+pub(crate) fn sse(events: &[(Option<&str>, Value)], line_end: &str) -> String {
     events
         .iter()
         .map(|(event, data)| match event {
@@ -113,7 +113,7 @@ fn sse(events: &[(Option<&str>, Value)], line_end: &str) -> String {
         .collect()
 }
 
-fn sse_response(text: String) -> ResponseTemplate {
+pub(crate) fn sse_response(text: String) -> ResponseTemplate {
     ResponseTemplate::new(200)
         .insert_header("content-type", "text/event-stream")
         .set_body_string(text)
@@ -396,7 +396,7 @@ fn gemini(r: &Request) -> ResponseTemplate {
 
 // ---------------------------------------------------------------- Bedrock
 
-fn frame(event: &str, payload: Value) -> Vec<u8> {
+pub(crate) fn frame(event: &str, payload: Value) -> Vec<u8> {
     let message = Message::new(payload.to_string().into_bytes())
         .add_header(Header::new(
             ":event-type",

@@ -102,6 +102,7 @@ async fn non_streamed_chat_passes_fields_through_and_records_usage() {
             usage: aigw_events::Usage::default(),
             usage_estimated: false,
             cost_micros: None,
+            price_fallback: false,
             latency_ms: 0,
             at: chrono::Utc::now(),
         },

@@ -632,6 +632,7 @@ async fn concurrent_recordings_of_one_request_leave_one_outcome() {
             },
             usage_estimated: false,
             cost_micros: Some(cost),
+            price_fallback: false,
             latency_ms: 1,
             at,
         },

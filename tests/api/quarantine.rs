@@ -147,6 +147,7 @@ async fn a_model_too_long_for_the_views_is_quarantined_and_the_views_move_on() {
                 usage: Usage::default(),
                 usage_estimated: false,
                 cost_micros: None,
+                price_fallback: false,
                 latency_ms: 3,
                 at: now,
             },
@@ -332,6 +333,7 @@ async fn an_unreadable_event_is_quarantined_and_a_rebuild_recovers_it_once_fixed
         },
         usage_estimated: false,
         cost_micros: Some(1000),
+        price_fallback: false,
         latency_ms: 5,
         at: chrono::Utc::now(),
     };

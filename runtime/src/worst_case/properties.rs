@@ -120,6 +120,7 @@ proptest! {
             images: c[2],
             characters: c[3],
             audio_seconds: c[4],
+            ..Usage::default()
         };
         let price = Price {
             image_micros: Some(rates[2]),
