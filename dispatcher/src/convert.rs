@@ -313,11 +313,13 @@ pub fn with_usage_details(body: bytes::Bytes, u: &Usage) -> bytes::Bytes {
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    match v.get_mut("usage") {
-        Some(usage) if complete_usage_details(usage, u) => {
-            serde_json::to_vec(&v).map_or(body, bytes::Bytes::from)
-        }
-        _ => body,
+    let completed = v
+        .get_mut("usage")
+        .is_some_and(|usage| complete_usage_details(usage, u));
+    if completed {
+        serde_json::to_vec(&v).map_or(body, bytes::Bytes::from)
+    } else {
+        body
     }
 }
 

@@ -122,6 +122,18 @@ fn err(answer: Result<Answer, UpstreamError>) -> UpstreamError {
 }
 
 /// Joins the text deltas and the tool calls of a chunk stream.
+/// The usage object a translated answer carries, in OpenAI's shape:
+/// totals, then [cached, cache writes 5 min, 1 h, reasoning].
+fn openai_usage(prompt: u64, completion: u64, classes: [u64; 4]) -> Value {
+    let [cached, write_5m, write_1h, reasoning] = classes;
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached,
+            "cache_write_tokens": write_5m + write_1h,
+            "cache_write_5m_tokens": write_5m, "cache_write_1h_tokens": write_1h},
+        "completion_tokens_details": {"reasoning_tokens": reasoning}})
+}
+
 /// (content, tool calls as (id, name, arguments), finish reason, usage).
 type Assembled = (String, Vec<(String, String, String)>, Option<String>, Value);
 
@@ -247,9 +259,10 @@ async fn anthropic_translates_request_and_answer() {
     assert_eq!(args, json!({"city": "Paris"}));
     assert_eq!(
         body["usage"],
-        json!({"prompt_tokens": 26, "completion_tokens": 12, "total_tokens": 38})
+        openai_usage(26, 12, [5, 1, 0, 0])
     );
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (26, 12));
+    assert_eq!((usage.cached_tokens, usage.cache_write_5m_tokens), (5, 1));
 }
 
 #[tokio::test]
@@ -352,7 +365,7 @@ async fn anthropic_stream_becomes_openai_chunks() {
     assert_eq!(finish.as_deref(), Some("tool_calls"));
     assert_eq!(
         usage,
-        json!({"prompt_tokens": 25, "completion_tokens": 31, "total_tokens": 56})
+        openai_usage(25, 31, [0; 4])
     );
     // The usage chunk is last and has no choices, as OpenAI sends it.
     assert_eq!(chunks.last().unwrap()["choices"], json!([]));
@@ -509,6 +522,9 @@ async fn gemini_translates_request_and_answer() {
     assert_eq!(call["function"]["arguments"], "{\"city\":\"Lyon\"}");
     assert_eq!(body["usage"]["completion_tokens"], 12);
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (30, 12));
+    // Thoughts are the reasoning part of the completion.
+    assert_eq!(usage.reasoning_tokens, 4);
+    assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 4);
 }
 
 #[tokio::test]
@@ -555,7 +571,7 @@ async fn gemini_stream_becomes_openai_chunks() {
     assert_eq!(finish.as_deref(), Some("tool_calls"));
     assert_eq!(
         usage,
-        json!({"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14})
+        openai_usage(9, 5, [0; 4])
     );
 }
 
@@ -895,7 +911,7 @@ async fn cohere_stream_becomes_openai_chunks() {
     assert_eq!(finish.as_deref(), Some("tool_calls"));
     assert_eq!(
         usage,
-        json!({"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12})
+        openai_usage(5, 7, [0; 4])
     );
 }
 
@@ -1113,7 +1129,7 @@ async fn bedrock_converse_stream_decodes_the_event_stream() {
     assert_eq!(finish.as_deref(), Some("tool_calls"));
     assert_eq!(
         usage,
-        json!({"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33})
+        openai_usage(11, 22, [0; 4])
     );
 }
 

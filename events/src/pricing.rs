@@ -397,7 +397,7 @@ mod tests {
         let pico: i64 = 3_000_000_000 + 600_000_000 + 11_250_000_000 + 24_000_000_000
             + 4_500_000_000
             + 4_000_000_000;
-        assert_eq!(all.micros, pico.div_ceil(1_000_000));
+        assert_eq!(all.micros, (pico + 999_999) / 1_000_000);
         assert!(!all.fallback);
         // Old usage (no classes) costs what it always did.
         assert_eq!(

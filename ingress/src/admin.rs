@@ -21,7 +21,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use cqrs_es::AggregateError;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -399,7 +399,7 @@ pub fn model_price(preset: Option<&str>, model: &str) -> Option<Price> {
 }
 
 /// A preset whose catalog prices were checked longer ago than allowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StalePrices<'a> {
     pub preset: &'a Preset,
     pub as_of: chrono::NaiveDate,

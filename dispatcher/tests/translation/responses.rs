@@ -88,6 +88,13 @@ fn check(answer: Result<Answer, UpstreamError>, want: &Expected) -> Result<(), T
                 "prompt_tokens": u.prompt_tokens,
                 "completion_tokens": u.completion_tokens,
                 "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+                "prompt_tokens_details": {
+                    "cached_tokens": u.cached_tokens,
+                    "cache_write_tokens": u.cache_write_5m_tokens.saturating_add(u.cache_write_1h_tokens),
+                    "cache_write_5m_tokens": u.cache_write_5m_tokens,
+                    "cache_write_1h_tokens": u.cache_write_1h_tokens,
+                },
+                "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
             })
         ),
         None => prop_assert!(body.get("usage").is_none()),
@@ -288,7 +295,11 @@ proptest! {
         if let Some((input, output, read, write)) = usage {
             native["usage"] = json!({"input_tokens": input, "output_tokens": output,
                 "cache_read_input_tokens": read, "cache_creation_input_tokens": write});
-            want.usage = tokens(sum(&[input, read, write]), output);
+            want.usage = Some(Usage {
+                cached_tokens: read,
+                cache_write_5m_tokens: write,
+                ..tokens(sum(&[input, read, write]), output).unwrap()
+            });
         }
         check(anthropic::from_anthropic(&native, "p"), &want)?;
     }
@@ -333,7 +344,10 @@ proptest! {
         if let Some((prompt, candidates, thoughts)) = usage {
             native["usageMetadata"] = json!({"promptTokenCount": prompt,
                 "candidatesTokenCount": candidates, "thoughtsTokenCount": thoughts});
-            want.usage = tokens(prompt, sum(&[candidates, thoughts]));
+            want.usage = Some(Usage {
+                reasoning_tokens: thoughts,
+                ..tokens(prompt, sum(&[candidates, thoughts])).unwrap()
+            });
         }
         check(gemini::from_gemini(&native, "p", "id", "m"), &want)?;
     }
@@ -376,7 +390,11 @@ proptest! {
             native["usage"] = json!({"inputTokens": input, "outputTokens": output,
                 "cacheReadInputTokens": read, "cacheWriteInputTokens": write,
                 "totalTokens": 0});
-            want.usage = tokens(sum(&[input, read, write]), output);
+            want.usage = Some(Usage {
+                cached_tokens: read,
+                cache_write_5m_tokens: write,
+                ..tokens(sum(&[input, read, write]), output).unwrap()
+            });
         }
         check(bedrock::from_converse(&native, "p", "m"), &want)?;
     }

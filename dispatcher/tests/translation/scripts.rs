@@ -24,9 +24,14 @@ pub struct Assembled {
     pub end: Option<Result<(), String>>,
 }
 
+/// A translated stream's usage, in OpenAI's shape (no token classes: the
+/// scripts report none).
 pub fn usage_json(prompt: u64, completion: u64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt.saturating_add(completion)})
+           "total_tokens": prompt.saturating_add(completion),
+           "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0,
+               "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": 0}})
 }
 
 #[derive(Debug, Clone)]
