@@ -124,7 +124,10 @@ mod tests {
         // The catalog's gpt-5.4 price, keyed by the deployment that serves it.
         assert_eq!(
             spec.price("prod-5"),
-            Some(&Price::tokens(2_500_000, 15_000_000))
+            Some(&Price {
+                cached_input_micros_per_mtok: Some(250_000),
+                ..Price::tokens(2_500_000, 15_000_000)
+            })
         );
         // A model the catalog does not price, priced by the admin.
         assert_eq!(
