@@ -61,10 +61,8 @@ fn targets(n: usize) -> Vec<Target> {
             };
             // Different prices and weights, so every strategy has work to do.
             let price = 150_000 + 97_000 * ((i as i64 * 7) % n as i64);
-            spec.prices.insert(
-                "bench-model".into(),
-                Price::tokens(price, 4 * price),
-            );
+            spec.prices
+                .insert("bench-model".into(), Price::tokens(price, 4 * price));
             Target {
                 provider: Arc::new(ProviderEntry {
                     id: Uuid::now_v7(),

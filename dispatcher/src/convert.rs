@@ -297,9 +297,14 @@ pub fn complete_usage_details(usage: &mut Value, u: &Usage) -> bool {
     put(
         "prompt_tokens_details",
         "cache_write_tokens",
-        u.cache_write_5m_tokens.saturating_add(u.cache_write_1h_tokens),
+        u.cache_write_5m_tokens
+            .saturating_add(u.cache_write_1h_tokens),
     );
-    put("completion_tokens_details", "reasoning_tokens", u.reasoning_tokens);
+    put(
+        "completion_tokens_details",
+        "reasoning_tokens",
+        u.reasoning_tokens,
+    );
     changed
 }
 

@@ -468,7 +468,12 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            (u.cached_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.reasoning_tokens),
+            (
+                u.cached_tokens,
+                u.cache_write_5m_tokens,
+                u.cache_write_1h_tokens,
+                u.reasoning_tokens
+            ),
             (60, 30, 0, 20)
         );
         // aigw's split of the writes.

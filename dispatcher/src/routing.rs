@@ -245,10 +245,7 @@ mod tests {
             ..ProviderSpec::default()
         };
         if let Some(p) = price {
-            spec.prices.insert(
-                "m".into(),
-                Price::tokens(p, p),
-            );
+            spec.prices.insert("m".into(), Price::tokens(p, p));
         }
         Target {
             provider: Arc::new(ProviderEntry {

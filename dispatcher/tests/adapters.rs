@@ -257,10 +257,7 @@ async fn anthropic_translates_request_and_answer() {
     let args: Value =
         serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args, json!({"city": "Paris"}));
-    assert_eq!(
-        body["usage"],
-        openai_usage(26, 12, [5, 1, 0, 0])
-    );
+    assert_eq!(body["usage"], openai_usage(26, 12, [5, 1, 0, 0]));
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (26, 12));
     assert_eq!((usage.cached_tokens, usage.cache_write_5m_tokens), (5, 1));
 }
@@ -363,10 +360,7 @@ async fn anthropic_stream_becomes_openai_chunks() {
         json!({"city": "Paris"})
     );
     assert_eq!(finish.as_deref(), Some("tool_calls"));
-    assert_eq!(
-        usage,
-        openai_usage(25, 31, [0; 4])
-    );
+    assert_eq!(usage, openai_usage(25, 31, [0; 4]));
     // The usage chunk is last and has no choices, as OpenAI sends it.
     assert_eq!(chunks.last().unwrap()["choices"], json!([]));
 }
@@ -524,7 +518,10 @@ async fn gemini_translates_request_and_answer() {
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (30, 12));
     // Thoughts are the reasoning part of the completion.
     assert_eq!(usage.reasoning_tokens, 4);
-    assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 4);
+    assert_eq!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        4
+    );
 }
 
 #[tokio::test]
@@ -569,10 +566,7 @@ async fn gemini_stream_becomes_openai_chunks() {
         vec![("call_0".into(), "f".into(), "{\"a\":1}".into())]
     );
     assert_eq!(finish.as_deref(), Some("tool_calls"));
-    assert_eq!(
-        usage,
-        openai_usage(9, 5, [0; 4])
-    );
+    assert_eq!(usage, openai_usage(9, 5, [0; 4]));
 }
 
 /// Gemini 3 answers a later turn with 400 unless its function calls come
@@ -909,10 +903,7 @@ async fn cohere_stream_becomes_openai_chunks() {
     assert_eq!(text, "Hi there");
     assert_eq!(calls, vec![("t1".into(), "f".into(), "{\"x\":2}".into())]);
     assert_eq!(finish.as_deref(), Some("tool_calls"));
-    assert_eq!(
-        usage,
-        openai_usage(5, 7, [0; 4])
-    );
+    assert_eq!(usage, openai_usage(5, 7, [0; 4]));
 }
 
 #[tokio::test]
@@ -1127,10 +1118,7 @@ async fn bedrock_converse_stream_decodes_the_event_stream() {
         vec![("tu_7".into(), "lookup".into(), "{\"q\":\"rust\"}".into())]
     );
     assert_eq!(finish.as_deref(), Some("tool_calls"));
-    assert_eq!(
-        usage,
-        openai_usage(11, 22, [0; 4])
-    );
+    assert_eq!(usage, openai_usage(11, 22, [0; 4]));
 }
 
 #[tokio::test]

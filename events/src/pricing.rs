@@ -100,23 +100,47 @@ impl Price {
         let output = Some(self.output_micros_per_mtok);
         // Each class with its own rate, or its base rate and a flag.
         let classes = [
-            (usage.cached_tokens, self.cached_input_micros_per_mtok, input),
-            (usage.cache_write_5m_tokens, self.cache_write_5m_micros_per_mtok, input),
-            (usage.cache_write_1h_tokens, self.cache_write_1h_micros_per_mtok, input),
-            (usage.reasoning_tokens, self.reasoning_micros_per_mtok, output),
+            (
+                usage.cached_tokens,
+                self.cached_input_micros_per_mtok,
+                input,
+            ),
+            (
+                usage.cache_write_5m_tokens,
+                self.cache_write_5m_micros_per_mtok,
+                input,
+            ),
+            (
+                usage.cache_write_1h_tokens,
+                self.cache_write_1h_micros_per_mtok,
+                input,
+            ),
+            (
+                usage.reasoning_tokens,
+                self.reasoning_micros_per_mtok,
+                output,
+            ),
         ];
         let fallback = classes
             .iter()
             .any(|&(count, own, _)| count > 0 && own.is_none());
         let mut pico = term(usage.uncached_prompt_tokens(), input, 1)?.checked_add(term(
-            usage.completion_tokens.saturating_sub(usage.reasoning_tokens),
+            usage
+                .completion_tokens
+                .saturating_sub(usage.reasoning_tokens),
             output,
             1,
         )?)?;
         for (count, own, base) in classes {
             pico = pico.checked_add(term(count, own.or(base), 1)?)?;
         }
-        let micros = i64::try_from(self.media_pico(usage)?.checked_add(pico)?.checked_add(999_999)? / 1_000_000).ok()?;
+        let micros = i64::try_from(
+            self.media_pico(usage)?
+                .checked_add(pico)?
+                .checked_add(999_999)?
+                / 1_000_000,
+        )
+        .ok()?;
         Some(Cost { micros, fallback })
     }
 
@@ -367,7 +391,14 @@ mod tests {
         }
     }
 
-    fn classes(prompt: u64, cached: u64, w5: u64, w1: u64, completion: u64, reasoning: u64) -> Usage {
+    fn classes(
+        prompt: u64,
+        cached: u64,
+        w5: u64,
+        w1: u64,
+        completion: u64,
+        reasoning: u64,
+    ) -> Usage {
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
@@ -385,16 +416,31 @@ mod tests {
         let cost = |u: Usage| p.cost(&u).unwrap();
         // A million tokens of each class alone.
         assert_eq!(cost(classes(1_000_000, 0, 0, 0, 0, 0)).micros, 3_000_000);
-        assert_eq!(cost(classes(1_000_000, 1_000_000, 0, 0, 0, 0)).micros, 300_000);
-        assert_eq!(cost(classes(1_000_000, 0, 1_000_000, 0, 0, 0)).micros, 3_750_000);
-        assert_eq!(cost(classes(1_000_000, 0, 0, 1_000_000, 0, 0)).micros, 6_000_000);
+        assert_eq!(
+            cost(classes(1_000_000, 1_000_000, 0, 0, 0, 0)).micros,
+            300_000
+        );
+        assert_eq!(
+            cost(classes(1_000_000, 0, 1_000_000, 0, 0, 0)).micros,
+            3_750_000
+        );
+        assert_eq!(
+            cost(classes(1_000_000, 0, 0, 1_000_000, 0, 0)).micros,
+            6_000_000
+        );
         assert_eq!(cost(classes(0, 0, 0, 0, 1_000_000, 0)).micros, 15_000_000);
-        assert_eq!(cost(classes(0, 0, 0, 0, 1_000_000, 1_000_000)).micros, 20_000_000);
+        assert_eq!(
+            cost(classes(0, 0, 0, 0, 1_000_000, 1_000_000)).micros,
+            20_000_000
+        );
         // All together: 1,000 uncached, 2,000 read, 3,000 + 4,000 written;
         // 500 output of which 200 reasoning. In millionths of a micro-dollar:
         // 1000*3e6 + 2000*3e5 + 3000*3.75e6 + 4000*6e6 + 300*15e6 + 200*20e6.
         let all = cost(classes(10_000, 2_000, 3_000, 4_000, 500, 200));
-        let pico: i64 = 3_000_000_000 + 600_000_000 + 11_250_000_000 + 24_000_000_000
+        let pico: i64 = 3_000_000_000
+            + 600_000_000
+            + 11_250_000_000
+            + 24_000_000_000
             + 4_500_000_000
             + 4_000_000_000;
         assert_eq!(all.micros, (pico + 999_999) / 1_000_000);
@@ -414,16 +460,28 @@ mod tests {
             classes(1_000_000, 0, 1_000_000, 0, 0, 0),
             classes(1_000_000, 0, 0, 1_000_000, 0, 0),
         ] {
-            assert_eq!(bare.cost(&u), Some(Cost { micros: 3_000_000, fallback: true }));
+            assert_eq!(
+                bare.cost(&u),
+                Some(Cost {
+                    micros: 3_000_000,
+                    fallback: true
+                })
+            );
         }
         assert_eq!(
             bare.cost(&classes(0, 0, 0, 0, 1_000_000, 1_000_000)),
-            Some(Cost { micros: 15_000_000, fallback: true })
+            Some(Cost {
+                micros: 15_000_000,
+                fallback: true
+            })
         );
         // No tokens of the class: no fallback, whatever the price lacks.
         assert_eq!(
             bare.cost(&usage(1_000_000, 0)),
-            Some(Cost { micros: 3_000_000, fallback: false })
+            Some(Cost {
+                micros: 3_000_000,
+                fallback: false
+            })
         );
         // Only the missing class is at the fallback rate.
         let half = Price {
@@ -432,7 +490,10 @@ mod tests {
         };
         assert_eq!(
             half.cost(&classes(2_000_000, 1_000_000, 1_000_000, 0, 0, 0)),
-            Some(Cost { micros: 3_300_000, fallback: true })
+            Some(Cost {
+                micros: 3_300_000,
+                fallback: true
+            })
         );
     }
 

@@ -20,8 +20,8 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
 use cqrs_es::AggregateError;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

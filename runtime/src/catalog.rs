@@ -321,9 +321,14 @@ impl Catalog {
                     .iter()
                     .any(Option::is_some);
                 any_price |= priced;
-                let classed = [m.cached_input, m.cache_write_5m, m.cache_write_1h, m.reasoning]
-                    .iter()
-                    .any(Option::is_some);
+                let classed = [
+                    m.cached_input,
+                    m.cache_write_5m,
+                    m.cache_write_1h,
+                    m.reasoning,
+                ]
+                .iter()
+                .any(Option::is_some);
                 if classed && (m.input.is_none() || m.output.is_none()) {
                     return Err(bad(format!(
                         "model {:?} has token class prices without input and output prices",
@@ -842,7 +847,13 @@ mod tests {
         let mini = model_price(Some("openai"), "gpt-5.4-mini").unwrap();
         assert_eq!(mini.cached_input_micros_per_mtok, Some(75_000));
         let openai = c.get("openai").unwrap();
-        assert!(openai.price_source.as_deref().unwrap().starts_with("https://"));
+        assert!(
+            openai
+                .price_source
+                .as_deref()
+                .unwrap()
+                .starts_with("https://")
+        );
         // A preset with prices must say where they come from and when.
         let text = CATALOG_TOML.replacen("prices_as_of = \"2026-08-02\"\n", "", 1);
         assert!(matches!(
@@ -856,7 +867,11 @@ mod tests {
         );
         assert!(Catalog::parse(&text).is_err());
         // Class prices need the token prices they fall back to.
-        let text = CATALOG_TOML.replacen("input = 0.14, output = 0.28, cached_input", "cached_input", 1);
+        let text = CATALOG_TOML.replacen(
+            "input = 0.14, output = 0.28, cached_input",
+            "cached_input",
+            1,
+        );
         assert!(Catalog::parse(&text).is_err());
     }
 
@@ -879,7 +894,11 @@ mod tests {
         let openai = stale.iter().find(|s| s.preset.id == "openai").unwrap();
         assert_eq!(openai.age_days, 92);
         assert!(openai.models.contains(&"gpt-5.4"));
-        assert!(!stale_prices(c, day("2026-10-31"), 90).iter().any(|s| s.preset.id == "openai"));
+        assert!(
+            !stale_prices(c, day("2026-10-31"), 90)
+                .iter()
+                .any(|s| s.preset.id == "openai")
+        );
     }
 
     #[test]

@@ -123,7 +123,10 @@ fn openai_compatible(r: &Request) -> ResponseTemplate {
         let usage_chunk = json!({"id": "c1", "object": "chat.completion.chunk",
             "created": 1_764_000_000, "model": model, "choices": [], "usage": usage});
         let events = [
-            (None, chunk(json!({"role": "assistant", "content": "hi"}), Value::Null)),
+            (
+                None,
+                chunk(json!({"role": "assistant", "content": "hi"}), Value::Null),
+            ),
             (None, chunk(json!({}), json!("stop"))),
             (None, usage_chunk),
         ];
@@ -220,7 +223,8 @@ fn bedrock(r: &Request) -> ResponseTemplate {
         .into_iter()
         .flat_map(|(e, v)| frame(e, v))
         .collect();
-        return ResponseTemplate::new(200).set_body_raw(bytes, "application/vnd.amazon.eventstream");
+        return ResponseTemplate::new(200)
+            .set_body_raw(bytes, "application/vnd.amazon.eventstream");
     }
     ResponseTemplate::new(200).set_body_json(json!({
         "output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
@@ -388,7 +392,12 @@ async fn every_token_class_is_priced_exactly_through_the_sdk_and_in_every_view()
         }
         let header: f64 = result["plain"]["cost"].as_str().unwrap().parse().unwrap();
         assert_eq!(header, usd(e.cost), "{}", e.model);
-        assert_eq!(result["stream"]["cost"].as_f64(), Some(usd(e.cost)), "{}", e.model);
+        assert_eq!(
+            result["stream"]["cost"].as_f64(),
+            Some(usd(e.cost)),
+            "{}",
+            e.model
+        );
     }
 
     // The views: every class summed, every cost exact.
@@ -471,7 +480,11 @@ async fn every_token_class_is_priced_exactly_through_the_sdk_and_in_every_view()
         &["audit", "--from", &day, "--to", &day, "--format", "json"],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["differences"], json!([]));
     assert_eq!(report["expected_totals"], report["recorded_totals"]);
@@ -482,10 +495,17 @@ async fn every_token_class_is_priced_exactly_through_the_sdk_and_in_every_view()
     );
     let table = run_aigw(&env, &["audit", "--from", &day, "--to", &day]).await;
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("4 request(s) with a fallback price"), "{table}");
+    assert!(
+        table.contains("4 request(s) with a fallback price"),
+        "{table}"
+    );
     let before = snapshot(&env).await;
     let out = run_aigw(&env, &["projector", "rebuild"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(snapshot(&env).await, before);
 }
 
@@ -502,9 +522,13 @@ async fn prices_check_lists_the_catalog_prices_older_than_the_age() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stderr.contains("checking the prices of 29 catalog presets"), "{stderr}");
     assert!(
-        stdout.contains("anthropic: prices as of 2026-07-29") && stdout.contains("  claude-haiku-4-5"),
+        stderr.contains("checking the prices of 29 catalog presets"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("anthropic: prices as of 2026-07-29")
+            && stdout.contains("  claude-haiku-4-5"),
         "{stdout}"
     );
     assert!(stdout.contains("source https://"), "{stdout}");
