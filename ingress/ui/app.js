@@ -516,7 +516,10 @@ function presetCard(p, reload) {
   return h('article', { class: 'preset-card', 'data-preset': p.id },
     h('div', { class: 'preset-head' },
       h('div', { class: 'avatar', 'aria-hidden': 'true' }, (p.name || p.id).slice(0, 1).toUpperCase()),
-      h('div', {}, h('h4', {}, presetName(p)), h('div', { class: 'sub' }, priceRange(p)))),
+      h('div', {}, h('h4', {}, presetName(p)), h('div', { class: 'sub' }, priceRange(p)),
+        p.prices_as_of && p.price_source && /^https:\/\//.test(p.price_source)
+          ? h('div', { class: 'sub' }, h('a', { href: p.price_source, target: '_blank', rel: 'noopener noreferrer', class: 'link', 'data-testid': `price-source-${p.id}` }, t('providers.prices_as_of', { date: p.prices_as_of })))
+          : null)),
     h('p', { class: 'desc' }, presetDescription(p)),
     h('div', { class: 'tags' },
       h('span', { class: 'tag tag-strong' }, t('providers.models_n', { n: (p.models || []).length })),
@@ -824,11 +827,16 @@ function groupBy(rows, key) {
   const out = new Map();
   for (const r of rows) {
     const k = key(r);
-    const acc = out.get(k) || { key: k, requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, cost_usd: 0 };
+    const acc = out.get(k) || { key: k, requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0, price_fallback_requests: 0, cost_usd: 0 };
     acc.requests += r.requests || 0;
     acc.errors += r.errors || 0;
     acc.prompt_tokens += r.prompt_tokens || 0;
     acc.completion_tokens += r.completion_tokens || 0;
+    // Token classes (parts of the prompt and completion tokens).
+    acc.cached_tokens += r.cached_tokens || 0;
+    acc.cache_write_tokens += (r.cache_write_5m_tokens || 0) + (r.cache_write_1h_tokens || 0);
+    acc.reasoning_tokens += r.reasoning_tokens || 0;
+    acc.price_fallback_requests += r.price_fallback_requests || 0;
     acc.cost_usd += r.cost_usd || 0;
     out.set(k, acc);
   }
@@ -987,8 +995,8 @@ async function pageBilling(page) {
   const names = await keyNames();
   const rows = groupBy(usage.data || [], (r) => r.key_id);
   const download = () => {
-    const header = ['month', 'key_id', 'key_name', 'requests', 'errors', 'prompt_tokens', 'completion_tokens', 'cost_usd'];
-    const lines = [header.join(',')].concat(rows.map((r) => [billingMonth, r.key, names.get(r.key) || '', r.requests, r.errors, r.prompt_tokens, r.completion_tokens, r.cost_usd.toFixed(6)].map(csvCell).join(',')));
+    const header = ['month', 'key_id', 'key_name', 'requests', 'errors', 'prompt_tokens', 'completion_tokens', 'cached_tokens', 'cache_write_tokens', 'reasoning_tokens', 'price_fallback_requests', 'cost_usd'];
+    const lines = [header.join(',')].concat(rows.map((r) => [billingMonth, r.key, names.get(r.key) || '', r.requests, r.errors, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens, r.reasoning_tokens, r.price_fallback_requests, r.cost_usd.toFixed(6)].map(csvCell).join(',')));
     const blob = new Blob([`${lines.join('\r\n')}\r\n`], { type: 'text/csv;charset=utf-8' });
     const a = h('a', { href: URL.createObjectURL(blob), download: `aigw-billing-${billingMonth}.csv` });
     document.body.append(a);
@@ -1008,7 +1016,10 @@ async function pageBilling(page) {
       { label: t('usage.requests'), num: true, cell: (r) => fmtInt(r.requests) },
       { label: t('usage.prompt'), num: true, cell: (r) => fmtInt(r.prompt_tokens) },
       { label: t('usage.completion'), num: true, cell: (r) => fmtInt(r.completion_tokens) },
-      { label: t('usage.cost'), num: true, cell: (r) => fmtUsd(r.cost_usd, 6) },
+      { label: t('usage.cached'), num: true, cell: (r) => fmtInt(r.cached_tokens) },
+      { label: t('usage.cache_write'), num: true, cell: (r) => fmtInt(r.cache_write_tokens) },
+      { label: t('usage.reasoning'), num: true, cell: (r) => fmtInt(r.reasoning_tokens) },
+      { label: t('usage.cost'), num: true, cell: (r) => r.price_fallback_requests > 0 ? h('span', { title: t('usage.price_fallback', { n: r.price_fallback_requests }) }, `${fmtUsd(r.cost_usd, 6)} *`) : fmtUsd(r.cost_usd, 6) },
     ], rows, { testid: 'billing-table' }),
     h('div', { class: 'total-row' }, h('span', {}, t('billing.total')), h('span', { class: 'strong' }, fmtUsd(tot.cost_usd || 0, 6))),
   ];

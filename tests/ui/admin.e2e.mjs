@@ -102,6 +102,8 @@ try {
   const cards = await page.locator('.preset-card').count();
   check(cards === 29, `29 preset cards (got ${cards})`);
   check((await page.locator('.cat-title').count()) === 5, 'five categories');
+  const source = await page.locator('[data-testid="price-source-anthropic"]');
+  check((await source.getAttribute('href') || '').startsWith('https://') && /Prices as of \d{4}-\d{2}-\d{2}/.test(await source.textContent()), 'a preset card dates its prices and links their source');
 
   step('search and filter the catalog');
   await page.fill('input[type="search"]', 'deepseek');
@@ -232,6 +234,7 @@ try {
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="download-csv"]')]);
   const csv = readFileSync(await download.path(), 'utf8');
   check(csv.startsWith('month,key_id,key_name') && csv.includes('e2e-app'), `CSV: ${csv}`);
+  check(csv.split('\r\n')[0].includes('cached_tokens,cache_write_tokens,reasoning_tokens,price_fallback_requests'), `CSV token classes: ${csv}`);
   await shot('billing-desktop-en');
 
   step('jobs: submit four with the key (the mock runs, delays or refuses them)');
