@@ -444,6 +444,44 @@ mod tests {
     }
 
     #[test]
+    fn token_classes_are_parts_of_their_totals() {
+        let u = Usage {
+            prompt_tokens: 100,
+            completion_tokens: 50,
+            cached_tokens: 60,
+            cache_write_5m_tokens: 30,
+            cache_write_1h_tokens: 10,
+            reasoning_tokens: 50,
+            ..Default::default()
+        };
+        assert!(u.is_plausible());
+        assert_eq!(u.uncached_prompt_tokens(), 0);
+        assert_eq!(u.total(), 150);
+        // A provider reporting more cached than prompt tokens (or more
+        // reasoning than completion) is not believed: its usage is estimated.
+        let too_many_cached = Usage {
+            cache_write_1h_tokens: 11,
+            ..u
+        };
+        assert!(!too_many_cached.is_plausible());
+        let too_much_reasoning = Usage {
+            reasoning_tokens: 51,
+            ..u
+        };
+        assert!(!too_much_reasoning.is_plausible());
+        // Serialized without the classes when they are 0, as before them.
+        let plain = Usage {
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"prompt_tokens":1,"completion_tokens":2}"#
+        );
+    }
+
+    #[test]
     fn retryable_classes() {
         assert!(ErrorClass::Timeout.is_retryable());
         assert!(ErrorClass::RateLimited.is_retryable());

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use aigw_events::deployments::{Deployments, deployment_prices};
 use aigw_events::pricing::PriceUsd;
-use aigw_events::provider::{Price, ProviderKind, ProviderSpec, usd_to_micros};
+use aigw_events::provider::{Price, ProviderKind, ProviderSpec};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -165,20 +165,24 @@ impl PresetModel {
     /// negative or no price is given.
     pub fn price(&self) -> Option<Price> {
         let media = [self.image, self.per_mchar, self.per_hour];
-        let mut price = match (self.input, self.output) {
-            (Some(i), Some(o)) => price(i, o)?,
-            (None, None) if media.iter().any(Option::is_some) => Price::tokens(0, 0),
+        let (input, output) = match (self.input, self.output) {
+            (Some(i), Some(o)) => (i, o),
+            (None, None) if media.iter().any(Option::is_some) => (0.0, 0.0),
             _ => return None,
         };
-        let rate = |v: Option<f64>| v.map(|v| usd_to_micros(v).ok_or(())).transpose();
-        price.cached_input_micros_per_mtok = rate(self.cached_input).ok()?;
-        price.cache_write_5m_micros_per_mtok = rate(self.cache_write_5m).ok()?;
-        price.cache_write_1h_micros_per_mtok = rate(self.cache_write_1h).ok()?;
-        price.reasoning_micros_per_mtok = rate(self.reasoning).ok()?;
-        price.image_micros = rate(self.image).ok()?;
-        price.character_micros_per_m = rate(self.per_mchar).ok()?;
-        price.audio_micros_per_hour = rate(self.per_hour).ok()?;
-        Some(price)
+        PriceUsd {
+            input_usd_per_mtok: input,
+            output_usd_per_mtok: output,
+            cached_input_usd_per_mtok: self.cached_input,
+            cache_write_5m_usd_per_mtok: self.cache_write_5m,
+            cache_write_1h_usd_per_mtok: self.cache_write_1h,
+            reasoning_usd_per_mtok: self.reasoning,
+            per_image_usd: self.image,
+            per_mchar_usd: self.per_mchar,
+            per_hour_usd: self.per_hour,
+        }
+        .to_price()
+        .ok()
     }
 }
 
@@ -444,11 +448,6 @@ pub fn stale_prices(
         .collect();
     stale.sort_by_key(|s| (s.as_of, s.preset.id.clone()));
     stale
-}
-
-/// A price in USD per 1M tokens as integer micro-dollars per 1M tokens.
-fn price(input: f64, output: f64) -> Option<Price> {
-    Some(Price::tokens(usd_to_micros(input)?, usd_to_micros(output)?))
 }
 
 impl Preset {
