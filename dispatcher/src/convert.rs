@@ -249,24 +249,9 @@ pub fn openai_tool_call(id: &str, name: &str, arguments: &Value) -> Value {
     json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
 }
 
-/// Usage in OpenAI's shape: the totals, `prompt_tokens_details.cached_tokens`
-/// and `completion_tokens_details.reasoning_tokens` as OpenAI has them,
-/// cache writes as `prompt_tokens_details.cache_write_tokens` (as OpenAI's
-/// 2026 SDK names them) split by lifetime in aigw's extension fields
-/// `cache_write_5m_tokens` and `cache_write_1h_tokens`.
+/// Usage in OpenAI's shape ([`Usage::to_openai`]).
 pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
-        "prompt_tokens_details": {
-            "cached_tokens": u.cached_tokens,
-            "cache_write_tokens": u.cache_write_5m_tokens.saturating_add(u.cache_write_1h_tokens),
-            "cache_write_5m_tokens": u.cache_write_5m_tokens,
-            "cache_write_1h_tokens": u.cache_write_1h_tokens,
-        },
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
+    u.to_openai()
 }
 
 /// Fills in OpenAI's usage details an OpenAI-compatible provider's `usage`

@@ -105,6 +105,27 @@ impl Usage {
             && self.reasoning_tokens <= self.completion_tokens
     }
 
+    /// The token counts in OpenAI's `usage` shape: the totals,
+    /// `prompt_tokens_details.cached_tokens` and
+    /// `completion_tokens_details.reasoning_tokens` as OpenAI has them, and
+    /// cache writes as `prompt_tokens_details.cache_write_tokens` (as
+    /// OpenAI's 2026 SDK names them) split by lifetime in aigw's extension
+    /// fields `cache_write_5m_tokens` and `cache_write_1h_tokens`.
+    pub fn to_openai(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total(),
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_5m_tokens.saturating_add(self.cache_write_1h_tokens),
+                "cache_write_5m_tokens": self.cache_write_5m_tokens,
+                "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            },
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        })
+    }
+
     /// Whether nothing billable was consumed.
     pub fn is_empty(&self) -> bool {
         self.total() == 0 && self.images == 0 && self.characters == 0 && self.audio_seconds == 0

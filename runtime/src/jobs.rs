@@ -63,13 +63,7 @@ pub fn job_object(row: &JobRow) -> serde_json::Value {
     let job = &row.job;
     let spec = job.spec.clone().unwrap_or_default();
     let unix = |t: Option<DateTime<Utc>>| t.map_or(Value::Null, |t| json!(t.timestamp()));
-    let usage_json = |u: &aigw_events::Usage| {
-        json!({
-            "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total(),
-        })
-    };
+    let usage_json = aigw_events::Usage::to_openai;
     let cost = |c: &Option<i64>| c.map_or(Value::Null, |m| json!(m as f64 / 1_000_000.0));
     let (result, error, usage, cost_usd, provider) = match &job.result {
         Some(JobResult::Succeeded {
