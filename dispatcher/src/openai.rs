@@ -250,12 +250,13 @@ pub fn broken(provider: &str, reason: &str) -> UpstreamError {
 
 /// Reads the OpenAI `usage` object: prompt and completion tokens and their
 /// classes. Cache reads are OpenAI's `prompt_tokens_details.cached_tokens`
-/// (xAI, Moonshot and most compatible servers too) or DeepSeek's
-/// `prompt_cache_hit_tokens`; cache writes `cache_write_tokens` (OpenAI's
-/// 2026 SDK, taken as 5-minute ones) or aigw's own split
-/// (`cache_write_5m_tokens`, `cache_write_1h_tokens`, when relaying another
-/// aigw); reasoning `completion_tokens_details.reasoning_tokens`. All are
-/// parts of `prompt_tokens` / `completion_tokens`, as in OpenAI's API.
+/// (xAI, Moonshot and most compatible servers too), DeepSeek's
+/// `prompt_cache_hit_tokens` or a top-level `cached_tokens` (Moonshot);
+/// cache writes `cache_write_tokens` (OpenAI's 2026 SDK, taken as 5-minute
+/// ones) or aigw's own split (`cache_write_5m_tokens`,
+/// `cache_write_1h_tokens`, when relaying another aigw); reasoning
+/// `completion_tokens_details.reasoning_tokens`. All are parts of
+/// `prompt_tokens` / `completion_tokens`, as in OpenAI's API.
 pub fn parse_usage(usage: &Value) -> Option<Usage> {
     let prompt = usage.get("prompt_tokens")?.as_u64()?;
     let completion = usage
@@ -274,6 +275,8 @@ pub fn parse_usage(usage: &Value) -> Option<Usage> {
         completion_tokens: completion,
         cached_tokens: at("/prompt_tokens_details/cached_tokens")
             .or_else(|| at("/prompt_cache_hit_tokens"))
+            // Moonshot's older answers: a top-level `cached_tokens`.
+            .or_else(|| at("/cached_tokens"))
             .unwrap_or(0),
         cache_write_5m_tokens: write_5m,
         cache_write_1h_tokens: write_1h,
@@ -491,6 +494,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!((u.prompt_tokens, u.cached_tokens), (100, 70));
+        let u = parse_usage(&json!({"prompt_tokens": 100, "completion_tokens": 5,
+            "cached_tokens": 40}))
+        .unwrap();
+        assert_eq!(u.cached_tokens, 40);
     }
 
     #[test]
