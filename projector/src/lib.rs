@@ -646,6 +646,36 @@ mod tests {
     }
 
     #[test]
+    fn events_from_before_token_classes_fold_as_they_always_did() {
+        // A v1.0 outcome: no classes, no fallback flag, no cost.
+        let old = r#"{"RequestCompleted": {"key_id": "0193a1f0-0000-7000-8000-000000000001",
+            "provider_id": "0193a1f0-0000-7000-8000-000000000002", "provider": "local",
+            "model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 20},
+            "usage_estimated": false, "latency_ms": 125, "at": "2026-11-26T10:00:01Z"}}"#;
+        let mut effect = BatchEffect::default();
+        effect
+            .apply("request", &Uuid::now_v7().to_string(), old)
+            .unwrap();
+        let (_, d) = effect.usage.iter().next().unwrap();
+        assert_eq!(
+            *d,
+            UsageDelta {
+                requests: 1,
+                prompt_tokens: 10,
+                completion_tokens: 20,
+                latency_ms: 125,
+                unpriced_requests: 1,
+                ..UsageDelta::default()
+            }
+        );
+        let row = effect.requests.values().next().unwrap();
+        assert_eq!(
+            (row.cached_tokens, row.reasoning_tokens, row.price_fallback),
+            (Some(0), Some(0), Some(false))
+        );
+    }
+
+    #[test]
     fn an_event_that_does_not_fold_leaves_the_batch_as_it_was() {
         let key = Uuid::now_v7();
         let at: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
