@@ -110,7 +110,11 @@ fn seal(state: &AppState, id: Uuid, field: CredentialField, key: &str) -> Result
 
 /// Seals the extra credentials of provider `id` (blank ones dropped first,
 /// so each is bound to its final position).
-pub(crate) fn seal_all(state: &AppState, id: Uuid, keys: &[String]) -> Result<Vec<String>, ApiError> {
+pub(crate) fn seal_all(
+    state: &AppState,
+    id: Uuid,
+    keys: &[String],
+) -> Result<Vec<String>, ApiError> {
     keys.iter()
         .map(|k| k.trim())
         .filter(|k| !k.is_empty())
@@ -147,7 +151,9 @@ pub struct PriceInput {
     pub per_hour_usd: Option<f64>,
 }
 
-pub(crate) fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String, Price>, ApiError> {
+pub(crate) fn parse_prices(
+    input: &BTreeMap<String, PriceInput>,
+) -> Result<BTreeMap<String, Price>, ApiError> {
     let amount = |model: &str, v: f64| {
         usd_to_micros(v).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -329,7 +335,11 @@ pub async fn create_provider(
 /// Provider `id` as a custom OpenAI-compatible endpoint: every field
 /// checked, every credential sealed (bound to `id`). Whether the name is
 /// taken is the caller's question.
-pub fn custom_spec(state: &AppState, id: Uuid, new: &NewProvider) -> Result<ProviderSpec, ApiError> {
+pub fn custom_spec(
+    state: &AppState,
+    id: Uuid,
+    new: &NewProvider,
+) -> Result<ProviderSpec, ApiError> {
     let name = provider_name(&new.name)?;
     validate_base_url(&new.base_url)?;
     let models = model_ids(&new.models)?;

@@ -115,7 +115,8 @@ impl IngressArgs {
     /// that use the ingress's state without serving (`aigw config`).
     pub fn from_env() -> Result<Self, clap::Error> {
         use clap::FromArgMatches;
-        let matches = Self::augment_args(clap::Command::new("aigw")).try_get_matches_from(["aigw"])?;
+        let matches =
+            Self::augment_args(clap::Command::new("aigw")).try_get_matches_from(["aigw"])?;
         Self::from_arg_matches(&matches)
     }
 }

@@ -45,7 +45,11 @@ pub async fn create_from_preset(
 /// Provider `id` as preset `input` describes it: every field checked, every
 /// credential sealed (bound to `id`). Whether the name is taken is the
 /// caller's question.
-pub fn preset_spec(state: &AppState, id: Uuid, input: &PresetInput) -> Result<ProviderSpec, ApiError> {
+pub fn preset_spec(
+    state: &AppState,
+    id: Uuid,
+    input: &PresetInput,
+) -> Result<ProviderSpec, ApiError> {
     let mut spec = catalog::build_spec(input, &state.sealer, id).map_err(preset_error)?;
     spec.name = crate::admin::provider_name(&spec.name)?;
     spec.models = crate::admin::model_ids(&spec.models)?;

@@ -49,7 +49,10 @@ fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
 
 /// Checks an alias: its name, 1 to 64 targets, each at a provider
 /// `provider_exists` knows (by id or name), with a model and a weight.
-pub fn check_alias(spec: &AliasSpec, provider_exists: impl Fn(&str) -> bool) -> Result<(), ApiError> {
+pub fn check_alias(
+    spec: &AliasSpec,
+    provider_exists: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 128
         && spec

@@ -139,14 +139,21 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
     Mock::given(method("POST"))
         .and(path("/chat/completions"))
         .and(header("authorization", "Bearer sk-from-the-environment"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(completion("deepseek-v4-flash", "hi", 5, 2)),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "deepseek-v4-flash",
+            "hi",
+            5,
+            2,
+        )))
         .expect(1)
         .mount(&upstream)
         .await;
     let dir = temp_dir();
-    let file = write(&dir, "aigw.toml", &file_text(&upstream.uri(), 60, 0.1, true));
+    let file = write(
+        &dir,
+        "aigw.toml",
+        &file_text(&upstream.uri(), 60, 0.1, true),
+    );
     let f = file.to_str().unwrap();
     let secret = [("CFG_DEEPSEEK_KEY", "sk-from-the-environment")];
 
@@ -188,7 +195,11 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
             ("provider", "ProviderConfigured"),
         ]
     );
-    assert!(applied.out.contains("key \"app\" issued as"), "{}", applied.out);
+    assert!(
+        applied.out.contains("key \"app\" issued as"),
+        "{}",
+        applied.out
+    );
     let keys = admin_list(&env, "keys").await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["limits"]["rpm"], 60);
@@ -230,7 +241,11 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
     // A changed file: exactly its changes, the alias left alone unless
     // pruned, and something made through the API too.
     env.add_key("made-by-hand").await;
-    let changed = write(&dir, "aigw.toml", &file_text(&upstream.uri(), 120, 0.3, false));
+    let changed = write(
+        &dir,
+        "aigw.toml",
+        &file_text(&upstream.uri(), 120, 0.3, false),
+    );
     let plan = aigw_config(&env, &["plan", "-f", f], &secret).await;
     assert!(plan.ok, "{}{}", plan.out, plan.err);
     assert_eq!(
@@ -263,7 +278,10 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
     assert_eq!(config_events(&env).await.len(), before + 4);
     assert!(admin_list(&env, "aliases").await.is_empty());
     let revoked = admin_list(&env, "keys").await;
-    let by_hand = revoked.iter().find(|k| k["name"] == "made-by-hand").unwrap();
+    let by_hand = revoked
+        .iter()
+        .find(|k| k["name"] == "made-by-hand")
+        .unwrap();
     assert_eq!(by_hand["status"], "revoked");
     let after = aigw_config(&env, &["apply", "-f", f, "--prune"], &secret).await;
     assert!(after.out.starts_with("No changes"), "{}", after.out);
@@ -293,9 +311,11 @@ async fn export_then_apply_is_a_no_op_and_secrets_stay_out() {
     }
     let r = env
         .admin(reqwest::Method::POST, "/admin/api/aliases")
-        .json(&json!({"name": "cheap", "strategy": "weighted", "targets": [
+        .json(
+            &json!({"name": "cheap", "strategy": "weighted", "targets": [
             {"provider": "my-vllm", "model": "qwen-3", "weight": 3},
-            {"provider": "deepseek", "model": "deepseek-v4-flash", "weight": 1}]}))
+            {"provider": "deepseek", "model": "deepseek-v4-flash", "weight": 1}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -315,7 +335,12 @@ async fn export_then_apply_is_a_no_op_and_secrets_stay_out() {
     let exported = aigw_config(&env, &["export"], &[]).await;
     assert!(exported.ok, "{}{}", exported.out, exported.err);
     let text = exported.out;
-    for secret in ["sk-deepseek-secret", "sk-vllm-secret", "sk-vllm-second", "aig_"] {
+    for secret in [
+        "sk-deepseek-secret",
+        "sk-vllm-secret",
+        "sk-vllm-second",
+        "aig_",
+    ] {
         assert!(!text.contains(secret), "{secret} in:\n{text}");
     }
     for reference in [
@@ -326,7 +351,10 @@ async fn export_then_apply_is_a_no_op_and_secrets_stay_out() {
         assert!(text.contains(reference), "{reference} not in:\n{text}");
     }
     // The preset is written as the preset plus what differs from it.
-    assert!(text.contains("[providers.deepseek.prices.deepseek-v4-pro]"), "{text}");
+    assert!(
+        text.contains("[providers.deepseek.prices.deepseek-v4-pro]"),
+        "{text}"
+    );
     assert!(!text.contains("deepseek-v4-flash]"), "{text}");
 
     let dir = temp_dir();
@@ -340,7 +368,10 @@ async fn export_then_apply_is_a_no_op_and_secrets_stay_out() {
     let events = config_events(&env).await.len();
     let plan = aigw_config(&env, &["plan", "-f", f, "--prune"], &secrets).await;
     assert!(plan.ok, "{}{}", plan.out, plan.err);
-    assert_eq!(plan.out, format!("No changes: the running state matches {f}.\n"));
+    assert_eq!(
+        plan.out,
+        format!("No changes: the running state matches {f}.\n")
+    );
     let applied = aigw_config(&env, &["apply", "-f", f, "--prune"], &secrets).await;
     assert!(applied.ok, "{}{}", applied.out, applied.err);
     assert_eq!(config_events(&env).await.len(), events);
@@ -396,7 +427,11 @@ budget_usd = 10
         format!("{s}:11: keys.app.rpm: "),
         format!("{s}:13: teams: teams do not exist in aigw yet"),
     ] {
-        assert!(run.err.contains(&expected), "{expected:?} not in:\n{}", run.err);
+        assert!(
+            run.err.contains(&expected),
+            "{expected:?} not in:\n{}",
+            run.err
+        );
     }
     assert!(!run.err.contains("sk-inline"), "{}", run.err);
 
@@ -431,12 +466,18 @@ rpm = 0
         let run = aigw_config(&env, &[command, "-f", content.to_str().unwrap()], &vars).await;
         assert!(!run.ok, "{command}");
         for expected in [
-            format!("{c}:7: providers.deepseek.api_key: the environment variable CFG_TEST_UNSET_VARIABLE is not set"),
+            format!(
+                "{c}:7: providers.deepseek.api_key: the environment variable CFG_TEST_UNSET_VARIABLE is not set"
+            ),
             format!("{c}:10: providers.nowhere"),
             format!("{c}:13: aliases.fast: target provider \"missing\" does not exist"),
             format!("{c}:17: keys.app.rpm: 'rpm' must be positive"),
         ] {
-            assert!(run.err.contains(&expected), "{expected:?} not in:\n{}", run.err);
+            assert!(
+                run.err.contains(&expected),
+                "{expected:?} not in:\n{}",
+                run.err
+            );
         }
         assert!(run.err.contains("nothing was applied"), "{}", run.err);
     }
@@ -461,7 +502,11 @@ impl Drop for Replicas {
 async fn aigw_config_at_start_applies_once_across_replicas() {
     let env = TestEnv::start().await;
     let dir = temp_dir();
-    let file = write(&dir, "aigw.toml", &file_text("http://127.0.0.1:9", 60, 0.1, true));
+    let file = write(
+        &dir,
+        "aigw.toml",
+        &file_text("http://127.0.0.1:9", 60, 0.1, true),
+    );
     let actor = format!("config:{}", file.display());
     // Three replicas start at once with the same file (and the secret it
     // refers to in their environment).
@@ -515,7 +560,10 @@ async fn aigw_config_at_start_applies_once_across_replicas() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains(&format!("{}:2: providers.x.api_key", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:2: providers.x.api_key", bad.display())),
+        "{err}"
+    );
     assert_eq!(config_events(&env).await.len(), 4);
     drop(replicas);
     let _ = std::fs::remove_dir_all(dir);

@@ -33,7 +33,7 @@ use crate::presets::preset_spec;
 use crate::routing::check_alias;
 
 /// Reads an environment variable (a seam for tests).
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub type Env<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
 
 /// A provider as the file wants it.
 #[derive(Debug, Clone)]
@@ -105,7 +105,13 @@ pub fn build(
         };
         match check_alias(&spec, exists) {
             Ok(()) => desired.aliases.push(spec),
-            Err(e) => problems.push(entry_problem("aliases", &decl.name, decl.line, &decl.lines, &e)),
+            Err(e) => problems.push(entry_problem(
+                "aliases",
+                &decl.name,
+                decl.line,
+                &decl.lines,
+                &e,
+            )),
         }
     }
     let live = live_keys(state);
@@ -203,7 +209,16 @@ fn provider(
     let id = current.as_ref().map_or_else(Uuid::now_v7, |c| c.id);
     let fail = |e: ApiError| entry_problem("providers", &decl.name, decl.line, &decl.lines, &e);
     let built = match &decl.preset {
-        Some(preset) => preset_provider(state, id, decl, preset, api_key.clone(), &aws_secret, &session_token, &extra),
+        Some(preset) => preset_provider(
+            state,
+            id,
+            decl,
+            preset,
+            api_key.clone(),
+            &aws_secret,
+            &session_token,
+            &extra,
+        ),
         None => custom_provider(state, id, decl, api_key.clone(), &extra),
     };
     let mut spec = match built {
@@ -214,7 +229,14 @@ fn provider(
         }
     };
     if let Some(current) = &current {
-        keep_unchanged_secrets(state, current, &mut spec, aws_secret.or(api_key), &extra, session_token);
+        keep_unchanged_secrets(
+            state,
+            current,
+            &mut spec,
+            aws_secret.or(api_key),
+            &extra,
+            session_token,
+        );
     }
     Some(DesiredProvider { id, current, spec })
 }
@@ -246,7 +268,12 @@ fn preset_provider(
         model: None,
         deployments: decl.deployments.as_ref().map(|d| {
             d.iter()
-                .map(|(name, model)| (name.clone(), Some(model.clone()).filter(|m| !m.trim().is_empty())))
+                .map(|(name, model)| {
+                    (
+                        name.clone(),
+                        Some(model.clone()).filter(|m| !m.trim().is_empty()),
+                    )
+                })
                 .collect()
         }),
         api_version: decl.api_version.clone(),
@@ -277,7 +304,10 @@ fn custom_provider(
         ("region", decl.region.is_some()),
         ("account_id", decl.account_id.is_some()),
         ("aws_access_key_id", decl.aws_access_key_id.is_some()),
-        ("aws_secret_access_key", decl.aws_secret_access_key.is_some()),
+        (
+            "aws_secret_access_key",
+            decl.aws_secret_access_key.is_some(),
+        ),
         ("aws_session_token", decl.aws_session_token.is_some()),
     ];
     if let Some((field, _)) = preset_only.iter().find(|(_, given)| *given) {
@@ -340,11 +370,21 @@ fn keep_unchanged_secrets(
         spec.sealed_credential = Some(sealed.clone());
     }
     if let (Some(sealed), Some(plain)) = (&now.sealed_session_token, &session_token)
-        && opens_to(state, id, CredentialField::SessionToken, sealed, plain.trim())
+        && opens_to(
+            state,
+            id,
+            CredentialField::SessionToken,
+            sealed,
+            plain.trim(),
+        )
     {
         spec.sealed_session_token = Some(sealed.clone());
     }
-    let plain: Vec<&str> = extra.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).collect();
+    let plain: Vec<&str> = extra
+        .iter()
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty())
+        .collect();
     let same = now.extra_credentials.len() == plain.len()
         && now
             .extra_credentials
@@ -385,7 +425,11 @@ fn key(decl: &KeyDecl, live: &BTreeMap<String, Vec<Arc<KeyEntry>>>) -> Result<De
                     "{} running keys are named {:?} ({}): rename or revoke all but one through the admin API first",
                     several.len(),
                     settings.name,
-                    several.iter().map(|k| k.id.to_string()).collect::<Vec<_>>().join(", "),
+                    several
+                        .iter()
+                        .map(|k| k.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
             });
         }
@@ -408,7 +452,13 @@ mod tests {
             &ApiError::bad_request("'models' must list 1 to 1024 model ids."),
         );
         assert_eq!((p.line, p.path.as_str()), (8, "providers.local.models"));
-        let p = entry_problem("providers", "my local", 6, &lines, &ApiError::bad_request("no field"));
+        let p = entry_problem(
+            "providers",
+            "my local",
+            6,
+            &lines,
+            &ApiError::bad_request("no field"),
+        );
         assert_eq!((p.line, p.path.as_str()), (6, "providers.\"my local\""));
     }
 }

@@ -177,7 +177,10 @@ pub fn export(state: &AppState) -> Result<(String, Vec<String>), ConfigError> {
             return Err(ConfigError::Export(format!(
                 "{} running keys are named {name:?} ({}): a file names each key once; rename or revoke all but one through the admin API first",
                 keys.len(),
-                keys.iter().map(|k| k.id.to_string()).collect::<Vec<_>>().join(", ")
+                keys.iter()
+                    .map(|k| k.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         let s = &k.state.settings;

@@ -47,13 +47,12 @@ pub fn actor(path: &Path) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {error}")]
-    Read {
-        path: String,
-        error: std::io::Error,
-    },
+    Read { path: String, error: std::io::Error },
     #[error("the configuration is invalid; nothing was applied:\n{0}")]
     Invalid(Problems),
-    #[error("{change} failed after {done} change(s) were applied: {error}; applying again goes on from there")]
+    #[error(
+        "{change} failed after {done} change(s) were applied: {error}; applying again goes on from there"
+    )]
     Failed {
         change: String,
         done: usize,

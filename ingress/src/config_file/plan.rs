@@ -112,7 +112,11 @@ pub fn diff(state: &AppState, desired: &Desired, prune: bool) -> Plan {
     }
     for keys in live_keys(state).into_values() {
         for k in keys {
-            if !desired.keys.iter().any(|d| d.settings.name == k.state.settings.name) {
+            if !desired
+                .keys
+                .iter()
+                .any(|d| d.settings.name == k.state.settings.name)
+            {
                 removals.push(Change::RevokeKey {
                     id: k.id,
                     name: k.state.settings.name.clone(),
@@ -207,9 +211,7 @@ impl Plan {
             }
         }
         if self.changes.is_empty() {
-            text.push_str(&format!(
-                "No changes: the running state matches {file}.\n"
-            ));
+            text.push_str(&format!("No changes: the running state matches {file}.\n"));
         } else {
             text.push_str(&format!(
                 "{} to create, {} to update, {} to remove.\n",
@@ -236,7 +238,11 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
 fn public(spec: &ProviderSpec) -> Value {
     let mut v = json(spec);
     if let Value::Object(map) = &mut v {
-        for field in ["sealed_credential", "extra_credentials", "sealed_session_token"] {
+        for field in [
+            "sealed_credential",
+            "extra_credentials",
+            "sealed_session_token",
+        ] {
             map.remove(field);
         }
     }
@@ -244,15 +250,19 @@ fn public(spec: &ProviderSpec) -> Value {
 }
 
 fn secrets(from: &ProviderSpec, to: &ProviderSpec, out: &mut Vec<String>) {
-    let one = |name: &str, a: &Option<String>, b: &Option<String>, out: &mut Vec<String>| {
-        match (a, b) {
+    let one =
+        |name: &str, a: &Option<String>, b: &Option<String>, out: &mut Vec<String>| match (a, b) {
             (None, Some(_)) => out.push(format!("{name}: set (not shown)")),
             (Some(_), None) => out.push(format!("{name}: removed")),
             (Some(a), Some(b)) if a != b => out.push(format!("{name}: changed (not shown)")),
             _ => {}
-        }
-    };
-    one("credential", &from.sealed_credential, &to.sealed_credential, out);
+        };
+    one(
+        "credential",
+        &from.sealed_credential,
+        &to.sealed_credential,
+        out,
+    );
     one(
         "aws_session_token",
         &from.sealed_session_token,

@@ -157,7 +157,11 @@ struct RawFile {
 /// The 1-based line of byte `offset` of `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// Reads `text` (the file `file`): what it declares, or every problem.
@@ -406,8 +410,7 @@ impl<'a> Reader<'a> {
             self.problem(
                 line,
                 field,
-                "must be a list of environment references such as [\"${OPENAI_API_KEY_2}\"]"
-                    .into(),
+                "must be a list of environment references such as [\"${OPENAI_API_KEY_2}\"]".into(),
             );
             return Vec::new();
         };
@@ -514,7 +517,10 @@ rpm = "many"
 
     #[test]
     fn environment_references() {
-        assert_eq!(env_var_name("${DEEPSEEK_API_KEY}"), Some("DEEPSEEK_API_KEY"));
+        assert_eq!(
+            env_var_name("${DEEPSEEK_API_KEY}"),
+            Some("DEEPSEEK_API_KEY")
+        );
         assert_eq!(env_var_name("${_X1}"), Some("_X1"));
         for bad in ["DEEPSEEK", "$DEEPSEEK", "${}", "${1A}", "${A-B}", "x${A}"] {
             assert_eq!(env_var_name(bad), None, "{bad}");
