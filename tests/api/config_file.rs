@@ -8,13 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::{ADMIN_TOKEN, MASTER_KEY, TestEnv, completion, free_port, user};
+use crate::harness::{ADMIN_TOKEN, MASTER_KEY, TestEnv, completion, free_port, user, wait_until};
 
 struct Run {
     ok: bool,
@@ -127,6 +128,14 @@ targets = [
     text
 }
 
+/// Waits until the running ingress lists `n` of `what`.
+async fn seen(env: &TestEnv, what: &str, n: usize) {
+    wait_until(Duration::from_secs(10), || async {
+        admin_list(env, what).await.len() == n
+    })
+    .await;
+}
+
 /// The plan's lines without the indented details.
 fn headlines(out: &str) -> Vec<&str> {
     out.lines().filter(|l| !l.starts_with("    ")).collect()
@@ -200,6 +209,9 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
         "{}",
         applied.out
     );
+    // Running replicas hear of the changes from the CLI's announcements.
+    seen(&env, "keys", 1).await;
+    seen(&env, "providers", 2).await;
     let keys = admin_list(&env, "keys").await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["limits"]["rpm"], 60);
@@ -276,7 +288,7 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
         ]
     );
     assert_eq!(config_events(&env).await.len(), before + 4);
-    assert!(admin_list(&env, "aliases").await.is_empty());
+    seen(&env, "aliases", 0).await;
     let revoked = admin_list(&env, "keys").await;
     let by_hand = revoked
         .iter()
@@ -540,8 +552,8 @@ async fn aigw_config_at_start_applies_once_across_replicas() {
     let events = config_events(&env).await;
     assert_eq!(events.len(), 4, "{events:?}");
     assert!(events.iter().all(|(_, _, who)| *who == actor), "{events:?}");
-    assert_eq!(admin_list(&env, "providers").await.len(), 2);
-    assert_eq!(admin_list(&env, "keys").await.len(), 1);
+    seen(&env, "providers", 2).await;
+    seen(&env, "keys", 1).await;
 
     // A replica whose file is invalid does not start.
     let bad = write(&dir, "bad.toml", "[providers.x]\napi_key = \"inline\"\n");
