@@ -196,7 +196,8 @@ pub(crate) fn parse_prices(
         .collect()
 }
 
-fn price_view(p: &Price) -> Value {
+/// A price in USD, as the admin API shows it.
+pub(crate) fn price_view(p: &Price) -> Value {
     let usd = |m: i64| m as f64 / 1_000_000.0;
     json!({
         "input_usd_per_mtok": usd(p.input_micros_per_mtok),

@@ -90,6 +90,7 @@ async fn admin_list(env: &TestEnv, what: &str) -> Vec<Value> {
 }
 
 fn file_text(upstream: &str, rpm: u32, price: f64, with_alias: bool) -> String {
+    let budget = if rpm > 60 { 7.5 } else { 5.0 };
     let mut text = format!(
         r#"# A deployment's configuration.
 [providers.deepseek]
@@ -108,7 +109,7 @@ output_usd_per_mtok = 0.2
 [keys.app]
 owner = "team-a"
 rpm = {rpm}
-budget_usd = 5
+budget_usd = {budget}
 budget_period = "monthly"
 allowed_models = ["fast", "llama-3.1-8b"]
 "#
@@ -264,8 +265,9 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
         plan.out.lines().collect::<Vec<_>>(),
         [
             "~ provider local",
-            "    prices.llama-3.1-8b.input_micros_per_mtok: 100000 -> 300000",
+            "    prices.llama-3.1-8b.input_usd_per_mtok: 0.1 -> 0.3",
             "~ key \"app\"",
+            "    limits.budget_usd: 5.0 -> 7.5",
             "    limits.rpm: 60 -> 120",
             "0 to create, 2 to update, 0 to remove.",
             &format!(

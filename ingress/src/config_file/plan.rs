@@ -179,7 +179,9 @@ impl Change {
                 secrets(from, to, &mut out);
             }
             Change::UpdateAlias { from, to } => fields(&json(from), &json(to), "", &mut out),
-            Change::UpdateKey { from, to, .. } => fields(&json(from), &json(to), "", &mut out),
+            Change::UpdateKey { from, to, .. } => {
+                fields(&key_settings(from), &key_settings(to), "", &mut out)
+            }
             _ => {}
         }
         out
@@ -234,7 +236,8 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// A provider's spec without its sealed secrets.
+/// A provider's spec without its sealed secrets, prices in USD as the
+/// file writes them.
 fn public(spec: &ProviderSpec) -> Value {
     let mut v = json(spec);
     if let Value::Object(map) = &mut v {
@@ -245,6 +248,24 @@ fn public(spec: &ProviderSpec) -> Value {
         ] {
             map.remove(field);
         }
+        let prices: serde_json::Map<String, Value> = spec
+            .prices
+            .iter()
+            .map(|(m, p)| (m.clone(), crate::admin::price_view(p)))
+            .collect();
+        map.insert("prices".into(), Value::Object(prices));
+    }
+    v
+}
+
+/// A key's settings, its budget in USD as the file writes it.
+fn key_settings(settings: &KeySettings) -> Value {
+    let mut v = json(settings);
+    if let Some(Value::Object(limits)) = v.get_mut("limits")
+        && let Some(micros) = limits.remove("budget_micros")
+    {
+        let usd = micros.as_i64().map(|m| m as f64 / 1_000_000.0);
+        limits.insert("budget_usd".into(), usd.into());
     }
     v
 }
