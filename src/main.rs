@@ -1,12 +1,14 @@
 //! `aigw`: one binary for every role (ingress, dispatcher, projector, or all
-//! three) plus `migrate`, `audit`, `doctor` and `providers reseal`. `main` only parses configuration, sets up logging
+//! three) plus `migrate`, `audit`, `doctor`, `config` and `providers reseal`. `main` only parses configuration, sets up logging
 //! and signals, and hands over to the role libraries.
 
 mod doctor;
 
 use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
+use aigw_ingress::config_file;
 use std::io::Write;
+use std::path::PathBuf;
 
 use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
 use aigw_runtime::reseal::{self, Resealed};
@@ -120,6 +122,13 @@ enum Command {
         #[arg(long, env = "AIGW_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<SecretString>,
     },
+    /// Configuration as code: plan, apply or export an aigw.toml declaring
+    /// providers, aliases and keys (see the README's "Configuration as
+    /// code").
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Maintain the configured providers.
     Providers {
         #[command(subcommand)]
@@ -138,6 +147,49 @@ enum ProvidersAction {
         #[command(flatten)]
         common: CommonArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Show what `apply` would change (create, update, remove), secrets
+    /// never shown; changes nothing. Exits with 1 when the file is invalid,
+    /// listing every problem with its line.
+    Plan {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        file: ConfigFileArgs,
+    },
+    /// Apply the file: each change is the admin API's command, recorded
+    /// with the actor `config:<file>`; applying it again changes nothing.
+    /// An invalid file changes nothing. Keys the file creates get no
+    /// secret anyone saw: `POST /admin/api/keys/{id}/rotate` gives one.
+    Apply {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        file: ConfigFileArgs,
+    },
+    /// Write the running state as an aigw.toml (credentials as `${ENV}`
+    /// references, keys without secrets); applying it changes nothing.
+    Export {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigFileArgs {
+    /// The aigw.toml.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Also remove the providers and aliases, and revoke the keys, that the
+    /// file does not declare.
+    #[arg(long, env = "AIGW_CONFIG_PRUNE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    prune: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +300,71 @@ async fn reseal(common: &CommonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The state `aigw config` works on: an ingress's, without serving.
+async fn config_state(common: &CommonArgs) -> anyhow::Result<aigw_ingress::AppState> {
+    let args = IngressArgs::from_env().context("reading the AIGW_* settings")?;
+    aigw_ingress::prepare_admin(common, &args)
+        .await
+        .context("connecting to NATS and PostgreSQL")
+}
+
+/// `aigw config plan|apply|export`.
+async fn config(action: ConfigAction) -> anyhow::Result<()> {
+    let invalid = |e: config_file::ConfigError| -> anyhow::Result<()> {
+        eprintln!("{e}");
+        std::process::exit(1);
+    };
+    match action {
+        ConfigAction::Plan { common, file } => {
+            // Read first: an invalid file is said before connecting.
+            if let Err(e) = config_file::read(&file.file) {
+                return invalid(e);
+            }
+            let state = config_state(&common).await?;
+            match config_file::plan_file(&state, &file.file, file.prune).await {
+                Ok(plan) => output(&plan.render(&file.file.display().to_string()))?,
+                Err(e) => return invalid(e),
+            }
+        }
+        ConfigAction::Apply { common, file } => {
+            if let Err(e) = config_file::read(&file.file) {
+                return invalid(e);
+            }
+            let state = config_state(&common).await?;
+            let options = config_file::Options {
+                prune: file.prune,
+                actor: config_file::actor(&file.file),
+            };
+            match config_file::apply_file(&state, &file.file, &options).await {
+                Ok(applied) => {
+                    let mut text = applied.plan.render(&file.file.display().to_string());
+                    for key in &applied.issued {
+                        text.push_str(&format!(
+                            "key {:?} issued as {}; its secret was shown to nobody: POST /admin/api/keys/{}/rotate gives one\n",
+                            key.name, key.id, key.id
+                        ));
+                    }
+                    output(&text)?;
+                }
+                Err(e) => return invalid(e),
+            }
+        }
+        ConfigAction::Export { common, output: to } => {
+            let state = config_state(&common).await?;
+            let text = match config_file::export_text(&state).await {
+                Ok(text) => text,
+                Err(e) => return invalid(e),
+            };
+            match to {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => output(&text)?,
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(ingress.listen)
         .await
@@ -258,7 +375,7 @@ async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> 
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The doctor's screen is its output: its logs only when asked for.
-    let quiet = matches!(cli.command, Command::Doctor { .. })
+    let quiet = matches!(cli.command, Command::Doctor { .. } | Command::Config { .. })
         && std::env::var_os("AIGW_LOG").is_none()
         && std::env::var_os("RUST_LOG").is_none();
     if !quiet {
@@ -421,6 +538,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Providers {
             action: ProvidersAction::Reseal { common },
         } => reseal(&common).await?,
+        Command::Config { action } => config(action).await?,
         Command::Doctor {
             common,
             admin_token,

@@ -110,7 +110,11 @@ fn seal(state: &AppState, id: Uuid, field: CredentialField, key: &str) -> Result
 
 /// Seals the extra credentials of provider `id` (blank ones dropped first,
 /// so each is bound to its final position).
-fn seal_all(state: &AppState, id: Uuid, keys: &[String]) -> Result<Vec<String>, ApiError> {
+pub(crate) fn seal_all(
+    state: &AppState,
+    id: Uuid,
+    keys: &[String],
+) -> Result<Vec<String>, ApiError> {
     keys.iter()
         .map(|k| k.trim())
         .filter(|k| !k.is_empty())
@@ -119,7 +123,7 @@ fn seal_all(state: &AppState, id: Uuid, keys: &[String]) -> Result<Vec<String>, 
         .collect()
 }
 
-fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
+pub(crate) fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
     if max == Some(0) {
         return Err(ApiError::bad_request(
             "'max_concurrency' must be positive (or null for no cap).",
@@ -147,7 +151,9 @@ pub struct PriceInput {
     pub per_hour_usd: Option<f64>,
 }
 
-fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String, Price>, ApiError> {
+pub(crate) fn parse_prices(
+    input: &BTreeMap<String, PriceInput>,
+) -> Result<BTreeMap<String, Price>, ApiError> {
     let amount = |model: &str, v: f64| {
         usd_to_micros(v).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -190,7 +196,8 @@ fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String,
         .collect()
 }
 
-fn price_view(p: &Price) -> Value {
+/// A price in USD, as the admin API shows it.
+pub(crate) fn price_view(p: &Price) -> Value {
     let usd = |m: i64| m as f64 / 1_000_000.0;
     json!({
         "input_usd_per_mtok": usd(p.input_micros_per_mtok),
@@ -314,47 +321,126 @@ pub async fn create_provider(
         return crate::presets::create_from_preset(&state, actor, &bytes).await;
     }
     let new: NewProvider = parse_json(&bytes)?;
+    let id = Uuid::now_v7();
+    let spec = custom_spec(&state, id, &new)?;
+    if state.registry.provider(&spec.name).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "A provider named {:?} already exists.",
+            spec.name
+        )));
+    }
+    let entry = configure(&state, &actor, id, spec).await?;
+    Ok((StatusCode::CREATED, Json(provider_view(&entry))))
+}
+
+/// Provider `id` as a custom OpenAI-compatible endpoint: every field
+/// checked, every credential sealed (bound to `id`). Whether the name is
+/// taken is the caller's question.
+pub fn custom_spec(
+    state: &AppState,
+    id: Uuid,
+    new: &NewProvider,
+) -> Result<ProviderSpec, ApiError> {
     let name = provider_name(&new.name)?;
     validate_base_url(&new.base_url)?;
     let models = model_ids(&new.models)?;
-    if state.registry.provider(&name).is_some() {
-        return Err(ApiError::Conflict(format!(
-            "A provider named {name:?} already exists."
-        )));
-    }
-    let id = Uuid::now_v7();
     let sealed_credential = match new.api_key.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(key) => Some(seal(&state, id, CredentialField::ApiKey, key)?),
+        Some(key) => Some(seal(state, id, CredentialField::ApiKey, key)?),
     };
-    let spec = ProviderSpec {
+    Ok(ProviderSpec {
         name,
         kind: ProviderKind::OpenaiCompatible,
         base_url: new.base_url.trim_end_matches('/').to_string(),
         models,
         sealed_credential,
         prices: parse_prices(&new.prices)?,
-        extra_credentials: seal_all(&state, id, &new.api_keys)?,
+        extra_credentials: seal_all(state, id, &new.api_keys)?,
         max_concurrency: check_concurrency(new.max_concurrency)?,
         disabled: !new.enabled.unwrap_or(true),
         ..Default::default()
-    };
+    })
+}
+
+/// Stores provider `id` (a `ConfigureProvider` command by `actor`) and
+/// makes every replica see it.
+pub async fn configure(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    spec: ProviderSpec,
+) -> Result<ProviderEntry, ApiError> {
+    provider_command(
+        state,
+        actor,
+        id,
+        ProviderCommand::ConfigureProvider {
+            spec,
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_provider(state, id).await
+}
+
+/// Replaces provider `id`'s spec (an `UpdateProvider` command by `actor`).
+pub async fn replace(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    spec: ProviderSpec,
+) -> Result<ProviderEntry, ApiError> {
+    provider_command(
+        state,
+        actor,
+        id,
+        ProviderCommand::UpdateProvider {
+            spec,
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_provider(state, id).await
+}
+
+/// Removes provider `id` (a `RemoveProvider` command by `actor`).
+pub async fn remove(state: &AppState, actor: &str, id: Uuid) -> Result<(), ApiError> {
+    provider_command(
+        state,
+        actor,
+        id,
+        ProviderCommand::RemoveProvider {
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    registry::refresh_provider(&state.stores.pool, id)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .registry
+        .reload_provider(id)
+        .await
+        .map_err(ApiError::internal)?;
+    registry::announce(&state.client, &state.names, KIND_PROVIDERS, id).await;
+    Ok(())
+}
+
+async fn provider_command(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    command: ProviderCommand,
+) -> Result<(), ApiError> {
     state
         .stores
         .providers
-        .execute_with_metadata(
-            &id.to_string(),
-            ProviderCommand::ConfigureProvider {
-                spec,
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
+        .execute_with_metadata(&id.to_string(), command, metadata(&[(META_ACTOR, actor)]))
         .await
-        .map_err(|e| command_error(e, "provider"))?;
-    let entry = sync_provider(&state, id).await?;
-    Ok((StatusCode::CREATED, Json(provider_view(&entry))))
+        .map_err(|e| command_error(e, "provider"))
 }
 
 pub(crate) async fn sync_provider(state: &AppState, id: Uuid) -> Result<ProviderEntry, ApiError> {
@@ -484,21 +570,7 @@ pub async fn update_provider(
     if let Some(enabled) = patch.enabled {
         spec.disabled = !enabled;
     }
-    state
-        .stores
-        .providers
-        .execute_with_metadata(
-            &id.to_string(),
-            ProviderCommand::UpdateProvider {
-                spec,
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
-        .await
-        .map_err(|e| command_error(e, "provider"))?;
-    let entry = sync_provider(&state, id).await?;
+    let entry = replace(&state, &actor, id, spec).await?;
     Ok(Json(provider_view(&entry)))
 }
 
@@ -631,28 +703,7 @@ pub async fn delete_provider(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "provider")?;
-    state
-        .stores
-        .providers
-        .execute_with_metadata(
-            &id.to_string(),
-            ProviderCommand::RemoveProvider {
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
-        .await
-        .map_err(|e| command_error(e, "provider"))?;
-    registry::refresh_provider(&state.stores.pool, id)
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .registry
-        .reload_provider(id)
-        .await
-        .map_err(ApiError::internal)?;
-    registry::announce(&state.client, &state.names, KIND_PROVIDERS, id).await;
+    remove(&state, &actor, id).await?;
     Ok(Json(
         json!({ "id": id, "object": "provider", "deleted": true }),
     ))

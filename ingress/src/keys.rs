@@ -69,7 +69,7 @@ pub struct KeyInput {
 
 impl KeyInput {
     /// `base` with this input's changes applied, validated.
-    fn apply(self, mut base: KeySettings) -> Result<KeySettings, ApiError> {
+    pub fn apply(self, mut base: KeySettings) -> Result<KeySettings, ApiError> {
         if let Some(name) = self.name {
             base.name = name.trim().to_string();
         }
@@ -293,26 +293,76 @@ pub async fn create_key(
         });
     }
     let settings = input.apply(KeySettings::default())?;
-    let secret = generate_api_key();
-    let id = Uuid::now_v7();
-    execute(
-        &state,
-        id,
-        &actor,
-        KeyCommand::IssueKey {
-            settings,
-            key_hash: hash_api_key(secret.expose_secret()),
-            prefix: display_prefix(secret.expose_secret()),
-            actor: actor.clone(),
-            at: Utc::now(),
-        },
-    )
-    .await?;
-    let entry = sync_key(&state, id).await?;
+    let (entry, secret) = issue(&state, &actor, settings).await?;
     let mut view = key_view(&entry);
     // The only time the secret is ever shown.
     view["key"] = Value::String(secret.expose_secret().to_string());
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Issues a new key with `settings` (an `IssueKey` command by `actor`);
+/// returns it and its secret, which nothing stores.
+pub async fn issue(
+    state: &AppState,
+    actor: &str,
+    settings: KeySettings,
+) -> Result<(std::sync::Arc<KeyEntry>, secrecy::SecretString), ApiError> {
+    let secret = generate_api_key();
+    let id = Uuid::now_v7();
+    execute(
+        state,
+        id,
+        actor,
+        KeyCommand::IssueKey {
+            settings,
+            key_hash: hash_api_key(secret.expose_secret()),
+            prefix: display_prefix(secret.expose_secret()),
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    Ok((sync_key(state, id).await?, secret))
+}
+
+/// Replaces key `id`'s settings (an `UpdateKey` command by `actor`).
+pub async fn reconfigure(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    settings: KeySettings,
+) -> Result<std::sync::Arc<KeyEntry>, ApiError> {
+    execute(
+        state,
+        id,
+        actor,
+        KeyCommand::UpdateKey {
+            settings,
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_key(state, id).await
+}
+
+/// Revokes key `id` (a `RevokeKey` command by `actor`).
+pub async fn revoke(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+) -> Result<std::sync::Arc<KeyEntry>, ApiError> {
+    execute(
+        state,
+        id,
+        actor,
+        KeyCommand::RevokeKey {
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_key(state, id).await
 }
 
 pub async fn list_keys(State(state): State<AppState>) -> Json<Value> {
@@ -358,18 +408,7 @@ pub async fn update_key(
     let input: KeyInput = parse_json(&body_bytes(&state, body)?)?;
     let current = state.registry.key(id).ok_or_else(not_found)?;
     let settings = input.apply(current.state.settings.clone())?;
-    execute(
-        &state,
-        id,
-        &actor,
-        KeyCommand::UpdateKey {
-            settings,
-            actor: actor.clone(),
-            at: Utc::now(),
-        },
-    )
-    .await?;
-    let entry = sync_key(&state, id).await?;
+    let entry = reconfigure(&state, &actor, id, settings).await?;
     Ok(Json(key_view(&entry)))
 }
 
@@ -491,17 +530,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "key")?;
-    execute(
-        &state,
-        id,
-        &actor,
-        KeyCommand::RevokeKey {
-            actor: actor.clone(),
-            at: Utc::now(),
-        },
-    )
-    .await?;
-    let entry = sync_key(&state, id).await?;
+    let entry = revoke(&state, &actor, id).await?;
     Ok(Json(key_view(&entry)))
 }
 

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod body_deadline;
 pub mod chat;
+pub mod config_file;
 pub mod cost;
 pub mod error;
 pub mod idempotency;
@@ -95,6 +96,29 @@ pub struct IngressArgs {
     /// Timeouts and the connection cap of the HTTP server.
     #[command(flatten)]
     pub server: server::ServerArgs,
+
+    /// An aigw.toml applied before serving (as `aigw config apply` would,
+    /// with the actor `config:<path>`); an invalid file stops the start.
+    /// Replicas starting at once apply it one after the other, so only the
+    /// first changes anything.
+    #[arg(long = "config", env = "AIGW_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// With `--config`: also remove the providers and aliases, and revoke
+    /// the keys, that the file does not declare.
+    #[arg(long = "config-prune", env = "AIGW_CONFIG_PRUNE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub config_prune: bool,
+}
+
+impl IngressArgs {
+    /// The defaults, with whatever the `AIGW_*` variables say: for commands
+    /// that use the ingress's state without serving (`aigw config`).
+    pub fn from_env() -> Result<Self, clap::Error> {
+        use clap::FromArgMatches;
+        let matches =
+            Self::augment_args(clap::Command::new("aigw")).try_get_matches_from(["aigw"])?;
+        Self::from_arg_matches(&matches)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +127,8 @@ pub enum IngressError {
     Runtime(#[from] RuntimeError),
     #[error("HTTP server: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(#[from] config_file::ConfigError),
 }
 
 /// Handles every request handler shares; cheap to clone.
@@ -322,12 +348,32 @@ pub fn check_secrets(common: &CommonArgs, args: &IngressArgs) -> Result<Sealer, 
 
 /// Connects to NATS and PostgreSQL, prepares them, and builds the state.
 pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState, IngressError> {
+    prepare_state(common, args, true).await
+}
+
+/// The state for a command that changes configuration without serving
+/// (`aigw config`): the request and job streams are left as the running
+/// roles set them up (their limits are theirs to apply).
+pub async fn prepare_admin(
+    common: &CommonArgs,
+    args: &IngressArgs,
+) -> Result<AppState, IngressError> {
+    prepare_state(common, args, false).await
+}
+
+async fn prepare_state(
+    common: &CommonArgs,
+    args: &IngressArgs,
+    streams: bool,
+) -> Result<AppState, IngressError> {
     let names = common.names()?;
     let sealer = check_secrets(common, args)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
-    nats::ensure_streams(&js, &names, &common.streams).await?;
-    nats::ensure_job_stream(&js, &names, &common.streams).await?;
+    if streams {
+        nats::ensure_streams(&js, &names, &common.streams).await?;
+        nats::ensure_job_stream(&js, &names, &common.streams).await?;
+    }
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names)
         .await?
@@ -376,6 +422,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
     let state = prepare(&common, &args).await?;
+    if let Some(path) = &args.config {
+        let options = config_file::Options {
+            prune: args.config_prune,
+            actor: config_file::actor(path),
+        };
+        let applied = config_file::apply_file(&state, path, &options).await?;
+        tracing::info!(file = %path.display(), changes = applied.plan.changes.len(), "configuration applied");
+    }
     let follower = state
         .registry
         .follow(state.client.clone(), &state.names, Duration::from_secs(10))

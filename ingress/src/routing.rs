@@ -44,6 +44,15 @@ fn alias_view(a: &AliasSpec) -> Value {
 }
 
 fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
+    check_alias(spec, |p| state.registry.provider(p).is_some())
+}
+
+/// Checks an alias: its name, 1 to 64 targets, each at a provider
+/// `provider_exists` knows (by id or name), with a model and a weight.
+pub fn check_alias(
+    spec: &AliasSpec,
+    provider_exists: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 128
         && spec
@@ -61,7 +70,7 @@ fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
         ));
     }
     for t in &spec.targets {
-        if state.registry.provider(&t.provider).is_none() {
+        if !provider_exists(&t.provider) {
             return Err(ApiError::bad_request(format!(
                 "target provider {:?} does not exist.",
                 t.provider
@@ -77,7 +86,8 @@ fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn execute(
+/// Runs an alias command by `actor` and makes every replica see the result.
+pub async fn execute(
     state: &AppState,
     name: &str,
     actor: &str,

@@ -244,6 +244,8 @@ impl TestEnv {
             sse_buffer_bytes: self.options.sse_buffer_bytes,
             max_queued_jobs_per_key: self.options.max_queued_jobs_per_key,
             server: self.options.server.clone(),
+            config: None,
+            config_prune: false,
         }
     }
 

@@ -10,6 +10,7 @@ mod azure;
 mod billing;
 mod chat;
 mod concurrency;
+mod config_file;
 mod cost;
 mod egress;
 mod errors;
