@@ -32,6 +32,7 @@ mod secrets;
 mod server_limits;
 mod slow_reader;
 mod stats;
+mod traces;
 mod ui;
 mod upstream;
 mod usage;
