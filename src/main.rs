@@ -288,7 +288,7 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let traces = match role {
-        Some(role) if !quiet => telemetry::init(
+        Some(role) => telemetry::init(
             format,
             &TraceSettings {
                 endpoint: cli.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
@@ -297,10 +297,9 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .context("setting up traces")?,
-        _ => {
-            if !quiet {
-                telemetry::init_tracing(format);
-            }
+        None if quiet => TracesGuard::default(),
+        None => {
+            telemetry::init_tracing(format);
             TracesGuard::default()
         }
     };

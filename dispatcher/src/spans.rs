@@ -51,11 +51,7 @@ pub(crate) fn delivery(name: &'static str, msg: &Message) -> Span {
     traces::attr(&span, "messaging.operation.type", "process");
     traces::attr(&span, "messaging.destination.name", msg.subject.to_string());
     if let Ok(info) = msg.info() {
-        traces::attr(
-            &span,
-            "messaging.nats.delivery_count",
-            i64::try_from(info.delivered).unwrap_or(i64::MAX),
-        );
+        traces::attr(&span, "messaging.nats.delivery_count", info.delivered);
     }
     span
 }

@@ -272,13 +272,33 @@ struct NatsHeadersMut<'a>(&'a mut async_nats::HeaderMap);
 
 impl Injector for NatsHeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key, value.as_str());
+        if carried(key, &value) {
+            self.0.insert(key, value.as_str());
+        }
     }
+}
+
+/// Most bytes of a caller's `tracestate` carried on to the dispatcher (the
+/// W3C minimum every hop must pass on): the rest of a 32-member list could
+/// take the room a request message keeps for its headers
+/// (`bodies::MESSAGE_HEADROOM`).
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// Whether a trace context header goes into a NATS message.
+fn carried(key: &str, value: &str) -> bool {
+    key != "tracestate" || value.len() <= MAX_TRACESTATE_BYTES
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_tracestate_stays_behind() {
+        assert!(carried("traceparent", &"0".repeat(55)));
+        assert!(carried("tracestate", &"a=b,".repeat(128)[..511]));
+        assert!(!carried("tracestate", &"k=v,".repeat(32 * 64)));
+    }
 
     #[test]
     fn subject_names_drop_ids() {

@@ -432,6 +432,56 @@ async fn one_request_is_one_trace_across_ingress_and_dispatcher() {
         .unwrap_or_else(|| panic!("no request log line in:\n{logs}"));
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["span"]["trace_id"], trace_id.as_str(), "{line}");
+
+    // The largest tracestate a caller can send (32 members of 250-byte
+    // keys and values) is served (the dispatcher continues the trace
+    // without it); a malformed traceparent starts a trace of aigw's own.
+    let tracestate: Vec<String> = (0..32)
+        .map(|i| format!("{}={}", format!("k{i:02}").repeat(83), "v".repeat(250)))
+        .collect();
+    let (big_trace, _, big) = traceparent();
+    for (header, state) in [
+        (big.as_str(), tracestate.join(",")),
+        ("00-not-a-trace-01", String::new()),
+    ] {
+        let response = env
+            .http
+            .post(format!("{}/v1/chat/completions", roles.base))
+            .bearer_auth(&key)
+            .header("traceparent", header)
+            .header("tracestate", state)
+            .json(&json!({"model": "m", "messages": user("hi")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let of_request = |kind: i32| {
+            received
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.kind == kind && s.attrs.get("aigw.request_id") == Some(&request_id))
+                .cloned()
+        };
+        wait_until(Duration::from_secs(20), || async {
+            of_request(SERVER).is_some() && of_request(CONSUMER).is_some()
+        })
+        .await;
+        let http = of_request(SERVER).unwrap();
+        let dispatch = of_request(CONSUMER).unwrap();
+        assert_eq!(dispatch.trace_id, http.trace_id);
+        if header == big {
+            assert_eq!(http.trace_id, big_trace);
+        } else {
+            assert_eq!(http.parent, "", "a root span");
+            assert_ne!(http.trace_id, trace_id);
+        }
+    }
 }
 
 #[tokio::test]
