@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
 use aigw_runtime::reseal::{self, Resealed};
+use aigw_runtime::traces::{TraceSettings, TracesGuard};
 use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -39,6 +40,16 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "AIGW_LOG_FORMAT", default_value = "text", global = true)]
     log_format: LogFormat,
+
+    /// OTLP/HTTP endpoint (base URL; `/v1/traces` is appended) the serving
+    /// roles export their spans to. Unset: the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, else no traces.
+    #[arg(long, env = "AIGW_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+
+    /// Put prompt and completion text on spans (off: never).
+    #[arg(long, env = "AIGW_TRACE_CONTENT", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    trace_content: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -378,17 +389,48 @@ async fn main() -> anyhow::Result<()> {
     let quiet = matches!(cli.command, Command::Doctor { .. } | Command::Config { .. })
         && std::env::var_os("AIGW_LOG").is_none()
         && std::env::var_os("RUST_LOG").is_none();
-    if !quiet {
-        telemetry::init_tracing(match cli.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        });
-    }
-    // reqwest is built without a default TLS provider; pick ring once.
+    // reqwest (the OTLP exporter's too) is built without a default TLS
+    // provider; pick ring once, before any client is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let format = match cli.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    // Only the serving roles trace; one-shot commands only log.
+    let role = match &cli.command {
+        Command::Ingress { .. } => Some("ingress"),
+        Command::Dispatcher { .. } => Some("dispatcher"),
+        Command::Projector { action: None, .. } => Some("projector"),
+        Command::All { .. } => Some("all"),
+        _ => None,
+    };
+    let traces = match role {
+        Some(role) => telemetry::init(
+            format,
+            &TraceSettings {
+                endpoint: cli.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
+                content: cli.trace_content,
+                role,
+            },
+        )
+        .context("setting up traces")?,
+        None if quiet => TracesGuard::default(),
+        None => {
+            telemetry::init_tracing(format);
+            TracesGuard::default()
+        }
+    };
     telemetry::metrics();
+    let result = serve(cli.command).await;
+    // Spans still batched go out before the process ends.
+    traces.shutdown().await;
+    result
+}
+
+/// Runs `command` to its end.
+async fn serve(command: Command) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
-    match cli.command {
+    match command {
         Command::Ingress { common, ingress } => {
             let listener = bind(&ingress).await?;
             aigw_ingress::run(common, ingress, listener, shutdown)

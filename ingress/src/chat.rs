@@ -7,6 +7,7 @@ use std::time::Duration;
 use aigw_events::wire::{self, AnswerCost, DispatchRequest};
 use aigw_runtime::bodies::{self, BodyError};
 use aigw_runtime::registry::ResolveError;
+use aigw_runtime::traces;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -174,6 +176,13 @@ async fn queue_and_answer(
     chat: ChatRequest,
     id: Uuid,
 ) -> Result<Response, ApiError> {
+    let span = tracing::Span::current();
+    traces::attr(
+        &span,
+        "gen_ai.operation.name",
+        chat.endpoint.gen_ai_operation(),
+    );
+    traces::attr(&span, "gen_ai.request.model", chat.model.clone());
     // Fail fast on models nobody serves; the dispatcher resolves again.
     let targets = state
         .registry
@@ -301,6 +310,21 @@ async fn queue_and_answer(
     .await;
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);
     admitted.headers.apply(response.headers_mut());
+    if traces::enabled() {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(provider) = header("x-aigw-provider") {
+            traces::attr(&span, "aigw.provider", provider);
+        }
+        if let Some(n) = header("x-aigw-attempts").and_then(|n| n.parse::<i64>().ok()) {
+            traces::attr(&span, "aigw.attempts", n);
+        }
+    }
     Ok(response)
 }
 
@@ -351,6 +375,23 @@ pub async fn publish_on(
         })?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", message.request_id.to_string().as_str());
+    // The JetStream hop: a producer span whose context rides in the
+    // message's headers (`traceparent`) to the dispatcher.
+    let hop = if traces::enabled() {
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            otel.name = %format!("publish {}", traces::subject_template(&subject)),
+        );
+        traces::attr(&span, "messaging.system", "nats");
+        traces::attr(&span, "messaging.operation.type", "send");
+        traces::attr(&span, "messaging.destination.name", subject.clone());
+        traces::attr(&span, "aigw.request_id", message.request_id.to_string());
+        traces::inject_nats(&span, &mut headers);
+        span
+    } else {
+        tracing::Span::none()
+    };
     let queueing = |e: async_nats::jetstream::context::PublishError| {
         if aigw_runtime::nats::is_stream_full(&e) {
             ApiError::QueueFull(format!("queueing {what}: {e}"))
@@ -366,7 +407,11 @@ pub async fn publish_on(
             .map_err(queueing)?;
         ack.await.map_err(queueing)
     }
+    .instrument(hop.clone())
     .await;
+    if published.is_err() {
+        traces::error(&hop, "publish_failed");
+    }
     if published.is_err() {
         bodies::delete(&state.bodies, message).await;
     }

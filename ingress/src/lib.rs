@@ -33,7 +33,9 @@ use aigw_events::Names;
 use aigw_runtime::crypto::Sealer;
 use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::{Limiter, SpendLog};
-use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, config, db, nats, telemetry};
+use aigw_runtime::{
+    CommonArgs, Registry, RuntimeError, Stores, config, db, nats, telemetry, traces,
+};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
@@ -169,15 +171,39 @@ pub struct RequestId(pub Uuid);
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Gives every request a fresh UUID v7, logs it, and returns it as `x-request-id`.
+/// Gives every request a fresh UUID v7, logs it, and returns it as
+/// `x-request-id`. Its span is the request's ingress span: traced, it
+/// continues the caller's `traceparent` and names its trace in the logs.
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = Uuid::now_v7();
     request.extensions_mut().insert(RequestId(id));
     let method = request.method().clone();
-    let span = tracing::info_span!("http", request_id = %id, %method, path = %request.uri().path());
+    let path = request.uri().path();
+    let span = if traces::enabled() {
+        let span = tracing::info_span!(
+            "http",
+            request_id = %id,
+            %method,
+            %path,
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+            otel.name = %method,
+        );
+        traces::continue_from_http(&span, request.headers());
+        traces::attr(&span, "aigw.request_id", id.to_string());
+        traces::attr(&span, "http.request.method", method.to_string());
+        traces::attr(&span, "url.path", path.to_string());
+        span
+    } else {
+        tracing::info_span!("http", request_id = %id, %method, %path)
+    };
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    traces::attr(&span, "http.response.status_code", i64::from(status));
+    if response.status().is_server_error() {
+        traces::error(&span, status.to_string());
+    }
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -195,6 +221,11 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 /// the label set) and status.
 async fn http_metrics(path: MatchedPath, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    if traces::enabled() {
+        let span = tracing::Span::current();
+        traces::rename(&span, format!("{} {}", request.method(), path.as_str()));
+        traces::attr(&span, "http.route", path.as_str().to_string());
+    }
     let response = next.run(request).await;
     let path = path.as_str().to_string();
     let status = response.status().as_u16().to_string();

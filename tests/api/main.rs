@@ -33,6 +33,7 @@ mod secrets;
 mod server_limits;
 mod slow_reader;
 mod stats;
+mod traces;
 mod ui;
 mod upstream;
 mod usage;
