@@ -43,7 +43,8 @@ fn usd(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     #[serde(default, deserialize_with = "day")]
     pub from: Option<NaiveDate>,
@@ -76,6 +77,15 @@ type LatencyKey = (Uuid, DateTime<Utc>, String, String);
 
 /// `GET /admin/api/stats`: usage by key, provider, model and hour or day,
 /// with latency p50/p95.
+#[utoipa::path(
+    get,
+    path = "/admin/api/stats",
+    operation_id = "admin_stats",
+    tag = "reports",
+    summary = "Usage statistics of every key",
+    params(StatsQuery),
+    responses((status = 200, description = "The statistics.", body = crate::openapi::admin::Report))
+)]
 pub async fn stats(
     State(state): State<AppState>,
     q: Result<Query<StatsQuery>, QueryRejection>,
@@ -185,7 +195,8 @@ pub async fn stats(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BillingQuery {
     #[serde(default, deserialize_with = "day")]
     pub from: Option<NaiveDate>,
@@ -211,6 +222,14 @@ type BillingRow = (
 
 /// `GET /admin/api/billing?from=&to=&key=`: per key and month, line items per
 /// model. `from`/`to` select the months they fall in.
+#[utoipa::path(
+    get,
+    path = "/admin/api/billing",
+    tag = "reports",
+    summary = "Cost per key and month",
+    params(BillingQuery),
+    responses((status = 200, description = "The billing rows.", body = crate::openapi::admin::Report))
+)]
 pub async fn billing(
     State(state): State<AppState>,
     q: Result<Query<BillingQuery>, QueryRejection>,
@@ -296,7 +315,8 @@ pub async fn billing(
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
     pub key: Option<Uuid>,
     pub model: Option<String>,
@@ -332,6 +352,15 @@ type LogRow = (
 
 /// `GET /admin/api/requests`: the request log, newest first, filtered and
 /// paginated by cursor. Request bodies are never stored in it.
+#[utoipa::path(
+    get,
+    path = "/admin/api/requests",
+    operation_id = "request_log",
+    tag = "reports",
+    summary = "The request log, newest first, by cursor",
+    params(RequestsQuery),
+    responses((status = 200, description = "A page of the log.", body = crate::openapi::admin::Report))
+)]
 pub async fn requests(
     State(state): State<AppState>,
     q: Result<Query<RequestsQuery>, QueryRejection>,
@@ -418,7 +447,7 @@ pub async fn requests(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AuditInput {
     #[serde(default, deserialize_with = "day")]
@@ -432,6 +461,14 @@ struct AuditInput {
 /// `POST /admin/api/audit` `{"from","to","key"}`: the same audit as `aigw
 /// audit`; `clean` is false when the billing view differs from the history
 /// or leaves out quarantined events (listed in `quarantined`).
+#[utoipa::path(
+    post,
+    path = "/admin/api/audit",
+    tag = "reports",
+    summary = "Audit the billing view against the event history",
+    request_body = AuditInput,
+    responses((status = 200, description = "The audit report (`clean`).", body = crate::openapi::admin::Report))
+)]
 pub async fn run_audit(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

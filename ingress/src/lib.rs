@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod multipart;
+pub mod openapi;
 pub mod ops;
 pub mod presets;
 pub mod quarantine;
@@ -209,7 +210,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/key", get(keys::own_key))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job_post))
         .route("/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -261,7 +262,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/api/keys/{id}/topup", post(keys::top_up))
         .route("/admin/api/keys/{id}/rotate", post(keys::rotate))
-        .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key))
+        .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key_post))
         .route("/admin/api/keys/{id}/events", get(keys::key_events))
         .route("/admin/api/jobs", get(jobs::admin_list))
         .route(
@@ -279,6 +280,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(ui::routes());
     let cors = CorsLayer::new()
         .allow_origin(Any)
