@@ -34,7 +34,9 @@ fn day<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
         .map_err(|_| serde::de::Error::custom("expected YYYY-MM-DD or YYYY-MM"))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+/// A query string, or 400 with OpenAI's error JSON (axum's own rejection
+/// is plain text).
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }

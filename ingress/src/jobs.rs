@@ -16,7 +16,7 @@ use aigw_events::wire::DispatchRequest;
 use aigw_events::{JobCommand, JobError, JobSpec, JobStatus, META_ACTOR, META_REQUEST_ID};
 use aigw_runtime::jobs::{self, JobRow, ListFilter, Submitted};
 use aigw_runtime::store::metadata;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -356,8 +356,9 @@ async fn list(
 pub async fn list_jobs(
     State(state): State<AppState>,
     Caller(key): Caller,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = crate::billing::query(q)?;
     list(&state, filter(&q, Some(key.id))?, jobs::job_object).await
 }
 
@@ -440,8 +441,9 @@ fn admin_view(row: &JobRow) -> Value {
 )]
 pub async fn admin_list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = crate::billing::query(q)?;
     let f = filter(&q, q.key)?;
     list(&state, f, admin_view).await
 }

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod ops;
 pub mod presets;
 pub mod quarantine;
+pub mod rejections;
 pub mod relay;
 pub mod routing;
 pub mod server;
@@ -307,6 +308,7 @@ pub fn router(state: AppState) -> Router {
             state.body_timeout,
             body_deadline::body_deadline,
         ))
+        .layer(middleware::from_fn(rejections::rejections_as_json))
         .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
