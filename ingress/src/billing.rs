@@ -56,6 +56,7 @@ pub struct StatsQuery {
     pub model: Option<String>,
     pub provider: Option<String>,
     /// `hour` or `day` (the default).
+    #[param(pattern = "^(hour|day)$")]
     pub group: Option<String>,
 }
 
@@ -324,10 +325,12 @@ pub struct RequestsQuery {
     pub model: Option<String>,
     pub provider: Option<String>,
     /// `succeeded`, `failed` or `running`.
+    #[param(pattern = "^(succeeded|failed|running)$")]
     pub status: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Cursor: the `next` of the previous page (newest first).
     pub before: Option<Uuid>,

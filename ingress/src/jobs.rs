@@ -290,9 +290,14 @@ pub async fn get_job(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     status: Option<String>,
+    /// Page size (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// A job id: the previous page's `last_id`.
     after: Option<String>,
+    /// Admin only: one key's jobs.
     key: Option<Uuid>,
 }
 

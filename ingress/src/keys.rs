@@ -48,17 +48,22 @@ pub struct KeyInput {
     #[serde(default, deserialize_with = "present")]
     pub owner: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 1)]
     pub rpm: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 0)]
     pub budget_usd: Option<Option<f64>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub budget_tokens: Option<Option<i64>>,
     #[serde(default)]
     #[schema(value_type = Option<crate::openapi::schemas::BudgetPeriod>)]
     pub budget_period: Option<BudgetPeriod>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 1)]
     pub max_concurrency: Option<Option<u32>>,
     #[serde(default)]
     pub allowed_models: Option<Vec<String>>,

@@ -99,6 +99,7 @@ fn static_field(field: &str) -> Option<&'static str> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PresetQuery {
+    #[param(pattern = "^(top|china|open|specialised|emerging)$")]
     pub category: Option<String>,
 }
 

@@ -110,10 +110,13 @@ pub async fn usage(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
+    /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub key_id: Option<Uuid>,
     pub model: Option<String>,
     /// `ok` or `error`.
+    #[param(pattern = "^(ok|error)$")]
     pub status: Option<String>,
 }
 

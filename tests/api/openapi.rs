@@ -153,7 +153,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         .arg(&url)
         .args([
             "--checks",
-            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,ignored_auth",
             "--max-examples",
             "8",
             "--seed",

@@ -105,6 +105,16 @@ fn new_key_lists_the_fields_of_key_input() {
 }
 
 #[test]
+fn preset_categories_are_the_catalog_s() {
+    let doc = document();
+    let category = doc["paths"]["/admin/api/presets"]["get"]["parameters"][0].clone();
+    assert_eq!(category["name"], "category");
+    let pattern = category["schema"]["pattern"].as_str().unwrap().to_string();
+    let expected = format!("^({})$", aigw_runtime::catalog::CATEGORIES.join("|"));
+    assert_eq!(pattern, expected);
+}
+
+#[test]
 fn links_name_existing_operations() {
     let doc = document();
     let ids: BTreeSet<&str> = doc["paths"]
