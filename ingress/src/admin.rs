@@ -87,7 +87,7 @@ pub fn parse_id(id: &str, what: &str) -> Result<Uuid, ApiError> {
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum ProviderInput {
-    Preset(crate::openapi::admin::PresetProvider),
+    Preset(Box<crate::openapi::admin::PresetProvider>),
     Custom(NewProvider),
 }
 
