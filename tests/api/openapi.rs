@@ -146,6 +146,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     let report = dir.join("junit.xml");
     let mut command = Command::new(&schemathesis);
     command
+        // Its cache and crash files go with the run, not into the checkout.
+        .current_dir(&dir)
         .arg("--config-file")
         .arg(&config)
         .arg("--no-color")
