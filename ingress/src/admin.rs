@@ -80,7 +80,18 @@ pub fn parse_id(id: &str, what: &str) -> Result<Uuid, ApiError> {
 
 // ---- providers ----
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /admin/api/providers`: a catalog preset and its key,
+/// or a custom OpenAI-compatible endpoint (described for the OpenAPI
+/// document; the handler tells them apart by `preset`).
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ProviderInput {
+    Preset(Box<crate::openapi::admin::PresetProvider>),
+    Custom(NewProvider),
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProvider {
     pub name: String,
@@ -134,7 +145,7 @@ pub(crate) fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiErro
 
 /// A model's prices as admins write them, in USD per million tokens (and
 /// for media models per image, per million characters, per audio hour).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
     pub input_usd_per_mtok: f64,
@@ -311,6 +322,14 @@ fn validate_base_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/api/providers",
+    tag = "providers",
+    summary = "Add a provider: a preset and its key, or any OpenAI-compatible endpoint",
+    request_body = ProviderInput,
+    responses((status = 201, description = "The provider.", body = crate::openapi::admin::Provider))
+)]
 pub async fn create_provider(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -464,7 +483,7 @@ pub(crate) async fn sync_provider(state: &AppState, id: Uuid) -> Result<Provider
 }
 
 /// Fields of a provider an admin can change; absent ones stay as they are.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderPatch {
     #[serde(default)]
@@ -478,6 +497,7 @@ pub struct ProviderPatch {
     /// Azure: replaces the deployments (deployment name to the model it
     /// serves, `null` when not said), in place of `models`.
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
     pub deployments: Option<Deployments>,
     /// Replaces the prices of the models it names (a price change takes
     /// effect from now on; past requests keep the price they ran with).
@@ -501,6 +521,15 @@ pub struct ProviderPatch {
     pub aws_session_token: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/api/providers/{id}",
+    tag = "providers",
+    summary = "Change a provider",
+    params(("id" = String, Path, description = "The provider id.")),
+    request_body = ProviderPatch,
+    responses((status = 200, description = "The provider.", body = crate::openapi::admin::Provider))
+)]
 pub async fn update_provider(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -672,6 +701,13 @@ fn patch_aws_credentials(
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/providers",
+    tag = "providers",
+    summary = "Configured providers",
+    responses((status = 200, description = "The providers.", body = crate::openapi::admin::ProviderList))
+)]
 pub async fn list_providers(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
@@ -682,6 +718,14 @@ pub async fn list_providers(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "object": "list", "data": data }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/providers/{id}",
+    tag = "providers",
+    summary = "One provider",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "The provider.", body = crate::openapi::admin::Provider))
+)]
 pub async fn get_provider(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -697,6 +741,14 @@ pub async fn get_provider(
         })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/api/providers/{id}",
+    tag = "providers",
+    summary = "Remove a provider",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "Removed.", body = crate::openapi::admin::Deleted))
+)]
 pub async fn delete_provider(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -714,6 +766,14 @@ pub async fn delete_provider(
 /// and credential (media-only providers: a free read of the key's account).
 /// Not routed, not recorded, not billed to any key (the provider may charge
 /// for the token).
+#[utoipa::path(
+    post,
+    path = "/admin/api/providers/{id}/test",
+    tag = "providers",
+    summary = "Test the provider with a one-token chat (or an account read)",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "The provider answered.", body = crate::openapi::admin::ProviderTest))
+)]
 pub async fn test_provider(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -32,6 +32,14 @@ use crate::{AppState, RequestId, admission, relay};
 
 /// `POST /v1/audio/transcriptions`: a multipart upload of up to
 /// [`MAX_AUDIO_BYTES`], queued like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/audio/transcriptions",
+    tag = "inference",
+    summary = "Transcription of an uploaded audio file",
+    request_body(content = crate::openapi::schemas::TranscriptionRequest, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The text: JSON, or plain with `response_format: text`.", content((crate::openapi::schemas::Transcription = "application/json"), (String = "text/plain"))))
+)]
 pub async fn transcriptions(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -55,6 +63,14 @@ pub async fn transcriptions(
 }
 
 /// `POST /v1/images/generations`: queued and relayed like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    tag = "inference",
+    summary = "Image generation",
+    request_body = crate::openapi::schemas::ImagesRequest,
+    responses((status = 200, description = "The images.", body = crate::openapi::schemas::ImagesResponse))
+)]
 pub async fn images(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -68,6 +84,14 @@ pub async fn images(
 
 /// `POST /v1/audio/speech`: queued like a chat completion; the answer is
 /// the audio itself.
+#[utoipa::path(
+    post,
+    path = "/v1/audio/speech",
+    tag = "inference",
+    summary = "Text to speech",
+    request_body = crate::openapi::schemas::SpeechRequest,
+    responses((status = 200, description = "The audio, in the requested format.", content((Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/aac"), (Vec<u8> = "audio/flac"), (Vec<u8> = "audio/wav"), (Vec<u8> = "audio/pcm"), (Vec<u8> = "application/octet-stream"))))
+)]
 pub async fn speech(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -80,6 +104,14 @@ pub async fn speech(
 }
 
 /// `POST /v1/embeddings`: queued and relayed like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "inference",
+    summary = "Embeddings",
+    request_body = crate::openapi::schemas::EmbeddingsRequest,
+    responses((status = 200, description = "The embeddings.", body = crate::openapi::schemas::EmbeddingsResponse))
+)]
 pub async fn embeddings(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -105,6 +137,15 @@ pub fn body_bytes(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "inference",
+    summary = "A chat completion, plain or streamed as server-sent events",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 ASCII characters: a repeat within 24 hours returns the stored answer (not with `stream: true`).")),
+    request_body = crate::openapi::schemas::ChatCompletionRequest,
+    responses((status = 200, description = "The completion (JSON), or with `stream: true` its chunks as `data:` events ending with `data: [DONE]`.", content((crate::openapi::schemas::ChatCompletion = "application/json"), (String = "text/event-stream"))))
+)]
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,

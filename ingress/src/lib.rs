@@ -15,9 +15,11 @@ pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod multipart;
+pub mod openapi;
 pub mod ops;
 pub mod presets;
 pub mod quarantine;
+pub mod rejections;
 pub mod relay;
 pub mod routing;
 pub mod server;
@@ -266,7 +268,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/key", get(keys::own_key))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job_post))
         .route("/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -318,7 +320,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/api/keys/{id}/topup", post(keys::top_up))
         .route("/admin/api/keys/{id}/rotate", post(keys::rotate))
-        .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key))
+        .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key_post))
         .route("/admin/api/keys/{id}/events", get(keys::key_events))
         .route("/admin/api/jobs", get(jobs::admin_list))
         .route(
@@ -336,6 +338,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(ui::routes());
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -362,6 +365,7 @@ pub fn router(state: AppState) -> Router {
             state.body_timeout,
             body_deadline::body_deadline,
         ))
+        .layer(middleware::from_fn(rejections::rejections_as_json))
         .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)

@@ -92,8 +92,10 @@ fn static_field(field: &str) -> Option<&'static str> {
     .copied()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PresetQuery {
+    #[param(pattern = "^(top|china|open|specialised|emerging)$")]
     pub category: Option<String>,
 }
 
@@ -157,6 +159,14 @@ pub fn preset_view(p: &Preset) -> Value {
 }
 
 /// `GET /admin/api/presets[?category=]`: the preset catalog.
+#[utoipa::path(
+    get,
+    path = "/admin/api/presets",
+    tag = "providers",
+    summary = "The built-in provider presets",
+    params(PresetQuery),
+    responses((status = 200, description = "The presets.", body = crate::openapi::admin::ObjectList))
+)]
 pub async fn list_presets(
     query: Result<Query<PresetQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {

@@ -28,14 +28,18 @@ impl NotFound for AliasError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AliasInput {
+    /// Required to create; 1-128 letters, digits, `-`, `_`, `.` or `:`.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::admin::Strategy>)]
     pub strategy: Option<Strategy>,
+    /// 1 to 64 targets.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::openapi::admin::AliasTarget>>)]
     pub targets: Option<Vec<AliasTarget>>,
 }
 
@@ -111,6 +115,14 @@ pub async fn execute(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/api/aliases",
+    tag = "aliases",
+    summary = "Define an alias",
+    request_body = AliasInput,
+    responses((status = 201, description = "The alias.", body = crate::openapi::admin::Alias))
+)]
 pub async fn create_alias(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -138,6 +150,13 @@ pub async fn create_alias(
     Ok((StatusCode::CREATED, Json(alias_view(&spec))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/aliases",
+    tag = "aliases",
+    summary = "Every alias",
+    responses((status = 200, description = "The aliases.", body = crate::openapi::admin::AliasList))
+)]
 pub async fn list_aliases(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
@@ -155,6 +174,14 @@ fn not_found() -> ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/aliases/{name}",
+    tag = "aliases",
+    summary = "One alias",
+    params(("name" = String, Path, description = "The alias.")),
+    responses((status = 200, description = "The alias.", body = crate::openapi::admin::Alias))
+)]
 pub async fn get_alias(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -166,6 +193,15 @@ pub async fn get_alias(
         .ok_or_else(not_found)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/api/aliases/{name}",
+    tag = "aliases",
+    summary = "Change an alias's strategy or targets",
+    params(("name" = String, Path, description = "The alias.")),
+    request_body = AliasInput,
+    responses((status = 200, description = "The alias.", body = crate::openapi::admin::Alias))
+)]
 pub async fn update_alias(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -199,6 +235,14 @@ pub async fn update_alias(
     Ok(Json(alias_view(&spec)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/api/aliases/{name}",
+    tag = "aliases",
+    summary = "Remove an alias",
+    params(("name" = String, Path, description = "The alias.")),
+    responses((status = 200, description = "Removed.", body = crate::openapi::admin::Report))
+)]
 pub async fn delete_alias(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -276,6 +320,13 @@ fn provider_health(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/health",
+    tag = "providers",
+    summary = "Every provider up, degraded or down, with its circuit breakers",
+    responses((status = 200, description = "Health per provider.", body = crate::openapi::admin::ObjectList))
+)]
 pub async fn health_summary(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let breakers = state
         .health
@@ -297,6 +348,14 @@ pub async fn health_summary(State(state): State<AppState>) -> Result<Json<Value>
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/providers/{id}/health",
+    tag = "providers",
+    summary = "One provider's health",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "Its health.", body = crate::openapi::admin::Report))
+)]
 pub async fn provider_health_one(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -21,6 +21,7 @@ mod jobs;
 mod keys;
 mod large_bodies;
 mod media;
+mod openapi;
 mod operations;
 mod presets;
 mod quarantine;
