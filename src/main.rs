@@ -1,5 +1,5 @@
 //! `aigw`: one binary for every role (ingress, dispatcher, projector, or all
-//! three) plus `migrate`, `audit`, `doctor`, `prices check` and `providers reseal`. `main` only parses configuration, sets up logging
+//! three) plus `migrate`, `audit`, `doctor`, `config`, `prices check` and `providers reseal`. `main` only parses configuration, sets up logging
 //! and signals, and hands over to the role libraries.
 
 mod doctor;
@@ -7,10 +7,13 @@ mod prices;
 
 use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
+use aigw_ingress::config_file;
 use std::io::Write;
+use std::path::PathBuf;
 
 use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
 use aigw_runtime::reseal::{self, Resealed};
+use aigw_runtime::traces::{TraceSettings, TracesGuard};
 use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -38,6 +41,16 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "AIGW_LOG_FORMAT", default_value = "text", global = true)]
     log_format: LogFormat,
+
+    /// OTLP/HTTP endpoint (base URL; `/v1/traces` is appended) the serving
+    /// roles export their spans to. Unset: the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, else no traces.
+    #[arg(long, env = "AIGW_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+
+    /// Put prompt and completion text on spans (off: never).
+    #[arg(long, env = "AIGW_TRACE_CONTENT", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    trace_content: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -121,6 +134,13 @@ enum Command {
         #[arg(long, env = "AIGW_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<SecretString>,
     },
+    /// Configuration as code: plan, apply or export an aigw.toml declaring
+    /// providers, aliases and keys (see the README's "Configuration as
+    /// code").
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Maintain the configured providers.
     Providers {
         #[command(subcommand)]
@@ -156,6 +176,49 @@ enum ProvidersAction {
         #[command(flatten)]
         common: CommonArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Show what `apply` would change (create, update, remove), secrets
+    /// never shown; changes nothing. Exits with 1 when the file is invalid,
+    /// listing every problem with its line.
+    Plan {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        file: ConfigFileArgs,
+    },
+    /// Apply the file: each change is the admin API's command, recorded
+    /// with the actor `config:<file>`; applying it again changes nothing.
+    /// An invalid file changes nothing. Keys the file creates get no
+    /// secret anyone saw: `POST /admin/api/keys/{id}/rotate` gives one.
+    Apply {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        file: ConfigFileArgs,
+    },
+    /// Write the running state as an aigw.toml (credentials as `${ENV}`
+    /// references, keys without secrets); applying it changes nothing.
+    Export {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigFileArgs {
+    /// The aigw.toml.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Also remove the providers and aliases, and revoke the keys, that the
+    /// file does not declare.
+    #[arg(long, env = "AIGW_CONFIG_PRUNE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    prune: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +329,71 @@ async fn reseal(common: &CommonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The state `aigw config` works on: an ingress's, without serving.
+async fn config_state(common: &CommonArgs) -> anyhow::Result<aigw_ingress::AppState> {
+    let args = IngressArgs::from_env().context("reading the AIGW_* settings")?;
+    aigw_ingress::prepare_admin(common, &args)
+        .await
+        .context("connecting to NATS and PostgreSQL")
+}
+
+/// `aigw config plan|apply|export`.
+async fn config(action: ConfigAction) -> anyhow::Result<()> {
+    let invalid = |e: config_file::ConfigError| -> anyhow::Result<()> {
+        eprintln!("{e}");
+        std::process::exit(1);
+    };
+    match action {
+        ConfigAction::Plan { common, file } => {
+            // Read first: an invalid file is said before connecting.
+            if let Err(e) = config_file::read(&file.file) {
+                return invalid(e);
+            }
+            let state = config_state(&common).await?;
+            match config_file::plan_file(&state, &file.file, file.prune).await {
+                Ok(plan) => output(&plan.render(&file.file.display().to_string()))?,
+                Err(e) => return invalid(e),
+            }
+        }
+        ConfigAction::Apply { common, file } => {
+            if let Err(e) = config_file::read(&file.file) {
+                return invalid(e);
+            }
+            let state = config_state(&common).await?;
+            let options = config_file::Options {
+                prune: file.prune,
+                actor: config_file::actor(&file.file),
+            };
+            match config_file::apply_file(&state, &file.file, &options).await {
+                Ok(applied) => {
+                    let mut text = applied.plan.render(&file.file.display().to_string());
+                    for key in &applied.issued {
+                        text.push_str(&format!(
+                            "key {:?} issued as {}; its secret was shown to nobody: POST /admin/api/keys/{}/rotate gives one\n",
+                            key.name, key.id, key.id
+                        ));
+                    }
+                    output(&text)?;
+                }
+                Err(e) => return invalid(e),
+            }
+        }
+        ConfigAction::Export { common, output: to } => {
+            let state = config_state(&common).await?;
+            let text = match config_file::export_text(&state).await {
+                Ok(text) => text,
+                Err(e) => return invalid(e),
+            };
+            match to {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => output(&text)?,
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(ingress.listen)
         .await
@@ -276,20 +404,53 @@ async fn bind(ingress: &IngressArgs) -> anyhow::Result<tokio::net::TcpListener> 
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The doctor's screen is its output: its logs only when asked for.
-    let quiet = matches!(cli.command, Command::Doctor { .. } | Command::Prices { .. })
-        && std::env::var_os("AIGW_LOG").is_none()
+    let quiet = matches!(
+        cli.command,
+        Command::Doctor { .. } | Command::Config { .. } | Command::Prices { .. }
+    ) && std::env::var_os("AIGW_LOG").is_none()
         && std::env::var_os("RUST_LOG").is_none();
-    if !quiet {
-        telemetry::init_tracing(match cli.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        });
-    }
-    // reqwest is built without a default TLS provider; pick ring once.
+    // reqwest (the OTLP exporter's too) is built without a default TLS
+    // provider; pick ring once, before any client is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let format = match cli.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    // Only the serving roles trace; one-shot commands only log.
+    let role = match &cli.command {
+        Command::Ingress { .. } => Some("ingress"),
+        Command::Dispatcher { .. } => Some("dispatcher"),
+        Command::Projector { action: None, .. } => Some("projector"),
+        Command::All { .. } => Some("all"),
+        _ => None,
+    };
+    let traces = match role {
+        Some(role) => telemetry::init(
+            format,
+            &TraceSettings {
+                endpoint: cli.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
+                content: cli.trace_content,
+                role,
+            },
+        )
+        .context("setting up traces")?,
+        None if quiet => TracesGuard::default(),
+        None => {
+            telemetry::init_tracing(format);
+            TracesGuard::default()
+        }
+    };
     telemetry::metrics();
+    let result = serve(cli.command).await;
+    // Spans still batched go out before the process ends.
+    traces.shutdown().await;
+    result
+}
+
+/// Runs `command` to its end.
+async fn serve(command: Command) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
-    match cli.command {
+    match command {
         Command::Ingress { common, ingress } => {
             let listener = bind(&ingress).await?;
             aigw_ingress::run(common, ingress, listener, shutdown)
@@ -448,6 +609,7 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Config { action } => config(action).await?,
         Command::Doctor {
             common,
             admin_token,

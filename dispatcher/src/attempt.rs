@@ -24,6 +24,7 @@ use crate::openai::UpstreamError;
 use crate::record::Billed;
 use crate::relay::relay_stream;
 use crate::reply::Replier;
+use crate::spans;
 use aigw_events::provider::ProviderKind;
 use aigw_runtime::estimate;
 use aigw_runtime::health::Admission;
@@ -223,6 +224,7 @@ pub(crate) async fn attempt(
             started_stream: false,
         },
         Ok(Answer::Full { body, usage }) => {
+            spans::full_answer(&body);
             let billed = match candidates::plausible(usage) {
                 Some(u) => Billed::priced(target, u, false),
                 None => Billed::priced(target, estimate_from_body(request, &body), true),

@@ -25,6 +25,7 @@ pub mod replicate;
 pub mod reply;
 pub mod routing;
 pub mod runway;
+pub mod spans;
 pub mod sse;
 pub mod stability;
 
@@ -357,7 +358,7 @@ pub async fn run(
             }
         };
         let shared = shared.clone();
-        let span = tracing::info_span!("dispatch");
+        let span = spans::delivery("dispatch", &msg);
         tokio::spawn(
             async move {
                 process::handle(shared, msg).await;
@@ -440,11 +441,12 @@ async fn run_jobs(
             }
         };
         let shared = shared.clone();
+        let span = spans::delivery("job", &msg);
         tokio::spawn(
             async move {
                 jobs::handle(shared, msg, permit).await;
             }
-            .instrument(tracing::info_span!("job")),
+            .instrument(span),
         );
     }
 }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::Shared;
 use crate::attempt::{AttemptResult, attempt, choose_credential, credential_health};
@@ -25,6 +26,7 @@ use crate::openai::UpstreamError;
 use crate::record::{Billed, Recorded, record, recorded_usage, settle};
 use crate::reply::Replier;
 use crate::routing::Slot;
+use crate::spans;
 use aigw_runtime::estimate;
 use aigw_runtime::health::Admission;
 
@@ -40,6 +42,8 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         }
     };
     let id = request.request_id;
+    let span = tracing::Span::current();
+    spans::request(&span, &request);
     if delivered > 1 {
         match shared.stores.request_recorded(&id.to_string()).await {
             Ok(true) => {
@@ -131,6 +135,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
             usage, cost_micros, ..
         } => (*usage, *cost_micros),
     };
+    spans::outcome(&span, &outcome, attempts.len());
     let recorded = record(&shared, &request, attempts, outcome, route).await;
     progress.abort();
     shared.inflight.remove(&id);
@@ -323,14 +328,18 @@ pub(crate) async fn run(
             let attempt_start = Instant::now();
             let started_at = Utc::now();
             let credential = choose_credential(shared, target).await;
+            let span = spans::attempt(request, target, attempts.len() + 1);
             let result = tokio::select! {
-                r = attempt(shared, request, target, credential, replier, cancel, attempts.len() + 1) => r,
+                r = attempt(shared, request, target, credential, replier, cancel, attempts.len() + 1)
+                    .instrument(span.clone()) => r,
                 _ = tokio::time::sleep_until(deadline.into()) => AttemptResult::Failed {
                     error: deadline_passed(),
                     billed: Billed::nothing(),
                     started_stream: false,
                 },
             };
+            spans::attempt_result(&span, &result);
+            drop(span);
             let latency_ms = attempt_start.elapsed().as_millis() as u64;
             let mut record = Attempt {
                 provider_id: target.provider.id,

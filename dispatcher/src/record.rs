@@ -18,7 +18,10 @@ use aigw_runtime::store::metadata;
 use chrono::Utc;
 
 use crate::Shared;
+use crate::spans;
 use aigw_runtime::limits::LeasedHold;
+use aigw_runtime::traces;
+use tracing::Instrument;
 
 /// What a call consumed and what that costs, priced once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,11 +179,27 @@ pub(crate) async fn record(
     let id = request.request_id.to_string();
     let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
     let command = request_command(request, attempts, outcome, route);
+    let span = spans::commit(&id);
+    let recorded = store(shared, &id, command, &meta)
+        .instrument(span.clone())
+        .await;
+    if recorded == Recorded::Failed {
+        traces::error(&span, "database");
+    }
+    recorded
+}
+
+async fn store(
+    shared: &Shared,
+    id: &str,
+    command: RequestCommand,
+    meta: &std::collections::HashMap<String, String>,
+) -> Recorded {
     let mut delay = Duration::from_millis(50);
     for _ in 0..8 {
         match shared
             .stores
-            .record_request(&id, command.clone(), &meta)
+            .record_request(id, command.clone(), meta)
             .await
         {
             Ok(true) => {

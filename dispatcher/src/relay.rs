@@ -21,6 +21,7 @@ use crate::openai::{self, UpstreamError, broken};
 use crate::process::json_bytes;
 use crate::record::Billed;
 use crate::reply::Replier;
+use crate::spans::StreamSeen;
 use aigw_runtime::estimate;
 
 /// Relays an upstream SSE stream frame by frame, watching for usage.
@@ -35,6 +36,7 @@ pub(crate) async fn relay_stream(
     let mut billed: Option<Billed> = None;
     let mut completion_text = 0u64;
     let mut end: Result<(), UpstreamError> = Err(broken(provider, "the stream ended early"));
+    let mut seen = StreamSeen::new();
     loop {
         let next = tokio::select! {
             n = items.next() => n,
@@ -69,6 +71,7 @@ pub(crate) async fn relay_stream(
             break;
         }
         completion_text += chunk_text_tokens(&chunk);
+        seen.chunk(&chunk);
         let chunk_usage = chunk
             .get("usage")
             .filter(|u| !u.is_null())
@@ -110,6 +113,7 @@ pub(crate) async fn relay_stream(
             replier.chunk(bytes, cost).await;
         }
     }
+    seen.finish();
     let billed = billed.unwrap_or_else(|| {
         let estimate = Usage {
             prompt_tokens: estimate::prompt_tokens(&request.body),

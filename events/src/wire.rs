@@ -95,6 +95,15 @@ impl Endpoint {
             Endpoint::Transcriptions => "/v1/audio/transcriptions",
         }
     }
+
+    /// The OpenTelemetry GenAI `gen_ai.operation.name` of a call.
+    pub fn gen_ai_operation(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Images | Endpoint::Speech | Endpoint::Transcriptions => "generate_content",
+        }
+    }
 }
 
 /// A budget hold: where it is and how much it holds.

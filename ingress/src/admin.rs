@@ -20,8 +20,8 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
 use cqrs_es::AggregateError;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -81,7 +81,18 @@ pub fn parse_id(id: &str, what: &str) -> Result<Uuid, ApiError> {
 
 // ---- providers ----
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /admin/api/providers`: a catalog preset and its key,
+/// or a custom OpenAI-compatible endpoint (described for the OpenAPI
+/// document; the handler tells them apart by `preset`).
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ProviderInput {
+    Preset(Box<crate::openapi::admin::PresetProvider>),
+    Custom(NewProvider),
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProvider {
     pub name: String,
@@ -111,7 +122,11 @@ fn seal(state: &AppState, id: Uuid, field: CredentialField, key: &str) -> Result
 
 /// Seals the extra credentials of provider `id` (blank ones dropped first,
 /// so each is bound to its final position).
-fn seal_all(state: &AppState, id: Uuid, keys: &[String]) -> Result<Vec<String>, ApiError> {
+pub(crate) fn seal_all(
+    state: &AppState,
+    id: Uuid,
+    keys: &[String],
+) -> Result<Vec<String>, ApiError> {
     keys.iter()
         .map(|k| k.trim())
         .filter(|k| !k.is_empty())
@@ -120,7 +135,7 @@ fn seal_all(state: &AppState, id: Uuid, keys: &[String]) -> Result<Vec<String>, 
         .collect()
 }
 
-fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
+pub(crate) fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
     if max == Some(0) {
         return Err(ApiError::bad_request(
             "'max_concurrency' must be positive (or null for no cap).",
@@ -129,10 +144,51 @@ fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiError> {
     Ok(max)
 }
 
-/// A model's prices as admins write them (see [`PriceUsd`]).
-pub type PriceInput = PriceUsd;
+/// A model's prices as admins write them, in USD per million tokens of
+/// each token class (and for media models per image, per million
+/// characters, per audio hour); converted by
+/// [`aigw_events::pricing::PriceUsd`], the one place USD amounts become
+/// integer rates.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceInput {
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+    #[serde(default)]
+    pub cached_input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub cache_write_5m_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub cache_write_1h_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub reasoning_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub per_image_usd: Option<f64>,
+    #[serde(default)]
+    pub per_mchar_usd: Option<f64>,
+    #[serde(default)]
+    pub per_hour_usd: Option<f64>,
+}
 
-fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String, Price>, ApiError> {
+impl From<&PriceInput> for PriceUsd {
+    fn from(p: &PriceInput) -> Self {
+        PriceUsd {
+            input_usd_per_mtok: p.input_usd_per_mtok,
+            output_usd_per_mtok: p.output_usd_per_mtok,
+            cached_input_usd_per_mtok: p.cached_input_usd_per_mtok,
+            cache_write_5m_usd_per_mtok: p.cache_write_5m_usd_per_mtok,
+            cache_write_1h_usd_per_mtok: p.cache_write_1h_usd_per_mtok,
+            reasoning_usd_per_mtok: p.reasoning_usd_per_mtok,
+            per_image_usd: p.per_image_usd,
+            per_mchar_usd: p.per_mchar_usd,
+            per_hour_usd: p.per_hour_usd,
+        }
+    }
+}
+
+pub(crate) fn parse_prices(
+    input: &BTreeMap<String, PriceInput>,
+) -> Result<BTreeMap<String, Price>, ApiError> {
     if input.len() > MAX_MODELS {
         return Err(ApiError::bad_request(format!(
             "'prices' may name at most {MAX_MODELS} models."
@@ -143,7 +199,7 @@ fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String,
         .map(|(model, p)| {
             validate::model_name(model)
                 .map_err(|why| ApiError::bad_request(format!("'prices': {model:?} must {why}.")))?;
-            let price = p.to_price().map_err(|_| {
+            let price = PriceUsd::from(p).to_price().map_err(|_| {
                 ApiError::bad_request(format!(
                     "'prices.{model}' must hold non-negative USD amounts per million tokens."
                 ))
@@ -153,7 +209,8 @@ fn parse_prices(input: &BTreeMap<String, PriceInput>) -> Result<BTreeMap<String,
         .collect()
 }
 
-fn price_view(p: &Price) -> Value {
+/// A price in USD, as the admin API shows it.
+pub(crate) fn price_view(p: &Price) -> Value {
     json!(PriceUsd::from(p))
 }
 
@@ -258,6 +315,14 @@ fn validate_base_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/api/providers",
+    tag = "providers",
+    summary = "Add a provider: a preset and its key, or any OpenAI-compatible endpoint",
+    request_body = ProviderInput,
+    responses((status = 201, description = "The provider.", body = crate::openapi::admin::Provider))
+)]
 pub async fn create_provider(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -268,47 +333,126 @@ pub async fn create_provider(
         return crate::presets::create_from_preset(&state, actor, &bytes).await;
     }
     let new: NewProvider = parse_json(&bytes)?;
+    let id = Uuid::now_v7();
+    let spec = custom_spec(&state, id, &new)?;
+    if state.registry.provider(&spec.name).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "A provider named {:?} already exists.",
+            spec.name
+        )));
+    }
+    let entry = configure(&state, &actor, id, spec).await?;
+    Ok((StatusCode::CREATED, Json(provider_view(&entry))))
+}
+
+/// Provider `id` as a custom OpenAI-compatible endpoint: every field
+/// checked, every credential sealed (bound to `id`). Whether the name is
+/// taken is the caller's question.
+pub fn custom_spec(
+    state: &AppState,
+    id: Uuid,
+    new: &NewProvider,
+) -> Result<ProviderSpec, ApiError> {
     let name = provider_name(&new.name)?;
     validate_base_url(&new.base_url)?;
     let models = model_ids(&new.models)?;
-    if state.registry.provider(&name).is_some() {
-        return Err(ApiError::Conflict(format!(
-            "A provider named {name:?} already exists."
-        )));
-    }
-    let id = Uuid::now_v7();
     let sealed_credential = match new.api_key.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(key) => Some(seal(&state, id, CredentialField::ApiKey, key)?),
+        Some(key) => Some(seal(state, id, CredentialField::ApiKey, key)?),
     };
-    let spec = ProviderSpec {
+    Ok(ProviderSpec {
         name,
         kind: ProviderKind::OpenaiCompatible,
         base_url: new.base_url.trim_end_matches('/').to_string(),
         models,
         sealed_credential,
         prices: parse_prices(&new.prices)?,
-        extra_credentials: seal_all(&state, id, &new.api_keys)?,
+        extra_credentials: seal_all(state, id, &new.api_keys)?,
         max_concurrency: check_concurrency(new.max_concurrency)?,
         disabled: !new.enabled.unwrap_or(true),
         ..Default::default()
-    };
+    })
+}
+
+/// Stores provider `id` (a `ConfigureProvider` command by `actor`) and
+/// makes every replica see it.
+pub async fn configure(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    spec: ProviderSpec,
+) -> Result<ProviderEntry, ApiError> {
+    provider_command(
+        state,
+        actor,
+        id,
+        ProviderCommand::ConfigureProvider {
+            spec,
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_provider(state, id).await
+}
+
+/// Replaces provider `id`'s spec (an `UpdateProvider` command by `actor`).
+pub async fn replace(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    spec: ProviderSpec,
+) -> Result<ProviderEntry, ApiError> {
+    provider_command(
+        state,
+        actor,
+        id,
+        ProviderCommand::UpdateProvider {
+            spec,
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_provider(state, id).await
+}
+
+/// Removes provider `id` (a `RemoveProvider` command by `actor`).
+pub async fn remove(state: &AppState, actor: &str, id: Uuid) -> Result<(), ApiError> {
+    provider_command(
+        state,
+        actor,
+        id,
+        ProviderCommand::RemoveProvider {
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    registry::refresh_provider(&state.stores.pool, id)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .registry
+        .reload_provider(id)
+        .await
+        .map_err(ApiError::internal)?;
+    registry::announce(&state.client, &state.names, KIND_PROVIDERS, id).await;
+    Ok(())
+}
+
+async fn provider_command(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    command: ProviderCommand,
+) -> Result<(), ApiError> {
     state
         .stores
         .providers
-        .execute_with_metadata(
-            &id.to_string(),
-            ProviderCommand::ConfigureProvider {
-                spec,
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
+        .execute_with_metadata(&id.to_string(), command, metadata(&[(META_ACTOR, actor)]))
         .await
-        .map_err(|e| command_error(e, "provider"))?;
-    let entry = sync_provider(&state, id).await?;
-    Ok((StatusCode::CREATED, Json(provider_view(&entry))))
+        .map_err(|e| command_error(e, "provider"))
 }
 
 pub(crate) async fn sync_provider(state: &AppState, id: Uuid) -> Result<ProviderEntry, ApiError> {
@@ -332,7 +476,7 @@ pub(crate) async fn sync_provider(state: &AppState, id: Uuid) -> Result<Provider
 }
 
 /// Fields of a provider an admin can change; absent ones stay as they are.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderPatch {
     #[serde(default)]
@@ -346,6 +490,7 @@ pub struct ProviderPatch {
     /// Azure: replaces the deployments (deployment name to the model it
     /// serves, `null` when not said), in place of `models`.
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
     pub deployments: Option<Deployments>,
     /// Replaces the prices of the models it names (a price change takes
     /// effect from now on; past requests keep the price they ran with).
@@ -369,6 +514,15 @@ pub struct ProviderPatch {
     pub aws_session_token: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/api/providers/{id}",
+    tag = "providers",
+    summary = "Change a provider",
+    params(("id" = String, Path, description = "The provider id.")),
+    request_body = ProviderPatch,
+    responses((status = 200, description = "The provider.", body = crate::openapi::admin::Provider))
+)]
 pub async fn update_provider(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -438,21 +592,7 @@ pub async fn update_provider(
     if let Some(enabled) = patch.enabled {
         spec.disabled = !enabled;
     }
-    state
-        .stores
-        .providers
-        .execute_with_metadata(
-            &id.to_string(),
-            ProviderCommand::UpdateProvider {
-                spec,
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
-        .await
-        .map_err(|e| command_error(e, "provider"))?;
-    let entry = sync_provider(&state, id).await?;
+    let entry = replace(&state, &actor, id, spec).await?;
     Ok(Json(provider_view(&entry)))
 }
 
@@ -554,6 +694,13 @@ fn patch_aws_credentials(
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/providers",
+    tag = "providers",
+    summary = "Configured providers",
+    responses((status = 200, description = "The providers.", body = crate::openapi::admin::ProviderList))
+)]
 pub async fn list_providers(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
@@ -564,6 +711,14 @@ pub async fn list_providers(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "object": "list", "data": data }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/providers/{id}",
+    tag = "providers",
+    summary = "One provider",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "The provider.", body = crate::openapi::admin::Provider))
+)]
 pub async fn get_provider(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -579,34 +734,21 @@ pub async fn get_provider(
         })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/api/providers/{id}",
+    tag = "providers",
+    summary = "Remove a provider",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "Removed.", body = crate::openapi::admin::Deleted))
+)]
 pub async fn delete_provider(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "provider")?;
-    state
-        .stores
-        .providers
-        .execute_with_metadata(
-            &id.to_string(),
-            ProviderCommand::RemoveProvider {
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
-        .await
-        .map_err(|e| command_error(e, "provider"))?;
-    registry::refresh_provider(&state.stores.pool, id)
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .registry
-        .reload_provider(id)
-        .await
-        .map_err(ApiError::internal)?;
-    registry::announce(&state.client, &state.names, KIND_PROVIDERS, id).await;
+    remove(&state, &actor, id).await?;
     Ok(Json(
         json!({ "id": id, "object": "provider", "deleted": true }),
     ))
@@ -617,6 +759,14 @@ pub async fn delete_provider(
 /// and credential (media-only providers: a free read of the key's account).
 /// Not routed, not recorded, not billed to any key (the provider may charge
 /// for the token).
+#[utoipa::path(
+    post,
+    path = "/admin/api/providers/{id}/test",
+    tag = "providers",
+    summary = "Test the provider with a one-token chat (or an account read)",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "The provider answered.", body = crate::openapi::admin::ProviderTest))
+)]
 pub async fn test_provider(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -68,6 +68,12 @@ pub async fn require_key(
     if entry.state.is_expired(now) {
         return Err(ApiError::ExpiredKey);
     }
+    // The key's id, never the key.
+    aigw_runtime::traces::attr(
+        &tracing::Span::current(),
+        "aigw.key_id",
+        entry.id.to_string(),
+    );
     request.extensions_mut().insert(Caller(entry));
     metrics::histogram!("aigw_auth_seconds").record(started.elapsed().as_secs_f64());
     Ok(next.run(request).await)

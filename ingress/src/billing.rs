@@ -35,7 +35,9 @@ fn day<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
         .map_err(|_| serde::de::Error::custom("expected YYYY-MM-DD or YYYY-MM"))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+/// A query string, or 400 with OpenAI's error JSON (axum's own rejection
+/// is plain text).
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
@@ -44,7 +46,8 @@ fn usd(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     #[serde(default, deserialize_with = "day")]
     pub from: Option<NaiveDate>,
@@ -54,6 +57,7 @@ pub struct StatsQuery {
     pub model: Option<String>,
     pub provider: Option<String>,
     /// `hour` or `day` (the default).
+    #[param(pattern = "^(hour|day)$")]
     pub group: Option<String>,
 }
 
@@ -78,6 +82,15 @@ type LatencyKey = (Uuid, DateTime<Utc>, String, String);
 
 /// `GET /admin/api/stats`: usage by key, provider, model and hour or day,
 /// with latency p50/p95.
+#[utoipa::path(
+    get,
+    path = "/admin/api/stats",
+    operation_id = "admin_stats",
+    tag = "reports",
+    summary = "Usage statistics of every key",
+    params(StatsQuery),
+    responses((status = 200, description = "The statistics.", body = crate::openapi::admin::Report))
+)]
 pub async fn stats(
     State(state): State<AppState>,
     q: Result<Query<StatsQuery>, QueryRejection>,
@@ -189,7 +202,8 @@ pub async fn stats(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BillingQuery {
     #[serde(default, deserialize_with = "day")]
     pub from: Option<NaiveDate>,
@@ -216,6 +230,14 @@ type BillingRow = (
 
 /// `GET /admin/api/billing?from=&to=&key=`: per key and month, line items per
 /// model. `from`/`to` select the months they fall in.
+#[utoipa::path(
+    get,
+    path = "/admin/api/billing",
+    tag = "reports",
+    summary = "Cost per key and month",
+    params(BillingQuery),
+    responses((status = 200, description = "The billing rows.", body = crate::openapi::admin::Report))
+)]
 pub async fn billing(
     State(state): State<AppState>,
     q: Result<Query<BillingQuery>, QueryRejection>,
@@ -305,16 +327,19 @@ pub async fn billing(
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
     pub key: Option<Uuid>,
     pub model: Option<String>,
     pub provider: Option<String>,
     /// `succeeded`, `failed` or `running`.
+    #[param(pattern = "^(succeeded|failed|running)$")]
     pub status: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Cursor: the `next` of the previous page (newest first).
     pub before: Option<Uuid>,
@@ -340,6 +365,15 @@ type LogRow = (
 
 /// `GET /admin/api/requests`: the request log, newest first, filtered and
 /// paginated by cursor. Request bodies are never stored in it.
+#[utoipa::path(
+    get,
+    path = "/admin/api/requests",
+    operation_id = "request_log",
+    tag = "reports",
+    summary = "The request log, newest first, by cursor",
+    params(RequestsQuery),
+    responses((status = 200, description = "A page of the log.", body = crate::openapi::admin::Report))
+)]
 pub async fn requests(
     State(state): State<AppState>,
     q: Result<Query<RequestsQuery>, QueryRejection>,
@@ -431,7 +465,7 @@ pub async fn requests(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AuditInput {
     #[serde(default, deserialize_with = "day")]
@@ -445,6 +479,14 @@ struct AuditInput {
 /// `POST /admin/api/audit` `{"from","to","key"}`: the same audit as `aigw
 /// audit`; `clean` is false when the billing view differs from the history
 /// or leaves out quarantined events (listed in `quarantined`).
+#[utoipa::path(
+    post,
+    path = "/admin/api/audit",
+    tag = "reports",
+    summary = "Audit the billing view against the event history",
+    request_body = AuditInput,
+    responses((status = 200, description = "The audit report (`clean`).", body = crate::openapi::admin::Report))
+)]
 pub async fn run_audit(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use aigw_events::wire::{self, AnswerCost, DispatchRequest};
 use aigw_runtime::bodies::{self, BodyError};
 use aigw_runtime::registry::ResolveError;
+use aigw_runtime::traces;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -30,6 +32,14 @@ use crate::{AppState, RequestId, admission, relay};
 
 /// `POST /v1/audio/transcriptions`: a multipart upload of up to
 /// [`MAX_AUDIO_BYTES`], queued like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/audio/transcriptions",
+    tag = "inference",
+    summary = "Transcription of an uploaded audio file",
+    request_body(content = crate::openapi::schemas::TranscriptionRequest, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The text: JSON, or plain with `response_format: text`.", content((crate::openapi::schemas::Transcription = "application/json"), (String = "text/plain"))))
+)]
 pub async fn transcriptions(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -53,6 +63,14 @@ pub async fn transcriptions(
 }
 
 /// `POST /v1/images/generations`: queued and relayed like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    tag = "inference",
+    summary = "Image generation",
+    request_body = crate::openapi::schemas::ImagesRequest,
+    responses((status = 200, description = "The images.", body = crate::openapi::schemas::ImagesResponse))
+)]
 pub async fn images(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -66,6 +84,14 @@ pub async fn images(
 
 /// `POST /v1/audio/speech`: queued like a chat completion; the answer is
 /// the audio itself.
+#[utoipa::path(
+    post,
+    path = "/v1/audio/speech",
+    tag = "inference",
+    summary = "Text to speech",
+    request_body = crate::openapi::schemas::SpeechRequest,
+    responses((status = 200, description = "The audio, in the requested format.", content((Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/aac"), (Vec<u8> = "audio/flac"), (Vec<u8> = "audio/wav"), (Vec<u8> = "audio/pcm"), (Vec<u8> = "application/octet-stream"))))
+)]
 pub async fn speech(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -78,6 +104,14 @@ pub async fn speech(
 }
 
 /// `POST /v1/embeddings`: queued and relayed like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "inference",
+    summary = "Embeddings",
+    request_body = crate::openapi::schemas::EmbeddingsRequest,
+    responses((status = 200, description = "The embeddings.", body = crate::openapi::schemas::EmbeddingsResponse))
+)]
 pub async fn embeddings(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -103,6 +137,15 @@ pub fn body_bytes(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "inference",
+    summary = "A chat completion, plain or streamed as server-sent events",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 ASCII characters: a repeat within 24 hours returns the stored answer (not with `stream: true`).")),
+    request_body = crate::openapi::schemas::ChatCompletionRequest,
+    responses((status = 200, description = "The completion (JSON), or with `stream: true` its chunks as `data:` events ending with `data: [DONE]`.", content((crate::openapi::schemas::ChatCompletion = "application/json"), (String = "text/event-stream"))))
+)]
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -174,6 +217,13 @@ async fn queue_and_answer(
     chat: ChatRequest,
     id: Uuid,
 ) -> Result<Response, ApiError> {
+    let span = tracing::Span::current();
+    traces::attr(
+        &span,
+        "gen_ai.operation.name",
+        chat.endpoint.gen_ai_operation(),
+    );
+    traces::attr(&span, "gen_ai.request.model", chat.model.clone());
     // Fail fast on models nobody serves; the dispatcher resolves again.
     let targets = state
         .registry
@@ -301,6 +351,21 @@ async fn queue_and_answer(
     .await;
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);
     admitted.headers.apply(response.headers_mut());
+    if traces::enabled() {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(provider) = header("x-aigw-provider") {
+            traces::attr(&span, "aigw.provider", provider);
+        }
+        if let Some(n) = header("x-aigw-attempts").and_then(|n| n.parse::<i64>().ok()) {
+            traces::attr(&span, "aigw.attempts", n);
+        }
+    }
     Ok(response)
 }
 
@@ -351,6 +416,23 @@ pub async fn publish_on(
         })?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", message.request_id.to_string().as_str());
+    // The JetStream hop: a producer span whose context rides in the
+    // message's headers (`traceparent`) to the dispatcher.
+    let hop = if traces::enabled() {
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            otel.name = %format!("publish {}", traces::subject_template(&subject)),
+        );
+        traces::attr(&span, "messaging.system", "nats");
+        traces::attr(&span, "messaging.operation.type", "send");
+        traces::attr(&span, "messaging.destination.name", subject.clone());
+        traces::attr(&span, "aigw.request_id", message.request_id.to_string());
+        traces::inject_nats(&span, &mut headers);
+        span
+    } else {
+        tracing::Span::none()
+    };
     let queueing = |e: async_nats::jetstream::context::PublishError| {
         if aigw_runtime::nats::is_stream_full(&e) {
             ApiError::QueueFull(format!("queueing {what}: {e}"))
@@ -366,7 +448,11 @@ pub async fn publish_on(
             .map_err(queueing)?;
         ack.await.map_err(queueing)
     }
+    .instrument(hop.clone())
     .await;
+    if published.is_err() {
+        traces::error(&hop, "publish_failed");
+    }
     if published.is_err() {
         bodies::delete(&state.bodies, message).await;
     }

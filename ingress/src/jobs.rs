@@ -16,7 +16,7 @@ use aigw_events::wire::DispatchRequest;
 use aigw_events::{JobCommand, JobError, JobSpec, JobStatus, META_ACTOR, META_REQUEST_ID};
 use aigw_runtime::jobs::{self, JobRow, ListFilter, Submitted};
 use aigw_runtime::store::metadata;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -115,6 +115,15 @@ fn accepted(row: &JobRow, replayed: bool) -> Response {
 }
 
 /// `POST /v1/jobs`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "Submit a chat completion to run in the background",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 hours returns the first job.")),
+    request_body = crate::openapi::schemas::JobRequest,
+    responses((status = 202, description = "Queued; `Location` names the job.", body = crate::openapi::schemas::Job, headers(("location" = String, description = "/v1/jobs/{id}"))))
+)]
 pub async fn submit(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -261,6 +270,14 @@ async fn own_job(state: &AppState, key_id: Uuid, raw: &str) -> Result<JobRow, Ap
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "One of the caller's jobs",
+    params(("id" = String, Path, description = "The job id.")),
+    responses((status = 200, description = "The job.", body = crate::openapi::schemas::Job))
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     Caller(key): Caller,
@@ -270,11 +287,17 @@ pub async fn get_job(
     Ok(Json(jobs::job_object(&row)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     status: Option<String>,
+    /// Page size (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// A job id: the previous page's `last_id`.
     after: Option<String>,
+    /// Admin only: one key's jobs.
     key: Option<Uuid>,
 }
 
@@ -327,15 +350,32 @@ async fn list(
 }
 
 /// `GET /v1/jobs?status=&limit=&after=`: the caller's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "The caller's jobs, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "A page of jobs.", body = crate::openapi::schemas::JobList))
+)]
 pub async fn list_jobs(
     State(state): State<AppState>,
     Caller(key): Caller,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = crate::billing::query(q)?;
     list(&state, filter(&q, Some(key.id))?, jobs::job_object).await
 }
 
 /// `DELETE /v1/jobs/{id}` (or `POST /v1/jobs/{id}/cancel`).
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "Cancel a queued or running job",
+    params(("id" = String, Path, description = "The job id.")),
+    responses((status = 200, description = "The cancelled job.", body = crate::openapi::schemas::Job))
+)]
 pub async fn cancel_job(
     State(state): State<AppState>,
     Caller(key): Caller,
@@ -343,6 +383,22 @@ pub async fn cancel_job(
 ) -> Result<Json<Value>, ApiError> {
     let row = own_job(&state, key.id, &id).await?;
     cancel(&state, row.id, &format!("key:{}", key.id)).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a queued or running job (the same as `DELETE /v1/jobs/{id}`)",
+    params(("id" = String, Path, description = "The job id.")),
+    responses((status = 200, description = "The cancelled job.", body = crate::openapi::schemas::Job))
+)]
+pub async fn cancel_job_post(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    cancel_job(state, caller, id).await
 }
 
 async fn cancel(state: &AppState, id: Uuid, actor: &str) -> Result<Json<Value>, ApiError> {
@@ -380,15 +436,32 @@ fn admin_view(row: &JobRow) -> Value {
 }
 
 /// `GET /admin/api/jobs?status=&key=&limit=&after=`: every key's jobs.
+#[utoipa::path(
+    get,
+    path = "/admin/api/jobs",
+    tag = "jobs",
+    summary = "Every key's jobs, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "A page of jobs.", body = crate::openapi::schemas::JobList))
+)]
 pub async fn admin_list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = crate::billing::query(q)?;
     let f = filter(&q, q.key)?;
     list(&state, f, admin_view).await
 }
 
 /// `GET /admin/api/jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/admin/api/jobs/{id}",
+    tag = "jobs",
+    summary = "Any job",
+    params(("id" = String, Path, description = "The job id.")),
+    responses((status = 200, description = "The job.", body = crate::openapi::schemas::Job))
+)]
 pub async fn admin_get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -404,6 +477,14 @@ pub async fn admin_get(
 }
 
 /// `DELETE /admin/api/jobs/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/jobs/{id}",
+    tag = "jobs",
+    summary = "Cancel any job",
+    params(("id" = String, Path, description = "The job id.")),
+    responses((status = 200, description = "The cancelled job.", body = crate::openapi::schemas::Job))
+)]
 pub async fn admin_cancel(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -40,7 +40,7 @@ where
 
 /// Settings an admin sends when creating or changing a key. On `PATCH`, an
 /// absent field keeps its value and `null` removes a limit.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyInput {
     #[serde(default)]
@@ -48,16 +48,22 @@ pub struct KeyInput {
     #[serde(default, deserialize_with = "present")]
     pub owner: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 1)]
     pub rpm: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 0)]
     pub budget_usd: Option<Option<f64>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub budget_tokens: Option<Option<i64>>,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::schemas::BudgetPeriod>)]
     pub budget_period: Option<BudgetPeriod>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 1)]
     pub max_concurrency: Option<Option<u32>>,
     #[serde(default)]
     pub allowed_models: Option<Vec<String>>,
@@ -69,7 +75,7 @@ pub struct KeyInput {
 
 impl KeyInput {
     /// `base` with this input's changes applied, validated.
-    fn apply(self, mut base: KeySettings) -> Result<KeySettings, ApiError> {
+    pub fn apply(self, mut base: KeySettings) -> Result<KeySettings, ApiError> {
         if let Some(name) = self.name {
             base.name = name.trim().to_string();
         }
@@ -279,6 +285,14 @@ async fn execute(
         .map_err(|e| command_error(e, "key"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/api/keys",
+    tag = "keys",
+    summary = "Create an API key (its secret is shown only here)",
+    request_body = crate::openapi::admin::NewKey,
+    responses((status = 201, description = "The key, with its secret as `key`.", body = crate::openapi::schemas::ApiKey))
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -293,28 +307,85 @@ pub async fn create_key(
         });
     }
     let settings = input.apply(KeySettings::default())?;
-    let secret = generate_api_key();
-    let id = Uuid::now_v7();
-    execute(
-        &state,
-        id,
-        &actor,
-        KeyCommand::IssueKey {
-            settings,
-            key_hash: hash_api_key(secret.expose_secret()),
-            prefix: display_prefix(secret.expose_secret()),
-            actor: actor.clone(),
-            at: Utc::now(),
-        },
-    )
-    .await?;
-    let entry = sync_key(&state, id).await?;
+    let (entry, secret) = issue(&state, &actor, settings).await?;
     let mut view = key_view(&entry);
     // The only time the secret is ever shown.
     view["key"] = Value::String(secret.expose_secret().to_string());
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// Issues a new key with `settings` (an `IssueKey` command by `actor`);
+/// returns it and its secret, which nothing stores.
+pub async fn issue(
+    state: &AppState,
+    actor: &str,
+    settings: KeySettings,
+) -> Result<(std::sync::Arc<KeyEntry>, secrecy::SecretString), ApiError> {
+    let secret = generate_api_key();
+    let id = Uuid::now_v7();
+    execute(
+        state,
+        id,
+        actor,
+        KeyCommand::IssueKey {
+            settings,
+            key_hash: hash_api_key(secret.expose_secret()),
+            prefix: display_prefix(secret.expose_secret()),
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    Ok((sync_key(state, id).await?, secret))
+}
+
+/// Replaces key `id`'s settings (an `UpdateKey` command by `actor`).
+pub async fn reconfigure(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+    settings: KeySettings,
+) -> Result<std::sync::Arc<KeyEntry>, ApiError> {
+    execute(
+        state,
+        id,
+        actor,
+        KeyCommand::UpdateKey {
+            settings,
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_key(state, id).await
+}
+
+/// Revokes key `id` (a `RevokeKey` command by `actor`).
+pub async fn revoke(
+    state: &AppState,
+    actor: &str,
+    id: Uuid,
+) -> Result<std::sync::Arc<KeyEntry>, ApiError> {
+    execute(
+        state,
+        id,
+        actor,
+        KeyCommand::RevokeKey {
+            actor: actor.to_string(),
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    sync_key(state, id).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/api/keys",
+    tag = "keys",
+    summary = "Every key",
+    responses((status = 200, description = "The keys.", body = crate::openapi::admin::KeyList))
+)]
 pub async fn list_keys(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state.registry.keys().iter().map(|k| key_view(k)).collect();
     Json(json!({ "object": "list", "data": data }))
@@ -322,6 +393,14 @@ pub async fn list_keys(State(state): State<AppState>) -> Json<Value> {
 
 type UsageRow = (NaiveDate, String, i64, i64, i64, i64, i64);
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/keys/{id}",
+    tag = "keys",
+    summary = "One key, with its budget and recent usage",
+    params(("id" = String, Path, description = "The key id.")),
+    responses((status = 200, description = "The key.", body = crate::openapi::schemas::ApiKey))
+)]
 pub async fn get_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -348,6 +427,15 @@ pub async fn get_key(
     Ok(Json(view))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/api/keys/{id}",
+    tag = "keys",
+    summary = "Change a key (`null` removes a limit)",
+    params(("id" = String, Path, description = "The key id.")),
+    request_body = KeyInput,
+    responses((status = 200, description = "The key.", body = crate::openapi::schemas::ApiKey))
+)]
 pub async fn update_key(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -358,22 +446,11 @@ pub async fn update_key(
     let input: KeyInput = parse_json(&body_bytes(&state, body)?)?;
     let current = state.registry.key(id).ok_or_else(not_found)?;
     let settings = input.apply(current.state.settings.clone())?;
-    execute(
-        &state,
-        id,
-        &actor,
-        KeyCommand::UpdateKey {
-            settings,
-            actor: actor.clone(),
-            at: Utc::now(),
-        },
-    )
-    .await?;
-    let entry = sync_key(&state, id).await?;
+    let entry = reconfigure(&state, &actor, id, settings).await?;
     Ok(Json(key_view(&entry)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopUp {
     #[serde(default)]
@@ -382,6 +459,15 @@ pub struct TopUp {
     pub tokens: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/api/keys/{id}/topup",
+    tag = "keys",
+    summary = "Add to the current period's budget",
+    params(("id" = String, Path, description = "The key id.")),
+    request_body = TopUp,
+    responses((status = 200, description = "The key with its budget.", body = crate::openapi::schemas::ApiKey))
+)]
 pub async fn top_up(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -438,7 +524,7 @@ pub async fn top_up(
     Ok(Json(view))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     /// How long the old secret keeps working (0: it stops at once).
@@ -446,6 +532,15 @@ pub struct Rotate {
     pub grace_seconds: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/api/keys/{id}/rotate",
+    tag = "keys",
+    summary = "A new secret for the key",
+    params(("id" = String, Path, description = "The key id.")),
+    request_body(content = Option<Rotate>),
+    responses((status = 200, description = "The key, with its new secret as `key`.", body = crate::openapi::schemas::ApiKey))
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -485,29 +580,51 @@ pub async fn rotate(
     Ok(Json(view))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/api/keys/{id}",
+    tag = "keys",
+    summary = "Revoke a key",
+    params(("id" = String, Path, description = "The key id.")),
+    responses((status = 200, description = "The revoked key.", body = crate::openapi::schemas::ApiKey))
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     Admin(actor): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "key")?;
-    execute(
-        &state,
-        id,
-        &actor,
-        KeyCommand::RevokeKey {
-            actor: actor.clone(),
-            at: Utc::now(),
-        },
-    )
-    .await?;
-    let entry = sync_key(&state, id).await?;
+    let entry = revoke(&state, &actor, id).await?;
     Ok(Json(key_view(&entry)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/api/keys/{id}/revoke",
+    tag = "keys",
+    summary = "Revoke a key (the same as `DELETE /admin/api/keys/{id}`)",
+    params(("id" = String, Path, description = "The key id.")),
+    responses((status = 200, description = "The revoked key.", body = crate::openapi::schemas::ApiKey))
+)]
+pub async fn revoke_key_post(
+    state: State<AppState>,
+    admin: Admin,
+    id: Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    revoke_key(state, admin, id).await
 }
 
 type EventRow = (i64, String, Value, Value);
 
 /// `GET /admin/api/keys/{id}/events`: the key's whole history, in order.
+#[utoipa::path(
+    get,
+    path = "/admin/api/keys/{id}/events",
+    tag = "keys",
+    summary = "The key's history",
+    params(("id" = String, Path, description = "The key id.")),
+    responses((status = 200, description = "Its events, in order.", body = crate::openapi::admin::KeyEventList))
+)]
 pub async fn key_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -541,6 +658,13 @@ pub async fn key_events(
 }
 
 /// `GET /v1/key`: the caller's own key, limits and current period's budget.
+#[utoipa::path(
+    get,
+    path = "/v1/key",
+    tag = "caller",
+    summary = "The caller's own key, limits and budget",
+    responses((status = 200, description = "The key.", body = crate::openapi::schemas::OwnKey))
+)]
 pub async fn own_key(
     State(state): State<AppState>,
     Caller(key): Caller,

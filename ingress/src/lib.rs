@@ -9,15 +9,18 @@ pub mod billing;
 pub mod body_deadline;
 pub mod chat;
 pub mod classes;
+pub mod config_file;
 pub mod cost;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod multipart;
+pub mod openapi;
 pub mod ops;
 pub mod presets;
 pub mod quarantine;
+pub mod rejections;
 pub mod relay;
 pub mod routing;
 pub mod server;
@@ -33,7 +36,9 @@ use aigw_events::Names;
 use aigw_runtime::crypto::Sealer;
 use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::{Limiter, SpendLog};
-use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, config, db, nats, telemetry};
+use aigw_runtime::{
+    CommonArgs, Registry, RuntimeError, Stores, config, db, nats, telemetry, traces,
+};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
@@ -96,6 +101,29 @@ pub struct IngressArgs {
     /// Timeouts and the connection cap of the HTTP server.
     #[command(flatten)]
     pub server: server::ServerArgs,
+
+    /// An aigw.toml applied before serving (as `aigw config apply` would,
+    /// with the actor `config:<path>`); an invalid file stops the start.
+    /// Replicas starting at once apply it one after the other, so only the
+    /// first changes anything.
+    #[arg(long = "config", env = "AIGW_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// With `--config`: also remove the providers and aliases, and revoke
+    /// the keys, that the file does not declare.
+    #[arg(long = "config-prune", env = "AIGW_CONFIG_PRUNE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub config_prune: bool,
+}
+
+impl IngressArgs {
+    /// The defaults, with whatever the `AIGW_*` variables say: for commands
+    /// that use the ingress's state without serving (`aigw config`).
+    pub fn from_env() -> Result<Self, clap::Error> {
+        use clap::FromArgMatches;
+        let matches =
+            Self::augment_args(clap::Command::new("aigw")).try_get_matches_from(["aigw"])?;
+        Self::from_arg_matches(&matches)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +132,8 @@ pub enum IngressError {
     Runtime(#[from] RuntimeError),
     #[error("HTTP server: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(#[from] config_file::ConfigError),
 }
 
 /// Handles every request handler shares; cheap to clone.
@@ -144,15 +174,39 @@ pub struct RequestId(pub Uuid);
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Gives every request a fresh UUID v7, logs it, and returns it as `x-request-id`.
+/// Gives every request a fresh UUID v7, logs it, and returns it as
+/// `x-request-id`. Its span is the request's ingress span: traced, it
+/// continues the caller's `traceparent` and names its trace in the logs.
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = Uuid::now_v7();
     request.extensions_mut().insert(RequestId(id));
     let method = request.method().clone();
-    let span = tracing::info_span!("http", request_id = %id, %method, path = %request.uri().path());
+    let path = request.uri().path();
+    let span = if traces::enabled() {
+        let span = tracing::info_span!(
+            "http",
+            request_id = %id,
+            %method,
+            %path,
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+            otel.name = %method,
+        );
+        traces::continue_from_http(&span, request.headers());
+        traces::attr(&span, "aigw.request_id", id.to_string());
+        traces::attr(&span, "http.request.method", method.to_string());
+        traces::attr(&span, "url.path", path.to_string());
+        span
+    } else {
+        tracing::info_span!("http", request_id = %id, %method, %path)
+    };
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    traces::attr(&span, "http.response.status_code", i64::from(status));
+    if response.status().is_server_error() {
+        traces::error(&span, status.to_string());
+    }
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -170,6 +224,11 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 /// the label set) and status.
 async fn http_metrics(path: MatchedPath, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    if traces::enabled() {
+        let span = tracing::Span::current();
+        traces::rename(&span, format!("{} {}", request.method(), path.as_str()));
+        traces::attr(&span, "http.route", path.as_str().to_string());
+    }
     let response = next.run(request).await;
     let path = path.as_str().to_string();
     let status = response.status().as_u16().to_string();
@@ -210,7 +269,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/key", get(keys::own_key))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job_post))
         .route("/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -262,7 +321,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/api/keys/{id}/topup", post(keys::top_up))
         .route("/admin/api/keys/{id}/rotate", post(keys::rotate))
-        .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key))
+        .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key_post))
         .route("/admin/api/keys/{id}/events", get(keys::key_events))
         .route("/admin/api/jobs", get(jobs::admin_list))
         .route(
@@ -280,6 +339,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(ui::routes());
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -306,6 +366,7 @@ pub fn router(state: AppState) -> Router {
             state.body_timeout,
             body_deadline::body_deadline,
         ))
+        .layer(middleware::from_fn(rejections::rejections_as_json))
         .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
@@ -323,12 +384,32 @@ pub fn check_secrets(common: &CommonArgs, args: &IngressArgs) -> Result<Sealer, 
 
 /// Connects to NATS and PostgreSQL, prepares them, and builds the state.
 pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState, IngressError> {
+    prepare_state(common, args, true).await
+}
+
+/// The state for a command that changes configuration without serving
+/// (`aigw config`): the request and job streams are left as the running
+/// roles set them up (their limits are theirs to apply).
+pub async fn prepare_admin(
+    common: &CommonArgs,
+    args: &IngressArgs,
+) -> Result<AppState, IngressError> {
+    prepare_state(common, args, false).await
+}
+
+async fn prepare_state(
+    common: &CommonArgs,
+    args: &IngressArgs,
+    streams: bool,
+) -> Result<AppState, IngressError> {
     let names = common.names()?;
     let sealer = check_secrets(common, args)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
-    nats::ensure_streams(&js, &names, &common.streams).await?;
-    nats::ensure_job_stream(&js, &names, &common.streams).await?;
+    if streams {
+        nats::ensure_streams(&js, &names, &common.streams).await?;
+        nats::ensure_job_stream(&js, &names, &common.streams).await?;
+    }
     let registry = Registry::load(pool.clone()).await?;
     let limiter = Limiter::open(&js, &names)
         .await?
@@ -377,6 +458,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
     let state = prepare(&common, &args).await?;
+    if let Some(path) = &args.config {
+        let options = config_file::Options {
+            prune: args.config_prune,
+            actor: config_file::actor(path),
+        };
+        let applied = config_file::apply_file(&state, path, &options).await?;
+        tracing::info!(file = %path.display(), changes = applied.plan.changes.len(), "configuration applied");
+    }
     let follower = state
         .registry
         .follow(state.client.clone(), &state.names, Duration::from_secs(10))

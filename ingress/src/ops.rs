@@ -17,11 +17,25 @@ use crate::auth::Caller;
 use crate::classes::{self, Classes, ClassesColumn};
 use crate::error::ApiError;
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "The process answers.", body = Object))
+)]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when both NATS and PostgreSQL answer.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    summary = "Readiness: NATS and PostgreSQL answer",
+    responses((status = 200, description = "Ready.", body = Object), (status = 503, description = "NATS or PostgreSQL is down.", body = Object))
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let nats_ok = state.client.connection_state() == async_nats::connection::State::Connected;
     let db_ok = sqlx::query("SELECT 1")
@@ -54,6 +68,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// models exactly one deployment serves; a model that several deployments
 /// of a provider serve is refused, so not listed), and the aliases with at
 /// least one such target.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "inference",
+    summary = "The models this key may use",
+    responses((status = 200, description = "The models, in OpenAI's format.", body = crate::openapi::schemas::ModelList))
+)]
 pub async fn models(State(state): State<AppState>, Caller(key): Caller) -> Json<Value> {
     let scopes = &key.state.settings.scopes;
     let mut seen = BTreeMap::new();
@@ -102,7 +123,8 @@ pub async fn models(State(state): State<AppState>, Caller(key): Caller) -> Json<
     Json(json!({ "object": "list", "data": seen.into_values().collect::<Vec<_>>() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
@@ -127,6 +149,15 @@ type UsageRow = (
 
 /// `GET /stats`: the caller's usage by day and model, from the projector's
 /// view, with each token class.
+#[utoipa::path(
+    get,
+    path = "/stats",
+    operation_id = "caller_stats",
+    tag = "caller",
+    summary = "The caller's usage by day and model",
+    params(StatsQuery),
+    responses((status = 200, description = "Usage and totals.", body = crate::openapi::schemas::Stats))
+)]
 pub async fn stats(
     State(state): State<AppState>,
     Caller(key): Caller,
@@ -252,6 +283,13 @@ type UnpricedRow = (String, i64, i64, i64, Option<NaiveDate>);
 
 /// `GET /admin/api/unpriced`: models served without a price (their usage is
 /// recorded and flagged, never billed as $0 silently), so an admin can price them.
+#[utoipa::path(
+    get,
+    path = "/admin/api/unpriced",
+    tag = "providers",
+    summary = "Models served without a price",
+    responses((status = 200, description = "The unpriced models.", body = crate::openapi::admin::ObjectList))
+)]
 pub async fn unpriced(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows: Vec<UnpricedRow> = sqlx::query_as(
         "SELECT model, sum(unpriced_requests)::int8, sum(prompt_tokens)::int8,

@@ -2,20 +2,18 @@
 //! catalog lists what aigw knows, and a preset plus its API key (and the few
 //! fields a preset names) is enough to add a provider.
 
-use aigw_events::{META_ACTOR, ProviderCommand};
+use aigw_events::provider::ProviderSpec;
 use aigw_runtime::catalog::{self, Preset, PresetError, PresetInput};
-use aigw_runtime::store::metadata;
 use axum::Json;
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::admin::{command_error, parse_json, provider_view, sync_provider};
+use crate::admin::{parse_json, provider_view};
 use crate::error::ApiError;
 
 /// Whether a `POST /admin/api/providers` body asks for a preset.
@@ -33,34 +31,32 @@ pub async fn create_from_preset(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input: PresetInput = parse_json(body)?;
     let id = Uuid::now_v7();
-    let mut spec = catalog::build_spec(&input, &state.sealer, id).map_err(preset_error)?;
-    spec.name = crate::admin::provider_name(&spec.name)?;
-    spec.models = crate::admin::model_ids(&spec.models)?;
-    if spec.by_deployment() {
-        spec.deployments = crate::admin::deployment_map(&spec.deployments)?;
-    }
+    let spec = preset_spec(state, id, &input)?;
     if state.registry.provider(&spec.name).is_some() {
         return Err(ApiError::Conflict(format!(
             "A provider named {:?} already exists; pass another 'name'.",
             spec.name
         )));
     }
-    state
-        .stores
-        .providers
-        .execute_with_metadata(
-            &id.to_string(),
-            ProviderCommand::ConfigureProvider {
-                spec,
-                actor: actor.clone(),
-                at: Utc::now(),
-            },
-            metadata(&[(META_ACTOR, &actor)]),
-        )
-        .await
-        .map_err(|e| command_error(e, "provider"))?;
-    let entry = sync_provider(state, id).await?;
+    let entry = crate::admin::configure(state, &actor, id, spec).await?;
     Ok((StatusCode::CREATED, Json(provider_view(&entry))))
+}
+
+/// Provider `id` as preset `input` describes it: every field checked, every
+/// credential sealed (bound to `id`). Whether the name is taken is the
+/// caller's question.
+pub fn preset_spec(
+    state: &AppState,
+    id: Uuid,
+    input: &PresetInput,
+) -> Result<ProviderSpec, ApiError> {
+    let mut spec = catalog::build_spec(input, &state.sealer, id).map_err(preset_error)?;
+    spec.name = crate::admin::provider_name(&spec.name)?;
+    spec.models = crate::admin::model_ids(&spec.models)?;
+    if spec.by_deployment() {
+        spec.deployments = crate::admin::deployment_map(&spec.deployments)?;
+    }
+    Ok(spec)
 }
 
 /// A preset problem as a 400 naming the field.
@@ -96,8 +92,10 @@ fn static_field(field: &str) -> Option<&'static str> {
     .copied()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PresetQuery {
+    #[param(pattern = "^(top|china|open|specialised|emerging)$")]
     pub category: Option<String>,
 }
 
@@ -167,6 +165,14 @@ pub fn preset_view(p: &Preset) -> Value {
 }
 
 /// `GET /admin/api/presets[?category=]`: the preset catalog.
+#[utoipa::path(
+    get,
+    path = "/admin/api/presets",
+    tag = "providers",
+    summary = "The built-in provider presets",
+    params(PresetQuery),
+    responses((status = 200, description = "The presets.", body = crate::openapi::admin::ObjectList))
+)]
 pub async fn list_presets(
     query: Result<Query<PresetQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {

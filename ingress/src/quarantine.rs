@@ -15,14 +15,25 @@ use crate::error::ApiError;
 /// Most events one call returns.
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QuarantineQuery {
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
 /// `GET /admin/api/quarantine[?limit=]`: `{"object":"list","data":[...],
 /// "total","has_more"}`, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/api/quarantine",
+    operation_id = "list_quarantine",
+    tag = "reports",
+    summary = "Quarantined events, newest first",
+    params(QuarantineQuery),
+    responses((status = 200, description = "The quarantine.", body = crate::openapi::admin::ObjectList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<QuarantineQuery>, QueryRejection>,

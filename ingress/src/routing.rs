@@ -28,14 +28,18 @@ impl NotFound for AliasError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AliasInput {
+    /// Required to create; 1-128 letters, digits, `-`, `_`, `.` or `:`.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::admin::Strategy>)]
     pub strategy: Option<Strategy>,
+    /// 1 to 64 targets.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::openapi::admin::AliasTarget>>)]
     pub targets: Option<Vec<AliasTarget>>,
 }
 
@@ -44,6 +48,15 @@ fn alias_view(a: &AliasSpec) -> Value {
 }
 
 fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
+    check_alias(spec, |p| state.registry.provider(p).is_some())
+}
+
+/// Checks an alias: its name, 1 to 64 targets, each at a provider
+/// `provider_exists` knows (by id or name), with a model and a weight.
+pub fn check_alias(
+    spec: &AliasSpec,
+    provider_exists: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 128
         && spec
@@ -61,7 +74,7 @@ fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
         ));
     }
     for t in &spec.targets {
-        if state.registry.provider(&t.provider).is_none() {
+        if !provider_exists(&t.provider) {
             return Err(ApiError::bad_request(format!(
                 "target provider {:?} does not exist.",
                 t.provider
@@ -77,7 +90,8 @@ fn validate(state: &AppState, spec: &AliasSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn execute(
+/// Runs an alias command by `actor` and makes every replica see the result.
+pub async fn execute(
     state: &AppState,
     name: &str,
     actor: &str,
@@ -101,6 +115,14 @@ async fn execute(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/api/aliases",
+    tag = "aliases",
+    summary = "Define an alias",
+    request_body = AliasInput,
+    responses((status = 201, description = "The alias.", body = crate::openapi::admin::Alias))
+)]
 pub async fn create_alias(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -128,6 +150,13 @@ pub async fn create_alias(
     Ok((StatusCode::CREATED, Json(alias_view(&spec))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/aliases",
+    tag = "aliases",
+    summary = "Every alias",
+    responses((status = 200, description = "The aliases.", body = crate::openapi::admin::AliasList))
+)]
 pub async fn list_aliases(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
@@ -145,6 +174,14 @@ fn not_found() -> ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/aliases/{name}",
+    tag = "aliases",
+    summary = "One alias",
+    params(("name" = String, Path, description = "The alias.")),
+    responses((status = 200, description = "The alias.", body = crate::openapi::admin::Alias))
+)]
 pub async fn get_alias(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -156,6 +193,15 @@ pub async fn get_alias(
         .ok_or_else(not_found)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/api/aliases/{name}",
+    tag = "aliases",
+    summary = "Change an alias's strategy or targets",
+    params(("name" = String, Path, description = "The alias.")),
+    request_body = AliasInput,
+    responses((status = 200, description = "The alias.", body = crate::openapi::admin::Alias))
+)]
 pub async fn update_alias(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -189,6 +235,14 @@ pub async fn update_alias(
     Ok(Json(alias_view(&spec)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/api/aliases/{name}",
+    tag = "aliases",
+    summary = "Remove an alias",
+    params(("name" = String, Path, description = "The alias.")),
+    responses((status = 200, description = "Removed.", body = crate::openapi::admin::Report))
+)]
 pub async fn delete_alias(
     State(state): State<AppState>,
     Admin(actor): Admin,
@@ -266,6 +320,13 @@ fn provider_health(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/health",
+    tag = "providers",
+    summary = "Every provider up, degraded or down, with its circuit breakers",
+    responses((status = 200, description = "Health per provider.", body = crate::openapi::admin::ObjectList))
+)]
 pub async fn health_summary(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let breakers = state
         .health
@@ -287,6 +348,14 @@ pub async fn health_summary(State(state): State<AppState>) -> Result<Json<Value>
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/api/providers/{id}/health",
+    tag = "providers",
+    summary = "One provider's health",
+    params(("id" = String, Path, description = "The provider id.")),
+    responses((status = 200, description = "Its health.", body = crate::openapi::admin::Report))
+)]
 pub async fn provider_health_one(
     State(state): State<AppState>,
     Path(id): Path<String>,

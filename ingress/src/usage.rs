@@ -15,7 +15,8 @@ use crate::admin::parse_id;
 use crate::classes::{self, Classes, ClassesColumn};
 use crate::error::ApiError;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
@@ -41,6 +42,14 @@ fn usd(micros: i64) -> f64 {
 
 /// `GET /admin/api/usage[?from=&to=]`: requests, errors, tokens and cost by
 /// day, key and model, with totals.
+#[utoipa::path(
+    get,
+    path = "/admin/api/usage",
+    tag = "reports",
+    summary = "Requests, errors, tokens and cost by day, key and model",
+    params(UsageQuery),
+    responses((status = 200, description = "Usage with totals.", body = crate::openapi::admin::Report))
+)]
 pub async fn usage(
     State(state): State<AppState>,
     query: Result<Query<UsageQuery>, QueryRejection>,
@@ -115,12 +124,16 @@ pub async fn usage(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
+    /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub key_id: Option<Uuid>,
     pub model: Option<String>,
     /// `ok` or `error`.
+    #[param(pattern = "^(ok|error)$")]
     pub status: Option<String>,
 }
 
@@ -128,6 +141,15 @@ type OutcomeRow = (String, String, Value);
 
 /// `GET /admin/api/usage/requests[?limit=&key_id=&model=&status=]`: the most
 /// recent recorded requests, newest first, each with its outcome.
+#[utoipa::path(
+    get,
+    path = "/admin/api/usage/requests",
+    operation_id = "usage_requests",
+    tag = "reports",
+    summary = "The latest requests, newest first",
+    params(RequestsQuery),
+    responses((status = 200, description = "The requests.", body = crate::openapi::admin::ObjectList))
+)]
 pub async fn requests(
     State(state): State<AppState>,
     query: Result<Query<RequestsQuery>, QueryRejection>,
@@ -188,6 +210,14 @@ fn outcome_view(id: &str, event_type: &str, payload: &Value) -> Value {
 
 /// `GET /admin/api/usage/requests/{id}`: one request's whole story (accepted,
 /// each attempt, outcome), in order.
+#[utoipa::path(
+    get,
+    path = "/admin/api/usage/requests/{id}",
+    tag = "reports",
+    summary = "One request's events",
+    params(("id" = String, Path, description = "The request id.")),
+    responses((status = 200, description = "The request and its events.", body = crate::openapi::admin::Report))
+)]
 pub async fn request_detail(
     State(state): State<AppState>,
     Path(id): Path<String>,

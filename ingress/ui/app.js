@@ -1433,7 +1433,9 @@ async function render() {
       h('header', { class: 'topbar' }, h('h1', {}, t(`nav.${current.id}`)), h('div', { class: 'topbar-tools' },
         h('button', { type: 'button', class: 'btn btn-ghost icon-refresh', 'data-testid': 'refresh', 'aria-label': t('common.refresh'), title: t('common.refresh'), onclick: () => render() }, icon('refresh')),
         langSelect(), signOut)),
-      page)));
+      page,
+      h('footer', { class: 'footer' },
+        h('a', { href: '/openapi.json', target: '_blank', rel: 'noopener', 'data-testid': 'openapi' }, t('footer.openapi'))))));
   try {
     const content = h('div', { class: 'page-content' });
     await current.render(content);

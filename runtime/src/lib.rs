@@ -1,7 +1,7 @@
 //! The plumbing every aigw role shares: configuration, connections to NATS and
 //! PostgreSQL, the schema and streams, the event stores, the registry of keys
 //! and providers, secrets handling (and resealing them under a new master
-//! key), egress to URLs no admin chose, and telemetry.
+//! key), egress to URLs no admin chose, and telemetry (logs, traces, metrics).
 
 pub mod bodies;
 pub mod catalog;
@@ -18,6 +18,7 @@ pub mod registry;
 pub mod reseal;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 pub mod worst_case;
 
 pub use config::CommonArgs;

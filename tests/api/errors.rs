@@ -309,3 +309,39 @@ async fn health_ready_and_metrics() {
         .unwrap();
     assert!(text.contains("aigw_http_requests_total"), "{text}");
 }
+
+/// Found by schemathesis (`tests/api/openapi.rs`): a path parameter that is
+/// not UTF-8 and a query value out of its type's range were answered by
+/// axum's extractors as plain text, not OpenAI's error JSON.
+#[tokio::test]
+async fn extractor_rejections_are_openai_errors() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.add_key("ci").await;
+    for path in [
+        "/admin/api/keys/%FF",
+        "/admin/api/providers/%C3%28/health",
+        "/admin/api/aliases/%FF",
+        "/admin/api/jobs?limit=9223372036854775808",
+        "/admin/api/jobs?limit=ten",
+    ] {
+        let r = env.admin(reqwest::Method::GET, path).send().await.unwrap();
+        let (status, body) = error_of(r).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{path}");
+    }
+    for path in [
+        "/v1/jobs/%FF",
+        "/v1/jobs?limit=9223372036854775808",
+        "/v1/jobs?after=x&limit=-",
+    ] {
+        let r = env
+            .http
+            .get(env.url(path))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_of(r).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+}

@@ -244,6 +244,8 @@ impl TestEnv {
             sse_buffer_bytes: self.options.sse_buffer_bytes,
             max_queued_jobs_per_key: self.options.max_queued_jobs_per_key,
             server: self.options.server.clone(),
+            config: None,
+            config_prune: false,
         }
     }
 
@@ -314,26 +316,17 @@ impl TestEnv {
         }));
     }
 
-    /// Starts a dispatcher as a separate `aigw` process (so it can be killed).
-    pub fn spawn_dispatcher_process(&mut self) -> usize {
-        let args = self.dispatcher_args();
+    /// An `aigw <role>` process of this test's deployment (its NATS,
+    /// database, namespace, master key and stream limits), logging warnings
+    /// only and tracing nothing unless the caller adds settings.
+    pub fn role_process(&self, role: &str) -> Command {
         let streams = &self.common.streams;
-        let child = Command::new(env!("CARGO_BIN_EXE_aigw"))
-            .arg("dispatcher")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aigw"));
+        cmd.arg(role)
             .env("AIGW_NATS_URL", &self.common.nats_url)
             .env("AIGW_DATABASE_URL", &self.common.database_url)
             .env("AIGW_NAMESPACE", &self.common.namespace)
             .env("AIGW_MASTER_KEY", MASTER_KEY)
-            .env("AIGW_ACK_WAIT", humantime(args.ack_wait))
-            .env("AIGW_UPSTREAM_TIMEOUT", humantime(args.upstream_timeout))
-            .env("AIGW_BREAKER_THRESHOLD", args.breaker_threshold.to_string())
-            .env("AIGW_BREAKER_COOLDOWN", humantime(args.breaker_cooldown))
-            .env(
-                "AIGW_RETRIES_PER_TARGET",
-                args.retries_per_target.to_string(),
-            )
-            .env("AIGW_JOB_CONCURRENCY", args.job_concurrency.to_string())
-            .env("AIGW_WEBHOOK_BACKOFF", humantime(args.webhook_backoff))
             .env(
                 "AIGW_REQUESTS_MAX_MSGS",
                 streams.requests_max_msgs.to_string(),
@@ -345,7 +338,33 @@ impl TestEnv {
             .env("AIGW_JOBS_MAX_MSGS", streams.jobs_max_msgs.to_string())
             .env("AIGW_JOBS_MAX_BYTES", streams.jobs_max_bytes.to_string())
             .env("AIGW_LOG", "warn")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        for var in [
+            "AIGW_OTLP_ENDPOINT",
+            "AIGW_TRACE_CONTENT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Starts a dispatcher as a separate `aigw` process (so it can be killed).
+    pub fn spawn_dispatcher_process(&mut self) -> usize {
+        let args = self.dispatcher_args();
+        let child = self
+            .role_process("dispatcher")
+            .env("AIGW_ACK_WAIT", humantime(args.ack_wait))
+            .env("AIGW_UPSTREAM_TIMEOUT", humantime(args.upstream_timeout))
+            .env("AIGW_BREAKER_THRESHOLD", args.breaker_threshold.to_string())
+            .env("AIGW_BREAKER_COOLDOWN", humantime(args.breaker_cooldown))
+            .env(
+                "AIGW_RETRIES_PER_TARGET",
+                args.retries_per_target.to_string(),
+            )
+            .env("AIGW_JOB_CONCURRENCY", args.job_concurrency.to_string())
+            .env("AIGW_WEBHOOK_BACKOFF", humantime(args.webhook_backoff))
             .spawn()
             .unwrap();
         self.children.push(child);

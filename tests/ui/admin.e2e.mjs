@@ -104,6 +104,11 @@ try {
   check((await page.locator('.cat-title').count()) === 5, 'five categories');
   const source = await page.locator('[data-testid="price-source-anthropic"]');
   check((await source.getAttribute('href') || '').startsWith('https://') && /Prices as of \d{4}-\d{2}-\d{2}/.test(await source.textContent()), 'a preset card dates its prices and links their source');
+  const openapi = page.locator('[data-testid="openapi"]');
+  check((await openapi.getAttribute('href')) === '/openapi.json', 'the footer links the OpenAPI document');
+  check((await openapi.textContent()).includes('OpenAPI'), 'the OpenAPI link is labelled');
+  const doc = await page.evaluate(async () => (await (await fetch('/openapi.json')).json()).openapi);
+  check(doc.startsWith('3.1.'), `the linked document is OpenAPI 3.1 (got ${doc})`);
 
   step('search and filter the catalog');
   await page.fill('input[type="search"]', 'deepseek');
@@ -422,6 +427,7 @@ try {
   await page.waitForSelector('.topbar h1:text-is("服务商")');
   check((await page.getAttribute('html', 'lang')) === 'zh-CN', 'html lang is zh-CN');
   check((await page.textContent('.sidebar')).includes('API 密钥'), 'the navigation is in Chinese');
+  check((await page.textContent('[data-testid="openapi"]')).includes('API 参考'), 'the OpenAPI link is in Chinese');
   await shot('providers-desktop-zh');
   for (const p of ['keys', 'usage', 'requests', 'routing', 'jobs']) {
     await go(`#/${p}`);

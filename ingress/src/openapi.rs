@@ -1,0 +1,285 @@
+//! The OpenAPI 3.1 document of the HTTP API, served without authentication
+//! at `GET /openapi.json`.
+//!
+//! It is generated from the code: each handler carries its
+//! `#[utoipa::path]` next to it, the admin's input types derive their
+//! schemas, and [`schemas`] and [`admin`] describe the JSON the handlers
+//! build by hand. Invariants, checked by the tests below:
+//! - every route `crate::router` serves under `/v1`, `/stats` and
+//!   `/admin/api` is an operation of the document, and nothing else is;
+//! - every operation answers its errors as OpenAI's error JSON (the
+//!   `default` response, [`schemas::ErrorBody`]);
+//! - callers' operations take the API key (`Authorization: Bearer` or
+//!   `x-api-key`), admin operations the admin token, `/health` and
+//!   `/ready` nothing.
+
+pub mod admin;
+pub mod schemas;
+
+use std::sync::LazyLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::ApiError;
+use crate::{
+    admin as admin_api, billing, chat, jobs, keys, ops, presets, quarantine, routing, usage,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "aigw",
+        description = "An OpenAI-compatible AI gateway: the callers' API (`/v1`, `/stats`) \
+            and the admin API (`/admin/api`). Every error is OpenAI's error JSON \
+            (`{\"error\":{\"message\",\"type\",\"param\",\"code\"}}`) and every response \
+            carries an `x-request-id`.",
+        license(name = "Apache-2.0 OR MIT"),
+    ),
+    paths(
+        chat::chat_completions,
+        chat::embeddings,
+        chat::images,
+        chat::speech,
+        chat::transcriptions,
+        ops::models,
+        keys::own_key,
+        jobs::submit,
+        jobs::list_jobs,
+        jobs::get_job,
+        jobs::cancel_job,
+        jobs::cancel_job_post,
+        ops::stats,
+        presets::list_presets,
+        admin_api::create_provider,
+        admin_api::list_providers,
+        admin_api::get_provider,
+        admin_api::update_provider,
+        admin_api::delete_provider,
+        admin_api::test_provider,
+        routing::provider_health_one,
+        routing::health_summary,
+        ops::unpriced,
+        routing::create_alias,
+        routing::list_aliases,
+        routing::get_alias,
+        routing::update_alias,
+        routing::delete_alias,
+        keys::create_key,
+        keys::list_keys,
+        keys::get_key,
+        keys::update_key,
+        keys::revoke_key,
+        keys::revoke_key_post,
+        keys::top_up,
+        keys::rotate,
+        keys::key_events,
+        jobs::admin_list,
+        jobs::admin_get,
+        jobs::admin_cancel,
+        usage::usage,
+        usage::requests,
+        usage::request_detail,
+        billing::stats,
+        billing::billing,
+        billing::requests,
+        billing::run_audit,
+        quarantine::list,
+        ops::health,
+        ops::ready,
+    ),
+    components(schemas(schemas::ErrorBody)),
+    modifiers(&Conventions),
+    tags(
+        (name = "inference", description = "OpenAI-compatible calls, queued to the dispatchers."),
+        (name = "jobs", description = "Chat completions run in the background."),
+        (name = "caller", description = "The caller's own key and usage."),
+        (name = "providers", description = "Admin: providers, presets and their health."),
+        (name = "aliases", description = "Admin: model aliases and their routing."),
+        (name = "keys", description = "Admin: virtual API keys."),
+        (name = "reports", description = "Admin: usage, billing, the request log, audits."),
+        (name = "operations", description = "Liveness and readiness, without authentication."),
+    )
+)]
+pub struct ApiDoc;
+
+/// Security schemes, the shared error response, and which operations take
+/// which credential.
+struct Conventions;
+
+const ERROR_RESPONSE: &str = "Error";
+
+/// Links for stateful testing and clients: what a creating call's answer
+/// leads to. (creating path, its status, the id field, the operations the
+/// field is the path parameter of.)
+const LINKS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "/admin/api/keys",
+        "201",
+        "id",
+        &[
+            "get_key",
+            "update_key",
+            "top_up",
+            "rotate",
+            "key_events",
+            "revoke_key",
+        ],
+    ),
+    (
+        "/admin/api/providers",
+        "201",
+        "id",
+        &[
+            "get_provider",
+            "update_provider",
+            "provider_health_one",
+            "delete_provider",
+        ],
+    ),
+    (
+        "/admin/api/aliases",
+        "201",
+        "name",
+        &["get_alias", "update_alias", "delete_alias"],
+    ),
+    (
+        "/v1/jobs",
+        "202",
+        "id",
+        &["get_job", "admin_get", "cancel_job", "admin_cancel"],
+    ),
+];
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(description))
+                    .build(),
+            )
+        };
+        components.add_security_scheme("api_key", bearer("An aigw API key (`aig_...`)."));
+        components.add_security_scheme(
+            "x_api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "The same API key, in the `x-api-key` header.",
+            ))),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            bearer("The admin token (`AIGW_ADMIN_TOKEN`)."),
+        );
+        components.responses.insert(
+            ERROR_RESPONSE.to_string(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("An error, as OpenAI's error JSON.")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
+        let no_scopes: [&str; 0] = [];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let security = if path.starts_with("/admin/api/") {
+                Some(vec![SecurityRequirement::new("admin_token", no_scopes)])
+            } else if path.starts_with("/v1/") || path == "/stats" {
+                Some(vec![
+                    SecurityRequirement::new("api_key", no_scopes),
+                    SecurityRequirement::new("x_api_key", no_scopes),
+                ])
+            } else {
+                None
+            };
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                conventions(operation, security.clone());
+            }
+        }
+    }
+}
+
+fn conventions(operation: &mut Operation, security: Option<Vec<SecurityRequirement>>) {
+    if security.is_some() {
+        operation.security = security;
+    }
+    operation
+        .responses
+        .responses
+        .entry("default".to_string())
+        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(ERROR_RESPONSE)));
+}
+
+/// Adds [`LINKS`] to the serialized document. (Not through utoipa's
+/// `Link`: 5.5 writes its `operationId` as `operation_id`, which no tool
+/// reads.)
+fn add_links(doc: &mut Value) {
+    for (path, status, field, targets) in LINKS {
+        let response = &mut doc["paths"][*path]["post"]["responses"][*status];
+        if !response.is_object() {
+            continue;
+        }
+        let links: serde_json::Map<String, Value> = targets
+            .iter()
+            .map(|target| {
+                let link = json!({
+                    "operationId": target,
+                    "parameters": { *field: format!("$response.body#/{field}") },
+                });
+                (target.to_string(), link)
+            })
+            .collect();
+        response["links"] = Value::Object(links);
+    }
+}
+
+/// The whole document, as served.
+pub fn document() -> Result<Value, serde_json::Error> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi())?;
+    add_links(&mut doc);
+    Ok(doc)
+}
+
+static DOCUMENT: LazyLock<Result<Vec<u8>, String>> = LazyLock::new(|| {
+    document()
+        .and_then(|doc| serde_json::to_vec(&doc))
+        .map_err(|e| e.to_string())
+});
+
+/// `GET /openapi.json`: the document, built once.
+pub async fn openapi_json() -> Response {
+    match &*DOCUMENT {
+        Ok(bytes) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes.clone(),
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("OpenAPI document: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
