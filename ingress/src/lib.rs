@@ -174,6 +174,26 @@ pub struct RequestId(pub Uuid);
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every header aigw sets on an answer, so that a browser on another origin
+/// may read it (CORS `access-control-expose-headers`).
+const EXPOSED_HEADERS: [&str; 15] = [
+    "x-request-id",
+    "x-aigw-provider",
+    "x-aigw-attempts",
+    cost::COST_USD,
+    cost::COST_FLAGGED,
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "idempotent-replayed",
+    "x-aigw-original-request-id",
+    "retry-after",
+    "location",
+];
+
 /// Gives every request a fresh UUID v7, logs it, and returns it as
 /// `x-request-id`. Its span is the request's ingress span: traced, it
 /// continues the caller's `traceparent` and names its trace in the logs.
@@ -345,15 +365,7 @@ pub fn router(state: AppState) -> Router {
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([
-            X_REQUEST_ID,
-            HeaderName::from_static("x-aigw-provider"),
-            HeaderName::from_static("x-aigw-attempts"),
-            HeaderName::from_static(cost::COST_USD),
-            HeaderName::from_static(cost::COST_FLAGGED),
-            axum::http::header::RETRY_AFTER,
-            axum::http::header::LOCATION,
-        ]);
+        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static));
     Router::new()
         .merge(keyed)
         .merge(admin)

@@ -243,7 +243,17 @@ async fn every_endpoint_answers_with_the_cost_its_events_record() {
         .unwrap()
         .to_string();
     assert!(exposed.contains("x-aigw-cost-usd"), "{exposed}");
-    assert!(exposed.contains("x-aigw-cost-flagged"), "{exposed}");
+    for name in [
+        "x-aigw-cost-flagged",
+        "x-request-id",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-tokens",
+        "idempotent-replayed",
+        "x-aigw-original-request-id",
+        "retry-after",
+    ] {
+        assert!(exposed.contains(name), "{name} not in {exposed}");
+    }
 }
 
 #[tokio::test]
