@@ -8,7 +8,9 @@
 //! (aggregate type, id, sequence), so quarantining twice is harmless. A
 //! rebuild quarantines into `projector_quarantine_new` and then
 //! [`adopt_rebuilt`] makes that the quarantine: an event that now applies
-//! leaves it, one that still fails keeps its first `quarantined_at`.
+//! leaves it, one that still fails keeps its first `quarantined_at`. A
+//! request with a quarantined event that has not finished in the request log
+//! is marked `quarantined` there, never left `running`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -115,6 +117,22 @@ pub async fn record(
     .bind(col(|p| p.error.clone()))
     .execute(&mut *conn)
     .await?;
+    // A request whose outcome is quarantined never finishes in the log:
+    // say so rather than leave it "running" forever.
+    let requests: Vec<uuid::Uuid> = poisons
+        .iter()
+        .filter(|p| p.event.aggregate_type == "request")
+        .filter_map(|p| p.event.aggregate_id.parse().ok())
+        .collect();
+    if !requests.is_empty() {
+        sqlx::query(&format!(
+            "UPDATE request_log{suffix} SET status = 'quarantined'
+             WHERE id = ANY($1) AND (status IS NULL OR status = 'running')"
+        ))
+        .bind(requests)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
