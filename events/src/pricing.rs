@@ -245,6 +245,7 @@ pub fn micros_to_usd(micros: i64) -> f64 {
 /// class, and for media models per image, per million characters, per
 /// audio hour. The admin API takes and shows prices in this form.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = PriceInput))]
 #[serde(deny_unknown_fields)]
 pub struct PriceUsd {
     pub input_usd_per_mtok: f64,

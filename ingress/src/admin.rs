@@ -20,8 +20,8 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
 use cqrs_es::AggregateError;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -144,47 +144,11 @@ pub(crate) fn check_concurrency(max: Option<u32>) -> Result<Option<u32>, ApiErro
     Ok(max)
 }
 
-/// A model's prices as admins write them, in USD per million tokens of
-/// each token class (and for media models per image, per million
-/// characters, per audio hour); converted by
+/// A model's prices as admins write them (USD per million tokens of each
+/// class, per image, per million characters, per audio hour): exactly
 /// [`aigw_events::pricing::PriceUsd`], the one place USD amounts become
-/// integer rates.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PriceInput {
-    pub input_usd_per_mtok: f64,
-    pub output_usd_per_mtok: f64,
-    #[serde(default)]
-    pub cached_input_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub cache_write_5m_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub cache_write_1h_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub reasoning_usd_per_mtok: Option<f64>,
-    #[serde(default)]
-    pub per_image_usd: Option<f64>,
-    #[serde(default)]
-    pub per_mchar_usd: Option<f64>,
-    #[serde(default)]
-    pub per_hour_usd: Option<f64>,
-}
-
-impl From<&PriceInput> for PriceUsd {
-    fn from(p: &PriceInput) -> Self {
-        PriceUsd {
-            input_usd_per_mtok: p.input_usd_per_mtok,
-            output_usd_per_mtok: p.output_usd_per_mtok,
-            cached_input_usd_per_mtok: p.cached_input_usd_per_mtok,
-            cache_write_5m_usd_per_mtok: p.cache_write_5m_usd_per_mtok,
-            cache_write_1h_usd_per_mtok: p.cache_write_1h_usd_per_mtok,
-            reasoning_usd_per_mtok: p.reasoning_usd_per_mtok,
-            per_image_usd: p.per_image_usd,
-            per_mchar_usd: p.per_mchar_usd,
-            per_hour_usd: p.per_hour_usd,
-        }
-    }
-}
+/// integer rates, under the name the admin API documents.
+pub type PriceInput = PriceUsd;
 
 pub(crate) fn parse_prices(
     input: &BTreeMap<String, PriceInput>,
@@ -199,7 +163,7 @@ pub(crate) fn parse_prices(
         .map(|(model, p)| {
             validate::model_name(model)
                 .map_err(|why| ApiError::bad_request(format!("'prices': {model:?} must {why}.")))?;
-            let price = PriceUsd::from(p).to_price().map_err(|_| {
+            let price = p.to_price().map_err(|_| {
                 ApiError::bad_request(format!(
                     "'prices.{model}' must hold non-negative USD amounts per million tokens."
                 ))

@@ -334,7 +334,7 @@ fn custom_provider(
 }
 
 fn catalog_price(p: &crate::admin::PriceInput) -> catalog::PriceInput {
-    aigw_events::pricing::PriceUsd::from(p)
+    *p
 }
 
 /// Whether `sealed` (of provider `id`, field `field`) opens to `plain`.
