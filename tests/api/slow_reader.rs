@@ -41,6 +41,10 @@ fn long_stream() -> String {
 async fn a_slow_reader_gets_the_whole_stream_or_an_error_event_at_its_end() {
     let env = TestEnv::with(Options {
         sse_buffer_bytes: 256 * 1024,
+        // Relaying 80,000 chunks takes seconds on a loaded machine; the
+        // harness's 5 s limit on a whole provider call would end the stream
+        // upstream ("the stream stalled") before the reader is judged.
+        upstream_timeout: Duration::from_secs(60),
         ..Options::default()
     })
     .await;
