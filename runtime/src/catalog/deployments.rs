@@ -5,7 +5,8 @@
 use aigw_events::deployments::Deployments;
 use aigw_events::provider::ProviderKind;
 
-use super::{Preset, PresetError, PresetInput, given};
+use super::spec::given;
+use super::{Preset, PresetError, PresetInput};
 
 /// The deployments an Azure preset is given: `deployments`, plus one
 /// `deployment` (with its `model`, if said); at least one. Other presets
