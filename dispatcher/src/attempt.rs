@@ -418,6 +418,10 @@ mod tests {
             body,
             scopes: None,
             body_object: None,
+            project_id: None,
+            team_id: None,
+            rate_levels: vec![],
+            rate_on_key: true,
         }
     }
 
@@ -475,6 +479,8 @@ mod tests {
             micros: 1,
             tokens: 1,
             lease: None,
+            on_key: true,
+            levels: vec![],
         });
         let cap = worst_case::DEFAULT_OUTPUT_CAP;
         assert_eq!(output_cap_for(&r, &custom), Some(("max_tokens", cap)));

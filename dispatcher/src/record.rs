@@ -19,7 +19,7 @@ use chrono::Utc;
 
 use crate::Shared;
 use crate::spans;
-use aigw_runtime::limits::LeasedHold;
+use aigw_runtime::limits::{Owner, holds_of};
 use aigw_runtime::traces;
 use tracing::Instrument;
 
@@ -91,8 +91,10 @@ pub(crate) async fn recorded_usage(shared: &Shared, id: &str) -> Option<(Usage, 
     })
 }
 
-/// Settles the request's budget hold to its actual cost (idempotent) and
-/// corrects the key's token bucket from the estimate to the actual usage.
+/// Settles the request's budget holds (the key's and its project's and
+/// team's) to its actual cost, each level once (idempotent, by request or
+/// leased hold), and corrects each level's token bucket from the estimate
+/// to the actual usage.
 pub(crate) async fn settle(
     shared: &Shared,
     request: &DispatchRequest,
@@ -102,38 +104,52 @@ pub(crate) async fn settle(
 ) {
     let now_ms = Utc::now().timestamp_millis();
     if let Some(r) = &request.reservation {
-        let mut delay = Duration::from_millis(20);
-        for _ in 0..6 {
-            match shared
-                .limiter
-                .settle(
-                    request.key_id,
-                    &r.period,
-                    request.request_id,
-                    LeasedHold::of(r),
-                    cost.unwrap_or(0),
-                    i64::try_from(usage.total()).unwrap_or(i64::MAX),
-                    now_ms,
-                )
-                .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(request_id = %request.request_id, error = %e, "settling the budget failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+        let tokens = i64::try_from(usage.total()).unwrap_or(i64::MAX);
+        let settles = holds_of(request.key_id, r).into_iter().map(|hold| async move {
+            let mut delay = Duration::from_millis(20);
+            for _ in 0..6 {
+                match shared
+                    .limiter
+                    .settle(
+                        hold.owner,
+                        &hold.period,
+                        request.request_id,
+                        hold.leased,
+                        cost.unwrap_or(0),
+                        tokens,
+                        now_ms,
+                    )
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(request_id = %request.request_id, level = hold.owner.kind(), error = %e, "settling the budget failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
                 }
             }
-        }
+        });
+        futures::future::join_all(settles).await;
     }
-    if correct_rate
-        && let Some(estimate) = request.rate_tokens
-        && let Err(e) = shared
-            .limiter
-            .correct_tokens(request.key_id, estimate, usage.total())
-            .await
-    {
-        tracing::warn!(request_id = %request.request_id, error = %e, "correcting the token rate failed");
+    if correct_rate && let Some(estimate) = request.rate_tokens {
+        let mut owners: Vec<Owner> = request
+            .rate_levels
+            .iter()
+            .map(|l| Owner::Level(*l))
+            .collect();
+        if request.rate_on_key {
+            owners.insert(0, Owner::Key(request.key_id));
+        }
+        for owner in owners {
+            if let Err(e) = shared
+                .limiter
+                .correct_tokens(owner, estimate, usage.total())
+                .await
+            {
+                tracing::warn!(request_id = %request.request_id, level = owner.kind(), error = %e, "correcting the token rate failed");
+            }
+        }
     }
 }
 
@@ -146,6 +162,8 @@ pub(crate) fn request_command(
 ) -> RequestCommand {
     RequestCommand::RecordRequest {
         key_id: request.key_id,
+        project_id: request.project_id,
+        team_id: request.team_id,
         model: request.model.clone(),
         stream: request.stream,
         accepted_at: request.accepted_at,

@@ -55,23 +55,44 @@ pub struct KeyLimits {
 }
 
 /// What a key may use; an empty list allows everything.
+///
+/// Effective scopes (what a key in a project and team may use) carry the
+/// scopes of those levels in `inherited`: every rule below must then hold
+/// at every level (an intersection; never a merged list, where two
+/// disjoint lists would intersect to the empty "everything").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyScopes {
     #[serde(default)]
     pub allowed_models: Vec<String>,
     #[serde(default)]
     pub allowed_providers: Vec<String>,
+    /// The scopes of the key's project and team, in effective scopes only
+    /// (never set on a stored key, team or project).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited: Vec<KeyScopes>,
 }
 
 impl KeyScopes {
+    /// These scopes, further limited by every level of `above` (the
+    /// key's project's and team's scopes): a key's effective scopes.
+    pub fn within<'a>(&self, above: impl IntoIterator<Item = &'a KeyScopes>) -> KeyScopes {
+        let mut out = self.clone();
+        for level in above {
+            out.inherited.push(level.clone());
+        }
+        out
+    }
+
     pub fn allows_model(&self, model: &str) -> bool {
-        self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == model)
+        (self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == model))
+            && self.inherited.iter().all(|s| s.allows_model(model))
     }
 
     /// `provider` may be matched by id or by name.
     pub fn allows_provider(&self, id: &str, name: &str) -> bool {
-        self.allowed_providers.is_empty()
-            || self.allowed_providers.iter().any(|p| p == id || p == name)
+        (self.allowed_providers.is_empty()
+            || self.allowed_providers.iter().any(|p| p == id || p == name))
+            && self.inherited.iter().all(|s| s.allows_provider(id, name))
     }
 
     /// Whether a request for `requested` may go to `model` at the provider
@@ -81,6 +102,8 @@ impl KeyScopes {
     ///
     /// This one rule decides every target, wherever one is chosen:
     /// admission, routing, failover, aliases, pins, every endpoint.
+    ///
+    /// With inherited levels, the rule holds at each level on its own.
     pub fn allows_target(
         &self,
         requested: &str,
@@ -88,8 +111,21 @@ impl KeyScopes {
         provider_id: &str,
         provider_name: &str,
     ) -> bool {
-        self.allows_provider(provider_id, provider_name)
-            && (self.allows_model(requested) || self.allows_model(model))
+        let own = |s: &KeyScopes| {
+            (s.allowed_providers.is_empty()
+                || s.allowed_providers
+                    .iter()
+                    .any(|p| p == provider_id || p == provider_name))
+                && (s.allowed_models.is_empty()
+                    || s.allowed_models
+                        .iter()
+                        .any(|m| m == requested || m == model))
+        };
+        own(self)
+            && self
+                .inherited
+                .iter()
+                .all(|s| s.allows_target(requested, model, provider_id, provider_name))
     }
 }
 
@@ -105,6 +141,11 @@ pub struct KeySettings {
     pub scopes: KeyScopes,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The project the key belongs to (and through it, its team); none
+    /// for keys created before projects existed, which keeps them on
+    /// their own limits only. Moving a key is a `KeyUpdated` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -550,6 +591,7 @@ mod tests {
         let scopes = KeyScopes {
             allowed_models: vec!["small".into(), "fast".into()],
             allowed_providers: vec!["b".into()],
+            ..KeyScopes::default()
         };
         // The provider decides first, whatever the model.
         assert!(!scopes.allows_target("small", "small", "id-a", "a"));
@@ -563,5 +605,52 @@ mod tests {
         assert!(!scopes.allows_target("b/big", "big", "id-b", "b"));
         let open = KeyScopes::default();
         assert!(open.allows_target("any", "thing", "id", "p"));
+    }
+
+    #[test]
+    fn effective_scopes_hold_at_every_level() {
+        let key = KeyScopes::default();
+        let project = KeyScopes {
+            allowed_models: vec!["small".into(), "big".into()],
+            ..KeyScopes::default()
+        };
+        let team = KeyScopes {
+            allowed_providers: vec!["b".into()],
+            allowed_models: vec!["small".into(), "tiny".into()],
+            ..KeyScopes::default()
+        };
+        let eff = key.within([&project, &team]);
+        // Only what every level allows: model small at provider b.
+        assert!(eff.allows_target("small", "small", "id-b", "b"));
+        assert!(!eff.allows_target("small", "small", "id-a", "a"));
+        assert!(
+            !eff.allows_target("big", "big", "id-b", "b"),
+            "team refuses big"
+        );
+        assert!(
+            !eff.allows_target("tiny", "tiny", "id-b", "b"),
+            "project refuses tiny"
+        );
+        assert!(eff.allows_model("small") && !eff.allows_model("big"));
+        assert!(!eff.allows_provider("id-a", "a"));
+        // Disjoint lists allow nothing (never "everything").
+        let other = KeyScopes {
+            allowed_models: vec!["other".into()],
+            ..KeyScopes::default()
+        };
+        let none = other.within([&team]);
+        for m in ["small", "tiny", "other", "x"] {
+            assert!(!none.allows_target(m, m, "id-b", "b"), "{m}");
+        }
+        // Without levels, nothing changes; effective scopes read back.
+        assert_eq!(key.within([]), key);
+        let json = serde_json::to_value(&eff).unwrap();
+        assert_eq!(serde_json::from_value::<KeyScopes>(json).unwrap(), eff);
+        assert!(
+            serde_json::to_value(&key)
+                .unwrap()
+                .get("inherited")
+                .is_none()
+        );
     }
 }

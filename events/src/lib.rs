@@ -10,8 +10,10 @@ pub mod job;
 pub mod key;
 pub mod names;
 pub mod pricing;
+pub mod project;
 pub mod provider;
 pub mod request;
+pub mod team;
 pub mod wire;
 
 pub use alias::{
@@ -23,6 +25,7 @@ pub use job::{
 };
 pub use key::{KeyAggregate, KeyCommand, KeyError, KeyEvent, KeyStatus};
 pub use names::Names;
+pub use project::{ProjectAggregate, ProjectCommand, ProjectEvent};
 pub use provider::{
     ProviderAggregate, ProviderCommand, ProviderError, ProviderEvent, ProviderSpec,
 };
@@ -30,6 +33,7 @@ pub use request::{
     Attempt, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError, RequestEvent,
     Route, Usage,
 };
+pub use team::{Policy, TeamAggregate, TeamCommand, TeamEvent, UnitError, UnitStatus};
 
 /// Version written with every event of this crate; bump it with an upcaster.
 pub const EVENT_VERSION: &str = "1.0";

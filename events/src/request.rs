@@ -230,6 +230,12 @@ pub enum RequestCommand {
     /// Record a request's whole story at once.
     RecordRequest {
         key_id: Uuid,
+        /// The key's project and team as of the request (absent: none, or
+        /// written before teams existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project_id: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        team_id: Option<Uuid>,
         model: String,
         stream: bool,
         accepted_at: DateTime<Utc>,
@@ -253,6 +259,12 @@ pub enum RequestEvent {
     AttemptRecorded(Attempt),
     RequestCompleted {
         key_id: Uuid,
+        /// The key's project and team as of the request (absent: none, or
+        /// written before teams existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project_id: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        team_id: Option<Uuid>,
         provider_id: Uuid,
         provider: String,
         model: String,
@@ -271,6 +283,12 @@ pub enum RequestEvent {
     },
     RequestFailed {
         key_id: Uuid,
+        /// The key's project and team as of the request (absent: none, or
+        /// written before teams existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project_id: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        team_id: Option<Uuid>,
         model: String,
         status: u16,
         error_type: String,
@@ -332,6 +350,8 @@ impl Aggregate for RequestAggregate {
     ) -> Result<(), Self::Error> {
         let RequestCommand::RecordRequest {
             key_id,
+            project_id,
+            team_id,
             model,
             stream,
             accepted_at,
@@ -367,6 +387,8 @@ impl Aggregate for RequestAggregate {
                 at,
             } => RequestEvent::RequestCompleted {
                 key_id,
+                project_id,
+                team_id,
                 provider_id,
                 provider,
                 model,
@@ -389,6 +411,8 @@ impl Aggregate for RequestAggregate {
                 at,
             } => RequestEvent::RequestFailed {
                 key_id,
+                project_id,
+                team_id,
                 model,
                 status,
                 error_type,
@@ -427,6 +451,8 @@ mod tests {
             .to_utc();
         RequestCommand::RecordRequest {
             key_id: Uuid::nil(),
+            project_id: None,
+            team_id: None,
             model: "m".into(),
             stream: false,
             accepted_at: at,

@@ -56,6 +56,20 @@ pub struct DispatchRequest {
     /// `body` and deletes once the request is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_object: Option<BodyObject>,
+    /// The key's project and team as of admission: the request's usage is
+    /// recorded against them, and their TPM buckets corrected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<Uuid>,
+    /// The levels above the key whose TPM bucket admission took
+    /// `rate_tokens` from (corrected to the actual usage afterwards).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_levels: Vec<Level>,
+    /// Whether `rate_tokens` came from the key's own TPM bucket too
+    /// (absent, in older messages: yes).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub rate_on_key: bool,
 }
 
 /// A request body stored in the bodies object store instead of its message.
@@ -116,6 +130,59 @@ pub struct Reservation {
     /// The ingress replica's admission lease the hold was taken from, if any
     /// (the hold then reaches the shared budget entry asynchronously, and
     /// settling needs to know where to look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseRef>,
+    /// Whether the hold above is on the key's own budget (false when only
+    /// its project or team has a budget; absent, in older messages, true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub on_key: bool,
+    /// The same hold (`micros`, `tokens`) on the budgets of the key's
+    /// project and team: taken all or nothing at admission, settled at
+    /// each level once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<LevelHold>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A level of limits above a key: its project or its team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "level", content = "id", rename_all = "snake_case")]
+pub enum Level {
+    Project(Uuid),
+    Team(Uuid),
+}
+
+impl Level {
+    /// `project` or `team`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Level::Project(_) => "project",
+            Level::Team(_) => "team",
+        }
+    }
+
+    pub fn id(self) -> Uuid {
+        match self {
+            Level::Project(id) | Level::Team(id) => id,
+        }
+    }
+}
+
+/// A request's hold on the budget of one level above its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelHold {
+    pub level: Level,
+    /// The level's budget period id.
+    pub period: String,
+    /// The ingress replica's lease of that level's budget the hold came
+    /// from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseRef>,
 }

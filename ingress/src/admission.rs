@@ -9,13 +9,20 @@
 //! cost (`aigw_runtime::worst_case`) at the dearest target the key may use,
 //! and settled by the dispatcher to the actual cost, which can never be
 //! more (the dispatcher only uses targets whose worst case fits the hold).
+//!
+//! A key in a project is limited by the project's and the team's limits
+//! too (each level's own shared counters; refusals name the level) and may
+//! only use what every level's scopes allow.
 
-use aigw_events::wire::{Endpoint, LeaseRef, Reservation};
-use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, LeasedHold, RateDecision, Slot};
+use aigw_events::key::KeyScopes;
+use aigw_events::wire::{Endpoint, LeaseRef, Level, LevelHold, Reservation};
+use aigw_runtime::limits::{Budget, BudgetRefusal, Hold, Owner, RateDecision, Slot};
+use aigw_runtime::teams::Lineage;
 use aigw_runtime::worst_case::{self, TargetLimits};
 use aigw_runtime::{KeyEntry, Target, estimate};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::Utc;
+use futures::future::join_all;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -59,6 +66,40 @@ impl RateHeaders {
         Self(out)
     }
 
+    /// The headers of the most limiting level: for requests and for
+    /// tokens, the level with the fewest left.
+    fn most_limiting(decisions: &[RateDecision]) -> Self {
+        let requests = decisions
+            .iter()
+            .filter(|d| d.limit_requests.is_some())
+            .min_by_key(|d| d.remaining_requests);
+        let tokens = decisions
+            .iter()
+            .filter(|d| d.limit_tokens.is_some())
+            .min_by_key(|d| d.remaining_tokens);
+        let mut merged = RateDecision {
+            allowed: true,
+            retry_after_secs: 0,
+            limit_requests: None,
+            remaining_requests: 0,
+            reset_requests_ms: 0,
+            limit_tokens: None,
+            remaining_tokens: 0,
+            reset_tokens_ms: 0,
+        };
+        if let Some(d) = requests {
+            merged.limit_requests = d.limit_requests;
+            merged.remaining_requests = d.remaining_requests;
+            merged.reset_requests_ms = d.reset_requests_ms;
+        }
+        if let Some(d) = tokens {
+            merged.limit_tokens = d.limit_tokens;
+            merged.remaining_tokens = d.remaining_tokens;
+            merged.reset_tokens_ms = d.reset_tokens_ms;
+        }
+        Self::from_decision(&merged)
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.0 {
             headers.insert(name.clone(), value.clone());
@@ -93,15 +134,22 @@ impl Drop for Timed {
     }
 }
 
-/// What a budget hold came to: taken (from a lease, or not), or refused.
-type HoldOutcome = aigw_runtime::Result<Result<Option<LeaseRef>, BudgetRefusal>>;
-
 /// What admission decided for an accepted request.
 #[derive(Debug, Default)]
 pub struct Admitted {
     pub headers: RateHeaders,
     pub reservation: Option<Reservation>,
     pub rate_tokens: Option<u64>,
+    /// Whether `rate_tokens` came from the key's own TPM bucket...
+    pub rate_on_key: bool,
+    /// ...and from which levels' above it.
+    pub rate_levels: Vec<Level>,
+    /// The key's effective scopes (its own within its project's and
+    /// team's), which the dispatcher applies again to every target.
+    pub scopes: KeyScopes,
+    /// The key's project and team as of admission.
+    pub project_id: Option<Uuid>,
+    pub team_id: Option<Uuid>,
     /// The key's concurrency slot (keys with `max_concurrency`), held until
     /// this is dropped: once the answer has been relayed.
     pub slot: Option<Slot>,
@@ -155,8 +203,33 @@ async fn take_slot(
     }
 }
 
+/// The key's project and team; 403 when the registry does not know them
+/// (the key is never admitted on its own limits alone).
+pub fn lineage(state: &AppState, key: &KeyEntry) -> Result<Lineage, ApiError> {
+    state.registry.lineage(key).map_err(|e| {
+        tracing::warn!(key_id = %key.id, error = %e, "a key's project or team is unknown");
+        ApiError::Forbidden {
+            message: "This key's project or team no longer exists; ask an admin to move the key."
+                .into(),
+            code: "project_not_found",
+        }
+    })
+}
+
+/// One level's rate limits for a request (the key's, its project's, its team's).
+struct RateLevel {
+    owner: Owner,
+    rpm: Option<u32>,
+    tpm: Option<u64>,
+}
+
 /// [`admit`], with a budget hold that lasts `hold_for` (plus a margin)
 /// unless settled first: a synchronous call's timeout, or a job's queue time.
+///
+/// Every level counts: the key's own limits and its project's and team's
+/// (see `aigw_runtime::teams`), each on its own shared entry. Scopes are
+/// the intersection of the levels'; the budget hold is taken at every level
+/// with a budget, all or nothing (`Limiter::reserve_levels`).
 #[allow(clippy::too_many_arguments)]
 pub async fn admit_for(
     state: &AppState,
@@ -169,144 +242,233 @@ pub async fn admit_for(
     hold_for: std::time::Duration,
 ) -> Result<Admitted, ApiError> {
     let settings = &key.state.settings;
-    let limits = &settings.limits;
-    let _timed = Timed {
-        started: std::time::Instant::now(),
-        limited: limits.rpm.is_some()
-            || limits.tpm.is_some()
-            || limits.budget_micros.is_some()
-            || limits.budget_tokens.is_some(),
-    };
-    let allowed = allowed_targets(settings, model, targets)?;
-    check_output(endpoint, body, &allowed)?;
-
-    let mut admitted = Admitted::default();
+    let lineage = lineage(state, key)?;
+    let levels = lineage.levels();
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
 
-    // What the rate limits take: one request and the estimated tokens.
-    let rate = (limits.rpm.is_some() || limits.tpm.is_some()).then(|| {
-        estimate::prompt_tokens(body).saturating_add(estimate::max_output_tokens(body, 0))
-    });
-    // What the budget holds: the worst case at the dearest target it could go
-    // to; an unpriced model holds nothing (its usage is flagged, not billed).
-    let budget = match limits.budget_micros.is_some() || limits.budget_tokens.is_some() {
-        false => None,
-        true => {
-            let (period, micros, tokens) = key.state.budgets_at(now);
-            let (hold_micros, hold_tokens) = worst_case_hold(endpoint, body, &allowed)?;
-            let expires = now
-                + chrono::Duration::from_std(hold_for).unwrap_or_default()
-                + chrono::Duration::minutes(5);
-            let hold = Hold {
-                micros: hold_micros,
-                tokens: hold_tokens,
-                expires_ms: expires.timestamp_millis(),
-            };
-            Some((
+    // Rate limits and budgets of every level, key first.
+    let limits = &settings.limits;
+    let mut rates = Vec::new();
+    let mut budgets: Vec<(Owner, Budget)> = Vec::new();
+    if limits.rpm.is_some() || limits.tpm.is_some() {
+        rates.push(RateLevel {
+            owner: Owner::Key(key.id),
+            rpm: limits.rpm,
+            tpm: limits.tpm,
+        });
+    }
+    if limits.budget_micros.is_some() || limits.budget_tokens.is_some() {
+        let (period, micros, tokens) = key.state.budgets_at(now);
+        budgets.push((
+            Owner::Key(key.id),
+            Budget {
+                period,
+                micros,
+                tokens,
+            },
+        ));
+    }
+    for level in &levels {
+        let l = &level.policy.limits;
+        if l.rpm.is_some() || l.tpm.is_some() {
+            rates.push(RateLevel {
+                owner: Owner::Level(level.level),
+                rpm: l.rpm,
+                tpm: l.tpm,
+            });
+        }
+        if l.budget_micros.is_some() || l.budget_tokens.is_some() {
+            let (period, micros, tokens) = level.policy.budgets_at(now);
+            budgets.push((
+                Owner::Level(level.level),
                 Budget {
                     period,
                     micros,
                     tokens,
                 },
-                hold,
-            ))
+            ));
+        }
+    }
+    let _timed = Timed {
+        started: std::time::Instant::now(),
+        limited: !rates.is_empty() || !budgets.is_empty(),
+    };
+    let scopes = lineage.scopes(key);
+    let allowed = allowed_targets(&scopes, model, targets)?;
+    check_output(endpoint, body, &allowed)?;
+
+    let mut admitted = Admitted {
+        scopes: scopes.clone(),
+        project_id: lineage.project_id(),
+        team_id: lineage.team_id(),
+        ..Admitted::default()
+    };
+
+    // What the rate limits take: one request and the estimated tokens.
+    let tokens = (!rates.is_empty()).then(|| {
+        estimate::prompt_tokens(body).saturating_add(estimate::max_output_tokens(body, 0))
+    });
+    // What the budgets hold: the worst case at the dearest target it could
+    // go to; an unpriced model holds nothing (its usage is flagged, not
+    // billed).
+    let hold = match budgets.is_empty() {
+        true => None,
+        false => {
+            let (hold_micros, hold_tokens) = worst_case_hold(endpoint, body, &allowed)?;
+            let expires = now
+                + chrono::Duration::from_std(hold_for).unwrap_or_default()
+                + chrono::Duration::minutes(5);
+            Some(Hold {
+                micros: hold_micros,
+                tokens: hold_tokens,
+                expires_ms: expires.timestamp_millis(),
+            })
         }
     };
 
-    // The rate take and the budget hold go to NATS at the same time (one
+    // The rate takes and the budget holds go to NATS at the same time (one
     // round trip instead of two). A request the rate limits refuse gives its
-    // hold back; a request the budget refuses keeps its rate take, as it
+    // holds back; a request the budget refuses keeps its rate takes, as it
     // would have had the two run one after the other.
-    let take_rate = async {
-        match rate {
-            Some(tokens) => Some(
+    let take_rates = join_all(rates.iter().map(|r| {
+        state
+            .limiter
+            .admit_rate(r.owner, r.rpm, r.tpm, tokens.unwrap_or(0), now_ms)
+    }));
+    let hold_budgets = async {
+        match hold {
+            Some(hold) => Some(
                 state
                     .limiter
-                    .admit_rate(key.id, limits.rpm, limits.tpm, tokens, now_ms)
+                    .reserve_levels(&budgets, request_id, hold, now_ms)
                     .await,
             ),
             None => None,
         }
     };
-    let hold_budget = async {
-        match &budget {
-            Some((budget, hold)) => Some(
-                state
-                    .limiter
-                    .reserve(key.id, budget, request_id, *hold, now_ms)
-                    .await,
-            ),
-            None => None,
-        }
+    let (rate_outcomes, budget_outcome) = tokio::join!(take_rates, hold_budgets);
+    let reservation = match (&budget_outcome, hold) {
+        (Some(Ok(Ok(leases))), Some(hold)) => Some(reservation_of(&budgets, leases, hold)),
+        _ => None,
     };
-    let (rate_outcome, budget_outcome) = tokio::join!(take_rate, hold_budget);
-    let give_back = |budget_outcome: &Option<HoldOutcome>| {
-        if let (Some(Ok(Ok(lease))), Some((budget, hold))) = (budget_outcome, &budget) {
-            let leased = lease.map(|from| LeasedHold {
-                from,
-                micros: hold.micros,
-                tokens: hold.tokens,
-            });
-            let (limiter, key_id, period) = (state.limiter.clone(), key.id, budget.period.clone());
+    let give_back = |reservation: &Option<Reservation>| {
+        if let Some(r) = reservation.clone() {
+            let (limiter, key_id) = (state.limiter.clone(), key.id);
             tokio::spawn(async move {
-                if let Err(e) = limiter.release(key_id, &period, request_id, leased).await {
+                if let Err(e) = limiter.release_reservation(key_id, request_id, &r).await {
                     tracing::warn!(%request_id, error = %e, "releasing the budget hold of a rate-limited request failed (it expires on its own)");
                 }
             });
         }
     };
 
-    if let (Some(decision), Some(tokens)) = (rate_outcome, rate) {
-        let decision = match decision {
-            Ok(d) => d,
-            Err(e) => {
-                give_back(&budget_outcome);
-                return Err(ApiError::Unavailable(format!("rate limit state: {e}")));
+    if let Some(tokens) = tokens {
+        let mut decisions = Vec::with_capacity(rate_outcomes.len());
+        for outcome in rate_outcomes {
+            match outcome {
+                Ok(d) => decisions.push(d),
+                Err(e) => {
+                    give_back(&reservation);
+                    return Err(ApiError::Unavailable(format!("rate limit state: {e}")));
+                }
             }
-        };
-        admitted.headers = RateHeaders::from_decision(&decision);
-        if !decision.allowed {
-            give_back(&budget_outcome);
+        }
+        admitted.headers = RateHeaders::most_limiting(&decisions);
+        if let Some(i) = decisions.iter().position(|d| !d.allowed) {
+            give_back(&reservation);
             return Err(ApiError::RateLimited {
-                retry_after: decision.retry_after_secs,
+                retry_after: decisions[i].retry_after_secs,
+                headers: admitted.headers,
+                level: rates[i].owner.kind(),
+            });
+        }
+        if rates.iter().any(|r| r.tpm.is_some()) {
+            admitted.rate_tokens = Some(tokens);
+        }
+        admitted.rate_levels = rates
+            .iter()
+            .filter(|r| r.tpm.is_some())
+            .filter_map(|r| match r.owner {
+                Owner::Level(level) => Some(level),
+                Owner::Key(_) => None,
+            })
+            .collect();
+        admitted.rate_on_key = limits.tpm.is_some();
+    }
+
+    if let Some(outcome) = budget_outcome {
+        let outcome = outcome.map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
+        if let Err((i, refusal)) = outcome {
+            let level = budgets[i].0.kind();
+            let what = match refusal {
+                BudgetRefusal::Spend => "spend",
+                BudgetRefusal::Tokens => "token",
+            };
+            let message = match level {
+                "key" => format!(
+                    "This key's {what} budget is exhausted for this period; an admin can top it up."
+                ),
+                level => format!(
+                    "{level} budget exhausted: this key's {level}'s {what} budget is exhausted for this period; an admin can raise it."
+                ),
+            };
+            return Err(ApiError::InsufficientQuota {
+                message,
                 headers: admitted.headers,
             });
         }
-        admitted.rate_tokens = limits.tpm.map(|_| tokens);
-    }
-
-    if let (Some(outcome), Some((budget, hold))) = (budget_outcome, budget) {
-        let outcome = outcome.map_err(|e| ApiError::Unavailable(format!("budget state: {e}")))?;
-        let lease = match outcome {
-            Ok(lease) => lease,
-            Err(refusal) => return Err(ApiError::InsufficientQuota {
-                message: match refusal {
-                    BudgetRefusal::Spend => "This key's spend budget is exhausted for this period; an admin can top it up.",
-                    BudgetRefusal::Tokens => "This key's token budget is exhausted for this period; an admin can top it up.",
-                }
-                .into(),
-                headers: admitted.headers,
-            }),
-        };
-        admitted.reservation = Some(Reservation {
-            period: budget.period,
-            micros: hold.micros,
-            tokens: hold.tokens,
-            lease,
-        });
+        admitted.reservation = reservation;
     }
     Ok(admitted)
+}
+
+/// The reservation of holds taken at every level of `budgets` (key first,
+/// if it has a budget of its own).
+fn reservation_of(
+    budgets: &[(Owner, Budget)],
+    leases: &[Option<LeaseRef>],
+    hold: Hold,
+) -> Reservation {
+    let mut r = Reservation {
+        period: String::new(),
+        micros: hold.micros,
+        tokens: hold.tokens,
+        lease: None,
+        on_key: false,
+        levels: Vec::new(),
+    };
+    for ((owner, budget), lease) in budgets.iter().zip(leases) {
+        match owner {
+            Owner::Key(_) => {
+                r.on_key = true;
+                r.period.clone_from(&budget.period);
+                r.lease = *lease;
+            }
+            Owner::Level(level) => r.levels.push(LevelHold {
+                level: *level,
+                period: budget.period.clone(),
+                lease: *lease,
+            }),
+        }
+    }
+    if !r.on_key {
+        r.period = r
+            .levels
+            .first()
+            .map(|l| l.period.clone())
+            .unwrap_or_default();
+    }
+    r
 }
 
 /// The targets the key's scopes allow (the same rule the dispatcher applies
 /// again to every target it routes or fails over to).
 fn allowed_targets<'a>(
-    settings: &aigw_events::key::KeySettings,
+    scopes: &KeyScopes,
     model: &str,
     targets: &'a [Target],
 ) -> Result<Vec<&'a Target>, ApiError> {
-    let scopes = &settings.scopes;
     let allowed: Vec<&Target> = targets
         .iter()
         .filter(|t| t.allowed_by(scopes, model))

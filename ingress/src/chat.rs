@@ -311,8 +311,12 @@ async fn queue_and_answer(
         reservation: admitted.reservation.clone(),
         rate_tokens: admitted.rate_tokens,
         endpoint: chat.endpoint,
-        scopes: Some(key.state.settings.scopes.clone()),
+        scopes: Some(admitted.scopes.clone()),
         body_object: None,
+        project_id: admitted.project_id,
+        team_id: admitted.team_id,
+        rate_levels: admitted.rate_levels.clone(),
+        rate_on_key: admitted.rate_on_key,
     };
     if let Err(e) = publish(state, &mut message).await {
         if let Some(r) = &message.reservation {

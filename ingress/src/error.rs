@@ -27,6 +27,8 @@ pub enum ApiError {
     RateLimited {
         retry_after: u64,
         headers: crate::admission::RateHeaders,
+        /// The level whose limit refused: `key`, `project` or `team`.
+        level: &'static str,
     },
     #[error("{message}")]
     InsufficientQuota {
@@ -142,9 +144,14 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited {
                 retry_after,
                 headers,
+                level,
             } => {
+                let message = match *level {
+                    "key" => "Rate limit reached for this key. Retry after the time in the Retry-After header.".to_string(),
+                    level => format!("{level} rate limit reached: the rate limit of this key's {level} is reached. Retry after the time in the Retry-After header."),
+                };
                 let body = error_body(
-                    "Rate limit reached for this key. Retry after the time in the Retry-After header.",
+                    &message,
                     "requests",
                     Some("rate_limit_exceeded"),
                 );

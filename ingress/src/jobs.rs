@@ -198,8 +198,12 @@ pub async fn submit(
         reservation: admitted.reservation.clone(),
         rate_tokens: admitted.rate_tokens,
         endpoint: chat.endpoint,
-        scopes: Some(key.state.settings.scopes.clone()),
+        scopes: Some(admitted.scopes.clone()),
         body_object: None,
+        project_id: admitted.project_id,
+        team_id: admitted.team_id,
+        rate_levels: admitted.rate_levels.clone(),
+        rate_on_key: admitted.rate_on_key,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {

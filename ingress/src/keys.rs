@@ -9,6 +9,7 @@ use aigw_events::provider::usd_to_micros;
 use aigw_events::{KeyCommand, META_ACTOR};
 use aigw_runtime::KeyEntry;
 use aigw_runtime::crypto::{display_prefix, generate_api_key, hash_api_key};
+use aigw_runtime::limits::Owner;
 use aigw_runtime::registry::{self, KIND_KEYS};
 use aigw_runtime::store::metadata;
 use axum::Json;
@@ -71,6 +72,10 @@ pub struct KeyInput {
     pub allowed_providers: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// The project the key belongs to (`null`: none); its team's and its
+    /// limits and scopes apply on top of the key's own.
+    #[serde(default, deserialize_with = "present")]
+    pub project_id: Option<Option<Uuid>>,
 }
 
 impl KeyInput {
@@ -164,6 +169,9 @@ impl KeyInput {
         if let Some(expires) = self.expires_at {
             base.expires_at = expires;
         }
+        if let Some(project) = self.project_id {
+            base.project_id = project;
+        }
         Ok(base)
     }
 }
@@ -191,11 +199,11 @@ fn scope_list(
     Ok(list)
 }
 
-fn usd(micros: i64) -> f64 {
+pub(crate) fn usd(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
-fn limits_view(l: &KeyLimits) -> Value {
+pub(crate) fn limits_view(l: &KeyLimits) -> Value {
     json!({
         "rpm": l.rpm,
         "tpm": l.tpm,
@@ -206,8 +214,20 @@ fn limits_view(l: &KeyLimits) -> Value {
     })
 }
 
-fn scopes_view(s: &KeyScopes) -> Value {
+pub(crate) fn scopes_view(s: &KeyScopes) -> Value {
     json!({ "allowed_models": s.allowed_models, "allowed_providers": s.allowed_providers })
+}
+
+/// A key's settings must name a live project, if any (400 otherwise).
+pub fn check_project(state: &AppState, settings: &KeySettings) -> Result<(), ApiError> {
+    match settings.project_id {
+        Some(id) if state.registry.project(id).is_none() => Err(ApiError::BadRequest {
+            message: format!("No such project: {id}."),
+            param: Some("project_id"),
+            code: None,
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub fn key_view(k: &KeyEntry) -> Value {
@@ -222,6 +242,7 @@ pub fn key_view(k: &KeyEntry) -> Value {
         "limits": limits_view(&s.settings.limits),
         "scopes": scopes_view(&s.settings.scopes),
         "expires_at": s.settings.expires_at,
+        "project_id": s.settings.project_id,
         "created_at": s.created_at,
         "revoked_at": s.revoked_at,
     })
@@ -307,6 +328,7 @@ pub async fn create_key(
         });
     }
     let settings = input.apply(KeySettings::default())?;
+    check_project(&state, &settings)?;
     let (entry, secret) = issue(&state, &actor, settings).await?;
     let mut view = key_view(&entry);
     // The only time the secret is ever shown.
@@ -446,6 +468,7 @@ pub async fn update_key(
     let input: KeyInput = parse_json(&body_bytes(&state, body)?)?;
     let current = state.registry.key(id).ok_or_else(not_found)?;
     let settings = input.apply(current.state.settings.clone())?;
+    check_project(&state, &settings)?;
     let entry = reconfigure(&state, &actor, id, settings).await?;
     Ok(Json(key_view(&entry)))
 }
@@ -657,6 +680,32 @@ pub async fn key_events(
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
+/// What the key may still spend and how fast, over every level: the least
+/// `remaining_usd` and `remaining_tokens` of the levels with a budget (the
+/// level with the least left is `limited_by`: dollars decide when any level
+/// has a spend budget, else tokens), and the lowest RPM and TPM.
+fn effective_limits(view: &mut Value, levels: &[Value]) {
+    let least = |field: &str| {
+        levels
+            .iter()
+            .filter_map(|l| Some((l["budget"][field].as_f64()?, l["level"].clone())))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let usd = least("remaining_usd");
+    let tokens = least("remaining_tokens");
+    view["remaining_usd"] = json!(usd.as_ref().map(|u| u.0));
+    view["remaining_tokens"] = json!(tokens.as_ref().map(|t| t.0 as i64));
+    view["limited_by"] = usd.or(tokens).map_or(Value::Null, |(_, level)| level);
+    let lowest = |field: &str| {
+        levels
+            .iter()
+            .filter_map(|l| l["limits"][field].as_u64())
+            .min()
+    };
+    view["rpm"] = json!(lowest("rpm"));
+    view["tpm"] = json!(lowest("tpm"));
+}
+
 /// `GET /v1/key`: the caller's own key, limits and current period's budget.
 #[utoipa::path(
     get,
@@ -669,11 +718,43 @@ pub async fn own_key(
     State(state): State<AppState>,
     Caller(key): Caller,
 ) -> Result<Json<Value>, ApiError> {
+    let lineage = crate::admission::lineage(&state, &key)?;
     let mut view = key_view(&key);
     let budget = budget_view(&state, &key).await?;
+    let own = &key.state.settings.limits;
+    let has_budget = |l: &KeyLimits| l.budget_micros.is_some() || l.budget_tokens.is_some();
+    let mut levels = vec![json!({
+        "level": "key",
+        "id": key.id,
+        "name": key.state.settings.name,
+        "limits": limits_view(own),
+        "budget": has_budget(own).then(|| budget.clone()),
+    })];
+    for level in lineage.levels() {
+        let limits = &level.policy.limits;
+        let budget = match has_budget(limits) {
+            true => Some(
+                crate::teams::level_budget(&state, Owner::Level(level.level), level.policy).await?,
+            ),
+            false => None,
+        };
+        levels.push(json!({
+            "level": level.level.kind(),
+            "id": level.level.id(),
+            "name": level.name,
+            "limits": limits_view(limits),
+            "budget": budget,
+        }));
+    }
     if let (Value::Object(v), Value::Object(b)) = (&mut view, budget) {
         v.extend(b);
     }
+    effective_limits(&mut view, &levels);
+    view["levels"] = Value::Array(levels);
+    view["project_id"] = json!(lineage.project_id());
+    view["project_name"] = json!(lineage.project.as_ref().map(|p| p.state.name.clone()));
+    view["team_id"] = json!(lineage.team_id());
+    view["team_name"] = json!(lineage.team.as_ref().map(|t| t.state.name.clone()));
     if key.state.settings.limits.max_concurrency.is_some() {
         let now_ms = Utc::now().timestamp_millis();
         let in_flight = state

@@ -24,6 +24,7 @@ pub mod rejections;
 pub mod relay;
 pub mod routing;
 pub mod server;
+pub mod teams;
 pub mod ui;
 pub mod usage;
 pub mod validate;
@@ -343,6 +344,26 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/keys/{id}/rotate", post(keys::rotate))
         .route("/admin/api/keys/{id}/revoke", post(keys::revoke_key_post))
         .route("/admin/api/keys/{id}/events", get(keys::key_events))
+        .route(
+            "/admin/api/teams",
+            post(teams::create_team).get(teams::list_teams),
+        )
+        .route(
+            "/admin/api/teams/{id}",
+            get(teams::get_team)
+                .patch(teams::update_team)
+                .delete(teams::delete_team),
+        )
+        .route(
+            "/admin/api/projects",
+            post(teams::create_project).get(teams::list_projects),
+        )
+        .route(
+            "/admin/api/projects/{id}",
+            get(teams::get_project)
+                .patch(teams::update_project)
+                .delete(teams::delete_project),
+        )
         .route("/admin/api/jobs", get(jobs::admin_list))
         .route(
             "/admin/api/jobs/{id}",

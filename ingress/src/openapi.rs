@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ApiError;
 use crate::{
-    admin as admin_api, billing, chat, jobs, keys, ops, presets, quarantine, routing, usage,
+    admin as admin_api, billing, chat, jobs, keys, ops, presets, quarantine, routing, teams, usage,
 };
 
 #[derive(OpenApi)]
@@ -79,6 +79,16 @@ use crate::{
         keys::top_up,
         keys::rotate,
         keys::key_events,
+        teams::list_teams,
+        teams::create_team,
+        teams::get_team,
+        teams::update_team,
+        teams::delete_team,
+        teams::list_projects,
+        teams::create_project,
+        teams::get_project,
+        teams::update_project,
+        teams::delete_project,
         jobs::admin_list,
         jobs::admin_get,
         jobs::admin_cancel,
@@ -102,6 +112,7 @@ use crate::{
         (name = "providers", description = "Admin: providers, presets and their health."),
         (name = "aliases", description = "Admin: model aliases and their routing."),
         (name = "keys", description = "Admin: virtual API keys."),
+        (name = "teams", description = "Admin: teams and their projects, whose limits and scopes apply to their keys."),
         (name = "reports", description = "Admin: usage, billing, the request log, audits."),
         (name = "operations", description = "Liveness and readiness, without authentication."),
     )

@@ -75,8 +75,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     summary = "The models this key may use",
     responses((status = 200, description = "The models, in OpenAI's format.", body = crate::openapi::schemas::ModelList))
 )]
-pub async fn models(State(state): State<AppState>, Caller(key): Caller) -> Json<Value> {
-    let scopes = &key.state.settings.scopes;
+pub async fn models(
+    State(state): State<AppState>,
+    Caller(key): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let scopes = &crate::admission::lineage(&state, &key)?.scopes(&key);
     let mut seen = BTreeMap::new();
     let providers: Vec<_> = state
         .registry
@@ -120,7 +123,9 @@ pub async fn models(State(state): State<AppState>, Caller(key): Caller) -> Json<
             );
         }
     }
-    Json(json!({ "object": "list", "data": seen.into_values().collect::<Vec<_>>() }))
+    Ok(Json(
+        json!({ "object": "list", "data": seen.into_values().collect::<Vec<_>>() }),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

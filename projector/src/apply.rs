@@ -84,6 +84,8 @@ pub struct Applied {
     pub keys: BTreeSet<Uuid>,
     pub providers: BTreeSet<Uuid>,
     pub aliases: BTreeSet<String>,
+    pub teams: BTreeSet<Uuid>,
+    pub projects: BTreeSet<Uuid>,
     /// Events quarantined.
     pub quarantined: Vec<Poison>,
 }
@@ -124,6 +126,8 @@ pub async fn apply(
                 applied.keys.extend(effect.keys);
                 applied.providers.extend(effect.providers);
                 applied.aliases.extend(effect.aliases);
+                applied.teams.extend(effect.teams);
+                applied.projects.extend(effect.projects);
             }
             Err(e) if is_poison(&e) => {
                 savepoint.rollback().await?;

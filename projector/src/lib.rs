@@ -21,7 +21,9 @@ pub mod quarantine;
 pub mod rebuild;
 mod views;
 
-use aigw_events::{AliasEvent, KeyEvent, ProviderEvent, RequestEvent, Usage};
+use aigw_events::{
+    AliasEvent, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent, TeamEvent, Usage,
+};
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
@@ -172,6 +174,9 @@ pub struct LogRow {
     pub at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub key_id: Option<Uuid>,
+    /// The key's project and team as of the request.
+    pub project_id: Option<Uuid>,
+    pub team_id: Option<Uuid>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub attempts: i32,
@@ -195,6 +200,8 @@ pub struct LogRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub key_id: Uuid,
+    pub project_id: Option<Uuid>,
+    pub team_id: Option<Uuid>,
     pub provider: Option<String>,
     pub model: String,
     pub usage: Usage,
@@ -215,6 +222,8 @@ impl Outcome {
         match event {
             RequestEvent::RequestCompleted {
                 key_id,
+                project_id,
+                team_id,
                 provider,
                 model,
                 usage,
@@ -226,6 +235,8 @@ impl Outcome {
                 ..
             } => Some(Self {
                 key_id,
+                project_id,
+                team_id,
                 provider: Some(provider),
                 model,
                 usage,
@@ -240,6 +251,8 @@ impl Outcome {
             }),
             RequestEvent::RequestFailed {
                 key_id,
+                project_id,
+                team_id,
                 model,
                 status,
                 error_type,
@@ -252,6 +265,8 @@ impl Outcome {
                 ..
             } => Some(Self {
                 key_id,
+                project_id,
+                team_id,
                 provider: None,
                 model,
                 usage,
@@ -307,6 +322,8 @@ pub struct BatchEffect {
     pub keys: BTreeSet<Uuid>,
     pub providers: BTreeSet<Uuid>,
     pub aliases: BTreeSet<String>,
+    pub teams: BTreeSet<Uuid>,
+    pub projects: BTreeSet<Uuid>,
 }
 
 impl BatchEffect {
@@ -338,6 +355,14 @@ impl BatchEffect {
                 read::<AliasEvent>("alias", payload)?;
                 self.aliases.insert(aggregate_id.to_string());
             }
+            "team" => {
+                read::<TeamEvent>("team", payload)?;
+                self.teams.insert(uuid_of("team", aggregate_id)?);
+            }
+            "project" => {
+                read::<ProjectEvent>("project", payload)?;
+                self.projects.insert(uuid_of("project", aggregate_id)?);
+            }
             _ => {}
         }
         Ok(())
@@ -367,6 +392,8 @@ impl BatchEffect {
                 let Some(o) = Outcome::of(event) else { return };
                 row.finished_at = Some(o.at);
                 row.key_id = Some(o.key_id);
+                row.project_id = o.project_id;
+                row.team_id = o.team_id;
                 row.model = Some(o.model.clone());
                 if o.provider.is_some() {
                     row.provider.clone_from(&o.provider);
@@ -514,6 +541,16 @@ pub(crate) async fn refresh_registry(pool: &PgPool, applied: &apply::Applied) {
             tracing::error!(alias = %name, error = %e, "refreshing an alias failed");
         }
     }
+    for id in &applied.teams {
+        if let Err(e) = aigw_runtime::teams::refresh_team(pool, *id).await {
+            tracing::error!(team_id = %id, error = %e, "refreshing a team failed");
+        }
+    }
+    for id in &applied.projects {
+        if let Err(e) = aigw_runtime::teams::refresh_project(pool, *id).await {
+            tracing::error!(project_id = %id, error = %e, "refreshing a project failed");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +576,8 @@ mod tests {
         };
         let completed = RequestEvent::RequestCompleted {
             key_id: key,
+            project_id: None,
+            team_id: None,
             provider_id: Uuid::nil(),
             provider: "p".into(),
             model: "m".into(),
@@ -551,6 +590,8 @@ mod tests {
         };
         let failed = RequestEvent::RequestFailed {
             key_id: key,
+            project_id: None,
+            team_id: None,
             model: "m".into(),
             status: 502,
             error_type: "upstream_error".into(),

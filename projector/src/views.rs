@@ -291,11 +291,12 @@ pub(crate) async fn write_requests(
         "INSERT INTO request_log{suffix} AS r (id, at, finished_at, key_id, model, provider,
                 attempts, status, http_status, error_type, prompt_tokens, completion_tokens,
                 cost_micros, latency_ms, stream, estimated, cached_tokens, cache_write_5m_tokens,
-                cache_write_1h_tokens, reasoning_tokens, price_fallback)
+                cache_write_1h_tokens, reasoning_tokens, price_fallback, project_id, team_id)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[],
                 $5::text[], $6::text[], $7::int4[], $8::text[], $9::int4[], $10::text[],
                 $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[],
-                $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::bool[])
+                $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::bool[], $22::uuid[],
+                $23::uuid[])
          ON CONFLICT (id) DO UPDATE SET
            at = COALESCE(EXCLUDED.at, r.at),
            finished_at = COALESCE(EXCLUDED.finished_at, r.finished_at),
@@ -317,7 +318,9 @@ pub(crate) async fn write_requests(
            cache_write_5m_tokens = COALESCE(EXCLUDED.cache_write_5m_tokens, r.cache_write_5m_tokens),
            cache_write_1h_tokens = COALESCE(EXCLUDED.cache_write_1h_tokens, r.cache_write_1h_tokens),
            reasoning_tokens = COALESCE(EXCLUDED.reasoning_tokens, r.reasoning_tokens),
-           price_fallback = COALESCE(EXCLUDED.price_fallback, r.price_fallback)"
+           price_fallback = COALESCE(EXCLUDED.price_fallback, r.price_fallback),
+           project_id = COALESCE(EXCLUDED.project_id, r.project_id),
+           team_id = COALESCE(EXCLUDED.team_id, r.team_id)"
     ))
     .bind(ids)
     .bind(r.iter().map(|x| x.at).collect::<Vec<_>>())
@@ -340,6 +343,8 @@ pub(crate) async fn write_requests(
     .bind(r.iter().map(|x| x.cache_write_1h_tokens).collect::<Vec<_>>())
     .bind(r.iter().map(|x| x.reasoning_tokens).collect::<Vec<_>>())
     .bind(r.iter().map(|x| x.price_fallback).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.project_id).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.team_id).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -17,6 +17,7 @@ pub mod nats;
 pub mod registry;
 pub mod reseal;
 pub mod store;
+pub mod teams;
 pub mod telemetry;
 pub mod traces;
 pub mod worst_case;

@@ -17,13 +17,16 @@
 //!
 //! The state machines are free of I/O (`rate`, `budget`, `concurrency`);
 //! `kv` holds the bucket and its group commit, `leases` the replicas'
-//! admission leases, `spend` the request log's spend for a missing entry.
+//! admission leases, `spend` the request log's spend for a missing entry,
+//! `hierarchy` the levels above a key (project, team), each with entries
+//! of its own, and the all-or-nothing holds across them.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod budget;
 mod concurrency;
+mod hierarchy;
 mod kv;
 mod leases;
 mod rate;
@@ -33,6 +36,7 @@ pub use budget::{
     Budget, BudgetChange, BudgetLease, BudgetOutcome, BudgetRefusal, BudgetState, Hold, LeasedHold,
 };
 pub use concurrency::{InFlight, SLOT_TTL, Slot, SlotChange, SlotOutcome};
+pub use hierarchy::{Joint, Owner, PlacedHold, holds_of, join_holds};
 pub use kv::Limiter;
 pub use rate::{RateChange, RateDecision, RateGrant, RateOutcome, RateState};
 pub use spend::SpendLog;

@@ -21,6 +21,10 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::teams::{
+    KIND_PROJECTS, KIND_TEAMS, Lineage, LineageError, ProjectEntry, TeamEntry, UnitRow,
+    project_entry, team_entry,
+};
 use crate::{Result, RuntimeError, store};
 
 pub const KIND_KEYS: &str = "keys";
@@ -163,6 +167,9 @@ struct State {
     by_hash: HashMap<String, Uuid>,
     providers: HashMap<Uuid, Arc<ProviderEntry>>,
     aliases: HashMap<String, Arc<AliasSpec>>,
+    /// Live (not deleted) teams and projects.
+    teams: HashMap<Uuid, Arc<TeamEntry>>,
+    projects: HashMap<Uuid, Arc<ProjectEntry>>,
 }
 
 impl State {
@@ -225,7 +232,22 @@ impl Registry {
             sqlx::query_as("SELECT name, spec FROM aliases WHERE NOT removed")
                 .fetch_all(&self.pool)
                 .await?;
+        let teams: Vec<UnitRow> = sqlx::query_as("SELECT id, state FROM teams WHERE NOT deleted")
+            .fetch_all(&self.pool)
+            .await?;
+        let projects: Vec<UnitRow> =
+            sqlx::query_as("SELECT id, state FROM projects WHERE NOT deleted")
+                .fetch_all(&self.pool)
+                .await?;
         let mut fresh = State::default();
+        for row in teams {
+            let entry = team_entry(row)?;
+            fresh.teams.insert(entry.id, Arc::new(entry));
+        }
+        for row in projects {
+            let entry = project_entry(row)?;
+            fresh.projects.insert(entry.id, Arc::new(entry));
+        }
         for row in keys {
             fresh.put_key(key_entry(row)?);
         }
@@ -255,6 +277,82 @@ impl Registry {
             None => state.remove_key(id),
         }
         Ok(())
+    }
+
+    pub async fn reload_team(&self, id: Uuid) -> Result<()> {
+        let row: Option<UnitRow> =
+            sqlx::query_as("SELECT id, state FROM teams WHERE id = $1 AND NOT deleted")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let entry = row.map(team_entry).transpose()?;
+        let mut state = self.write();
+        match entry {
+            Some(entry) => state.teams.insert(id, Arc::new(entry)),
+            None => state.teams.remove(&id),
+        };
+        Ok(())
+    }
+
+    pub async fn reload_project(&self, id: Uuid) -> Result<()> {
+        let row: Option<UnitRow> =
+            sqlx::query_as("SELECT id, state FROM projects WHERE id = $1 AND NOT deleted")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let entry = row.map(project_entry).transpose()?;
+        let mut state = self.write();
+        match entry {
+            Some(entry) => state.projects.insert(id, Arc::new(entry)),
+            None => state.projects.remove(&id),
+        };
+        Ok(())
+    }
+
+    /// Live teams, oldest first.
+    pub fn teams(&self) -> Vec<Arc<TeamEntry>> {
+        let mut all: Vec<_> = self.read().teams.values().cloned().collect();
+        all.sort_by_key(|t| (t.state.created_at, t.id));
+        all
+    }
+
+    pub fn team(&self, id: Uuid) -> Option<Arc<TeamEntry>> {
+        self.read().teams.get(&id).cloned()
+    }
+
+    /// Live projects, oldest first.
+    pub fn projects(&self) -> Vec<Arc<ProjectEntry>> {
+        let mut all: Vec<_> = self.read().projects.values().cloned().collect();
+        all.sort_by_key(|p| (p.state.created_at, p.id));
+        all
+    }
+
+    pub fn project(&self, id: Uuid) -> Option<Arc<ProjectEntry>> {
+        self.read().projects.get(&id).cloned()
+    }
+
+    /// The project and team above `key` (see `teams`): an error when the
+    /// key names a project (or the project a team) this registry does not
+    /// know, never the key's own limits alone.
+    pub fn lineage(&self, key: &KeyEntry) -> Result<Lineage, LineageError> {
+        let Some(project_id) = key.state.settings.project_id else {
+            return Ok(Lineage::default());
+        };
+        let state = self.read();
+        let project = state
+            .projects
+            .get(&project_id)
+            .cloned()
+            .ok_or(LineageError::NoProject(project_id))?;
+        let team = state
+            .teams
+            .get(&project.state.team_id)
+            .cloned()
+            .ok_or(LineageError::NoTeam(project.state.team_id))?;
+        Ok(Lineage {
+            project: Some(project),
+            team: Some(team),
+        })
     }
 
     pub async fn reload_provider(&self, id: Uuid) -> Result<()> {
@@ -518,6 +616,10 @@ impl Registry {
         let Some(id) = id else { return Ok(()) };
         if subject.ends_with(KIND_KEYS) {
             self.reload_key(id).await
+        } else if subject.ends_with(KIND_TEAMS) {
+            self.reload_team(id).await
+        } else if subject.ends_with(KIND_PROJECTS) {
+            self.reload_project(id).await
         } else if subject.ends_with(KIND_PROVIDERS) {
             self.reload_provider(id).await
         } else {

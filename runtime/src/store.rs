@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aigw_events::{
-    AliasAggregate, KeyAggregate, ProviderAggregate, RequestAggregate, RequestCommand, RequestEvent,
+    AliasAggregate, KeyAggregate, ProjectAggregate, ProviderAggregate, RequestAggregate,
+    RequestCommand, RequestEvent, TeamAggregate,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
@@ -21,6 +22,8 @@ pub struct Stores {
     pub providers: Arc<PostgresCqrs<ProviderAggregate>>,
     pub requests: Arc<PostgresCqrs<RequestAggregate>>,
     pub aliases: Arc<PostgresCqrs<AliasAggregate>>,
+    pub teams: Arc<PostgresCqrs<TeamAggregate>>,
+    pub projects: Arc<PostgresCqrs<ProjectAggregate>>,
 }
 
 impl Stores {
@@ -30,6 +33,8 @@ impl Stores {
             providers: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             requests: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             aliases: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
+            teams: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
+            projects: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             pool,
         }
     }

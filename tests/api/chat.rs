@@ -89,6 +89,8 @@ async fn non_streamed_chat_passes_fields_through_and_records_usage() {
     // loads the aggregate and refuses to record the request a second time.
     let stores = aigw_runtime::Stores::new(env.pool.clone());
     let again = aigw_events::RequestCommand::RecordRequest {
+        project_id: None,
+        team_id: None,
         key_id: uuid::Uuid::nil(),
         model: "m".into(),
         stream: false,

@@ -605,6 +605,8 @@ async fn concurrent_recordings_of_one_request_leave_one_outcome() {
     let id = Uuid::now_v7().to_string();
     let at = chrono::Utc::now();
     let command = |attempts: usize, cost: i64| RequestCommand::RecordRequest {
+        project_id: None,
+        team_id: None,
         key_id: Uuid::nil(),
         model: "m".into(),
         stream: false,

@@ -34,6 +34,7 @@ mod secrets;
 mod server_limits;
 mod slow_reader;
 mod stats;
+mod teams;
 mod token_classes;
 mod traces;
 mod ui;

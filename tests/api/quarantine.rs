@@ -126,6 +126,8 @@ async fn a_model_too_long_for_the_views_is_quarantined_and_the_views_move_on() {
         &env.pool,
         &bad_id,
         RequestCommand::RecordRequest {
+            project_id: None,
+            team_id: None,
             key_id: key_id.parse().unwrap(),
             model: model.clone(),
             stream: false,
@@ -323,6 +325,8 @@ async fn an_unreadable_event_is_quarantined_and_a_rebuild_recovers_it_once_fixed
     // The operator repairs the payload; a rebuild applies it and it leaves
     // the quarantine.
     let fixed = RequestEvent::RequestCompleted {
+        project_id: None,
+        team_id: None,
         key_id: key_id.parse().unwrap(),
         provider_id,
         provider: "p".into(),

@@ -402,6 +402,7 @@ fn key(decl: &KeyDecl, live: &BTreeMap<String, Vec<Arc<KeyEntry>>>) -> Result<De
         allowed_models: Some(decl.allowed_models.clone()),
         allowed_providers: Some(decl.allowed_providers.clone()),
         expires_at: Some(decl.expires_at),
+        project_id: None,
     };
     let settings = input
         .apply(KeySettings::default())

@@ -48,6 +48,9 @@ pub struct NewKey {
     pub allowed_providers: Option<Vec<String>>,
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// The project the key belongs to.
+    #[schema(format = Uuid)]
+    pub project_id: Option<String>,
 }
 
 /// `POST /admin/api/providers` with `preset`: a catalog preset and its key
@@ -181,6 +184,63 @@ pub struct AliasList {
     #[schema(example = "list")]
     pub object: String,
     pub data: Vec<Alias>,
+}
+
+/// A team: its limits and scopes apply to every key of its projects.
+#[derive(ToSchema)]
+pub struct Team {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(example = "team")]
+    pub object: String,
+    pub name: String,
+    pub limits: crate::openapi::schemas::KeyLimits,
+    pub scopes: crate::openapi::schemas::KeyScopes,
+    /// How many live projects it has.
+    pub projects: u64,
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub updated_at: Option<String>,
+    /// The current period's budget (`GET` of one team).
+    pub budget: Option<crate::openapi::schemas::Budget>,
+}
+
+#[derive(ToSchema)]
+pub struct TeamList {
+    #[schema(example = "list")]
+    pub object: String,
+    pub data: Vec<Team>,
+}
+
+/// A project, in exactly one team; keys belong to at most one project.
+#[derive(ToSchema)]
+pub struct Project {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(example = "project")]
+    pub object: String,
+    pub name: String,
+    #[schema(format = Uuid)]
+    pub team_id: String,
+    pub team_name: Option<String>,
+    pub limits: crate::openapi::schemas::KeyLimits,
+    pub scopes: crate::openapi::schemas::KeyScopes,
+    /// How many unrevoked keys belong to it.
+    pub keys: u64,
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub updated_at: Option<String>,
+    /// The current period's budget (`GET` of one project).
+    pub budget: Option<crate::openapi::schemas::Budget>,
+}
+
+#[derive(ToSchema)]
+pub struct ProjectList {
+    #[schema(example = "list")]
+    pub object: String,
+    pub data: Vec<Project>,
 }
 
 #[derive(ToSchema)]

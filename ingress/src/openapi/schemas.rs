@@ -367,6 +367,9 @@ pub struct ApiKey {
     pub created_at: Option<String>,
     #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
+    /// The project the key belongs to, if any.
+    #[schema(format = Uuid)]
+    pub project_id: Option<String>,
     /// The secret: only in the answers to create and rotate.
     pub key: Option<String>,
     /// The current period's budget (one key, top-up).
@@ -407,6 +410,43 @@ pub struct OwnKey {
     pub in_flight: Option<u64>,
     /// Signs this key's job webhooks (`x-aigw-signature`).
     pub webhook_secret: Option<String>,
+    #[schema(format = Uuid)]
+    pub project_id: Option<String>,
+    pub project_name: Option<String>,
+    #[schema(format = Uuid)]
+    pub team_id: Option<String>,
+    pub team_name: Option<String>,
+    /// The level whose budget leaves the least (`remaining_usd`,
+    /// `remaining_tokens` are that level's); absent without any budget.
+    pub limited_by: Option<LimitLevel>,
+    /// Every level's budget and rate limits (key, project, team).
+    pub levels: Vec<LevelLimits>,
+    /// The lowest requests per minute of every level.
+    pub rpm: Option<u32>,
+    /// The lowest tokens per minute of every level.
+    pub tpm: Option<u64>,
+    /// The least tokens any level's budget has left.
+    pub remaining_tokens: Option<i64>,
+}
+
+/// A level of limits.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitLevel {
+    Key,
+    Project,
+    Team,
+}
+
+/// One level's limits as `GET /v1/key` shows them.
+#[derive(ToSchema)]
+pub struct LevelLimits {
+    pub level: LimitLevel,
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub name: String,
+    pub limits: KeyLimits,
+    pub budget: Option<Budget>,
 }
 
 /// Usage totals of one day and model, or of a whole report.

@@ -89,12 +89,12 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(super) fn rate_key(key_id: Uuid) -> String {
-    format!("rate.{key_id}")
+pub(super) fn rate_key(owner: Owner) -> String {
+    format!("rate.{owner}")
 }
 
-pub(super) fn budget_key(key_id: Uuid, period: &str) -> String {
-    format!("budget.{key_id}.{period}")
+pub(super) fn budget_key(owner: Owner, period: &str) -> String {
+    format!("budget.{owner}.{period}")
 }
 
 /// Compare-and-sets that lost to another writer, by `entry` (rate or
@@ -223,12 +223,13 @@ impl Limiter {
 
     pub async fn admit_rate(
         &self,
-        key_id: Uuid,
+        key_id: impl Into<Owner>,
         rpm: Option<u32>,
         tpm: Option<u64>,
         tokens: u64,
         now_ms: i64,
     ) -> Result<RateDecision> {
+        let key_id: Owner = key_id.into();
         if let Some(local) = &self.leases
             && let Some(decision) = self.rate_from_lease(local, key_id, rpm, tpm, tokens)
         {
@@ -251,7 +252,13 @@ impl Limiter {
     }
 
     /// Corrects the token bucket once actual usage is known.
-    pub async fn correct_tokens(&self, key_id: Uuid, estimated: u64, actual: u64) -> Result<()> {
+    pub async fn correct_tokens(
+        &self,
+        key_id: impl Into<Owner>,
+        estimated: u64,
+        actual: u64,
+    ) -> Result<()> {
+        let key_id: Owner = key_id.into();
         if estimated == actual {
             return Ok(());
         }
@@ -270,12 +277,13 @@ impl Limiter {
     /// lease, which settling needs), else from the shared entry.
     pub async fn reserve(
         &self,
-        key_id: Uuid,
+        key_id: impl Into<Owner>,
         budget: &Budget,
         request: Uuid,
         hold: Hold,
         now_ms: i64,
     ) -> Result<Result<Option<LeaseRef>, BudgetRefusal>> {
+        let key_id: Owner = key_id.into();
         if let Some(local) = &self.leases
             && let Some(from) = self.budget_from_lease(local, key_id, budget, hold)
         {
@@ -306,7 +314,7 @@ impl Limiter {
     #[allow(clippy::too_many_arguments)]
     pub async fn settle(
         &self,
-        key_id: Uuid,
+        key_id: impl Into<Owner>,
         period: &str,
         request: Uuid,
         leased: Option<LeasedHold>,
@@ -314,6 +322,7 @@ impl Limiter {
         tokens: i64,
         now_ms: i64,
     ) -> Result<bool> {
+        let key_id: Owner = key_id.into();
         let change = BudgetChange::Settle {
             request,
             leased,
@@ -332,25 +341,14 @@ impl Limiter {
         }
     }
 
-    /// Frees the hold `reservation` took for `request`, spending nothing.
-    pub async fn release_reservation(
-        &self,
-        key_id: Uuid,
-        request: Uuid,
-        reservation: &aigw_events::wire::Reservation,
-    ) -> Result<()> {
-        let leased = LeasedHold::of(reservation);
-        self.release(key_id, &reservation.period, request, leased)
-            .await
-    }
-
     pub async fn release(
         &self,
-        key_id: Uuid,
+        key_id: impl Into<Owner>,
         period: &str,
         request: Uuid,
         leased: Option<LeasedHold>,
     ) -> Result<()> {
+        let key_id: Owner = key_id.into();
         self.submit(
             &self.budgets,
             &budget_key(key_id, period),
@@ -360,11 +358,13 @@ impl Limiter {
         .map(|_| ())
     }
 
-    pub async fn budget(&self, key_id: Uuid, period: &str) -> Result<BudgetState> {
+    pub async fn budget(&self, key_id: impl Into<Owner>, period: &str) -> Result<BudgetState> {
+        let key_id: Owner = key_id.into();
         self.read(&budget_key(key_id, period)).await
     }
 
-    pub async fn rate(&self, key_id: Uuid) -> Result<RateState> {
+    pub async fn rate(&self, key_id: impl Into<Owner>) -> Result<RateState> {
+        let key_id: Owner = key_id.into();
         self.read(&rate_key(key_id)).await
     }
 }

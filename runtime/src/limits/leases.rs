@@ -24,6 +24,7 @@ use aigw_events::wire::LeaseRef;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::Owner;
 use super::kv::{budget_key, lock, rate_key};
 use super::{
     Budget, BudgetChange, BudgetOutcome, Hold, LEASE_MIN_UNITS, Limiter, RateChange, RateDecision,
@@ -49,7 +50,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(200);
 /// This replica's leases.
 #[derive(Default)]
 pub(crate) struct Local {
-    rates: Mutex<HashMap<Uuid, RateSlot>>,
+    rates: Mutex<HashMap<Owner, RateSlot>>,
     /// By budget entry key (key and period).
     budgets: Mutex<HashMap<String, BudgetSlot>>,
     /// Rate and budget checks decided from a lease.
@@ -261,7 +262,7 @@ impl Limiter {
     pub(super) fn rate_from_lease(
         &self,
         local: &Local,
-        key_id: Uuid,
+        key_id: Owner,
         rpm: Option<u32>,
         tpm: Option<u64>,
         tokens: u64,
@@ -323,7 +324,7 @@ impl Limiter {
 
     fn ask_rate_lease(
         &self,
-        key_id: Uuid,
+        key_id: Owner,
         rpm: Option<u32>,
         tpm: Option<u64>,
         tokens: u64,
@@ -386,7 +387,7 @@ impl Limiter {
         });
     }
 
-    fn return_rate(&self, key_id: Uuid, lease: &RateLease) {
+    fn return_rate(&self, key_id: Owner, lease: &RateLease) {
         let requests = if lease.rpm.is_some() {
             lease.requests
         } else {
@@ -398,7 +399,7 @@ impl Limiter {
 
     /// Gives unused requests and tokens back to the shared buckets. One that
     /// fails only leaves the limit lower until the buckets refill.
-    fn give_back_rate(&self, key_id: Uuid, requests: u64, tokens: u64) {
+    fn give_back_rate(&self, key_id: Owner, requests: u64, tokens: u64) {
         if requests == 0 && tokens == 0 {
             return;
         }
@@ -416,7 +417,7 @@ impl Limiter {
     pub(super) fn budget_from_lease(
         &self,
         local: &Local,
-        key_id: Uuid,
+        key_id: Owner,
         budget: &Budget,
         hold: Hold,
     ) -> Option<LeaseRef> {
@@ -570,7 +571,7 @@ impl Limiter {
     /// Retires leases whose window is over and forgets idle slots.
     fn sweep_once(&self, local: &Local) {
         let now = Instant::now();
-        let returns: Vec<(Uuid, RateLease)> = {
+        let returns: Vec<(Owner, RateLease)> = {
             let mut slots = lock(&local.rates);
             let mut returns = Vec::new();
             for (key_id, slot) in slots.iter_mut() {

@@ -1,8 +1,10 @@
-//! What a key spent in a budget period according to the request log, for a
-//! budget entry missing from the limits bucket (its first use in a period,
+//! What a key (or a project, or a team) spent in a budget period according
+//! to the request log, for a budget entry missing from the limits bucket (its first use in a period,
 //! or a bucket lost with a NATS store): spend never restarts at zero.
 
-use uuid::Uuid;
+use aigw_events::wire::Level;
+
+use super::Owner;
 
 /// The spend so far of a budget entry that is missing from the limits
 /// bucket, from the request log (the projector's `request_log` view of the
@@ -20,25 +22,30 @@ impl SpendLog {
         Self { pool }
     }
 
-    /// What the key of budget entry `entry` (`budget.<key>.<period>`) spent
-    /// in its period: micro-dollars and tokens.
+    /// What the owner of budget entry `entry` (`budget.<owner>.<period>`,
+    /// see `Owner`) spent in its period: micro-dollars and tokens.
     pub async fn spent(&self, entry: &str) -> std::result::Result<(i64, i64), String> {
         let mut parts = entry.splitn(3, '.');
         let (Some("budget"), Some(key), Some(period)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(format!("{entry}: not a budget entry"));
         };
-        let key: Uuid = key.parse().map_err(|e| format!("{entry}: {e}"))?;
+        let owner = Owner::parse(key).ok_or_else(|| format!("{entry}: unknown owner"))?;
+        let (column, id) = match owner {
+            Owner::Key(id) => ("key_id", id),
+            Owner::Level(Level::Project(id)) => ("project_id", id),
+            Owner::Level(Level::Team(id)) => ("team_id", id),
+        };
         let (from, to) = period_bounds(period).ok_or_else(|| format!("{entry}: unknown period"))?;
-        sqlx::query_as::<_, (i64, i64)>(
+        sqlx::query_as::<_, (i64, i64)>(&format!(
             "SELECT coalesce(sum(cost_micros), 0)::int8,
                     coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::int8
              FROM request_log
-             WHERE key_id = $1
+             WHERE {column} = $1
                AND ($2::timestamptz IS NULL OR coalesce(at, finished_at) >= $2)
                AND ($3::timestamptz IS NULL OR coalesce(at, finished_at) < $3)",
-        )
-        .bind(key)
+        ))
+        .bind(id)
         .bind(from)
         .bind(to)
         .fetch_one(&self.pool)
