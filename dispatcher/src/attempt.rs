@@ -418,6 +418,7 @@ mod tests {
             body,
             scopes: None,
             body_object: None,
+            attribution: Default::default(),
         }
     }
 

@@ -152,6 +152,7 @@ pub(crate) fn request_command(
         route,
         attempts,
         outcome,
+        attribution: request.attribution.clone(),
     }
 }
 

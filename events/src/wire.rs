@@ -56,6 +56,10 @@ pub struct DispatchRequest {
     /// `body` and deletes once the request is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_object: Option<BodyObject>,
+    /// The caller's user and tags, validated at the ingress; recorded with
+    /// the request's outcome.
+    #[serde(default, skip_serializing_if = "crate::Attribution::is_empty")]
+    pub attribution: crate::Attribution,
 }
 
 /// A request body stored in the bodies object store instead of its message.

@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ApiError;
 use crate::{
-    admin as admin_api, billing, chat, jobs, keys, ops, presets, quarantine, routing, usage,
+    admin as admin_api, alerts, billing, chat, jobs, keys, ops, presets, quarantine, routing, usage,
 };
 
 #[derive(OpenApi)]
@@ -89,6 +89,7 @@ use crate::{
         billing::billing,
         billing::requests,
         billing::run_audit,
+        alerts::list,
         quarantine::list,
         ops::health,
         ops::ready,

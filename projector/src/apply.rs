@@ -14,7 +14,9 @@
 //! a missing table) fails the batch, which is retried whole, as before:
 //! those are not the event's fault and must not empty the views.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
 
 use uuid::Uuid;
 
@@ -84,6 +86,8 @@ pub struct Applied {
     pub keys: BTreeSet<Uuid>,
     pub providers: BTreeSet<Uuid>,
     pub aliases: BTreeSet<String>,
+    /// Keys whose requests finished, with the days they finished on.
+    pub spenders: BTreeMap<Uuid, BTreeSet<NaiveDate>>,
     /// Events quarantined.
     pub quarantined: Vec<Poison>,
 }
@@ -124,6 +128,9 @@ pub async fn apply(
                 applied.keys.extend(effect.keys);
                 applied.providers.extend(effect.providers);
                 applied.aliases.extend(effect.aliases);
+                for (key, days) in effect.spenders {
+                    applied.spenders.entry(key).or_default().extend(days);
+                }
             }
             Err(e) if is_poison(&e) => {
                 savepoint.rollback().await?;

@@ -12,16 +12,17 @@
 //! is quarantined with its error (`quarantine`, `apply`) in the same
 //! transaction as the checkpoint, and the views move on past it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+pub mod alerts;
 pub mod apply;
 pub mod audit;
 pub mod quarantine;
 pub mod rebuild;
 mod views;
 
-use aigw_events::{AliasEvent, KeyEvent, ProviderEvent, RequestEvent, Usage};
+use aigw_events::{AliasEvent, Attribution, KeyEvent, ProviderEvent, RequestEvent, Usage};
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
@@ -38,6 +39,10 @@ pub struct ProjectorArgs {
     /// Events applied per transaction.
     #[arg(long, env = "AIGW_PROJECTOR_BATCH", default_value_t = 2000)]
     pub batch: i64,
+
+    /// Budget alert delivery.
+    #[command(flatten)]
+    pub alerts: alerts::AlertArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +81,17 @@ pub async fn run(
     args: ProjectorArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    args.alerts.check().map_err(RuntimeError::Config)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections.min(4)).await?;
+    let egress = aigw_runtime::egress::Egress::new(common.allow_private_egress())
+        .map_err(|e| RuntimeError::Config(format!("webhook client: {e}")))?;
+    let delivery = tokio::spawn(alerts::deliver(
+        pool.clone(),
+        egress,
+        args.alerts.clone(),
+        args.poll.max(Duration::from_millis(100)),
+        shutdown.clone(),
+    ));
     tracing::info!("projector ready");
     // At 0 from the start, so the first quarantined event is an increase.
     for reason in [
@@ -109,6 +124,7 @@ pub async fn run(
             _ = tokio::time::sleep(pause) => {}
         }
     }
+    let _ = delivery.await;
     tracing::info!("projector stopped");
     Ok(())
 }
@@ -189,6 +205,11 @@ pub struct LogRow {
     pub latency_ms: Option<i64>,
     pub stream: Option<bool>,
     pub estimated: Option<bool>,
+    /// The end user the caller named (`None`: unknown yet, or none).
+    pub user_id: Option<String>,
+    /// The caller's tags, comma-joined (tags never hold a comma); `None`:
+    /// unknown yet, or none.
+    pub tags: Option<String>,
 }
 
 /// The billable facts of a request outcome (`RequestCompleted` or `RequestFailed`).
@@ -207,6 +228,8 @@ pub struct Outcome {
     pub price_fallback: bool,
     pub latency_ms: u64,
     pub at: DateTime<Utc>,
+    /// The caller's user and tags.
+    pub attribution: Attribution,
 }
 
 impl Outcome {
@@ -221,10 +244,12 @@ impl Outcome {
                 usage_estimated,
                 cost_micros,
                 price_fallback,
+                attribution,
                 latency_ms,
                 at,
                 ..
             } => Some(Self {
+                attribution,
                 key_id,
                 provider: Some(provider),
                 model,
@@ -247,10 +272,12 @@ impl Outcome {
                 usage_estimated,
                 cost_micros,
                 price_fallback,
+                attribution,
                 latency_ms,
                 at,
                 ..
             } => Some(Self {
+                attribution,
                 key_id,
                 provider: None,
                 model,
@@ -304,6 +331,9 @@ pub struct BatchEffect {
     pub billing: HashMap<BillingKey, UsageDelta>,
     pub hourly: HashMap<HourlyKey, UsageDelta>,
     pub requests: HashMap<Uuid, LogRow>,
+    /// Keys whose requests finished in the batch, with the days they
+    /// finished on (whose budget periods alerts check).
+    pub spenders: BTreeMap<Uuid, BTreeSet<NaiveDate>>,
     pub keys: BTreeSet<Uuid>,
     pub providers: BTreeSet<Uuid>,
     pub aliases: BTreeSet<String>,
@@ -384,6 +414,12 @@ impl BatchEffect {
                 row.price_fallback = Some(o.price_fallback);
                 row.latency_ms = Some(o.latency_ms as i64);
                 row.estimated = Some(o.estimated);
+                row.user_id.clone_from(&o.attribution.user);
+                row.tags = (!o.attribution.tags.is_empty()).then(|| o.attribution.tags.join(","));
+                self.spenders
+                    .entry(o.key_id)
+                    .or_default()
+                    .insert(o.at.date_naive());
                 self.usage
                     .entry((o.key_id, o.at.date_naive(), o.model.clone()))
                     .or_default()
@@ -475,6 +511,7 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
         return Ok(0);
     };
     let applied = apply::apply(&mut tx, &events, "").await?;
+    alerts::detect(&mut tx, &applied.spenders, Utc::now()).await?;
     save_checkpoint(&mut tx, CHECKPOINT, &last).await?;
     tx.commit().await?;
     for poison in &applied.quarantined {
@@ -546,6 +583,10 @@ mod tests {
             usage_estimated: false,
             cost_micros: Some(100),
             price_fallback: true,
+            attribution: Attribution {
+                user: Some("u".into()),
+                tags: vec!["a".into(), "b".into()],
+            },
             latency_ms: 7,
             at,
         };
@@ -559,6 +600,7 @@ mod tests {
             usage_estimated: true,
             cost_micros: None,
             price_fallback: false,
+            attribution: Attribution::default(),
             latency_ms: 3,
             at,
         };
@@ -591,6 +633,9 @@ mod tests {
                 &to_value(revoked).unwrap().to_string(),
             )
             .unwrap();
+        assert_eq!(effect.requests[&rid].user_id.as_deref(), Some("u"));
+        assert_eq!(effect.requests[&rid].tags.as_deref(), Some("a,b"));
+        assert!(effect.spenders[&key].contains(&at.date_naive()));
         let d = effect.usage[&(key, at.date_naive(), "m".to_string())];
         assert_eq!(
             d,

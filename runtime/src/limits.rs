@@ -35,7 +35,7 @@ pub use budget::{
 pub use concurrency::{InFlight, SLOT_TTL, Slot, SlotChange, SlotOutcome};
 pub use kv::Limiter;
 pub use rate::{RateChange, RateDecision, RateGrant, RateOutcome, RateState};
-pub use spend::SpendLog;
+pub use spend::{SpendLog, key_spend};
 
 /// A lease is at most this share (1/n) of what a limit has left...
 pub const LEASE_SHARE: i64 = 8;

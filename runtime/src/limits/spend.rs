@@ -29,22 +29,36 @@ impl SpendLog {
             return Err(format!("{entry}: not a budget entry"));
         };
         let key: Uuid = key.parse().map_err(|e| format!("{entry}: {e}"))?;
-        let (from, to) = period_bounds(period).ok_or_else(|| format!("{entry}: unknown period"))?;
-        sqlx::query_as::<_, (i64, i64)>(
-            "SELECT coalesce(sum(cost_micros), 0)::int8,
-                    coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::int8
-             FROM request_log
-             WHERE key_id = $1
-               AND ($2::timestamptz IS NULL OR coalesce(at, finished_at) >= $2)
-               AND ($3::timestamptz IS NULL OR coalesce(at, finished_at) < $3)",
-        )
-        .bind(key)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| format!("reading the spend of {entry} from the request log: {e}"))
+        key_spend(&self.pool, key, period)
+            .await
+            .map_err(|e| format!("reading the spend of {entry} from the request log: {e}"))
     }
+}
+
+/// What `key` spent in budget period `period` (see `BudgetPeriod::period_id`)
+/// according to the request log, on any connection: micro-dollars and
+/// tokens. Budget alerts read it inside the projector's transaction, so it
+/// counts the batch being projected.
+pub async fn key_spend<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    key: Uuid,
+    period: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    let (from, to) = period_bounds(period)
+        .ok_or_else(|| sqlx::Error::Protocol(format!("unknown budget period {period:?}")))?;
+    sqlx::query_as::<_, (i64, i64)>(
+        "SELECT coalesce(sum(cost_micros), 0)::int8,
+                coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::int8
+         FROM request_log
+         WHERE key_id = $1
+           AND ($2::timestamptz IS NULL OR coalesce(at, finished_at) >= $2)
+           AND ($3::timestamptz IS NULL OR coalesce(at, finished_at) < $3)",
+    )
+    .bind(key)
+    .bind(from)
+    .bind(to)
+    .fetch_one(executor)
+    .await
 }
 
 type Bound = Option<chrono::DateTime<chrono::Utc>>;
