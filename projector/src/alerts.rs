@@ -47,6 +47,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Budget alerts recorded, by `level`.
+pub const ALERTS: &str = "aigw_budget_alerts_total";
+
 /// Shortest webhook secret accepted.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -175,8 +178,7 @@ pub async fn detect(
                 for event in events {
                     outbox(&mut *tx, &id, &event).await?;
                 }
-                metrics::counter!("aigw_budget_alerts_total", "level" => AlertLevel::Key.as_str())
-                    .increment(1);
+                metrics::counter!(ALERTS, "level" => AlertLevel::Key.as_str()).increment(1);
                 tracing::info!(alert = %id, spent, budget, "budget threshold crossed");
                 recorded += 1;
             }

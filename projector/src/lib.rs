@@ -100,6 +100,8 @@ pub async fn run(
     ] {
         metrics::counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
     }
+    metrics::counter!(alerts::ALERTS, "level" => aigw_events::AlertLevel::Key.as_str())
+        .increment(0);
     loop {
         let reading = Utc::now();
         let projected = project_batch(&pool, args.batch).await;
