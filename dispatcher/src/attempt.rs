@@ -422,6 +422,7 @@ mod tests {
             team_id: None,
             rate_levels: vec![],
             rate_on_key: true,
+            attribution: Default::default(),
         }
     }
 

@@ -333,7 +333,7 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
                     .await;
                 match sent {
                     Ok(r) => (Some(r.status().as_u16()), None),
-                    Err(e) => (None, Some(transport_error(&e))),
+                    Err(e) => (None, Some(egress::transport_error(&e))),
                 }
             }
         };
@@ -361,26 +361,7 @@ pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {
         if delivered || last {
             return;
         }
-        let wait = config
-            .backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-            .min(Duration::from_secs(600));
+        let wait = egress::webhook_backoff(config.backoff, attempt);
         tokio::time::sleep(wait).await;
-    }
-}
-
-/// A transport failure, without the URL (it may carry credentials).
-fn transport_error(e: &reqwest::Error) -> String {
-    // The public-only resolver's refusal says why, without the addresses.
-    if egress::refused_by_resolver(e) {
-        return egress::EgressError::Refused("the host resolves to no public address".into())
-            .to_string();
-    }
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else {
-        "request failed".into()
     }
 }

@@ -170,6 +170,7 @@ pub(crate) fn request_command(
         route,
         attempts,
         outcome,
+        attribution: request.attribution.clone(),
     }
 }
 

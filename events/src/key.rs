@@ -52,6 +52,19 @@ pub struct KeyLimits {
     /// ingress replica (absent in events written before it existed).
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Percentages of `budget_micros` whose crossing in a period is an alert
+    /// (`crate::alert`); `None`: the defaults, 50, 80 and 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<u8>>,
+}
+
+impl KeyLimits {
+    /// The alert thresholds in force: the key's own, or the defaults.
+    pub fn alert_thresholds(&self) -> Vec<u8> {
+        self.alert_thresholds
+            .clone()
+            .unwrap_or_else(|| crate::alert::DEFAULT_THRESHOLDS.to_vec())
+    }
 }
 
 /// What a key may use; an empty list allows everything.

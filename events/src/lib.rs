@@ -4,6 +4,7 @@
 //! speaks through these types, and stored events must stay readable forever
 //! (see `tests/fixtures`).
 
+pub mod alert;
 pub mod alias;
 pub mod deployments;
 pub mod job;
@@ -16,6 +17,9 @@ pub mod request;
 pub mod team;
 pub mod wire;
 
+pub use alert::{
+    AlertLevel, BudgetAlertAggregate, BudgetAlertCommand, BudgetAlertError, BudgetAlertEvent,
+};
 pub use alias::{
     AliasAggregate, AliasCommand, AliasError, AliasEvent, AliasSpec, AliasTarget, Strategy,
 };
@@ -30,8 +34,8 @@ pub use provider::{
     ProviderAggregate, ProviderCommand, ProviderError, ProviderEvent, ProviderSpec,
 };
 pub use request::{
-    Attempt, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError, RequestEvent,
-    Route, Usage,
+    Attempt, Attribution, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError,
+    RequestEvent, Route, Usage,
 };
 pub use team::{Policy, TeamAggregate, TeamCommand, TeamEvent, UnitError, UnitStatus};
 

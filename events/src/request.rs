@@ -132,6 +132,33 @@ impl Usage {
     }
 }
 
+/// Who a request is for, as its caller says: an end user (OpenAI's `user`,
+/// or the `x-aigw-user` header) and up to [`Attribution::MAX_TAGS`] tags.
+///
+/// Validated at the ingress before anything is queued (see
+/// `ingress/src/attribution.rs`): the user is at most 256 bytes of plain
+/// text, each tag 1 to 64 characters of `[A-Za-z0-9._:/-]`, tags
+/// deduplicated. Left out of stored events when empty, so events written
+/// before attribution read and write exactly as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attribution {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl Attribution {
+    /// Most tags one request may carry.
+    pub const MAX_TAGS: usize = 8;
+    /// Longest tag, in characters.
+    pub const MAX_TAG_LEN: usize = 64;
+
+    pub fn is_empty(&self) -> bool {
+        self.user.is_none() && self.tags.is_empty()
+    }
+}
+
 /// Why an attempt failed, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -242,6 +269,8 @@ pub enum RequestCommand {
         route: Option<Route>,
         attempts: Vec<Attempt>,
         outcome: Outcome,
+        /// The caller's user and tags, copied into the outcome event.
+        attribution: Attribution,
     },
 }
 
@@ -278,6 +307,10 @@ pub enum RequestEvent {
         /// price); absent (false) in events written before classes existed.
         #[serde(default, skip_serializing_if = "is_false")]
         price_fallback: bool,
+        /// The caller's user and tags; absent (empty) in events written
+        /// before attribution existed.
+        #[serde(default, skip_serializing_if = "Attribution::is_empty")]
+        attribution: Attribution,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -301,6 +334,10 @@ pub enum RequestEvent {
         cost_micros: Option<i64>,
         #[serde(default, skip_serializing_if = "is_false")]
         price_fallback: bool,
+        /// The caller's user and tags; absent (empty) in events written
+        /// before attribution existed.
+        #[serde(default, skip_serializing_if = "Attribution::is_empty")]
+        attribution: Attribution,
         latency_ms: u64,
         at: DateTime<Utc>,
     },
@@ -358,6 +395,7 @@ impl Aggregate for RequestAggregate {
             route,
             attempts,
             outcome,
+            attribution,
         } = command;
         if self.recorded {
             return Err(RequestError::AlreadyRecorded);
@@ -396,6 +434,7 @@ impl Aggregate for RequestAggregate {
                 usage_estimated,
                 cost_micros,
                 price_fallback,
+                attribution,
                 latency_ms,
                 at,
             },
@@ -421,6 +460,7 @@ impl Aggregate for RequestAggregate {
                 usage_estimated,
                 cost_micros,
                 price_fallback,
+                attribution,
                 latency_ms,
                 at,
             },
@@ -472,6 +512,10 @@ mod tests {
                 price_fallback: false,
                 latency_ms: 5,
                 at,
+            },
+            attribution: Attribution {
+                user: Some("u-1".into()),
+                tags: vec!["team:a".into()],
             },
         }
     }
@@ -526,6 +570,31 @@ mod tests {
             serde_json::to_string(&plain).unwrap(),
             r#"{"prompt_tokens":1,"completion_tokens":2}"#
         );
+    }
+
+    #[test]
+    fn attribution_travels_in_the_outcome_and_is_left_out_when_empty() {
+        let events = TestFramework::<RequestAggregate>::with(())
+            .given_no_previous_events()
+            .when(record())
+            .inspect_result()
+            .unwrap();
+        let RequestEvent::RequestCompleted { attribution, .. } = &events[1] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(attribution.user.as_deref(), Some("u-1"));
+        assert_eq!(attribution.tags, ["team:a"]);
+        // An outcome without attribution writes no field, and reads back.
+        let mut plain = events[1].clone();
+        if let RequestEvent::RequestCompleted { attribution, .. } = &mut plain {
+            *attribution = Attribution::default();
+        }
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(
+            json["RequestCompleted"].get("attribution").is_none(),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_value::<RequestEvent>(json).unwrap(), plain);
     }
 
     #[test]

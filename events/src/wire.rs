@@ -70,6 +70,10 @@ pub struct DispatchRequest {
     /// (absent, in older messages: yes).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub rate_on_key: bool,
+    /// The caller's user and tags, validated at the ingress; recorded with
+    /// the request's outcome.
+    #[serde(default, skip_serializing_if = "crate::Attribution::is_empty")]
+    pub attribution: crate::Attribution,
 }
 
 /// A request body stored in the bodies object store instead of its message.

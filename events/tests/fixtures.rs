@@ -218,3 +218,21 @@ fn events_before_token_classes_read_as_classless() {
         }
     }
 }
+
+/// Outcomes with attribution (user, tags) and budget alerts: they read, and
+/// write back unchanged.
+#[test]
+fn attribution_and_alert_events_deserialize() {
+    let text = include_str!("fixtures/attribution-alerts.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    for v in all["request"].as_array().unwrap() {
+        let e = serde_json::from_value::<RequestEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+    }
+    for v in all["budget_alert"].as_array().unwrap() {
+        let e = serde_json::from_value::<aigw_events::BudgetAlertEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+    }
+}

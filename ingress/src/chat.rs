@@ -28,7 +28,7 @@ use crate::validate::{
     ChatRequest, MAX_AUDIO_BYTES, validate, validate_embeddings, validate_images, validate_speech,
     validate_transcription,
 };
-use crate::{AppState, RequestId, admission, relay};
+use crate::{AppState, RequestId, admission, attribution, relay};
 
 /// `POST /v1/audio/transcriptions`: a multipart upload of up to
 /// [`MAX_AUDIO_BYTES`], queued like a chat completion.
@@ -59,7 +59,8 @@ pub async fn transcriptions(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let request = validate_transcription(content_type, &bytes)?;
-    queue_and_answer(&state, key, request, request_id.0).await
+    let attribution = attribution::resolve(&headers, None, None)?;
+    queue_and_answer(&state, key, request, attribution, request_id.0).await
 }
 
 /// `POST /v1/images/generations`: queued and relayed like a chat completion.
@@ -75,11 +76,13 @@ pub async fn images(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Caller(key): Caller,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let request = validate_images(&bytes)?;
-    queue_and_answer(&state, key, request, request_id.0).await
+    let attribution = attribution::of_body(&headers, &request.body)?;
+    queue_and_answer(&state, key, request, attribution, request_id.0).await
 }
 
 /// `POST /v1/audio/speech`: queued like a chat completion; the answer is
@@ -96,11 +99,13 @@ pub async fn speech(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Caller(key): Caller,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let request = validate_speech(&bytes)?;
-    queue_and_answer(&state, key, request, request_id.0).await
+    let attribution = attribution::of_body(&headers, &request.body)?;
+    queue_and_answer(&state, key, request, attribution, request_id.0).await
 }
 
 /// `POST /v1/embeddings`: queued and relayed like a chat completion.
@@ -116,11 +121,13 @@ pub async fn embeddings(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Caller(key): Caller,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let request = validate_embeddings(&bytes)?;
-    queue_and_answer(&state, key, request, request_id.0).await
+    let attribution = attribution::of_body(&headers, &request.body)?;
+    queue_and_answer(&state, key, request, attribution, request_id.0).await
 }
 
 /// Reads the body, turning the size limit into a 413.
@@ -155,9 +162,10 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let chat = validate(&bytes)?;
+    let attribution = attribution::of_body(&headers, &chat.body)?;
     let id = request_id.0;
     let Some(idem) = idempotency::key_of(&headers)? else {
-        return queue_and_answer(&state, key, chat, id).await;
+        return queue_and_answer(&state, key, chat, attribution, id).await;
     };
     if chat.stream {
         return Err(ApiError::BadRequest {
@@ -182,7 +190,7 @@ pub async fn chat_completions(
         }
     }
     let key_id = key.id;
-    let response = queue_and_answer(&state, key, chat, id)
+    let response = queue_and_answer(&state, key, chat, attribution, id)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let status = response.status();
@@ -215,6 +223,7 @@ async fn queue_and_answer(
     state: &AppState,
     key: std::sync::Arc<aigw_runtime::KeyEntry>,
     chat: ChatRequest,
+    attribution: aigw_events::Attribution,
     id: Uuid,
 ) -> Result<Response, ApiError> {
     let span = tracing::Span::current();
@@ -317,6 +326,7 @@ async fn queue_and_answer(
         team_id: admitted.team_id,
         rate_levels: admitted.rate_levels.clone(),
         rate_on_key: admitted.rate_on_key,
+        attribution,
     };
     if let Err(e) = publish(state, &mut message).await {
         if let Some(r) = &message.reservation {

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::validate::{self, ChatRequest, invalid};
-use crate::{AppState, RequestId, admission, chat, idempotency};
+use crate::{AppState, RequestId, admission, attribution, chat, idempotency};
 
 /// How long a queued job holds its worst-case cost on the key's budget.
 const JOB_HOLD: Duration = Duration::from_secs(24 * 3600);
@@ -133,6 +133,15 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let bytes = chat::body_bytes(&state, body)?;
     let (fields, chat) = split_body(&bytes)?;
+    let attribution = attribution::resolve(
+        &headers,
+        chat.body.get("user").and_then(Value::as_str),
+        fields
+            .metadata
+            .get("tags")
+            .map(|t| Value::String(t.clone()))
+            .as_ref(),
+    )?;
     if !state.webhook_allow_private
         && let Some(url) = &fields.webhook_url
         && let Some(why) = aigw_dispatcher::jobs::refused_webhook(url)
@@ -204,6 +213,7 @@ pub async fn submit(
         team_id: admitted.team_id,
         rate_levels: admitted.rate_levels.clone(),
         rate_on_key: admitted.rate_on_key,
+        attribution,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {

@@ -66,6 +66,11 @@ pub struct KeyInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(minimum = 1)]
     pub max_concurrency: Option<Option<u32>>,
+    /// Percentages of `budget_usd` whose crossing is an alert (1 to 100,
+    /// at most 10); `null`: the defaults, 50, 80 and 100.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(max_items = 10)]
+    pub alert_thresholds: Option<Option<Vec<u8>>>,
     #[serde(default)]
     pub allowed_models: Option<Vec<String>>,
     #[serde(default)]
@@ -149,6 +154,25 @@ impl KeyInput {
             }
             base.limits.max_concurrency = max;
         }
+        if let Some(thresholds) = self.alert_thresholds {
+            if thresholds
+                .as_deref()
+                .is_some_and(|t| !aigw_events::alert::valid_thresholds(t))
+            {
+                return Err(ApiError::BadRequest {
+                    message: format!(
+                        "'alert_thresholds' must be 1 to {} distinct percentages from 1 to 100 (or null for the defaults).",
+                        aigw_events::alert::MAX_THRESHOLDS
+                    ),
+                    param: Some("alert_thresholds"),
+                    code: None,
+                });
+            }
+            base.limits.alert_thresholds = thresholds.map(|mut t| {
+                t.sort_unstable();
+                t
+            });
+        }
         let clean = |list: Vec<String>| -> Vec<String> {
             list.into_iter()
                 .map(|s| s.trim().to_string())
@@ -211,6 +235,7 @@ pub(crate) fn limits_view(l: &KeyLimits) -> Value {
         "budget_tokens": l.budget_tokens,
         "budget_period": l.budget_period,
         "max_concurrency": l.max_concurrency,
+        "alert_thresholds": l.alert_thresholds(),
     })
 }
 

@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod admission;
+pub mod alerts;
+pub mod attribution;
 pub mod auth;
 pub mod billing;
 pub mod body_deadline;
@@ -328,6 +330,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/billing", get(billing::billing))
         .route("/admin/api/requests", get(billing::requests))
         .route("/admin/api/audit", post(billing::run_audit))
+        .route("/admin/api/alerts", get(alerts::list))
         .route("/admin/api/quarantine", get(quarantine::list))
         .route("/admin/api/presets", get(presets::list_presets))
         .route(

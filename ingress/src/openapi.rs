@@ -28,7 +28,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ApiError;
 use crate::{
-    admin as admin_api, billing, chat, jobs, keys, ops, presets, quarantine, routing, teams, usage,
+    admin as admin_api, alerts, billing, chat, jobs, keys, ops, presets, quarantine, routing,
+    teams, usage,
 };
 
 #[derive(OpenApi)]
@@ -99,6 +100,7 @@ use crate::{
         billing::billing,
         billing::requests,
         billing::run_audit,
+        alerts::list,
         quarantine::list,
         ops::health,
         ops::ready,

@@ -68,6 +68,11 @@ pub struct UnitInput {
     #[serde(default)]
     #[schema(value_type = Option<crate::openapi::schemas::BudgetPeriod>)]
     pub budget_period: Option<BudgetPeriod>,
+    /// Percentages of `budget_usd` whose crossing is an alert (1 to 100,
+    /// at most 10); `null`: the defaults, 50, 80 and 100.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(max_items = 10)]
+    pub alert_thresholds: Option<Option<Vec<u8>>>,
     #[serde(default)]
     #[schema(max_items = 256)]
     pub allowed_models: Option<Vec<String>>,
@@ -93,6 +98,7 @@ impl UnitInput {
             budget_usd: self.budget_usd,
             budget_tokens: self.budget_tokens,
             budget_period: self.budget_period,
+            alert_thresholds: self.alert_thresholds,
             allowed_models: self.allowed_models,
             allowed_providers: self.allowed_providers,
             ..KeyInput::default()
@@ -197,6 +203,7 @@ pub(crate) async fn level_budget(
         "held_usd": usd(held_micros),
         "remaining_usd": micros.map(|b| usd(b.saturating_sub(used.spent_micros).saturating_sub(held_micros).max(0))),
         "budget_tokens": tokens,
+        "alert_thresholds": policy.limits.alert_thresholds(),
         "spent_tokens": used.spent_tokens,
         "held_tokens": held_tokens,
         "remaining_tokens": tokens.map(|b| b.saturating_sub(used.spent_tokens).saturating_sub(held_tokens).max(0)),

@@ -135,12 +135,17 @@ pub struct RequestsQuery {
     /// `ok` or `error`.
     #[param(pattern = "^(ok|error)$")]
     pub status: Option<String>,
+    /// Only requests attributed to this end user.
+    pub user: Option<String>,
+    /// Only requests carrying this tag.
+    pub tag: Option<String>,
 }
 
 type OutcomeRow = (String, String, Value);
 
-/// `GET /admin/api/usage/requests[?limit=&key_id=&model=&status=]`: the most
-/// recent recorded requests, newest first, each with its outcome.
+/// `GET /admin/api/usage/requests[?limit=&key_id=&model=&status=&user=&tag=]`:
+/// the most recent recorded requests, newest first, each with its outcome
+/// and attribution.
 #[utoipa::path(
     get,
     path = "/admin/api/usage/requests",
@@ -156,6 +161,7 @@ pub async fn requests(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    crate::billing::attribution_filters(query.user.as_deref(), query.tag.as_deref())?;
     let event_type = match query.status.as_deref() {
         None | Some("") => None,
         Some("ok") => Some("RequestCompleted"),
@@ -173,12 +179,18 @@ pub async fn requests(
            AND ($1::text IS NULL OR event_type = $1)
            AND ($2::text IS NULL OR payload::jsonb -> event_type ->> 'key_id' = $2)
            AND ($3::text IS NULL OR payload::jsonb -> event_type ->> 'model' = $3)
+           AND ($5::text IS NULL
+                OR payload::jsonb -> event_type -> 'attribution' ->> 'user' = $5)
+           AND ($6::text IS NULL
+                OR payload::jsonb -> event_type -> 'attribution' -> 'tags' ? $6)
          ORDER BY pos DESC LIMIT $4",
     )
     .bind(event_type)
     .bind(query.key_id.map(|k| k.to_string()))
     .bind(query.model.filter(|m| !m.is_empty()))
     .bind(limit)
+    .bind(&query.user)
+    .bind(&query.tag)
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
@@ -205,6 +217,8 @@ fn outcome_view(id: &str, event_type: &str, payload: &Value) -> Value {
         "cost_usd": p.get("cost_micros").and_then(Value::as_i64).map(usd),
         "latency_ms": p.get("latency_ms"),
         "at": p.get("at"),
+        "user": p.get("attribution").and_then(|a| a.get("user")),
+        "tags": p.get("attribution").and_then(|a| a.get("tags")).cloned().unwrap_or_else(|| json!([])),
     })
 }
 

@@ -15,6 +15,7 @@ const ICONS = {
   requests: 'M9 6h12M9 12h12M9 18h12M4 6h1M4 12h1M4 18h1',
   billing: 'M6 3h12v18l-3-2-3 2-3-2-3 2zM9 8h6M9 12h6M9 16h3',
   jobs: 'M12 21a9 9 0 1 1 0-18 9 9 0 0 1 0 18zM12 7v5l3 2',
+  alerts: 'M6 16V11a6 6 0 1 1 12 0v5l2 2H4zM10 21h4',
   routing: 'M4 8h14l-3-3M20 16H6l3 3',
   globe: 'M12 21a9 9 0 1 1 0-18 9 9 0 0 1 0 18zM3 12h18M12 3c3 3 3 15 0 18M12 3c-3 3-3 15 0 18',
   refresh: 'M19 12a7 7 0 1 1-2-5M19 4v4h-4',
@@ -40,6 +41,7 @@ const PAGES = [
   { id: 'requests', render: pageRequests },
   { id: 'billing', render: pageBilling },
   { id: 'jobs', render: pageJobs },
+  { id: 'alerts', render: pageAlerts },
   { id: 'routing', render: pageAliases },
 ];
 
@@ -815,9 +817,14 @@ function periodSelect(days, onChange) {
 let usageDays = 30;
 
 async function keyNames() {
+  return namesOf('/keys');
+}
+
+/** id -> name of the rows of an admin list (keys, teams, projects). */
+async function namesOf(path) {
   try {
-    const keys = (await api('GET', '/keys'))?.data || [];
-    return new Map(keys.map((k) => [k.id, k.name]));
+    const rows = (await api('GET', path))?.data || [];
+    return new Map(rows.map((k) => [k.id, k.name]));
   } catch {
     return new Map();
   }
@@ -1024,6 +1031,104 @@ async function pageBilling(page) {
     h('div', { class: 'total-row' }, h('span', {}, t('billing.total')), h('span', { class: 'strong' }, fmtUsd(tot.cost_usd || 0, 6))),
   ];
   page.append(card(`${t('billing.title')} · ${billingMonth}`, [h('p', { class: 'lead' }, t('billing.lead')), body]));
+  await billingByDimension(page, first, last);
+}
+
+// Spend over a range grouped by one dimension (GET /billing?group_by=).
+const DIMENSIONS = ['team', 'project', 'key', 'user', 'tag', 'model', 'provider'];
+const billingGroup = { by: 'key', from: '', to: '' };
+
+/** Downloads an admin API answer (sent with the token) as a file. */
+async function downloadFrom(path, name) {
+  const res = await fetch(`/admin/api${path}`, { headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ''}` } });
+  if (!res.ok) {
+    toast(`${res.status} ${res.statusText}`, 'bad');
+    return;
+  }
+  const blob = await res.blob();
+  const a = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  setTimeout(() => {
+    URL.revokeObjectURL(a.href);
+    a.remove();
+  }, 1000);
+}
+
+async function billingByDimension(page, first, last) {
+  const from = billingGroup.from || first;
+  const to = billingGroup.to || last;
+  const q = new URLSearchParams({ group_by: billingGroup.by, from, to });
+  const listOf = { key: '/keys', team: '/teams', project: '/projects' }[billingGroup.by];
+  const names = listOf ? await namesOf(listOf) : new Map();
+  const byId = nextId('gb');
+  const fromId = nextId('gf');
+  const toId = nextId('gt');
+  const bySel = h('select', { id: byId, 'data-testid': 'group-by' }, DIMENSIONS.map((d) => h('option', { value: d }, t(`billing.by.${d}`))));
+  bySel.value = billingGroup.by;
+  const fromIn = h('input', { id: fromId, type: 'date', value: from, 'data-testid': 'group-from' });
+  const toIn = h('input', { id: toId, type: 'date', value: to, 'data-testid': 'group-to' });
+  const apply = () => {
+    billingGroup.by = bySel.value;
+    billingGroup.from = fromIn.value;
+    billingGroup.to = toIn.value;
+    render();
+  };
+  bySel.addEventListener('change', apply);
+  const tools = h('form', { class: 'filters', onsubmit: (ev) => { ev.preventDefault(); apply(); } },
+    h('div', { class: 'inline-field' }, h('label', { for: byId }, t('billing.group_by')), bySel),
+    h('div', { class: 'inline-field' }, h('label', { for: fromId }, t('billing.from')), fromIn),
+    h('div', { class: 'inline-field' }, h('label', { for: toId }, t('billing.to')), toIn),
+    h('button', { type: 'submit', class: 'btn' }, t('requests.filter.apply')),
+    h('button', {
+      type: 'button', class: 'btn btn-primary', 'data-testid': 'group-csv',
+      onclick: () => downloadFrom(`/billing?${q}&format=csv`, `aigw-billing-${billingGroup.by}-${from}-${to}.csv`),
+    }, t('billing.download')));
+  let report;
+  try {
+    report = await api('GET', `/billing?${q}`);
+  } catch (e) {
+    page.append(card(t('billing.by_dimension'), [tools, h('div', { class: 'callout callout-bad', role: 'alert' }, e.message)]));
+    return;
+  }
+  const rows = report.data || [];
+  const label = (g) => {
+    if (g === null || g === undefined) return h('span', { class: 'muted' }, t('billing.none'));
+    return listOf ? (names.get(g) || shortId(g)) : g;
+  };
+  const body = rows.length === 0 ? emptyState(t('usage.no_data')) : [
+    table([
+      { label: t(`billing.by.${billingGroup.by}`), cell: (r) => h('span', { class: 'strong', 'data-testid': 'group-name' }, label(r.group)) },
+      { label: t('usage.requests'), num: true, cell: (r) => fmtInt(r.requests) },
+      { label: t('usage.prompt'), num: true, cell: (r) => fmtInt(r.prompt_tokens) },
+      { label: t('usage.completion'), num: true, cell: (r) => fmtInt(r.completion_tokens) },
+      { label: t('usage.cached'), num: true, cell: (r) => fmtInt(r.cached_tokens) },
+      { label: t('usage.cache_write'), num: true, cell: (r) => fmtInt(r.cache_write_5m_tokens + r.cache_write_1h_tokens) },
+      { label: t('usage.reasoning'), num: true, cell: (r) => fmtInt(r.reasoning_tokens) },
+      { label: t('usage.cost'), num: true, cell: (r) => fmtUsd(r.cost_usd, 6) },
+    ], rows, { testid: 'group-table' }),
+    h('div', { class: 'total-row' }, h('span', {}, t('billing.total')), h('span', { class: 'strong', 'data-testid': 'group-total' }, fmtUsd(report.total?.cost_usd || 0, 6))),
+  ];
+  const note = billingGroup.by === 'tag' ? h('p', { class: 'lead', 'data-testid': 'tag-note' }, t('billing.tag_note')) : null;
+  page.append(card(t('billing.by_dimension'), [tools, note, body]));
+}
+
+// ---- budget alerts ----
+
+async function pageAlerts(page) {
+  const [list, names] = await Promise.all([optional('GET', '/alerts?limit=200'), keyNames()]);
+  if (!list) return unavailableState(page);
+  const rows = list.data || [];
+  const body = rows.length === 0 ? emptyState(t('alerts.none')) : table([
+    { label: t('alerts.at'), cell: (r) => h('span', { class: 'nowrap' }, fmtTime(r.at)) },
+    { label: t('alerts.level'), cell: (r) => t(`alerts.level.${r.level}`) },
+    { label: t('usage.key'), cell: (r) => h('span', { class: 'strong' }, names.get(r.target_id) || shortId(r.target_id)) },
+    { label: t('alerts.period'), cell: (r) => r.period },
+    { label: t('alerts.threshold'), num: true, cell: (r) => h('span', { 'data-testid': 'alert-threshold' }, `${r.threshold}%`) },
+    { label: t('alerts.spent'), num: true, cell: (r) => `${fmtUsd(r.spent_usd, 6)} / ${fmtUsd(r.budget_usd, 6)}` },
+    { label: t('alerts.delivery'), cell: (r) => (r.delivery?.delivered ? badge(t('alerts.delivered'), 'ok') : badge(t('alerts.pending', { n: r.delivery?.attempts || 0 }), 'warn')) },
+  ], rows, { testid: 'alerts-table' });
+  page.append(card(t('alerts.title'), [h('p', { class: 'lead' }, t('alerts.lead')), body]));
 }
 
 // ---- jobs ----

@@ -14,7 +14,9 @@
 //! a missing table) fails the batch, which is retried whole, as before:
 //! those are not the event's fault and must not empty the views.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
 
 use uuid::Uuid;
 
@@ -86,6 +88,8 @@ pub struct Applied {
     pub aliases: BTreeSet<String>,
     pub teams: BTreeSet<Uuid>,
     pub projects: BTreeSet<Uuid>,
+    /// Keys whose requests finished, with the days they finished on.
+    pub spenders: BTreeMap<(aigw_events::alert::AlertLevel, Uuid), BTreeSet<NaiveDate>>,
     /// Events quarantined.
     pub quarantined: Vec<Poison>,
 }
@@ -128,6 +132,9 @@ pub async fn apply(
                 applied.aliases.extend(effect.aliases);
                 applied.teams.extend(effect.teams);
                 applied.projects.extend(effect.projects);
+                for (key, days) in effect.spenders {
+                    applied.spenders.entry(key).or_default().extend(days);
+                }
             }
             Err(e) if is_poison(&e) => {
                 savepoint.rollback().await?;

@@ -12,17 +12,19 @@
 //! is quarantined with its error (`quarantine`, `apply`) in the same
 //! transaction as the checkpoint, and the views move on past it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+pub mod alerts;
 pub mod apply;
 pub mod audit;
 pub mod quarantine;
 pub mod rebuild;
 mod views;
 
+use aigw_events::alert::AlertLevel;
 use aigw_events::{
-    AliasEvent, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent, TeamEvent, Usage,
+    AliasEvent, Attribution, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent, TeamEvent, Usage,
 };
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
@@ -40,6 +42,10 @@ pub struct ProjectorArgs {
     /// Events applied per transaction.
     #[arg(long, env = "AIGW_PROJECTOR_BATCH", default_value_t = 2000)]
     pub batch: i64,
+
+    /// Budget alert delivery.
+    #[command(flatten)]
+    pub alerts: alerts::AlertArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +84,17 @@ pub async fn run(
     args: ProjectorArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    args.alerts.check().map_err(RuntimeError::Config)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections.min(4)).await?;
+    let egress = aigw_runtime::egress::Egress::new(common.allow_private_egress())
+        .map_err(|e| RuntimeError::Config(format!("webhook client: {e}")))?;
+    let delivery = tokio::spawn(alerts::deliver(
+        pool.clone(),
+        egress,
+        args.alerts.clone(),
+        args.poll.max(Duration::from_millis(100)),
+        shutdown.clone(),
+    ));
     tracing::info!("projector ready");
     // At 0 from the start, so the first quarantined event is an increase.
     for reason in [
@@ -87,6 +103,8 @@ pub async fn run(
     ] {
         metrics::counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
     }
+    metrics::counter!(alerts::ALERTS, "level" => aigw_events::AlertLevel::Key.as_str())
+        .increment(0);
     loop {
         let reading = Utc::now();
         let projected = project_batch(&pool, args.batch).await;
@@ -111,6 +129,7 @@ pub async fn run(
             _ = tokio::time::sleep(pause) => {}
         }
     }
+    let _ = delivery.await;
     tracing::info!("projector stopped");
     Ok(())
 }
@@ -194,6 +213,11 @@ pub struct LogRow {
     pub latency_ms: Option<i64>,
     pub stream: Option<bool>,
     pub estimated: Option<bool>,
+    /// The end user the caller named (`None`: unknown yet, or none).
+    pub user_id: Option<String>,
+    /// The caller's tags, comma-joined (tags never hold a comma); `None`:
+    /// unknown yet, or none.
+    pub tags: Option<String>,
 }
 
 /// The billable facts of a request outcome (`RequestCompleted` or `RequestFailed`).
@@ -214,6 +238,8 @@ pub struct Outcome {
     pub price_fallback: bool,
     pub latency_ms: u64,
     pub at: DateTime<Utc>,
+    /// The caller's user and tags.
+    pub attribution: Attribution,
 }
 
 impl Outcome {
@@ -230,10 +256,12 @@ impl Outcome {
                 usage_estimated,
                 cost_micros,
                 price_fallback,
+                attribution,
                 latency_ms,
                 at,
                 ..
             } => Some(Self {
+                attribution,
                 key_id,
                 project_id,
                 team_id,
@@ -260,10 +288,12 @@ impl Outcome {
                 usage_estimated,
                 cost_micros,
                 price_fallback,
+                attribution,
                 latency_ms,
                 at,
                 ..
             } => Some(Self {
+                attribution,
                 key_id,
                 project_id,
                 team_id,
@@ -319,6 +349,9 @@ pub struct BatchEffect {
     pub billing: HashMap<BillingKey, UsageDelta>,
     pub hourly: HashMap<HourlyKey, UsageDelta>,
     pub requests: HashMap<Uuid, LogRow>,
+    /// Keys, projects and teams whose requests finished in the batch, with
+    /// the days they finished on (whose budget periods alerts check).
+    pub spenders: BTreeMap<(AlertLevel, Uuid), BTreeSet<NaiveDate>>,
     pub keys: BTreeSet<Uuid>,
     pub providers: BTreeSet<Uuid>,
     pub aliases: BTreeSet<String>,
@@ -411,6 +444,19 @@ impl BatchEffect {
                 row.price_fallback = Some(o.price_fallback);
                 row.latency_ms = Some(o.latency_ms as i64);
                 row.estimated = Some(o.estimated);
+                row.user_id.clone_from(&o.attribution.user);
+                row.tags = (!o.attribution.tags.is_empty()).then(|| o.attribution.tags.join(","));
+                let levels = [
+                    Some((AlertLevel::Key, o.key_id)),
+                    o.project_id.map(|id| (AlertLevel::Project, id)),
+                    o.team_id.map(|id| (AlertLevel::Team, id)),
+                ];
+                for spender in levels.into_iter().flatten() {
+                    self.spenders
+                        .entry(spender)
+                        .or_default()
+                        .insert(o.at.date_naive());
+                }
                 self.usage
                     .entry((o.key_id, o.at.date_naive(), o.model.clone()))
                     .or_default()
@@ -502,6 +548,7 @@ pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, Projector
         return Ok(0);
     };
     let applied = apply::apply(&mut tx, &events, "").await?;
+    alerts::detect(&mut tx, &applied.spenders, Utc::now()).await?;
     save_checkpoint(&mut tx, CHECKPOINT, &last).await?;
     tx.commit().await?;
     for poison in &applied.quarantined {
@@ -585,6 +632,10 @@ mod tests {
             usage_estimated: false,
             cost_micros: Some(100),
             price_fallback: true,
+            attribution: Attribution {
+                user: Some("u".into()),
+                tags: vec!["a".into(), "b".into()],
+            },
             latency_ms: 7,
             at,
         };
@@ -600,6 +651,7 @@ mod tests {
             usage_estimated: true,
             cost_micros: None,
             price_fallback: false,
+            attribution: Attribution::default(),
             latency_ms: 3,
             at,
         };
@@ -632,6 +684,9 @@ mod tests {
                 &to_value(revoked).unwrap().to_string(),
             )
             .unwrap();
+        assert_eq!(effect.requests[&rid].user_id.as_deref(), Some("u"));
+        assert_eq!(effect.requests[&rid].tags.as_deref(), Some("a,b"));
+        assert!(effect.spenders[&(AlertLevel::Key, key)].contains(&at.date_naive()));
         let d = effect.usage[&(key, at.date_naive(), "m".to_string())];
         assert_eq!(
             d,

@@ -291,12 +291,17 @@ pub(crate) async fn write_requests(
         "INSERT INTO request_log{suffix} AS r (id, at, finished_at, key_id, model, provider,
                 attempts, status, http_status, error_type, prompt_tokens, completion_tokens,
                 cost_micros, latency_ms, stream, estimated, cached_tokens, cache_write_5m_tokens,
-                cache_write_1h_tokens, reasoning_tokens, price_fallback, project_id, team_id)
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[],
+                cache_write_1h_tokens, reasoning_tokens, price_fallback, project_id, team_id,
+                user_id, tags)
+         SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,
+                c18, c19, c20, c21, c22, c23, c24, string_to_array(c25, ',')
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[],
                 $5::text[], $6::text[], $7::int4[], $8::text[], $9::int4[], $10::text[],
                 $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[],
                 $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::bool[], $22::uuid[],
-                $23::uuid[])
+                $23::uuid[], $24::text[], $25::text[])
+              AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,
+                   c18, c19, c20, c21, c22, c23, c24, c25)
          ON CONFLICT (id) DO UPDATE SET
            at = COALESCE(EXCLUDED.at, r.at),
            finished_at = COALESCE(EXCLUDED.finished_at, r.finished_at),
@@ -320,7 +325,9 @@ pub(crate) async fn write_requests(
            reasoning_tokens = COALESCE(EXCLUDED.reasoning_tokens, r.reasoning_tokens),
            price_fallback = COALESCE(EXCLUDED.price_fallback, r.price_fallback),
            project_id = COALESCE(EXCLUDED.project_id, r.project_id),
-           team_id = COALESCE(EXCLUDED.team_id, r.team_id)"
+           team_id = COALESCE(EXCLUDED.team_id, r.team_id),
+           user_id = COALESCE(EXCLUDED.user_id, r.user_id),
+           tags = COALESCE(EXCLUDED.tags, r.tags)"
     ))
     .bind(ids)
     .bind(r.iter().map(|x| x.at).collect::<Vec<_>>())
@@ -345,6 +352,8 @@ pub(crate) async fn write_requests(
     .bind(r.iter().map(|x| x.price_fallback).collect::<Vec<_>>())
     .bind(r.iter().map(|x| x.project_id).collect::<Vec<_>>())
     .bind(r.iter().map(|x| x.team_id).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.user_id.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.tags.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -132,6 +132,29 @@ pub fn refused_by_resolver(e: &reqwest::Error) -> bool {
     false
 }
 
+/// How long a webhook delivery waits after failed attempt `attempt` (1, 2,
+/// ...): `base` doubled each time, at most 10 minutes. Job webhooks and
+/// budget alerts retry on this one schedule.
+pub fn webhook_backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+        .min(Duration::from_secs(600))
+}
+
+/// A failed request in words, without the URL (it may carry credentials).
+pub fn transport_error(e: &reqwest::Error) -> String {
+    // The public-only resolver's refusal says why, without the addresses.
+    if refused_by_resolver(e) {
+        return EgressError::Refused("the host resolves to no public address".into()).to_string();
+    }
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        "request failed".into()
+    }
+}
+
 /// The HTTP client of every request to a URL that did not come from an
 /// admin. Cheap to clone.
 #[derive(Debug, Clone)]

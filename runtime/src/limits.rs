@@ -39,7 +39,7 @@ pub use concurrency::{InFlight, SLOT_TTL, Slot, SlotChange, SlotOutcome};
 pub use hierarchy::{Joint, Owner, PlacedHold, holds_of, join_holds};
 pub use kv::Limiter;
 pub use rate::{RateChange, RateDecision, RateGrant, RateOutcome, RateState};
-pub use spend::SpendLog;
+pub use spend::{SpendLog, owner_spend};
 
 /// A lease is at most this share (1/n) of what a limit has left...
 pub const LEASE_SHARE: i64 = 8;

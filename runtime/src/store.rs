@@ -211,3 +211,38 @@ pub async fn record_request_in<'e, E: sqlx::PgExecutor<'e>>(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Creates a new aggregate of type `A` under `id` by `command`, inside the
+/// caller's transaction: its events are inserted at version 0 under a
+/// savepoint, so an aggregate that exists already (a second creation, by
+/// this writer or a racing one) inserts nothing, leaves the transaction
+/// usable, and gives `Ok(None)`. `Ok(Some(events))` are the events stored.
+pub async fn create_in<A>(
+    tx: &mut sqlx::PgConnection,
+    id: &str,
+    command: A::Command,
+    metadata: &HashMap<String, String>,
+) -> Result<Option<Vec<A::Event>>>
+where
+    A: Aggregate<Services = ()>,
+{
+    let mut aggregate = A::default();
+    let sink = EventSink::<A>::default();
+    if aggregate.handle(command, &(), &sink).await.is_err() {
+        return Ok(None);
+    }
+    let events = sink.collect().await;
+    let rows = EventRows::new(0, &events, metadata)?;
+    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+    match rows.insert(&mut *savepoint, A::TYPE, id).await {
+        Ok(_) => {
+            savepoint.commit().await?;
+            Ok(Some(events))
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            savepoint.rollback().await?;
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -96,6 +96,7 @@ async fn non_streamed_chat_passes_fields_through_and_records_usage() {
         stream: false,
         accepted_at: chrono::Utc::now(),
         route: None,
+        attribution: Default::default(),
         attempts: vec![],
         outcome: aigw_events::Outcome::Failed {
             status: 502,

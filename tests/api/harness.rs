@@ -136,6 +136,8 @@ pub struct Options {
     pub sse_buffer_bytes: usize,
     pub max_queued_jobs_per_key: u64,
     pub streams: aigw_runtime::nats::StreamLimits,
+    /// Budget alert delivery of the in-process projector.
+    pub alerts: aigw_projector::alerts::AlertArgs,
 }
 
 impl Default for Options {
@@ -169,6 +171,7 @@ impl Default for Options {
                 jobs_max_bytes: 0,
                 ..Default::default()
             },
+            alerts: Default::default(),
         }
     }
 }
@@ -308,6 +311,7 @@ impl TestEnv {
         let args = ProjectorArgs {
             poll: Duration::from_millis(50),
             batch: 500,
+            alerts: self.options.alerts.clone(),
         };
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = aigw_projector::run(common, args, stop).await {

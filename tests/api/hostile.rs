@@ -612,6 +612,7 @@ async fn concurrent_recordings_of_one_request_leave_one_outcome() {
         stream: false,
         accepted_at: at,
         route: None,
+        attribution: Default::default(),
         attempts: (0..attempts)
             .map(|_| Attempt {
                 provider_id: Uuid::nil(),

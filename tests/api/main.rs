@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acceptance;
+mod alerts;
+mod attribution;
 mod azure;
 mod billing;
 mod chat;

@@ -133,6 +133,7 @@ async fn a_model_too_long_for_the_views_is_quarantined_and_the_views_move_on() {
             stream: false,
             accepted_at: now,
             route: None,
+            attribution: Default::default(),
             attempts: vec![Attempt {
                 provider_id,
                 provider: "p".into(),
@@ -339,6 +340,7 @@ async fn an_unreadable_event_is_quarantined_and_a_rebuild_recovers_it_once_fixed
         usage_estimated: false,
         cost_micros: Some(1000),
         price_fallback: false,
+        attribution: Default::default(),
         latency_ms: 5,
         at: chrono::Utc::now(),
     };

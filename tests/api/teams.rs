@@ -480,7 +480,7 @@ async fn a_team_budget_shared_by_three_keys_holds_across_two_replicas() {
             other => panic!("{other}: {v}"),
         }
     }
-    assert!(ok >= 5 && ok < 90, "{ok} succeeded");
+    assert!((5..90).contains(&ok), "{ok} succeeded");
 
     // Every hold settled: the team spent exactly what its keys' successes
     // cost, never more than its budget.

@@ -242,6 +242,20 @@ try {
   check(csv.split('\r\n')[0].includes('cached_tokens,cache_write_tokens,reasoning_tokens,price_fallback_requests'), `CSV token classes: ${csv}`);
   await shot('billing-desktop-en');
 
+  step('billing: spend grouped by a dimension, with its CSV');
+  await page.waitForSelector('[data-testid="group-table"]');
+  await page.selectOption('[data-testid="group-by"]', 'model');
+  await poll('the model rows', async () => {
+    const names = await page.$$eval('[data-testid="group-table"] [data-testid="group-name"]', (c) => c.map((x) => x.textContent));
+    return names.includes('deepseek-v4-flash');
+  });
+  check((await page.textContent('[data-testid="group-table"] thead')).includes('Model'), 'the grouped table is headed by its dimension');
+  const [grouped] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="group-csv"]')]);
+  const groupedCsv = readFileSync(await grouped.path(), 'utf8');
+  check(groupedCsv.startsWith('model,requests,errors') && groupedCsv.includes('deepseek-v4-flash'), `grouped CSV: ${groupedCsv}`);
+  await page.selectOption('[data-testid="group-by"]', 'tag');
+  await page.waitForSelector('[data-testid="tag-note"]');
+
   step('jobs: submit four with the key (the mock runs, delays or refuses them)');
   const submitJob = async (content, metadata) => {
     const res = await fetch(`${BASE}/v1/jobs`, {
@@ -433,6 +447,16 @@ try {
     await go(`#/${p}`);
     await shot(`${p}-desktop-zh`);
   }
+  await go('#/billing');
+  await page.waitForSelector('[data-testid="group-table"]');
+  await page.selectOption('[data-testid="group-by"]', 'model');
+  await poll('the grouped view in Chinese', async () => {
+    const text = await page.textContent('#page');
+    return text.includes('按维度统计花费') && text.includes('分组依据') && (await page.textContent('[data-testid="group-table"] thead')).includes('模型');
+  });
+  await go('#/alerts');
+  check((await page.textContent('.topbar h1')) === '预算提醒', 'the Alerts title in Chinese');
+  await go('#/jobs');
   const jobsZh = await page.textContent('#page');
   for (const s of ['尝试次数', '筛选', '加载更多']) check(jobsZh.includes(s), `the Jobs page in Chinese shows “${s}”`);
   await poll('the batch to succeed', async () => (await page.$$eval('#page .badge', (bs) => bs.map((b) => b.textContent))).every((b) => b === '已成功'), 15000);
@@ -447,7 +471,7 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   for (const lang of ['zh', 'en']) {
     await page.selectOption('[data-testid="lang"]', lang);
-    for (const p of ['providers', 'keys', 'usage', 'requests', 'billing', 'jobs', 'routing']) {
+    for (const p of ['providers', 'keys', 'usage', 'requests', 'billing', 'jobs', 'alerts', 'routing']) {
       await go(`#/${p}`);
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
       check(width <= 390, `${p} (${lang}) is ${width}px wide at 390px`);

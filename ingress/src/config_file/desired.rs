@@ -399,6 +399,7 @@ fn key(decl: &KeyDecl, live: &BTreeMap<String, Vec<Arc<KeyEntry>>>) -> Result<De
         budget_tokens: Some(decl.budget_tokens),
         budget_period: decl.budget_period,
         max_concurrency: Some(decl.max_concurrency),
+        alert_thresholds: None,
         allowed_models: Some(decl.allowed_models.clone()),
         allowed_providers: Some(decl.allowed_providers.clone()),
         expires_at: Some(decl.expires_at),

@@ -42,6 +42,10 @@ pub struct NewKey {
     /// Synchronous requests in flight at once.
     #[schema(minimum = 1)]
     pub max_concurrency: Option<u32>,
+    /// Percentages of `budget_usd` whose crossing is an alert (1 to 100,
+    /// at most 10; default 50, 80, 100).
+    #[schema(max_items = 10)]
+    pub alert_thresholds: Option<Vec<u8>>,
     #[schema(max_items = 256)]
     pub allowed_models: Option<Vec<String>>,
     #[schema(max_items = 256)]

@@ -321,6 +321,8 @@ pub struct KeyLimits {
     pub budget_tokens: Option<i64>,
     pub budget_period: BudgetPeriod,
     pub max_concurrency: Option<u32>,
+    /// Budget alert thresholds, in percent.
+    pub alert_thresholds: Vec<u8>,
 }
 
 #[derive(ToSchema)]

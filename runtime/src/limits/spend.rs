@@ -31,27 +31,41 @@ impl SpendLog {
             return Err(format!("{entry}: not a budget entry"));
         };
         let owner = Owner::parse(key).ok_or_else(|| format!("{entry}: unknown owner"))?;
-        let (column, id) = match owner {
-            Owner::Key(id) => ("key_id", id),
-            Owner::Level(Level::Project(id)) => ("project_id", id),
-            Owner::Level(Level::Team(id)) => ("team_id", id),
-        };
-        let (from, to) = period_bounds(period).ok_or_else(|| format!("{entry}: unknown period"))?;
-        sqlx::query_as::<_, (i64, i64)>(&format!(
-            "SELECT coalesce(sum(cost_micros), 0)::int8,
-                    coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::int8
-             FROM request_log
-             WHERE {column} = $1
-               AND ($2::timestamptz IS NULL OR coalesce(at, finished_at) >= $2)
-               AND ($3::timestamptz IS NULL OR coalesce(at, finished_at) < $3)",
-        ))
-        .bind(id)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| format!("reading the spend of {entry} from the request log: {e}"))
+        owner_spend(&self.pool, owner, period)
+            .await
+            .map_err(|e| format!("reading the spend of {entry} from the request log: {e}"))
     }
+}
+
+/// What `owner` (a key, a project or a team) spent in budget period
+/// `period` (see `BudgetPeriod::period_id`) according to the request log, on
+/// any connection: micro-dollars and tokens. Budget alerts read it inside
+/// the projector's transaction, so it counts the batch being projected.
+pub async fn owner_spend<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    owner: Owner,
+    period: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    let (column, id) = match owner {
+        Owner::Key(id) => ("key_id", id),
+        Owner::Level(Level::Project(id)) => ("project_id", id),
+        Owner::Level(Level::Team(id)) => ("team_id", id),
+    };
+    let (from, to) = period_bounds(period)
+        .ok_or_else(|| sqlx::Error::Protocol(format!("unknown budget period {period:?}")))?;
+    sqlx::query_as::<_, (i64, i64)>(&format!(
+        "SELECT coalesce(sum(cost_micros), 0)::int8,
+                coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::int8
+         FROM request_log
+         WHERE {column} = $1
+           AND ($2::timestamptz IS NULL OR coalesce(at, finished_at) >= $2)
+           AND ($3::timestamptz IS NULL OR coalesce(at, finished_at) < $3)",
+    ))
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(executor)
+    .await
 }
 
 type Bound = Option<chrono::DateTime<chrono::Utc>>;

@@ -5,6 +5,13 @@
 //! Latency percentiles are computed at query time from the request log
 //! (`percentile_cont` over the rows of the group): exact, and the request log
 //! exists anyway, whereas mergeable histograms per hour would be approximate.
+//!
+//! `/admin/api/billing` without `group_by` answers per key and month from
+//! `billing_monthly`, as it always has; with `group_by` it is a report of
+//! the request log over a time range (`group_by`), as JSON or CSV (`csv`).
+
+pub mod csv;
+pub mod group_by;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +20,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -42,7 +51,7 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-fn usd(micros: i64) -> f64 {
+pub(crate) fn usd(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
@@ -205,11 +214,39 @@ pub async fn stats(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BillingQuery {
-    #[serde(default, deserialize_with = "day")]
-    pub from: Option<NaiveDate>,
-    #[serde(default, deserialize_with = "day")]
-    pub to: Option<NaiveDate>,
+    /// Without `group_by`: a day (`YYYY-MM-DD`) or month (`YYYY-MM`) whose
+    /// month is the first. With `group_by`: the range's start, a day, a
+    /// month or an RFC 3339 time (default: the current month).
+    pub from: Option<String>,
+    /// Without `group_by`: the last month's day or month. With `group_by`:
+    /// the range's end, exclusive as an RFC 3339 time, inclusive as a day
+    /// or month; at most 366 days after `from`.
+    pub to: Option<String>,
     pub key: Option<Uuid>,
+    /// Group the range's spend by `team`, `project`, `key`, `user`, `tag`,
+    /// `model` or `provider` (from the request log). A request with several tags
+    /// counts in each of their rows.
+    #[param(pattern = "^(team|project|key|user|tag|model|provider)$")]
+    pub group_by: Option<String>,
+    /// `json` (the default) or `csv` (with `group_by`); `Accept: text/csv`
+    /// asks for CSV too.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+}
+
+/// A legacy `from`/`to`: `YYYY-MM-DD`, or `YYYY-MM` (its first day).
+fn legacy_day(value: Option<&str>, param: &'static str) -> Result<Option<NaiveDate>, ApiError> {
+    let Some(s) = value else { return Ok(None) };
+    let s = if s.len() == 7 {
+        format!("{s}-01")
+    } else {
+        s.to_string()
+    };
+    s.parse().map(Some).map_err(|_| ApiError::BadRequest {
+        message: format!("'{param}' must be YYYY-MM-DD or YYYY-MM."),
+        param: Some(param),
+        code: None,
+    })
 }
 
 type BillingRow = (
@@ -229,20 +266,56 @@ type BillingRow = (
 );
 
 /// `GET /admin/api/billing?from=&to=&key=`: per key and month, line items per
-/// model. `from`/`to` select the months they fall in.
+/// model. `from`/`to` select the months they fall in. With
+/// `group_by=team|project|key|user|tag|model|provider`: the spend of a time range by that
+/// dimension, with its total, as JSON or CSV (`format=csv`).
 #[utoipa::path(
     get,
     path = "/admin/api/billing",
     tag = "reports",
-    summary = "Cost per key and month",
+    summary = "Cost per key and month, or over a range grouped by a dimension (JSON or CSV)",
     params(BillingQuery),
-    responses((status = 200, description = "The billing rows.", body = crate::openapi::admin::Report))
+    responses((status = 200, description = "The billing rows; with `group_by`, a report with `data` (one row per group: `group`, requests, errors, every token class, cost), `total`, and `rows_sum_to_total` (false for `tag`: a request with several tags counts in each). With `format=csv`, the rows as CSV (a header row first) as an attachment.", content((crate::openapi::admin::Report = "application/json"), (String = "text/csv"))))
 )]
 pub async fn billing(
     State(state): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<BillingQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = query(q)?;
+    if let Some(name) = q.group_by.as_deref() {
+        let dimension = group_by::Dimension::parse(name).ok_or_else(|| ApiError::BadRequest {
+            message: "'group_by' must be one of team, project, key, user, tag, model, provider."
+                .into(),
+            param: Some("group_by"),
+            code: None,
+        })?;
+        let format = group_by::Format::of(q.format.as_deref(), &headers)?;
+        let range = group_by::range(q.from.as_deref(), q.to.as_deref(), Utc::now())?;
+        let report = group_by::report(&state.stores.pool, dimension, range, q.key)
+            .await
+            .map_err(ApiError::internal)?;
+        return report.into_response(format);
+    }
+    if q.format.as_deref().is_some_and(|f| f != "json") {
+        return Err(ApiError::BadRequest {
+            message: "'format=csv' needs 'group_by'.".into(),
+            param: Some("format"),
+            code: None,
+        });
+    }
+    let from = legacy_day(q.from.as_deref(), "from")?;
+    let to = legacy_day(q.to.as_deref(), "to")?;
+    Ok(monthly(&state, from, to, q.key).await?.into_response())
+}
+
+/// Per key and month, from `billing_monthly`.
+async fn monthly(
+    state: &AppState,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    key: Option<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     let rows: Vec<BillingRow> = sqlx::query_as(&format!(
         "SELECT key_id, month, model, requests, errors, prompt_tokens, completion_tokens,
                 cost_micros, unpriced_requests, images, characters, audio_seconds, {}
@@ -253,9 +326,9 @@ pub async fn billing(
          ORDER BY key_id, month, model",
         classes::COLUMNS
     ))
-    .bind(q.from)
-    .bind(q.to)
-    .bind(q.key)
+    .bind(from)
+    .bind(to)
+    .bind(key)
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
@@ -343,6 +416,22 @@ pub struct RequestsQuery {
     pub limit: Option<i64>,
     /// Cursor: the `next` of the previous page (newest first).
     pub before: Option<Uuid>,
+    /// Only requests attributed to this end user (`x-aigw-user` or `user`).
+    pub user: Option<String>,
+    /// Only requests carrying this tag.
+    pub tag: Option<String>,
+}
+
+/// Checks `user` and `tag` filters by the rules their values were stored
+/// under: a value no request can carry is a 400, not an empty list.
+pub(crate) fn attribution_filters(user: Option<&str>, tag: Option<&str>) -> Result<(), ApiError> {
+    if let Some(u) = user {
+        crate::validate::check("user", u, crate::attribution::user_rule)?;
+    }
+    if let Some(t) = tag {
+        crate::validate::check("tag", t, crate::attribution::tag_rule)?;
+    }
+    Ok(())
 }
 
 type LogRow = (
@@ -379,6 +468,7 @@ pub async fn requests(
     q: Result<Query<RequestsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
+    attribution_filters(q.user.as_deref(), q.tag.as_deref())?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows: Vec<LogRow> = sqlx::query_as(
         "SELECT id, at, finished_at, key_id, model, provider, attempts, status, http_status,
@@ -386,7 +476,8 @@ pub async fn requests(
                 jsonb_build_object('stream', stream, 'usage_estimated', estimated,
                     'cached_tokens', cached_tokens, 'cache_write_5m_tokens', cache_write_5m_tokens,
                     'cache_write_1h_tokens', cache_write_1h_tokens,
-                    'reasoning_tokens', reasoning_tokens, 'price_fallback', price_fallback)
+                    'reasoning_tokens', reasoning_tokens, 'price_fallback', price_fallback,
+                    'user', user_id, 'tags', coalesce(tags, '{}'))
          FROM request_log
          WHERE ($1::uuid IS NULL OR key_id = $1)
            AND ($2::text IS NULL OR model = $2)
@@ -395,6 +486,8 @@ pub async fn requests(
            AND ($5::timestamptz IS NULL OR at >= $5)
            AND ($6::timestamptz IS NULL OR at < $6)
            AND ($7::uuid IS NULL OR id < $7)
+           AND ($9::text IS NULL OR user_id = $9)
+           AND ($10::text IS NULL OR tags @> ARRAY[$10::text])
          ORDER BY id DESC
          LIMIT $8",
     )
@@ -406,6 +499,8 @@ pub async fn requests(
     .bind(q.to)
     .bind(q.before)
     .bind(limit + 1)
+    .bind(&q.user)
+    .bind(&q.tag)
     .fetch_all(&state.stores.pool)
     .await
     .map_err(ApiError::internal)?;
@@ -447,7 +542,7 @@ pub async fn requests(
                     "cost_micros": cost,
                     "latency_ms": latency,
                 });
-                // Stream, estimate, token classes and fallback flag.
+                // Stream, estimate, token classes, fallback flag, user, tags.
                 if let (Some(obj), Value::Object(more)) = (row.as_object_mut(), more_columns) {
                     obj.extend(more);
                 }
