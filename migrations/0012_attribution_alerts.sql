@@ -11,11 +11,12 @@ ALTER TABLE request_log
 CREATE INDEX IF NOT EXISTS request_log_tags ON request_log USING gin (tags);
 CREATE INDEX IF NOT EXISTS request_log_user_id ON request_log (user_id, id)
     WHERE user_id IS NOT NULL;
--- Billing by dimension scans a time range of finished requests; with the
--- grouped columns included, the scan needs no heap visit per row on a
--- well-vacuumed table.
+-- Billing by dimension scans a time range of finished requests. Only
+-- fixed-width columns are included: a text column in an index row makes a
+-- request whose model or user is long enough (btree rows hold at most
+-- 2704 bytes) unwritable, which would quarantine its events.
 CREATE INDEX IF NOT EXISTS request_log_finished_at_billing ON request_log (finished_at)
-    INCLUDE (key_id, model, provider, user_id, status, cost_micros);
+    INCLUDE (key_id, project_id, team_id, status, cost_micros);
 
 -- Budget alerts: one row per `BudgetThresholdCrossed` event (the event is
 -- the truth; this row, written in the same transaction, is the outbox that
