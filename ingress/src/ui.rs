@@ -32,6 +32,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("forms.js", JS, include_str!("../ui/forms.js")),
     ("providers.js", JS, include_str!("../ui/providers.js")),
     ("keys.js", JS, include_str!("../ui/keys.js")),
+    ("teams.js", JS, include_str!("../ui/teams.js")),
+    ("limits.js", JS, include_str!("../ui/limits.js")),
     ("usage.js", JS, include_str!("../ui/usage.js")),
     ("requests.js", JS, include_str!("../ui/requests.js")),
     ("billing.js", JS, include_str!("../ui/billing.js")),

@@ -11,6 +11,7 @@ import { clear, h, icon, nextId } from './dom.js';
 import { hasToken, onRender, signIn, signOut } from './api.js';
 import { pageProviders } from './providers.js';
 import { pageKeys } from './keys.js';
+import { pageTeams } from './teams.js';
 import { pageUsage } from './usage.js';
 import { pageRequests } from './requests.js';
 import { pageBilling } from './billing.js';
@@ -21,6 +22,7 @@ import { pageAliases } from './routing.js';
 const PAGES = [
   { id: 'providers', render: pageProviders },
   { id: 'keys', render: pageKeys },
+  { id: 'teams', render: pageTeams },
   { id: 'usage', render: pageUsage },
   { id: 'requests', render: pageRequests },
   { id: 'billing', render: pageBilling },

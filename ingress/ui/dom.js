@@ -8,6 +8,7 @@ import { t } from './i18n.js';
 const ICONS = {
   providers: 'M4 4h16v6H4zM4 14h16v6H4zM7 7h1M7 17h1',
   keys: 'M8 15a4 4 0 1 1 0-8 4 4 0 0 1 0 8zM12 11h9M18 11v3M21 11v2',
+  teams: 'M9 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zM3 20v-1a6 6 0 0 1 12 0v1M16 5a3 3 0 0 1 0 6M18 14a5 5 0 0 1 3 5v1',
   usage: 'M5 20V11M11 20V5M17 20v-7M3 20h18',
   requests: 'M9 6h12M9 12h12M9 18h12M4 6h1M4 12h1M4 18h1',
   billing: 'M6 3h12v18l-3-2-3 2-3-2-3 2zM9 8h6M9 12h6M9 16h3',

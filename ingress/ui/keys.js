@@ -1,46 +1,41 @@
 // The API keys page: create (the secret shown once), list with status,
-// limits and budget use; edit, top up, rotate, revoke, and each key's
+// project, limits and budget use; edit (project, limits, budget, alert
+// thresholds, scopes, expiry), top up, rotate, revoke, and each key's
 // history.
 //
 // Invariant: a key's secret appears only in the dialog that follows its
 // creation or rotation (a read-only input), never in the list or a URL.
 import { t } from './i18n.js';
 import { badge, card, emptyState, h, nextId, table, toast } from './dom.js';
-import { fmtInt, fmtTime, fmtUsd } from './format.js';
+import { fmtTime, shortId } from './format.js';
 import { api, render } from './api.js';
-import { confirmDialog, formDialog, list, openDialog } from './forms.js';
+import { confirmDialog, formDialog, openDialog } from './forms.js';
+import { budgetCell, fillMeters, limitBody, limitFields, rateCell } from './limits.js';
+import { listProjects, projectLabel } from './teams.js';
 
-function keyFields(k = {}) {
-  const l = k.limits || {};
-  const s = k.scopes || {};
-  const num = (v) => (v === null || v === undefined ? '' : String(v));
+/** The key form's fields; `projects` (from listProjects) fill the project selector. */
+function keyFields(k, projects) {
+  const key = k || {};
+  // A revoked key may name a project deleted since: still offered, by id.
+  const known = !key.project_id || projects.some((p) => p.id === key.project_id);
   return [
-    { name: 'name', label: t('common.name'), required: true, value: k.name || '' },
-    { name: 'owner', label: t('keys.owner'), value: k.owner || '' },
-    { name: 'rpm', label: t('keys.rpm'), type: 'number', value: num(l.rpm), placeholder: t('common.unlimited') },
-    { name: 'tpm', label: t('keys.tpm'), type: 'number', value: num(l.tpm), placeholder: t('common.unlimited') },
-    { name: 'budget_usd', label: t('keys.budget_usd'), type: 'number', value: num(l.budget_usd), placeholder: t('common.unlimited') },
-    { name: 'budget_tokens', label: t('keys.budget_tokens'), type: 'number', value: num(l.budget_tokens), placeholder: t('common.unlimited') },
-    { name: 'budget_period', label: t('keys.budget_period'), type: 'select', value: l.budget_period || 'monthly', options: ['daily', 'monthly', 'total'].map((p) => [p, t(`keys.period.${p}`)]) },
-    { name: 'allowed_models', label: t('keys.allowed_models'), value: (s.allowed_models || []).join(', '), hint: t('keys.scopes.hint') },
-    { name: 'allowed_providers', label: t('keys.allowed_providers'), value: (s.allowed_providers || []).join(', '), hint: t('keys.scopes.hint') },
-    { name: 'expires_at', label: t('keys.expires_at'), type: 'datetime-local', value: k.expires_at ? new Date(k.expires_at).toISOString().slice(0, 16) : '' },
+    { name: 'name', label: t('common.name'), required: true, value: key.name || '' },
+    { name: 'owner', label: t('keys.owner'), value: key.owner || '' },
+    {
+      name: 'project_id', label: t('keys.project'), type: 'select', value: key.project_id || '', hint: t('keys.project.hint'),
+      options: [['', t('keys.project.none')], ...projects.map((p) => [p.id, projectLabel(p)]), ...(known ? [] : [[key.project_id, shortId(key.project_id)]])],
+    },
+    ...limitFields(key.limits, key.scopes),
+    { name: 'expires_at', label: t('keys.expires_at'), type: 'datetime-local', value: key.expires_at ? new Date(key.expires_at).toISOString().slice(0, 16) : '' },
   ];
 }
 
-function keyBody(v, editing) {
-  const body = { name: v.name };
-  const intOrNull = (s) => (s === '' ? null : Math.floor(Number(s)));
-  for (const f of ['rpm', 'tpm', 'budget_tokens']) {
-    const val = intOrNull(v[f]);
-    if (editing || val !== null) body[f] = val;
-  }
-  const usd = v.budget_usd === '' ? null : Number(v.budget_usd);
-  if (editing || usd !== null) body.budget_usd = usd;
+/** A create (`k` undefined) or PATCH body from the key form's values. */
+function keyBody(v, k) {
+  const editing = k !== undefined;
+  const body = { name: v.name, ...limitBody(v, editing ? k.limits || {} : undefined) };
   if (editing || v.owner) body.owner = v.owner || null;
-  body.budget_period = v.budget_period;
-  body.allowed_models = list(v.allowed_models);
-  body.allowed_providers = list(v.allowed_providers);
+  if (editing || v.project_id) body.project_id = v.project_id || null;
   if (v.expires_at) body.expires_at = new Date(v.expires_at).toISOString();
   else if (editing) body.expires_at = null;
   return body;
@@ -68,28 +63,9 @@ function showSecret(title, secret) {
   input.select();
 }
 
-function budgetCell(k, detail) {
-  const l = k.limits || {};
-  const b = detail?.budget;
-  if (!l.budget_usd && !l.budget_tokens) return h('span', { class: 'muted' }, t('common.unlimited'));
-  const parts = [];
-  if (b && b.budget_usd !== null && b.budget_usd !== undefined) {
-    const used = Math.min(1, (b.spent_usd + b.held_usd) / (b.budget_usd || 1));
-    parts.push(h('div', {}, `${fmtUsd(b.spent_usd, 4)} ${t('keys.spent')} / ${fmtUsd(b.budget_usd, 2)}`),
-      h('div', { class: 'meter', role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(Math.round(used * 100)), 'aria-label': t('keys.budget') }, h('span', { style: undefined, class: 'meter-fill', 'data-w': String(Math.round(used * 100)) })),
-      h('div', { class: 'sub' }, `${fmtUsd(b.remaining_usd, 4)} ${t('keys.remaining')} · ${t(`keys.period.${l.budget_period || 'monthly'}`)}`));
-  } else if (l.budget_usd) {
-    parts.push(h('div', {}, fmtUsd(l.budget_usd, 2)));
-  }
-  if (l.budget_tokens) {
-    const spent = b ? fmtInt(b.spent_tokens) : '?';
-    parts.push(h('div', { class: 'sub' }, `${spent} / ${fmtInt(l.budget_tokens)} tokens`));
-  }
-  return h('div', {}, parts);
-}
-
 export async function pageKeys(page) {
-  const keys = (await api('GET', '/keys'))?.data || [];
+  const [keys, projects] = await Promise.all([api('GET', '/keys').then((r) => r?.data || []), listProjects()]);
+  const projectOf = new Map(projects.map((p) => [p.id, p]));
   keys.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
   const details = new Map();
   await Promise.all(keys.filter((k) => k.status === 'active').slice(0, 100).map(async (k) => {
@@ -100,8 +76,8 @@ export async function pageKeys(page) {
     }
   }));
   const reload = () => render();
-  const create = () => formDialog(t('keys.create.title'), keyFields(), async (v) => {
-    const created = await api('POST', '/keys', keyBody(v, false));
+  const create = () => formDialog(t('keys.create.title'), keyFields(undefined, projects), async (v) => {
+    const created = await api('POST', '/keys', keyBody(v));
     reload();
     showSecret(t('keys.created.title'), created.key);
   });
@@ -109,15 +85,16 @@ export async function pageKeys(page) {
     { label: t('common.name'), cell: (k) => h('div', { class: 'cell-main' }, h('span', { class: 'strong', 'data-testid': 'key-name' }, k.name), k.owner ? h('span', { class: 'sub' }, k.owner) : null) },
     { label: t('keys.prefix'), cell: (k) => h('code', {}, `${k.prefix}…`) },
     { label: t('keys.status'), cell: (k) => badge(t(`keys.status.${k.status}`), { active: 'ok', revoked: 'bad', expired: 'warn' }[k.status] || 'muted') },
-    { label: t('keys.limits'), cell: (k) => h('div', { class: 'sub-list' }, h('div', {}, `RPM ${k.limits?.rpm ?? '∞'}`), h('div', {}, `TPM ${k.limits?.tpm ? fmtInt(k.limits.tpm) : '∞'}`)) },
-    { label: t('keys.budget'), cell: (k) => budgetCell(k, details.get(k.id)) },
+    { label: t('keys.project'), cell: (k) => projectCell(k.project_id, projectOf) },
+    { label: t('keys.limits'), cell: (k) => rateCell(k.limits) },
+    { label: t('keys.budget'), cell: (k) => budgetCell(k.limits, details.get(k.id)?.budget) },
     { label: t('keys.created'), cell: (k) => h('span', { class: 'nowrap' }, fmtTime(k.created_at)) },
     {
       label: t('common.actions'),
       cell: (k) => h('div', { class: 'actions' },
         k.status === 'active' ? [
-          h('button', { type: 'button', class: 'btn btn-sm', onclick: () => formDialog(t('keys.edit.title', { name: k.name }), keyFields(k), async (v) => {
-            await api('PATCH', `/keys/${encodeURIComponent(k.id)}`, keyBody(v, true));
+          h('button', { type: 'button', class: 'btn btn-sm', onclick: () => formDialog(t('keys.edit.title', { name: k.name }), keyFields(k, projects), async (v) => {
+            await api('PATCH', `/keys/${encodeURIComponent(k.id)}`, keyBody(v, k));
             toast(t('common.saved'));
             reload();
           }) }, t('common.edit')),
@@ -160,7 +137,15 @@ export async function pageKeys(page) {
   ], keys, { testid: 'keys-table' });
   page.append(card(t('keys.title'), body,
     h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'create-key', onclick: create }, `+ ${t('keys.create')}`)));
-  for (const fill of page.querySelectorAll('.meter-fill')) fill.style.width = `${fill.dataset.w}%`;
+  fillMeters(page);
+}
+
+/** A key's project, with its team below (none: a dash). */
+function projectCell(id, projectOf) {
+  if (!id) return h('span', { class: 'muted' }, '—');
+  const p = projectOf.get(id);
+  if (!p) return h('code', {}, shortId(id));
+  return h('div', { class: 'cell-main' }, h('span', { 'data-testid': 'key-project' }, p.name), p.team_name ? h('span', { class: 'sub' }, p.team_name) : null);
 }
 
 async function keyHistory(k) {
