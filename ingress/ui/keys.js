@@ -82,13 +82,13 @@ export async function pageKeys(page) {
     showSecret(t('keys.created.title'), created.key);
   });
   const body = keys.length === 0 ? emptyState(t('keys.none')) : table([
-    { label: t('common.name'), cell: (k) => h('div', { class: 'cell-main' }, h('span', { class: 'strong', 'data-testid': 'key-name' }, k.name), k.owner ? h('span', { class: 'sub' }, k.owner) : null) },
-    { label: t('keys.prefix'), cell: (k) => h('code', {}, `${k.prefix}…`) },
+    // The prefix under the name keeps the table within a desktop's width.
+    { label: t('common.name'), cell: (k) => h('div', { class: 'cell-main' }, h('span', { class: 'strong', 'data-testid': 'key-name' }, k.name), k.owner ? h('span', { class: 'sub' }, k.owner) : null, h('code', { class: 'sub', title: t('keys.prefix') }, `${k.prefix}…`)) },
     { label: t('keys.status'), cell: (k) => badge(t(`keys.status.${k.status}`), { active: 'ok', revoked: 'bad', expired: 'warn' }[k.status] || 'muted') },
     { label: t('keys.project'), cell: (k) => projectCell(k.project_id, projectOf) },
     { label: t('keys.limits'), cell: (k) => rateCell(k.limits) },
     { label: t('keys.budget'), cell: (k) => budgetCell(k.limits, details.get(k.id)?.budget) },
-    { label: t('keys.created'), cell: (k) => h('span', { class: 'nowrap' }, fmtTime(k.created_at)) },
+    { label: t('keys.created'), cell: (k) => fmtTime(k.created_at) },
     {
       label: t('common.actions'),
       cell: (k) => h('div', { class: 'actions' },
