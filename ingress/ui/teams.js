@@ -101,7 +101,7 @@ function summary(unit, detail) {
     item(t('limits.thresholds'), h('div', {}, (unit.limits?.alert_thresholds || []).map((x) => `${x}%`).join(' · ') || '—')));
 }
 
-function projectsTable(team, projects, budgets) {
+function projectsTable(projects, budgets) {
   if (!projects.length) return emptyState(t('projects.none'));
   return table([
     { label: t('common.name'), cell: (p) => h('span', { class: 'strong', 'data-testid': 'project-name' }, p.name) },
@@ -132,7 +132,7 @@ function teamPanel(team, detail, projects, budgets) {
   const panel = card(h('span', { 'data-testid': 'team-name' }, team.name), [
     summary(team, detail),
     h('h3', { class: 'subhead' }, t('teams.projects'), h('span', { class: 'count' }, String(projects.length))),
-    projectsTable(team, projects, budgets),
+    projectsTable(projects, budgets),
   ], actions);
   panel.dataset.team = team.name;
   panel.setAttribute('data-testid', 'team');

@@ -353,6 +353,7 @@ try {
       .map((id) => r.querySelector(`[data-testid="${id}"]`).textContent).join(' ')));
     return rows.includes('Team e2e-team 1%');
   });
+  await shot('alerts-desktop-en');
   await go('#/billing');
   await page.selectOption('[data-testid="group-by"]', 'team');
   await poll('the team in billing', async () => {
