@@ -19,6 +19,16 @@ export function fmtTime(s) {
   return d.toLocaleString(getLang() === 'zh' ? 'zh-CN' : 'en', { dateStyle: 'medium', timeStyle: 'short' });
 }
 export const isoDay = (d) => d.toISOString().slice(0, 10);
+
+/** A time as a `datetime-local` input holds it: in the browser's time zone
+ * (which is how the input reads it back), to the minute; '' for none. */
+export function localInput(s) {
+  if (!s) return '';
+  const d = new Date(s);
+  if (Number.isNaN(d.getTime())) return '';
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
 export const shortId = (id) => String(id || '').slice(-8);
 
 /** A CSV cell: quoted when needed, and never a spreadsheet formula. */

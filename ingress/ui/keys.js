@@ -7,7 +7,7 @@
 // creation or rotation (a read-only input), never in the list or a URL.
 import { t } from './i18n.js';
 import { badge, card, emptyState, h, nextId, table, toast } from './dom.js';
-import { fmtTime, shortId } from './format.js';
+import { fmtTime, localInput, shortId } from './format.js';
 import { api, render } from './api.js';
 import { confirmDialog, formDialog, openDialog } from './forms.js';
 import { budgetCell, fillMeters, limitBody, limitFields, rateCell } from './limits.js';
@@ -26,7 +26,7 @@ function keyFields(k, projects) {
       options: [['', t('keys.project.none')], ...projects.map((p) => [p.id, projectLabel(p)]), ...(known ? [] : [[key.project_id, shortId(key.project_id)]])],
     },
     ...limitFields(key.limits, key.scopes),
-    { name: 'expires_at', label: t('keys.expires_at'), type: 'datetime-local', value: key.expires_at ? new Date(key.expires_at).toISOString().slice(0, 16) : '' },
+    { name: 'expires_at', label: t('keys.expires_at'), type: 'datetime-local', value: localInput(key.expires_at) },
   ];
 }
 
@@ -36,8 +36,11 @@ function keyBody(v, k) {
   const body = { name: v.name, ...limitBody(v, editing ? k.limits || {} : undefined) };
   if (editing || v.owner) body.owner = v.owner || null;
   if (editing || v.project_id) body.project_id = v.project_id || null;
-  if (v.expires_at) body.expires_at = new Date(v.expires_at).toISOString();
-  else if (editing) body.expires_at = null;
+  // Sent only when changed: the field holds minutes, the key may have seconds.
+  if (!editing || v.expires_at !== localInput(k.expires_at)) {
+    if (v.expires_at) body.expires_at = new Date(v.expires_at).toISOString();
+    else if (editing) body.expires_at = null;
+  }
   return body;
 }
 

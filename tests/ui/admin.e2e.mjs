@@ -20,6 +20,8 @@ const browser = await chromium.launchPersistentContext(userDataDir, {
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
   viewport: { width: 1280, height: 800 },
   locale: 'en-US',
+  // A user east of UTC: times typed in forms are local, the API's are UTC.
+  timezoneId: 'Asia/Shanghai',
   acceptDownloads: true,
 });
 
@@ -330,6 +332,22 @@ try {
   const selected = await page.$eval('dialog[open] select[name="project_id"]', (s) => s.selectedOptions[0].textContent);
   check(selected === 'e2e-team › e2e-project', `the edit form shows the key's project (got ${selected})`);
   await page.keyboard.press('Escape');
+
+  step('saving a key unchanged keeps its expiry (the browser is at UTC+8)');
+  const adminHeaders = { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' };
+  const keyList = await (await fetch(`${BASE}/admin/api/keys`, { headers: adminHeaders })).json();
+  const teamKeyId = keyList.data.find((k) => k.name === 'e2e-team-key').id;
+  const expiry = '2030-01-01T00:00:00Z';
+  const expiresAt = async () => (await (await fetch(`${BASE}/admin/api/keys/${teamKeyId}`, { headers: adminHeaders })).json()).expires_at;
+  await fetch(`${BASE}/admin/api/keys/${teamKeyId}`, { method: 'PATCH', headers: adminHeaders, body: JSON.stringify({ expires_at: expiry }) });
+  await go('#/keys');
+  await teamKeyRow.locator('button:has-text("Edit")').click();
+  const shownExpiry = await page.inputValue('dialog[open] input[name="expires_at"]');
+  check(shownExpiry === '2030-01-01T08:00', `the form shows the expiry in local time (got ${shownExpiry})`);
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open]', { state: 'detached' });
+  const kept = await expiresAt();
+  check(kept && Date.parse(kept) === Date.parse(expiry), `the expiry is unchanged (got ${kept})`);
   await shot('keys-desktop-en');
 
   step('a chat with the project\'s key: the team\'s budget use, its alert, and billing by team');
