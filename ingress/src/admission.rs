@@ -301,7 +301,7 @@ pub async fn admit_for(
 
 /// The targets the key's scopes allow (the same rule the dispatcher applies
 /// again to every target it routes or fails over to).
-fn allowed_targets<'a>(
+pub(crate) fn allowed_targets<'a>(
     settings: &aigw_events::key::KeySettings,
     model: &str,
     targets: &'a [Target],

@@ -200,6 +200,8 @@ pub async fn submit(
         endpoint: chat.endpoint,
         scopes: Some(key.state.settings.scopes.clone()),
         body_object: None,
+        dialect: Default::default(),
+        native_body: None,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {
