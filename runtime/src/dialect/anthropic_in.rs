@@ -6,7 +6,9 @@
 //! - Nothing that changes the answer is lost silently: what OpenAI chat
 //!   cannot express (server tools, documents, `top_k`, MCP servers, ...)
 //!   is named in [`Translated::native_only`], and the ingress then refuses
-//!   the request unless every target speaks Anthropic natively.
+//!   the request unless every target speaks Anthropic natively. (A block
+//!   of that kind leaves a `[type]` placeholder in its turn, so the
+//!   translation, used then only to admit the request, stays valid.)
 //! - Dropped, because they are advisory: `cache_control` on any block,
 //!   `metadata`, `context_management`, `output_config.effort`,
 //!   `service_tier`, `thinking` of type `adaptive`, thinking blocks of
@@ -68,12 +70,11 @@ enum ToolChoice {
     None,
 }
 
+/// `thinking` of type `enabled` (the other types, `disabled`, `adaptive`
+/// and any newer one, leave the effort to the model).
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Thinking {
-    Enabled { budget_tokens: u64 },
-    Disabled,
-    Adaptive,
+struct EnabledThinking {
+    budget_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -149,10 +150,20 @@ pub fn to_chat(body: &Value) -> Result<Translated, DialectError> {
         match role {
             Some("user") => user_turn(content, &param, &mut messages, &mut refuse)?,
             Some("assistant") => assistant_turn(content, &param, &mut messages, &mut refuse)?,
+            // A system message mid-conversation (Claude Code sends them).
+            Some("system") => {
+                let text = system_text(content).map_err(|_| {
+                    DialectError::new(
+                        format!("{param}.content"),
+                        format!("'{param}.content' must be a string or text blocks."),
+                    )
+                })?;
+                messages.push(json!({"role": "system", "content": text}));
+            }
             _ => {
                 return Err(DialectError::new(
                     format!("{param}.role"),
-                    format!("'{param}.role' must be 'user' or 'assistant'."),
+                    format!("'{param}.role' must be 'user', 'assistant' or 'system'."),
                 ));
             }
         }
@@ -247,10 +258,20 @@ pub fn to_chat(body: &Value) -> Result<Translated, DialectError> {
     if let Some(p) = parallel.filter(|_| out.contains_key("tools")) {
         out.insert("parallel_tool_calls".into(), Value::Bool(p));
     }
-    if let Some(thinking) = obj.get("thinking").filter(|t| !t.is_null())
-        && let Thinking::Enabled { budget_tokens } = field::<Thinking>(thinking, "thinking")?
-    {
-        out.insert("reasoning_effort".into(), json!(effort(budget_tokens)));
+    if let Some(thinking) = obj.get("thinking").filter(|t| !t.is_null()) {
+        match thinking.get("type").and_then(Value::as_str) {
+            Some("enabled") => {
+                let t: EnabledThinking = field(thinking, "thinking")?;
+                out.insert("reasoning_effort".into(), json!(effort(t.budget_tokens)));
+            }
+            Some(_) => {}
+            None => {
+                return Err(DialectError::new(
+                    "thinking",
+                    "'thinking' must be an object with a 'type'.",
+                ));
+            }
+        }
     }
     let format = obj
         .get("output_format")
@@ -369,6 +390,7 @@ fn user_turn(
             "text" => parts.push(json!({"type": "text", "text": text_of(block, &param)?})),
             "image" => {
                 if block.pointer("/source/type").and_then(Value::as_str) == Some("file") {
+                    parts.push(json!({"type": "text", "text": "[image]"}));
                     refuse(format!("{param}.source"));
                     continue;
                 }
@@ -413,8 +435,12 @@ fn user_turn(
                 messages.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
             }
             // Documents, search results and anything newer: only Anthropic
-            // reads them.
-            _ => refuse(param),
+            // reads them. A placeholder keeps the turn (the translation of
+            // such a request is only ever used to admit it).
+            kind => {
+                parts.push(json!({"type": "text", "text": format!("[{kind}]")}));
+                refuse(param);
+            }
         }
     }
     if !parts.is_empty() {
@@ -464,7 +490,10 @@ fn assistant_turn(
             }
             // Earlier reasoning: its signature means nothing elsewhere.
             "thinking" | "redacted_thinking" => {}
-            _ => refuse(param),
+            kind => {
+                text.push_str(&format!("[{kind}]"));
+                refuse(param);
+            }
         }
     }
     if text.is_empty() && calls.is_empty() {
@@ -495,11 +524,14 @@ mod tests {
         let t = chat(json!({
             "model": "m", "max_tokens": 32000, "stream": true,
             "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
-            "tools": [{"name": "Bash", "description": "run", "input_schema": {"type": "object"}}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]},
+                {"role": "system", "content": [{"type": "text", "text": "# Environment", "cache_control": {"type": "ephemeral"}}]},
+            ],
+            "tools": [{"name": "Bash", "description": "run", "input_schema": {"type": "object"}, "defer_loading": true}],
             "thinking": {"type": "enabled", "budget_tokens": 31999},
             "metadata": {"user_id": "u"},
-            "context_management": {"edits": []},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
             "output_config": {"effort": "high"},
         }));
         assert_eq!(t.native_only, None);
@@ -512,6 +544,7 @@ mod tests {
                 "messages": [
                     {"role": "system", "content": "You are Claude Code."},
                     {"role": "user", "content": "hi"},
+                    {"role": "system", "content": "# Environment"},
                 ],
                 "tools": [{"type": "function", "function": {"name": "Bash", "description": "run", "parameters": {"type": "object"}}}],
                 "reasoning_effort": "high",
@@ -588,6 +621,13 @@ mod tests {
             Some("messages[0].content[0]")
         );
         assert_eq!(base(json!({"metadata": {"user_id": "x"}})), None);
+        // Such a turn keeps its place (the translation stays a valid body).
+        let t = chat(json!({"model": "m", "max_tokens": 1,
+            "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}));
+        assert_eq!(
+            t.body["messages"],
+            json!([{"role": "user", "content": "[document]"}])
+        );
     }
 
     #[test]
@@ -625,9 +665,15 @@ mod tests {
         );
         assert_eq!(
             err(
-                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]})
+                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]})
             ),
             "messages[0].role"
+        );
+        assert_eq!(
+            err(
+                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": 5}]})
+            ),
+            "messages[0].content"
         );
         assert_eq!(
             err(
