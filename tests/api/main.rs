@@ -6,9 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acceptance;
+mod anthropic_messages;
 mod azure;
 mod billing;
 mod chat;
+mod claude_code;
 mod concurrency;
 mod config_file;
 mod cost;
