@@ -214,6 +214,8 @@ pub async fn submit(
         rate_levels: admitted.rate_levels.clone(),
         rate_on_key: admitted.rate_on_key,
         attribution,
+        dialect: Default::default(),
+        native_body: None,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {

@@ -7,10 +7,12 @@
 
 mod acceptance;
 mod alerts;
+mod anthropic_messages;
 mod attribution;
 mod azure;
 mod billing;
 mod chat;
+mod claude_code;
 mod concurrency;
 mod config_file;
 mod cost;
