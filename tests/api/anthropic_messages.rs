@@ -14,37 +14,66 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::acceptance::{body, sse, sse_response};
 use crate::harness::{TestEnv, user};
 
-/// An OpenAI-compatible upstream: a streamed text, a tool call when tools
-/// are offered and no result came back yet, else a text answer; usage with
-/// cache reads so the token classes show in Anthropic's usage.
+/// An OpenAI-compatible upstream: a tool call when tools are offered and
+/// no result came back yet (streamed: reasoning first, then the call's
+/// arguments in two pieces), else a text answer; usage with cache reads so
+/// the token classes show in Anthropic's usage.
 pub(crate) fn openai_upstream(r: &Request) -> ResponseTemplate {
     let b = body(r);
     let model = b["model"].as_str().unwrap_or("m").to_string();
     let usage = json!({"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1020,
         "prompt_tokens_details": {"cached_tokens": 600}});
+    let messages = b["messages"].as_array().cloned().unwrap_or_default();
+    let answered = messages.iter().any(|m| m["role"] == "tool");
     if b["stream"] == true {
         let chunk = |delta: Value, finish: Value| {
             json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         };
-        let events = [
-            (
-                None,
-                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            ),
-            (None, chunk(json!({"content": "pong"}), Value::Null)),
-            (None, chunk(json!({"content": " streamed"}), Value::Null)),
-            (None, chunk(json!({}), json!("stop"))),
-            (
-                None,
-                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
-                    "model": model, "choices": [], "usage": usage}),
-            ),
-        ];
+        let mut events = if b.get("tools").is_some() && !answered {
+            vec![
+                (
+                    None,
+                    chunk(
+                        json!({"role": "assistant", "reasoning_content": "Paris, then."}),
+                        Value::Null,
+                    ),
+                ),
+                (
+                    None,
+                    chunk(
+                        json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                            "function": {"name": "get_weather", "arguments": "{\"city\":"}}]}),
+                        Value::Null,
+                    ),
+                ),
+                (
+                    None,
+                    chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+                        Value::Null,
+                    ),
+                ),
+                (None, chunk(json!({}), json!("tool_calls"))),
+            ]
+        } else {
+            vec![
+                (
+                    None,
+                    chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                ),
+                (None, chunk(json!({"content": "pong"}), Value::Null)),
+                (None, chunk(json!({"content": " streamed"}), Value::Null)),
+                (None, chunk(json!({}), json!("stop"))),
+            ]
+        };
+        events.push((
+            None,
+            json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                "model": model, "choices": [], "usage": usage}),
+        ));
         return sse_response(sse(&events, "\n") + "data: [DONE]\n\n");
     }
-    let messages = b["messages"].as_array().cloned().unwrap_or_default();
-    let answered = messages.iter().any(|m| m["role"] == "tool");
     let message = if b.get("tools").is_some() && !answered {
         json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
             "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
@@ -186,6 +215,12 @@ async fn the_anthropic_sdk_works_against_an_openai_upstream() {
         "{out}"
     );
     assert!(out.contains("tool answer: It is sunny.\n"), "{out}");
+    assert!(
+        out.contains(
+            r#"stream tool call: thinking,tool_use get_weather {"city": "Paris"} tool_use"#
+        ),
+        "{out}"
+    );
     assert!(out.contains("count: "), "{out}");
     assert!(out.contains("bad key: 401 authentication_error\n"), "{out}");
     assert!(

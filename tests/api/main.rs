@@ -7,6 +7,7 @@
 
 mod acceptance;
 mod anthropic_messages;
+mod anthropic_streams;
 mod azure;
 mod billing;
 mod chat;
