@@ -543,3 +543,76 @@ async fn messages_are_held_to_the_same_admission_as_chat_completions() {
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["type"], "not_found_error", "{b}");
 }
+
+#[tokio::test]
+async fn a_request_translates_field_by_field_to_an_openai_upstream() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-x",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "A cat sat"},
+                "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 90, "completion_tokens": 7, "total_tokens": 97}})))
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("fields").await;
+    let r = messages(
+        &env,
+        &key,
+        &json!({
+            "model": "gpt-x", "max_tokens": 7, "temperature": 0.2, "top_p": 0.9,
+            "stop_sequences": ["END"],
+            "system": "Describe images.",
+            "metadata": {"user_id": "u-1"},
+            "tools": [{"name": "tag", "description": "Tag it", "input_schema": {"type": "object",
+                "properties": {"tag": {"type": "string"}}}}],
+            "tool_choice": {"type": "tool", "name": "tag", "disable_parallel_tool_use": true},
+            "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+                {"type": "text", "text": "What is this?"},
+            ]}],
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let cost = r.headers()["x-aigw-cost-usd"].to_str().unwrap().to_string();
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got["type"], "message");
+    assert_eq!(got["role"], "assistant");
+    assert_eq!(got["model"], "gpt-x");
+    assert_eq!(
+        got["content"],
+        json!([{"type": "text", "text": "A cat sat"}])
+    );
+    assert_eq!(got["stop_reason"], "max_tokens");
+    assert_eq!(got["usage"]["input_tokens"], 90);
+    assert_eq!(got["usage"]["output_tokens"], 7);
+    // 90 x $2/M + 7 x $8/M = 236 micro-dollars.
+    assert_eq!(cost, "0.000236");
+
+    let sent = body(&mock.received_requests().await.unwrap()[0]);
+    assert_eq!(
+        sent,
+        json!({
+            "model": "gpt-x", "max_tokens": 7, "temperature": 0.2, "top_p": 0.9,
+            "stop": ["END"],
+            "messages": [
+                {"role": "system", "content": "Describe images."},
+                {"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    {"type": "text", "text": "What is this?"},
+                ]},
+            ],
+            "tools": [{"type": "function", "function": {"name": "tag", "description": "Tag it",
+                "parameters": {"type": "object", "properties": {"tag": {"type": "string"}}}}}],
+            "tool_choice": {"type": "function", "function": {"name": "tag"}},
+            "parallel_tool_calls": false,
+        }),
+        "the translation, with the advisory metadata dropped"
+    );
+}
