@@ -111,7 +111,7 @@ async fn openai_provider(env: &TestEnv, mock: &MockServer) {
 }
 
 /// 400 fresh input tokens at $2, 600 cache reads at $0.50, 20 output at $8.
-const COST_MICROS: i64 = 800 + 300 + 160;
+pub(crate) const COST_MICROS: i64 = 800 + 300 + 160;
 
 fn python() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python");
@@ -122,7 +122,7 @@ fn python() -> PathBuf {
     python
 }
 
-async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
+pub(crate) async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/anthropic_sdk.py");
     let (python, base, key, model) = (
         python(),
@@ -150,7 +150,7 @@ async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
     stdout
 }
 
-async fn messages(env: &TestEnv, key: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn messages(env: &TestEnv, key: &str, body: &Value) -> reqwest::Response {
     env.http
         .post(env.url("/v1/messages?beta=true"))
         .header("x-api-key", key)
@@ -161,7 +161,7 @@ async fn messages(env: &TestEnv, key: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-fn request_id(r: &reqwest::Response) -> String {
+pub(crate) fn request_id(r: &reqwest::Response) -> String {
     r.headers()["x-request-id"].to_str().unwrap().to_string()
 }
 
@@ -184,18 +184,10 @@ fn event_names(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_anthropic_sdk_works_against_an_openai_upstream() {
-    let env = TestEnv::start().await;
-    let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(openai_upstream)
-        .mount(&mock)
-        .await;
-    openai_provider(&env, &mock).await;
-    let (_, key) = env.add_key("sdk").await;
-    let out = run_sdk(&env, &key, "gpt-x").await;
+/// What `tests/sdk/anthropic_sdk.py` prints when every call went right,
+/// against either mock upstream (they answer alike, with the same usage, at
+/// the prices of [`COST_MICROS`]).
+pub(crate) fn assert_sdk_output(out: &str) {
     assert!(out.contains("message: pong\n"), "{out}");
     assert!(out.contains("stop: end_turn\n"), "{out}");
     assert!(
@@ -227,6 +219,21 @@ async fn the_anthropic_sdk_works_against_an_openai_upstream() {
         out.contains("bad body: 400 invalid_request_error\n"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn the_anthropic_sdk_works_against_an_openai_upstream() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_upstream)
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("sdk").await;
+    let out = run_sdk(&env, &key, "gpt-x").await;
+    assert_sdk_output(&out);
 
     // The tool round trip reached the upstream in OpenAI's shape.
     let requests = mock.received_requests().await.unwrap();

@@ -7,6 +7,7 @@
 
 mod acceptance;
 mod anthropic_messages;
+mod anthropic_sdk_native;
 mod anthropic_streams;
 mod azure;
 mod billing;
