@@ -202,6 +202,7 @@ pub async fn submit(
         body_object: None,
         dialect: Default::default(),
         native_body: None,
+        native_only: None,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {

@@ -6,9 +6,12 @@
 //! - Nothing that changes the answer is lost silently: what OpenAI chat
 //!   cannot express (server tools, documents, `top_k`, MCP servers, ...)
 //!   is named in [`Translated::native_only`], and the ingress then refuses
-//!   the request unless every target speaks Anthropic natively. (A block
-//!   of that kind leaves a `[type]` placeholder in its turn, so the
-//!   translation, used then only to admit the request, stays valid.)
+//!   the request unless every target speaks Anthropic natively. Such a
+//!   block stays in the translation as it came (a user turn's part, an
+//!   assistant turn's text), since that translation is then only used to
+//!   admit the request: its worst-case budget hold counts the block (a
+//!   document as a whole file, an image as an image, anything else by its
+//!   bytes), never a placeholder's few bytes.
 //! - Dropped, because they are advisory: `cache_control` on any block,
 //!   `metadata`, `context_management`, `output_config.effort`,
 //!   `service_tier`, `thinking` of type `adaptive`, thinking blocks of
@@ -390,7 +393,7 @@ fn user_turn(
             "text" => parts.push(json!({"type": "text", "text": text_of(block, &param)?})),
             "image" => {
                 if block.pointer("/source/type").and_then(Value::as_str) == Some("file") {
-                    parts.push(json!({"type": "text", "text": "[image]"}));
+                    parts.push(block.clone());
                     refuse(format!("{param}.source"));
                     continue;
                 }
@@ -406,6 +409,9 @@ fn user_turn(
                             format!("'{param}.tool_use_id' must be a string."),
                         )
                     })?;
+                // Blocks other than text (images, documents) stay as parts,
+                // for the hold only (they make the request native-only).
+                let mut kept = Vec::new();
                 let text = match block.get("content") {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(s)) => s.clone(),
@@ -415,7 +421,10 @@ fn user_turn(
                             let param = format!("{param}.content[{k}]");
                             match block_type(b, &param)? {
                                 "text" => texts.push(text_of(b, &param)?),
-                                _ => refuse(param),
+                                _ => {
+                                    kept.push(b.clone());
+                                    refuse(param);
+                                }
                             }
                         }
                         texts.join("\n")
@@ -432,13 +441,19 @@ fn user_turn(
                 } else {
                     text
                 };
-                messages.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                let content = if kept.is_empty() {
+                    Value::String(text)
+                } else {
+                    let mut parts = vec![json!({"type": "text", "text": text})];
+                    parts.append(&mut kept);
+                    Value::Array(parts)
+                };
+                messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             // Documents, search results and anything newer: only Anthropic
-            // reads them. A placeholder keeps the turn (the translation of
-            // such a request is only ever used to admit it).
-            kind => {
-                parts.push(json!({"type": "text", "text": format!("[{kind}]")}));
+            // reads them (kept whole, for the hold).
+            _ => {
+                parts.push(block.clone());
                 refuse(param);
             }
         }
@@ -490,8 +505,9 @@ fn assistant_turn(
             }
             // Earlier reasoning: its signature means nothing elsewhere.
             "thinking" | "redacted_thinking" => {}
-            kind => {
-                text.push_str(&format!("[{kind}]"));
+            // Server tool calls and their results: kept whole, for the hold.
+            _ => {
+                text.push_str(&block.to_string());
                 refuse(param);
             }
         }
@@ -621,12 +637,28 @@ mod tests {
             Some("messages[0].content[0]")
         );
         assert_eq!(base(json!({"metadata": {"user_id": "x"}})), None);
-        // Such a turn keeps its place (the translation stays a valid body).
+        // Such a block stays whole in its turn, so the hold counts it.
+        let document =
+            json!({"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}});
         let t = chat(json!({"model": "m", "max_tokens": 1,
-            "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}));
+            "messages": [{"role": "user", "content": [document.clone()]}]}));
         assert_eq!(
             t.body["messages"],
-            json!([{"role": "user", "content": "[document]"}])
+            json!([{"role": "user", "content": [document]}])
+        );
+        let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}});
+        let t = chat(json!({"model": "m", "max_tokens": 1, "messages": [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                "content": [{"type": "text", "text": "a screenshot"}, image.clone()]}]}]}));
+        assert_eq!(
+            t.native_only.as_deref(),
+            Some("messages[1].content[0].content[1]")
+        );
+        assert_eq!(
+            t.body["messages"][1],
+            json!({"role": "tool", "tool_call_id": "t1",
+                "content": [{"type": "text", "text": "a screenshot"}, image]})
         );
     }
 
