@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acceptance;
-mod anthropic_holds;
+mod anthropic_admission;
 mod anthropic_messages;
 mod anthropic_sdk_native;
 mod anthropic_streams;

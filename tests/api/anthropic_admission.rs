@@ -1,13 +1,14 @@
-//! Worst-case budget holds on `/v1/messages` for what only an
-//! Anthropic-native provider reads: a document, unreadable to the OpenAI
-//! translation admission works on, is still held as a whole file, so a key
-//! cannot send more than its budget covers through this route.
+//! Admission on `/v1/messages` beyond what `anthropic_messages.rs` checks:
+//! worst-case budget holds for what only an Anthropic-native provider
+//! reads (a document, unreadable to the OpenAI translation admission works
+//! on, is still held as a whole file, so a key cannot send more than its
+//! budget covers through this route), and `Idempotency-Key`.
 
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::anthropic_messages::messages;
+use crate::anthropic_messages::{messages, openai_upstream};
 use crate::harness::{TestEnv, user};
 
 #[tokio::test]
@@ -69,4 +70,45 @@ async fn a_document_is_held_as_a_whole_file() {
     let b: serde_json::Value = r.json().await.unwrap();
     assert_eq!(b["error"]["type"], "rate_limit_error", "{b}");
     assert_eq!(claude.received_requests().await.unwrap().len(), calls);
+}
+
+#[tokio::test]
+async fn an_idempotent_message_runs_and_bills_once() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_upstream)
+        .expect(1)
+        .mount(&mock)
+        .await;
+    env.add_provider("oai", &format!("{}/v1", mock.uri()), &["gpt-x"])
+        .await;
+    let (_, key) = env.add_key("idem").await;
+    let send = |body: serde_json::Value| {
+        env.http
+            .post(env.url("/v1/messages"))
+            .header("x-api-key", &key)
+            .header("Idempotency-Key", "msg-once-1")
+            .json(&body)
+            .send()
+    };
+    let body = json!({"model": "gpt-x", "max_tokens": 10, "messages": user("hi")});
+    let first = send(body.clone()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(first["type"], "message");
+    let again = send(body).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
+    // Not with a stream: refused in Anthropic's shape.
+    let r =
+        send(json!({"model": "gpt-x", "max_tokens": 10, "stream": true, "messages": user("hi")}))
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(b["type"], "error");
+    assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
 }
