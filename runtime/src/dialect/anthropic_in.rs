@@ -19,7 +19,9 @@
 //!   settings, and fields this module does not know.
 //! - Tool results come right after the assistant turn that called them
 //!   (OpenAI's order): a user turn's `tool_result` blocks become `tool`
-//!   messages ahead of its other content.
+//!   messages ahead of its other content. Images inside a tool result
+//!   (a screenshot, an image file read) join that other content, as OpenAI
+//!   chat has no images in tool messages.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -409,8 +411,11 @@ fn user_turn(
                             format!("'{param}.tool_use_id' must be a string."),
                         )
                     })?;
-                // Blocks other than text (images, documents) stay as parts,
-                // for the hold only (they make the request native-only).
+                // An image (base64 or URL) cannot be a tool message's part
+                // in OpenAI chat: it follows the turn's tool messages in the
+                // user message. Other blocks (documents, images by file)
+                // stay as parts, for the hold only (they make the request
+                // native-only).
                 let mut kept = Vec::new();
                 let text = match block.get("content") {
                     None | Some(Value::Null) => String::new(),
@@ -421,6 +426,12 @@ fn user_turn(
                             let param = format!("{param}.content[{k}]");
                             match block_type(b, &param)? {
                                 "text" => texts.push(text_of(b, &param)?),
+                                "image"
+                                    if b.pointer("/source/type").and_then(Value::as_str)
+                                        != Some("file") =>
+                                {
+                                    parts.push(image_part(b, &param)?);
+                                }
                                 _ => {
                                     kept.push(b.clone());
                                     refuse(param);

@@ -120,7 +120,7 @@ fn what_chat_cannot_express_is_named() {
         t.body["messages"],
         json!([{"role": "user", "content": [document]}])
     );
-    let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}});
+    let image = json!({"type": "image", "source": {"type": "file", "file_id": "file_1"}});
     let t = chat(json!({"model": "m", "max_tokens": 1, "messages": [
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
@@ -263,4 +263,30 @@ proptest! {
             .map(|(_, t)| t.clone()).collect();
         prop_assert_eq!(back, kept);
     }
+}
+
+#[test]
+fn images_in_tool_results_follow_the_tool_messages() {
+    let t = chat(json!({"model": "m", "max_tokens": 1, "messages": [
+        {"role": "user", "content": "Look at it"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "text", "text": "shot.png"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+            ]},
+            {"type": "text", "text": "What is it?"},
+        ]},
+    ]}));
+    assert_eq!(t.native_only, None);
+    assert_eq!(
+        t.body["messages"].as_array().unwrap()[2..],
+        [
+            json!({"role": "tool", "tool_call_id": "t1", "content": "shot.png"}),
+            json!({"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "text", "text": "What is it?"},
+            ]}),
+        ]
+    );
 }
