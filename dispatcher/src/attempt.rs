@@ -155,8 +155,13 @@ pub(crate) async fn attempt(
     };
     let body = upstream_body(request, &target.model, output_cap_for(request, target));
     let native = dialect::native_to(request, provider);
+    let untranslatable = dialect::untranslatable(request, provider);
     let call = async {
         match request.endpoint {
+            Endpoint::Chat if untranslatable.is_some() => Err(convert::unsupported(
+                &provider.name,
+                untranslatable.as_deref().unwrap_or_default(),
+            )),
             Endpoint::Chat if native => anthropic_native::call(
                 &shared.http,
                 provider,
@@ -483,6 +488,7 @@ mod tests {
             attribution: Default::default(),
             dialect: Default::default(),
             native_body: None,
+            native_only: None,
         }
     }
 
@@ -527,6 +533,39 @@ mod tests {
             model: model.into(),
             weight: 1,
         }
+    }
+
+    #[test]
+    fn what_only_anthropic_reads_goes_only_to_anthropic() {
+        let mut r = request(
+            json!({"model": "alias", "max_tokens": 5, "top_k": 3,
+                "messages": [{"role": "user", "content": "hi"}]}),
+            false,
+        );
+        r.dialect = Dialect::AnthropicMessages {
+            version: None,
+            beta: None,
+        };
+        dialect::prepare(&mut r);
+        assert_eq!(r.native_only.as_deref(), Some("top_k"));
+        let native = target(None, ProviderKind::Anthropic, "m");
+        let translated = target(None, ProviderKind::OpenaiCompatible, "m");
+        assert!(dialect::native_to(&r, &native.provider.spec));
+        assert_eq!(dialect::untranslatable(&r, &native.provider.spec), None);
+        let why = dialect::untranslatable(&r, &translated.provider.spec).unwrap();
+        assert!(why.contains("'top_k'"), "{why}");
+        // A request that translates whole goes anywhere.
+        let mut plain = request(
+            json!({"model": "alias", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+            false,
+        );
+        plain.dialect = r.dialect.clone();
+        dialect::prepare(&mut plain);
+        assert_eq!(plain.native_only, None);
+        assert_eq!(
+            dialect::untranslatable(&plain, &translated.provider.spec),
+            None
+        );
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub struct DispatchRequest {
     /// this one, verbatim apart from the model.
     #[serde(skip)]
     pub native_body: Option<serde_json::Value>,
+    /// Dispatcher-side only, like `native_body`: the first field of the
+    /// caller's body that its translation cannot express (only a target
+    /// speaking `dialect` natively may take this request).
+    #[serde(skip)]
+    pub native_only: Option<String>,
 }
 
 /// The API dialects a request can arrive in (the ingress dialect seam).
@@ -414,6 +419,7 @@ mod tests {
             beta: Some("context-1m-2025-08-07".into()),
         };
         anthropic.native_body = Some(serde_json::json!({"secret": "never sent"}));
+        anthropic.native_only = Some("top_k".into());
         let encoded = serde_json::to_value(&anthropic).unwrap();
         assert_eq!(
             encoded["dialect"],
@@ -423,6 +429,7 @@ mod tests {
         let back: DispatchRequest = serde_json::from_value(encoded).unwrap();
         assert_eq!(back.dialect, anthropic.dialect);
         assert_eq!(back.native_body, None);
+        assert_eq!(back.native_only, None);
     }
 
     #[test]

@@ -392,6 +392,7 @@ async fn queue_in(
         attribution,
         dialect: inbound.wire,
         native_body: None,
+        native_only: None,
     };
     if let Err(e) = publish(state, &mut message).await {
         if let Some(r) = &message.reservation {

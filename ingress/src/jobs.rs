@@ -216,6 +216,7 @@ pub async fn submit(
         attribution,
         dialect: Default::default(),
         native_body: None,
+        native_only: None,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use aigw_events::wire;
 use aigw_runtime::limits::Slot;
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -295,7 +295,10 @@ impl Relay {
                     if kind == wire::FRAME_ERROR {
                         self.done = true;
                         self.finished.store(true, Ordering::Release);
-                        return Some(self.dialect.sse_error_frame(&payload));
+                        let status = header_of(&msg, wire::STATUS)
+                            .and_then(|s| s.parse::<u16>().ok())
+                            .and_then(|s| StatusCode::from_u16(s).ok());
+                        return Some(self.dialect.sse_error_frame(&payload, status));
                     }
                     let payload = match cost::of_frame(&msg) {
                         Some(cost) => self.dialect.usage_event(payload, cost),

@@ -14,37 +14,66 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::acceptance::{body, sse, sse_response};
 use crate::harness::{TestEnv, user};
 
-/// An OpenAI-compatible upstream: a streamed text, a tool call when tools
-/// are offered and no result came back yet, else a text answer; usage with
-/// cache reads so the token classes show in Anthropic's usage.
+/// An OpenAI-compatible upstream: a tool call when tools are offered and
+/// no result came back yet (streamed: reasoning first, then the call's
+/// arguments in two pieces), else a text answer; usage with cache reads so
+/// the token classes show in Anthropic's usage.
 pub(crate) fn openai_upstream(r: &Request) -> ResponseTemplate {
     let b = body(r);
     let model = b["model"].as_str().unwrap_or("m").to_string();
     let usage = json!({"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1020,
         "prompt_tokens_details": {"cached_tokens": 600}});
+    let messages = b["messages"].as_array().cloned().unwrap_or_default();
+    let answered = messages.iter().any(|m| m["role"] == "tool");
     if b["stream"] == true {
         let chunk = |delta: Value, finish: Value| {
             json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         };
-        let events = [
-            (
-                None,
-                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            ),
-            (None, chunk(json!({"content": "pong"}), Value::Null)),
-            (None, chunk(json!({"content": " streamed"}), Value::Null)),
-            (None, chunk(json!({}), json!("stop"))),
-            (
-                None,
-                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
-                    "model": model, "choices": [], "usage": usage}),
-            ),
-        ];
+        let mut events = if b.get("tools").is_some() && !answered {
+            vec![
+                (
+                    None,
+                    chunk(
+                        json!({"role": "assistant", "reasoning_content": "Paris, then."}),
+                        Value::Null,
+                    ),
+                ),
+                (
+                    None,
+                    chunk(
+                        json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                            "function": {"name": "get_weather", "arguments": "{\"city\":"}}]}),
+                        Value::Null,
+                    ),
+                ),
+                (
+                    None,
+                    chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+                        Value::Null,
+                    ),
+                ),
+                (None, chunk(json!({}), json!("tool_calls"))),
+            ]
+        } else {
+            vec![
+                (
+                    None,
+                    chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                ),
+                (None, chunk(json!({"content": "pong"}), Value::Null)),
+                (None, chunk(json!({"content": " streamed"}), Value::Null)),
+                (None, chunk(json!({}), json!("stop"))),
+            ]
+        };
+        events.push((
+            None,
+            json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                "model": model, "choices": [], "usage": usage}),
+        ));
         return sse_response(sse(&events, "\n") + "data: [DONE]\n\n");
     }
-    let messages = b["messages"].as_array().cloned().unwrap_or_default();
-    let answered = messages.iter().any(|m| m["role"] == "tool");
     let message = if b.get("tools").is_some() && !answered {
         json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
             "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
@@ -82,7 +111,7 @@ async fn openai_provider(env: &TestEnv, mock: &MockServer) {
 }
 
 /// 400 fresh input tokens at $2, 600 cache reads at $0.50, 20 output at $8.
-const COST_MICROS: i64 = 800 + 300 + 160;
+pub(crate) const COST_MICROS: i64 = 800 + 300 + 160;
 
 fn python() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python");
@@ -93,7 +122,7 @@ fn python() -> PathBuf {
     python
 }
 
-async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
+pub(crate) async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/anthropic_sdk.py");
     let (python, base, key, model) = (
         python(),
@@ -121,7 +150,7 @@ async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
     stdout
 }
 
-async fn messages(env: &TestEnv, key: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn messages(env: &TestEnv, key: &str, body: &Value) -> reqwest::Response {
     env.http
         .post(env.url("/v1/messages?beta=true"))
         .header("x-api-key", key)
@@ -132,7 +161,7 @@ async fn messages(env: &TestEnv, key: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-fn request_id(r: &reqwest::Response) -> String {
+pub(crate) fn request_id(r: &reqwest::Response) -> String {
     r.headers()["x-request-id"].to_str().unwrap().to_string()
 }
 
@@ -155,18 +184,10 @@ fn event_names(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_anthropic_sdk_works_against_an_openai_upstream() {
-    let env = TestEnv::start().await;
-    let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(openai_upstream)
-        .mount(&mock)
-        .await;
-    openai_provider(&env, &mock).await;
-    let (_, key) = env.add_key("sdk").await;
-    let out = run_sdk(&env, &key, "gpt-x").await;
+/// What `tests/sdk/anthropic_sdk.py` prints when every call went right,
+/// against either mock upstream (they answer alike, with the same usage, at
+/// the prices of [`COST_MICROS`]).
+pub(crate) fn assert_sdk_output(out: &str) {
     assert!(out.contains("message: pong\n"), "{out}");
     assert!(out.contains("stop: end_turn\n"), "{out}");
     assert!(
@@ -186,12 +207,33 @@ async fn the_anthropic_sdk_works_against_an_openai_upstream() {
         "{out}"
     );
     assert!(out.contains("tool answer: It is sunny.\n"), "{out}");
+    assert!(
+        out.contains(
+            r#"stream tool call: thinking,tool_use get_weather {"city": "Paris"} tool_use"#
+        ),
+        "{out}"
+    );
     assert!(out.contains("count: "), "{out}");
     assert!(out.contains("bad key: 401 authentication_error\n"), "{out}");
     assert!(
         out.contains("bad body: 400 invalid_request_error\n"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn the_anthropic_sdk_works_against_an_openai_upstream() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_upstream)
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("sdk").await;
+    let out = run_sdk(&env, &key, "gpt-x").await;
+    assert_sdk_output(&out);
 
     // The tool round trip reached the upstream in OpenAI's shape.
     let requests = mock.received_requests().await.unwrap();
@@ -507,4 +549,77 @@ async fn messages_are_held_to_the_same_admission_as_chat_completions() {
     assert_eq!(r.status(), 404);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["type"], "not_found_error", "{b}");
+}
+
+#[tokio::test]
+async fn a_request_translates_field_by_field_to_an_openai_upstream() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-x",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "A cat sat"},
+                "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 90, "completion_tokens": 7, "total_tokens": 97}})))
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("fields").await;
+    let r = messages(
+        &env,
+        &key,
+        &json!({
+            "model": "gpt-x", "max_tokens": 7, "temperature": 0.2, "top_p": 0.9,
+            "stop_sequences": ["END"],
+            "system": "Describe images.",
+            "metadata": {"user_id": "u-1"},
+            "tools": [{"name": "tag", "description": "Tag it", "input_schema": {"type": "object",
+                "properties": {"tag": {"type": "string"}}}}],
+            "tool_choice": {"type": "tool", "name": "tag", "disable_parallel_tool_use": true},
+            "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+                {"type": "text", "text": "What is this?"},
+            ]}],
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let cost = r.headers()["x-aigw-cost-usd"].to_str().unwrap().to_string();
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got["type"], "message");
+    assert_eq!(got["role"], "assistant");
+    assert_eq!(got["model"], "gpt-x");
+    assert_eq!(
+        got["content"],
+        json!([{"type": "text", "text": "A cat sat"}])
+    );
+    assert_eq!(got["stop_reason"], "max_tokens");
+    assert_eq!(got["usage"]["input_tokens"], 90);
+    assert_eq!(got["usage"]["output_tokens"], 7);
+    // 90 x $2/M + 7 x $8/M = 236 micro-dollars.
+    assert_eq!(cost, "0.000236");
+
+    let sent = body(&mock.received_requests().await.unwrap()[0]);
+    assert_eq!(
+        sent,
+        json!({
+            "model": "gpt-x", "max_tokens": 7, "temperature": 0.2, "top_p": 0.9,
+            "stop": ["END"],
+            "messages": [
+                {"role": "system", "content": "Describe images."},
+                {"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    {"type": "text", "text": "What is this?"},
+                ]},
+            ],
+            "tools": [{"type": "function", "function": {"name": "tag", "description": "Tag it",
+                "parameters": {"type": "object", "properties": {"tag": {"type": "string"}}}}}],
+            "tool_choice": {"type": "function", "function": {"name": "tag"}},
+            "parallel_tool_calls": false,
+        }),
+        "the translation, with the advisory metadata dropped"
+    );
 }

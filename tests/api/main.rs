@@ -7,7 +7,10 @@
 
 mod acceptance;
 mod alerts;
+mod anthropic_admission;
 mod anthropic_messages;
+mod anthropic_sdk_native;
+mod anthropic_streams;
 mod attribution;
 mod azure;
 mod billing;

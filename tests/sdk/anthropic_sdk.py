@@ -52,6 +52,13 @@ history += [
 second = client.messages.create(model=MODEL, max_tokens=100, tools=tools, messages=history)
 print("tool answer:", second.content[0].text)
 
+with client.messages.stream(model=MODEL, max_tokens=100, tools=tools,
+                            messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
+    streamed = stream.get_final_message()
+call = next(b for b in streamed.content if b.type == "tool_use")
+print("stream tool call:", ",".join(b.type for b in streamed.content), call.name,
+      json.dumps(call.input), streamed.stop_reason)
+
 count = client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "Count me"}])
 print("count:", count.input_tokens)
 

@@ -148,6 +148,24 @@ pub fn fold_usage(usage: &mut Option<Usage>, kind: &str, event: &Value) {
     }
 }
 
+/// An upstream's mid-stream `error` event as a broken stream, with the
+/// status its Anthropic error type stands for (so the caller's `error`
+/// event keeps that type: `overloaded_error` stays one).
+pub fn stream_error(provider: &str, event: &Value) -> UpstreamError {
+    let message = event
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("stream error");
+    let mut error = broken(provider, message);
+    error.status = match event.pointer("/error/type").and_then(Value::as_str) {
+        Some("overloaded_error") => 529,
+        Some("rate_limit_error") => 429,
+        Some("timeout_error") => 504,
+        _ => error.status,
+    };
+    error
+}
+
 /// Relays an upstream Messages stream event by event, verbatim, billing
 /// the usage it reports (estimated from what was relayed when it reports
 /// none).
@@ -183,11 +201,7 @@ pub(crate) async fn relay(
             .unwrap_or(name.as_str())
             .to_string();
         if kind == "error" {
-            let message = parsed
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .unwrap_or("stream error");
-            end = Err(broken(provider, message));
+            end = Err(stream_error(provider, &parsed));
             break;
         }
         fold_usage(&mut usage, &kind, &parsed);
@@ -249,6 +263,21 @@ mod tests {
         let mut expected = native.clone();
         expected["model"] = json!("claude-real");
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn stream_errors_keep_their_kind_as_a_status() {
+        let error = |kind: &str| {
+            stream_error(
+                "p",
+                &json!({"type": "error", "error": {"type": kind, "message": "busy"}}),
+            )
+        };
+        assert_eq!(error("overloaded_error").status, 529);
+        assert_eq!(error("rate_limit_error").status, 429);
+        assert_eq!(error("api_error").status, 502);
+        assert_eq!(error("overloaded_error").message, "provider p: busy");
+        assert_eq!(stream_error("p", &json!(null)).status, 502);
     }
 
     #[test]

@@ -31,13 +31,27 @@ pub fn prepare(request: &mut DispatchRequest) {
                 return;
             }
             match anthropic_in::to_chat(&request.body) {
-                Ok(t) => request.native_body = Some(std::mem::replace(&mut request.body, t.body)),
+                Ok(t) => {
+                    request.native_body = Some(std::mem::replace(&mut request.body, t.body));
+                    request.native_only = t.native_only;
+                }
                 Err(e) => {
                     tracing::warn!(request_id = %request.request_id, error = %e, "a queued Anthropic body does not translate");
                 }
             }
         }
     }
+}
+
+/// Why `provider` cannot take `request`, if it cannot: a field of the
+/// caller's body that only a provider speaking the caller's dialect can
+/// honour. The ingress refuses such a request unless every target of its
+/// model speaks it; this catches a route changed since.
+pub fn untranslatable(request: &DispatchRequest, provider: &ProviderSpec) -> Option<String> {
+    let field = request.native_only.as_ref()?;
+    (!native_to(request, provider)).then(|| {
+        format!("'{field}' has no equivalent at this provider: send it to a model served natively")
+    })
 }
 
 /// Whether `provider` takes `request` in its own dialect, verbatim.

@@ -16,6 +16,7 @@
 pub mod anthropic;
 
 use aigw_events::wire;
+use axum::http::StatusCode;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -40,8 +41,9 @@ impl Dialect {
         }
     }
 
-    /// A stream's `error` frame (OpenAI's error JSON) as the caller's event.
-    pub fn sse_error_frame(self, payload: &[u8]) -> Bytes {
+    /// A stream's `error` frame (OpenAI's error JSON, and the status a
+    /// non-streamed answer would have had) as the caller's event.
+    pub fn sse_error_frame(self, payload: &[u8], status: Option<StatusCode>) -> Bytes {
         match self {
             Dialect::OpenAi => sse_data(payload),
             Dialect::Anthropic => {
@@ -50,7 +52,9 @@ impl Dialect {
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("The stream failed.");
-                anthropic::error_event(anthropic::ErrorType::Api, message)
+                let kind =
+                    status.map_or(anthropic::ErrorType::Api, anthropic::ErrorType::of_status);
+                anthropic::error_event(kind, message)
             }
         }
     }
