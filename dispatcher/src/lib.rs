@@ -11,6 +11,7 @@ pub mod bedrock;
 pub mod candidates;
 pub mod cohere;
 pub mod convert;
+pub mod dialect;
 pub mod elevenlabs;
 pub mod embeddings;
 pub mod gemini;

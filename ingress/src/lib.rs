@@ -13,6 +13,7 @@ pub mod chat;
 pub mod classes;
 pub mod config_file;
 pub mod cost;
+pub mod dialects;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
@@ -298,6 +299,19 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    // Anthropic's Messages API: the same key check, every error in
+    // Anthropic's shape (the outer layer sees the key check's too).
+    let anthropic = Router::new()
+        .route("/v1/messages", post(dialects::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(dialects::anthropic::count_tokens),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .route_layer(middleware::from_fn(dialects::anthropic::anthropic_errors));
     let admin = Router::new()
         .route(
             "/admin/api/providers",
@@ -392,6 +406,7 @@ pub fn router(state: AppState) -> Router {
         .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static));
     Router::new()
         .merge(keyed)
+        .merge(anthropic)
         .merge(admin)
         .merge(public)
         .route_layer(middleware::from_fn(http_metrics))

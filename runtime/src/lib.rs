@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod dialect;
 pub mod egress;
 pub mod estimate;
 pub mod health;

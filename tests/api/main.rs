@@ -7,10 +7,15 @@
 
 mod acceptance;
 mod alerts;
+mod anthropic_admission;
+mod anthropic_messages;
+mod anthropic_sdk_native;
+mod anthropic_streams;
 mod attribution;
 mod azure;
 mod billing;
 mod chat;
+mod claude_code;
 mod concurrency;
 mod config_file;
 mod cost;
