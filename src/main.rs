@@ -626,9 +626,19 @@ async fn serve(command: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("database {}", db::redact(&common.database_url)))?;
             let (_client, js) = nats::connect(&common.nats_url, "aigw-migrate").await?;
-            nats::ensure_streams(&js, &names, &common.streams).await?;
-            nats::ensure_job_stream(&js, &names, &common.streams).await?;
-            tracing::info!("database, schema and streams are ready");
+            // Everything aigw keeps in JetStream, at AIGW_NATS_REPLICAS
+            // replicas (`AIGW_NATS_REPLICAS=3 aigw migrate` scales a
+            // deployment up in place).
+            let replicas = common.nats_replicas;
+            let requests = nats::ensure_streams(&js, &names, &common.streams, replicas).await?;
+            let jobs = nats::ensure_job_stream(&js, &names, &common.streams, replicas).await?;
+            nats::scale_consumers(&requests, replicas).await?;
+            nats::scale_consumers(&jobs, replicas).await?;
+            aigw_runtime::limits::Limiter::open(&js, &names, replicas).await?;
+            aigw_runtime::health::Health::open(&js, &names, Default::default(), replicas).await?;
+            nats::ensure_media_store(&js, &names.media_bucket(), replicas).await?;
+            nats::ensure_body_store(&js, &names.bodies_bucket(), replicas).await?;
+            tracing::info!(replicas, "database, schema, streams and buckets are ready");
         }
     }
     Ok(())

@@ -406,12 +406,13 @@ async fn prepare_state(
     let sealer = check_secrets(common, args)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
+    let replicas = common.nats_replicas;
     if streams {
-        nats::ensure_streams(&js, &names, &common.streams).await?;
-        nats::ensure_job_stream(&js, &names, &common.streams).await?;
+        nats::ensure_streams(&js, &names, &common.streams, replicas).await?;
+        nats::ensure_job_stream(&js, &names, &common.streams, replicas).await?;
     }
     let registry = Registry::load(pool.clone()).await?;
-    let limiter = Limiter::open(&js, &names)
+    let limiter = Limiter::open(&js, &names, replicas)
         .await?
         .with_spend_log(SpendLog::new(pool.clone()));
     let limiter = if args.limit_leases {
@@ -419,9 +420,9 @@ async fn prepare_state(
     } else {
         limiter
     };
-    let health = Health::open(&js, &names, BreakerConfig::default()).await?;
-    let media = nats::ensure_media_store(&js, &names.media_bucket()).await?;
-    let bodies = nats::ensure_body_store(&js, &names.bodies_bucket()).await?;
+    let health = Health::open(&js, &names, BreakerConfig::default(), replicas).await?;
+    let media = nats::ensure_media_store(&js, &names.media_bucket(), replicas).await?;
+    let bodies = nats::ensure_body_store(&js, &names.bodies_bucket(), replicas).await?;
     Ok(AppState {
         media,
         bodies,
@@ -476,7 +477,7 @@ pub async fn run(
     metrics::counter!(admission::CONCURRENCY_REFUSED).increment(0);
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "ingress listening");
-    server::serve(listener, app, &args.server, shutdown).await;
+    server::serve(listener, app, &args.server, shutdown, common.shutdown_grace).await;
     follower.abort();
     let _ = state.client.flush().await;
     Ok(())
