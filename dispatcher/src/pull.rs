@@ -107,12 +107,18 @@ async fn pull(
         Ok(batch) => Some(batch),
         Err(e) => {
             tracing::warn!(error = %e, "pulling {what} failed; retrying");
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                () = shutdown.cancelled() => {}
-            }
+            pause(shutdown).await;
             None
         }
+    }
+}
+
+/// The pause after a failed pull (JetStream electing a leader, a lost
+/// connection): no busy loop, and no delay to a shutdown.
+async fn pause(shutdown: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        () = shutdown.cancelled() => {}
     }
 }
 
@@ -140,6 +146,7 @@ pub async fn requests(
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "pulling requests failed; retrying");
+                    pause(&shutdown).await;
                     break;
                 }
             };
@@ -205,6 +212,7 @@ pub async fn jobs(
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "pulling jobs failed; retrying");
+                    pause(&shutdown).await;
                     break;
                 }
             };

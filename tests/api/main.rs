@@ -22,6 +22,7 @@ mod keys;
 mod large_bodies;
 mod media;
 mod nats_cluster;
+mod node_loss;
 mod openapi;
 mod operations;
 mod presets;

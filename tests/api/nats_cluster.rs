@@ -78,6 +78,11 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// The index of the node named `name` (`n1`, `n2`...).
+    pub fn index(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).unwrap()
+    }
+
     /// (Re)starts node `i` on its ports and store.
     pub fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
