@@ -4,6 +4,7 @@
 
 mod doctor;
 mod prices;
+mod probes;
 
 use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
@@ -12,12 +13,14 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
+use aigw_runtime::readiness::Readiness;
 use aigw_runtime::reseal::{self, Resealed};
 use aigw_runtime::traces::{TraceSettings, TracesGuard};
 use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
+use probes::{ProbeArgs, Probes};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -77,6 +80,8 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         dispatcher: DispatcherArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Follow the event history and maintain the read views.
     Projector {
@@ -86,6 +91,8 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         projector: ProjectorArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Recompute every key's cost from the event history and compare it with
     /// the billing view; exits with 1 when they differ, with 2 when they agree
@@ -116,6 +123,10 @@ enum Command {
         dispatcher: DispatcherArgs,
         #[command(flatten)]
         projector: ProjectorArgs,
+        /// Probes of the dispatcher and projector inside (ready once both
+        /// started); the ingress's are on `AIGW_LISTEN` as always.
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Create the database, schema and streams, then exit.
     Migrate {
@@ -457,24 +468,38 @@ async fn serve(command: Command) -> anyhow::Result<()> {
                 .await
                 .context("ingress")?;
         }
-        Command::Dispatcher { common, dispatcher } => {
-            aigw_dispatcher::run(common, dispatcher, shutdown)
+        Command::Dispatcher {
+            common,
+            dispatcher,
+            probes,
+        } => {
+            let readiness = Readiness::default();
+            let probes = Probes::start(&probes, vec![readiness.clone()]).await?;
+            let result = aigw_dispatcher::run_ready(common, dispatcher, shutdown, readiness)
                 .await
-                .context("dispatcher")?;
+                .context("dispatcher");
+            probes.stop().await;
+            result?;
         }
         Command::Projector {
             action: None,
             common,
             projector,
+            probes,
         } => {
-            aigw_projector::run(common, projector, shutdown)
+            let readiness = Readiness::default();
+            let probes = Probes::start(&probes, vec![readiness.clone()]).await?;
+            let result = aigw_projector::run_ready(common, projector, shutdown, readiness)
                 .await
-                .context("projector")?;
+                .context("projector");
+            probes.stop().await;
+            result?;
         }
         Command::Projector {
             action: Some(ProjectorAction::Rebuild),
             common,
             projector,
+            probes: _,
         } => {
             let pool = db::prepare(&common.database_url, 3)
                 .await
@@ -555,9 +580,16 @@ async fn serve(command: Command) -> anyhow::Result<()> {
             ingress,
             dispatcher,
             projector,
+            probes,
         } => {
             aigw_ingress::check_secrets(&common, &ingress)?;
             let listener = bind(&ingress).await?;
+            let (dispatcher_ready, projector_ready) = (Readiness::default(), Readiness::default());
+            let probes = Probes::start(
+                &probes,
+                vec![dispatcher_ready.clone(), projector_ready.clone()],
+            )
+            .await?;
             // Prepare once up front so the roles do not race to create things.
             db::prepare(&common.database_url, 2)
                 .await
@@ -574,13 +606,13 @@ async fn serve(command: Command) -> anyhow::Result<()> {
             });
             let (c, s) = (common.clone(), shutdown.clone());
             let dispatcher = tokio::spawn(async move {
-                aigw_dispatcher::run(c, dispatcher, s)
+                aigw_dispatcher::run_ready(c, dispatcher, s, dispatcher_ready)
                     .await
                     .context("dispatcher")
             });
             let (c, s) = (common.clone(), shutdown.clone());
             let projector = tokio::spawn(async move {
-                aigw_projector::run(c, projector, s)
+                aigw_projector::run_ready(c, projector, s, projector_ready)
                     .await
                     .context("projector")
             });
@@ -595,6 +627,7 @@ async fn serve(command: Command) -> anyhow::Result<()> {
                 async { joined("projector")(projector.await) },
             );
             stop.cancel();
+            probes.stop().await;
             result?;
         }
         Command::Providers {

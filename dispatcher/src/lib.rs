@@ -40,6 +40,7 @@ use aigw_runtime::crypto::Sealer;
 use aigw_runtime::egress::Egress;
 use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::{Limiter, SpendLog};
+use aigw_runtime::readiness::Readiness;
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats};
 use async_nats::jetstream::consumer::{self, AckPolicy};
 use clap::Args;
@@ -223,6 +224,17 @@ pub async fn run(
     args: DispatcherArgs,
     shutdown: CancellationToken,
 ) -> Result<(), DispatcherError> {
+    run_ready(common, args, shutdown, Readiness::default()).await
+}
+
+/// [`run`], marking `readiness` started once the streams, consumers and
+/// buckets are in place and pulling begins.
+pub async fn run_ready(
+    common: CommonArgs,
+    args: DispatcherArgs,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> Result<(), DispatcherError> {
     let names = common.names()?;
     let sealer = common.sealer()?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
@@ -333,6 +345,7 @@ pub async fn run(
         running.clone(),
         shutdown.clone(),
     ));
+    readiness.started(shared.stores.pool.clone(), Some(client.clone()));
     tracing::info!(consumer = %consumer_name, jobs = %job_consumer_name, "dispatcher ready");
     pull::requests(shared, consumer, permits, running.clone(), shutdown).await;
 

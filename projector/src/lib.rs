@@ -22,6 +22,7 @@ pub mod rebuild;
 mod views;
 
 use aigw_events::{AliasEvent, KeyEvent, ProviderEvent, RequestEvent, Usage};
+use aigw_runtime::readiness::Readiness;
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
@@ -76,7 +77,18 @@ pub async fn run(
     args: ProjectorArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    run_ready(common, args, shutdown, Readiness::default()).await
+}
+
+/// [`run`], marking `readiness` started once the schema is current.
+pub async fn run_ready(
+    common: CommonArgs,
+    args: ProjectorArgs,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> Result<(), ProjectorError> {
     let pool = db::prepare(&common.database_url, common.db_max_connections.min(4)).await?;
+    readiness.started(pool.clone(), None);
     tracing::info!("projector ready");
     // At 0 from the start, so the first quarantined event is an increase.
     for reason in [

@@ -14,6 +14,7 @@ pub mod health;
 pub mod jobs;
 pub mod limits;
 pub mod nats;
+pub mod readiness;
 pub mod registry;
 pub mod reseal;
 pub mod store;

@@ -26,6 +26,7 @@ mod node_loss;
 mod openapi;
 mod operations;
 mod presets;
+mod probes;
 mod quarantine;
 mod queue_limits;
 mod quotas;
