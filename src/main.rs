@@ -65,6 +65,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (OpenAI-compatible endpoints and the admin API).

@@ -122,7 +122,7 @@ pub async fn stats(
     .bind(q.key)
     .bind(&q.model)
     .bind(&q.provider)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let latencies: Vec<(Uuid, DateTime<Utc>, String, String, f64, f64)> = sqlx::query_as(
@@ -143,7 +143,7 @@ pub async fn stats(
     .bind(to)
     .bind(q.key)
     .bind(&q.model)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let latencies: HashMap<LatencyKey, (f64, f64)> = latencies
@@ -256,7 +256,7 @@ pub async fn billing(
     .bind(q.from)
     .bind(q.to)
     .bind(q.key)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     type Bill = (Vec<Value>, [i64; 8], Classes);
@@ -406,7 +406,7 @@ pub async fn requests(
     .bind(q.to)
     .bind(q.before)
     .bind(limit + 1)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let more = rows.len() as i64 > limit;

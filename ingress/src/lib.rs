@@ -48,6 +48,7 @@ use axum::routing::{get, post};
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -113,6 +114,14 @@ pub struct IngressArgs {
     /// the keys, that the file does not declare.
     #[arg(long = "config-prune", env = "AIGW_CONFIG_PRUNE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub config_prune: bool,
+
+    /// PostgreSQL URL of a read replica (one host or a host list, as
+    /// `AIGW_DATABASE_URL`) that the read-heavy routes read from: `/stats`,
+    /// the admin stats, billing, request log, usage and unpriced views.
+    /// Writes, and every other read, stay on `AIGW_DATABASE_URL`. Unset:
+    /// everything on `AIGW_DATABASE_URL`.
+    #[arg(long, env = "AIGW_DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
 }
 
 impl IngressArgs {
@@ -143,6 +152,9 @@ pub struct AppState {
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     pub stores: Stores,
+    /// Where the read-heavy routes read (`AIGW_DATABASE_READ_URL`'s pool,
+    /// else the primary's); it may lag the primary by its replication delay.
+    pub read_pool: PgPool,
     pub registry: Arc<Registry>,
     pub limiter: Limiter,
     pub health: Health,
@@ -405,6 +417,13 @@ async fn prepare_state(
     let names = common.names()?;
     let sealer = check_secrets(common, args)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
+    // A replica is read-only: no database to create, no schema to migrate.
+    let read_pool = match &args.database_read_url {
+        Some(url) => db::connect(url, common.db_max_connections)
+            .await
+            .map_err(|e| RuntimeError::Config(format!("AIGW_DATABASE_READ_URL: {e}")))?,
+        None => pool.clone(),
+    };
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
     let replicas = common.nats_replicas;
     if streams {
@@ -430,6 +449,7 @@ async fn prepare_state(
         client,
         js,
         stores: Stores::new(pool),
+        read_pool,
         registry,
         limiter,
         health,

@@ -137,6 +137,11 @@ pub struct Options {
     pub nats_url: Option<String>,
     /// `AIGW_NATS_REPLICAS` of every role.
     pub nats_replicas: usize,
+    /// The host list of `AIGW_DATABASE_URL` (e.g. `127.0.0.1:5999,127.0.0.1:5432`,
+    /// with `target_session_attrs=read-write`) rather than the local server.
+    pub database_hosts: Option<String>,
+    /// `AIGW_DATABASE_READ_URL` of the ingress.
+    pub database_read_url: Option<String>,
     pub server: aigw_ingress::server::ServerArgs,
     pub sse_buffer_bytes: usize,
     pub max_queued_jobs_per_key: u64,
@@ -166,6 +171,8 @@ impl Default for Options {
             nats_max_payload: None,
             nats_url: None,
             nats_replicas: 1,
+            database_hosts: None,
+            database_read_url: None,
             server: Default::default(),
             sse_buffer_bytes: 1024 * 1024,
             max_queued_jobs_per_key: 10_000,
@@ -213,7 +220,12 @@ impl TestEnv {
             nats_url,
             nats_replicas: options.nats_replicas,
             shutdown_grace: Duration::from_secs(25),
-            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            database_url: match &options.database_hosts {
+                Some(hosts) => {
+                    format!("postgres://postgres@{hosts}/{db_name}?target_session_attrs=read-write")
+                }
+                None => format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            },
             namespace: format!("t{}", &unique[unique.len() - 16..]),
             db_max_connections: 8,
             master_key: Some(SecretString::from(MASTER_KEY)),
@@ -259,6 +271,7 @@ impl TestEnv {
             server: self.options.server.clone(),
             config: None,
             config_prune: false,
+            database_read_url: self.options.database_read_url.clone(),
         }
     }
 
