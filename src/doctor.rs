@@ -153,11 +153,27 @@ pub async fn diagnose(common: &CommonArgs, admin_token: Option<&SecretString>) -
 
 /// Reachable, version, JetStream.
 async fn nats_checks(url: &str) -> Vec<Check> {
-    let shown = db::redact(url);
+    let seeds = match nats::seeds(url) {
+        Ok(seeds) => seeds,
+        Err(e) => {
+            return vec![
+                Check::problem(
+                    "NATS",
+                    e.to_string(),
+                    Some(
+                        "set AIGW_NATS_URL to nats://host:port, or a comma-separated list of them",
+                    ),
+                ),
+                Check::skipped("NATS version", "not checked (no connection)"),
+                Check::skipped("JetStream", "not checked (no connection)"),
+            ];
+        }
+    };
+    let shown = nats::describe(&seeds);
     let connect = async_nats::ConnectOptions::new()
         .name("aigw-doctor")
         .connection_timeout(TIMEOUT)
-        .connect(url);
+        .connect(seeds);
     let unreachable = |e: String| {
         vec![
             Check::problem(
