@@ -160,9 +160,16 @@ pub fn parse(url: &str) -> std::result::Result<HostList, UrlError> {
     if hosts.len() > MAX_HOSTS {
         return Err(UrlError::TooManyHosts { url: shown() });
     }
+    let single = hosts.len() == 1;
     let mut options = Vec::with_capacity(hosts.len());
     for entry in hosts {
-        let (host, port) = split_host(entry, &shown)?;
+        // No host at all (`postgres:///db?host=/run/postgresql`): sqlx's own
+        // default (the `host` parameter, else a local socket).
+        let (host, port) = if single && entry.is_empty() {
+            ("", None)
+        } else {
+            split_host(entry, &shown)?
+        };
         let mut one = format!("{scheme}://");
         if let Some(user) = userinfo {
             one.push_str(user);
@@ -444,6 +451,17 @@ mod tests {
         }
         assert!(list.hosts[2].get_host().contains("::1"));
         assert!(list.needs_picking());
+    }
+
+    #[test]
+    fn a_url_without_a_host_keeps_its_host_parameter() {
+        let list = parse("postgres:///db?host=/run/postgresql&target_session_attrs=any").unwrap();
+        assert_eq!(list.hosts.len(), 1);
+        assert_eq!(
+            list.hosts[0].get_socket().map(|p| p.display().to_string()),
+            Some("/run/postgresql".into())
+        );
+        assert!(parse("postgres://u@,h2/db").is_err());
     }
 
     #[test]

@@ -141,3 +141,33 @@ async fn a_probe_address_in_use_stops_the_role_at_once() {
     let exit = env.wait_exit(projector, Duration::from_secs(10)).await;
     assert!(!exit.success());
 }
+
+#[tokio::test]
+async fn aigw_all_serves_the_probes_of_its_dispatcher_and_projector() {
+    let mut env = TestEnv::with(Options {
+        dispatcher: false,
+        projector: false,
+        ..Options::default()
+    })
+    .await;
+    let probe = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{probe}");
+    let mut all = env.role_process("all");
+    all.env("AIGW_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("AIGW_ADMIN_TOKEN", crate::harness::ADMIN_TOKEN)
+        .env("AIGW_PROBE_LISTEN", &probe);
+    let all = env.spawn_child(all);
+    wait_until(Duration::from_secs(30), || async {
+        status_of(&env, &base, "/ready").await == Some(200)
+    })
+    .await;
+    let (_, metrics) = get(&env, &format!("{base}/metrics")).await.unwrap();
+    assert!(
+        metrics.contains("aigw_projector_quarantined_total"),
+        "{metrics}"
+    );
+    env.terminate_process(all);
+    let exit = env.wait_exit(all, Duration::from_secs(30)).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(status_of(&env, &base, "/health").await, None);
+}
