@@ -403,7 +403,13 @@ async fn queue_in(
     metrics::counter!("aigw_requests_accepted_total").increment(1);
 
     let answer = async {
-        let first = next_frame(&mut replies, state.request_timeout).await?;
+        let first = crate::lost_answer::first_frame(
+            &state.stores.pool,
+            id,
+            &mut replies,
+            state.request_timeout,
+        )
+        .await?;
         let kind = header_of(&first, wire::FRAME).unwrap_or_default();
         match kind.as_str() {
             wire::FRAME_RESPONSE => {

@@ -68,6 +68,10 @@ pub enum ApiError {
     },
     #[error("no answer in time")]
     Timeout,
+    /// The request was recorded but its answer was lost on its way back
+    /// (`crate::lost_answer`).
+    #[error("answer of request {0} lost in transit")]
+    AnswerLost(uuid::Uuid),
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal: {0}")]
@@ -259,6 +263,16 @@ impl IntoResponse for ApiError {
                 "The request was not answered in time.".into(),
                 "server_error",
                 Some("timeout"),
+                None,
+            ),
+            ApiError::AnswerLost(id) => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "Request {id} finished, but its answer was lost on its way back (a message bus failover). \
+                     It is in the request log under this id, billed if it succeeded; a retry is a new request."
+                ),
+                "server_error",
+                Some("answer_lost"),
                 None,
             ),
             ApiError::Unavailable(detail) => {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod lost_answer;
 pub mod multipart;
 pub mod openapi;
 pub mod ops;
@@ -546,6 +547,7 @@ pub async fn run(
     server::register_metrics();
     metrics::counter!(relay::SLOW_READERS).increment(0);
     metrics::counter!(admission::CONCURRENCY_REFUSED).increment(0);
+    metrics::counter!(lost_answer::LOST).increment(0);
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "ingress listening");
     server::serve(listener, app, &args.server, shutdown, common.shutdown_grace).await;

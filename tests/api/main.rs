@@ -28,6 +28,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod large_bodies;
+mod lost_answer;
 mod media;
 mod nats_cluster;
 mod node_loss;
