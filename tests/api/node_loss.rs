@@ -16,7 +16,7 @@ use crate::nats_cluster::NatsCluster;
 
 /// Requests per second, and for how long.
 const RATE: u64 = 20;
-const LOAD: Duration = Duration::from_secs(36);
+const LOAD: Duration = Duration::from_secs(44);
 /// A request taking longer than this counts as unavailable.
 const SLOW: Duration = Duration::from_secs(1);
 /// The callers' timeout: a request without an answer by then hung.
