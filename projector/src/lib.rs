@@ -24,7 +24,8 @@ mod views;
 
 use aigw_events::alert::AlertLevel;
 use aigw_events::{
-    AliasEvent, Attribution, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent, TeamEvent, Usage,
+    AdminUserEvent, AliasEvent, Attribution, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent,
+    TeamEvent, Usage,
 };
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
@@ -357,6 +358,7 @@ pub struct BatchEffect {
     pub aliases: BTreeSet<String>,
     pub teams: BTreeSet<Uuid>,
     pub projects: BTreeSet<Uuid>,
+    pub users: BTreeSet<Uuid>,
 }
 
 impl BatchEffect {
@@ -395,6 +397,10 @@ impl BatchEffect {
             "project" => {
                 read::<ProjectEvent>("project", payload)?;
                 self.projects.insert(uuid_of("project", aggregate_id)?);
+            }
+            "admin_user" => {
+                read::<AdminUserEvent>("admin_user", payload)?;
+                self.users.insert(uuid_of("admin_user", aggregate_id)?);
             }
             _ => {}
         }
@@ -596,6 +602,11 @@ pub(crate) async fn refresh_registry(pool: &PgPool, applied: &apply::Applied) {
     for id in &applied.projects {
         if let Err(e) = aigw_runtime::teams::refresh_project(pool, *id).await {
             tracing::error!(project_id = %id, error = %e, "refreshing a project failed");
+        }
+    }
+    for id in &applied.users {
+        if let Err(e) = aigw_runtime::users::refresh_user(pool, *id).await {
+            tracing::error!(user_id = %id, error = %e, "refreshing an admin user failed");
         }
     }
 }
