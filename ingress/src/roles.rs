@@ -404,7 +404,7 @@ pub fn authorize(
         .collect();
     if allowing.is_empty() && !myself {
         let held = if principal.roles.is_empty() {
-            "no role".to_string()
+            "a user with no role".to_string()
         } else {
             let names: Vec<&str> = principal.roles.iter().map(Role::name).collect();
             format!("role {}", names.join(", "))
