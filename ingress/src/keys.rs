@@ -356,7 +356,7 @@ pub async fn create_key(
     }
     let settings = input.apply(KeySettings::default())?;
     check_project(&state, &settings)?;
-    check_scope(&state, &scope, &settings)?;
+    scope.check_key(&state, &settings)?;
     let (entry, secret) = issue(&state, &actor, settings).await?;
     let mut view = key_view(&entry);
     // The only time the secret is ever shown.
@@ -441,34 +441,10 @@ pub async fn list_keys(State(state): State<AppState>, scope: TeamScope) -> Json<
         .registry
         .keys()
         .iter()
-        .filter(|k| !scope.is_confined() || scope.allows(key_team(&state, &k.state.settings)))
+        .filter(|k| scope.allows_key(&state, &k.state.settings))
         .map(|k| key_view(k))
         .collect();
     Json(json!({ "object": "list", "data": data }))
-}
-
-/// The team of the project a key's settings name, if any.
-fn key_team(state: &AppState, settings: &KeySettings) -> Option<uuid::Uuid> {
-    state
-        .registry
-        .project(settings.project_id?)
-        .map(|p| p.state.team_id)
-}
-
-/// A team admin's key must stay in a project of their team (403 otherwise).
-fn check_scope(
-    state: &AppState,
-    scope: &TeamScope,
-    settings: &KeySettings,
-) -> Result<(), ApiError> {
-    if scope.allows(key_team(state, settings)) {
-        return Ok(());
-    }
-    Err(ApiError::Forbidden {
-        message: "A team admin's keys must belong to a project of their team: set 'project_id'."
-            .into(),
-        code: "team_scope",
-    })
 }
 
 type UsageRow = (NaiveDate, String, i64, i64, i64, i64, i64);
@@ -528,7 +504,7 @@ pub async fn update_key(
     let current = state.registry.key(id).ok_or_else(not_found)?;
     let settings = input.apply(current.state.settings.clone())?;
     check_project(&state, &settings)?;
-    check_scope(&state, &scope, &settings)?;
+    scope.check_key(&state, &settings)?;
     let entry = reconfigure(&state, &actor, id, settings).await?;
     Ok(Json(key_view(&entry)))
 }

@@ -18,6 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use aigw_events::Role;
+use aigw_events::key::KeySettings;
 use axum::extract::Query;
 use axum::http::{Method, Uri};
 use uuid::Uuid;
@@ -322,6 +323,32 @@ impl TeamScope {
     pub fn is_confined(&self) -> bool {
         self.0.is_some()
     }
+
+    /// Whether a key with `settings` is visible in this scope.
+    pub fn allows_key(&self, state: &AppState, settings: &KeySettings) -> bool {
+        !self.is_confined() || self.allows(settings_team(state, settings))
+    }
+
+    /// A team admin's key must be (and stay) in a project of their team.
+    pub fn check_key(&self, state: &AppState, settings: &KeySettings) -> Result<(), ApiError> {
+        if self.allows_key(state, settings) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden {
+            message:
+                "A team admin's keys must belong to a project of their team: set 'project_id'."
+                    .into(),
+            code: "team_scope",
+        })
+    }
+}
+
+/// The team of the project a key's settings name, if any.
+fn settings_team(state: &AppState, settings: &KeySettings) -> Option<Uuid> {
+    state
+        .registry
+        .project(settings.project_id?)
+        .map(|p| p.state.team_id)
 }
 
 fn grants(role: &Role) -> Grant {
