@@ -145,7 +145,7 @@ async fn admin_principal(state: &AppState, given: &str) -> Result<Principal, Api
             token_id: Some(token.id),
         }),
         // No way in at all: say the admin API is off, as before users.
-        None if state.admin_token.is_none() && state.registry.users().is_empty() => {
+        None if state.admin_token.is_none() && !state.registry.has_users() => {
             Err(ApiError::AdminDisabled)
         }
         None => Err(ApiError::AdminUnauthorized),
@@ -160,7 +160,7 @@ pub async fn require_admin(
     next: Next,
 ) -> Result<Response, ApiError> {
     let Some(given) = presented_key(request.headers()) else {
-        if state.admin_token.is_none() && state.registry.users().is_empty() {
+        if state.admin_token.is_none() && !state.registry.has_users() {
             return Err(ApiError::AdminDisabled);
         }
         return Err(ApiError::AdminUnauthorized);

@@ -93,6 +93,11 @@ impl Registry {
         self.read().users.get(&id).cloned()
     }
 
+    /// Whether any admin user exists (disabled ones too).
+    pub fn has_users(&self) -> bool {
+        !self.read().users.is_empty()
+    }
+
     /// Whether some active user holds the owner role.
     pub fn has_owner(&self) -> bool {
         self.read().users.values().any(|u| u.state.is_owner())
