@@ -816,12 +816,30 @@ mod tests {
                 "fast".to_string(),
                 "{\"AliasRenamed\":{}}".to_string(),
             ),
+            (
+                "admin_user",
+                Uuid::now_v7().to_string(),
+                "{\"UserCreated\":{}}".to_string(),
+            ),
+            (
+                "admin_user",
+                "not-a-uuid".to_string(),
+                "{\"UserDisabled\":{\"actor\":\"a\",\"at\":\"2026-12-04T10:00:00Z\"}}".to_string(),
+            ),
         ] {
             let result = effect.apply(aggregate_type, &aggregate_id, &payload);
             assert!(result.is_err(), "{aggregate_type} {aggregate_id} {payload}");
         }
         assert!(effect.requests.is_empty());
         assert!(effect.keys.is_empty() && effect.providers.is_empty() && effect.aliases.is_empty());
+        assert!(effect.users.is_empty());
+        // A readable admin user event marks the user's registry row for refresh.
+        let user = Uuid::now_v7();
+        let disabled = "{\"UserDisabled\":{\"actor\":\"a\",\"at\":\"2026-12-04T10:00:00Z\"}}";
+        effect
+            .apply("admin_user", &user.to_string(), disabled)
+            .unwrap();
+        assert!(effect.users.contains(&user));
         assert!(matches!(
             effect.apply("request", "x", &accepted),
             Err(FoldError::AggregateId { .. })
