@@ -39,6 +39,8 @@ pub struct Principal {
     /// `None`: the bootstrap token.
     pub user_id: Option<Uuid>,
     pub name: String,
+    /// The user's email (`None`: the bootstrap token).
+    pub email: Option<String>,
     /// Recorded as the actor of the events the call causes.
     pub actor: String,
     pub roles: Vec<Role>,
@@ -123,6 +125,7 @@ fn bootstrap(state: &AppState, given: &str) -> Option<Principal> {
     same.then(|| Principal {
         user_id: None,
         name: "bootstrap".into(),
+        email: None,
         actor: format!("admin:{}", &hex::encode(b)[..12]),
         roles: vec![Role::Owner],
         token_id: None,
@@ -140,6 +143,7 @@ async fn admin_principal(state: &AppState, given: &str) -> Result<Principal, Api
         Some((user, token)) => Ok(Principal {
             user_id: Some(user.id),
             name: user.state.name.clone(),
+            email: Some(user.state.email.clone()),
             actor: Principal::user_actor(user.id, &user.state.name),
             roles: user.state.roles.clone(),
             token_id: Some(token.id),

@@ -274,6 +274,7 @@ pub async fn me(principal: Principal) -> Json<Value> {
         "object": "principal",
         "user_id": principal.user_id,
         "name": principal.name,
+        "email": principal.email,
         "actor": principal.actor,
         "via": if principal.user_id.is_some() { "token" } else { "bootstrap_token" },
         "token_id": principal.token_id,

@@ -425,6 +425,8 @@ async fn personal_tokens_are_shown_once_bounded_and_revocable_on_every_replica()
     assert_eq!(status, 200);
     assert_eq!(me["user_id"], vic.as_str());
     assert_eq!(me["roles"], json!([{"role": "viewer"}]));
+    assert_eq!(me["email"], "vic@example.com");
+    assert_eq!(me["actor"], format!("user:{vic} (Vic)"));
 
     // The secret is in no listing and no stored event.
     let (_, list) = call(
