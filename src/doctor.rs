@@ -17,6 +17,7 @@ use aigw_runtime::crypto::{Binding, Sealer, sealed_fields};
 use aigw_runtime::nats::{self, MIN_SERVER, ServerUnfit};
 use aigw_runtime::{CommonArgs, Registry, db};
 use secrecy::SecretString;
+use sqlx::ConnectOptions as _;
 use sqlx::Connection as _;
 
 /// Longest wait for one server to answer.
@@ -164,11 +165,27 @@ pub async fn diagnose(common: &CommonArgs, admin_token: Option<&SecretString>) -
 
 /// Reachable, version, JetStream.
 async fn nats_checks(url: &str) -> Vec<Check> {
-    let shown = db::redact(url);
+    let seeds = match nats::seeds(url) {
+        Ok(seeds) => seeds,
+        Err(e) => {
+            return vec![
+                Check::problem(
+                    "NATS",
+                    e.to_string(),
+                    Some(
+                        "set AIGW_NATS_URL to nats://host:port, or a comma-separated list of them",
+                    ),
+                ),
+                Check::skipped("NATS version", "not checked (no connection)"),
+                Check::skipped("JetStream", "not checked (no connection)"),
+            ];
+        }
+    };
+    let shown = nats::describe(&seeds);
     let connect = async_nats::ConnectOptions::new()
         .name("aigw-doctor")
         .connection_timeout(TIMEOUT)
-        .connect(url);
+        .connect(seeds);
     let unreachable = |e: String| {
         vec![
             Check::problem(
@@ -242,8 +259,17 @@ async fn database_checks(url: &str) -> (Vec<Check>, Option<sqlx::PgPool>) {
     };
     // One connection first: it fails with the real cause (a pool only
     // says it timed out).
+    let list = match aigw_runtime::pg_hosts::parse(url) {
+        Ok(list) => list,
+        Err(e) => return unreachable(e.to_string(), "fix AIGW_DATABASE_URL"),
+    };
+    // A host list: the host aigw would use.
+    let host = match aigw_runtime::pg_hosts::pick(&list.hosts, list.attrs).await {
+        Ok(i) => list.hosts[i].clone(),
+        Err(e) => return unreachable(format!("{shown}: {e}"), PG_FIX),
+    };
     let first = tokio::time::timeout(TIMEOUT * 2, async {
-        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let mut conn = host.connect().await?;
         let version: (i32, String) = sqlx::query_as(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
         )

@@ -4,6 +4,7 @@
 
 mod doctor;
 mod prices;
+mod probes;
 
 use aigw_dispatcher::DispatcherArgs;
 use aigw_ingress::IngressArgs;
@@ -12,12 +13,14 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
+use aigw_runtime::readiness::Readiness;
 use aigw_runtime::reseal::{self, Resealed};
 use aigw_runtime::traces::{TraceSettings, TracesGuard};
 use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
+use probes::{ProbeArgs, Probes};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -62,7 +65,7 @@ enum LogFormat {
     Json,
 }
 
-// Parsed once at start: the size of the largest variant costs nothing.
+// Parsed once at start: the size of its largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -79,6 +82,8 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         dispatcher: DispatcherArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Follow the event history and maintain the read views.
     Projector {
@@ -88,6 +93,8 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         projector: ProjectorArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Recompute every key's cost from the event history and compare it with
     /// the billing view; exits with 1 when they differ, with 2 when they agree
@@ -118,6 +125,10 @@ enum Command {
         dispatcher: DispatcherArgs,
         #[command(flatten)]
         projector: ProjectorArgs,
+        /// Probes of the dispatcher and projector inside (ready once both
+        /// started); the ingress's are on `AIGW_LISTEN` as always.
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Create the database, schema and streams, then exit.
     Migrate {
@@ -459,24 +470,38 @@ async fn serve(command: Command) -> anyhow::Result<()> {
                 .await
                 .context("ingress")?;
         }
-        Command::Dispatcher { common, dispatcher } => {
-            aigw_dispatcher::run(common, dispatcher, shutdown)
+        Command::Dispatcher {
+            common,
+            dispatcher,
+            probes,
+        } => {
+            let readiness = Readiness::default();
+            let probes = Probes::start(&probes, vec![readiness.clone()]).await?;
+            let result = aigw_dispatcher::run_ready(common, dispatcher, shutdown, readiness)
                 .await
-                .context("dispatcher")?;
+                .context("dispatcher");
+            probes.stop().await;
+            result?;
         }
         Command::Projector {
             action: None,
             common,
             projector,
+            probes,
         } => {
-            aigw_projector::run(common, projector, shutdown)
+            let readiness = Readiness::default();
+            let probes = Probes::start(&probes, vec![readiness.clone()]).await?;
+            let result = aigw_projector::run_ready(common, projector, shutdown, readiness)
                 .await
-                .context("projector")?;
+                .context("projector");
+            probes.stop().await;
+            result?;
         }
         Command::Projector {
             action: Some(ProjectorAction::Rebuild),
             common,
             projector,
+            probes: _,
         } => {
             let pool = db::prepare(&common.database_url, 3)
                 .await
@@ -557,9 +582,16 @@ async fn serve(command: Command) -> anyhow::Result<()> {
             ingress,
             dispatcher,
             projector,
+            probes,
         } => {
             aigw_ingress::check_secrets(&common, &ingress)?;
             let listener = bind(&ingress).await?;
+            let (dispatcher_ready, projector_ready) = (Readiness::default(), Readiness::default());
+            let probes = Probes::start(
+                &probes,
+                vec![dispatcher_ready.clone(), projector_ready.clone()],
+            )
+            .await?;
             // Prepare once up front so the roles do not race to create things.
             db::prepare(&common.database_url, 2)
                 .await
@@ -576,13 +608,13 @@ async fn serve(command: Command) -> anyhow::Result<()> {
             });
             let (c, s) = (common.clone(), shutdown.clone());
             let dispatcher = tokio::spawn(async move {
-                aigw_dispatcher::run(c, dispatcher, s)
+                aigw_dispatcher::run_ready(c, dispatcher, s, dispatcher_ready)
                     .await
                     .context("dispatcher")
             });
             let (c, s) = (common.clone(), shutdown.clone());
             let projector = tokio::spawn(async move {
-                aigw_projector::run(c, projector, s)
+                aigw_projector::run_ready(c, projector, s, projector_ready)
                     .await
                     .context("projector")
             });
@@ -597,6 +629,7 @@ async fn serve(command: Command) -> anyhow::Result<()> {
                 async { joined("projector")(projector.await) },
             );
             stop.cancel();
+            probes.stop().await;
             result?;
         }
         Command::Providers {
@@ -628,9 +661,19 @@ async fn serve(command: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("database {}", db::redact(&common.database_url)))?;
             let (_client, js) = nats::connect(&common.nats_url, "aigw-migrate").await?;
-            nats::ensure_streams(&js, &names, &common.streams).await?;
-            nats::ensure_job_stream(&js, &names, &common.streams).await?;
-            tracing::info!("database, schema and streams are ready");
+            // Everything aigw keeps in JetStream, at AIGW_NATS_REPLICAS
+            // replicas (`AIGW_NATS_REPLICAS=3 aigw migrate` scales a
+            // deployment up in place).
+            let replicas = common.nats_replicas;
+            let requests = nats::ensure_streams(&js, &names, &common.streams, replicas).await?;
+            let jobs = nats::ensure_job_stream(&js, &names, &common.streams, replicas).await?;
+            nats::scale_consumers(&requests, replicas).await?;
+            nats::scale_consumers(&jobs, replicas).await?;
+            aigw_runtime::limits::Limiter::open(&js, &names, replicas).await?;
+            aigw_runtime::health::Health::open(&js, &names, Default::default(), replicas).await?;
+            nats::ensure_media_store(&js, &names.media_bucket(), replicas).await?;
+            nats::ensure_body_store(&js, &names.bodies_bucket(), replicas).await?;
+            tracing::info!(replicas, "database, schema, streams and buckets are ready");
         }
     }
     Ok(())

@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::openai::{self, UpstreamError};
 use crate::{anthropic, azure, bedrock, cohere, embeddings, gemini, media};
 
-/// A successful upstream answer, already in OpenAI's format.
+/// A successful upstream answer, in OpenAI's format (or, `Native`, in the
+/// caller's own dialect).
 pub enum Answer {
     /// A complete `chat.completion` JSON body (non-streamed request).
     Full { body: Bytes, usage: Option<Usage> },
@@ -29,6 +30,9 @@ pub enum Answer {
         content_type: String,
         usage: Usage,
     },
+    /// An answer in the caller's own dialect, from an upstream that speaks
+    /// it natively (relayed verbatim; see `dialect`).
+    Native(crate::dialect::anthropic_native::NativeAnswer),
 }
 
 /// One step of a streamed answer.

@@ -6,7 +6,7 @@
 //! priced as soon as it is known (`Billed`), and the answer carries that
 //! cost to the caller.
 
-use aigw_events::wire::{AnswerCost, DispatchRequest, Endpoint};
+use aigw_events::wire::{AnswerCost, Dialect, DispatchRequest, Endpoint};
 use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
 use aigw_runtime::crypto::{self, Binding, CredentialField};
@@ -19,8 +19,11 @@ use crate::Shared;
 use crate::adapter::{self, Answer};
 use crate::candidates;
 use crate::convert;
+use crate::dialect::anthropic_native::{self, NativeAnswer};
+use crate::dialect::{self, anthropic_out};
 use crate::media;
 use crate::openai::UpstreamError;
+use crate::process::json_bytes;
 use crate::record::Billed;
 use crate::relay::relay_stream;
 use crate::reply::Replier;
@@ -151,8 +154,23 @@ pub(crate) async fn attempt(
         }
     };
     let body = upstream_body(request, &target.model, output_cap_for(request, target));
+    let native = dialect::native_to(request, provider);
+    let untranslatable = dialect::untranslatable(request, provider);
     let call = async {
         match request.endpoint {
+            Endpoint::Chat if untranslatable.is_some() => Err(convert::unsupported(
+                &provider.name,
+                untranslatable.as_deref().unwrap_or_default(),
+            )),
+            Endpoint::Chat if native => anthropic_native::call(
+                &shared.http,
+                provider,
+                api_key.as_ref(),
+                request,
+                &target.model,
+            )
+            .await
+            .map(Answer::Native),
             Endpoint::Chat => {
                 let credentials = adapter::Credentials {
                     api_key: api_key.as_ref(),
@@ -209,7 +227,15 @@ pub(crate) async fn attempt(
                 None => (estimate_from_body(request, &body), true),
             },
             Ok(Answer::Media { usage, .. }) => (usage, false),
-            Ok(Answer::Stream(_)) | Err(_) => (Usage::default(), false),
+            Ok(Answer::Native(NativeAnswer::Full { usage, .. })) => {
+                match candidates::plausible(usage) {
+                    Some(u) => (u, false),
+                    None => (estimate_from_body(request, &Bytes::new()), true),
+                }
+            }
+            Ok(Answer::Stream(_) | Answer::Native(NativeAnswer::Stream(_))) | Err(_) => {
+                (Usage::default(), false)
+            }
         };
         return AttemptResult::Failed {
             error: cancelled(),
@@ -229,10 +255,18 @@ pub(crate) async fn attempt(
                 Some(u) => Billed::priced(target, u, false),
                 None => Billed::priced(target, estimate_from_body(request, &body), true),
             };
-            let body = if billed.estimated {
-                body
-            } else {
-                convert::with_usage_details(body, &billed.usage)
+            let body = match &request.dialect {
+                Dialect::AnthropicMessages { .. } => {
+                    let completion = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+                    json_bytes(&anthropic_out::message(
+                        &completion,
+                        &message_id(request),
+                        &request.model,
+                        &billed.usage,
+                    ))
+                }
+                Dialect::OpenaiChat if billed.estimated => body,
+                Dialect::OpenaiChat => convert::with_usage_details(body, &billed.usage),
             };
             let cost = AnswerCost::of(billed.cost_micros);
             replier
@@ -269,7 +303,36 @@ pub(crate) async fn attempt(
             replier.start(&provider.name, attempt_no).await;
             relay_stream(request, target, items, replier, cancel).await
         }
+        Ok(Answer::Native(NativeAnswer::Full { body, usage })) => {
+            let billed = match candidates::plausible(usage) {
+                Some(u) => Billed::priced(target, u, false),
+                None => Billed::priced(target, estimate_from_body(request, &Bytes::new()), true),
+            };
+            replier
+                .response(
+                    200,
+                    &provider.name,
+                    attempt_no,
+                    None,
+                    body,
+                    anthropic_native::cost_of(&billed),
+                )
+                .await;
+            AttemptResult::Done {
+                billed,
+                status: 200,
+            }
+        }
+        Ok(Answer::Native(NativeAnswer::Stream(events))) => {
+            replier.start(&provider.name, attempt_no).await;
+            anthropic_native::relay(request, target, events, replier, cancel).await
+        }
     }
+}
+
+/// The id of a message rendered in Anthropic's dialect: the request's.
+pub(crate) fn message_id(request: &DispatchRequest) -> String {
+    format!("msg_{}", request.request_id.simple())
 }
 
 /// Whether a call is let run to its end when the caller goes away: every
@@ -423,6 +486,9 @@ mod tests {
             rate_levels: vec![],
             rate_on_key: true,
             attribution: Default::default(),
+            dialect: Default::default(),
+            native_body: None,
+            native_only: None,
         }
     }
 
@@ -467,6 +533,39 @@ mod tests {
             model: model.into(),
             weight: 1,
         }
+    }
+
+    #[test]
+    fn what_only_anthropic_reads_goes_only_to_anthropic() {
+        let mut r = request(
+            json!({"model": "alias", "max_tokens": 5, "top_k": 3,
+                "messages": [{"role": "user", "content": "hi"}]}),
+            false,
+        );
+        r.dialect = Dialect::AnthropicMessages {
+            version: None,
+            beta: None,
+        };
+        dialect::prepare(&mut r);
+        assert_eq!(r.native_only.as_deref(), Some("top_k"));
+        let native = target(None, ProviderKind::Anthropic, "m");
+        let translated = target(None, ProviderKind::OpenaiCompatible, "m");
+        assert!(dialect::native_to(&r, &native.provider.spec));
+        assert_eq!(dialect::untranslatable(&r, &native.provider.spec), None);
+        let why = dialect::untranslatable(&r, &translated.provider.spec).unwrap();
+        assert!(why.contains("'top_k'"), "{why}");
+        // A request that translates whole goes anywhere.
+        let mut plain = request(
+            json!({"model": "alias", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+            false,
+        );
+        plain.dialect = r.dialect.clone();
+        dialect::prepare(&mut plain);
+        assert_eq!(plain.native_only, None);
+        assert_eq!(
+            dialect::untranslatable(&plain, &translated.provider.spec),
+            None
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod bedrock;
 pub mod candidates;
 pub mod cohere;
 pub mod convert;
+pub mod dialect;
 pub mod elevenlabs;
 pub mod embeddings;
 pub mod gemini;
@@ -19,6 +20,7 @@ pub mod media;
 pub mod openai;
 pub mod probe;
 pub mod process;
+pub mod pull;
 pub mod record;
 pub mod relay;
 pub mod replicate;
@@ -39,13 +41,13 @@ use aigw_runtime::crypto::Sealer;
 use aigw_runtime::egress::Egress;
 use aigw_runtime::health::{BreakerConfig, Health};
 use aigw_runtime::limits::{Limiter, SpendLog};
+use aigw_runtime::readiness::Readiness;
 use aigw_runtime::{CommonArgs, Registry, RuntimeError, Stores, db, nats};
-use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::consumer::{self, AckPolicy};
 use clap::Args;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Args)]
@@ -223,55 +225,65 @@ pub async fn run(
     args: DispatcherArgs,
     shutdown: CancellationToken,
 ) -> Result<(), DispatcherError> {
+    run_ready(common, args, shutdown, Readiness::default()).await
+}
+
+/// [`run`], marking `readiness` started once the streams, consumers and
+/// buckets are in place and pulling begins.
+pub async fn run_ready(
+    common: CommonArgs,
+    args: DispatcherArgs,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> Result<(), DispatcherError> {
     let names = common.names()?;
     let sealer = common.sealer()?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     let (client, js) = nats::connect(&common.nats_url, "aigw-dispatcher").await?;
-    let stream = nats::ensure_streams(&js, &names, &common.streams).await?;
+    let replicas = common.nats_replicas;
+    let stream = nats::ensure_streams(&js, &names, &common.streams, replicas).await?;
     let registry = Registry::load(pool.clone()).await?;
     let follower = registry
         .follow(client.clone(), &names, Duration::from_secs(10))
         .await?;
 
     let consumer_name = names.dispatcher_consumer();
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &consumer_name,
-            pull::Config {
-                durable_name: Some(consumer_name.clone()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: args.ack_wait,
-                max_deliver: args.max_deliver as i64 + 1,
-                max_ack_pending: (args.concurrency * 4) as i64,
-                filter_subject: names.requests_subjects(),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| DispatcherError::Nats(format!("consumer {consumer_name}: {e}")))?;
+    let consumer = nats::ensure_consumer(
+        &stream,
+        consumer::pull::Config {
+            durable_name: Some(consumer_name.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: args.ack_wait,
+            max_deliver: args.max_deliver as i64 + 1,
+            max_ack_pending: (args.concurrency * 4) as i64,
+            filter_subject: names.requests_subjects(),
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
 
-    let job_stream = nats::ensure_job_stream(&js, &names, &common.streams).await?;
+    let job_stream = nats::ensure_job_stream(&js, &names, &common.streams, replicas).await?;
     let job_consumer_name = names.jobs_consumer();
-    let job_consumer: async_nats::jetstream::consumer::PullConsumer = job_stream
-        .get_or_create_consumer(
-            &job_consumer_name,
-            pull::Config {
-                durable_name: Some(job_consumer_name.clone()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: args.ack_wait,
-                // Runs are counted by the job's own events (see `jobs`).
-                max_deliver: -1,
-                // Finished jobs stay unacked while their webhooks retry.
-                max_ack_pending: (args.job_concurrency.max(1) * 16) as i64,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| DispatcherError::Nats(format!("consumer {job_consumer_name}: {e}")))?;
+    let job_consumer = nats::ensure_consumer(
+        &job_stream,
+        consumer::pull::Config {
+            durable_name: Some(job_consumer_name.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: args.ack_wait,
+            // Runs are counted by the job's own events (see `jobs`).
+            max_deliver: -1,
+            // Finished jobs stay unacked while their webhooks retry.
+            max_ack_pending: (args.job_concurrency.max(1) * 16) as i64,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
 
     // Settlements and token corrections only delay acks: let them gather
     // into fewer writes.
-    let limiter = Limiter::open(&js, &names)
+    let limiter = Limiter::open(&js, &names, replicas)
         .await?
         .with_linger(Duration::from_millis(5))
         .with_spend_log(SpendLog::new(pool.clone()));
@@ -283,11 +295,12 @@ pub async fn run(
             cooldown: args.breaker_cooldown,
             probe_timeout: args.upstream_timeout.min(Duration::from_secs(60)),
         },
+        replicas,
     )
     .await?;
     let health_follower = health.follow().await?;
-    let media = aigw_runtime::nats::ensure_media_store(&js, &names.media_bucket()).await?;
-    let bodies = aigw_runtime::nats::ensure_body_store(&js, &names.bodies_bucket()).await?;
+    let media = nats::ensure_media_store(&js, &names.media_bucket(), replicas).await?;
+    let bodies = nats::ensure_body_store(&js, &names.bodies_bucket(), replicas).await?;
     let shared = Arc::new(Shared {
         media,
         bodies,
@@ -321,67 +334,26 @@ pub async fn run(
     let prober = args
         .health_probe_interval
         .map(|every| probe::spawn(shared.clone(), every));
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(args.concurrency.clamp(1, 256))
-        .messages()
-        .await
-        .map_err(|e| DispatcherError::Nats(e.to_string()))?;
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let job_permits = Arc::new(Semaphore::new(args.job_concurrency.max(1)));
-    let job_runner = tokio::spawn(run_jobs(
+    let running = pull::Running::default();
+    let job_runner = tokio::spawn(pull::jobs(
         shared.clone(),
         job_consumer,
-        job_permits.clone(),
+        job_permits,
         permits.clone(),
         args.concurrency.max(1),
+        running.clone(),
         shutdown.clone(),
     ));
+    readiness.started(shared.stores.pool.clone(), Some(client.clone()));
     tracing::info!(consumer = %consumer_name, jobs = %job_consumer_name, "dispatcher ready");
+    pull::requests(shared, consumer, permits, running.clone(), shutdown).await;
 
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.cancelled() => break,
-        };
-        let next = tokio::select! {
-            m = messages.next() => m,
-            _ = shutdown.cancelled() => break,
-        };
-        let msg = match next {
-            None => break,
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "pulling requests failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        let span = spans::delivery("dispatch", &msg);
-        tokio::spawn(
-            async move {
-                process::handle(shared, msg).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    }
-
-    // Finish what is in hand, then leave.
-    drop(messages);
-    let total = args.concurrency.max(1) as u32;
+    // Pulling has stopped (what the last pull brought is handed back);
+    // finish what is in hand within the grace, hand back the rest.
     let _ = job_runner.await;
-    let job_total = args.job_concurrency.max(1) as u32;
-    let drained = tokio::time::timeout(args.upstream_timeout, async {
-        let sync = permits.acquire_many(total).await;
-        let jobs = job_permits.acquire_many(job_total).await;
-        (sync, jobs)
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("shutting down with requests still running; they will be redelivered");
-    }
+    running.finish(common.shutdown_grace).await;
     cancels.abort();
     follower.abort();
     health_follower.abort();
@@ -391,64 +363,6 @@ pub async fn run(
     let _ = client.flush().await;
     tracing::info!("dispatcher stopped");
     Ok(())
-}
-
-/// Pulls and runs jobs, below synchronous requests: at most
-/// `job_permits` at once, and none taken while more than half of the
-/// synchronous capacity is busy.
-async fn run_jobs(
-    shared: Arc<Shared>,
-    consumer: async_nats::jetstream::consumer::PullConsumer,
-    job_permits: Arc<Semaphore>,
-    sync_permits: Arc<Semaphore>,
-    sync_capacity: usize,
-    shutdown: CancellationToken,
-) {
-    let mut messages = loop {
-        match consumer.stream().max_messages_per_batch(1).messages().await {
-            Ok(m) => break m,
-            Err(e) => {
-                tracing::warn!(error = %e, "pulling jobs failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        }
-    };
-    loop {
-        let permit = tokio::select! {
-            p = job_permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.cancelled() => return,
-        };
-        while sync_permits.available_permits() < sync_capacity / 2 {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
-        let next = tokio::select! {
-            m = messages.next() => m,
-            _ = shutdown.cancelled() => return,
-        };
-        let msg = match next {
-            None => return,
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "pulling jobs failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        let span = spans::delivery("job", &msg);
-        tokio::spawn(
-            async move {
-                jobs::handle(shared, msg, permit).await;
-            }
-            .instrument(span),
-        );
-    }
 }
 
 async fn follow_cancellations(

@@ -84,6 +84,9 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
             .await;
         return;
     }
+    // A body in another dialect: translated for the adapters, the
+    // caller's kept for same-dialect targets.
+    crate::dialect::prepare(&mut request);
 
     let cancel = CancellationToken::new();
     shared.inflight.insert(id, cancel.clone());

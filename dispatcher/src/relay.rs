@@ -6,7 +6,7 @@
 //! the usage chunk gets it with that cost in the frame's header, and the
 //! last usage priced is what the outcome records.
 
-use aigw_events::wire::{AnswerCost, DispatchRequest};
+use aigw_events::wire::{AnswerCost, Dialect, DispatchRequest};
 use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
 use bytes::Bytes;
@@ -15,8 +15,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::StreamItem;
-use crate::attempt::{AttemptResult, cancelled};
+use crate::attempt::{AttemptResult, cancelled, message_id};
 use crate::convert;
+use crate::dialect::anthropic_out::StreamRenderer;
 use crate::openai::{self, UpstreamError, broken};
 use crate::process::json_bytes;
 use crate::record::Billed;
@@ -37,6 +38,14 @@ pub(crate) async fn relay_stream(
     let mut completion_text = 0u64;
     let mut end: Result<(), UpstreamError> = Err(broken(provider, "the stream ended early"));
     let mut seen = StreamSeen::new();
+    // A caller of another dialect gets the chunks rendered in it.
+    let mut render = match &request.dialect {
+        Dialect::OpenaiChat => None,
+        Dialect::AnthropicMessages { .. } => Some(StreamRenderer::new(
+            message_id(request),
+            request.model.clone(),
+        )),
+    };
     loop {
         let next = tokio::select! {
             n = items.next() => n,
@@ -77,6 +86,17 @@ pub(crate) async fn relay_stream(
             .filter(|u| !u.is_null())
             .and_then(openai::parse_usage)
             .filter(Usage::is_plausible);
+        if let Some(render) = render.as_mut() {
+            if let Some(u) = chunk_usage {
+                billed = Some(Billed::priced(target, u, false));
+            }
+            let mut events = Vec::new();
+            render.chunk(&chunk, &mut events);
+            if !events.is_empty() {
+                replier.chunk(Bytes::from(events), None).await;
+            }
+            continue;
+        }
         let has_choices = chunk
             .get("choices")
             .and_then(Value::as_array)
@@ -122,6 +142,26 @@ pub(crate) async fn relay_stream(
         };
         Billed::priced(target, estimate, true)
     });
+    if let (Ok(()), Some(render)) = (&end, render.as_mut()) {
+        let mut events = Vec::new();
+        render.finish(&billed.usage, &mut events);
+        replier
+            .chunk(
+                Bytes::from(events),
+                Some(AnswerCost::of(billed.cost_micros)),
+            )
+            .await;
+    }
+    finish_stream(end, billed, replier).await
+}
+
+/// Ends a relayed stream: `end` when it finished cleanly, else the error
+/// frame (the caller gets it in its dialect) unless the caller left.
+pub(crate) async fn finish_stream(
+    end: Result<(), UpstreamError>,
+    billed: Billed,
+    replier: &Replier,
+) -> AttemptResult {
     match end {
         Ok(()) => {
             replier.end().await;

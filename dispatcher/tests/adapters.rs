@@ -93,7 +93,9 @@ async fn full(answer: Result<Answer, UpstreamError>) -> (Value, aigw_events::Usa
             serde_json::from_slice(&body).unwrap(),
             usage.expect("usage"),
         ),
-        Ok(Answer::Stream(_) | Answer::Media { .. }) => panic!("expected a full answer"),
+        Ok(Answer::Stream(_) | Answer::Media { .. } | Answer::Native(_)) => {
+            panic!("expected a full answer")
+        }
         Err(e) => panic!("upstream error: {e:?}"),
     }
 }

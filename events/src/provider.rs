@@ -61,6 +61,17 @@ impl ProviderKind {
         }
     }
 
+    /// Whether this kind of provider takes requests in `dialect` natively
+    /// (aigw then relays the caller's body and the answer verbatim rather
+    /// than translating them through OpenAI chat).
+    pub fn speaks(self, dialect: &crate::wire::Dialect) -> bool {
+        use crate::wire::Dialect as D;
+        match dialect {
+            D::OpenaiChat => false,
+            D::AnthropicMessages { .. } => self == ProviderKind::Anthropic,
+        }
+    }
+
     /// The most images one request may ask of this kind of provider (`n`),
     /// where it has a limit of its own (below the API's 10).
     pub fn max_images(self) -> Option<u64> {

@@ -74,6 +74,57 @@ pub struct DispatchRequest {
     /// the request's outcome.
     #[serde(default, skip_serializing_if = "crate::Attribution::is_empty")]
     pub attribution: crate::Attribution,
+    /// The API dialect the caller spoke: `body` is in it, and the answer
+    /// goes back in it. Absent (older messages): OpenAI chat.
+    #[serde(default, skip_serializing_if = "Dialect::is_openai_chat")]
+    pub dialect: Dialect,
+    /// Dispatcher-side only, never on the wire: the caller's body as it
+    /// arrived, when `body` was translated from another dialect into
+    /// OpenAI chat (what every adapter takes). A same-dialect upstream gets
+    /// this one, verbatim apart from the model.
+    #[serde(skip)]
+    pub native_body: Option<serde_json::Value>,
+    /// Dispatcher-side only, like `native_body`: the first field of the
+    /// caller's body that its translation cannot express (only a target
+    /// speaking `dialect` natively may take this request).
+    #[serde(skip)]
+    pub native_only: Option<String>,
+}
+
+/// The API dialects a request can arrive in (the ingress dialect seam).
+/// A new dialect is one more variant here, one ingress module and one
+/// dispatcher module that renders answers in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Dialect {
+    /// OpenAI's `/v1/chat/completions` (and the other OpenAI endpoints).
+    #[default]
+    OpenaiChat,
+    /// Anthropic's `/v1/messages`.
+    AnthropicMessages {
+        /// The caller's `anthropic-version` header, forwarded to
+        /// Anthropic-native upstreams.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        /// The caller's `anthropic-beta` header, forwarded likewise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        beta: Option<String>,
+    },
+}
+
+impl Dialect {
+    /// Whether this is the default dialect (left out of messages).
+    pub fn is_openai_chat(&self) -> bool {
+        matches!(self, Dialect::OpenaiChat)
+    }
+
+    /// A short label for logs, spans and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Dialect::OpenaiChat => "openai_chat",
+            Dialect::AnthropicMessages { .. } => "anthropic_messages",
+        }
+    }
 }
 
 /// A request body stored in the bodies object store instead of its message.
@@ -349,6 +400,36 @@ mod tests {
         ] {
             assert_eq!(AnswerCost::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dialects_travel_and_default_to_openai_chat() {
+        let old = serde_json::json!({
+            "request_id": Uuid::nil(), "key_id": Uuid::nil(), "reply_to": "r",
+            "accepted_at": "2026-01-01T00:00:00Z", "body": {}, "model": "m",
+            "stream": false, "include_usage": false, "provider": null,
+        });
+        let request: DispatchRequest = serde_json::from_value(old).unwrap();
+        assert_eq!(request.dialect, Dialect::OpenaiChat);
+        let encoded = serde_json::to_value(&request).unwrap();
+        assert!(encoded.get("dialect").is_none());
+        let mut anthropic = request.clone();
+        anthropic.dialect = Dialect::AnthropicMessages {
+            version: None,
+            beta: Some("context-1m-2025-08-07".into()),
+        };
+        anthropic.native_body = Some(serde_json::json!({"secret": "never sent"}));
+        anthropic.native_only = Some("top_k".into());
+        let encoded = serde_json::to_value(&anthropic).unwrap();
+        assert_eq!(
+            encoded["dialect"],
+            serde_json::json!({"kind": "anthropic_messages", "beta": "context-1m-2025-08-07"})
+        );
+        assert!(encoded.get("native_body").is_none());
+        let back: DispatchRequest = serde_json::from_value(encoded).unwrap();
+        assert_eq!(back.dialect, anthropic.dialect);
+        assert_eq!(back.native_body, None);
+        assert_eq!(back.native_only, None);
     }
 
     #[test]

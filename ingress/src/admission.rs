@@ -464,7 +464,7 @@ fn reservation_of(
 
 /// The targets the key's scopes allow (the same rule the dispatcher applies
 /// again to every target it routes or fails over to).
-fn allowed_targets<'a>(
+pub(crate) fn allowed_targets<'a>(
     scopes: &KeyScopes,
     model: &str,
     targets: &'a [Target],

@@ -162,10 +162,47 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let chat = validate(&bytes)?;
-    let attribution = attribution::of_body(&headers, &chat.body)?;
-    let id = request_id.0;
-    let Some(idem) = idempotency::key_of(&headers)? else {
-        return queue_and_answer(&state, key, chat, attribution, id).await;
+    answer(&state, key, &headers, chat, request_id.0, Inbound::openai()).await
+}
+
+/// How a request arrived, beyond its OpenAI chat form: its dialect, and
+/// the caller's body when that is not OpenAI chat.
+pub struct Inbound {
+    /// How answers and errors are written.
+    pub dialect: Dialect,
+    /// The dialect as the dispatcher is told it.
+    pub wire: wire::Dialect,
+    /// The caller's body (sent on the wire instead of the translation).
+    pub native_body: Option<serde_json::Value>,
+    /// A field that only a target speaking `wire` natively can honour.
+    pub native_only: Option<String>,
+}
+
+impl Inbound {
+    /// An OpenAI request.
+    pub fn openai() -> Self {
+        Self {
+            dialect: Dialect::OpenAi,
+            wire: wire::Dialect::OpenaiChat,
+            native_body: None,
+            native_only: None,
+        }
+    }
+}
+
+/// Answers a validated chat request of any dialect: with an
+/// `Idempotency-Key`, a repeat gets the stored answer (see `idempotency`).
+pub async fn answer(
+    state: &AppState,
+    key: std::sync::Arc<aigw_runtime::KeyEntry>,
+    headers: &HeaderMap,
+    chat: ChatRequest,
+    id: Uuid,
+    inbound: Inbound,
+) -> Result<Response, ApiError> {
+    let attribution = attribution::of_body(headers, &chat.body)?;
+    let Some(idem) = idempotency::key_of(headers)? else {
+        return queue_in(state, key, chat, attribution, id, inbound).await;
     };
     if chat.stream {
         return Err(ApiError::BadRequest {
@@ -190,7 +227,7 @@ pub async fn chat_completions(
         }
     }
     let key_id = key.id;
-    let response = queue_and_answer(&state, key, chat, attribution, id)
+    let response = queue_in(state, key, chat, attribution, id, inbound)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let status = response.status();
@@ -218,13 +255,25 @@ pub async fn chat_completions(
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-/// Admits, queues and relays one chat request.
+/// Admits, queues and relays one OpenAI request.
 async fn queue_and_answer(
     state: &AppState,
     key: std::sync::Arc<aigw_runtime::KeyEntry>,
     chat: ChatRequest,
     attribution: aigw_events::Attribution,
     id: Uuid,
+) -> Result<Response, ApiError> {
+    queue_in(state, key, chat, attribution, id, Inbound::openai()).await
+}
+
+/// Admits, queues and relays one request of any dialect.
+async fn queue_in(
+    state: &AppState,
+    key: std::sync::Arc<aigw_runtime::KeyEntry>,
+    chat: ChatRequest,
+    attribution: aigw_events::Attribution,
+    id: Uuid,
+    inbound: Inbound,
 ) -> Result<Response, ApiError> {
     let span = tracing::Span::current();
     traces::attr(
@@ -272,6 +321,20 @@ async fn queue_and_answer(
             code: None,
         });
     }
+    if let Some(field) = &inbound.native_only
+        && let Some(t) = targets
+            .iter()
+            .find(|t| !t.provider.spec.kind.speaks(&inbound.wire))
+    {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "'{field}' has no equivalent at provider {} (which serves `{}`): send it to a model served natively.",
+                t.provider.spec.name, chat.model
+            ),
+            param: None,
+            code: Some("unsupported_field"),
+        });
+    }
     let mut admitted = admission::admit(
         state,
         &key,
@@ -311,7 +374,7 @@ async fn queue_and_answer(
         key_id: key.id,
         reply_to,
         accepted_at: now,
-        body: chat.body,
+        body: inbound.native_body.unwrap_or(chat.body),
         model: chat.model,
         stream: chat.stream,
         include_usage: chat.include_usage,
@@ -327,6 +390,9 @@ async fn queue_and_answer(
         rate_levels: admitted.rate_levels.clone(),
         rate_on_key: admitted.rate_on_key,
         attribution,
+        dialect: inbound.wire,
+        native_body: None,
+        native_only: None,
     };
     if let Err(e) = publish(state, &mut message).await {
         if let Some(r) = &message.reservation {
@@ -341,7 +407,7 @@ async fn queue_and_answer(
         let kind = header_of(&first, wire::FRAME).unwrap_or_default();
         match kind.as_str() {
             wire::FRAME_RESPONSE => {
-                full_response(&first, &mut replies, state.request_timeout).await
+                full_response(&first, &mut replies, state.request_timeout, inbound.dialect).await
             }
             wire::FRAME_ERROR => {
                 let mut response = relayed_error(&first, &mut replies, state.request_timeout)
@@ -356,6 +422,7 @@ async fn queue_and_answer(
                 &first,
                 replies,
                 admitted.slot.take(),
+                inbound.dialect,
             )),
             other => Err(ApiError::Internal(format!(
                 "unexpected first frame {other:?}"
@@ -557,6 +624,7 @@ async fn full_response(
     msg: &async_nats::Message,
     replies: &mut async_nats::Subscriber,
     wait: Duration,
+    dialect: Dialect,
 ) -> Result<Response, ApiError> {
     let body = joined(msg, replies, wait).await?;
     let content_type = header_of(msg, wire::CONTENT_TYPE)
@@ -569,7 +637,7 @@ async fn full_response(
         .insert(header::CONTENT_TYPE, content_type);
     routing_headers(&mut response, msg);
     if let Some(cost) = cost::of_frame(msg) {
-        Dialect::OpenAi.answer_headers(response.headers_mut(), cost);
+        dialect.answer_headers(response.headers_mut(), cost);
         response.extensions_mut().insert(cost);
     }
     Ok(response)

@@ -10,9 +10,10 @@
 //! - An unpriced model shows no cost, only a flag: never `0` for "unknown".
 //!
 //! [`Dialect`] is the seam for ingress dialects: each one says how a
-//! non-streamed answer and a stream's usage event show the cost. Today there
-//! is only OpenAI's; a new dialect (Anthropic Messages, Responses, Gemini)
-//! is one more arm in each `match` below.
+//! non-streamed answer and a stream's usage event show the cost. Every
+//! dialect's non-streamed answers carry aigw's cost headers; OpenAI's
+//! streams also get `usage.cost_usd`, while Anthropic's stream events are
+//! relayed as rendered (their usage is in `message_delta`).
 
 use aigw_events::wire::{self, AnswerCost};
 use axum::http::{HeaderMap, HeaderValue};
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::chat::header_of;
+pub use crate::dialects::Dialect;
 
 /// Response header with a priced answer's cost in USD (`0.000210`).
 pub const COST_USD: &str = "x-aigw-cost-usd";
@@ -48,19 +50,12 @@ pub fn usd_number(micros: i64) -> Value {
     serde_json::json!(micros as f64 / 1_000_000.0)
 }
 
-/// The ingress dialects, each with its own way of showing the cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// OpenAI's API (`/v1/chat/completions`, embeddings, images, audio).
-    OpenAi,
-}
-
 impl Dialect {
     /// Sets the cost headers of a non-streamed answer: [`COST_USD`] when
     /// priced, [`COST_FLAGGED`] `unpriced` otherwise.
     pub fn answer_headers(self, headers: &mut HeaderMap, cost: AnswerCost) {
         match self {
-            Dialect::OpenAi => match cost {
+            Dialect::OpenAi | Dialect::Anthropic => match cost {
                 AnswerCost::Micros(m) => {
                     if let Ok(v) = HeaderValue::from_str(&usd(m)) {
                         headers.insert(COST_USD, v);
@@ -80,6 +75,7 @@ impl Dialect {
     /// not such a chunk passes unchanged.
     pub fn usage_event(self, payload: Bytes, cost: AnswerCost) -> Bytes {
         match self {
+            Dialect::Anthropic => payload,
             Dialect::OpenAi => {
                 let Ok(mut chunk) = serde_json::from_slice::<Value>(&payload) else {
                     return payload;

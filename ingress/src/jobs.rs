@@ -214,6 +214,9 @@ pub async fn submit(
         rate_levels: admitted.rate_levels.clone(),
         rate_on_key: admitted.rate_on_key,
         attribution,
+        dialect: Default::default(),
+        native_body: None,
+        native_only: None,
     };
     let release = || async {
         if let Some(r) = &admitted.reservation {

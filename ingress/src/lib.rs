@@ -14,6 +14,7 @@ pub mod classes;
 pub mod config_file;
 pub mod cors;
 pub mod cost;
+pub mod dialects;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
@@ -54,6 +55,7 @@ use axum::routing::{delete, get, post, put};
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -136,6 +138,14 @@ pub struct IngressArgs {
     /// the keys, that the file does not declare.
     #[arg(long = "config-prune", env = "AIGW_CONFIG_PRUNE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub config_prune: bool,
+
+    /// PostgreSQL URL of a read replica (one host or a host list, as
+    /// `AIGW_DATABASE_URL`) that the read-heavy routes read from: `/stats`,
+    /// the admin stats, billing, request log, usage and unpriced views.
+    /// Writes, and every other read, stay on `AIGW_DATABASE_URL`. Unset:
+    /// everything on `AIGW_DATABASE_URL`.
+    #[arg(long, env = "AIGW_DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
 }
 
 impl IngressArgs {
@@ -166,6 +176,9 @@ pub struct AppState {
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     pub stores: Stores,
+    /// Where the read-heavy routes read (`AIGW_DATABASE_READ_URL`'s pool,
+    /// else the primary's); it may lag the primary by its replication delay.
+    pub read_pool: PgPool,
     pub registry: Arc<Registry>,
     pub limiter: Limiter,
     pub health: Health,
@@ -322,6 +335,19 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    // Anthropic's Messages API: the same key check, every error in
+    // Anthropic's shape (the outer layer sees the key check's too).
+    let anthropic = Router::new()
+        .route("/v1/messages", post(dialects::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(dialects::anthropic::count_tokens),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .route_layer(middleware::from_fn(dialects::anthropic::anthropic_errors));
     let admin = Router::new()
         .route(
             "/admin/api/providers",
@@ -432,6 +458,7 @@ pub fn router(state: AppState) -> Router {
     let cors = state.cors.clone();
     Router::new()
         .merge(keyed)
+        .merge(anthropic)
         .merge(admin)
         .merge(public)
         .route_layer(middleware::from_fn(http_metrics))
@@ -488,13 +515,21 @@ async fn prepare_state(
         )
         .into());
     }
+    // A replica is read-only: no database to create, no schema to migrate.
+    let read_pool = match &args.database_read_url {
+        Some(url) => db::connect(url, common.db_max_connections)
+            .await
+            .map_err(|e| RuntimeError::Config(format!("AIGW_DATABASE_READ_URL: {e}")))?,
+        None => pool.clone(),
+    };
     let (client, js) = nats::connect(&common.nats_url, "aigw-ingress").await?;
+    let replicas = common.nats_replicas;
     if streams {
-        nats::ensure_streams(&js, &names, &common.streams).await?;
-        nats::ensure_job_stream(&js, &names, &common.streams).await?;
+        nats::ensure_streams(&js, &names, &common.streams, replicas).await?;
+        nats::ensure_job_stream(&js, &names, &common.streams, replicas).await?;
     }
     let registry = Registry::load(pool.clone()).await?;
-    let limiter = Limiter::open(&js, &names)
+    let limiter = Limiter::open(&js, &names, replicas)
         .await?
         .with_spend_log(SpendLog::new(pool.clone()));
     let limiter = if args.limit_leases {
@@ -502,9 +537,9 @@ async fn prepare_state(
     } else {
         limiter
     };
-    let health = Health::open(&js, &names, BreakerConfig::default()).await?;
-    let media = nats::ensure_media_store(&js, &names.media_bucket()).await?;
-    let bodies = nats::ensure_body_store(&js, &names.bodies_bucket()).await?;
+    let health = Health::open(&js, &names, BreakerConfig::default(), replicas).await?;
+    let media = nats::ensure_media_store(&js, &names.media_bucket(), replicas).await?;
+    let bodies = nats::ensure_body_store(&js, &names.bodies_bucket(), replicas).await?;
     Ok(AppState {
         media,
         bodies,
@@ -512,6 +547,7 @@ async fn prepare_state(
         client,
         js,
         stores: Stores::new(pool),
+        read_pool,
         registry,
         limiter,
         health,
@@ -561,7 +597,7 @@ pub async fn run(
     metrics::counter!(admission::CONCURRENCY_REFUSED).increment(0);
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "ingress listening");
-    server::serve(listener, app, &args.server, shutdown).await;
+    server::serve(listener, app, &args.server, shutdown, common.shutdown_grace).await;
     follower.abort();
     let _ = state.client.flush().await;
     Ok(())

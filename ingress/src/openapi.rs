@@ -8,7 +8,9 @@
 //! - every route `crate::router` serves under `/v1`, `/stats` and
 //!   `/admin/api` is an operation of the document, and nothing else is;
 //! - every operation answers its errors as OpenAI's error JSON (the
-//!   `default` response, [`schemas::ErrorBody`]);
+//!   `default` response, [`schemas::ErrorBody`]), except Anthropic's
+//!   Messages routes, which answer Anthropic's
+//!   ([`schemas::AnthropicErrorBody`]);
 //! - callers' operations take the API key (`Authorization: Bearer` or
 //!   `x-api-key`), admin operations the admin token, `/health` and
 //!   `/ready` nothing.
@@ -28,8 +30,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ApiError;
 use crate::{
-    admin as admin_api, alerts, billing, chat, jobs, keys, ops, presets, quarantine, routing,
-    teams, usage, users,
+    admin as admin_api, alerts, billing, chat, dialects, jobs, keys, ops, presets, quarantine,
+    routing, teams, usage, users,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +46,8 @@ use crate::{
     ),
     paths(
         chat::chat_completions,
+        dialects::anthropic::messages,
+        dialects::anthropic::count_tokens,
         chat::embeddings,
         chat::images,
         chat::speech,
@@ -115,10 +119,11 @@ use crate::{
         ops::health,
         ops::ready,
     ),
-    components(schemas(schemas::ErrorBody)),
+    components(schemas(schemas::ErrorBody, schemas::AnthropicErrorBody)),
     modifiers(&Conventions),
     tags(
         (name = "inference", description = "OpenAI-compatible calls, queued to the dispatchers."),
+        (name = "anthropic", description = "Anthropic's Messages API, through the same admission and dispatchers; errors in Anthropic's shape."),
         (name = "jobs", description = "Chat completions run in the background."),
         (name = "caller", description = "The caller's own key and usage."),
         (name = "providers", description = "Admin: providers, presets and their health."),
@@ -137,6 +142,10 @@ pub struct ApiDoc;
 struct Conventions;
 
 const ERROR_RESPONSE: &str = "Error";
+/// The error response of the Anthropic Messages routes.
+const ANTHROPIC_ERROR_RESPONSE: &str = "AnthropicError";
+/// The routes whose errors are Anthropic's.
+pub const ANTHROPIC_PATHS: &str = "/v1/messages";
 
 /// Links for stateful testing and clients: what a creating call's answer
 /// leads to. (creating path, its status, the id field, the operations the
@@ -217,6 +226,20 @@ impl Modify for Conventions {
                     .build(),
             ),
         );
+        components.responses.insert(
+            ANTHROPIC_ERROR_RESPONSE.to_string(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("An error, as Anthropic's error JSON.")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("AnthropicErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
         let no_scopes: [&str; 0] = [];
         for (path, item) in doc.paths.paths.iter_mut() {
             let security = if path.starts_with("/admin/api/") {
@@ -236,14 +259,19 @@ impl Modify for Conventions {
                 &mut item.patch,
                 &mut item.delete,
             ];
+            let error = if path.starts_with(ANTHROPIC_PATHS) {
+                ANTHROPIC_ERROR_RESPONSE
+            } else {
+                ERROR_RESPONSE
+            };
             for operation in operations.into_iter().flatten() {
-                conventions(operation, security.clone());
+                conventions(operation, security.clone(), error);
             }
         }
     }
 }
 
-fn conventions(operation: &mut Operation, security: Option<Vec<SecurityRequirement>>) {
+fn conventions(operation: &mut Operation, security: Option<Vec<SecurityRequirement>>, error: &str) {
     if security.is_some() {
         operation.security = security;
     }
@@ -251,7 +279,7 @@ fn conventions(operation: &mut Operation, security: Option<Vec<SecurityRequireme
         .responses
         .responses
         .entry("default".to_string())
-        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(ERROR_RESPONSE)));
+        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(error)));
 }
 
 /// Adds [`LINKS`] to the serialized document. (Not through utoipa's

@@ -181,7 +181,7 @@ pub async fn stats(
     .bind(key.id)
     .bind(query.from)
     .bind(query.to)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     // Latency percentiles come from the request log, exact per day and model.
@@ -198,7 +198,7 @@ pub async fn stats(
     .bind(key.id)
     .bind(query.from)
     .bind(query.to)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let percentiles: BTreeMap<(NaiveDate, String), (f64, f64)> = percentiles
@@ -301,7 +301,7 @@ pub async fn unpriced(State(state): State<AppState>) -> Result<Json<Value>, ApiE
                 sum(completion_tokens)::int8, max(day)
          FROM usage_daily WHERE unpriced_requests > 0 GROUP BY model ORDER BY model",
     )
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let data: Vec<Value> = rows

@@ -15,7 +15,9 @@
 //!
 //! The chunk with the stream's usage carries its cost in a frame header
 //! when the caller asked for usage; it is shown in the caller's dialect
-//! (`cost::Dialect::usage_event`: OpenAI's `usage.cost_usd`).
+//! (`cost::Dialect::usage_event`: OpenAI's `usage.cost_usd`). Every event,
+//! error events included, is written in the caller's dialect
+//! (`dialects::Dialect`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,7 +26,7 @@ use std::time::Duration;
 use aigw_events::wire;
 use aigw_runtime::limits::Slot;
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -82,7 +84,8 @@ enum Ending {
 }
 
 impl Ending {
-    fn event(self, buffer_bytes: usize) -> Bytes {
+    fn event(self, buffer_bytes: usize, dialect: Dialect) -> Bytes {
+        let sse_error = |message: &str, code: &str| dialect.sse_failure(message, code);
         match self {
             Ending::SlowReader => sse_error(
                 &format!(
@@ -203,24 +206,12 @@ struct Relay {
     _slot: Option<Slot>,
 }
 
-fn sse_data(payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
-fn sse_error(message: &str, code: &str) -> Bytes {
-    let body = wire::error_body(message, "server_error", Some(code));
-    sse_data(&serde_json::to_vec(&body).unwrap_or_default())
-}
-
 impl Relay {
     /// The whole payload of `first`, joined with the `part` frames that
     /// follow it in order; else the error event that ends the stream.
     async fn join(&mut self, first: &async_nats::Message) -> Result<Bytes, Bytes> {
-        let lost = || sse_error("parts of the answer were lost", "stream_lost");
+        let dialect = self.dialect;
+        let lost = || dialect.sse_failure("parts of the answer were lost", "stream_lost");
         let parts = parts_of(first);
         if parts == 1 {
             return Ok(first.payload.clone());
@@ -230,7 +221,9 @@ impl Relay {
         for _ in 1..parts {
             let part = match self.frames.recv().await {
                 Some(Item::Frame(part)) => part,
-                Some(Item::End(ending)) => return Err(ending.event(self.buffer_bytes)),
+                Some(Item::End(ending)) => {
+                    return Err(ending.event(self.buffer_bytes, self.dialect));
+                }
                 None => return Err(lost()),
             };
             self.buffered
@@ -261,18 +254,21 @@ impl Relay {
                 }
                 Some(Item::End(ending)) => {
                     self.done = true;
-                    return Some(ending.event(self.buffer_bytes));
+                    return Some(ending.event(self.buffer_bytes, self.dialect));
                 }
                 None => {
                     self.done = true;
-                    return Some(sse_error("the answer stream was lost", "stream_lost"));
+                    return Some(
+                        self.dialect
+                            .sse_failure("the answer stream was lost", "stream_lost"),
+                    );
                 }
             };
             if header_of(&msg, wire::DELIVERY) != self.delivery {
                 // A redelivery started over elsewhere: the caller already has
                 // part of the first answer, so the stream cannot be resumed.
                 self.done = true;
-                return Some(sse_error(
+                return Some(self.dialect.sse_failure(
                     "the request was interrupted mid-stream",
                     "stream_interrupted",
                 ));
@@ -280,7 +276,10 @@ impl Relay {
             let seq = header_of(&msg, wire::SEQ).and_then(|s| s.parse::<u64>().ok());
             if seq != Some(self.next_seq) {
                 self.done = true;
-                return Some(sse_error("parts of the answer were lost", "stream_lost"));
+                return Some(
+                    self.dialect
+                        .sse_failure("parts of the answer were lost", "stream_lost"),
+                );
             }
             self.next_seq += 1;
             match header_of(&msg, wire::FRAME).as_deref() {
@@ -296,17 +295,21 @@ impl Relay {
                     if kind == wire::FRAME_ERROR {
                         self.done = true;
                         self.finished.store(true, Ordering::Release);
+                        let status = header_of(&msg, wire::STATUS)
+                            .and_then(|s| s.parse::<u16>().ok())
+                            .and_then(|s| StatusCode::from_u16(s).ok());
+                        return Some(self.dialect.sse_error_frame(&payload, status));
                     }
                     let payload = match cost::of_frame(&msg) {
                         Some(cost) => self.dialect.usage_event(payload, cost),
                         None => payload,
                     };
-                    return Some(sse_data(&payload));
+                    return Some(self.dialect.sse_chunk(&payload));
                 }
                 Some(wire::FRAME_END) => {
                     self.done = true;
                     self.finished.store(true, Ordering::Release);
-                    return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+                    return Some(self.dialect.sse_end());
                 }
                 _ => continue,
             }
@@ -323,6 +326,7 @@ pub fn sse_response(
     start: &async_nats::Message,
     replies: async_nats::Subscriber,
     slot: Option<Slot>,
+    dialect: Dialect,
 ) -> Response {
     let start_seq = header_of(start, wire::SEQ)
         .and_then(|s| s.parse::<u64>().ok())
@@ -352,7 +356,7 @@ pub fn sse_response(
         next_seq: start_seq + 1,
         done: false,
         finished,
-        dialect: Dialect::OpenAi,
+        dialect,
         _slot: slot,
     };
     let body = futures::stream::unfold(relay, |mut relay| async move {

@@ -17,7 +17,10 @@
 //!   connections are also pinged, and closed when the peer stops answering.
 //!
 //! Shutdown stops accepting, lets every connection finish the requests it
-//! has in flight (closing it gracefully), and returns once all are closed.
+//! has in flight (closing it gracefully), and returns once all are closed,
+//! or once the shutdown grace is over (the connections still open are then
+//! dropped; their requests still end as events, recorded by the
+//! dispatcher).
 
 use std::convert::Infallible;
 use std::num::NonZeroUsize;
@@ -175,6 +178,7 @@ pub async fn serve(
     app: Router,
     args: &ServerArgs,
     shutdown: CancellationToken,
+    grace: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -225,7 +229,15 @@ pub async fn serve(
         });
     }
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "shutdown grace over; closing the connections still open"
+        );
+    }
 }
 
 /// Accept errors: a connection that failed before it was accepted is

@@ -15,28 +15,33 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
 form-action 'self'";
 
-/// Every embedded asset: (file name, content type, body).
+/// Every embedded asset: (file name, content type, body). The scripts are ES
+/// modules importing each other by relative name (`./dom.js`): each must be
+/// listed here (a test checks that every file in `ui/` is, and that every
+/// import names one).
 const ASSETS: &[(&str, &str, &str)] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
         include_str!("../ui/index.html"),
     ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../ui/app.js"),
-    ),
-    (
-        "i18n.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../ui/i18n.js"),
-    ),
-    (
-        "charts.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../ui/charts.js"),
-    ),
+    ("app.js", JS, include_str!("../ui/app.js")),
+    ("dom.js", JS, include_str!("../ui/dom.js")),
+    ("format.js", JS, include_str!("../ui/format.js")),
+    ("api.js", JS, include_str!("../ui/api.js")),
+    ("forms.js", JS, include_str!("../ui/forms.js")),
+    ("providers.js", JS, include_str!("../ui/providers.js")),
+    ("keys.js", JS, include_str!("../ui/keys.js")),
+    ("teams.js", JS, include_str!("../ui/teams.js")),
+    ("limits.js", JS, include_str!("../ui/limits.js")),
+    ("usage.js", JS, include_str!("../ui/usage.js")),
+    ("requests.js", JS, include_str!("../ui/requests.js")),
+    ("billing.js", JS, include_str!("../ui/billing.js")),
+    ("jobs.js", JS, include_str!("../ui/jobs.js")),
+    ("alerts.js", JS, include_str!("../ui/alerts.js")),
+    ("routing.js", JS, include_str!("../ui/routing.js")),
+    ("i18n.js", JS, include_str!("../ui/i18n.js")),
+    ("charts.js", JS, include_str!("../ui/charts.js")),
     (
         "style.css",
         "text/css; charset=utf-8",
@@ -48,6 +53,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../ui/favicon.svg"),
     ),
 ];
+
+const JS: &str = "text/javascript; charset=utf-8";
 
 fn serve(name: &str) -> Response {
     let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
@@ -113,5 +120,45 @@ mod tests {
             );
         }
         assert_eq!(serve("../Cargo.toml").status(), StatusCode::NOT_FOUND);
+    }
+
+    fn served(name: &str) -> bool {
+        ASSETS.iter().any(|(n, _, _)| *n == name)
+    }
+
+    /// A file added to `ui/` but not to `ASSETS` would be a 404 in the
+    /// browser: the module importing it, and so the whole UI, would fail.
+    #[test]
+    fn every_file_of_the_ui_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(served(&name), "ui/{name} is not in ASSETS");
+            files += 1;
+        }
+        assert_eq!(files, ASSETS.len(), "ASSETS lists a file ui/ does not have");
+    }
+
+    /// Every `import ... from './x.js'` names a served module.
+    #[test]
+    fn every_imported_module_is_served() {
+        let mut imports = 0;
+        for (name, _, body) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".js")) {
+            for piece in body.split("from './").skip(1) {
+                let module = piece.split('\'').next().unwrap();
+                assert!(
+                    served(module),
+                    "{name} imports ./{module}, which is not served"
+                );
+                imports += 1;
+            }
+        }
+        assert!(
+            imports > 10,
+            "the modules import each other ({imports} imports)"
+        );
+        let index = ASSETS[0].2;
+        assert!(index.contains(r#"<script type="module" src="app.js">"#));
     }
 }

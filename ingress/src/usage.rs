@@ -65,7 +65,7 @@ pub async fn usage(
     ))
     .bind(query.from)
     .bind(query.to)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let mut totals = [0i64; 5];
@@ -191,7 +191,7 @@ pub async fn requests(
     .bind(limit)
     .bind(&query.user)
     .bind(&query.tag)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let data: Vec<Value> = rows
@@ -242,7 +242,7 @@ pub async fn request_detail(
          WHERE aggregate_type = 'request' AND aggregate_id = $1 ORDER BY sequence",
     )
     .bind(id.to_string())
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     if rows.is_empty() {

@@ -27,6 +27,7 @@ use aigw_events::{
     AdminUserEvent, AliasEvent, Attribution, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent,
     TeamEvent, Usage,
 };
+use aigw_runtime::readiness::Readiness;
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
 use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
@@ -85,8 +86,19 @@ pub async fn run(
     args: ProjectorArgs,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    run_ready(common, args, shutdown, Readiness::default()).await
+}
+
+/// [`run`], marking `readiness` started once the schema is current.
+pub async fn run_ready(
+    common: CommonArgs,
+    args: ProjectorArgs,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> Result<(), ProjectorError> {
     args.alerts.check().map_err(RuntimeError::Config)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections.min(4)).await?;
+    readiness.started(pool.clone(), None);
     let egress = aigw_runtime::egress::Egress::new(common.allow_private_egress())
         .map_err(|e| RuntimeError::Config(format!("webhook client: {e}")))?;
     let delivery = tokio::spawn(alerts::deliver(

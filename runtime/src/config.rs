@@ -14,9 +14,18 @@ use crate::crypto::Sealer;
 
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// NATS server URL (JetStream enabled, server 2.10 or newer).
+    /// NATS server URL (JetStream enabled, server 2.10 or newer), or a
+    /// comma-separated list of seed servers of one cluster
+    /// (`nats://n1:4222,nats://n2:4222,nats://n3:4222`); the client
+    /// reconnects across them.
     #[arg(long, env = "AIGW_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Replicas of every stream, consumer, key-value bucket and object store
+    /// aigw creates (1 to 5; at most the number of JetStream servers). An
+    /// existing deployment with another count is updated in place at start.
+    #[arg(long, env = "AIGW_NATS_REPLICAS", default_value = "1", value_parser = crate::nats::parse_replicas)]
+    pub nats_replicas: usize,
 
     /// PostgreSQL URL; the database is created if missing.
     #[arg(
@@ -57,6 +66,14 @@ pub struct CommonArgs {
     /// name wins when both are set).
     #[arg(long, env = "AIGW_WEBHOOK_ALLOW_PRIVATE", hide = true, action = clap::ArgAction::Set)]
     pub webhook_allow_private: Option<bool>,
+
+    /// How long a stopping role (SIGTERM) may take to finish what it has in
+    /// hand: the ingress its in-flight requests, the dispatcher the requests
+    /// and jobs it runs (the rest are handed back to another replica). Keep
+    /// it below the orchestrator's kill timeout (Kubernetes'
+    /// `terminationGracePeriodSeconds`).
+    #[arg(long, env = "AIGW_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
 
     /// Size limits of the requests and jobs streams.
     #[command(flatten)]
@@ -241,6 +258,8 @@ mod tests {
     fn args(current: Option<&str>, previous: Option<&str>) -> CommonArgs {
         CommonArgs {
             nats_url: String::new(),
+            nats_replicas: 1,
+            shutdown_grace: std::time::Duration::from_secs(25),
             database_url: String::new(),
             namespace: "aigw".into(),
             db_max_connections: 1,

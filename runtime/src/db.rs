@@ -1,25 +1,31 @@
 //! PostgreSQL: create the database if missing, connect, migrate the schema,
 //! and tell how a database's schema compares with this binary's migrations.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-use crate::{Result, RuntimeError};
+use crate::{Result, RuntimeError, pg_hosts};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Creates the database named in `url` if it does not exist yet. Safe to run
-/// from several processes at once.
+/// Creates the database named in `url` if it does not exist yet, on the
+/// first host of its list that fits (see [`pg_hosts`]). Safe to run from
+/// several processes at once.
 pub async fn ensure_database(url: &str) -> Result<()> {
-    let options = PgConnectOptions::from_str(url)?;
-    let name = options
+    let list = pg_hosts::parse(url)?;
+    let name = list.hosts[0]
         .get_database()
         .ok_or_else(|| RuntimeError::Config(format!("no database name in {}", redact(url))))?
         .to_string();
-    let mut admin = options.clone().database("postgres").connect().await?;
+    let maintenance: Vec<PgConnectOptions> = list
+        .hosts
+        .iter()
+        .map(|o| o.clone().database("postgres"))
+        .collect();
+    let host = pg_hosts::pick(&maintenance, list.attrs).await?;
+    let mut admin = maintenance[host].connect().await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -40,15 +46,15 @@ pub async fn ensure_database(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// A connection pool to the database in `url`.
+/// A connection pool to the database in `url`: one host, or a libpq-style
+/// host list with `target_session_attrs`, followed across failovers
+/// ([`pg_hosts`]).
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?;
-    let pool = PgPoolOptions::new()
+    let list = pg_hosts::parse(url)?;
+    let options = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await?;
-    Ok(pool)
+        .acquire_timeout(Duration::from_secs(10));
+    pg_hosts::connect(list, options).await
 }
 
 /// Applies every pending migration; concurrent callers wait on an advisory lock.

@@ -94,13 +94,16 @@ pub struct Health {
 }
 
 impl Health {
+    /// Opens (creating if needed, with `replicas` replicas) the namespace's
+    /// breaker bucket.
     pub async fn open(
         js: &jetstream::Context,
         names: &Names,
         config: BreakerConfig,
+        replicas: usize,
     ) -> Result<Self> {
         let bucket = format!("{}_health", names.namespace());
-        let kv = crate::nats::ensure_kv(js, &bucket).await?;
+        let kv = crate::nats::ensure_kv(js, &bucket, replicas).await?;
         let health = Self {
             kv,
             config,

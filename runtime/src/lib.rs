@@ -8,12 +8,15 @@ pub mod catalog;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod dialect;
 pub mod egress;
 pub mod estimate;
 pub mod health;
 pub mod jobs;
 pub mod limits;
 pub mod nats;
+pub mod pg_hosts;
+pub mod readiness;
 pub mod registry;
 pub mod reseal;
 pub mod store;
@@ -43,6 +46,9 @@ pub enum RuntimeError {
     /// A database read that is not a plain query error of ours.
     #[error("database: {0}")]
     DatabaseRead(String),
+    /// No host of a database URL's list fits its `target_session_attrs`.
+    #[error("database: {0}")]
+    NoDatabaseHost(String),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

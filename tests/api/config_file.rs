@@ -291,12 +291,14 @@ async fn plan_apply_twice_prune_and_the_configured_gateway_serves() {
     );
     assert_eq!(config_events(&env).await.len(), before + 4);
     seen(&env, "aliases", 0).await;
-    let revoked = admin_list(&env, "keys").await;
-    let by_hand = revoked
-        .iter()
-        .find(|k| k["name"] == "made-by-hand")
-        .unwrap();
-    assert_eq!(by_hand["status"], "revoked");
+    // The running ingress learns of the revocation within a second.
+    wait_until(Duration::from_secs(10), || async {
+        admin_list(&env, "keys")
+            .await
+            .iter()
+            .any(|k| k["name"] == "made-by-hand" && k["status"] == "revoked")
+    })
+    .await;
     let after = aigw_config(&env, &["apply", "-f", f, "--prune"], &secret).await;
     assert!(after.out.starts_with("No changes"), "{}", after.out);
     assert_eq!(config_events(&env).await.len(), before + 4);
@@ -334,9 +336,30 @@ async fn export_then_apply_is_a_no_op_and_secrets_stay_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // A key's project and alert thresholds are not in the file: applying
+    // the export must keep them, not reset them.
+    let team: Value = env
+        .admin(reqwest::Method::POST, "/admin/api/teams")
+        .json(&json!({"name": "finance"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let project: Value = env
+        .admin(reqwest::Method::POST, "/admin/api/projects")
+        .json(&json!({"name": "invoices", "team_id": team["id"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let r = env
         .admin(reqwest::Method::POST, "/admin/api/keys")
         .json(&json!({"name": "billing service", "owner": "finance", "rpm": 30, "tpm": 90000,
+                      "project_id": project["id"], "alert_thresholds": [25, 75],
                       "budget_usd": 12.345678, "budget_tokens": 1000000, "budget_period": "daily",
                       "max_concurrency": 3, "allowed_models": ["cheap"], "allowed_providers": ["my-vllm"],
                       "expires_at": "2030-01-01T00:00:00Z"}))
@@ -389,6 +412,13 @@ async fn export_then_apply_is_a_no_op_and_secrets_stay_out() {
     let applied = aigw_config(&env, &["apply", "-f", f, "--prune"], &secrets).await;
     assert!(applied.ok, "{}{}", applied.out, applied.err);
     assert_eq!(config_events(&env).await.len(), events);
+    let keys = admin_list(&env, "keys").await;
+    let billing = keys
+        .iter()
+        .find(|k| k["name"] == "billing service")
+        .unwrap();
+    assert_eq!(billing["project_id"], project["id"], "{billing}");
+    assert_eq!(billing["limits"]["alert_thresholds"], json!([25, 75]));
 
     // A different secret in the environment is a change, never shown.
     let rotated = [

@@ -137,6 +137,16 @@ pub struct Options {
     /// Run against a NATS server of this test's own with this
     /// `max_payload` (the shared one keeps NATS's default, 1 MiB).
     pub nats_max_payload: Option<usize>,
+    /// Run against these NATS servers (`AIGW_NATS_URL`: a seed list, e.g.
+    /// of a `NatsCluster`) rather than the shared one.
+    pub nats_url: Option<String>,
+    /// `AIGW_NATS_REPLICAS` of every role.
+    pub nats_replicas: usize,
+    /// The host list of `AIGW_DATABASE_URL` (e.g. `127.0.0.1:5999,127.0.0.1:5432`,
+    /// with `target_session_attrs=read-write`) rather than the local server.
+    pub database_hosts: Option<String>,
+    /// `AIGW_DATABASE_READ_URL` of the ingress.
+    pub database_read_url: Option<String>,
     pub server: aigw_ingress::server::ServerArgs,
     pub sse_buffer_bytes: usize,
     pub max_queued_jobs_per_key: u64,
@@ -169,6 +179,10 @@ impl Default for Options {
             webhook_backoff: Duration::from_millis(100),
             allow_private_egress: true,
             nats_max_payload: None,
+            nats_url: None,
+            nats_replicas: 1,
+            database_hosts: None,
+            database_read_url: None,
             server: Default::default(),
             sse_buffer_bytes: 1024 * 1024,
             max_queued_jobs_per_key: 10_000,
@@ -205,13 +219,24 @@ impl TestEnv {
     pub async fn with(options: Options) -> Self {
         init_process();
         let own_nats = options.nats_max_payload.map(|m| start_nats(Some(m)));
-        let nats = own_nats.as_ref().unwrap_or_else(|| nats());
+        let nats_url = match (&options.nats_url, &own_nats) {
+            (Some(url), _) => url.clone(),
+            (None, Some(own)) => own.url.clone(),
+            (None, None) => nats().url.clone(),
+        };
         let run = std::env::var("AIGW_TEST_RUN").unwrap_or_else(|_| "local".into());
         let unique = Uuid::now_v7().simple().to_string();
         let db_name = format!("aigw_t_{run}_{unique}");
         let common = CommonArgs {
-            nats_url: nats.url.clone(),
-            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            nats_url,
+            nats_replicas: options.nats_replicas,
+            shutdown_grace: Duration::from_secs(25),
+            database_url: match &options.database_hosts {
+                Some(hosts) => {
+                    format!("postgres://postgres@{hosts}/{db_name}?target_session_attrs=read-write")
+                }
+                None => format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            },
             namespace: format!("t{}", &unique[unique.len() - 16..]),
             db_max_connections: 8,
             master_key: Some(SecretString::from(MASTER_KEY)),
@@ -260,6 +285,7 @@ impl TestEnv {
             server: self.options.server.clone(),
             config: None,
             config_prune: false,
+            database_read_url: self.options.database_read_url.clone(),
         }
     }
 
@@ -341,6 +367,8 @@ impl TestEnv {
             .env("AIGW_NATS_URL", &self.common.nats_url)
             .env("AIGW_DATABASE_URL", &self.common.database_url)
             .env("AIGW_NAMESPACE", &self.common.namespace)
+            .env("AIGW_NATS_REPLICAS", self.common.nats_replicas.to_string())
+            .env("AIGW_SHUTDOWN_GRACE", humantime(self.common.shutdown_grace))
             .env("AIGW_MASTER_KEY", MASTER_KEY)
             .env(
                 "AIGW_REQUESTS_MAX_MSGS",
@@ -367,10 +395,15 @@ impl TestEnv {
 
     /// Starts a dispatcher as a separate `aigw` process (so it can be killed).
     pub fn spawn_dispatcher_process(&mut self) -> usize {
+        let command = self.dispatcher_process();
+        self.spawn_child(command)
+    }
+
+    /// The command of a dispatcher process with this test's settings.
+    pub fn dispatcher_process(&self) -> Command {
         let args = self.dispatcher_args();
-        let child = self
-            .role_process("dispatcher")
-            .env("AIGW_ACK_WAIT", humantime(args.ack_wait))
+        let mut cmd = self.role_process("dispatcher");
+        cmd.env("AIGW_ACK_WAIT", humantime(args.ack_wait))
             .env("AIGW_UPSTREAM_TIMEOUT", humantime(args.upstream_timeout))
             .env("AIGW_BREAKER_THRESHOLD", args.breaker_threshold.to_string())
             .env("AIGW_BREAKER_COOLDOWN", humantime(args.breaker_cooldown))
@@ -379,18 +412,45 @@ impl TestEnv {
                 args.retries_per_target.to_string(),
             )
             .env("AIGW_JOB_CONCURRENCY", args.job_concurrency.to_string())
-            .env("AIGW_WEBHOOK_BACKOFF", humantime(args.webhook_backoff))
-            .spawn()
-            .unwrap();
-        self.children.push(child);
+            .env("AIGW_WEBHOOK_BACKOFF", humantime(args.webhook_backoff));
+        cmd
+    }
+
+    /// Starts `command` as a child of this test (killed when it ends).
+    pub fn spawn_child(&mut self, mut command: Command) -> usize {
+        self.children.push(command.spawn().unwrap());
         self.children.len() - 1
     }
 
-    /// SIGKILLs a dispatcher process started by `spawn_dispatcher_process`.
+    /// SIGKILLs a process started by `spawn_child`.
     pub fn kill_process(&mut self, index: usize) {
         let child = &mut self.children[index];
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM to a process started by `spawn_child`.
+    pub fn terminate_process(&self, index: usize) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.children[index].id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for a process started by `spawn_child` to exit.
+    pub async fn wait_exit(&mut self, index: usize, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.children[index].try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn wait_ready(&self, base: &str) {

@@ -221,7 +221,7 @@ async fn group_commits_of_two_replicas_hold_limits_exactly() {
         let (_, js) = aigw_runtime::nats::connect(&env.common.nats_url, name)
             .await
             .unwrap();
-        replicas.push(Limiter::open(&js, &names).await.unwrap());
+        replicas.push(Limiter::open(&js, &names, 1).await.unwrap());
     }
     let key = Uuid::now_v7();
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -576,7 +576,7 @@ async fn leases_of_two_replicas_hold_limits_and_bill_once() {
         let (_, js) = aigw_runtime::nats::connect(&env.common.nats_url, name)
             .await
             .unwrap();
-        let limiter = Limiter::open(&js, &names).await.unwrap();
+        let limiter = Limiter::open(&js, &names, 1).await.unwrap();
         replicas.push(if name == "settler" {
             limiter
         } else {
@@ -724,7 +724,7 @@ async fn leased_admissions_bill_exactly_across_two_ingress_replicas() {
     let (_, js) = aigw_runtime::nats::connect(&env.common.nats_url, "watcher")
         .await
         .unwrap();
-    let watcher = Limiter::open(&js, &names).await.unwrap();
+    let watcher = Limiter::open(&js, &names, 1).await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let watch = {
         let (watcher, stop) = (watcher.clone(), stop.clone());

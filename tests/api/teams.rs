@@ -318,6 +318,15 @@ async fn a_team_s_scopes_bind_its_keys_on_every_route() {
     assert_eq!(status, 403, "{v}");
     let (status, v) = call(&env, key, "/v1/jobs", chat).await;
     assert_eq!(status, 403, "{v}");
+    // Anthropic's routes too, with Anthropic's error shape.
+    let messages = json!({"model": "only-a", "max_tokens": 10,
+                          "messages": [{"role": "user", "content": "hi"}]});
+    for route in ["/v1/messages", "/v1/messages/count_tokens"] {
+        let (status, v) = call(&env, key, route, messages.clone()).await;
+        assert_eq!(status, 403, "{route}: {v}");
+        assert_eq!(v["type"], "error", "{route}: {v}");
+        assert_eq!(v["error"]["type"], "permission_error", "{route}: {v}");
+    }
     // Pinning the provider does not get around it either.
     let (status, _) = call(
         &env,

@@ -20,6 +20,8 @@ const browser = await chromium.launchPersistentContext(userDataDir, {
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
   viewport: { width: 1280, height: 800 },
   locale: 'en-US',
+  // A user east of UTC: times typed in forms are local, the API's are UTC.
+  timezoneId: 'Asia/Shanghai',
   acceptDownloads: true,
 });
 
@@ -256,6 +258,127 @@ try {
   await page.selectOption('[data-testid="group-by"]', 'tag');
   await page.waitForSelector('[data-testid="tag-note"]');
 
+  step('teams: create a team and a project in it, with a budget, alert thresholds and scopes');
+  await go('#/teams');
+  await page.click('[data-testid="create-team"]');
+  await page.fill('dialog[open] input[name="name"]', 'e2e-team');
+  await page.fill('dialog[open] input[name="budget_usd"]', '0.02');
+  await page.fill('dialog[open] input[name="alert_thresholds"]', '1, 500');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .field-error:not([hidden])');
+  await page.fill('dialog[open] input[name="alert_thresholds"]', '1, 50');
+  await page.fill('dialog[open] input[name="allowed_providers"]', 'deepseek');
+  await page.click('dialog[open] button[type="submit"]');
+  const team = page.locator('[data-testid="team"][data-team="e2e-team"]');
+  await team.waitFor();
+  const teamText = await team.textContent();
+  check(teamText.includes('1% · 50%') && teamText.includes('deepseek') && teamText.includes('$0.02'), `the team's thresholds, scopes and budget: ${teamText}`);
+  await page.click('[data-testid="create-team"]');
+  await page.fill('dialog[open] input[name="name"]', 'e2e-team');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open] .form-error:not([hidden])');
+  const taken = await page.textContent('dialog[open] .form-error');
+  check(taken.includes('already exists'), `the API's refusal of a second "e2e-team" is shown (${taken})`);
+  await page.keyboard.press('Escape');
+  await team.locator('[data-testid="add-project"]').click();
+  await page.fill('dialog[open] input[name="name"]', 'e2e-project');
+  await page.fill('dialog[open] input[name="rpm"]', '100');
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('[data-team="e2e-team"] [data-project="e2e-project"] [data-testid="project-name"]');
+  check((await team.locator('[data-project="e2e-project"]').textContent()).includes('RPM 100'), 'the project\'s limit');
+  await team.locator('[data-testid="edit-team"]').click();
+  const shownThresholds = await page.inputValue('dialog[open] input[name="alert_thresholds"]');
+  check(shownThresholds === '1, 50', `the team's form shows its thresholds (got ${shownThresholds})`);
+  await page.fill('dialog[open] input[name="alert_thresholds"]', '1, 50, 90');
+  await page.fill('dialog[open] input[name="tpm"]', '1000000');
+  await page.click('dialog[open] button[type="submit"]');
+  await poll('the edited team', async () => {
+    const text = await team.textContent();
+    return text.includes('1% · 50% · 90%') && text.includes('TPM 1,000,000');
+  }, 10000);
+  await team.locator('[data-project="e2e-project"] button:has-text("Edit")').click();
+  check((await page.inputValue('dialog[open] input[name="rpm"]')) === '100', 'the project\'s form shows its limit');
+  await page.fill('dialog[open] input[name="rpm"]', '120');
+  await page.click('dialog[open] button[type="submit"]');
+  await poll('the edited project', async () => (await team.locator('[data-project="e2e-project"]').textContent()).includes('RPM 120'), 10000);
+  await team.locator('[data-testid="add-project"]').click();
+  await page.fill('dialog[open] input[name="name"]', 'e2e-empty');
+  await page.click('dialog[open] button[type="submit"]');
+  const emptyProject = team.locator('[data-project="e2e-empty"]');
+  await emptyProject.waitFor();
+  await emptyProject.locator('button:has-text("Delete")').click();
+  await page.click('dialog[open] [data-testid="confirm"]');
+  await emptyProject.waitFor({ state: 'detached' });
+  await page.evaluate(() => document.getElementById('toasts').replaceChildren());
+  await team.locator('[data-testid="delete-team"]').click();
+  await page.click('dialog[open] [data-testid="confirm"]');
+  const undeleted = await (await page.waitForSelector('.toast-bad')).textContent();
+  check(undeleted.includes('still has 1 project'), `the API's refusal to delete a team with a project is shown (${undeleted})`);
+  check((await team.count()) === 1, 'the team is still listed');
+
+  step('a key in the project: created with the project selector, listed with its project');
+  await go('#/keys');
+  await page.click('[data-testid="create-key"]');
+  await page.fill('dialog[open] input[name="name"]', 'e2e-team-key');
+  await page.selectOption('dialog[open] select[name="project_id"]', { label: 'e2e-team › e2e-project' });
+  await page.click('dialog[open] button[type="submit"]');
+  const teamSecret = await (await page.waitForSelector('[data-testid="new-key-secret"]')).inputValue();
+  await page.click('[data-testid="secret-done"]');
+  const teamKeyRow = page.locator('[data-testid="keys-table"] tbody tr:has([data-testid="key-name"]:text-is("e2e-team-key"))');
+  await teamKeyRow.waitFor();
+  check((await teamKeyRow.locator('[data-testid="key-project"]').textContent()) === 'e2e-project', 'the key\'s project');
+  check((await teamKeyRow.textContent()).includes('e2e-team'), 'and its team');
+  await teamKeyRow.locator('button:has-text("Edit")').click();
+  const selected = await page.$eval('dialog[open] select[name="project_id"]', (s) => s.selectedOptions[0].textContent);
+  check(selected === 'e2e-team › e2e-project', `the edit form shows the key's project (got ${selected})`);
+  await page.keyboard.press('Escape');
+
+  step('saving a key unchanged keeps its expiry (the browser is at UTC+8)');
+  const adminHeaders = { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' };
+  const keyList = await (await fetch(`${BASE}/admin/api/keys`, { headers: adminHeaders })).json();
+  const teamKeyId = keyList.data.find((k) => k.name === 'e2e-team-key').id;
+  const expiry = '2030-01-01T00:00:00Z';
+  const expiresAt = async () => (await (await fetch(`${BASE}/admin/api/keys/${teamKeyId}`, { headers: adminHeaders })).json()).expires_at;
+  await fetch(`${BASE}/admin/api/keys/${teamKeyId}`, { method: 'PATCH', headers: adminHeaders, body: JSON.stringify({ expires_at: expiry }) });
+  await go('#/keys');
+  await teamKeyRow.locator('button:has-text("Edit")').click();
+  const shownExpiry = await page.inputValue('dialog[open] input[name="expires_at"]');
+  check(shownExpiry === '2030-01-01T08:00', `the form shows the expiry in local time (got ${shownExpiry})`);
+  await page.click('dialog[open] button[type="submit"]');
+  await page.waitForSelector('dialog[open]', { state: 'detached' });
+  const kept = await expiresAt();
+  check(kept && Date.parse(kept) === Date.parse(expiry), `the expiry is unchanged (got ${kept})`);
+  await shot('keys-desktop-en');
+
+  step('a chat with the project\'s key: the team\'s budget use, its alert, and billing by team');
+  const teamChat = await fetch(`${BASE}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${teamSecret}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'deepseek-v4-flash', max_tokens: 500, messages: [{ role: 'user', content: 'Hello from the team' }] }),
+  });
+  check(teamChat.status === 200, `chat with the project's key -> ${teamChat.status} ${await teamChat.text()}`);
+  // 1,200 input and 350 output tokens of deepseek-v4-flash: $0.000266.
+  const teamSpent = await poll('the team\'s spend', async () => {
+    await go('#/teams');
+    const spent = await page.textContent('[data-team="e2e-team"] .summary [data-testid="budget-spent"]');
+    return spent.startsWith('$0.00 ') ? null : spent;
+  });
+  check(teamSpent.startsWith('$0.00027 '), `the team's spend (got ${teamSpent})`);
+  await shot('teams-desktop-en');
+  await poll('the team\'s alert', async () => {
+    await go('#/alerts');
+    const rows = await page.$$eval('[data-testid="alerts-table"] tbody tr', (rs) => rs.map((r) => ['alert-level', 'alert-owner', 'alert-threshold']
+      .map((id) => r.querySelector(`[data-testid="${id}"]`).textContent).join(' ')));
+    return rows.includes('Team e2e-team 1%');
+  });
+  await shot('alerts-desktop-en');
+  await go('#/billing');
+  await page.selectOption('[data-testid="group-by"]', 'team');
+  await poll('the team in billing', async () => {
+    const names = await page.$$eval('[data-testid="group-table"] [data-testid="group-name"]', (c) => c.map((x) => x.textContent));
+    return names.includes('e2e-team');
+  });
+
   step('jobs: submit four with the key (the mock runs, delays or refuses them)');
   const submitJob = async (content, metadata) => {
     const res = await fetch(`${BASE}/v1/jobs`, {
@@ -456,6 +579,12 @@ try {
   });
   await go('#/alerts');
   check((await page.textContent('.topbar h1')) === '预算提醒', 'the Alerts title in Chinese');
+  check((await page.textContent('[data-testid="alerts-table"]')).includes('团队'), 'the alert\'s level in Chinese');
+  await go('#/teams');
+  check((await page.textContent('.topbar h1')) === '团队与项目', 'the Teams title in Chinese');
+  const teamsZh = await page.textContent('#page');
+  for (const s of ['添加项目', '提醒阈值', '有效密钥', '使用范围']) check(teamsZh.includes(s), `the Teams page in Chinese shows “${s}”`);
+  await shot('teams-desktop-zh');
   await go('#/jobs');
   const jobsZh = await page.textContent('#page');
   for (const s of ['尝试次数', '筛选', '加载更多']) check(jobsZh.includes(s), `the Jobs page in Chinese shows “${s}”`);
@@ -471,16 +600,20 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   for (const lang of ['zh', 'en']) {
     await page.selectOption('[data-testid="lang"]', lang);
-    for (const p of ['providers', 'keys', 'usage', 'requests', 'billing', 'jobs', 'alerts', 'routing']) {
+    for (const p of ['providers', 'keys', 'teams', 'usage', 'requests', 'billing', 'jobs', 'alerts', 'routing']) {
       await go(`#/${p}`);
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
       check(width <= 390, `${p} (${lang}) is ${width}px wide at 390px`);
-      if (['providers', 'keys', 'usage', 'requests', 'jobs'].includes(p)) await shot(`${p}-phone-${lang}`);
+      if (['providers', 'keys', 'teams', 'usage', 'requests', 'jobs'].includes(p)) await shot(`${p}-phone-${lang}`);
     }
   }
   await go('#/keys');
   await page.click('[data-testid="create-key"]');
   check(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'the key form fits a phone');
+  await page.keyboard.press('Escape');
+  await go('#/teams');
+  await page.click('[data-testid="add-project"]');
+  check(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'the project form fits a phone');
   await page.keyboard.press('Escape');
 
   step('sign out clears the token');

@@ -131,7 +131,7 @@ pub async fn stats(
     .bind(q.key)
     .bind(&q.model)
     .bind(&q.provider)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let latencies: Vec<(Uuid, DateTime<Utc>, String, String, f64, f64)> = sqlx::query_as(
@@ -152,7 +152,7 @@ pub async fn stats(
     .bind(to)
     .bind(q.key)
     .bind(&q.model)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let latencies: HashMap<LatencyKey, (f64, f64)> = latencies
@@ -292,7 +292,7 @@ pub async fn billing(
         })?;
         let format = group_by::Format::of(q.format.as_deref(), &headers)?;
         let range = group_by::range(q.from.as_deref(), q.to.as_deref(), Utc::now())?;
-        let report = group_by::report(&state.stores.pool, dimension, range, q.key)
+        let report = group_by::report(&state.read_pool, dimension, range, q.key)
             .await
             .map_err(ApiError::internal)?;
         return report.into_response(format);
@@ -329,7 +329,7 @@ async fn monthly(
     .bind(from)
     .bind(to)
     .bind(key)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     type Bill = (Vec<Value>, [i64; 8], Classes);
@@ -501,7 +501,7 @@ pub async fn requests(
     .bind(limit + 1)
     .bind(&q.user)
     .bind(&q.tag)
-    .fetch_all(&state.stores.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(ApiError::internal)?;
     let more = rows.len() as i64 > limit;

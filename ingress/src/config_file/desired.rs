@@ -428,6 +428,16 @@ fn key(decl: &KeyDecl, live: &BTreeMap<String, Vec<Arc<KeyEntry>>>) -> Result<De
             });
         }
     };
+    // What the file cannot say (the key's project, its alert thresholds)
+    // stays as the admin API set it: applying the file never undoes it.
+    let mut settings = settings;
+    if let Some(now) = &current {
+        settings.project_id = now.state.settings.project_id;
+        settings
+            .limits
+            .alert_thresholds
+            .clone_from(&now.state.settings.limits.alert_thresholds);
+    }
     Ok(DesiredKey { current, settings })
 }
 

@@ -473,3 +473,82 @@ pub struct Stats {
     pub totals: UsageTotals,
     pub data: Vec<UsageTotals>,
 }
+
+/// Anthropic's error JSON: every error of the Messages routes.
+#[derive(ToSchema)]
+pub struct AnthropicErrorBody {
+    /// Always `error`.
+    pub r#type: String,
+    pub error: AnthropicErrorObject,
+}
+
+#[derive(ToSchema)]
+pub struct AnthropicErrorObject {
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `not_found_error`, `request_too_large`, `rate_limit_error`,
+    /// `timeout_error`, `api_error`, `overloaded_error`.
+    pub r#type: String,
+    pub message: String,
+}
+
+/// One message of a Messages request.
+#[derive(ToSchema)]
+pub struct AnthropicMessage {
+    #[schema(example = "user")]
+    pub role: AnthropicRole,
+    /// A string or Anthropic's content blocks (text, image, tool_use,
+    /// tool_result, thinking, ...).
+    #[schema(example = "Hello!")]
+    pub content: Value,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum AnthropicRole {
+    User,
+    Assistant,
+}
+
+/// Anthropic's Messages request. Fields not listed here (tools,
+/// tool_choice, thinking, stop_sequences, metadata, ...) go verbatim to
+/// Anthropic-native providers and are translated (or, when advisory,
+/// dropped) for the others; see the README.
+#[derive(ToSchema)]
+pub struct MessagesRequest {
+    /// A model id a provider serves, `provider/model`, or an alias.
+    #[schema(example = "claude-sonnet-5", max_length = 256)]
+    pub model: String,
+    /// Required by the Messages API (optional for `count_tokens`).
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<u64>,
+    #[schema(min_items = 1)]
+    pub messages: Vec<AnthropicMessage>,
+    /// A string or text blocks.
+    pub system: Option<Value>,
+    /// Relay the answer as Anthropic's server-sent events.
+    pub stream: Option<bool>,
+}
+
+/// Anthropic's `message` answer.
+#[derive(ToSchema)]
+pub struct Message {
+    pub id: String,
+    /// Always `message`.
+    pub r#type: String,
+    pub role: String,
+    pub model: String,
+    /// Content blocks: text, thinking, tool_use, ...
+    pub content: Vec<Value>,
+    /// `end_turn`, `max_tokens`, `stop_sequence`, `tool_use`, ...
+    pub stop_reason: Option<String>,
+    pub stop_sequence: Option<String>,
+    /// `input_tokens`, `output_tokens`, `cache_read_input_tokens`,
+    /// `cache_creation_input_tokens`.
+    pub usage: Value,
+}
+
+/// `count_tokens`' answer.
+#[derive(ToSchema)]
+pub struct TokenCount {
+    pub input_tokens: u64,
+}

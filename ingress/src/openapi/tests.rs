@@ -47,10 +47,12 @@ fn every_operation_has_the_error_shape_and_its_credential() {
     let doc = document();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            assert_eq!(
-                op["responses"]["default"]["$ref"], "#/components/responses/Error",
-                "{method} {path}"
-            );
+            let error = if path.starts_with(super::ANTHROPIC_PATHS) {
+                "#/components/responses/AnthropicError"
+            } else {
+                "#/components/responses/Error"
+            };
+            assert_eq!(op["responses"]["default"]["$ref"], error, "{method} {path}");
             let schemes: Vec<&str> = op["security"]
                 .as_array()
                 .map(|s| {

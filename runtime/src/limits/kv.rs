@@ -113,10 +113,11 @@ pub(super) fn entry_kind(key: &str) -> &'static str {
 }
 
 impl Limiter {
-    /// Opens (creating if needed) the namespace's limits bucket.
-    pub async fn open(js: &jetstream::Context, names: &Names) -> Result<Self> {
+    /// Opens (creating if needed, with `replicas` replicas) the namespace's
+    /// limits bucket.
+    pub async fn open(js: &jetstream::Context, names: &Names, replicas: usize) -> Result<Self> {
         let bucket = format!("{}_limits", names.namespace());
-        let kv = crate::nats::ensure_kv(js, &bucket).await?;
+        let kv = crate::nats::ensure_kv(js, &bucket, replicas).await?;
         // At 0 from the start, so the first conflict is an increase.
         for kind in ["rate", "budget"] {
             metrics::counter!(CAS_CONFLICTS, "entry" => kind).increment(0);

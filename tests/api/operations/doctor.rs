@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::harness::{ADMIN_TOKEN, MASTER_KEY, TestEnv, free_port, nats_server_binary};
+use crate::harness::{ADMIN_TOKEN, MASTER_KEY, Options, TestEnv, free_port, nats_server_binary};
 
 struct Doctor {
     ok: bool,
@@ -154,7 +154,13 @@ async fn doctor_names_each_problem_and_its_fix_and_prints_no_secret() {
     let d = doctor(&vars).await;
     assert!(!d.ok, "{}", d.out);
     assert_eq!(d.status("NATS "), "FAIL", "{}", d.out);
-    assert!(d.line("NATS ").contains(&nowhere), "{}", d.out);
+    // Named by host and port (a URL's credentials are never shown).
+    assert!(
+        d.line("NATS ")
+            .contains(nowhere.trim_start_matches("nats://")),
+        "{}",
+        d.out
+    );
     assert_eq!(d.status("NATS version"), "skip");
     assert_eq!(d.status("Master key"), "FAIL");
     assert!(
@@ -306,6 +312,33 @@ async fn doctor_finds_a_schema_aigw_would_refuse() {
     assert!(
         d.line("Schema")
             .contains("migrations 9999 come from a newer aigw"),
+        "{}",
+        d.out
+    );
+}
+
+#[tokio::test]
+async fn doctor_checks_the_host_aigw_would_use_of_a_host_list() {
+    let dead = free_port();
+    let env = TestEnv::with(Options {
+        database_hosts: Some(format!("127.0.0.1:{dead},127.0.0.1:5432")),
+        ..Options::default()
+    })
+    .await;
+    let d = doctor(&settings(&env)).await;
+    assert!(d.ok, "{}", d.out);
+    assert_eq!(d.status("PostgreSQL"), "ok", "{}", d.out);
+    assert_eq!(d.status("Schema"), "ok", "{}", d.out);
+
+    let url = env
+        .common
+        .database_url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", free_port()));
+    let d = doctor(&with(settings(&env), "AIGW_DATABASE_URL", &url)).await;
+    assert!(!d.ok);
+    assert_eq!(d.status("PostgreSQL"), "FAIL", "{}", d.out);
+    assert!(
+        d.line("PostgreSQL").contains("no host is read-write"),
         "{}",
         d.out
     );

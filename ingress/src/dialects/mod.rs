@@ -1,0 +1,96 @@
+//! The ingress dialects: the APIs callers speak to aigw (OpenAI's, and
+//! Anthropic's Messages API). Each dialect's module owns its routes'
+//! request parsing and limits, its error shape, and how its answers are
+//! written; everything between (admission, queueing, relaying) is shared
+//! (`chat`, `relay`).
+//!
+//! Invariants:
+//! - A request of any dialect passes the same admission as an OpenAI chat
+//!   completion (scopes, rate limits, worst-case budget holds, concurrency,
+//!   input limits, idempotency): admission reads the request's OpenAI chat
+//!   translation (`aigw_runtime::dialect`).
+//! - Every error and every streamed event a caller gets is in its
+//!   dialect's shape: [`Dialect`] is the one `match` per kind of output,
+//!   so a new dialect is one variant and one module.
+
+pub mod anthropic;
+
+use aigw_events::wire;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde_json::Value;
+
+/// The dialect a request arrived in, as far as the ingress cares: how its
+/// answers, stream events and errors are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's API (`/v1/chat/completions`, embeddings, images, audio).
+    OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Anthropic,
+}
+
+impl Dialect {
+    /// A data payload of a streamed answer as the SSE bytes the caller
+    /// gets. OpenAI: the chunk JSON in a `data:` line. Anthropic: the
+    /// dispatcher sends whole events (`event:` and `data:` lines) already.
+    pub fn sse_chunk(self, payload: &[u8]) -> Bytes {
+        match self {
+            Dialect::OpenAi => sse_data(payload),
+            Dialect::Anthropic => Bytes::copy_from_slice(payload),
+        }
+    }
+
+    /// A stream's `error` frame (OpenAI's error JSON, and the status a
+    /// non-streamed answer would have had) as the caller's event.
+    pub fn sse_error_frame(self, payload: &[u8], status: Option<StatusCode>) -> Bytes {
+        match self {
+            Dialect::OpenAi => sse_data(payload),
+            Dialect::Anthropic => {
+                let parsed = serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
+                let message = parsed
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("The stream failed.");
+                let kind =
+                    status.map_or(anthropic::ErrorType::Api, anthropic::ErrorType::of_status);
+                anthropic::error_event(kind, message)
+            }
+        }
+    }
+
+    /// An event that ends a stream aigw had to cut (`code` says why).
+    pub fn sse_failure(self, message: &str, code: &str) -> Bytes {
+        match self {
+            Dialect::OpenAi => {
+                let body = wire::error_body(message, "server_error", Some(code));
+                sse_data(&serde_json::to_vec(&body).unwrap_or_default())
+            }
+            Dialect::Anthropic => {
+                let kind = if code == "timeout" {
+                    anthropic::ErrorType::Timeout
+                } else {
+                    anthropic::ErrorType::Api
+                };
+                anthropic::error_event(kind, message)
+            }
+        }
+    }
+
+    /// What follows a stream's last event: OpenAI's `[DONE]`; nothing for
+    /// Anthropic (its `message_stop` event was relayed already).
+    pub fn sse_end(self) -> Bytes {
+        match self {
+            Dialect::OpenAi => Bytes::from_static(b"data: [DONE]\n\n"),
+            Dialect::Anthropic => Bytes::new(),
+        }
+    }
+}
+
+fn sse_data(payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
