@@ -98,6 +98,16 @@ pub async fn run_ready(
 ) -> Result<(), ProjectorError> {
     args.alerts.check().map_err(RuntimeError::Config)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections.min(4)).await?;
+    // At 0 from the start, so the first quarantined event is an increase;
+    // before ready, so a probe that sees ready sees them.
+    for reason in [
+        quarantine::Reason::Unreadable,
+        quarantine::Reason::WriteFailed,
+    ] {
+        metrics::counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
+    }
+    metrics::counter!(alerts::ALERTS, "level" => aigw_events::AlertLevel::Key.as_str())
+        .increment(0);
     readiness.started(pool.clone(), None);
     let egress = aigw_runtime::egress::Egress::new(common.allow_private_egress())
         .map_err(|e| RuntimeError::Config(format!("webhook client: {e}")))?;
@@ -109,15 +119,6 @@ pub async fn run_ready(
         shutdown.clone(),
     ));
     tracing::info!("projector ready");
-    // At 0 from the start, so the first quarantined event is an increase.
-    for reason in [
-        quarantine::Reason::Unreadable,
-        quarantine::Reason::WriteFailed,
-    ] {
-        metrics::counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
-    }
-    metrics::counter!(alerts::ALERTS, "level" => aigw_events::AlertLevel::Key.as_str())
-        .increment(0);
     loop {
         let reading = Utc::now();
         let projected = project_batch(&pool, args.batch).await;
