@@ -128,10 +128,21 @@ pub async fn diagnose(common: &CommonArgs, admin_token: Option<&SecretString>) -
             format!("AIGW_MASTER_KEY is set ({MIN_SECRET_CHARS}+ random characters)"),
         ),
     });
+    // Without the bootstrap token, an owner user's personal token is the way in.
+    let owner = match &pool {
+        Some(pool) => aigw_runtime::users::owner_exists(pool)
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
     checks.push(match admin_token {
+        None if owner => Check::ok(
+            "Admin token",
+            "AIGW_ADMIN_TOKEN is not set: admin users sign in with their personal tokens",
+        ),
         None => Check::problem(
             "Admin token",
-            "AIGW_ADMIN_TOKEN is not set: the admin API and UI are disabled (403)",
+            "AIGW_ADMIN_TOKEN is not set and no owner user exists: the admin API and UI are disabled (403)",
             Some("set AIGW_ADMIN_TOKEN to a random string (`openssl rand -hex 32`)"),
         ),
         Some(token) => match config::check_secret("AIGW_ADMIN_TOKEN", token) {

@@ -4,6 +4,7 @@
 //! speaks through these types, and stored events must stay readable forever
 //! (see `tests/fixtures`).
 
+pub mod admin_user;
 pub mod alert;
 pub mod alias;
 pub mod deployments;
@@ -17,6 +18,10 @@ pub mod request;
 pub mod team;
 pub mod wire;
 
+pub use admin_user::{
+    AdminToken, AdminUserAggregate, AdminUserCommand, AdminUserError, AdminUserEvent, Role,
+    UserStatus,
+};
 pub use alert::{
     AlertLevel, BudgetAlertAggregate, BudgetAlertCommand, BudgetAlertError, BudgetAlertEvent,
 };

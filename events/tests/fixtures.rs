@@ -236,3 +236,23 @@ fn attribution_and_alert_events_deserialize() {
         assert_eq!(serde_json::to_value(&e).unwrap(), *v);
     }
 }
+
+/// Admin user events (roles, tokens as hashes): they read, write back
+/// unchanged, and fold into the state they describe.
+#[test]
+fn admin_user_events_deserialize() {
+    use cqrs_es::Aggregate;
+    let text = include_str!("fixtures/admin-users.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    let mut user = aigw_events::AdminUserAggregate::default();
+    for v in all["admin_user"].as_array().unwrap() {
+        let e = serde_json::from_value::<aigw_events::AdminUserEvent>(v.clone())
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+        user.apply(e);
+    }
+    assert_eq!(user.name, "Ada L.");
+    assert_eq!(user.roles.len(), 3);
+    assert!(user.tokens[0].revoked_at.is_some());
+    assert_eq!(user.status, aigw_events::UserStatus::Disabled);
+}

@@ -1,22 +1,29 @@
-//! Who is calling: API keys for `/v1` and `/stats`, the admin token for
-//! `/admin/api`. Keys are checked against the in-memory registry (hash lookup,
-//! no database query per request).
+//! Who is calling: API keys for `/v1` and `/stats`; for `/admin/api`, an
+//! admin user's personal token or the bootstrap token (`AIGW_ADMIN_TOKEN`,
+//! an owner, unless turned off). Keys and tokens are checked against the
+//! in-memory registry (hash lookup, no database query per request).
+//!
+//! Every admin call resolves to a [`Principal`] (a later sign-in by
+//! session cookie resolves to the same), is checked against the role
+//! table (`roles`), and carries its actor into the events it causes.
 
 use std::sync::Arc;
 
-use aigw_events::KeyStatus;
+use aigw_events::{KeyStatus, Role};
 use aigw_runtime::KeyEntry;
 use aigw_runtime::crypto::hash_api_key;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::roles::TeamScope;
 
 /// The authenticated caller's key.
 #[derive(Debug, Clone)]
@@ -25,6 +32,28 @@ pub struct Caller(pub Arc<KeyEntry>);
 /// The admin identity that made a call (stored as the actor of events).
 #[derive(Debug, Clone)]
 pub struct Admin(pub String);
+
+/// Who is calling the admin API, and with which roles.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `None`: the bootstrap token.
+    pub user_id: Option<Uuid>,
+    pub name: String,
+    /// The user's email (`None`: the bootstrap token).
+    pub email: Option<String>,
+    /// Recorded as the actor of the events the call causes.
+    pub actor: String,
+    pub roles: Vec<Role>,
+    /// The personal token used, if any.
+    pub token_id: Option<Uuid>,
+}
+
+impl Principal {
+    /// The actor of a user's calls: stable id, readable name.
+    pub fn user_actor(id: Uuid, name: &str) -> String {
+        format!("user:{id} ({name})")
+    }
+}
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
@@ -79,14 +108,12 @@ pub async fn require_key(
     Ok(next.run(request).await)
 }
 
-/// Middleware: requires the admin token (and an enabled admin API).
-pub async fn require_admin(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let expected = state.admin_token.as_ref().ok_or(ApiError::AdminDisabled)?;
-    let given = presented_key(request.headers()).ok_or(ApiError::AdminUnauthorized)?;
+/// The bootstrap owner, if `given` is the bootstrap token and it is on.
+fn bootstrap(state: &AppState, given: &str) -> Option<Principal> {
+    if state.admin_token_disabled {
+        return None;
+    }
+    let expected = state.admin_token.as_ref()?;
     // Compare digests so the comparison's timing says nothing about the token.
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.expose_secret().as_bytes());
@@ -95,11 +122,71 @@ pub async fn require_admin(
         .zip(b.iter())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
         == 0;
-    if !same {
-        return Err(ApiError::AdminUnauthorized);
+    same.then(|| Principal {
+        user_id: None,
+        name: "bootstrap".into(),
+        email: None,
+        actor: format!("admin:{}", &hex::encode(b)[..12]),
+        roles: vec![Role::Owner],
+        token_id: None,
+    })
+}
+
+/// Resolves the admin principal of a presented token.
+async fn admin_principal(state: &AppState, given: &str) -> Result<Principal, ApiError> {
+    if let Some(owner) = bootstrap(state, given) {
+        return Ok(owner);
     }
-    let identity = format!("admin:{}", &hex::encode(b)[..12]);
-    request.extensions_mut().insert(Admin(identity));
+    let now = chrono::Utc::now();
+    let hash = hash_api_key(given);
+    match state.registry.find_user_token(&hash, now).await {
+        Some((user, token)) => Ok(Principal {
+            user_id: Some(user.id),
+            name: user.state.name.clone(),
+            email: Some(user.state.email.clone()),
+            actor: Principal::user_actor(user.id, &user.state.name),
+            roles: user.state.roles.clone(),
+            token_id: Some(token.id),
+        }),
+        // No way in at all: say the admin API is off, as before users.
+        None if state.admin_token.is_none() && !state.registry.has_users() => {
+            Err(ApiError::AdminDisabled)
+        }
+        None => Err(ApiError::AdminUnauthorized),
+    }
+}
+
+/// Middleware: requires an admin principal whose roles allow the route
+/// (see `roles`).
+pub async fn require_admin(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(given) = presented_key(request.headers()) else {
+        if state.admin_token.is_none() && !state.registry.has_users() {
+            return Err(ApiError::AdminDisabled);
+        }
+        return Err(ApiError::AdminUnauthorized);
+    };
+    let principal = admin_principal(&state, given).await?;
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let scope = crate::roles::authorize(
+        &state,
+        &principal,
+        request.method(),
+        &template,
+        request.uri(),
+    )?;
+    request
+        .extensions_mut()
+        .insert(Admin(principal.actor.clone()));
+    request.extensions_mut().insert(scope);
+    request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }
 
@@ -111,6 +198,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or(ApiError::MissingKey)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(ApiError::AdminUnauthorized)
+    }
+}
+
+/// The route's team scope, as `require_admin` decided it.
+impl<S: Send + Sync> FromRequestParts<S> for TeamScope {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<TeamScope>()
+            .cloned()
+            .ok_or(ApiError::AdminUnauthorized)
     }
 }
 

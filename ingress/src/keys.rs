@@ -28,6 +28,7 @@ use crate::admin::{command_error, parse_id, parse_json};
 use crate::auth::{Admin, Caller};
 use crate::chat::body_bytes;
 use crate::error::ApiError;
+use crate::roles::TeamScope;
 use crate::validate;
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -342,6 +343,7 @@ async fn execute(
 pub async fn create_key(
     State(state): State<AppState>,
     Admin(actor): Admin,
+    scope: TeamScope,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input: KeyInput = parse_json(&body_bytes(&state, body)?)?;
@@ -354,6 +356,7 @@ pub async fn create_key(
     }
     let settings = input.apply(KeySettings::default())?;
     check_project(&state, &settings)?;
+    scope.check_key(&state, &settings)?;
     let (entry, secret) = issue(&state, &actor, settings).await?;
     let mut view = key_view(&entry);
     // The only time the secret is ever shown.
@@ -433,8 +436,14 @@ pub async fn revoke(
     summary = "Every key",
     responses((status = 200, description = "The keys.", body = crate::openapi::admin::KeyList))
 )]
-pub async fn list_keys(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state.registry.keys().iter().map(|k| key_view(k)).collect();
+pub async fn list_keys(State(state): State<AppState>, scope: TeamScope) -> Json<Value> {
+    let data: Vec<Value> = state
+        .registry
+        .keys()
+        .iter()
+        .filter(|k| scope.allows_key(&state, &k.state.settings))
+        .map(|k| key_view(k))
+        .collect();
     Json(json!({ "object": "list", "data": data }))
 }
 
@@ -486,6 +495,7 @@ pub async fn get_key(
 pub async fn update_key(
     State(state): State<AppState>,
     Admin(actor): Admin,
+    scope: TeamScope,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -494,6 +504,7 @@ pub async fn update_key(
     let current = state.registry.key(id).ok_or_else(not_found)?;
     let settings = input.apply(current.state.settings.clone())?;
     check_project(&state, &settings)?;
+    scope.check_key(&state, &settings)?;
     let entry = reconfigure(&state, &actor, id, settings).await?;
     Ok(Json(key_view(&entry)))
 }

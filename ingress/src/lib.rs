@@ -12,6 +12,7 @@ pub mod body_deadline;
 pub mod chat;
 pub mod classes;
 pub mod config_file;
+pub mod cors;
 pub mod cost;
 pub mod dialects;
 pub mod error;
@@ -26,11 +27,13 @@ pub mod presets;
 pub mod quarantine;
 pub mod rejections;
 pub mod relay;
+pub mod roles;
 pub mod routing;
 pub mod server;
 pub mod teams;
 pub mod ui;
 pub mod usage;
+pub mod users;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -49,7 +52,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -57,7 +60,6 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{Any, CorsLayer};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -69,11 +71,29 @@ pub struct IngressArgs {
     #[arg(long, env = "AIGW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Bearer token for /admin/api: at least 32 random characters
-    /// (placeholders are refused at start); the admin API is disabled when
-    /// unset.
+    /// Bootstrap owner's bearer token for /admin/api: at least 32 random
+    /// characters (placeholders are refused at start). Admin users' own
+    /// tokens work whether it is set or not; with neither, the admin API
+    /// is disabled.
     #[arg(long, env = "AIGW_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
+
+    /// Turn the bootstrap token off (`AIGW_ADMIN_TOKEN` is then refused):
+    /// only admin users' tokens work. Refused at start unless an active
+    /// owner user exists.
+    #[arg(long, env = "AIGW_ADMIN_TOKEN_DISABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub admin_token_disabled: bool,
+
+    /// Origins allowed to call `/v1`, `/stats` and the public routes from
+    /// a browser: `*` (any, the default) or a comma-separated list of
+    /// origins (`https://app.example.com`); empty: same-origin only.
+    #[arg(long, env = "AIGW_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// Origins allowed to call `/admin/api` from a browser: a
+    /// comma-separated list (or `*`); empty (the default): same-origin only.
+    #[arg(long, env = "AIGW_ADMIN_CORS_ORIGINS", default_value = "")]
+    pub admin_cors_origins: String,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "AIGW_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
@@ -167,6 +187,10 @@ pub struct AppState {
     /// For the admin's "test connection" calls to providers.
     pub http: reqwest::Client,
     pub admin_token: Option<SecretString>,
+    /// The bootstrap token is off (`AIGW_ADMIN_TOKEN_DISABLED`).
+    pub admin_token_disabled: bool,
+    /// Who may call from a browser on another origin.
+    pub cors: Arc<cors::CorsConfig>,
     /// Job webhooks may go to private addresses.
     pub webhook_allow_private: bool,
     pub max_body_bytes: usize,
@@ -193,7 +217,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every header aigw sets on an answer, so that a browser on another origin
 /// may read it (CORS `access-control-expose-headers`).
-const EXPOSED_HEADERS: [&str; 15] = [
+pub(crate) const EXPOSED_HEADERS: [&str; 15] = [
     "x-request-id",
     "x-aigw-provider",
     "x-aigw-attempts",
@@ -402,6 +426,26 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/usage", get(usage::usage))
         .route("/admin/api/usage/requests", get(usage::requests))
         .route("/admin/api/usage/requests/{id}", get(usage::request_detail))
+        .route("/admin/api/me", get(users::me))
+        .route(
+            "/admin/api/users",
+            post(users::create_user).get(users::list_users),
+        )
+        .route(
+            "/admin/api/users/{id}",
+            get(users::get_user)
+                .patch(users::update_user)
+                .delete(users::disable_user),
+        )
+        .route("/admin/api/users/{id}/roles", put(users::set_roles))
+        .route(
+            "/admin/api/users/{id}/tokens",
+            post(users::create_token).get(users::list_tokens),
+        )
+        .route(
+            "/admin/api/users/{id}/tokens/{token_id}",
+            delete(users::revoke_token),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -412,11 +456,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(ui::routes());
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers(Any)
-        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static));
+    let cors = state.cors.clone();
     Router::new()
         .merge(keyed)
         .merge(anthropic)
@@ -433,7 +473,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(rejections::rejections_as_json))
         .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(cors)
+        .layer(middleware::from_fn_with_state(cors, cors::cors))
         .with_state(state)
 }
 
@@ -468,7 +508,14 @@ async fn prepare_state(
 ) -> Result<AppState, IngressError> {
     let names = common.names()?;
     let sealer = check_secrets(common, args)?;
+    let cors = cors::CorsConfig::parse(&args.cors_origins, &args.admin_cors_origins)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
+    if streams && args.admin_token_disabled && !aigw_runtime::users::owner_exists(&pool).await? {
+        return Err(RuntimeError::Config(
+            "AIGW_ADMIN_TOKEN_DISABLED is set but no active owner user exists: create one (and their token) with the bootstrap token first".into(),
+        )
+        .into());
+    }
     // A replica is read-only: no database to create, no schema to migrate.
     let read_pool = match &args.database_read_url {
         Some(url) => db::connect(url, common.db_max_connections)
@@ -512,6 +559,8 @@ async fn prepare_state(
             .build()
             .map_err(|e| RuntimeError::Config(format!("HTTP client: {e}")))?,
         admin_token: args.admin_token.clone(),
+        admin_token_disabled: args.admin_token_disabled,
+        cors: Arc::new(cors),
         webhook_allow_private: common.allow_private_egress(),
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,

@@ -31,7 +31,7 @@ use utoipa::{Modify, OpenApi};
 use crate::error::ApiError;
 use crate::{
     admin as admin_api, alerts, billing, chat, dialects, jobs, keys, ops, presets, quarantine,
-    routing, teams, usage,
+    routing, teams, usage, users,
 };
 
 #[derive(OpenApi)]
@@ -106,6 +106,16 @@ use crate::{
         billing::run_audit,
         alerts::list,
         quarantine::list,
+        users::me,
+        users::list_users,
+        users::create_user,
+        users::get_user,
+        users::update_user,
+        users::disable_user,
+        users::set_roles,
+        users::list_tokens,
+        users::create_token,
+        users::revoke_token,
         ops::health,
         ops::ready,
     ),
@@ -120,6 +130,7 @@ use crate::{
         (name = "aliases", description = "Admin: model aliases and their routing."),
         (name = "keys", description = "Admin: virtual API keys."),
         (name = "teams", description = "Admin: teams and their projects, whose limits and scopes apply to their keys."),
+        (name = "users", description = "Admin: admin users, their roles and personal tokens; who is calling."),
         (name = "reports", description = "Admin: usage, billing, the request log, audits."),
         (name = "operations", description = "Liveness and readiness, without authentication."),
     )

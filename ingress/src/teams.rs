@@ -33,6 +33,7 @@ use crate::auth::Admin;
 use crate::chat::body_bytes;
 use crate::error::ApiError;
 use crate::keys::{KeyInput, limits_view, present, scopes_view, usd};
+use crate::roles::TeamScope;
 
 impl NotFound for UnitError {
     fn is_not_found(&self) -> bool {
@@ -297,11 +298,12 @@ fn found<T>(entry: Option<Arc<T>>, missing: fn() -> ApiError) -> Result<Arc<T>, 
     summary = "Every team",
     responses((status = 200, description = "The teams.", body = crate::openapi::admin::TeamList))
 )]
-pub async fn list_teams(State(state): State<AppState>) -> Json<Value> {
+pub async fn list_teams(State(state): State<AppState>, scope: TeamScope) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
         .teams()
         .iter()
+        .filter(|t| scope.allows(Some(t.id)))
         .map(|t| team_view(&state, t))
         .collect();
     Json(json!({ "object": "list", "data": data }))
@@ -479,11 +481,12 @@ pub async fn delete_team(
     summary = "Every project",
     responses((status = 200, description = "The projects.", body = crate::openapi::admin::ProjectList))
 )]
-pub async fn list_projects(State(state): State<AppState>) -> Json<Value> {
+pub async fn list_projects(State(state): State<AppState>, scope: TeamScope) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
         .projects()
         .iter()
+        .filter(|p| scope.allows(Some(p.state.team_id)))
         .map(|p| project_view(&state, p))
         .collect();
     Json(json!({ "object": "list", "data": data }))
@@ -500,6 +503,7 @@ pub async fn list_projects(State(state): State<AppState>) -> Json<Value> {
 pub async fn create_project(
     State(state): State<AppState>,
     Admin(actor): Admin,
+    scope: TeamScope,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input: UnitInput = parse_json(&body_bytes(&state, body)?)?;
@@ -517,6 +521,12 @@ pub async fn create_project(
             code: None,
         });
     };
+    if !scope.allows(Some(team_id)) {
+        return Err(ApiError::Forbidden {
+            message: "A team admin creates projects only in their team.".into(),
+            code: "team_scope",
+        });
+    }
     let (name, policy) = input.apply("", &Policy::default())?;
     create_project_as(&state, &actor, name, team_id, policy)
         .await

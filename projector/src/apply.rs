@@ -88,6 +88,7 @@ pub struct Applied {
     pub aliases: BTreeSet<String>,
     pub teams: BTreeSet<Uuid>,
     pub projects: BTreeSet<Uuid>,
+    pub users: BTreeSet<Uuid>,
     /// Keys whose requests finished, with the days they finished on.
     pub spenders: BTreeMap<(aigw_events::alert::AlertLevel, Uuid), BTreeSet<NaiveDate>>,
     /// Events quarantined.
@@ -132,6 +133,7 @@ pub async fn apply(
                 applied.aliases.extend(effect.aliases);
                 applied.teams.extend(effect.teams);
                 applied.projects.extend(effect.projects);
+                applied.users.extend(effect.users);
                 for (key, days) in effect.spenders {
                     applied.spenders.entry(key).or_default().extend(days);
                 }

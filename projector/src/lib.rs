@@ -24,7 +24,8 @@ mod views;
 
 use aigw_events::alert::AlertLevel;
 use aigw_events::{
-    AliasEvent, Attribution, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent, TeamEvent, Usage,
+    AdminUserEvent, AliasEvent, Attribution, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent,
+    TeamEvent, Usage,
 };
 use aigw_runtime::readiness::Readiness;
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
@@ -97,6 +98,16 @@ pub async fn run_ready(
 ) -> Result<(), ProjectorError> {
     args.alerts.check().map_err(RuntimeError::Config)?;
     let pool = db::prepare(&common.database_url, common.db_max_connections.min(4)).await?;
+    // At 0 from the start, so the first quarantined event is an increase;
+    // before ready, so a probe that sees ready sees them.
+    for reason in [
+        quarantine::Reason::Unreadable,
+        quarantine::Reason::WriteFailed,
+    ] {
+        metrics::counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
+    }
+    metrics::counter!(alerts::ALERTS, "level" => aigw_events::AlertLevel::Key.as_str())
+        .increment(0);
     readiness.started(pool.clone(), None);
     let egress = aigw_runtime::egress::Egress::new(common.allow_private_egress())
         .map_err(|e| RuntimeError::Config(format!("webhook client: {e}")))?;
@@ -108,15 +119,6 @@ pub async fn run_ready(
         shutdown.clone(),
     ));
     tracing::info!("projector ready");
-    // At 0 from the start, so the first quarantined event is an increase.
-    for reason in [
-        quarantine::Reason::Unreadable,
-        quarantine::Reason::WriteFailed,
-    ] {
-        metrics::counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
-    }
-    metrics::counter!(alerts::ALERTS, "level" => aigw_events::AlertLevel::Key.as_str())
-        .increment(0);
     loop {
         let reading = Utc::now();
         let projected = project_batch(&pool, args.batch).await;
@@ -369,6 +371,7 @@ pub struct BatchEffect {
     pub aliases: BTreeSet<String>,
     pub teams: BTreeSet<Uuid>,
     pub projects: BTreeSet<Uuid>,
+    pub users: BTreeSet<Uuid>,
 }
 
 impl BatchEffect {
@@ -407,6 +410,10 @@ impl BatchEffect {
             "project" => {
                 read::<ProjectEvent>("project", payload)?;
                 self.projects.insert(uuid_of("project", aggregate_id)?);
+            }
+            "admin_user" => {
+                read::<AdminUserEvent>("admin_user", payload)?;
+                self.users.insert(uuid_of("admin_user", aggregate_id)?);
             }
             _ => {}
         }
@@ -608,6 +615,11 @@ pub(crate) async fn refresh_registry(pool: &PgPool, applied: &apply::Applied) {
     for id in &applied.projects {
         if let Err(e) = aigw_runtime::teams::refresh_project(pool, *id).await {
             tracing::error!(project_id = %id, error = %e, "refreshing a project failed");
+        }
+    }
+    for id in &applied.users {
+        if let Err(e) = aigw_runtime::users::refresh_user(pool, *id).await {
+            tracing::error!(user_id = %id, error = %e, "refreshing an admin user failed");
         }
     }
 }
@@ -817,12 +829,30 @@ mod tests {
                 "fast".to_string(),
                 "{\"AliasRenamed\":{}}".to_string(),
             ),
+            (
+                "admin_user",
+                Uuid::now_v7().to_string(),
+                "{\"UserCreated\":{}}".to_string(),
+            ),
+            (
+                "admin_user",
+                "not-a-uuid".to_string(),
+                "{\"UserDisabled\":{\"actor\":\"a\",\"at\":\"2026-12-04T10:00:00Z\"}}".to_string(),
+            ),
         ] {
             let result = effect.apply(aggregate_type, &aggregate_id, &payload);
             assert!(result.is_err(), "{aggregate_type} {aggregate_id} {payload}");
         }
         assert!(effect.requests.is_empty());
         assert!(effect.keys.is_empty() && effect.providers.is_empty() && effect.aliases.is_empty());
+        assert!(effect.users.is_empty());
+        // A readable admin user event marks the user's registry row for refresh.
+        let user = Uuid::now_v7();
+        let disabled = "{\"UserDisabled\":{\"actor\":\"a\",\"at\":\"2026-12-04T10:00:00Z\"}}";
+        effect
+            .apply("admin_user", &user.to_string(), disabled)
+            .unwrap();
+        assert!(effect.users.contains(&user));
         assert!(matches!(
             effect.apply("request", "x", &accepted),
             Err(FoldError::AggregateId { .. })

@@ -104,6 +104,7 @@ pub async fn rebuild(
         touched.keys.extend(applied.keys);
         touched.providers.extend(applied.providers);
         touched.aliases.extend(applied.aliases);
+        touched.users.extend(applied.users);
     }
     save_checkpoint(&mut tx, CHECKPOINT, &at).await?;
     quarantine::adopt_rebuilt(&mut tx).await?;

@@ -46,6 +46,20 @@ pub fn generate_api_key() -> SecretString {
     SecretString::from(format!("{KEY_PREFIX}{random}"))
 }
 
+/// Every personal admin API token starts with this.
+pub const ADMIN_TOKEN_PREFIX: &str = "aigwu_";
+
+/// A new personal admin API token: `aigwu_` and 43 random alphanumerics
+/// (hashed and shown like an API key: [`hash_api_key`], [`display_prefix`]).
+pub fn generate_admin_token() -> SecretString {
+    let random: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(KEY_RANDOM_CHARS)
+        .map(char::from)
+        .collect();
+    SecretString::from(format!("{ADMIN_TOKEN_PREFIX}{random}"))
+}
+
 /// Hex SHA-256 of a key secret: what is stored and looked up.
 ///
 /// A fast hash is right here: the secrets are 256-bit random, so there is

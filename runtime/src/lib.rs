@@ -23,6 +23,7 @@ pub mod store;
 pub mod teams;
 pub mod telemetry;
 pub mod traces;
+pub mod users;
 pub mod worst_case;
 
 pub use config::CommonArgs;

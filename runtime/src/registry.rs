@@ -1,4 +1,5 @@
-//! The registry: every key and provider, cached in memory by each process.
+//! The registry: every key, provider, alias, team, project and admin user,
+//! cached in memory by each process.
 //!
 //! PostgreSQL tables `api_keys` and `providers` hold the current state folded
 //! from events. Each process keeps a copy in memory, so authentication and
@@ -25,6 +26,7 @@ use crate::teams::{
     KIND_PROJECTS, KIND_TEAMS, Lineage, LineageError, ProjectEntry, TeamEntry, UnitRow,
     project_entry, team_entry,
 };
+use crate::users::{KIND_USERS, UserEntry, user_entry};
 use crate::{Result, RuntimeError, store};
 
 pub const KIND_KEYS: &str = "keys";
@@ -161,7 +163,7 @@ fn ambiguous(provider: &ProviderEntry, name: &str, deployments: Vec<&str>) -> Re
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     keys: HashMap<Uuid, Arc<KeyEntry>>,
     /// Current and grace-period secrets' hashes.
     by_hash: HashMap<String, Uuid>,
@@ -170,6 +172,9 @@ struct State {
     /// Live (not deleted) teams and projects.
     teams: HashMap<Uuid, Arc<TeamEntry>>,
     projects: HashMap<Uuid, Arc<ProjectEntry>>,
+    /// Admin users (disabled ones too) and their tokens' hashes.
+    pub(crate) users: HashMap<Uuid, Arc<UserEntry>>,
+    pub(crate) user_by_token: HashMap<String, Uuid>,
 }
 
 impl State {
@@ -193,9 +198,9 @@ impl State {
 }
 
 pub struct Registry {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     state: RwLock<State>,
-    miss_lookups: tokio::sync::Semaphore,
+    pub(crate) miss_lookups: tokio::sync::Semaphore,
     /// When the last reload on a miss started (bounds reloads to 5 a second).
     last_miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -239,7 +244,13 @@ impl Registry {
             sqlx::query_as("SELECT id, state FROM projects WHERE NOT deleted")
                 .fetch_all(&self.pool)
                 .await?;
+        let users: Vec<UnitRow> = sqlx::query_as("SELECT id, state FROM admin_users")
+            .fetch_all(&self.pool)
+            .await?;
         let mut fresh = State::default();
+        for row in users {
+            fresh.put_user(user_entry(row)?);
+        }
         for row in teams {
             let entry = team_entry(row)?;
             fresh.teams.insert(entry.id, Arc::new(entry));
@@ -620,6 +631,8 @@ impl Registry {
             self.reload_team(id).await
         } else if subject.ends_with(KIND_PROJECTS) {
             self.reload_project(id).await
+        } else if subject.ends_with(KIND_USERS) {
+            self.reload_user(id).await
         } else if subject.ends_with(KIND_PROVIDERS) {
             self.reload_provider(id).await
         } else {
@@ -627,12 +640,12 @@ impl Registry {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere mid-update of plain maps.
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 }

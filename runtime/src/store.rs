@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aigw_events::{
-    AliasAggregate, KeyAggregate, ProjectAggregate, ProviderAggregate, RequestAggregate,
-    RequestCommand, RequestEvent, TeamAggregate,
+    AdminUserAggregate, AliasAggregate, KeyAggregate, ProjectAggregate, ProviderAggregate,
+    RequestAggregate, RequestCommand, RequestEvent, TeamAggregate,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
@@ -24,6 +24,7 @@ pub struct Stores {
     pub aliases: Arc<PostgresCqrs<AliasAggregate>>,
     pub teams: Arc<PostgresCqrs<TeamAggregate>>,
     pub projects: Arc<PostgresCqrs<ProjectAggregate>>,
+    pub users: Arc<PostgresCqrs<AdminUserAggregate>>,
 }
 
 impl Stores {
@@ -35,6 +36,7 @@ impl Stores {
             aliases: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             teams: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             projects: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
+            users: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             pool,
         }
     }

@@ -116,6 +116,11 @@ pub struct Options {
     pub ack_wait: Duration,
     pub request_timeout: Duration,
     pub admin_token: Option<&'static str>,
+    /// `AIGW_ADMIN_TOKEN_DISABLED`.
+    pub admin_token_disabled: bool,
+    /// `AIGW_CORS_ORIGINS` and `AIGW_ADMIN_CORS_ORIGINS`.
+    pub cors_origins: String,
+    pub admin_cors_origins: String,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
     pub retries_per_target: u32,
@@ -160,6 +165,9 @@ impl Default for Options {
             ack_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             admin_token: Some(ADMIN_TOKEN),
+            admin_token_disabled: false,
+            cors_origins: "*".into(),
+            admin_cors_origins: String::new(),
             breaker_threshold: 3,
             breaker_cooldown: Duration::from_secs(30),
             retries_per_target: 1,
@@ -266,6 +274,9 @@ impl TestEnv {
         IngressArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_token: self.options.admin_token.map(SecretString::from),
+            admin_token_disabled: self.options.admin_token_disabled,
+            cors_origins: self.options.cors_origins.clone(),
+            admin_cors_origins: self.options.admin_cors_origins.clone(),
             max_body_bytes: self.options.max_body_bytes,
             request_timeout: self.options.request_timeout,
             limit_leases: true,

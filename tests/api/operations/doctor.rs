@@ -119,6 +119,27 @@ async fn doctor_passes_a_healthy_deployment() {
     assert!(d.out.contains("No problems found."), "{}", d.out);
     assert_eq!(d.err, "", "one screen, no logs");
     assert_no_secret(&d, &[MASTER_KEY, ADMIN_TOKEN]);
+
+    // Without the bootstrap token: a problem until an owner user exists.
+    let vars: Vec<_> = settings(&env)
+        .into_iter()
+        .filter(|(k, _)| *k != "AIGW_ADMIN_TOKEN")
+        .collect();
+    assert_eq!(doctor(&vars).await.status("Admin token"), "FAIL");
+    let owner = env
+        .admin(reqwest::Method::POST, "/admin/api/users")
+        .json(&serde_json::json!({"name": "Ada", "email": "ada@example.com", "roles": [{"role": "owner"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(owner.status(), 201);
+    let d = doctor(&vars).await;
+    assert!(d.ok, "{}", d.out);
+    assert!(
+        d.line("Admin token").contains("personal tokens"),
+        "{}",
+        d.out
+    );
 }
 
 #[tokio::test]
