@@ -556,3 +556,57 @@ async fn a_team_budget_shared_by_three_keys_holds_across_two_replicas() {
     let (_, t) = admin(&env, reqwest::Method::GET, &team_path, None).await;
     assert_eq!(t["budget"]["spent_micros"], spent, "{t}");
 }
+
+#[tokio::test]
+async fn a_rebuild_restores_the_registry_rows_of_teams_and_projects() {
+    let env = TestEnv::start().await;
+    let team = created(&env, "/admin/api/teams", json!({"name": "t", "rpm": 7})).await;
+    let project = created(
+        &env,
+        "/admin/api/projects",
+        json!({"name": "p", "team_id": team["id"], "rpm": 5}),
+    )
+    .await;
+    let rows = || async {
+        let teams: i64 = sqlx::query_scalar("SELECT count(*) FROM teams WHERE name = 't'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        let projects: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projects WHERE name = 'p' AND team_id = $1")
+                .bind(team["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap())
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        (teams, projects)
+    };
+    assert_eq!(rows().await, (1, 1));
+    // The rows are lost; the events are the truth a rebuild starts from.
+    sqlx::query("DELETE FROM projects")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM teams")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let out = crate::billing::run_aigw(&env, &["projector", "rebuild"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rows().await, (1, 1));
+    let state: Value = sqlx::query_scalar("SELECT state FROM projects WHERE id = $1")
+        .bind(
+            project["id"]
+                .as_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(state["policy"]["limits"]["rpm"], 5, "{state}");
+}
