@@ -12,8 +12,9 @@
 //! [`Dialect`] is the seam for ingress dialects: each one says how a
 //! non-streamed answer and a stream's usage event show the cost. Every
 //! dialect's non-streamed answers carry aigw's cost headers; OpenAI's
-//! streams also get `usage.cost_usd`, while Anthropic's stream events are
-//! relayed as rendered (their usage is in `message_delta`).
+//! streams get `usage.cost_usd` in their usage chunk, Anthropic's in the
+//! usage of their `message_delta` event (the event that carries the final
+//! usage); every other event passes as rendered.
 
 use aigw_events::wire::{self, AnswerCost};
 use axum::http::{HeaderMap, HeaderValue};
@@ -68,37 +69,125 @@ impl Dialect {
         }
     }
 
-    /// A stream's usage event with its cost added: OpenAI's dialect sets
-    /// `usage.cost_usd` (a number, next to the token counts), and leaves it
-    /// out for an unpriced model (removing one the provider may have sent,
-    /// so the field is only ever aigw's recorded cost). A payload that is
-    /// not such a chunk passes unchanged.
+    /// A stream's usage event with its cost added as `usage.cost_usd` (a
+    /// number, next to the token counts), left out for an unpriced model
+    /// (removing one the provider may have sent, so the field is only ever
+    /// aigw's recorded cost). OpenAI's payload is the usage chunk's JSON;
+    /// Anthropic's is one or more rendered SSE events, of which the
+    /// `message_delta` gets the field. A payload that is not such an event
+    /// passes unchanged.
     pub fn usage_event(self, payload: Bytes, cost: AnswerCost) -> Bytes {
         match self {
-            Dialect::Anthropic => payload,
             Dialect::OpenAi => {
                 let Ok(mut chunk) = serde_json::from_slice::<Value>(&payload) else {
                     return payload;
                 };
-                let Some(usage) = chunk.get_mut("usage").and_then(Value::as_object_mut) else {
+                if !with_cost(&mut chunk, cost) {
                     return payload;
-                };
-                match cost {
-                    AnswerCost::Micros(m) => {
-                        usage.insert(USAGE_COST_FIELD.into(), usd_number(m));
-                    }
-                    AnswerCost::Unpriced => {
-                        if usage.remove(USAGE_COST_FIELD).is_none() {
-                            return payload;
-                        }
-                    }
                 }
                 match serde_json::to_vec(&chunk) {
                     Ok(bytes) => Bytes::from(bytes),
                     Err(_) => payload,
                 }
             }
+            Dialect::Anthropic => anthropic_usage_event(payload, cost),
         }
+    }
+}
+
+/// Sets (or, unpriced, removes) `usage.cost_usd` of an event; whether it
+/// changed anything.
+fn with_cost(event: &mut Value, cost: AnswerCost) -> bool {
+    let Some(usage) = event.get_mut("usage").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    match cost {
+        AnswerCost::Micros(m) => {
+            usage.insert(USAGE_COST_FIELD.into(), usd_number(m));
+            true
+        }
+        AnswerCost::Unpriced => usage.remove(USAGE_COST_FIELD).is_some(),
+    }
+}
+
+/// Rendered Anthropic SSE events (`event: <name>` and one `data:` line
+/// each, as aigw renders and relays them) with the cost in the
+/// `message_delta` event's usage.
+fn anthropic_usage_event(payload: Bytes, cost: AnswerCost) -> Bytes {
+    let Ok(text) = std::str::from_utf8(&payload) else {
+        return payload;
+    };
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut changed = false;
+    for event in text.split_inclusive("\n\n") {
+        let data = event.lines().find_map(|l| l.strip_prefix("data: "));
+        let is_delta = event.lines().any(|l| l == "event: message_delta")
+            && event.lines().filter(|l| l.starts_with("data:")).count() == 1;
+        let rewritten = data
+            .filter(|_| is_delta)
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .and_then(|mut v| with_cost(&mut v, cost).then_some(v))
+            .and_then(|v| serde_json::to_string(&v).ok());
+        match rewritten {
+            Some(json) => {
+                changed = true;
+                out.push_str("event: message_delta\ndata: ");
+                out.push_str(&json);
+                out.push_str("\n\n");
+            }
+            None => out.push_str(event),
+        }
+    }
+    if changed { Bytes::from(out) } else { payload }
+}
+
+#[cfg(test)]
+mod anthropic_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_message_delta_gets_the_cost_and_nothing_else_changes() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"usage\":{\"input_tokens\":3}}\n\n";
+        let delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n";
+        let stop = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let payload = Bytes::from(format!("{delta}{stop}"));
+        let out = Dialect::Anthropic.usage_event(payload, AnswerCost::Micros(210));
+        let text = std::str::from_utf8(&out).unwrap();
+        let events: Vec<&str> = text.split_inclusive("\n\n").collect();
+        assert_eq!(events.len(), 2, "{text}");
+        assert_eq!(events[1], stop);
+        let data: Value = serde_json::from_str(
+            events[0]
+                .lines()
+                .nth(1)
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            data["usage"],
+            json!({"output_tokens": 5, "cost_usd": 0.00021})
+        );
+        assert_eq!(data["delta"]["stop_reason"], "end_turn");
+        // Other events, unpriced answers and junk pass unchanged.
+        for (payload, cost) in [
+            (start.to_string(), AnswerCost::Micros(1)),
+            (delta.to_string(), AnswerCost::Unpriced),
+            (
+                "event: message_delta\ndata: {not json\n\n".to_string(),
+                AnswerCost::Micros(1),
+            ),
+        ] {
+            let b = Bytes::from(payload);
+            assert_eq!(Dialect::Anthropic.usage_event(b.clone(), cost), b);
+        }
+        let invalid = Bytes::from_static(b"\xff\xfe");
+        assert_eq!(
+            Dialect::Anthropic.usage_event(invalid.clone(), AnswerCost::Micros(1)),
+            invalid
+        );
     }
 }
 

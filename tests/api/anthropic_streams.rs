@@ -192,3 +192,126 @@ async fn a_stream_that_fails_midway_ends_in_an_anthropic_error_event() {
         assert!(error["error"]["message"].is_string(), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_stream_s_message_delta_carries_the_recorded_cost() {
+    let env = TestEnv::start().await;
+    // An Anthropic-native upstream (the catalog prices claude-haiku-4-5)…
+    let claude = MockServer::start().await;
+    let native = sse(
+        &[
+            (
+                Some("message_start"),
+                json!({"type": "message_start", "message": {"id": "msg_up", "type": "message",
+                    "role": "assistant", "model": "claude-haiku-4-5", "content": [],
+                    "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 1200, "output_tokens": 1}}}),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": "Hi"}}),
+            ),
+            (
+                Some("content_block_stop"),
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                Some("message_delta"),
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                    "stop_sequence": null}, "usage": {"output_tokens": 300}}),
+            ),
+            (Some("message_stop"), json!({"type": "message_stop"})),
+        ],
+        "\n",
+    );
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(sse_response(native))
+        .mount(&claude)
+        .await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(
+            &json!({"name": "claude", "preset": "anthropic", "api_key": "sk-ant-upstream",
+            "base_url": claude.uri(), "models": ["claude-haiku-4-5"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // …and a priced OpenAI-compatible one, translated.
+    let oai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_upstream)
+        .mount(&oai)
+        .await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(
+            &json!({"name": "oai", "base_url": format!("{}/v1", oai.uri()),
+            "api_key": "sk-upstream", "models": ["gpt-x"],
+            "prices": {"gpt-x": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 4.0,
+                                 "cached_input_usd_per_mtok": 0.1}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (key_id, key) = env.add_key("costs").await;
+
+    for model in ["claude-haiku-4-5", "gpt-x"] {
+        let text = stream(
+            &env,
+            &key,
+            json!({"model": model, "max_tokens": 400, "stream": true, "messages": user("hi")}),
+        )
+        .await;
+        let got = events(&text);
+        let delta = &got
+            .iter()
+            .find(|(n, _)| n == "message_delta")
+            .unwrap_or_else(|| panic!("{model}: no message_delta in {text}"))
+            .1;
+        let shown = delta["usage"]["cost_usd"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{model}: no cost in {delta}"));
+        assert!(shown > 0.0, "{model}: {delta}");
+        // Exactly what the request log records for it.
+        let recorded = crate::harness::wait_until(std::time::Duration::from_secs(30), || async {
+            let cost: Option<i64> = sqlx::query_scalar(
+                "SELECT cost_micros FROM request_log WHERE key_id = $1::uuid AND model = $2
+                   AND status = 'succeeded'",
+            )
+            .bind(&key_id)
+            .bind(model)
+            .fetch_optional(&env.pool)
+            .await
+            .unwrap()
+            .flatten();
+            cost.is_some()
+        });
+        recorded.await;
+        let micros: i64 = sqlx::query_scalar(
+            "SELECT cost_micros FROM request_log WHERE key_id = $1::uuid AND model = $2",
+        )
+        .bind(&key_id)
+        .bind(model)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!((shown * 1e6).round() as i64, micros, "{model}: {delta}");
+        // Every other event is as rendered: no cost anywhere else.
+        for (name, data) in &got {
+            if name != "message_delta" {
+                assert!(!data.to_string().contains("cost_usd"), "{name}: {data}");
+            }
+        }
+    }
+}

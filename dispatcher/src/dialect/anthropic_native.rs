@@ -224,7 +224,13 @@ pub(crate) async fn relay(
             frame.push(b'\n');
         }
         frame.push(b'\n');
-        replier.chunk(Bytes::from(frame), None).await;
+        // The final usage is known at `message_delta`: its frame carries
+        // the cost the outcome records, for the caller's `usage.cost_usd`.
+        let cost = (kind == "message_delta")
+            .then(|| usage.filter(Usage::is_plausible))
+            .flatten()
+            .map(|u| cost_of(&Billed::priced(target, u, false)));
+        replier.chunk(Bytes::from(frame), cost).await;
         if kind == "message_stop" {
             end = Ok(());
             break;
