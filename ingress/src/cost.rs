@@ -55,7 +55,7 @@ impl Dialect {
     /// priced, [`COST_FLAGGED`] `unpriced` otherwise.
     pub fn answer_headers(self, headers: &mut HeaderMap, cost: AnswerCost) {
         match self {
-            Dialect::OpenAi | Dialect::Anthropic => match cost {
+            Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini => match cost {
                 AnswerCost::Micros(m) => {
                     if let Ok(v) = HeaderValue::from_str(&usd(m)) {
                         headers.insert(COST_USD, v);
@@ -75,7 +75,7 @@ impl Dialect {
     /// not such a chunk passes unchanged.
     pub fn usage_event(self, payload: Bytes, cost: AnswerCost) -> Bytes {
         match self {
-            Dialect::Anthropic => payload,
+            Dialect::Anthropic | Dialect::Gemini => payload,
             Dialect::OpenAi => {
                 let Ok(mut chunk) = serde_json::from_slice::<Value>(&payload) else {
                     return payload;

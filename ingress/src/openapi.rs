@@ -48,6 +48,9 @@ use crate::{
         chat::chat_completions,
         dialects::anthropic::messages,
         dialects::anthropic::count_tokens,
+        dialects::gemini::post_model,
+        dialects::gemini::list_models,
+        dialects::gemini::get_model,
         chat::embeddings,
         chat::images,
         chat::speech,
@@ -114,6 +117,7 @@ use crate::{
     tags(
         (name = "inference", description = "OpenAI-compatible calls, queued to the dispatchers."),
         (name = "anthropic", description = "Anthropic's Messages API, through the same admission and dispatchers; errors in Anthropic's shape."),
+        (name = "gemini", description = "Gemini's generateContent API, through the same admission and dispatchers; errors in Gemini's shape."),
         (name = "jobs", description = "Chat completions run in the background."),
         (name = "caller", description = "The caller's own key and usage."),
         (name = "providers", description = "Admin: providers, presets and their health."),
