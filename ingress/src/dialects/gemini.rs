@@ -224,7 +224,7 @@ fn translate(native: &Value, model: &str, stream: bool) -> Result<gemini_in::Tra
         ("key" = Option<String>, Query, description = "The API key, instead of the `x-goog-api-key` header."),
     ),
     request_body = Object,
-    responses((status = 200, description = "A GenerateContentResponse (JSON), its SSE events, or a token count.", content((Object = "application/json"), (String = "text/event-stream"))))
+    responses((status = 200, description = "A GenerateContentResponse (JSON), its SSE events, or a token count.", content((serde_json::Value = "application/json"), (String = "text/event-stream"))))
 )]
 pub async fn post_model(
     State(state): State<AppState>,
