@@ -320,6 +320,8 @@ pub fn router(state: AppState) -> Router {
             "/v1beta/models/{*name}",
             get(dialects::gemini::get_model).post(dialects::gemini::post_model),
         )
+        // google-genai 3 calls the `v1` version of the same methods.
+        .route("/v1/models/{*name}", post(dialects::gemini::post_model_v1))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -11,7 +11,8 @@
 //!   `default` response, [`schemas::ErrorBody`]), except Anthropic's
 //!   Messages routes, which answer Anthropic's
 //!   ([`schemas::AnthropicErrorBody`]), and Gemini's `/v1beta` routes,
-//!   which answer Gemini's ([`schemas::GeminiErrorBody`]);
+//!   and `POST /v1/models/{model}:...`, which answer Gemini's
+//!   ([`schemas::GeminiErrorBody`]);
 //! - callers' operations take the API key (`Authorization: Bearer` or
 //!   `x-api-key`; on `/v1beta` also `x-goog-api-key` or `?key=`), admin
 //!   operations the admin token, `/health` and `/ready` nothing.
@@ -50,6 +51,7 @@ use crate::{
         dialects::anthropic::messages,
         dialects::anthropic::count_tokens,
         dialects::gemini::post_model,
+        dialects::gemini::post_model_v1,
         dialects::gemini::list_models,
         dialects::gemini::get_model,
         chat::embeddings,
@@ -146,8 +148,10 @@ const ANTHROPIC_ERROR_RESPONSE: &str = "AnthropicError";
 pub const ANTHROPIC_PATHS: &str = "/v1/messages";
 /// The error response of the Gemini routes.
 const GEMINI_ERROR_RESPONSE: &str = "GeminiError";
-/// The routes whose errors are Gemini's.
-pub const GEMINI_PATHS: &str = "/v1beta/";
+/// Whether `path` is one of Gemini's routes (their errors are Gemini's).
+pub fn is_gemini_path(path: &str) -> bool {
+    path.starts_with("/v1beta/") || path == "/v1/models/{name}"
+}
 
 /// Links for stateful testing and clients: what a creating call's answer
 /// leads to. (creating path, its status, the id field, the operations the
@@ -274,17 +278,17 @@ impl Modify for Conventions {
         for (path, item) in doc.paths.paths.iter_mut() {
             let security = if path.starts_with("/admin/api/") {
                 Some(vec![SecurityRequirement::new("admin_token", no_scopes)])
-            } else if path.starts_with("/v1/") || path == "/stats" {
-                Some(vec![
-                    SecurityRequirement::new("api_key", no_scopes),
-                    SecurityRequirement::new("x_api_key", no_scopes),
-                ])
-            } else if path.starts_with(GEMINI_PATHS) {
+            } else if is_gemini_path(path) {
                 Some(vec![
                     SecurityRequirement::new("api_key", no_scopes),
                     SecurityRequirement::new("x_api_key", no_scopes),
                     SecurityRequirement::new("x_goog_api_key", no_scopes),
                     SecurityRequirement::new("query_key", no_scopes),
+                ])
+            } else if path.starts_with("/v1/") || path == "/stats" {
+                Some(vec![
+                    SecurityRequirement::new("api_key", no_scopes),
+                    SecurityRequirement::new("x_api_key", no_scopes),
                 ])
             } else {
                 None
@@ -298,7 +302,7 @@ impl Modify for Conventions {
             ];
             let error = if path.starts_with(ANTHROPIC_PATHS) {
                 ANTHROPIC_ERROR_RESPONSE
-            } else if path.starts_with(GEMINI_PATHS) {
+            } else if is_gemini_path(path) {
                 GEMINI_ERROR_RESPONSE
             } else {
                 ERROR_RESPONSE

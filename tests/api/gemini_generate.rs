@@ -5,6 +5,9 @@
 //! same admission as `/v1/chat/completions` (scopes, budgets, rates),
 //! billed to the micro-dollar.
 
+use std::path::PathBuf;
+use std::process::Command;
+
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -514,5 +517,144 @@ async fn gemini_routes_are_held_to_the_same_admission_as_chat_completions() {
         assert_eq!(r.status(), 404, "{name}");
         let (code, status, _) = gemini_error(r).await;
         assert_eq!((code, status.as_str()), (404, "NOT_FOUND"));
+    }
+}
+
+/// Runs `tests/sdk/genai_sdk.py` (the official google-genai SDK, base URL
+/// and key changed only) against aigw; returns what it printed.
+async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".tools/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/test: it installs google-genai into .tools/"
+    );
+    let script = root.join("tests/sdk/genai_sdk.py");
+    let (base, key, model) = (env.base.clone(), key.to_string(), model.to_string());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("BASE", base)
+            .env("GEMINI_API_KEY", key)
+            .env_remove("GOOGLE_API_KEY")
+            .env("MODEL", model)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+fn assert_sdk_output(out: &str, usage: &str, stream_usage: &str) {
+    for line in [
+        "text: pong\n",
+        "finish: STOP\n",
+        usage,
+        "stream text: pong streamed\n",
+        "stream finish: STOP\n",
+        stream_usage,
+        "tool call: get_weather {\"city\": \"Paris\"}\n",
+        "tool answer: It is sunny.\n",
+        "count: True\n",
+        "listed: True\n",
+        "bad key: 401 UNAUTHENTICATED\n",
+        "bad body: 400 INVALID_ARGUMENT\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn the_genai_sdk_works_against_an_openai_upstream() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_upstream)
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("genai").await;
+    let out = run_sdk(&env, &key, "gpt-x").await;
+    assert_sdk_output(
+        &out,
+        "usage: 1000 20 1020 600\n",
+        "stream usage: 1000 1020\n",
+    );
+}
+
+/// A Gemini upstream: a function call when tools are offered and no
+/// result came back yet, the answer to a result, else `pong` (streamed in
+/// two events).
+fn gemini_upstream(r: &Request) -> ResponseTemplate {
+    let b = body(r);
+    let usage = json!({"promptTokenCount": 30, "candidatesTokenCount": 4, "totalTokenCount": 34});
+    let answered = b["contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+        .any(|p| p.get("functionResponse").is_some());
+    let part = if b.get("tools").is_some() && !answered {
+        json!({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}})
+    } else if answered {
+        json!({"text": "It is sunny."})
+    } else {
+        json!({"text": "pong"})
+    };
+    let answer = |parts: Value, finish: Option<&str>| {
+        let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(f) = finish {
+            c["finishReason"] = json!(f);
+        }
+        json!({"candidates": [c], "usageMetadata": usage, "modelVersion": "gemini-real"})
+    };
+    if r.url.path().ends_with(":streamGenerateContent") {
+        let events = [
+            answer(json!([{"text": "pong"}]), None),
+            answer(json!([{"text": " streamed"}]), Some("STOP")),
+        ];
+        return sse_response(
+            events
+                .iter()
+                .map(|e| format!("data: {e}\r\n\r\n"))
+                .collect(),
+        );
+    }
+    ResponseTemplate::new(200).set_body_json(answer(json!([part]), Some("STOP")))
+}
+
+#[tokio::test]
+async fn the_genai_sdk_works_against_a_gemini_upstream() {
+    let env = TestEnv::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(gemini_upstream)
+        .mount(&upstream)
+        .await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(
+            &json!({"name": "google", "preset": "gemini", "api_key": "goog-upstream-secret",
+            "base_url": upstream.uri(), "models": ["gemini-real"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (_, key) = env.add_key("genai").await;
+    let out = run_sdk(&env, &key, "gemini-real").await;
+    assert_sdk_output(&out, "usage: 30 4 34 None\n", "stream usage: 30 34\n");
+    // Every call went verbatim, with the provider's key only.
+    for request in upstream.received_requests().await.unwrap() {
+        assert_eq!(request.headers["x-goog-api-key"], "goog-upstream-secret");
+        assert!(!request.url.to_string().contains("aig_"), "{}", request.url);
     }
 }

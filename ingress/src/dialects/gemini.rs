@@ -1,5 +1,6 @@
 //! Gemini's API: `POST /v1beta/models/{model}:generateContent`,
-//! `:streamGenerateContent` and `:countTokens`, `GET /v1beta/models` and
+//! `:streamGenerateContent` and `:countTokens` (also under `/v1/models/`,
+//! where google-genai 3 calls them), `GET /v1beta/models` and
 //! `GET /v1beta/models/{model}`.
 //!
 //! Invariants:
@@ -268,6 +269,33 @@ pub async fn post_model(
     }
 }
 
+/// `POST /v1/models/{model}:generateContent` (and the other methods):
+/// Gemini's `v1` version, the same as [`post_model`].
+#[utoipa::path(
+    post,
+    path = "/v1/models/{name}",
+    tag = "gemini",
+    summary = "Gemini generateContent, streamGenerateContent or countTokens (the v1 path google-genai 3 calls)",
+    params(
+        ("name" = String, Path, description = "`{model}:generateContent`, `{model}:streamGenerateContent` or `{model}:countTokens`."),
+        ("alt" = Option<String>, Query, description = "`sse`: stream as server-sent events (otherwise a JSON array holding the whole answer)."),
+        ("key" = Option<String>, Query, description = "The API key, instead of the `x-goog-api-key` header."),
+    ),
+    request_body = Object,
+    responses((status = 200, description = "A GenerateContentResponse (JSON), its SSE events, or a token count.", content((serde_json::Value = "application/json"), (String = "text/event-stream"))))
+)]
+pub async fn post_model_v1(
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    caller: Caller,
+    name: Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    post_model(state, request_id, caller, name, uri, headers, body).await
+}
+
 async fn generate(
     state: &AppState,
     key: std::sync::Arc<aigw_runtime::KeyEntry>,
@@ -333,16 +361,20 @@ fn model_entry(id: &str) -> Value {
     })
 }
 
-/// The models the key may use (the same list as `GET /v1/models`).
-async fn allowed_models(state: &AppState, key: Caller) -> Result<Vec<String>, ApiError> {
-    let Json(list) = crate::ops::models(State(state.clone()), key).await?;
-    Ok(list["data"]
+/// The ids of an OpenAI model list.
+fn ids(list: &Value) -> impl Iterator<Item = &str> {
+    list["data"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
-        .filter_map(|m| m["id"].as_str().map(str::to_string))
-        .collect())
+        .filter_map(|m| m["id"].as_str())
+}
+
+/// An OpenAI model list (`GET /v1/models`) in Gemini's list shape.
+pub fn model_list(list: &Value) -> Value {
+    let models: Vec<Value> = ids(list).map(model_entry).collect();
+    json!({ "models": models })
 }
 
 /// `GET /v1beta/models`: the models the key may use, in Gemini's list shape.
@@ -355,14 +387,9 @@ async fn allowed_models(state: &AppState, key: Caller) -> Result<Vec<String>, Ap
 )]
 pub async fn list_models(
     State(state): State<AppState>,
-    key: Caller,
+    Caller(key): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let models: Vec<Value> = allowed_models(&state, key)
-        .await?
-        .iter()
-        .map(|id| model_entry(id))
-        .collect();
-    Ok(Json(json!({ "models": models })))
+    Ok(Json(model_list(&crate::ops::model_list(&state, &key)?)))
 }
 
 /// `GET /v1beta/models/{model}`: one model the key may use.
@@ -376,11 +403,11 @@ pub async fn list_models(
 )]
 pub async fn get_model(
     State(state): State<AppState>,
-    key: Caller,
+    Caller(key): Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = name.strip_prefix("models/").unwrap_or(&name);
-    if allowed_models(&state, key).await?.iter().any(|m| m == id) {
+    if ids(&crate::ops::model_list(&state, &key)?).any(|m| m == id) {
         return Ok(Json(model_entry(id)));
     }
     Err(ApiError::NotFound {

@@ -51,7 +51,7 @@ fn every_operation_has_the_error_shape_and_its_credential() {
         for (method, op) in item.as_object().unwrap() {
             let error = if path.starts_with(super::ANTHROPIC_PATHS) {
                 "#/components/responses/AnthropicError"
-            } else if path.starts_with(super::GEMINI_PATHS) {
+            } else if super::is_gemini_path(path) {
                 "#/components/responses/GeminiError"
             } else {
                 "#/components/responses/Error"
@@ -67,10 +67,10 @@ fn every_operation_has_the_error_shape_and_its_credential() {
                 .unwrap_or_default();
             let expected: &[&str] = if path.starts_with("/admin/api/") {
                 &["admin_token"]
+            } else if super::is_gemini_path(path) {
+                &["api_key", "x_api_key", "x_goog_api_key", "query_key"]
             } else if path.starts_with("/v1/") || path == "/stats" {
                 &["api_key", "x_api_key"]
-            } else if path.starts_with(super::GEMINI_PATHS) {
-                &["api_key", "x_api_key", "x_goog_api_key", "query_key"]
             } else {
                 &[]
             };
