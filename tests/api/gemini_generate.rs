@@ -658,3 +658,79 @@ async fn the_genai_sdk_works_against_a_gemini_upstream() {
         assert!(!request.url.to_string().contains("aig_"), "{}", request.url);
     }
 }
+
+#[tokio::test]
+async fn upstream_failures_reach_gemini_callers_in_geminis_shape() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    // A refusal of the request, a broken stream, and a server error.
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(|r: &Request| {
+            let b = body(r);
+            let text = b["messages"][0]["content"].as_str().unwrap_or("").to_string();
+            match text.as_str() {
+                "too long" => ResponseTemplate::new(400).set_body_json(json!({"error": {
+                    "message": "context too long", "type": "invalid_request_error",
+                    "param": null, "code": "context_length_exceeded"}})),
+                "cut" => sse_response(format!(
+                    "data: {}\n\n",
+                    json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+                        "choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": null}]})
+                )),
+                _ => ResponseTemplate::new(500).set_body_string("boom"),
+            }
+        })
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("failures").await;
+
+    let r = gemini(
+        &env,
+        &key,
+        "gpt-x:generateContent",
+        &json!({"contents": contents("too long")}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let (code, status, message) = gemini_error(r).await;
+    assert_eq!((code, status.as_str()), (400, "INVALID_ARGUMENT"));
+    assert!(message.contains("context too long"), "{message}");
+
+    let r = gemini(
+        &env,
+        &key,
+        "gpt-x:generateContent",
+        &json!({"contents": contents("fail")}),
+    )
+    .await;
+    let http = r.status().as_u16();
+    assert!(http >= 500, "{http}");
+    let (code, status, _) = gemini_error(r).await;
+    assert_eq!(code, u64::from(http));
+    assert!(
+        ["INTERNAL", "UNAVAILABLE"].contains(&status.as_str()),
+        "{status}"
+    );
+
+    // A stream cut mid-way ends with Gemini's error event.
+    let r = gemini(
+        &env,
+        &key,
+        "gpt-x:streamGenerateContent?alt=sse",
+        &json!({"contents": contents("cut")}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let streamed = events(&text);
+    assert_eq!(
+        streamed[0]["candidates"][0]["content"]["parts"][0]["text"], "half",
+        "{text}"
+    );
+    let last = streamed.last().unwrap();
+    assert!(last["error"]["status"].is_string(), "{text}");
+    assert!(last["error"]["code"].is_u64(), "{text}");
+    assert!(last.get("candidates").is_none(), "{text}");
+}
