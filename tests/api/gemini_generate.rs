@@ -498,8 +498,8 @@ async fn gemini_routes_are_held_to_the_same_admission_as_chat_completions() {
     for (bad, names) in [
         (json!({"contents": []}), "contents"),
         (
-            json!({"contents": contents("x"), "generationConfig": {"topK": 3}}),
-            "topK",
+            json!({"contents": contents("x"), "generationConfig": {"responseModalities": ["IMAGE"]}}),
+            "responseModalities",
         ),
         (
             json!({"contents": contents("x"), "tools": [{"codeExecution": {}}]}),

@@ -18,6 +18,7 @@ mod config_file;
 mod cost;
 mod egress;
 mod errors;
+mod gemini_cli;
 mod gemini_generate;
 mod harness;
 mod hostile;

@@ -6,15 +6,17 @@
 //!   `GenerateContentRequest` is a [`DialectError`] naming the field.
 //! - The model and streaming come from the path, never the body.
 //! - Nothing that changes the answer is lost silently: what OpenAI chat
-//!   cannot express (`topK`, `cachedContent`, server tools such as
+//!   cannot express (`cachedContent`, server tools such as
 //!   `googleSearch` or `codeExecution`, non-image files, executable code
 //!   parts, non-text `responseModalities`, `text/x.enum` output, logprobs)
 //!   is named in [`Translated::native_only`], and the ingress then refuses
 //!   the request unless every target speaks Gemini natively. (Such a part
 //!   leaves a `[kind]` placeholder, so the translation stays valid for
 //!   admission.)
-//! - Dropped, because they are advisory: `safetySettings` (a target
-//!   without Gemini's filters has none to tune), `labels`, thought parts
+//! - Dropped, because they are advisory: `generationConfig.topK` (a
+//!   sampling hint Gemini CLI sends on every request: refusing it would
+//!   lock the CLI out), `safetySettings` (a target without Gemini's
+//!   filters has none to tune), `labels`, thought parts
 //!   and `thoughtSignature`s of earlier turns (only Gemini can check
 //!   them), `thinkingConfig.includeThoughts`, and fields this module does
 //!   not know.
@@ -91,8 +93,6 @@ struct GenerationConfig {
     temperature: Option<f64>,
     #[serde(default, alias = "top_p")]
     top_p: Option<f64>,
-    #[serde(default, alias = "top_k")]
-    top_k: Option<Value>,
     #[serde(default, alias = "max_output_tokens")]
     max_output_tokens: Option<u64>,
     #[serde(default, alias = "stop_sequences")]
@@ -481,9 +481,6 @@ fn generation(
     if let Some(t) = config.top_p {
         out.insert("top_p".into(), json!(t));
     }
-    if config.top_k.as_ref().is_some_and(|k| !k.is_null()) {
-        refuse(p("topK"));
-    }
     if let Some(n) = config.max_output_tokens {
         out.insert("max_tokens".into(), json!(n));
     }
@@ -568,9 +565,10 @@ mod tests {
                 {"role": "model", "parts": [{"text": "earlier", "thought": true, "thoughtSignature": "s"}, {"text": "hello"}]},
                 {"parts": [{"text": "again"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}],
             "generationConfig": {"temperature": 0.5, "topP": 0.9, "maxOutputTokens": 64,
-                "stopSequences": ["END"], "candidateCount": 2, "seed": 7,
+                "stopSequences": ["END"], "candidateCount": 2, "seed": 7, "topK": 64,
                 "thinkingConfig": {"thinkingBudget": 8000, "includeThoughts": true}},
             "safetySettings": [{"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_NONE"}],
+            "labels": {"team": "a"},
         }));
         assert_eq!(t.native_only, None);
         assert_eq!(
@@ -681,10 +679,6 @@ mod tests {
     #[test]
     fn what_openai_cannot_express_is_named() {
         for (body, named) in [
-            (
-                json!({"generationConfig": {"topK": 3}}),
-                "generationConfig.topK",
-            ),
             (
                 json!({"cachedContent": "cachedContents/1"}),
                 "cachedContent",
