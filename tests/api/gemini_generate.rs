@@ -734,3 +734,57 @@ async fn upstream_failures_reach_gemini_callers_in_geminis_shape() {
     assert!(last["error"]["code"].is_u64(), "{text}");
     assert!(last.get("candidates").is_none(), "{text}");
 }
+
+#[tokio::test]
+async fn a_budgeted_key_cannot_send_an_uncapped_body_to_a_gemini_upstream() {
+    let env = TestEnv::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(gemini_upstream)
+        .mount(&upstream)
+        .await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(
+            &json!({"name": "google", "preset": "gemini", "api_key": "goog-upstream-secret",
+            "base_url": upstream.uri(), "models": ["gemini-real"],
+            "prices": {"gemini-real": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/keys")
+        .json(&json!({"name": "budgeted", "budget_usd": 10.0, "budget_period": "total"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // No output cap: the one the budget hold assumed goes along.
+    let sent = json!({"contents": contents("hi"), "generationConfig": {"temperature": 0.1}});
+    let r = gemini(&env, &key, "gemini-real:generateContent", &sent).await;
+    assert_eq!(r.status(), 200);
+    let requests = upstream.received_requests().await.unwrap();
+    let got = body(&requests[0]);
+    assert!(
+        got["generationConfig"]["maxOutputTokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{got}"
+    );
+    let mut expected = sent.clone();
+    expected["generationConfig"]["maxOutputTokens"] =
+        got["generationConfig"]["maxOutputTokens"].clone();
+    assert_eq!(got, expected, "nothing else changes");
+    // The caller's own cap is left alone.
+    let capped = json!({"contents": contents("hi"), "generationConfig": {"maxOutputTokens": 7}});
+    let r = gemini(&env, &key, "gemini-real:generateContent", &capped).await;
+    assert_eq!(r.status(), 200);
+    let requests = upstream.received_requests().await.unwrap();
+    assert_eq!(body(requests.last().unwrap()), capped);
+}
