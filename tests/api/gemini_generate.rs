@@ -788,3 +788,41 @@ async fn a_budgeted_key_cannot_send_an_uncapped_body_to_a_gemini_upstream() {
     let requests = upstream.received_requests().await.unwrap();
     assert_eq!(body(requests.last().unwrap()), capped);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_replays_a_gemini_answer() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_upstream)
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("idem").await;
+    let send = |name: &'static str| {
+        let (env, key) = (&env, key.clone());
+        async move {
+            env.http
+                .post(env.url(&format!("/v1beta/models/{name}")))
+                .header("x-goog-api-key", key)
+                .header("Idempotency-Key", "gemini-once")
+                .json(&json!({"contents": contents("ping")}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = send("gpt-x:generateContent").await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let again = send("gpt-x:generateContent").await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(mock.received_requests().await.unwrap().len(), 1);
+    // Not with a stream, and said in Gemini's shape.
+    let r = send("gpt-x:streamGenerateContent?alt=sse").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(gemini_error(r).await.1, "INVALID_ARGUMENT");
+}
