@@ -20,6 +20,7 @@ mod egress;
 mod errors;
 mod gemini_cli;
 mod gemini_generate;
+mod genai_sdk;
 mod harness;
 mod hostile;
 mod idempotency;
