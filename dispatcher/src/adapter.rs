@@ -32,7 +32,7 @@ pub enum Answer {
     },
     /// An answer in the caller's own dialect, from an upstream that speaks
     /// it natively (relayed verbatim; see `dialect`).
-    Native(crate::dialect::anthropic_native::NativeAnswer),
+    Native(crate::dialect::NativeAnswer),
 }
 
 /// One step of a streamed answer.

@@ -6,7 +6,7 @@
 //! priced as soon as it is known (`Billed`), and the answer carries that
 //! cost to the caller.
 
-use aigw_events::wire::{AnswerCost, Dialect, DispatchRequest, Endpoint};
+use aigw_events::wire::{AnswerCost, DispatchRequest, Endpoint};
 use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
 use aigw_runtime::crypto::{self, Binding, CredentialField};
@@ -19,8 +19,7 @@ use crate::Shared;
 use crate::adapter::{self, Answer};
 use crate::candidates;
 use crate::convert;
-use crate::dialect::anthropic_native::{self, NativeAnswer};
-use crate::dialect::{self, anthropic_out};
+use crate::dialect::{self, NativeAnswer};
 use crate::media;
 use crate::openai::UpstreamError;
 use crate::process::json_bytes;
@@ -162,12 +161,13 @@ pub(crate) async fn attempt(
                 &provider.name,
                 untranslatable.as_deref().unwrap_or_default(),
             )),
-            Endpoint::Chat if native => anthropic_native::call(
+            Endpoint::Chat if native => dialect::call(
                 &shared.http,
                 provider,
                 api_key.as_ref(),
                 request,
                 &target.model,
+                output_cap_for(request, target).map(|(_, cap)| cap),
             )
             .await
             .map(Answer::Native),
@@ -255,18 +255,17 @@ pub(crate) async fn attempt(
                 Some(u) => Billed::priced(target, u, false),
                 None => Billed::priced(target, estimate_from_body(request, &body), true),
             };
-            let body = match &request.dialect {
-                Dialect::AnthropicMessages { .. } => {
-                    let completion = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-                    json_bytes(&anthropic_out::message(
-                        &completion,
-                        &message_id(request),
-                        &request.model,
-                        &billed.usage,
-                    ))
+            let body = if request.dialect.is_openai_chat() {
+                if billed.estimated {
+                    body
+                } else {
+                    convert::with_usage_details(body, &billed.usage)
                 }
-                Dialect::OpenaiChat if billed.estimated => body,
-                Dialect::OpenaiChat => convert::with_usage_details(body, &billed.usage),
+            } else {
+                let completion = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+                let rendered =
+                    dialect::render_full(request, &completion, &message_id(request), &billed.usage);
+                rendered.as_ref().map_or(body, json_bytes)
             };
             let cost = AnswerCost::of(billed.cost_micros);
             replier
@@ -315,7 +314,7 @@ pub(crate) async fn attempt(
                     attempt_no,
                     None,
                     body,
-                    anthropic_native::cost_of(&billed),
+                    AnswerCost::of(billed.cost_micros),
                 )
                 .await;
             AttemptResult::Done {
@@ -325,7 +324,7 @@ pub(crate) async fn attempt(
         }
         Ok(Answer::Native(NativeAnswer::Stream(events))) => {
             replier.start(&provider.name, attempt_no).await;
-            anthropic_native::relay(request, target, events, replier, cancel).await
+            dialect::relay(request, target, events, replier, cancel).await
         }
     }
 }
@@ -542,7 +541,7 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}]}),
             false,
         );
-        r.dialect = Dialect::AnthropicMessages {
+        r.dialect = aigw_events::wire::Dialect::AnthropicMessages {
             version: None,
             beta: None,
         };

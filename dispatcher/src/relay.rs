@@ -6,7 +6,7 @@
 //! the usage chunk gets it with that cost in the frame's header, and the
 //! last usage priced is what the outcome records.
 
-use aigw_events::wire::{AnswerCost, Dialect, DispatchRequest};
+use aigw_events::wire::{AnswerCost, DispatchRequest};
 use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapter::StreamItem;
 use crate::attempt::{AttemptResult, cancelled, message_id};
 use crate::convert;
-use crate::dialect::anthropic_out::StreamRenderer;
+use crate::dialect::StreamRenderer;
 use crate::openai::{self, UpstreamError, broken};
 use crate::process::json_bytes;
 use crate::record::Billed;
@@ -39,13 +39,7 @@ pub(crate) async fn relay_stream(
     let mut end: Result<(), UpstreamError> = Err(broken(provider, "the stream ended early"));
     let mut seen = StreamSeen::new();
     // A caller of another dialect gets the chunks rendered in it.
-    let mut render = match &request.dialect {
-        Dialect::OpenaiChat => None,
-        Dialect::AnthropicMessages { .. } => Some(StreamRenderer::new(
-            message_id(request),
-            request.model.clone(),
-        )),
-    };
+    let mut render = StreamRenderer::of(request, message_id(request));
     loop {
         let next = tokio::select! {
             n = items.next() => n,

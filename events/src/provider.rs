@@ -69,6 +69,7 @@ impl ProviderKind {
         match dialect {
             D::OpenaiChat => false,
             D::AnthropicMessages { .. } => self == ProviderKind::Anthropic,
+            D::GeminiGenerate => self == ProviderKind::Gemini,
         }
     }
 

@@ -110,6 +110,10 @@ pub enum Dialect {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         beta: Option<String>,
     },
+    /// Gemini's `generateContent` / `streamGenerateContent`
+    /// (`/v1beta/models/{model}:...`). The body has no model: it is
+    /// `DispatchRequest::model`, from the path.
+    GeminiGenerate,
 }
 
 impl Dialect {
@@ -123,6 +127,7 @@ impl Dialect {
         match self {
             Dialect::OpenaiChat => "openai_chat",
             Dialect::AnthropicMessages { .. } => "anthropic_messages",
+            Dialect::GeminiGenerate => "gemini_generate",
         }
     }
 }
@@ -430,6 +435,15 @@ mod tests {
         assert_eq!(back.dialect, anthropic.dialect);
         assert_eq!(back.native_body, None);
         assert_eq!(back.native_only, None);
+        let mut gemini = request.clone();
+        gemini.dialect = Dialect::GeminiGenerate;
+        let encoded = serde_json::to_value(&gemini).unwrap();
+        assert_eq!(
+            encoded["dialect"],
+            serde_json::json!({"kind": "gemini_generate"})
+        );
+        let back: DispatchRequest = serde_json::from_value(encoded).unwrap();
+        assert_eq!(back.dialect, Dialect::GeminiGenerate);
     }
 
     #[test]

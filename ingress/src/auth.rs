@@ -64,8 +64,9 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         };
         return Some(token.trim()).filter(|t| !t.is_empty());
     }
-    headers
-        .get("x-api-key")
+    ["x-api-key", crate::dialects::gemini::KEY_HEADER]
+        .into_iter()
+        .find_map(|name| headers.get(name))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -253,5 +254,9 @@ mod tests {
         assert_eq!(presented_key(&h), None);
         h.insert("authorization", "Bearer".parse().unwrap());
         assert_eq!(presented_key(&h), None);
+        // Gemini's header, as its clients send it.
+        let mut h = HeaderMap::new();
+        h.insert("x-goog-api-key", " aig_g ".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("aig_g"));
     }
 }

@@ -56,7 +56,7 @@ impl Dialect {
     /// priced, [`COST_FLAGGED`] `unpriced` otherwise.
     pub fn answer_headers(self, headers: &mut HeaderMap, cost: AnswerCost) {
         match self {
-            Dialect::OpenAi | Dialect::Anthropic => match cost {
+            Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini => match cost {
                 AnswerCost::Micros(m) => {
                     if let Ok(v) = HeaderValue::from_str(&usd(m)) {
                         headers.insert(COST_USD, v);
@@ -91,6 +91,9 @@ impl Dialect {
                 }
             }
             Dialect::Anthropic => anthropic_usage_event(payload, cost),
+            // Gemini's stream chunks are relayed as rendered; its answers
+            // carry the cost headers.
+            Dialect::Gemini => payload,
         }
     }
 }

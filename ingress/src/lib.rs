@@ -349,6 +349,22 @@ pub fn router(state: AppState) -> Router {
             auth::require_key,
         ))
         .route_layer(middleware::from_fn(dialects::anthropic::anthropic_errors));
+    // Gemini's API: a `?key=` leaves the URI first, then the same key
+    // check; every error in Gemini's shape.
+    let gemini = Router::new()
+        .route("/v1beta/models", get(dialects::gemini::list_models))
+        .route(
+            "/v1beta/models/{*name}",
+            get(dialects::gemini::get_model).post(dialects::gemini::post_model),
+        )
+        // google-genai 3 calls the `v1` version of the same methods.
+        .route("/v1/models/{*name}", post(dialects::gemini::post_model_v1))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .route_layer(middleware::from_fn(dialects::gemini::query_key))
+        .route_layer(middleware::from_fn(dialects::gemini::gemini_errors));
     let admin = Router::new()
         .route(
             "/admin/api/providers",
@@ -460,6 +476,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(keyed)
         .merge(anthropic)
+        .merge(gemini)
         .merge(admin)
         .merge(public)
         .route_layer(middleware::from_fn(http_metrics))

@@ -5,15 +5,17 @@
 //! `#[utoipa::path]` next to it, the admin's input types derive their
 //! schemas, and [`schemas`] and [`admin`] describe the JSON the handlers
 //! build by hand. Invariants, checked by the tests below:
-//! - every route `crate::router` serves under `/v1`, `/stats` and
-//!   `/admin/api` is an operation of the document, and nothing else is;
+//! - every route `crate::router` serves under `/v1`, `/v1beta`, `/stats`
+//!   and `/admin/api` is an operation of the document, and nothing else is;
 //! - every operation answers its errors as OpenAI's error JSON (the
 //!   `default` response, [`schemas::ErrorBody`]), except Anthropic's
 //!   Messages routes, which answer Anthropic's
-//!   ([`schemas::AnthropicErrorBody`]);
+//!   ([`schemas::AnthropicErrorBody`]), and Gemini's `/v1beta` routes,
+//!   and `POST /v1/models/{model}:...`, which answer Gemini's
+//!   ([`schemas::GeminiErrorBody`]);
 //! - callers' operations take the API key (`Authorization: Bearer` or
-//!   `x-api-key`), admin operations the admin token, `/health` and
-//!   `/ready` nothing.
+//!   `x-api-key`; on `/v1beta` also `x-goog-api-key` or `?key=`), admin
+//!   operations the admin token, `/health` and `/ready` nothing.
 
 pub mod admin;
 pub mod schemas;
@@ -48,6 +50,10 @@ use crate::{
         chat::chat_completions,
         dialects::anthropic::messages,
         dialects::anthropic::count_tokens,
+        dialects::gemini::post_model,
+        dialects::gemini::post_model_v1,
+        dialects::gemini::list_models,
+        dialects::gemini::get_model,
         chat::embeddings,
         chat::images,
         chat::speech,
@@ -119,11 +125,16 @@ use crate::{
         ops::health,
         ops::ready,
     ),
-    components(schemas(schemas::ErrorBody, schemas::AnthropicErrorBody)),
+    components(schemas(
+        schemas::ErrorBody,
+        schemas::AnthropicErrorBody,
+        schemas::GeminiErrorBody
+    )),
     modifiers(&Conventions),
     tags(
         (name = "inference", description = "OpenAI-compatible calls, queued to the dispatchers."),
         (name = "anthropic", description = "Anthropic's Messages API, through the same admission and dispatchers; errors in Anthropic's shape."),
+        (name = "gemini", description = "Gemini's generateContent API, through the same admission and dispatchers; errors in Gemini's shape."),
         (name = "jobs", description = "Chat completions run in the background."),
         (name = "caller", description = "The caller's own key and usage."),
         (name = "providers", description = "Admin: providers, presets and their health."),
@@ -146,6 +157,12 @@ const ERROR_RESPONSE: &str = "Error";
 const ANTHROPIC_ERROR_RESPONSE: &str = "AnthropicError";
 /// The routes whose errors are Anthropic's.
 pub const ANTHROPIC_PATHS: &str = "/v1/messages";
+/// The error response of the Gemini routes.
+const GEMINI_ERROR_RESPONSE: &str = "GeminiError";
+/// Whether `path` is one of Gemini's routes (their errors are Gemini's).
+pub fn is_gemini_path(path: &str) -> bool {
+    path.starts_with("/v1beta/") || path == "/v1/models/{name}"
+}
 
 /// Links for stateful testing and clients: what a creating call's answer
 /// leads to. (creating path, its status, the id field, the operations the
@@ -240,10 +257,45 @@ impl Modify for Conventions {
                     .build(),
             ),
         );
+        components.responses.insert(
+            GEMINI_ERROR_RESPONSE.to_string(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("An error, as Gemini's error JSON.")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("GeminiErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "x_goog_api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-goog-api-key",
+                "The same API key, in Gemini's `x-goog-api-key` header.",
+            ))),
+        );
+        components.add_security_scheme(
+            "query_key",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "key",
+                "The same API key, as Gemini's `?key=` (never logged).",
+            ))),
+        );
         let no_scopes: [&str; 0] = [];
         for (path, item) in doc.paths.paths.iter_mut() {
             let security = if path.starts_with("/admin/api/") {
                 Some(vec![SecurityRequirement::new("admin_token", no_scopes)])
+            } else if is_gemini_path(path) {
+                Some(vec![
+                    SecurityRequirement::new("api_key", no_scopes),
+                    SecurityRequirement::new("x_api_key", no_scopes),
+                    SecurityRequirement::new("x_goog_api_key", no_scopes),
+                    SecurityRequirement::new("query_key", no_scopes),
+                ])
             } else if path.starts_with("/v1/") || path == "/stats" {
                 Some(vec![
                     SecurityRequirement::new("api_key", no_scopes),
@@ -261,6 +313,8 @@ impl Modify for Conventions {
             ];
             let error = if path.starts_with(ANTHROPIC_PATHS) {
                 ANTHROPIC_ERROR_RESPONSE
+            } else if is_gemini_path(path) {
+                GEMINI_ERROR_RESPONSE
             } else {
                 ERROR_RESPONSE
             };

@@ -73,13 +73,26 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     path = "/v1/models",
     tag = "inference",
     summary = "The models this key may use",
-    responses((status = 200, description = "The models, in OpenAI's format.", body = crate::openapi::schemas::ModelList))
+    responses((status = 200, description = "The models, in OpenAI's format (in Gemini's, `{\"models\": [...]}`, when the key comes as `x-goog-api-key`, as google-genai sends it).", body = crate::openapi::schemas::ModelList))
 )]
 pub async fn models(
     State(state): State<AppState>,
     Caller(key): Caller,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let scopes = &crate::admission::lineage(&state, &key)?.scopes(&key);
+    let list = model_list(&state, &key)?;
+    if headers.contains_key(crate::dialects::gemini::KEY_HEADER) {
+        return Ok(Json(crate::dialects::gemini::model_list(&list)));
+    }
+    Ok(Json(list))
+}
+
+/// The models `key` may use, in OpenAI's list shape.
+pub fn model_list(
+    state: &AppState,
+    key: &std::sync::Arc<aigw_runtime::KeyEntry>,
+) -> Result<Value, ApiError> {
+    let scopes = &crate::admission::lineage(state, key)?.scopes(key);
     let mut seen = BTreeMap::new();
     let providers: Vec<_> = state
         .registry
@@ -123,9 +136,7 @@ pub async fn models(
             );
         }
     }
-    Ok(Json(
-        json!({ "object": "list", "data": seen.into_values().collect::<Vec<_>>() }),
-    ))
+    Ok(json!({ "object": "list", "data": seen.into_values().collect::<Vec<_>>() }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

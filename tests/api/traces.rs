@@ -593,3 +593,64 @@ async fn a_streamed_answer_is_traced_with_its_content_when_asked() {
     assert!(attempt.attrs.contains_key("gen_ai.response.model"));
     assert!(attempt.attrs.contains_key("gen_ai.usage.output_tokens"));
 }
+
+#[tokio::test]
+async fn a_gemini_key_in_the_query_is_never_logged_or_traced() {
+    let (collector, received) = receiver().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("m", COMPLETION, 11, 7)))
+        .mount(&upstream)
+        .await;
+    let (env, _, key) = deployment(&format!("{}/v1", upstream.uri())).await;
+    let mut roles = Roles::start(&env, &collector, &[]).await;
+    let wrong = "aig_wrong-query-canary";
+    let mut traces = Vec::new();
+    for (k, status) in [(key.as_str(), 200), (wrong, 401)] {
+        let (trace_id, _, header) = traceparent();
+        let response = env
+            .http
+            .post(format!(
+                "{}/v1beta/models/m:generateContent?key={k}",
+                roles.base
+            ))
+            .header("traceparent", header)
+            .json(&json!({"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+        traces.push(trace_id);
+    }
+    wait_until(Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'request'
+             AND event_type IN ('RequestCompleted', 'RequestFailed')",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    roles.stop().await;
+    for trace_id in &traces {
+        wait_until(Duration::from_secs(20), || async {
+            of_trace(&received, trace_id)
+                .iter()
+                .any(|s| s.kind == SERVER)
+        })
+        .await;
+        let spans = of_trace(&received, trace_id);
+        let http = one(&spans, "the ingress span", |s| s.kind == SERVER);
+        assert_eq!(http.attr("url.path"), "/v1beta/models/m:generateContent");
+    }
+    let exported = received.raw.lock().unwrap().join("\n");
+    let log = std::fs::read_to_string(&roles.ingress_log).unwrap();
+    assert!(log.contains("/v1beta/models/m:generateContent"), "{log}");
+    for secret in [key.as_str(), wrong] {
+        assert!(!exported.contains(secret), "a key in the traces");
+        assert!(!log.contains(secret), "a key in the log:\n{log}");
+    }
+}

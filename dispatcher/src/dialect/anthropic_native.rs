@@ -25,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::NativeAnswer;
 use crate::anthropic::{ANTHROPIC_VERSION, usage as anthropic_usage};
 use crate::attempt::{AttemptResult, cancelled};
 use crate::convert;
@@ -32,14 +33,6 @@ use crate::openai::{UpstreamError, broken};
 use crate::record::Billed;
 use crate::relay::finish_stream;
 use crate::reply::Replier;
-
-/// An upstream's answer in Anthropic's own shape.
-pub enum NativeAnswer {
-    /// The `message` JSON as sent, and the usage read from it.
-    Full { body: Bytes, usage: Option<Usage> },
-    /// The SSE events as `(event name, data)`.
-    Stream(BoxStream<'static, Result<(String, String), UpstreamError>>),
-}
 
 /// Where `provider` serves the Messages API natively, if it does.
 pub fn messages_url(provider: &ProviderSpec) -> Option<String> {
@@ -76,7 +69,7 @@ pub async fn call(
     };
     let (version, beta) = match &request.dialect {
         Dialect::AnthropicMessages { version, beta } => (version.as_deref(), beta.as_deref()),
-        Dialect::OpenaiChat => (None, None),
+        Dialect::OpenaiChat | Dialect::GeminiGenerate => (None, None),
     };
     let body = upstream_body(native, model);
     let mut call = http
@@ -229,7 +222,7 @@ pub(crate) async fn relay(
         let cost = (kind == "message_delta")
             .then(|| usage.filter(Usage::is_plausible))
             .flatten()
-            .map(|u| cost_of(&Billed::priced(target, u, false)));
+            .map(|u| AnswerCost::of(Billed::priced(target, u, false).cost_micros));
         replier.chunk(Bytes::from(frame), cost).await;
         if kind == "message_stop" {
             end = Ok(());
@@ -249,11 +242,6 @@ pub(crate) async fn relay(
         ),
     };
     finish_stream(end, billed, replier).await
-}
-
-/// The cost a native answer carries to the caller.
-pub(crate) fn cost_of(billed: &Billed) -> AnswerCost {
-    AnswerCost::of(billed.cost_micros)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - A request in a dialect that its target speaks natively goes there
-//!   verbatim (only `model` renamed, aigw's credential in place of the
+//!   verbatim (only the model renamed, aigw's credential in place of the
 //!   caller's) and its answer, JSON or SSE, comes back verbatim; aigw only
 //!   reads the usage from it.
 //! - Otherwise the adapter gets the OpenAI chat translation, and its
@@ -13,10 +13,33 @@
 
 pub mod anthropic_native;
 pub mod anthropic_out;
+pub mod gemini_native;
+pub mod gemini_out;
 
+use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
 use aigw_events::wire::{Dialect, DispatchRequest};
-use aigw_runtime::dialect::anthropic_in;
+use aigw_runtime::Target;
+use aigw_runtime::dialect::{anthropic_in, gemini_in};
+use futures::stream::BoxStream;
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::attempt::AttemptResult;
+use crate::openai::UpstreamError;
+use crate::reply::Replier;
+
+/// An upstream's answer in the caller's own dialect.
+pub enum NativeAnswer {
+    /// The answer JSON as sent, and the usage read from it.
+    Full {
+        body: bytes::Bytes,
+        usage: Option<Usage>,
+    },
+    /// The SSE events as `(event name, data)`.
+    Stream(BoxStream<'static, Result<(String, String), UpstreamError>>),
+}
 
 /// Puts a request's body in the internal shape: a body in another dialect
 /// is kept as `native_body` and `body` becomes its OpenAI chat
@@ -24,21 +47,31 @@ use aigw_runtime::dialect::anthropic_in;
 /// translation), so a failure here means a body aigw never accepted: it is
 /// left as it is, and the upstream judges it.
 pub fn prepare(request: &mut DispatchRequest) {
-    match request.dialect {
-        Dialect::OpenaiChat => {}
+    let translated = match request.dialect {
+        Dialect::OpenaiChat => return,
+        Dialect::AnthropicMessages { .. }
+            if request.native_body.is_some() || request.body.is_null() =>
+        {
+            return;
+        }
+        Dialect::GeminiGenerate if request.native_body.is_some() || request.body.is_null() => {
+            return;
+        }
         Dialect::AnthropicMessages { .. } => {
-            if request.native_body.is_some() || request.body.is_null() {
-                return;
-            }
-            match anthropic_in::to_chat(&request.body) {
-                Ok(t) => {
-                    request.native_body = Some(std::mem::replace(&mut request.body, t.body));
-                    request.native_only = t.native_only;
-                }
-                Err(e) => {
-                    tracing::warn!(request_id = %request.request_id, error = %e, "a queued Anthropic body does not translate");
-                }
-            }
+            anthropic_in::to_chat(&request.body).map(|t| (t.body, t.native_only))
+        }
+        Dialect::GeminiGenerate => {
+            gemini_in::to_chat(&request.body, &request.model, request.stream)
+                .map(|t| (t.body, t.native_only))
+        }
+    };
+    match translated {
+        Ok((body, native_only)) => {
+            request.native_body = Some(std::mem::replace(&mut request.body, body));
+            request.native_only = native_only;
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %request.request_id, dialect = request.dialect.label(), error = %e, "a queued body does not translate");
         }
     }
 }
@@ -57,4 +90,108 @@ pub fn untranslatable(request: &DispatchRequest, provider: &ProviderSpec) -> Opt
 /// Whether `provider` takes `request` in its own dialect, verbatim.
 pub fn native_to(request: &DispatchRequest, provider: &ProviderSpec) -> bool {
     request.native_body.is_some() && provider.kind.speaks(&request.dialect)
+}
+
+/// Calls `provider` in the request's own dialect (see [`native_to`]);
+/// `cap` is the output cap a budget hold assumed, if any.
+pub async fn call(
+    http: &reqwest::Client,
+    provider: &ProviderSpec,
+    api_key: Option<&SecretString>,
+    request: &DispatchRequest,
+    model: &str,
+    cap: Option<u64>,
+) -> Result<NativeAnswer, UpstreamError> {
+    match request.dialect {
+        Dialect::AnthropicMessages { .. } => {
+            anthropic_native::call(http, provider, api_key, request, model).await
+        }
+        Dialect::GeminiGenerate => {
+            gemini_native::call(http, provider, api_key, request, model, cap).await
+        }
+        Dialect::OpenaiChat => Err(crate::convert::unsupported(
+            &provider.name,
+            "no native dialect",
+        )),
+    }
+}
+
+/// Relays a native stream to the caller, verbatim.
+pub(crate) async fn relay(
+    request: &DispatchRequest,
+    target: &Target,
+    events: BoxStream<'static, Result<(String, String), UpstreamError>>,
+    replier: &Replier,
+    cancel: &CancellationToken,
+) -> AttemptResult {
+    match request.dialect {
+        Dialect::GeminiGenerate => {
+            gemini_native::relay(request, target, events, replier, cancel).await
+        }
+        Dialect::AnthropicMessages { .. } | Dialect::OpenaiChat => {
+            anthropic_native::relay(request, target, events, replier, cancel).await
+        }
+    }
+}
+
+/// A whole OpenAI `chat.completion` in the caller's dialect, with `id`,
+/// the caller's model and the usage aigw billed; `None` for OpenAI chat
+/// (the body goes as it is).
+pub fn render_full(
+    request: &DispatchRequest,
+    completion: &Value,
+    id: &str,
+    usage: &Usage,
+) -> Option<Value> {
+    match request.dialect {
+        Dialect::OpenaiChat => None,
+        Dialect::AnthropicMessages { .. } => Some(anthropic_out::message(
+            completion,
+            id,
+            &request.model,
+            usage,
+        )),
+        Dialect::GeminiGenerate => {
+            Some(gemini_out::response(completion, id, &request.model, usage))
+        }
+    }
+}
+
+/// Renders a stream's OpenAI chunks in the caller's dialect.
+#[derive(Debug)]
+pub enum StreamRenderer {
+    Anthropic(anthropic_out::StreamRenderer),
+    Gemini(gemini_out::StreamRenderer),
+}
+
+impl StreamRenderer {
+    /// The renderer for `request`'s dialect; `None` for OpenAI chat.
+    pub fn of(request: &DispatchRequest, id: String) -> Option<Self> {
+        match request.dialect {
+            Dialect::OpenaiChat => None,
+            Dialect::AnthropicMessages { .. } => Some(Self::Anthropic(
+                anthropic_out::StreamRenderer::new(id, request.model.clone()),
+            )),
+            Dialect::GeminiGenerate => Some(Self::Gemini(gemini_out::StreamRenderer::new(
+                id,
+                request.model.clone(),
+            ))),
+        }
+    }
+
+    /// Renders one chunk's events into `out`.
+    pub fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+        match self {
+            Self::Anthropic(r) => r.chunk(chunk, out),
+            Self::Gemini(r) => r.chunk(chunk, out),
+        }
+    }
+
+    /// Renders the stream's closing events, with the billed usage.
+    pub fn finish(&mut self, usage: &Usage, out: &mut Vec<u8>) {
+        match self {
+            Self::Anthropic(r) => r.finish(usage, out),
+            Self::Gemini(r) => r.finish(usage, out),
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! The ingress dialects: the APIs callers speak to aigw (OpenAI's, and
-//! Anthropic's Messages API). Each dialect's module owns its routes'
+//! The ingress dialects: the APIs callers speak to aigw (OpenAI's,
+//! Anthropic's Messages API and Gemini's generateContent). Each dialect's module owns its routes'
 //! request parsing and limits, its error shape, and how its answers are
 //! written; everything between (admission, queueing, relaying) is shared
 //! (`chat`, `relay`).
@@ -14,6 +14,7 @@
 //!   so a new dialect is one variant and one module.
 
 pub mod anthropic;
+pub mod gemini;
 
 use aigw_events::wire;
 use axum::http::StatusCode;
@@ -28,16 +29,18 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic's Messages API (`/v1/messages`).
     Anthropic,
+    /// Gemini's `generateContent` (`/v1beta/models/...`).
+    Gemini,
 }
 
 impl Dialect {
     /// A data payload of a streamed answer as the SSE bytes the caller
-    /// gets. OpenAI: the chunk JSON in a `data:` line. Anthropic: the
-    /// dispatcher sends whole events (`event:` and `data:` lines) already.
+    /// gets. OpenAI: the chunk JSON in a `data:` line. Anthropic and
+    /// Gemini: the dispatcher sends whole events already.
     pub fn sse_chunk(self, payload: &[u8]) -> Bytes {
         match self {
             Dialect::OpenAi => sse_data(payload),
-            Dialect::Anthropic => Bytes::copy_from_slice(payload),
+            Dialect::Anthropic | Dialect::Gemini => Bytes::copy_from_slice(payload),
         }
     }
 
@@ -55,6 +58,14 @@ impl Dialect {
                 let kind =
                     status.map_or(anthropic::ErrorType::Api, anthropic::ErrorType::of_status);
                 anthropic::error_event(kind, message)
+            }
+            Dialect::Gemini => {
+                let parsed = serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
+                let message = parsed
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("The stream failed.");
+                gemini::error_event(StatusCode::INTERNAL_SERVER_ERROR, message)
             }
         }
     }
@@ -74,15 +85,24 @@ impl Dialect {
                 };
                 anthropic::error_event(kind, message)
             }
+            Dialect::Gemini => {
+                let status = if code == "timeout" {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                gemini::error_event(status, message)
+            }
         }
     }
 
     /// What follows a stream's last event: OpenAI's `[DONE]`; nothing for
-    /// Anthropic (its `message_stop` event was relayed already).
+    /// Anthropic (its `message_stop` event was relayed already) or Gemini
+    /// (whose stream simply ends).
     pub fn sse_end(self) -> Bytes {
         match self {
             Dialect::OpenAi => Bytes::from_static(b"data: [DONE]\n\n"),
-            Dialect::Anthropic => Bytes::new(),
+            Dialect::Anthropic | Dialect::Gemini => Bytes::new(),
         }
     }
 }

@@ -474,6 +474,23 @@ pub struct Stats {
     pub data: Vec<UsageTotals>,
 }
 
+/// Gemini's error JSON: every error of the `/v1beta` routes.
+#[derive(ToSchema)]
+pub struct GeminiErrorBody {
+    pub error: GeminiErrorObject,
+}
+
+#[derive(ToSchema)]
+pub struct GeminiErrorObject {
+    /// The HTTP status.
+    pub code: u16,
+    pub message: String,
+    /// Google's status name: `INVALID_ARGUMENT`, `UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED`, `NOT_FOUND`, `RESOURCE_EXHAUSTED`,
+    /// `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`, ...
+    pub status: String,
+}
+
 /// Anthropic's error JSON: every error of the Messages routes.
 #[derive(ToSchema)]
 pub struct AnthropicErrorBody {

@@ -20,10 +20,12 @@ fn routed_paths() -> BTreeSet<String> {
         .filter_map(|rest| rest.split('"').next())
         .filter(|p| {
             p.starts_with("/v1/")
+                || p.starts_with("/v1beta/")
                 || p.starts_with("/admin/api/")
                 || ["/stats", "/health", "/ready"].contains(p)
         })
-        .map(str::to_string)
+        // A catch-all segment is documented as a plain parameter.
+        .map(|p| p.replace("{*", "{"))
         .collect()
 }
 
@@ -49,6 +51,8 @@ fn every_operation_has_the_error_shape_and_its_credential() {
         for (method, op) in item.as_object().unwrap() {
             let error = if path.starts_with(super::ANTHROPIC_PATHS) {
                 "#/components/responses/AnthropicError"
+            } else if super::is_gemini_path(path) {
+                "#/components/responses/GeminiError"
             } else {
                 "#/components/responses/Error"
             };
@@ -63,6 +67,8 @@ fn every_operation_has_the_error_shape_and_its_credential() {
                 .unwrap_or_default();
             let expected: &[&str] = if path.starts_with("/admin/api/") {
                 &["admin_token"]
+            } else if super::is_gemini_path(path) {
+                &["api_key", "x_api_key", "x_goog_api_key", "query_key"]
             } else if path.starts_with("/v1/") || path == "/stats" {
                 &["api_key", "x_api_key"]
             } else {

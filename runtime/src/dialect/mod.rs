@@ -18,6 +18,7 @@
 //!   README.
 
 pub mod anthropic_in;
+pub mod gemini_in;
 
 /// A body that is not a valid request of its dialect: the message, and the
 /// field it is about.
