@@ -105,8 +105,6 @@ pub async fn rebuild(
         touched.providers.extend(applied.providers);
         touched.aliases.extend(applied.aliases);
         touched.users.extend(applied.users);
-        touched.teams.extend(applied.teams);
-        touched.projects.extend(applied.projects);
     }
     save_checkpoint(&mut tx, CHECKPOINT, &at).await?;
     quarantine::adopt_rebuilt(&mut tx).await?;
