@@ -428,11 +428,17 @@ async fn anthropic_to_anthropic_is_verbatim_both_ways() {
     assert_eq!(r.status(), 200);
     let id = request_id(&r);
     let text = r.text().await.unwrap();
-    let at = text.find("\"cost_usd\":").expect("the cost in message_delta");
+    let at = text
+        .find("\"cost_usd\":")
+        .expect("the cost in message_delta");
     let len = text[at..].find([',', '}']).unwrap();
     let cost: f64 = text[at + "\"cost_usd\":".len()..at + len].parse().unwrap();
     assert!(cost > 0.0, "{text}");
-    let without = format!("{}{}", &text[..at], text[at + len..].trim_start_matches(','));
+    let without = format!(
+        "{}{}",
+        &text[..at],
+        text[at + len..].trim_start_matches(',')
+    );
     assert_eq!(without, stream);
     let events = env.wait_recorded(&id).await;
     let done = &events.last().unwrap().1["RequestCompleted"];
