@@ -14,7 +14,8 @@
 //! dialect's non-streamed answers carry aigw's cost headers; OpenAI's
 //! streams get `usage.cost_usd` in their usage chunk, Anthropic's in the
 //! usage of their `message_delta` event (the event that carries the final
-//! usage); every other event passes as rendered.
+//! usage), Gemini's `usageMetadata.costUsd` in the last chunk that has
+//! usage; every other event passes as rendered.
 
 use aigw_events::wire::{self, AnswerCost};
 use axum::http::{HeaderMap, HeaderValue};
@@ -91,9 +92,7 @@ impl Dialect {
                 }
             }
             Dialect::Anthropic => anthropic_usage_event(payload, cost),
-            // Gemini's stream chunks are relayed as rendered; its answers
-            // carry the cost headers.
-            Dialect::Gemini => payload,
+            Dialect::Gemini => gemini_usage_event(payload, cost),
         }
     }
 }
@@ -111,6 +110,66 @@ fn with_cost(event: &mut Value, cost: AnswerCost) -> bool {
         }
         AnswerCost::Unpriced => usage.remove(USAGE_COST_FIELD).is_some(),
     }
+}
+
+/// Gemini's field for the cost, in its own camelCase, in `usageMetadata`.
+pub const GEMINI_COST_FIELD: &str = "costUsd";
+
+/// Gemini SSE chunks (`data:` lines, LF or CRLF, as rendered or relayed)
+/// with the cost in the last chunk's `usageMetadata.costUsd` (removed when
+/// unpriced); every other byte as it was.
+fn gemini_usage_event(payload: Bytes, cost: AnswerCost) -> Bytes {
+    let Ok(text) = std::str::from_utf8(&payload) else {
+        return payload;
+    };
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let parsed = |line: &str| {
+        let data = line.strip_prefix("data: ")?.trim_end_matches(['\r', '\n']);
+        let v: Value = serde_json::from_str(data).ok()?;
+        v.get("usageMetadata")
+            .is_some_and(Value::is_object)
+            .then_some(v)
+    };
+    let Some((at, mut chunk)) = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, l)| parsed(l).map(|v| (i, v)))
+    else {
+        return payload;
+    };
+    let Some(usage) = chunk
+        .get_mut("usageMetadata")
+        .and_then(Value::as_object_mut)
+    else {
+        return payload;
+    };
+    match cost {
+        AnswerCost::Micros(m) => {
+            usage.insert(GEMINI_COST_FIELD.into(), usd_number(m));
+        }
+        AnswerCost::Unpriced => {
+            if usage.remove(GEMINI_COST_FIELD).is_none() {
+                return payload;
+            }
+        }
+    }
+    let Ok(json) = serde_json::to_string(&chunk) else {
+        return payload;
+    };
+    let line = lines[at];
+    let ending = &line[line.trim_end_matches(['\r', '\n']).len()..];
+    let mut out = String::with_capacity(text.len() + 24);
+    for (i, l) in lines.iter().enumerate() {
+        if i == at {
+            out.push_str("data: ");
+            out.push_str(&json);
+            out.push_str(ending);
+        } else {
+            out.push_str(l);
+        }
+    }
+    Bytes::from(out)
 }
 
 /// Rendered Anthropic SSE events (`event: <name>` and one `data:` line
@@ -142,6 +201,44 @@ fn anthropic_usage_event(payload: Bytes, cost: AnswerCost) -> Bytes {
         }
     }
     if changed { Bytes::from(out) } else { payload }
+}
+
+#[cfg(test)]
+mod gemini_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_last_usage_metadata_gets_the_cost_and_nothing_else_changes() {
+        let first = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}],\"usageMetadata\":{\"promptTokenCount\":3}}\r\n\r\n";
+        let last = "data: {\"candidates\":[{\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":5}}\r\n\r\n";
+        let out = Dialect::Gemini.usage_event(
+            Bytes::from(format!("{first}{last}")),
+            AnswerCost::Micros(210),
+        );
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with(first), "{text}");
+        let rest = &text[first.len()..];
+        assert!(rest.ends_with("\r\n\r\n"), "{rest:?}");
+        let data: Value =
+            serde_json::from_str(rest.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(data["usageMetadata"]["costUsd"], json!(0.00021));
+        assert_eq!(data["usageMetadata"]["candidatesTokenCount"], 5);
+        assert_eq!(data["candidates"][0]["finishReason"], "STOP");
+        // LF framing keeps LF; unpriced, junk and chunks without usage pass unchanged.
+        let lf = Bytes::from("data: {\"usageMetadata\":{\"totalTokenCount\":1}}\n\n");
+        let out = Dialect::Gemini.usage_event(lf, AnswerCost::Micros(1));
+        assert!(std::str::from_utf8(&out).unwrap().ends_with("}}\n\n"));
+        for payload in [last, "data: {\"candidates\":[]}\n\n", "data: {junk\n\n"] {
+            let b = Bytes::from(payload);
+            for cost in [AnswerCost::Unpriced, AnswerCost::Micros(1)] {
+                if payload == last && matches!(cost, AnswerCost::Micros(_)) {
+                    continue;
+                }
+                assert_eq!(Dialect::Gemini.usage_event(b.clone(), cost), b, "{payload}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -201,6 +201,13 @@ async fn gemini_requests_reach_an_openai_upstream_translated_both_ways() {
     let last = streamed.last().unwrap();
     assert_eq!(last["candidates"][0]["finishReason"], "STOP", "{text}");
     assert_eq!(last["usageMetadata"]["cachedContentTokenCount"], 600);
+    // The recorded cost, in Gemini's camelCase, on the last chunk only.
+    assert_eq!(
+        last["usageMetadata"]["costUsd"],
+        json!(COST_MICROS as f64 / 1e6),
+        "{text}"
+    );
+    assert_eq!(text.matches("costUsd").count(), 1, "{text}");
     let recorded = env.wait_recorded(&id).await;
     let done = &recorded.last().unwrap().1["RequestCompleted"];
     assert_eq!(done["usage"]["prompt_tokens"], 1000, "{done}");
@@ -686,6 +693,32 @@ async fn a_budgeted_key_cannot_send_an_uncapped_body_to_a_gemini_upstream() {
     assert_eq!(r.status(), 200);
     let requests = upstream.received_requests().await.unwrap();
     assert_eq!(body(requests.last().unwrap()), capped);
+
+    // Streamed from the priced Gemini upstream: the chunk that finishes the
+    // answer carries the recorded cost as `usageMetadata.costUsd`.
+    let r = gemini(
+        &env,
+        &key,
+        "gemini-real:streamGenerateContent?alt=sse",
+        &capped,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let id = request_id(&r);
+    let text = r.text().await.unwrap();
+    let streamed = events(&text);
+    let last = streamed.last().unwrap();
+    let shown = last["usageMetadata"]["costUsd"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no cost in {text}"));
+    let recorded = env.wait_recorded(&id).await;
+    let done = &recorded.last().unwrap().1["RequestCompleted"];
+    assert_eq!(
+        (shown * 1e6).round() as i64,
+        done["cost_micros"].as_i64().unwrap(),
+        "{done}"
+    );
+    assert_eq!(text.matches("costUsd").count(), 1, "{text}");
 }
 
 #[tokio::test]

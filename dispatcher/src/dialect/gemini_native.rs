@@ -15,7 +15,7 @@
 
 use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
-use aigw_events::wire::{Dialect, DispatchRequest};
+use aigw_events::wire::{AnswerCost, Dialect, DispatchRequest};
 use aigw_runtime::Target;
 use aigw_runtime::estimate;
 use bytes::Bytes;
@@ -182,7 +182,17 @@ pub(crate) async fn relay(
             frame.extend_from_slice(b"\r\n");
         }
         frame.extend_from_slice(b"\r\n");
-        replier.chunk(Bytes::from(frame), None).await;
+        // The chunk that finishes the answer carries its final usage: its
+        // frame carries the cost the outcome records (`usageMetadata.costUsd`).
+        let finishing = parsed
+            .get("candidates")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c.get("finishReason").is_some()));
+        let cost = (finishing && parsed.get("usageMetadata").is_some())
+            .then(|| usage.filter(Usage::is_plausible))
+            .flatten()
+            .map(|u| AnswerCost::of(Billed::priced(target, u, false).cost_micros));
+        replier.chunk(Bytes::from(frame), cost).await;
     }
     if end.is_ok() && !finished {
         end = Err(broken(provider, "the stream ended before a finishReason"));
