@@ -100,15 +100,21 @@ impl Dialect {
 /// Sets (or, unpriced, removes) `usage.cost_usd` of an event; whether it
 /// changed anything.
 fn with_cost(event: &mut Value, cost: AnswerCost) -> bool {
-    let Some(usage) = event.get_mut("usage").and_then(Value::as_object_mut) else {
+    with_cost_at(event, "usage", USAGE_COST_FIELD, cost)
+}
+
+/// Sets `field` of the event's `usage` object (or removes it, unpriced);
+/// whether it changed anything.
+fn with_cost_at(event: &mut Value, usage: &str, field: &str, cost: AnswerCost) -> bool {
+    let Some(usage) = event.get_mut(usage).and_then(Value::as_object_mut) else {
         return false;
     };
     match cost {
         AnswerCost::Micros(m) => {
-            usage.insert(USAGE_COST_FIELD.into(), usd_number(m));
+            usage.insert(field.into(), usd_number(m));
             true
         }
-        AnswerCost::Unpriced => usage.remove(USAGE_COST_FIELD).is_some(),
+        AnswerCost::Unpriced => usage.remove(field).is_some(),
     }
 }
 
@@ -138,21 +144,8 @@ fn gemini_usage_event(payload: Bytes, cost: AnswerCost) -> Bytes {
     else {
         return payload;
     };
-    let Some(usage) = chunk
-        .get_mut("usageMetadata")
-        .and_then(Value::as_object_mut)
-    else {
+    if !with_cost_at(&mut chunk, "usageMetadata", GEMINI_COST_FIELD, cost) {
         return payload;
-    };
-    match cost {
-        AnswerCost::Micros(m) => {
-            usage.insert(GEMINI_COST_FIELD.into(), usd_number(m));
-        }
-        AnswerCost::Unpriced => {
-            if usage.remove(GEMINI_COST_FIELD).is_none() {
-                return payload;
-            }
-        }
     }
     let Ok(json) = serde_json::to_string(&chunk) else {
         return payload;
