@@ -104,6 +104,13 @@ pub struct IngressArgs {
     #[arg(long, env = "AIGW_REQUEST_TIMEOUT", default_value = "330s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// How long queueing a request is tried again while its stream has no
+    /// leader (a NATS node lost, a leader being elected) before the caller
+    /// gets 503. Each try carries the request's message id, so the request
+    /// is queued at most once.
+    #[arg(long, env = "AIGW_PUBLISH_RETRY", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub publish_retry: Duration,
+
     /// Admit from leases: slices of a key's rate limits and budgets this
     /// replica takes from the shared limits bucket in the background and
     /// admits from in memory (no NATS round trip per request). Limits still
@@ -195,6 +202,8 @@ pub struct AppState {
     pub webhook_allow_private: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// How long queueing is tried again through a stream's leader election.
+    pub publish_retry: Duration,
     /// How long a request body may take to arrive (408 after).
     pub body_timeout: Duration,
     /// Bytes of a streamed answer that may wait for a slow client.
@@ -581,6 +590,7 @@ async fn prepare_state(
         webhook_allow_private: common.allow_private_egress(),
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
+        publish_retry: args.publish_retry,
         body_timeout: args.server.body_timeout,
         sse_buffer_bytes: args.sse_buffer_bytes,
         max_queued_jobs_per_key: (args.max_queued_jobs_per_key > 0)

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod limits;
 pub mod nats;
 pub mod pg_hosts;
+pub mod publish;
 pub mod readiness;
 pub mod registry;
 pub mod reseal;
