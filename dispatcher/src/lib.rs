@@ -57,8 +57,11 @@ pub struct DispatcherArgs {
     pub concurrency: usize,
 
     /// How long a request may go without a sign of life before JetStream
-    /// hands it to another dispatcher (e.g. "30s"). Shared by every replica.
-    #[arg(long, env = "AIGW_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// hands it to another dispatcher (e.g. "10s"). Shared by every replica.
+    /// It bounds how long a request waits after its dispatcher died, or
+    /// after its delivery was lost with a NATS server; dispatchers signal
+    /// progress every third of it.
+    #[arg(long, env = "AIGW_ACK_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,
 
     /// Deliveries of one request before it is failed instead of retried.
