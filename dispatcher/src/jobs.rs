@@ -177,7 +177,12 @@ async fn run_job(
         (vec![], failed(&err, Billed::nothing(), 0), None)
     } else {
         match bodies::load(&shared.bodies, request).await {
-            Ok(()) => run(shared, request, &replier, cancel).await,
+            Ok(()) => {
+                // A body in another dialect: translated for the adapters,
+                // the caller's kept for same-dialect targets.
+                crate::dialect::prepare(request);
+                run(shared, request, &replier, cancel).await
+            }
             Err(e) if e.is_retryable() => {
                 tracing::warn!(job_id = %id, error = %e, "cannot load the job's body; retrying later");
                 return false;

@@ -266,6 +266,31 @@ async fn queue_and_answer(
     queue_in(state, key, chat, attribution, id, Inbound::openai()).await
 }
 
+/// A request with a field only its own dialect can express (`native_only`)
+/// may go only where every target speaks that dialect natively: 400
+/// naming the field otherwise.
+pub(crate) fn natively_served(
+    inbound: &Inbound,
+    targets: &[aigw_runtime::Target],
+    model: &str,
+) -> Result<(), ApiError> {
+    if let Some(field) = &inbound.native_only
+        && let Some(t) = targets
+            .iter()
+            .find(|t| !t.provider.spec.kind.speaks(&inbound.wire))
+    {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "'{field}' has no equivalent at provider {} (which serves `{model}`): send it to a model served natively.",
+                t.provider.spec.name
+            ),
+            param: None,
+            code: Some("unsupported_field"),
+        });
+    }
+    Ok(())
+}
+
 /// Admits, queues and relays one request of any dialect.
 async fn queue_in(
     state: &AppState,
@@ -321,20 +346,7 @@ async fn queue_in(
             code: None,
         });
     }
-    if let Some(field) = &inbound.native_only
-        && let Some(t) = targets
-            .iter()
-            .find(|t| !t.provider.spec.kind.speaks(&inbound.wire))
-    {
-        return Err(ApiError::BadRequest {
-            message: format!(
-                "'{field}' has no equivalent at provider {} (which serves `{}`): send it to a model served natively.",
-                t.provider.spec.name, chat.model
-            ),
-            param: None,
-            code: Some("unsupported_field"),
-        });
-    }
+    natively_served(&inbound, &targets, &chat.model)?;
     let mut admitted = admission::admit(
         state,
         &key,
@@ -345,6 +357,7 @@ async fn queue_in(
         id,
     )
     .await?;
+    tracing::debug!(request_id = %id, "admitted");
     if let Some(upload) = &chat.upload {
         let stored = state
             .media
@@ -401,6 +414,7 @@ async fn queue_in(
         return Err(e);
     }
     metrics::counter!("aigw_requests_accepted_total").increment(1);
+    tracing::debug!(request_id = %id, "queued");
 
     let answer = async {
         let first = crate::lost_answer::first_frame(
@@ -527,16 +541,18 @@ pub async fn publish_on(
             ApiError::Unavailable(format!("queueing {what}: {e}"))
         }
     };
-    let published = async {
-        let ack = state
-            .js
-            .publish_with_headers(subject, headers, payload.into())
-            .await
-            .map_err(queueing)?;
-        ack.await.map_err(queueing)
-    }
+    // Tried again through a stream's leader election (same message id, so
+    // stored at most once), within a bound.
+    let published = aigw_runtime::publish::publish_acked(
+        &state.js,
+        subject,
+        headers,
+        payload.into(),
+        state.publish_retry,
+    )
     .instrument(hop.clone())
-    .await;
+    .await
+    .map_err(queueing);
     if published.is_err() {
         traces::error(&hop, "publish_failed");
     }

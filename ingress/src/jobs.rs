@@ -28,9 +28,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::auth::{Admin, Caller};
+use crate::chat::Inbound;
 use crate::error::ApiError;
 use crate::validate::{self, ChatRequest, invalid};
-use crate::{AppState, RequestId, admission, attribution, chat, idempotency};
+use crate::{AppState, RequestId, admission, attribution, chat, dialects, idempotency};
 
 /// How long a queued job holds its worst-case cost on the key's budget.
 const JOB_HOLD: Duration = Duration::from_secs(24 * 3600);
@@ -43,9 +44,13 @@ struct JobFields {
     metadata: BTreeMap<String, String>,
 }
 
-/// Splits `webhook_url` and `metadata` off the body and validates them; the
-/// rest must be a valid, non-streamed chat completion request.
-fn split_body(bytes: &[u8]) -> Result<(JobFields, ChatRequest), ApiError> {
+/// Most bytes of an envelope's `url`.
+const MAX_URL: usize = 512;
+
+/// Splits `webhook_url` and `metadata` off the body and validates them. The
+/// rest is a non-streamed chat completion request, or an envelope: `url`
+/// names the route whose dialect `body` speaks (`dialects::job_request`).
+fn split_body(bytes: &[u8]) -> Result<(JobFields, ChatRequest, Inbound), ApiError> {
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("The body is not valid JSON: {e}")))?;
     let Some(obj) = value.as_object_mut() else {
@@ -61,15 +66,47 @@ fn split_body(bytes: &[u8]) -> Result<(JobFields, ChatRequest), ApiError> {
         None | Some(Value::Null) => {}
         Some(m) => fields.metadata = validate::metadata(m)?,
     }
-    let rest = serde_json::to_vec(&value).map_err(ApiError::internal)?;
-    let chat = validate::validate(&rest)?;
+    let (chat, inbound) = match obj.remove("url") {
+        None | Some(Value::Null) => {
+            let rest = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+            (validate::validate(&rest)?, Inbound::openai())
+        }
+        Some(Value::String(url)) => {
+            if url.len() > MAX_URL {
+                return Err(invalid(
+                    format!("'url' must be one of {}.", dialects::JOB_URLS),
+                    "url",
+                ));
+            }
+            let body = match obj.remove("body") {
+                Some(body @ Value::Object(_)) => body,
+                _ => {
+                    return Err(invalid(
+                        "With 'url', the request goes in 'body' (a JSON object).",
+                        "body",
+                    ));
+                }
+            };
+            if let Some(extra) = obj.keys().next() {
+                return Err(ApiError::BadRequest {
+                    message: format!(
+                        "'{extra}' is not a job field: with 'url', the request's own fields go in 'body'."
+                    ),
+                    param: None,
+                    code: Some("unknown_field"),
+                });
+            }
+            dialects::job_request(&url, body)?
+        }
+        Some(_) => return Err(invalid("'url' must be a string.", "url")),
+    };
     if chat.stream {
         return Err(invalid(
             "Jobs cannot stream; poll the job or give a 'webhook_url' instead.",
             "stream",
         ));
     }
-    Ok((fields, chat))
+    Ok((fields, chat, inbound))
 }
 
 fn check_webhook_url(url: &str) -> Result<String, ApiError> {
@@ -132,7 +169,7 @@ pub async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = chat::body_bytes(&state, body)?;
-    let (fields, chat) = split_body(&bytes)?;
+    let (fields, chat, inbound) = split_body(&bytes)?;
     let attribution = attribution::resolve(
         &headers,
         chat.body.get("user").and_then(Value::as_str),
@@ -180,6 +217,7 @@ pub async fn submit(
         .resolve_fresh(&chat.model, chat.provider.as_deref())
         .await
         .map_err(chat::unresolved)?;
+    chat::natively_served(&inbound, &targets, &chat.model)?;
     let id = request_id.0;
     let admitted = admission::admit_for(
         &state,
@@ -198,7 +236,9 @@ pub async fn submit(
         key_id: key.id,
         reply_to: String::new(),
         accepted_at: now,
-        body: chat.body,
+        // A body in another dialect travels as the caller sent it; the
+        // dispatcher translates it again where the target needs it.
+        body: inbound.native_body.unwrap_or(chat.body),
         model: chat.model.clone(),
         stream: false,
         include_usage: false,
@@ -214,7 +254,7 @@ pub async fn submit(
         rate_levels: admitted.rate_levels.clone(),
         rate_on_key: admitted.rate_on_key,
         attribution,
-        dialect: Default::default(),
+        dialect: inbound.wire,
         native_body: None,
         native_only: None,
     };
@@ -524,8 +564,71 @@ mod tests {
     }
 
     #[test]
+    fn an_envelope_carries_a_body_of_the_dialect_its_url_names() {
+        let (fields, chat, inbound) = split_body(
+            br#"{"url":"/v1/messages","metadata":{"batch":"7"},
+                "body":{"model":"claude","max_tokens":64,"metadata":{"user_id":"u1"},
+                        "messages":[{"role":"user","content":"hi"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(fields.metadata.get("batch").map(String::as_str), Some("7"));
+        assert_eq!(chat.model, "claude");
+        assert!(matches!(
+            inbound.wire,
+            aigw_events::wire::Dialect::AnthropicMessages { .. }
+        ));
+        // The caller's body travels as sent, its own metadata included.
+        assert_eq!(
+            inbound.native_body.unwrap()["metadata"]["user_id"],
+            Value::from("u1")
+        );
+
+        let (_, chat, inbound) = split_body(
+            br#"{"url":"/v1beta/models/gemini-x:generateContent",
+                "body":{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(chat.model, "gemini-x");
+        assert_eq!(inbound.wire, aigw_events::wire::Dialect::GeminiGenerate);
+
+        let (_, chat, inbound) = split_body(
+            br#"{"url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hi"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(chat.model, "m");
+        assert!(inbound.native_body.is_none());
+
+        let gemini = r#""body":{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+        for (body, param) in [
+            // Not a route jobs run; a stream; countTokens.
+            (format!(r#"{{"url":"/v1/embeddings",{gemini}}}"#), "url"),
+            (
+                format!(r#"{{"url":"/v1beta/models/g:streamGenerateContent",{gemini}}}"#),
+                "url",
+            ),
+            (format!(r#"{{"url":"/v1beta/models/g:countTokens",{gemini}}}"#), "url"),
+            (format!(r#"{{"url":"{}",{gemini}}}"#, "x".repeat(600)), "url"),
+            (r#"{"url":7,"body":{}}"#.to_string(), "url"),
+            (r#"{"url":"/v1/messages"}"#.to_string(), "body"),
+            (r#"{"url":"/v1/messages","body":[1]}"#.to_string(), "body"),
+            // Request fields beside the envelope instead of inside it.
+            (
+                format!(r#"{{"url":"/v1beta/models/g:generateContent","model":"m",{gemini}}}"#),
+                "",
+            ),
+            // A streamed Messages body.
+            (
+                r#"{"url":"/v1/messages","body":{"model":"c","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}}"#.to_string(),
+                "stream",
+            ),
+        ] {
+            assert_eq!(status(&body), Some(param), "{body}");
+        }
+    }
+
+    #[test]
     fn splits_and_validates_job_fields() {
-        let (fields, chat) = split_body(
+        let (fields, chat, _) = split_body(
             br#"{"model":"m","messages":[{"role":"user","content":"hi"}],
                 "webhook_url":"https://example.com/hook","metadata":{"batch":"7"}}"#,
         )

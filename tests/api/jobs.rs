@@ -13,7 +13,7 @@ use crate::billing::{projected_requests, run_aigw, snapshot, spawn_projector, to
 use crate::harness::{Options, TestEnv, completion, user, wait_until};
 
 /// A priced OpenAI-compatible upstream serving `m` after `delay_ms`.
-async fn upstream(env: &TestEnv, delay_ms: u64) -> MockServer {
+pub(crate) async fn upstream(env: &TestEnv, delay_ms: u64) -> MockServer {
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
@@ -40,7 +40,7 @@ async fn upstream(env: &TestEnv, delay_ms: u64) -> MockServer {
     mock
 }
 
-async fn submit(env: &TestEnv, key: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn submit(env: &TestEnv, key: &str, body: Value) -> reqwest::Response {
     env.http
         .post(env.url("/v1/jobs"))
         .bearer_auth(key)
@@ -50,7 +50,7 @@ async fn submit(env: &TestEnv, key: &str, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
-async fn submit_ok(env: &TestEnv, key: &str, body: Value) -> String {
+pub(crate) async fn submit_ok(env: &TestEnv, key: &str, body: Value) -> String {
     let r = submit(env, key, body).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     let job: Value = r.json().await.unwrap();
@@ -68,7 +68,7 @@ async fn get(env: &TestEnv, key: &str, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn wait_status(env: &TestEnv, key: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_status(env: &TestEnv, key: &str, id: &str, status: &str) -> Value {
     let url = format!("/v1/jobs/{id}");
     wait_until(Duration::from_secs(30), || async {
         get(env, key, &url).await.1["status"] == status

@@ -30,6 +30,7 @@ mod harness;
 mod hostile;
 mod idempotency;
 mod jobs;
+mod jobs_dialects;
 mod keys;
 mod large_bodies;
 mod lost_answer;

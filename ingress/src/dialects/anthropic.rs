@@ -33,7 +33,7 @@ use crate::auth::Caller;
 use crate::chat::{self, Inbound, body_bytes, unresolved};
 use crate::dialects::Dialect;
 use crate::error::ApiError;
-use crate::validate::validate;
+use crate::validate::{ChatRequest, validate};
 use crate::{AppState, RequestId, admission};
 
 /// Longest `anthropic-version` / `anthropic-beta` value forwarded.
@@ -209,6 +209,29 @@ pub async fn messages(
         native_only: translated.native_only,
     };
     chat::answer(&state, key, &headers, chat, request_id.0, inbound).await
+}
+
+/// A Messages body submitted as a job (`/v1/jobs` with `url: "/v1/messages"`):
+/// checked and translated as `POST /v1/messages` would, with no
+/// `anthropic-version` or `anthropic-beta` to forward.
+pub fn job_request(native: Value) -> Result<(ChatRequest, Inbound), ApiError> {
+    let translated = anthropic_in::to_chat(&native).map_err(|e| ApiError::BadRequest {
+        message: e.message,
+        param: None,
+        code: Some("invalid_request"),
+    })?;
+    let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
+    let chat = validate(&internal)?;
+    let inbound = Inbound {
+        dialect: Dialect::Anthropic,
+        wire: wire::Dialect::AnthropicMessages {
+            version: None,
+            beta: None,
+        },
+        native_body: Some(native),
+        native_only: translated.native_only,
+    };
+    Ok((chat, inbound))
 }
 
 /// `POST /v1/messages/count_tokens`: aigw's estimate of a Messages

@@ -42,7 +42,7 @@ use crate::auth::Caller;
 use crate::chat::{self, Inbound, body_bytes, unresolved};
 use crate::dialects::Dialect;
 use crate::error::ApiError;
-use crate::validate::validate;
+use crate::validate::{ChatRequest, validate};
 use crate::{AppState, RequestId, admission};
 
 /// Largest error body rewritten into Gemini's shape (aigw's own errors
@@ -316,6 +316,31 @@ async fn generate(
         native_only: translated.native_only,
     };
     chat::answer(state, key, headers, chat, request_id.0, inbound).await
+}
+
+/// A `generateContent` body submitted as a job (`/v1/jobs` with `url:
+/// "/v1beta/models/{model}:generateContent"`; `name` is the part after
+/// `models/`): checked and translated as that route would. Jobs do not
+/// stream, so only `generateContent` is a job.
+pub fn job_request(name: &str, native: Value) -> Result<(ChatRequest, Inbound), ApiError> {
+    let (model, method) = model_and_method(name)?;
+    if method != Method::Generate {
+        return Err(ApiError::BadRequest {
+            message: "A job runs `generateContent` only (jobs do not stream, and countTokens needs no job).".into(),
+            param: Some("url"),
+            code: Some("invalid_url"),
+        });
+    }
+    let translated = translate(&native, model, false)?;
+    let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
+    let chat = validate(&internal)?;
+    let inbound = Inbound {
+        dialect: Dialect::Gemini,
+        wire: wire::Dialect::GeminiGenerate,
+        native_body: Some(native),
+        native_only: translated.native_only,
+    };
+    Ok((chat, inbound))
 }
 
 /// `:countTokens`: aigw's estimate of a request's input tokens (the

@@ -21,6 +21,34 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::chat::Inbound;
+use crate::error::ApiError;
+use crate::validate::{ChatRequest, validate};
+
+/// The routes whose bodies `/v1/jobs` runs, as its `url` names them.
+pub const JOB_URLS: &str = "/v1/chat/completions, /v1/messages, /v1beta/models/{model}:generateContent or /v1/models/{model}:generateContent";
+
+/// A body of the dialect that `url` (a route's path) speaks, checked and
+/// translated exactly as that route would: what `/v1/jobs` runs.
+pub fn job_request(url: &str, body: Value) -> Result<(ChatRequest, Inbound), ApiError> {
+    let gemini = url
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| url.strip_prefix("/v1/models/"));
+    match (url, gemini) {
+        ("/v1/chat/completions", _) => {
+            let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+            Ok((validate(&bytes)?, Inbound::openai()))
+        }
+        ("/v1/messages", _) => anthropic::job_request(body),
+        (_, Some(name)) => gemini::job_request(name, body),
+        _ => Err(ApiError::BadRequest {
+            message: format!("'url' must be one of {JOB_URLS}."),
+            param: Some("url"),
+            code: Some("invalid_url"),
+        }),
+    }
+}
+
 /// The dialect a request arrived in, as far as the ingress cares: how its
 /// answers, stream events and errors are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

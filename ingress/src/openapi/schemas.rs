@@ -245,15 +245,27 @@ pub struct ModelList {
     pub data: Vec<Model>,
 }
 
-/// A chat completion body (not streamed) plus the job's own fields.
+/// A chat completion body (not streamed) plus the job's own fields; or,
+/// instead of the chat fields, an envelope: `url` names the route whose
+/// dialect `body` speaks (`/v1/chat/completions`, `/v1/messages`,
+/// `/v1beta/models/{model}:generateContent`), and the result is in that
+/// dialect.
 #[derive(ToSchema)]
 pub struct JobRequest {
+    /// Required without `url`.
     #[schema(example = "gpt-4o-mini", max_length = 256)]
-    pub model: String,
+    pub model: Option<String>,
+    /// Required without `url`.
     #[schema(min_items = 1)]
-    pub messages: Vec<ChatMessage>,
+    pub messages: Option<Vec<ChatMessage>>,
     #[schema(minimum = 1)]
     pub max_tokens: Option<u64>,
+    /// The route whose dialect `body` speaks (then no chat fields here).
+    #[schema(example = "/v1/messages", max_length = 512)]
+    pub url: Option<String>,
+    /// With `url`: the request, as that route takes it (not streamed).
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Value>,
     /// Where the finished job is POSTed (public http or https URL).
     #[schema(max_length = 2048)]
     pub webhook_url: Option<String>,
