@@ -44,6 +44,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
     let id = request.request_id;
     let span = tracing::Span::current();
     spans::request(&span, &request);
+    tracing::debug!(request_id = %id, delivered, "handling");
     if delivered > 1 {
         match shared.stores.request_recorded(&id.to_string()).await {
             Ok(true) => {
@@ -87,6 +88,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
     // A body in another dialect: translated for the adapters, the
     // caller's kept for same-dialect targets.
     crate::dialect::prepare(&mut request);
+    tracing::debug!(request_id = %id, "body ready");
 
     let cancel = CancellationToken::new();
     shared.inflight.insert(id, cancel.clone());
@@ -139,7 +141,9 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         } => (*usage, *cost_micros),
     };
     spans::outcome(&span, &outcome, attempts.len());
+    tracing::debug!(request_id = %id, "recording");
     let recorded = record(&shared, &request, attempts, outcome, route).await;
+    tracing::debug!(request_id = %id, ?recorded, "recorded");
     progress.abort();
     shared.inflight.remove(&id);
     match recorded {
@@ -166,6 +170,7 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
         tracing::debug!(request_id = %id, error = %e, "deleting the upload");
     }
     bodies::delete(&shared.bodies, &request).await;
+    tracing::debug!(request_id = %id, "settled; acking");
     if let Err(e) = msg.ack().await {
         // The request is recorded; a redelivery will find it and only ack.
         tracing::warn!(request_id = %id, error = %e, "ack failed");
@@ -264,6 +269,7 @@ pub(crate) async fn run(
         .strategy_for(&request.model)
         .unwrap_or(shared.limits.strategy);
     let plan = shared.router.plan(targets, strategy, estimate);
+    tracing::debug!(request_id = %request.request_id, "targets resolved");
     let mut route = Route {
         strategy: plan.strategy.as_str().to_string(),
         order: plan.order.iter().map(Target::label).collect(),
@@ -330,7 +336,9 @@ pub(crate) async fn run(
             }
             let attempt_start = Instant::now();
             let started_at = Utc::now();
+            tracing::debug!(request_id = %request.request_id, target = %target.label(), "admitted");
             let credential = choose_credential(shared, target).await;
+            tracing::debug!(request_id = %request.request_id, "calling the target");
             let span = spans::attempt(request, target, attempts.len() + 1);
             let result = tokio::select! {
                 r = attempt(shared, request, target, credential, replier, cancel, attempts.len() + 1)
@@ -342,6 +350,7 @@ pub(crate) async fn run(
                 },
             };
             spans::attempt_result(&span, &result);
+            tracing::debug!(request_id = %request.request_id, "target called");
             drop(span);
             let latency_ms = attempt_start.elapsed().as_millis() as u64;
             let mut record = Attempt {
@@ -357,6 +366,7 @@ pub(crate) async fn run(
                 .record(attempt_start.elapsed().as_secs_f64());
             let now_ms = Utc::now().timestamp_millis();
             credential_health(shared, target, credential, &result, now_ms).await;
+            tracing::debug!(request_id = %request.request_id, "credential health noted");
             match result {
                 AttemptResult::Done { billed, status } => {
                     record.status = Some(status);

@@ -279,6 +279,7 @@ impl TestEnv {
             admin_cors_origins: self.options.admin_cors_origins.clone(),
             max_body_bytes: self.options.max_body_bytes,
             request_timeout: self.options.request_timeout,
+            publish_retry: Duration::from_secs(15),
             limit_leases: true,
             sse_buffer_bytes: self.options.sse_buffer_bytes,
             max_queued_jobs_per_key: self.options.max_queued_jobs_per_key,
@@ -380,7 +381,11 @@ impl TestEnv {
             )
             .env("AIGW_JOBS_MAX_MSGS", streams.jobs_max_msgs.to_string())
             .env("AIGW_JOBS_MAX_BYTES", streams.jobs_max_bytes.to_string())
-            .env("AIGW_LOG", "warn")
+            // AIGW_TEST_CHILD_LOG raises it when a test must be debugged.
+            .env(
+                "AIGW_LOG",
+                std::env::var("AIGW_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null());
         for var in [
             "AIGW_OTLP_ENDPOINT",
