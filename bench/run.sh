@@ -18,6 +18,9 @@
 #   AIGW_LOG          aigw's log filter (default warn: measure the gateway, not the terminal)
 #   AIGW_BIN          use this aigw binary instead of building target/release/aigw
 #   NATS_SERVER       use this nats-server binary
+#   BENCH_NATS_NODES  1 (default): one NATS server; 3: a 3-node JetStream
+#                     cluster on loopback with every stream, consumer and
+#                     bucket at 3 replicas (AIGW_NATS_REPLICAS=3)
 #   BENCH_KEEP_LOGS=1 keep the work directory (logs) after the run
 set -euo pipefail
 
@@ -104,17 +107,56 @@ wait_port() { # port, what, pid
     return 1
 }
 
-NATS_PORT="$(free_port)"
+NATS_NODES="${BENCH_NATS_NODES:-1}"
 MOCK_PORT="$(free_port)"
 AIGW_PORT="$(free_port)"
 ADMIN="admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 MASTER="master-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-log "nats-server on 127.0.0.1:$NATS_PORT ($("$NATS_SERVER" --version))"
-"$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
-PIDS+=($!)
-NATS_PID=$!
-wait_port "$NATS_PORT" nats-server "${PIDS[-1]}"
+NATS_PIDS=()
+NATS_URLS=()
+if [[ "$NATS_NODES" == 1 ]]; then
+    NATS_PORT="$(free_port)"
+    log "nats-server on 127.0.0.1:$NATS_PORT ($("$NATS_SERVER" --version))"
+    "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
+    PIDS+=($!)
+    NATS_PIDS+=($!)
+    NATS_URLS+=("nats://127.0.0.1:$NATS_PORT")
+    wait_port "$NATS_PORT" nats-server "${PIDS[-1]}"
+else
+    # A JetStream cluster on loopback: each node its own client port, route
+    # port and store.
+    declare -a CLIENT_PORTS ROUTE_PORTS
+    for i in $(seq "$NATS_NODES"); do
+        CLIENT_PORTS[i]="$(free_port)"
+        ROUTE_PORTS[i]="$(free_port)"
+    done
+    routes=""
+    for i in $(seq "$NATS_NODES"); do
+        routes+="${routes:+, }nats-route://127.0.0.1:${ROUTE_PORTS[i]}"
+    done
+    for i in $(seq "$NATS_NODES"); do
+        cat >"$WORK/n$i.conf" <<CONF
+server_name: n$i
+listen: 127.0.0.1:${CLIENT_PORTS[i]}
+jetstream { store_dir: "$WORK/js-n$i" }
+cluster { name: aigw-bench
+  listen: 127.0.0.1:${ROUTE_PORTS[i]}
+  routes: [$routes]
+}
+CONF
+        "$NATS_SERVER" -c "$WORK/n$i.conf" >"$WORK/nats-n$i.log" 2>&1 &
+        PIDS+=($!)
+        NATS_PIDS+=($!)
+        NATS_URLS+=("nats://127.0.0.1:${CLIENT_PORTS[i]}")
+    done
+    for i in $(seq "$NATS_NODES"); do
+        wait_port "${CLIENT_PORTS[i]}" "nats-server n$i" "${NATS_PIDS[i - 1]}"
+    done
+    export AIGW_NATS_REPLICAS="$NATS_NODES"
+    log "a $NATS_NODES-node NATS cluster (${NATS_URLS[*]}; $("$NATS_SERVER" --version)), AIGW_NATS_REPLICAS=$NATS_NODES"
+fi
+NATS_URL="$(IFS=,; echo "${NATS_URLS[*]}")"
 
 log "mock upstream on 127.0.0.1:$MOCK_PORT"
 "$BENCH_BIN" mock --listen "127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
@@ -123,7 +165,7 @@ MOCK_PID=$!
 wait_port "$MOCK_PORT" mock "${PIDS[-1]}"
 
 log "aigw all on 127.0.0.1:$AIGW_PORT (database $DB${BENCH_PG_PARAMS:+?$BENCH_PG_PARAMS}, namespace $NS, AIGW_LOG=$AIGW_LOG)"
-AIGW_NATS_URL="nats://127.0.0.1:$NATS_PORT" \
+AIGW_NATS_URL="$NATS_URL" \
 AIGW_DATABASE_URL="$DB_URL" \
 AIGW_NAMESPACE="$NS" \
 AIGW_ADMIN_TOKEN="$ADMIN" \
@@ -135,7 +177,8 @@ AIGW_PID="${PIDS[-1]}"
 
 GW="http://127.0.0.1:$AIGW_PORT"
 ready=0
-for _ in $(seq 300); do
+# A cluster needs its meta leader before aigw can create its streams.
+for _ in $(seq 600); do
     if [[ "$(curl -s -o /dev/null -w '%{http_code}' "$GW/ready")" == 200 ]]; then
         ready=1
         break
@@ -173,13 +216,18 @@ pg_backends() {
     psql -Atq "$PG_URL/postgres" -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'" 2>/dev/null || true
 }
 declare -A CPU0
+nats_ticks() { # every NATS node together
+    local sum=0 pid
+    for pid in "${NATS_PIDS[@]}"; do sum=$((sum + $(cpu_ticks "$pid"))); done
+    echo "$sum"
+}
 machine_busy() { # busy and total jiffies of the whole machine
     awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 snapshot_cpu() {
     read -r CPU0[busy] CPU0[total] < <(machine_busy)
     CPU0[aigw]="$(cpu_ticks "$AIGW_PID")"
-    CPU0[nats]="$(cpu_ticks "$NATS_PID")"
+    CPU0[nats]="$(nats_ticks)"
     CPU0[mock]="$(cpu_ticks "$MOCK_PID")"
     local pg=0 pid
     for pid in $(pg_backends); do pg=$((pg + $(cpu_ticks "$pid"))); done
@@ -191,7 +239,7 @@ report_cpu() { # wall seconds
     printf '\nCPU seconds used during the %ss of load (2 cores = %ss available):\n' "$1" "$(( $1 * 2 ))"
     secs() { awk -v t="$1" -v hz="$TICKS" 'BEGIN { printf "%6.1f", t / hz }'; }
     echo "  aigw all                      $(secs $(( $(cpu_ticks "$AIGW_PID") - ${CPU0[aigw]} )))"
-    echo "  nats-server                   $(secs $(( $(cpu_ticks "$NATS_PID") - ${CPU0[nats]} )))"
+    printf '  %-30s%s\n' "nats-server x$NATS_NODES" "$(secs $(( $(nats_ticks) - ${CPU0[nats]} )))"
     echo "  postgres (aigw's backends)    $(secs $(( pg - ${CPU0[pg]} )))"
     echo "  mock upstream                 $(secs $(( $(cpu_ticks "$MOCK_PID") - ${CPU0[mock]} )))"
     echo "  load generator (aigw-bench)   $2"
