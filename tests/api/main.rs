@@ -44,6 +44,7 @@ mod quarantine;
 mod queue_limits;
 mod quotas;
 mod resilience;
+mod responses;
 mod roles;
 mod routing;
 mod scale_out;

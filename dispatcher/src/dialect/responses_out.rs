@@ -244,7 +244,10 @@ impl StreamRenderer {
     }
 
     fn suffix(&self) -> String {
-        self.id.strip_prefix("resp_").unwrap_or(&self.id).to_string()
+        self.id
+            .strip_prefix("resp_")
+            .unwrap_or(&self.id)
+            .to_string()
     }
 
     fn event(&mut self, out: &mut Vec<u8>, mut data: Value) {
@@ -258,7 +261,9 @@ impl StreamRenderer {
             return;
         }
         self.started = true;
-        let response = self.echo.response(&self.id, "in_progress", Vec::new(), None);
+        let response = self
+            .echo
+            .response(&self.id, "in_progress", Vec::new(), None);
         self.event(
             out,
             json!({"type": "response.created", "response": response.clone()}),
@@ -298,7 +303,8 @@ impl StreamRenderer {
                 reasoning_item(&item_id, &text)
             }
             Open::Text => {
-                let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                let part =
+                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
                 self.event(
                     out,
                     json!({"type": "response.output_text.done", "item_id": item_id,
@@ -468,9 +474,9 @@ impl StreamRenderer {
         self.start(out);
         self.close(out);
         for (_, call) in std::mem::take(&mut self.calls) {
-            let item = self
-                .echo
-                .call_item(&call.item_id, &call.call_id, &call.name, &call.arguments);
+            let item =
+                self.echo
+                    .call_item(&call.item_id, &call.call_id, &call.name, &call.arguments);
             if item["type"] == "function_call" {
                 self.event(
                     out,

@@ -301,7 +301,8 @@ pub fn to_chat(body: &Value) -> Result<Translated, DialectError> {
                 strict,
                 description,
             } => {
-                let mut spec = json!({"name": name.unwrap_or_else(|| "output".into()), "schema": schema});
+                let mut spec =
+                    json!({"name": name.unwrap_or_else(|| "output".into()), "schema": schema});
                 if let Some(s) = strict {
                     spec["strict"] = Value::Bool(s);
                 }
@@ -350,15 +351,12 @@ fn tools(
         let param = format!("tools[{i}]");
         match tool.get("type").and_then(Value::as_str) {
             Some("namespace") => {
-                let nested = tool
-                    .get("tools")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| {
-                        DialectError::new(
-                            format!("{param}.tools"),
-                            format!("'{param}.tools' must be an array."),
-                        )
-                    })?;
+                let nested = tool.get("tools").and_then(Value::as_array).ok_or_else(|| {
+                    DialectError::new(
+                        format!("{param}.tools"),
+                        format!("'{param}.tools' must be an array."),
+                    )
+                })?;
                 for (j, inner) in nested.iter().enumerate() {
                     let param = format!("{param}.tools[{j}]");
                     match inner.get("type").and_then(Value::as_str) {
@@ -479,7 +477,11 @@ fn input_item(
                     for (k, part) in parts.iter().enumerate() {
                         match part.get("type").and_then(Value::as_str) {
                             Some("input_text" | "output_text") => {
-                                text.push_str(string_of(part, "text", &format!("{param}.output[{k}]"))?);
+                                text.push_str(string_of(
+                                    part,
+                                    "text",
+                                    &format!("{param}.output[{k}]"),
+                                )?);
                             }
                             _ => refuse(format!("{param}.output[{k}].type")),
                         }

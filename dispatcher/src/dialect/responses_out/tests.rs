@@ -59,7 +59,8 @@ fn a_completion_becomes_a_response() {
         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
             {"id": "call_2", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":\"P\"}"}}]},
         "finish_reason": "tool_calls"}]});
-    let e = echo(json!({"instructions": "be", "tools": [{"type": "custom", "name": "apply_patch"}]}));
+    let e =
+        echo(json!({"instructions": "be", "tools": [{"type": "custom", "name": "apply_patch"}]}));
     let r = response(&c, "resp_1", &e, &Usage::default());
     assert_eq!(r["object"], "response");
     assert_eq!(r["id"], "resp_1");

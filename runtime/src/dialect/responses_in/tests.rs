@@ -3,8 +3,10 @@ use proptest::prelude::*;
 
 #[test]
 fn a_string_input_is_one_user_message() {
-    let t = to_chat(&json!({"model": "m", "input": "Hi", "instructions": "Be brief.",
-        "max_output_tokens": 50, "temperature": 0.5, "stream": true}))
+    let t = to_chat(
+        &json!({"model": "m", "input": "Hi", "instructions": "Be brief.",
+        "max_output_tokens": 50, "temperature": 0.5, "stream": true}),
+    )
     .unwrap();
     assert_eq!(
         t.body,
@@ -169,7 +171,10 @@ fn invalid_bodies_name_their_field() {
             json!({"model": "m", "input": "x", "text": {"format": {"type": "json_schema"}}}),
             "text.format",
         ),
-        (json!({"model": "m", "input": "x", "stream": "yes"}), "stream"),
+        (
+            json!({"model": "m", "input": "x", "stream": "yes"}),
+            "stream",
+        ),
     ] {
         assert_eq!(to_chat(&body).unwrap_err().param, param, "{body}");
     }
