@@ -16,6 +16,7 @@ mod azure;
 mod billing;
 mod chat;
 mod claude_code;
+mod codex_cli;
 mod concurrency;
 mod config_file;
 mod cors;
