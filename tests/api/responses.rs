@@ -272,3 +272,94 @@ async fn what_cannot_be_translated_is_refused_in_openai_shape() {
     assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
     assert!(mock.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn budgets_holds_and_idempotency_are_chats() {
+    let env = TestEnv::start().await;
+    let mock = upstream().await;
+    openai_provider(&env, &mock).await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/keys")
+        .json(&json!({"name": "half-a-dollar", "budget_usd": 0.5, "budget_period": "total"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A million output tokens at $8 per million is over the budget: the
+    // worst-case hold refuses it before any call.
+    let r = responses(
+        &env,
+        &key,
+        &json!({"model": "gpt-x", "input": "x", "max_output_tokens": 1_000_000}),
+    )
+    .await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+    assert!(mock.received_requests().await.unwrap().is_empty());
+
+    // A repeat with the same Idempotency-Key gets the stored answer.
+    let send = || {
+        env.http
+            .post(env.url("/v1/responses"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "responses-once")
+            .json(&json!({"model": "gpt-x", "input": "x", "max_output_tokens": 100}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(again["output"][0]["content"][0]["text"], "pong");
+    assert_eq!(mock.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_midway_ends_with_an_error_event() {
+    let env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "par"}, "finish_reason": null}]});
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(crate::acceptance::sse_response(format!(
+            "data: {chunk}\n\ndata: {{\"error\":{{\"message\":\"upstream exploded\"}}}}\n\n"
+        )))
+        .mount(&mock)
+        .await;
+    openai_provider(&env, &mock).await;
+    let (_, key) = env.add_key("cut").await;
+    let r = responses(
+        &env,
+        &key,
+        &json!({"model": "gpt-x", "input": "x", "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let last = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(last.starts_with("event: error\ndata: "), "{text}");
+    let data: Value =
+        serde_json::from_str(last.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(data["type"], "error");
+    assert!(
+        data["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream exploded"),
+        "{data}"
+    );
+    assert!(text.contains("event: response.output_text.delta"), "{text}");
+    assert!(!text.contains("response.completed"), "{text}");
+}
