@@ -331,7 +331,11 @@ pub(crate) async fn attempt(
 
 /// The id of a message rendered in Anthropic's dialect: the request's.
 pub(crate) fn message_id(request: &DispatchRequest) -> String {
-    format!("msg_{}", request.request_id.simple())
+    let prefix = match request.dialect {
+        aigw_events::wire::Dialect::OpenaiResponses => "resp",
+        _ => "msg",
+    };
+    format!("{prefix}_{}", request.request_id.simple())
 }
 
 /// Whether a call is let run to its end when the caller goes away: every

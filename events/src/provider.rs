@@ -70,6 +70,9 @@ impl ProviderKind {
             D::OpenaiChat => false,
             D::AnthropicMessages { .. } => self == ProviderKind::Anthropic,
             D::GeminiGenerate => self == ProviderKind::Gemini,
+            // Native Responses passthrough is not built yet: every target
+            // gets the chat translation.
+            D::OpenaiResponses => false,
         }
     }
 

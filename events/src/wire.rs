@@ -114,6 +114,8 @@ pub enum Dialect {
     /// (`/v1beta/models/{model}:...`). The body has no model: it is
     /// `DispatchRequest::model`, from the path.
     GeminiGenerate,
+    /// OpenAI's Responses API (`/v1/responses`).
+    OpenaiResponses,
 }
 
 impl Dialect {
@@ -128,6 +130,7 @@ impl Dialect {
             Dialect::OpenaiChat => "openai_chat",
             Dialect::AnthropicMessages { .. } => "anthropic_messages",
             Dialect::GeminiGenerate => "gemini_generate",
+            Dialect::OpenaiResponses => "openai_responses",
         }
     }
 }

@@ -15,7 +15,8 @@
 //! streams get `usage.cost_usd` in their usage chunk, Anthropic's in the
 //! usage of their `message_delta` event (the event that carries the final
 //! usage), Gemini's `usageMetadata.costUsd` in the last chunk that has
-//! usage; every other event passes as rendered.
+//! usage, Responses' `response.usage.cost_usd` in `response.completed`
+//! (or `response.incomplete`); every other event passes as rendered.
 
 use aigw_events::wire::{self, AnswerCost};
 use axum::http::{HeaderMap, HeaderValue};
@@ -57,16 +58,18 @@ impl Dialect {
     /// priced, [`COST_FLAGGED`] `unpriced` otherwise.
     pub fn answer_headers(self, headers: &mut HeaderMap, cost: AnswerCost) {
         match self {
-            Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini => match cost {
-                AnswerCost::Micros(m) => {
-                    if let Ok(v) = HeaderValue::from_str(&usd(m)) {
-                        headers.insert(COST_USD, v);
+            Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini | Dialect::Responses => {
+                match cost {
+                    AnswerCost::Micros(m) => {
+                        if let Ok(v) = HeaderValue::from_str(&usd(m)) {
+                            headers.insert(COST_USD, v);
+                        }
+                    }
+                    AnswerCost::Unpriced => {
+                        headers.insert(COST_FLAGGED, HeaderValue::from_static("unpriced"));
                     }
                 }
-                AnswerCost::Unpriced => {
-                    headers.insert(COST_FLAGGED, HeaderValue::from_static("unpriced"));
-                }
-            },
+            }
         }
     }
 
@@ -93,6 +96,7 @@ impl Dialect {
             }
             Dialect::Anthropic => anthropic_usage_event(payload, cost),
             Dialect::Gemini => gemini_usage_event(payload, cost),
+            Dialect::Responses => responses_usage_event(payload, cost),
         }
     }
 }
@@ -165,6 +169,46 @@ fn gemini_usage_event(payload: Bytes, cost: AnswerCost) -> Bytes {
     Bytes::from(out)
 }
 
+/// The Responses events that end a stream, whose `response.usage` gets
+/// the cost.
+const RESPONSES_FINAL: [&str; 2] = ["response.completed", "response.incomplete"];
+
+/// Rendered Responses SSE events (`event: <name>` and one `data:` line
+/// each) with the cost in the final event's `response.usage.cost_usd`.
+fn responses_usage_event(payload: Bytes, cost: AnswerCost) -> Bytes {
+    let Ok(text) = std::str::from_utf8(&payload) else {
+        return payload;
+    };
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut changed = false;
+    for event in text.split_inclusive("\n\n") {
+        let name = event
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .filter(|n| RESPONSES_FINAL.contains(n));
+        let single = event.lines().filter(|l| l.starts_with("data:")).count() == 1;
+        let rewritten = name.filter(|_| single).and_then(|name| {
+            let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
+            let mut v = serde_json::from_str::<Value>(data).ok()?;
+            let response = v.get_mut("response")?;
+            with_cost(response, cost).then_some(())?;
+            Some((name, serde_json::to_string(&v).ok()?))
+        });
+        match rewritten {
+            Some((name, json)) => {
+                changed = true;
+                out.push_str("event: ");
+                out.push_str(name);
+                out.push_str("\ndata: ");
+                out.push_str(&json);
+                out.push_str("\n\n");
+            }
+            None => out.push_str(event),
+        }
+    }
+    if changed { Bytes::from(out) } else { payload }
+}
+
 /// Rendered Anthropic SSE events (`event: <name>` and one `data:` line
 /// each, as aigw renders and relays them) with the cost in the
 /// `message_delta` event's usage.
@@ -230,6 +274,48 @@ mod gemini_tests {
                 }
                 assert_eq!(Dialect::Gemini.usage_event(b.clone(), cost), b, "{payload}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod responses_tests {
+    use super::*;
+
+    #[test]
+    fn the_final_event_gets_the_cost_and_nothing_else_changes() {
+        let done = "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":5}\n\n";
+        let completed = "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":6,\"response\":{\"id\":\"resp_1\",\"usage\":{\"input_tokens\":3}}}\n\n";
+        let out = Dialect::Responses.usage_event(
+            Bytes::from(format!("{done}{completed}")),
+            AnswerCost::Micros(210),
+        );
+        let text = std::str::from_utf8(&out).unwrap();
+        let events: Vec<&str> = text.split_inclusive("\n\n").collect();
+        assert_eq!(events[0], done);
+        assert!(events[1].starts_with("event: response.completed\ndata: "));
+        let data: Value = serde_json::from_str(
+            events[1]
+                .lines()
+                .nth(1)
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(data["response"]["usage"]["cost_usd"], 0.00021);
+        assert_eq!(data["response"]["usage"]["input_tokens"], 3);
+        assert_eq!(data["sequence_number"], 6);
+        for (payload, cost) in [
+            (done.to_string(), AnswerCost::Micros(1)),
+            (completed.to_string(), AnswerCost::Unpriced),
+            (
+                "event: response.completed\ndata: {not json\n\n".to_string(),
+                AnswerCost::Micros(1),
+            ),
+        ] {
+            let b = Bytes::from(payload);
+            assert_eq!(Dialect::Responses.usage_event(b.clone(), cost), b);
         }
     }
 }

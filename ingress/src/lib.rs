@@ -335,6 +335,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/audio/transcriptions",
             post(chat::transcriptions).layer(DefaultBodyLimit::max(validate::MAX_AUDIO_BYTES)),
         )
+        .route("/v1/responses", post(dialects::responses::responses))
         .route("/v1/models", get(ops::models))
         .route("/v1/key", get(keys::own_key))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list_jobs))

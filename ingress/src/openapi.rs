@@ -48,6 +48,7 @@ use crate::{
     ),
     paths(
         chat::chat_completions,
+        dialects::responses::responses,
         dialects::anthropic::messages,
         dialects::anthropic::count_tokens,
         dialects::gemini::post_model,

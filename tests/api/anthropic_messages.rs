@@ -95,7 +95,7 @@ pub(crate) fn openai_upstream(r: &Request) -> ResponseTemplate {
 
 /// A provider `oai` serving `gpt-x` at $2/$8 per million tokens, cache
 /// reads at $0.50.
-async fn openai_provider(env: &TestEnv, mock: &MockServer) {
+pub(crate) async fn openai_provider(env: &TestEnv, mock: &MockServer) {
     let r = env
         .admin(reqwest::Method::POST, "/admin/api/providers")
         .json(

@@ -69,7 +69,7 @@ pub async fn call(
     };
     let (version, beta) = match &request.dialect {
         Dialect::AnthropicMessages { version, beta } => (version.as_deref(), beta.as_deref()),
-        Dialect::OpenaiChat | Dialect::GeminiGenerate => (None, None),
+        Dialect::OpenaiChat | Dialect::GeminiGenerate | Dialect::OpenaiResponses => (None, None),
     };
     let body = upstream_body(native, model);
     let mut call = http

@@ -15,12 +15,13 @@ pub mod anthropic_native;
 pub mod anthropic_out;
 pub mod gemini_native;
 pub mod gemini_out;
+pub mod responses_out;
 
 use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
 use aigw_events::wire::{Dialect, DispatchRequest};
 use aigw_runtime::Target;
-use aigw_runtime::dialect::{anthropic_in, gemini_in};
+use aigw_runtime::dialect::{anthropic_in, gemini_in, responses_in};
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -54,7 +55,9 @@ pub fn prepare(request: &mut DispatchRequest) {
         {
             return;
         }
-        Dialect::GeminiGenerate if request.native_body.is_some() || request.body.is_null() => {
+        Dialect::GeminiGenerate | Dialect::OpenaiResponses
+            if request.native_body.is_some() || request.body.is_null() =>
+        {
             return;
         }
         Dialect::AnthropicMessages { .. } => {
@@ -63,6 +66,9 @@ pub fn prepare(request: &mut DispatchRequest) {
         Dialect::GeminiGenerate => {
             gemini_in::to_chat(&request.body, &request.model, request.stream)
                 .map(|t| (t.body, t.native_only))
+        }
+        Dialect::OpenaiResponses => {
+            responses_in::to_chat(&request.body).map(|t| (t.body, t.native_only))
         }
     };
     match translated {
@@ -109,7 +115,7 @@ pub async fn call(
         Dialect::GeminiGenerate => {
             gemini_native::call(http, provider, api_key, request, model, cap).await
         }
-        Dialect::OpenaiChat => Err(crate::convert::unsupported(
+        Dialect::OpenaiChat | Dialect::OpenaiResponses => Err(crate::convert::unsupported(
             &provider.name,
             "no native dialect",
         )),
@@ -128,7 +134,7 @@ pub(crate) async fn relay(
         Dialect::GeminiGenerate => {
             gemini_native::relay(request, target, events, replier, cancel).await
         }
-        Dialect::AnthropicMessages { .. } | Dialect::OpenaiChat => {
+        Dialect::AnthropicMessages { .. } | Dialect::OpenaiChat | Dialect::OpenaiResponses => {
             anthropic_native::relay(request, target, events, replier, cancel).await
         }
     }
@@ -154,6 +160,12 @@ pub fn render_full(
         Dialect::GeminiGenerate => {
             Some(gemini_out::response(completion, id, &request.model, usage))
         }
+        Dialect::OpenaiResponses => Some(responses_out::response(
+            completion,
+            id,
+            &responses_out::Echo::new(&request.model, request.native_body.as_ref()),
+            usage,
+        )),
     }
 }
 
@@ -162,6 +174,7 @@ pub fn render_full(
 pub enum StreamRenderer {
     Anthropic(anthropic_out::StreamRenderer),
     Gemini(gemini_out::StreamRenderer),
+    Responses(Box<responses_out::StreamRenderer>),
 }
 
 impl StreamRenderer {
@@ -176,6 +189,12 @@ impl StreamRenderer {
                 id,
                 request.model.clone(),
             ))),
+            Dialect::OpenaiResponses => Some(Self::Responses(Box::new(
+                responses_out::StreamRenderer::new(
+                    id,
+                    responses_out::Echo::new(&request.model, request.native_body.as_ref()),
+                ),
+            ))),
         }
     }
 
@@ -184,6 +203,7 @@ impl StreamRenderer {
         match self {
             Self::Anthropic(r) => r.chunk(chunk, out),
             Self::Gemini(r) => r.chunk(chunk, out),
+            Self::Responses(r) => r.chunk(chunk, out),
         }
     }
 
@@ -192,6 +212,7 @@ impl StreamRenderer {
         match self {
             Self::Anthropic(r) => r.finish(usage, out),
             Self::Gemini(r) => r.finish(usage, out),
+            Self::Responses(r) => r.finish(usage, out),
         }
     }
 }

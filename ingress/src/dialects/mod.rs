@@ -1,5 +1,6 @@
-//! The ingress dialects: the APIs callers speak to aigw (OpenAI's,
-//! Anthropic's Messages API and Gemini's generateContent). Each dialect's module owns its routes'
+//! The ingress dialects: the APIs callers speak to aigw (OpenAI's chat
+//! and Responses APIs, Anthropic's Messages API and Gemini's
+//! generateContent). Each dialect's module owns its routes'
 //! request parsing and limits, its error shape, and how its answers are
 //! written; everything between (admission, queueing, relaying) is shared
 //! (`chat`, `relay`).
@@ -15,6 +16,7 @@
 
 pub mod anthropic;
 pub mod gemini;
+pub mod responses;
 
 use aigw_events::wire;
 use axum::http::StatusCode;
@@ -59,16 +61,21 @@ pub enum Dialect {
     Anthropic,
     /// Gemini's `generateContent` (`/v1beta/models/...`).
     Gemini,
+    /// OpenAI's Responses API (`/v1/responses`): OpenAI's error JSON, its
+    /// own named stream events.
+    Responses,
 }
 
 impl Dialect {
     /// A data payload of a streamed answer as the SSE bytes the caller
-    /// gets. OpenAI: the chunk JSON in a `data:` line. Anthropic and
-    /// Gemini: the dispatcher sends whole events already.
+    /// gets. OpenAI: the chunk JSON in a `data:` line. Anthropic, Gemini
+    /// and Responses: the dispatcher sends whole events already.
     pub fn sse_chunk(self, payload: &[u8]) -> Bytes {
         match self {
             Dialect::OpenAi => sse_data(payload),
-            Dialect::Anthropic | Dialect::Gemini => Bytes::copy_from_slice(payload),
+            Dialect::Anthropic | Dialect::Gemini | Dialect::Responses => {
+                Bytes::copy_from_slice(payload)
+            }
         }
     }
 
@@ -95,6 +102,7 @@ impl Dialect {
                     .unwrap_or("The stream failed.");
                 gemini::error_event(StatusCode::INTERNAL_SERVER_ERROR, message)
             }
+            Dialect::Responses => responses::error_frame(payload),
         }
     }
 
@@ -121,16 +129,18 @@ impl Dialect {
                 };
                 gemini::error_event(status, message)
             }
+            Dialect::Responses => responses::error_event(message, code),
         }
     }
 
     /// What follows a stream's last event: OpenAI's `[DONE]`; nothing for
-    /// Anthropic (its `message_stop` event was relayed already) or Gemini
-    /// (whose stream simply ends).
+    /// Anthropic (its `message_stop` event was relayed already), Gemini
+    /// (whose stream simply ends) or Responses (`response.completed` ends
+    /// it).
     pub fn sse_end(self) -> Bytes {
         match self {
             Dialect::OpenAi => Bytes::from_static(b"data: [DONE]\n\n"),
-            Dialect::Anthropic | Dialect::Gemini => Bytes::new(),
+            Dialect::Anthropic | Dialect::Gemini | Dialect::Responses => Bytes::new(),
         }
     }
 }

@@ -581,3 +581,37 @@ pub struct Message {
 pub struct TokenCount {
     pub input_tokens: u64,
 }
+
+/// OpenAI's Responses request. Fields not listed here (tools, tool_choice,
+/// reasoning, text.format, max_output_tokens, ...) are translated for
+/// OpenAI-compatible providers, or, when advisory, dropped; see the README.
+#[derive(ToSchema)]
+pub struct ResponsesRequest {
+    /// A model id a provider serves, `provider/model`, or an alias.
+    #[schema(example = "gpt-5", max_length = 256)]
+    pub model: String,
+    /// A string (one user message) or input items: messages,
+    /// `function_call`, `function_call_output`, ...
+    #[schema(example = "Hello!")]
+    pub input: Value,
+    /// The system prompt.
+    pub instructions: Option<String>,
+    /// Relay the answer as the Responses server-sent events.
+    pub stream: Option<bool>,
+}
+
+/// OpenAI's `response` answer.
+#[derive(ToSchema)]
+pub struct ResponseObject {
+    /// `resp_...`.
+    pub id: String,
+    /// Always `response`.
+    pub object: String,
+    /// `completed`, or `incomplete` (see `incomplete_details`).
+    pub status: String,
+    pub model: String,
+    /// Output items: `reasoning`, `message`, `function_call`, ...
+    pub output: Vec<Value>,
+    /// `input_tokens`, `output_tokens`, `total_tokens` and their details.
+    pub usage: Value,
+}

@@ -19,6 +19,7 @@
 
 pub mod anthropic_in;
 pub mod gemini_in;
+pub mod responses_in;
 
 /// A body that is not a valid request of its dialect: the message, and the
 /// field it is about.
