@@ -19,6 +19,7 @@ pub mod pg_hosts;
 pub mod readiness;
 pub mod registry;
 pub mod reseal;
+pub mod sessions;
 pub mod store;
 pub mod teams;
 pub mod telemetry;
