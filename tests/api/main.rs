@@ -36,6 +36,7 @@ mod lost_answer;
 mod media;
 mod nats_cluster;
 mod node_loss;
+mod oidc;
 mod openapi;
 mod operations;
 mod presets;
