@@ -39,6 +39,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("billing.js", JS, include_str!("../ui/billing.js")),
     ("jobs.js", JS, include_str!("../ui/jobs.js")),
     ("alerts.js", JS, include_str!("../ui/alerts.js")),
+    ("signins.js", JS, include_str!("../ui/signins.js")),
     ("routing.js", JS, include_str!("../ui/routing.js")),
     ("i18n.js", JS, include_str!("../ui/i18n.js")),
     ("charts.js", JS, include_str!("../ui/charts.js")),

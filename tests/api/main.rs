@@ -37,6 +37,7 @@ mod media;
 mod nats_cluster;
 mod node_loss;
 mod oidc;
+mod oidc_provider;
 mod openapi;
 mod operations;
 mod presets;
