@@ -1,6 +1,7 @@
 //! The admin web UI at `/admin/`: static HTML, CSS and JavaScript embedded in
 //! the binary (no build step, no CDN). The pages hold no data; every data
-//! call goes to `/admin/api` with the admin token the admin signs in with.
+//! call goes to `/admin/api` with the admin token the admin signs in with,
+//! or with the session cookie of a single sign-on (and its CSRF token).
 
 use axum::Router;
 use axum::extract::Path;

@@ -139,7 +139,8 @@ async fn sign_in_through_a_real_provider_maps_groups_to_a_role() {
         assert!(page.text().await.unwrap().contains("Authorize"));
         let r = browser
             .post(&authorize)
-            .form(&[("sub", sub)])
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("sub={sub}"))
             .send()
             .await
             .unwrap();
