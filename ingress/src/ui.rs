@@ -41,6 +41,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("jobs.js", JS, include_str!("../ui/jobs.js")),
     ("alerts.js", JS, include_str!("../ui/alerts.js")),
     ("signins.js", JS, include_str!("../ui/signins.js")),
+    ("users.js", JS, include_str!("../ui/users.js")),
     ("routing.js", JS, include_str!("../ui/routing.js")),
     ("i18n.js", JS, include_str!("../ui/i18n.js")),
     ("charts.js", JS, include_str!("../ui/charts.js")),

@@ -19,6 +19,7 @@ import { pageJobs } from './jobs.js';
 import { pageAlerts } from './alerts.js';
 import { pageAliases } from './routing.js';
 import { pageSignIns } from './signins.js';
+import { pageUsers } from './users.js';
 
 // Who may see each page (the roles of GET /admin/api/me); the API still
 // decides every call.
@@ -35,6 +36,7 @@ const PAGES = [
   { id: 'jobs', render: pageJobs, roles: READ },
   { id: 'alerts', render: pageAlerts, roles: REPORTS },
   { id: 'routing', render: pageAliases, roles: READ },
+  { id: 'users', render: pageUsers, roles: ['owner'] },
   { id: 'signins', render: pageSignIns, roles: ['owner', 'admin'] },
 ];
 

@@ -16,6 +16,7 @@ const ICONS = {
   alerts: 'M6 16V11a6 6 0 1 1 12 0v5l2 2H4zM10 21h4',
   routing: 'M4 8h14l-3-3M20 16H6l3 3',
   signins: 'M10 17l5-5-5-5M15 12H3M14 3h6v18h-6',
+  users: 'M12 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8zM4 21v-1a8 8 0 0 1 16 0v1',
   globe: 'M12 21a9 9 0 1 1 0-18 9 9 0 0 1 0 18zM3 12h18M12 3c3 3 3 15 0 18M12 3c-3 3-3 15 0 18',
   refresh: 'M19 12a7 7 0 1 1-2-5M19 4v4h-4',
 };
