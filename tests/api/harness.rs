@@ -96,7 +96,7 @@ fn start_nats(max_payload: Option<usize>) -> Nats {
     }
 }
 
-fn init_process() {
+pub fn init_process() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -42,6 +42,8 @@ impl Drop for Provider {
 /// Starts `oidc-provider-mock` with predefined users (JSON claims, each
 /// with `sub`) and waits for its discovery document.
 pub async fn start_provider(users: &[Value]) -> Provider {
+    // Its readiness is read with reqwest, which needs the crypto provider.
+    crate::harness::init_process();
     let port = free_port();
     let mut command = Command::new(python());
     command
