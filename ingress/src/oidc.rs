@@ -510,20 +510,30 @@ async fn sync_user(
 ) -> Result<Result<Uuid, Refusal>, ApiError> {
     let actor = format!("oidc:{}", settings.issuer);
     let now = Utc::now();
+    // A team admin role of a team that does not exist (any more) is not given.
+    let mapped: Vec<Role> = who
+        .roles
+        .iter()
+        .filter(|r| match r {
+            Role::TeamAdmin { team_id } => state.registry.team(*team_id).is_some(),
+            _ => true,
+        })
+        .copied()
+        .collect();
     let existing = state
         .registry
         .users()
         .into_iter()
         .find(|u| u.state.email.eq_ignore_ascii_case(&who.email));
     let Some(user) = existing else {
-        if who.roles.is_empty() {
+        if mapped.is_empty() {
             return Ok(Err(Refusal::NoRole));
         }
         let id = Uuid::now_v7();
         let command = AdminUserCommand::CreateUser {
             name: who.name.clone(),
             email: who.email.clone(),
-            roles: who.roles.clone(),
+            roles: mapped,
             actor: actor.clone(),
             at: now,
         };
@@ -546,7 +556,7 @@ async fn sync_user(
         .iter()
         .filter(|r| !managed.contains(r) || (keep_owner && **r == Role::Owner))
         .copied()
-        .chain(who.roles.iter().copied())
+        .chain(mapped.iter().copied())
         .collect();
     wanted.sort();
     wanted.dedup();
