@@ -15,6 +15,7 @@ pub mod pricing;
 pub mod project;
 pub mod provider;
 pub mod request;
+pub mod sign_in;
 pub mod team;
 pub mod wire;
 
@@ -41,6 +42,9 @@ pub use provider::{
 pub use request::{
     Attempt, Attribution, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError,
     RequestEvent, Route, Usage,
+};
+pub use sign_in::{
+    ClientInfo, SignInAggregate, SignInCommand, SignInError, SignInEvent, SignInStatus,
 };
 pub use team::{Policy, TeamAggregate, TeamCommand, TeamEvent, UnitError, UnitStatus};
 

@@ -256,3 +256,26 @@ fn admin_user_events_deserialize() {
     assert!(user.tokens[0].revoked_at.is_some());
     assert_eq!(user.status, aigw_events::UserStatus::Disabled);
 }
+
+/// Sign-in events (no secret in them): they read, write back unchanged,
+/// and fold into the sign-in they describe.
+#[test]
+fn sign_in_events_deserialize() {
+    use aigw_events::{SignInAggregate, SignInEvent, SignInStatus};
+    use cqrs_es::Aggregate;
+    let all: Value = serde_json::from_str(include_str!("fixtures/sign-ins.json")).unwrap();
+    let fold = |name: &str| {
+        let mut s = SignInAggregate::default();
+        for v in all[name].as_array().unwrap() {
+            let e = serde_json::from_value::<SignInEvent>(v.clone())
+                .unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(serde_json::to_value(&e).unwrap(), *v);
+            s.apply(e);
+        }
+        s
+    };
+    let ok = fold("succeeded");
+    assert_eq!(ok.status, SignInStatus::Ended);
+    assert_eq!(ok.email.as_deref(), Some("ada@example.com"));
+    assert_eq!(fold("failed").status, SignInStatus::Failed);
+}

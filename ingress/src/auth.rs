@@ -1,10 +1,11 @@
 //! Who is calling: API keys for `/v1` and `/stats`; for `/admin/api`, an
-//! admin user's personal token or the bootstrap token (`AIGW_ADMIN_TOKEN`,
-//! an owner, unless turned off). Keys and tokens are checked against the
+//! admin user's personal token, the bootstrap token (`AIGW_ADMIN_TOKEN`,
+//! an owner, unless turned off), or, with no token, an admin UI session
+//! cookie (`sessions`: CSRF-checked on state-changing requests). Keys and tokens are checked against the
 //! in-memory registry (hash lookup, no database query per request).
 //!
-//! Every admin call resolves to a [`Principal`] (a later sign-in by
-//! session cookie resolves to the same), is checked against the role
+//! Every admin call resolves to a [`Principal`] (a session resolves to its
+//! user, with the user's current roles), is checked against the role
 //! table (`roles`), and carries its actor into the events it causes.
 
 use std::sync::Arc;
@@ -46,6 +47,16 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// The personal token used, if any.
     pub token_id: Option<Uuid>,
+    /// The admin UI session used, if signed in by its cookie.
+    pub session: Option<SessionAuth>,
+}
+
+/// A request signed in by the session cookie.
+#[derive(Debug, Clone)]
+pub struct SessionAuth {
+    pub id: Uuid,
+    /// The CSRF token its state-changing requests must carry.
+    pub csrf: String,
 }
 
 impl Principal {
@@ -130,6 +141,7 @@ fn bootstrap(state: &AppState, given: &str) -> Option<Principal> {
         actor: format!("admin:{}", &hex::encode(b)[..12]),
         roles: vec![Role::Owner],
         token_id: None,
+        session: None,
     })
 }
 
@@ -148,6 +160,7 @@ async fn admin_principal(state: &AppState, given: &str) -> Result<Principal, Api
             actor: Principal::user_actor(user.id, &user.state.name),
             roles: user.state.roles.clone(),
             token_id: Some(token.id),
+            session: None,
         }),
         // No way in at all: say the admin API is off, as before users.
         None if state.admin_token.is_none() && !state.registry.has_users() => {
@@ -164,13 +177,19 @@ pub async fn require_admin(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(given) = presented_key(request.headers()) else {
-        if state.admin_token.is_none() && !state.registry.has_users() {
-            return Err(ApiError::AdminDisabled);
-        }
-        return Err(ApiError::AdminUnauthorized);
+    let principal = match presented_key(request.headers()) {
+        Some(given) => admin_principal(&state, given).await?,
+        None => match crate::sessions::principal(&state, request.headers()).await? {
+            Some(p) => p,
+            None if state.admin_token.is_none() && !state.registry.has_users() => {
+                return Err(ApiError::AdminDisabled);
+            }
+            None => return Err(ApiError::AdminUnauthorized),
+        },
     };
-    let principal = admin_principal(&state, given).await?;
+    if let Some(session) = &principal.session {
+        crate::sessions::check_csrf(&state, request.method(), request.headers(), session)?;
+    }
     let template = request
         .extensions()
         .get::<MatchedPath>()

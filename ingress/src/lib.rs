@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lost_answer;
 pub mod multipart;
+pub mod oidc;
 pub mod openapi;
 pub mod ops;
 pub mod presets;
@@ -30,6 +31,8 @@ pub mod relay;
 pub mod roles;
 pub mod routing;
 pub mod server;
+pub mod sessions;
+pub mod sso_config;
 pub mod teams;
 pub mod ui;
 pub mod usage;
@@ -154,6 +157,10 @@ pub struct IngressArgs {
     /// everything on `AIGW_DATABASE_URL`.
     #[arg(long, env = "AIGW_DATABASE_READ_URL")]
     pub database_read_url: Option<String>,
+
+    /// Single sign-on (OpenID Connect) and admin UI sessions.
+    #[command(flatten)]
+    pub sso: sso_config::SsoArgs,
 }
 
 impl IngressArgs {
@@ -198,6 +205,10 @@ pub struct AppState {
     pub admin_token_disabled: bool,
     /// Who may call from a browser on another origin.
     pub cors: Arc<cors::CorsConfig>,
+    /// Single sign-on, if configured.
+    pub oidc: Option<Arc<oidc::Oidc>>,
+    /// How admin UI sessions behave.
+    pub sessions: Arc<sessions::SessionConfig>,
     /// Job webhooks may go to private addresses.
     pub webhook_allow_private: bool,
     pub max_body_bytes: usize,
@@ -453,6 +464,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/usage/requests", get(usage::requests))
         .route("/admin/api/usage/requests/{id}", get(usage::request_detail))
         .route("/admin/api/me", get(users::me))
+        .route("/admin/api/sign-ins", get(sessions::sign_ins))
         .route(
             "/admin/api/users",
             post(users::create_user).get(users::list_users),
@@ -481,6 +493,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/admin/auth/config", get(oidc::auth_config))
+        .route("/admin/auth/oidc/login", get(oidc::login))
+        .route("/admin/auth/oidc/callback", get(oidc::callback))
+        .route("/admin/auth/logout", post(sessions::logout))
         .merge(ui::routes());
     let cors = state.cors.clone();
     Router::new()
@@ -513,6 +529,21 @@ pub fn check_secrets(common: &CommonArgs, args: &IngressArgs) -> Result<Sealer, 
     common.sealer()
 }
 
+/// Origins besides a request's own host that may use the session cookie:
+/// the redirect URL's and the listed admin CORS origins (not `*`).
+fn session_origins(args: &IngressArgs, oidc: Option<&oidc::Oidc>) -> Vec<String> {
+    let redirect = oidc
+        .and_then(|o| reqwest::Url::parse(&o.settings.redirect_url).ok())
+        .map(|u| u.origin().ascii_serialization());
+    args.admin_cors_origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty() && *o != "*")
+        .map(str::to_string)
+        .chain(redirect)
+        .collect()
+}
+
 /// Connects to NATS and PostgreSQL, prepares them, and builds the state.
 pub async fn prepare(common: &CommonArgs, args: &IngressArgs) -> Result<AppState, IngressError> {
     prepare_state(common, args, true).await
@@ -536,6 +567,16 @@ async fn prepare_state(
     let names = common.names()?;
     let sealer = check_secrets(common, args)?;
     let cors = cors::CorsConfig::parse(&args.cors_origins, &args.admin_cors_origins)?;
+    let oidc = args
+        .sso
+        .oidc(sealer.is_configured())?
+        .map(|s| Arc::new(oidc::Oidc::new(s)));
+    let sessions = sessions::SessionConfig {
+        secure: args.sso.session_cookie_secure,
+        idle: args.sso.session_idle_timeout,
+        max_age: args.sso.session_max_age,
+        origins: session_origins(args, oidc.as_deref()),
+    };
     let pool = db::prepare(&common.database_url, common.db_max_connections).await?;
     if streams && args.admin_token_disabled && !aigw_runtime::users::owner_exists(&pool).await? {
         return Err(RuntimeError::Config(
@@ -588,6 +629,8 @@ async fn prepare_state(
         admin_token: args.admin_token.clone(),
         admin_token_disabled: args.admin_token_disabled,
         cors: Arc::new(cors),
+        oidc,
+        sessions: Arc::new(sessions),
         webhook_allow_private: common.allow_private_egress(),
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,

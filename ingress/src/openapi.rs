@@ -114,6 +114,7 @@ use crate::{
         alerts::list,
         quarantine::list,
         users::me,
+        crate::sessions::sign_ins,
         users::list_users,
         users::create_user,
         users::get_user,

@@ -99,6 +99,7 @@ const fn d(method: Method, path: &'static str, grants: &'static [Grant], scope: 
 /// Every admin route and who may use it.
 pub static ROUTES: &[Decision] = &[
     d(Method::GET, "/admin/api/me", ANYONE, Scope::None),
+    d(Method::GET, "/admin/api/sign-ins", MANAGE, Scope::None),
     // Users and roles.
     d(Method::GET, "/admin/api/users", OWNER, Scope::None),
     d(Method::POST, "/admin/api/users", OWNER, Scope::None),

@@ -204,7 +204,7 @@ pub async fn serve(
         let tcp = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -213,10 +213,12 @@ pub async fn serve(
         };
         // Without TCP_NODELAY each relayed SSE chunk can wait ~40 ms for the
         // client's delayed ACK (measured in bench/: stream p99 51 ms -> 7 ms).
+        let (tcp, peer) = tcp;
         let _ = tcp.set_nodelay(true);
         let connection = serve_connection(
             builder.clone(),
             tcp,
+            peer,
             app.clone(),
             args.clone(),
             shutdown.clone(),
@@ -260,6 +262,7 @@ async fn accept_failed(e: std::io::Error) {
 async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     args: ServerArgs,
     shutdown: CancellationToken,
@@ -270,8 +273,13 @@ async fn serve_connection(
         let in_flight = Ongoing::start(&activity);
         let app = app.clone();
         async move {
+            let mut request = request.map(Body::new);
+            // The peer, for what records a client's address (sign-ins).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let response = app
-                .oneshot(request.map(Body::new))
+                .oneshot(request)
                 .await
                 .unwrap_or_else(|never: Infallible| match never {});
             // The request stays in flight until its body is sent or dropped.

@@ -1,6 +1,7 @@
 //! The admin web UI at `/admin/`: static HTML, CSS and JavaScript embedded in
 //! the binary (no build step, no CDN). The pages hold no data; every data
-//! call goes to `/admin/api` with the admin token the admin signs in with.
+//! call goes to `/admin/api` with the admin token the admin signs in with,
+//! or with the session cookie of a single sign-on (and its CSRF token).
 
 use axum::Router;
 use axum::extract::Path;
@@ -39,6 +40,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("billing.js", JS, include_str!("../ui/billing.js")),
     ("jobs.js", JS, include_str!("../ui/jobs.js")),
     ("alerts.js", JS, include_str!("../ui/alerts.js")),
+    ("signins.js", JS, include_str!("../ui/signins.js")),
+    ("users.js", JS, include_str!("../ui/users.js")),
     ("routing.js", JS, include_str!("../ui/routing.js")),
     ("i18n.js", JS, include_str!("../ui/i18n.js")),
     ("charts.js", JS, include_str!("../ui/charts.js")),

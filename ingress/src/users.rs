@@ -238,7 +238,7 @@ fn last_owner() -> ApiError {
 }
 
 /// Runs a command on user `id` by `actor` and syncs the registry.
-async fn user_command(
+pub(crate) async fn user_command(
     state: &AppState,
     id: Uuid,
     actor: &str,
@@ -276,8 +276,14 @@ pub async fn me(principal: Principal) -> Json<Value> {
         "name": principal.name,
         "email": principal.email,
         "actor": principal.actor,
-        "via": if principal.user_id.is_some() { "token" } else { "bootstrap_token" },
+        "via": match (&principal.session, principal.user_id) {
+            (Some(_), _) => "session",
+            (None, Some(_)) => "token",
+            (None, None) => "bootstrap_token",
+        },
         "token_id": principal.token_id,
+        // Sent back in x-aigw-csrf on every state-changing request.
+        "csrf_token": principal.session.as_ref().map(|s| s.csrf.clone()),
         "roles": principal.roles.iter().map(role_view).collect::<Vec<_>>(),
     }))
 }
@@ -428,6 +434,7 @@ pub async fn disable_user(
         at: Utc::now(),
     };
     let user = user_command(&state, user.id, &actor, command).await?;
+    crate::sessions::end_all_of_user(&state, user.id, &actor).await?;
     Ok(Json(user_view(&user)))
 }
 

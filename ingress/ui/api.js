@@ -1,10 +1,13 @@
 // The admin session and its calls to /admin/api: the token (in this tab's
-// sessionStorage only, never in a URL), the fetch wrapper, id -> name
+// sessionStorage only, never in a URL) or a single sign-on session (its
+// HttpOnly cookie, which scripts cannot read), the fetch wrapper, id -> name
 // lookups, downloads sent with the token, and the redraw hook.
 //
-// Invariants: every call carries the token as a Bearer header; an error
-// answer becomes an ApiError with the API's own message; a 401 outside the
-// sign-in check drops the token and redraws (back to the sign-in form).
+// Invariants: every call carries the token as a Bearer header, or, signed
+// in by SSO, the session's CSRF token (from GET /admin/api/me) in
+// x-aigw-csrf; an error answer becomes an ApiError with the API's own
+// message; a 401 outside the sign-in check drops the token or session and
+// redraws (back to the sign-in form).
 import { saveBlob, toast } from './dom.js';
 
 const TOKEN = 'aigw.token';
@@ -30,9 +33,68 @@ export function render() {
   return renderer();
 }
 
-export const hasToken = () => !!sessionStorage.getItem(TOKEN);
-export const signOut = () => sessionStorage.removeItem(TOKEN);
-const authorization = () => ({ Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ''}` });
+// The CSRF token of a single sign-on session (null: signed in by token).
+let csrf = null;
+
+export const hasToken = () => !!sessionStorage.getItem(TOKEN) || csrf !== null;
+
+/** Forgets the token; ends a single sign-on session (best effort). */
+export async function signOut() {
+  sessionStorage.removeItem(TOKEN);
+  me = null;
+  if (csrf !== null) {
+    const token = csrf;
+    csrf = null;
+    await fetch('/admin/auth/logout', { method: 'POST', headers: { 'x-aigw-csrf': token } }).catch(() => {});
+  }
+}
+
+const authorization = () => (csrf !== null ? {} : { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ''}` });
+
+/**
+ * Picks up a single sign-on session (the cookie set after the provider's
+ * redirect); whether one is live.
+ */
+export async function resumeSession() {
+  if (sessionStorage.getItem(TOKEN)) return true;
+  try {
+    const res = await fetch('/admin/api/me');
+    if (!res.ok) return false;
+    const me = await res.json();
+    if (me.via !== 'session' || !me.csrf_token) return false;
+    csrf = me.csrf_token;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let me = null;
+
+/**
+ * The names of the signed-in principal's roles (GET /admin/api/me, once per
+ * sign-in); null when it cannot be read (the UI then hides nothing).
+ */
+export async function myRoles() {
+  if (me === null) {
+    try {
+      me = await api('GET', '/me');
+    } catch {
+      return null;
+    }
+  }
+  return (me?.roles || []).map((r) => r.role);
+}
+
+/** What the sign-in page offers (`{sso, sso_login_url}`). */
+export async function authConfig() {
+  try {
+    const res = await fetch('/admin/auth/config');
+    return res.ok ? await res.json() : { sso: false };
+  } catch {
+    return { sso: false };
+  }
+}
 
 let signingIn = false;
 
@@ -42,6 +104,7 @@ let signingIn = false;
  */
 export async function signIn(token) {
   sessionStorage.setItem(TOKEN, token);
+  me = null;
   signingIn = true;
   try {
     await api('GET', '/keys');
@@ -55,6 +118,7 @@ export async function signIn(token) {
 
 export async function api(method, path, body) {
   const headers = authorization();
+  if (csrf !== null && method !== 'GET') headers['x-aigw-csrf'] = csrf;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(`/admin/api${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
@@ -67,8 +131,7 @@ export async function api(method, path, body) {
   if (!res.ok) {
     const err = new ApiError(res.status, data?.error?.message || `${res.status} ${res.statusText}`, data);
     if (res.status === 401 && !signingIn && hasToken()) {
-      signOut();
-      setTimeout(render, 0);
+      signOut().then(() => setTimeout(render, 0));
     }
     throw err;
   }

@@ -8,7 +8,7 @@
 // newer render started meanwhile.
 import { t, getLang, setLang } from './i18n.js';
 import { clear, h, icon, nextId } from './dom.js';
-import { hasToken, onRender, signIn, signOut } from './api.js';
+import { authConfig, hasToken, myRoles, onRender, resumeSession, signIn, signOut } from './api.js';
 import { pageProviders } from './providers.js';
 import { pageKeys } from './keys.js';
 import { pageTeams } from './teams.js';
@@ -18,17 +18,26 @@ import { pageBilling } from './billing.js';
 import { pageJobs } from './jobs.js';
 import { pageAlerts } from './alerts.js';
 import { pageAliases } from './routing.js';
+import { pageSignIns } from './signins.js';
+import { pageUsers } from './users.js';
 
+// Who may see each page (the roles of GET /admin/api/me); the API still
+// decides every call.
+const READ = ['owner', 'admin', 'viewer'];
+const REPORTS = ['owner', 'admin', 'viewer', 'billing_viewer'];
+const UNITS = ['owner', 'admin', 'viewer', 'billing_viewer', 'team_admin'];
 const PAGES = [
-  { id: 'providers', render: pageProviders },
-  { id: 'keys', render: pageKeys },
-  { id: 'teams', render: pageTeams },
-  { id: 'usage', render: pageUsage },
-  { id: 'requests', render: pageRequests },
-  { id: 'billing', render: pageBilling },
-  { id: 'jobs', render: pageJobs },
-  { id: 'alerts', render: pageAlerts },
-  { id: 'routing', render: pageAliases },
+  { id: 'providers', render: pageProviders, roles: READ },
+  { id: 'keys', render: pageKeys, roles: UNITS },
+  { id: 'teams', render: pageTeams, roles: UNITS },
+  { id: 'usage', render: pageUsage, roles: REPORTS },
+  { id: 'requests', render: pageRequests, roles: REPORTS },
+  { id: 'billing', render: pageBilling, roles: REPORTS },
+  { id: 'jobs', render: pageJobs, roles: READ },
+  { id: 'alerts', render: pageAlerts, roles: REPORTS },
+  { id: 'routing', render: pageAliases, roles: READ },
+  { id: 'users', render: pageUsers, roles: ['owner'] },
+  { id: 'signins', render: pageSignIns, roles: ['owner', 'admin'] },
 ];
 
 function langSelect() {
@@ -75,13 +84,22 @@ function signInForm() {
       }
     },
   }, h('div', { class: 'field' }, h('label', { for: id }, t('signin.token')), input), error, submit);
+  const sso = h('div', { class: 'signin-sso', hidden: true });
   clear(app).append(h('main', { class: 'signin' },
     h('div', { class: 'signin-card' },
       h('div', { class: 'signin-top' }, brand(), langSelect()),
       h('h1', {}, t('signin.title')),
+      sso,
       h('p', { class: 'lead' }, t('signin.lead')),
       form)));
   input.focus();
+  authConfig().then((config) => {
+    if (!config.sso || !config.sso_login_url) return;
+    clear(sso).append(
+      h('a', { class: 'btn btn-primary btn-block', href: config.sso_login_url, 'data-testid': 'sso' }, t('signin.sso')),
+      h('p', { class: 'muted' }, t('signin.or')));
+    sso.hidden = false;
+  });
 }
 
 function brand() {
@@ -94,17 +112,20 @@ let renderSeq = 0;
 async function render() {
   document.title = t('app.title');
   document.documentElement.lang = getLang() === 'zh' ? 'zh-CN' : 'en';
-  if (!hasToken()) return signInForm();
-  const current = PAGES.find((p) => `#/${p.id}` === location.hash) || PAGES[0];
+  if (!hasToken() && !(await resumeSession())) return signInForm();
+  const roles = await myRoles();
+  const pages = PAGES.filter((p) => roles === null || p.roles.some((r) => roles.includes(r)));
+  if (pages.length === 0) pages.push(PAGES[1]);
+  const current = pages.find((p) => `#/${p.id}` === location.hash) || pages[0];
   const seq = ++renderSeq;
   const page = h('div', { class: 'page', id: 'page', 'data-page': current.id, 'aria-busy': 'true' }, h('div', { class: 'loading' }, t('common.loading')));
-  const nav = h('nav', { class: 'nav', 'aria-label': t('nav.menu') }, h('ul', {}, PAGES.map((p) => h('li', {},
+  const nav = h('nav', { class: 'nav', 'aria-label': t('nav.menu') }, h('ul', {}, pages.map((p) => h('li', {},
     h('a', { href: `#/${p.id}`, class: p === current ? 'active' : undefined, 'aria-current': p === current ? 'page' : undefined },
       icon(p.id), t(`nav.${p.id}`))))));
   const signOutButton = h('button', {
     type: 'button', class: 'btn btn-ghost', 'data-testid': 'signout',
-    onclick: () => {
-      signOut();
+    onclick: async () => {
+      await signOut();
       location.hash = '';
       render();
     },

@@ -9,7 +9,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use aigw_events::provider::ProviderSpec;
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -152,6 +152,10 @@ const V2_PREFIX: &str = "v2:";
 /// HKDF-SHA256 `info` of the key that seals provider credentials.
 const V2_SEALING_INFO: &[u8] = b"aigw/v2/provider-credentials";
 const NONCE_LEN: usize = 12;
+/// HKDF-SHA256 `info` of the key that seals the admin UI's cookies.
+const COOKIE_SEALING_INFO: &[u8] = b"aigw/v1/admin-cookies";
+/// HKDF-SHA256 `info` of the key of the sessions' CSRF tokens.
+const CSRF_INFO: &[u8] = b"aigw/v1/admin-csrf";
 
 /// Everything derived from one master key.
 #[derive(Clone)]
@@ -164,6 +168,10 @@ struct MasterKeys {
     /// HKDF here and is kept as it was, so that upgrading aigw does not change
     /// any key's webhook secret under a webhook receiver.
     webhook: [u8; 32],
+    /// Seals the admin UI's short-lived cookies (a login in progress).
+    cookies: Aes256Gcm,
+    /// Key of the admin UI sessions' CSRF tokens.
+    csrf: [u8; 32],
 }
 
 impl MasterKeys {
@@ -172,6 +180,10 @@ impl MasterKeys {
         let mut sealing = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's limit of 255 * 32.
         let _ = Hkdf::<Sha256>::new(None, ikm).expand(V2_SEALING_INFO, &mut sealing);
+        let mut cookies = [0u8; 32];
+        let _ = Hkdf::<Sha256>::new(None, ikm).expand(COOKIE_SEALING_INFO, &mut cookies);
+        let mut csrf = [0u8; 32];
+        let _ = Hkdf::<Sha256>::new(None, ikm).expand(CSRF_INFO, &mut csrf);
         let mut webhook = Sha256::new();
         webhook.update(b"aigw derived secrets\0");
         webhook.update(ikm);
@@ -179,6 +191,8 @@ impl MasterKeys {
             v2: Aes256Gcm::new(&sealing.into()),
             v1: Aes256Gcm::new(&Sha256::digest(ikm)),
             webhook: webhook.finalize().into(),
+            cookies: Aes256Gcm::new(&cookies.into()),
+            csrf,
         }
     }
 
@@ -320,6 +334,52 @@ impl Sealer {
     }
 }
 
+impl Sealer {
+    /// Seals `plain` for a cookie named `purpose` (URL-safe base64 of
+    /// `nonce || ciphertext`, the purpose as associated data), under the
+    /// current master key only.
+    pub fn seal_cookie(&self, plain: &str, purpose: &str) -> Result<String, SealError> {
+        let keys = self.current.as_ref().ok_or(SealError::NoMasterKey)?;
+        let nonce_bytes: [u8; NONCE_LEN] = rand::rng().random();
+        let payload = Payload {
+            msg: plain.as_bytes(),
+            aad: purpose.as_bytes(),
+        };
+        let sealed = keys
+            .cookies
+            .encrypt(Nonce::from_slice(&nonce_bytes), payload)
+            .map_err(|_| SealError::Unreadable)?;
+        let mut out = nonce_bytes.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens what [`Sealer::seal_cookie`] sealed for `purpose`.
+    pub fn open_cookie(&self, sealed: &str, purpose: &str) -> Result<String, SealError> {
+        let keys = self.current.as_ref().ok_or(SealError::NoMasterKey)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| SealError::Unreadable)?;
+        let (nonce, body) = split_nonce(&bytes).ok_or(SealError::Unreadable)?;
+        let payload = Payload {
+            msg: body,
+            aad: purpose.as_bytes(),
+        };
+        let plain = keys
+            .cookies
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| SealError::Unreadable)?;
+        String::from_utf8(plain).map_err(|_| SealError::Unreadable)
+    }
+
+    /// The CSRF token of the session with cookie secret `session_secret`:
+    /// derived, so it needs no storage and every replica agrees.
+    pub fn csrf_token(&self, session_secret: &str) -> Result<String, SealError> {
+        let keys = self.current.as_ref().ok_or(SealError::NoMasterKey)?;
+        Ok(hmac_hex(&keys.csrf, &[b"csrf:", session_secret.as_bytes()]))
+    }
+}
+
 /// `sha256=<hex HMAC-SHA256 of body>`: the webhook signature header value.
 pub fn webhook_signature(secret: &SecretString, body: &[u8]) -> String {
     format!(
@@ -331,6 +391,23 @@ pub fn webhook_signature(secret: &SecretString, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookies_open_only_for_their_purpose_and_master_key() {
+        let a = Sealer::new(Some(&SecretString::from("master one")));
+        let b = Sealer::new(Some(&SecretString::from("master two")));
+        let sealed = a.seal_cookie("state=1", "login").unwrap();
+        assert!(!sealed.contains("state"));
+        assert_eq!(a.open_cookie(&sealed, "login").unwrap(), "state=1");
+        assert!(a.open_cookie(&sealed, "other").is_err());
+        assert!(b.open_cookie(&sealed, "login").is_err());
+        assert!(a.open_cookie("not base64!", "login").is_err());
+        assert!(a.open_cookie("", "login").is_err());
+        let t = a.csrf_token("s1").unwrap();
+        assert_eq!(t, a.csrf_token("s1").unwrap());
+        assert_ne!(t, a.csrf_token("s2").unwrap());
+        assert_ne!(t, b.csrf_token("s1").unwrap());
+    }
 
     #[test]
     fn webhook_secrets_are_per_key_and_per_master() {

@@ -20,6 +20,7 @@ pub mod publish;
 pub mod readiness;
 pub mod registry;
 pub mod reseal;
+pub mod sessions;
 pub mod store;
 pub mod teams;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aigw_events::{
     AdminUserAggregate, AliasAggregate, KeyAggregate, ProjectAggregate, ProviderAggregate,
-    RequestAggregate, RequestCommand, RequestEvent, TeamAggregate,
+    RequestAggregate, RequestCommand, RequestEvent, SignInAggregate, TeamAggregate,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
@@ -25,6 +25,7 @@ pub struct Stores {
     pub teams: Arc<PostgresCqrs<TeamAggregate>>,
     pub projects: Arc<PostgresCqrs<ProjectAggregate>>,
     pub users: Arc<PostgresCqrs<AdminUserAggregate>>,
+    pub sign_ins: Arc<PostgresCqrs<SignInAggregate>>,
 }
 
 impl Stores {
@@ -37,6 +38,7 @@ impl Stores {
             teams: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             projects: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             users: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
+            sign_ins: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             pool,
         }
     }

@@ -96,7 +96,7 @@ fn start_nats(max_payload: Option<usize>) -> Nats {
     }
 }
 
-fn init_process() {
+pub fn init_process() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -153,6 +153,9 @@ pub struct Options {
     pub streams: aigw_runtime::nats::StreamLimits,
     /// Budget alert delivery of the in-process projector.
     pub alerts: aigw_projector::alerts::AlertArgs,
+    /// Single sign-on and sessions of the ingress; `{base}` in the
+    /// redirect URL is replaced by the ingress's own base URL.
+    pub sso: aigw_ingress::sso_config::SsoArgs,
 }
 
 impl Default for Options {
@@ -194,6 +197,7 @@ impl Default for Options {
                 ..Default::default()
             },
             alerts: Default::default(),
+            sso: Default::default(),
         }
     }
 }
@@ -287,6 +291,7 @@ impl TestEnv {
             config: None,
             config_prune: false,
             database_read_url: self.options.database_read_url.clone(),
+            sso: self.options.sso.clone(),
         }
     }
 
@@ -318,11 +323,14 @@ impl TestEnv {
     pub async fn start_ingress(&mut self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let (common, args, stop) = (
+        let (common, mut args, stop) = (
             self.common.clone(),
             self.ingress_args(),
             self.shutdown.clone(),
         );
+        if let Some(url) = &mut args.sso.oidc_redirect_url {
+            *url = url.replace("{base}", &base);
+        }
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = aigw_ingress::run(common, args, listener, stop).await {
                 panic!("ingress failed: {e}");

@@ -38,6 +38,8 @@ mod lost_answer;
 mod media;
 mod nats_cluster;
 mod node_loss;
+mod oidc;
+mod oidc_provider;
 mod openapi;
 mod operations;
 mod presets;

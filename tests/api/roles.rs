@@ -134,6 +134,7 @@ const UNITS_WRITE: &[&str] = &["owner", "admin", "team_admin"];
 fn expected(m: &str, path: &str) -> Option<&'static [&'static str]> {
     let allowed = match (m, path) {
         ("GET", "/admin/api/me") => ALL,
+        ("GET", "/admin/api/sign-ins") => MANAGE,
         ("GET" | "POST", "/admin/api/users")
         | ("GET" | "PATCH" | "DELETE", "/admin/api/users/{id}")
         | ("PUT", "/admin/api/users/{id}/roles")

@@ -600,7 +600,7 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   for (const lang of ['zh', 'en']) {
     await page.selectOption('[data-testid="lang"]', lang);
-    for (const p of ['providers', 'keys', 'teams', 'usage', 'requests', 'billing', 'jobs', 'alerts', 'routing']) {
+    for (const p of ['providers', 'keys', 'teams', 'usage', 'requests', 'billing', 'jobs', 'alerts', 'routing', 'users', 'signins']) {
       await go(`#/${p}`);
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
       check(width <= 390, `${p} (${lang}) is ${width}px wide at 390px`);
@@ -615,6 +615,36 @@ try {
   await page.click('[data-testid="add-project"]');
   check(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'the project form fits a phone');
   await page.keyboard.press('Escape');
+
+  step('users: create one, set their role, issue a token (shown once), revoke it, disable them');
+  await go('#/users');
+  await page.waitForSelector('[data-testid="roles-table"]');
+  await page.click('[data-testid="new-user"]');
+  await page.fill('dialog[open] input[name="name"]', 'Grace');
+  await page.fill('dialog[open] input[name="email"]', 'grace@example.com');
+  await page.selectOption('dialog[open] select[name="role"]', 'billing_viewer');
+  await page.click('dialog[open] button[type="submit"]');
+  await poll('the new user listed', async () => (await page.locator('[data-testid="user-name"]').allTextContents()).includes('Grace'));
+  check((await page.locator('[data-testid="user-roles"]').allTextContents()).some((r) => r.includes('Finance viewer')), 'Grace is a finance viewer');
+  await page.click('[data-testid="user-role"]');
+  await page.selectOption('dialog[open] select[name="role"]', 'viewer');
+  await page.click('dialog[open] button[type="submit"]');
+  await poll('the role changed', async () => (await page.locator('[data-testid="user-roles"]').allTextContents()).some((r) => r === 'Viewer'));
+  await page.click('[data-testid="user-tokens"]');
+  await page.click('dialog[open] [data-testid="new-token"]');
+  await page.fill('dialog[open] input[name="name"]', 'ci');
+  await page.click('dialog[open] button[type="submit"]');
+  const userToken = await (await page.waitForSelector('[data-testid="new-token-secret"]')).inputValue();
+  const asGrace = await fetch(`${BASE}/admin/api/me`, { headers: { Authorization: `Bearer ${userToken}` } });
+  check(asGrace.status === 200 && (await asGrace.json()).email === 'grace@example.com', 'the token shown once signs Grace in');
+  await page.click('[data-testid="token-done"]');
+  await page.click('[data-testid="user-tokens"]');
+  await page.click('dialog[open] [data-testid="revoke-token"]');
+  await page.click('dialog[open] [data-testid="confirm"]');
+  await poll('the revoked token refused', async () => (await fetch(`${BASE}/admin/api/me`, { headers: { Authorization: `Bearer ${userToken}` } })).status === 401, 10000);
+  await page.click('[data-testid="user-disable"]');
+  await page.click('dialog[open] [data-testid="confirm"]');
+  await poll('Grace disabled', async () => (await page.locator('[data-testid="user-disable"]').count()) === 0);
 
   step('sign out clears the token');
   await page.setViewportSize({ width: 1280, height: 800 });
