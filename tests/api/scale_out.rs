@@ -31,7 +31,10 @@ async fn replicas(env: &TestEnv) -> Vec<(String, usize, usize)> {
     let client = async_nats::connect(env.common.nats_url.split(',').next().unwrap())
         .await
         .unwrap();
-    let js = jetstream::new(client);
+    let mut js = jetstream::new(client);
+    // A loaded machine (the whole suite on two cores) can take longer than
+    // the default 5 s to answer a cluster's info requests.
+    js.set_timeout(Duration::from_secs(30));
     let ns = names.namespace();
     let mut out = vec![];
     for stream in [
