@@ -36,7 +36,7 @@ for nodes in (1, 3):
     s = json.load(open(f"{out}/n{nodes}.json"))
     text = open(f"{out}/n{nodes}.txt").read()
     def cpu(label):
-        m = re.search(rf"^\s+{re.escape(label)}\S*(?: \([^)]*\))?\s+([\d.]+)", text, re.M)
+        m = re.search(rf"^\s+{re.escape(label)}.*?\s([\d.]+)\s*$", text, re.M)
         return float(m.group(1)) if m else float("nan")
     used = cpu("aigw all") + cpu("nats-server") + cpu("postgres (aigw's backends)")
     sent = s["gateway"]["sent"] + (s["gateway_throughput"] or {}).get("sent", 0)
