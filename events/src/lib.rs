@@ -15,6 +15,7 @@ pub mod pricing;
 pub mod project;
 pub mod provider;
 pub mod request;
+pub mod response;
 pub mod team;
 pub mod wire;
 
@@ -42,6 +43,7 @@ pub use request::{
     Attempt, Attribution, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError,
     RequestEvent, Route, Usage,
 };
+pub use response::{ResponseAggregate, ResponseCommand, ResponseError, ResponseEvent};
 pub use team::{Policy, TeamAggregate, TeamCommand, TeamEvent, UnitError, UnitStatus};
 
 /// Version written with every event of this crate; bump it with an upcaster.

@@ -244,10 +244,6 @@ async fn what_cannot_be_translated_is_refused_in_openai_shape() {
             json!({"model": "gpt-x", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}]}),
             "'input[0].content[0].type'",
         ),
-        (
-            json!({"model": "gpt-x", "input": "x", "previous_response_id": "resp_1"}),
-            "'previous_response_id'",
-        ),
         (json!({"model": "gpt-x"}), "'input'"),
         (
             json!({"model": "gpt-x", "input": "x", "max_output_tokens": -1}),
