@@ -16,9 +16,15 @@
 //!   `AIGW_MAX_BODY_BYTES` like any body (413 beyond it). Each stored
 //!   response holds its whole conversation, so a chain of any depth is one
 //!   load.
+//! - The caller is answered before its outcome (and stored response) is
+//!   recorded: a read of a response whose request was accepted within
+//!   the last 10 minutes and is not recorded yet waits for the recording,
+//!   at most `SETTLE_WAIT` (5 s).
 //! - `input_items` pages with `limit` 1-100 (default 20), `order`
 //!   `asc`|`desc` (default `desc`) and `after` (an item id of the list);
 //!   an item stored without an id is listed with `in_<position>`.
+
+use std::time::{Duration, Instant};
 
 use aigw_events::response::ResponseCommand;
 use aigw_events::{META_ACTOR, META_REQUEST_ID, ResponseAggregate};
@@ -56,12 +62,43 @@ async fn own(
     if id.is_empty() || id.len() > MAX_ID_CHARS {
         return Ok(None);
     }
-    let found = state
-        .stores
-        .response(id)
-        .await
-        .map_err(ApiError::internal)?;
+    let found = settled(state, id).await.map_err(ApiError::internal)?;
     Ok(found.filter(|r| r.owned_by(key_id)))
+}
+
+/// How long a read waits for a response whose request is still being
+/// recorded (the caller is answered before the outcome is stored).
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The stored response `id`; when there is none yet but its request was
+/// accepted lately and is not recorded yet, waits for the recording (a
+/// client continuing at once after its answer), at most [`SETTLE_WAIT`].
+/// An id that names no recent request is answered at once.
+async fn settled(state: &AppState, id: &str) -> aigw_runtime::Result<Option<ResponseAggregate>> {
+    let deadline = Instant::now() + SETTLE_WAIT;
+    let request = id
+        .strip_prefix("resp_")
+        .and_then(|hex| Uuid::try_parse(hex).ok())
+        .filter(|uuid| {
+            uuid.get_timestamp().is_some_and(|t| {
+                let (secs, _) = t.to_unix();
+                let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+                now.saturating_sub(secs) <= 600
+            })
+        });
+    loop {
+        let found = state.stores.response(id).await?;
+        let Some(request) = request.filter(|_| found.is_none()) else {
+            return Ok(found);
+        };
+        if Instant::now() >= deadline || state.stores.request_recorded(&request.to_string()).await?
+        {
+            // Recorded without a stored response, or not in time: one
+            // last look (recorded and stored are one transaction).
+            return state.stores.response(id).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Expands a body's `previous_response_id` (when set) into its input:
