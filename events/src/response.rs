@@ -1,7 +1,7 @@
 //! The stored response aggregate (OpenAI's Responses API, `store: true`):
-//! one answered `POST /v1/responses`, under its response id
-//! (`resp_` and the request id's 32 hex digits, as the answer's `id`), readable and continuable by the key that created
-//! it only.
+//! one answered `POST /v1/responses`, under its response id (`resp_` and
+//! the request id's 32 hex digits, the answer's `id`), readable and
+//! continuable by the key that created it only.
 //!
 //! Invariants:
 //! - A response is stored at most once (`StoreResponse` on a stored or
