@@ -265,6 +265,11 @@ pub(crate) async fn attempt(
                 let completion = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
                 let rendered =
                     dialect::render_full(request, &completion, &message_id(request), &billed.usage);
+                if request.dialect == aigw_events::wire::Dialect::OpenaiResponses
+                    && let Some(response) = &rendered
+                {
+                    replier.keep_rendered(response.clone());
+                }
                 rendered.as_ref().map_or(body, json_bytes)
             };
             let cost = AnswerCost::of(billed.cost_micros);

@@ -142,7 +142,8 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
     };
     spans::outcome(&span, &outcome, attempts.len());
     tracing::debug!(request_id = %id, "recording");
-    let recorded = record(&shared, &request, attempts, outcome, route).await;
+    let rendered = replier.take_rendered();
+    let recorded = record(&shared, &request, attempts, outcome, route, rendered).await;
     tracing::debug!(request_id = %id, ?recorded, "recorded");
     progress.abort();
     shared.inflight.remove(&id);

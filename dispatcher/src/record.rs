@@ -2,7 +2,9 @@
 //! price of the target that served it; recorded exactly once (the events
 //! go in one statement that expects none yet, so two deliveries that finish
 //! at once store one outcome), and the budget hold settled to it
-//! (idempotently, by request).
+//! (idempotently, by request). A Responses answer to keep (`store` not
+//! false) is stored in the same transaction as the outcome, so it is
+//! stored exactly when the outcome is: once.
 //!
 //! [`Billed`] is the only place a request's cost is computed: the answer's
 //! cost frame header, a stream's usage chunk and the outcome event all carry
@@ -11,11 +13,14 @@
 use std::time::Duration;
 
 use aigw_events::pricing::Cost;
-use aigw_events::wire::DispatchRequest;
+use aigw_events::response::{self, ResponseCommand};
+use aigw_events::wire::{self, DispatchRequest};
 use aigw_events::{Attempt, META_ACTOR, META_REQUEST_ID, Outcome, RequestCommand, Route, Usage};
 use aigw_runtime::Target;
+use aigw_runtime::dialect::responses_in;
 use aigw_runtime::store::metadata;
 use chrono::Utc;
+use serde_json::Value;
 
 use crate::Shared;
 use crate::spans;
@@ -194,12 +199,14 @@ pub(crate) async fn record(
     attempts: Vec<Attempt>,
     outcome: Outcome,
     route: Option<Route>,
+    rendered: Option<Value>,
 ) -> Recorded {
     let id = request.request_id.to_string();
     let meta = metadata(&[(META_REQUEST_ID, &id), (META_ACTOR, "dispatcher")]);
+    let stored = stored_response(request, &outcome, rendered);
     let command = request_command(request, attempts, outcome, route);
     let span = spans::commit(&id);
-    let recorded = store(shared, &id, command, &meta)
+    let recorded = store(shared, &id, command, stored.as_ref(), &meta)
         .instrument(span.clone())
         .await;
     if recorded == Recorded::Failed {
@@ -208,19 +215,72 @@ pub(crate) async fn record(
     recorded
 }
 
+/// The stored response a Responses request's answer makes (the response
+/// id and its command): none unless the request is in the Responses
+/// dialect, did not say `store: false`, completed, and its answer was
+/// rendered whole; none either when it is over
+/// [`response::MAX_STORED_BYTES`] (logged: the caller was answered, and a
+/// later read or continuation of it is a 404).
+fn stored_response(
+    request: &DispatchRequest,
+    outcome: &Outcome,
+    rendered: Option<Value>,
+) -> Option<(String, ResponseCommand)> {
+    if request.dialect != wire::Dialect::OpenaiResponses
+        || !matches!(outcome, Outcome::Completed { .. })
+    {
+        return None;
+    }
+    let native = request.native_body.as_ref()?;
+    if native.get("store").and_then(Value::as_bool) == Some(false) {
+        return None;
+    }
+    let response = rendered?;
+    let input = responses_in::input_items(native);
+    if !response::fits(&input, &response) {
+        tracing::warn!(request_id = %request.request_id, limit = response::MAX_STORED_BYTES,
+            "the response is too large to store; it is not stored");
+        metrics::counter!("aigw_responses_not_stored_total").increment(1);
+        return None;
+    }
+    let command = ResponseCommand::StoreResponse {
+        key_id: request.key_id,
+        input,
+        response,
+        at: Utc::now(),
+    };
+    Some((response::response_id(request.request_id), command))
+}
+
 async fn store(
     shared: &Shared,
     id: &str,
     command: RequestCommand,
+    response: Option<&(String, ResponseCommand)>,
     meta: &std::collections::HashMap<String, String>,
 ) -> Recorded {
     let mut delay = Duration::from_millis(50);
     for _ in 0..8 {
-        match shared
-            .stores
-            .record_request(id, command.clone(), meta)
-            .await
-        {
+        let result = match response {
+            None => {
+                shared
+                    .stores
+                    .record_request(id, command.clone(), meta)
+                    .await
+            }
+            Some((response_id, store)) => {
+                shared
+                    .stores
+                    .record_request_and_response(
+                        id,
+                        command.clone(),
+                        (response_id, store.clone()),
+                        meta,
+                    )
+                    .await
+            }
+        };
+        match result {
             Ok(true) => {
                 metrics::counter!("aigw_requests_recorded_total").increment(1);
                 return Recorded::Stored;

@@ -139,6 +139,9 @@ pub(crate) async fn relay_stream(
     if let (Ok(()), Some(render)) = (&end, render.as_mut()) {
         let mut events = Vec::new();
         render.finish(&billed.usage, &mut events);
+        if let Some(response) = render.final_response() {
+            replier.keep_rendered(response);
+        }
         replier
             .chunk(
                 Bytes::from(events),

@@ -35,6 +35,9 @@ pub struct Replier {
     delivery: String,
     seq: AtomicU64,
     capture: Option<Mutex<Option<Captured>>>,
+    /// The Responses API object the caller was answered with (plain or at
+    /// the end of its stream), kept for a stored response.
+    rendered: Mutex<Option<serde_json::Value>>,
 }
 
 /// A complete answer kept by a capturing replier.
@@ -54,6 +57,7 @@ impl Replier {
             delivery: delivery.to_string(),
             seq: AtomicU64::new(0),
             capture: None,
+            rendered: Mutex::new(None),
         }
     }
 
@@ -70,6 +74,20 @@ impl Replier {
         self.capture
             .as_ref()
             .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Keeps the `response` object the caller was answered with (the last
+    /// one kept wins: only a successful attempt renders one).
+    pub fn keep_rendered(&self, response: serde_json::Value) {
+        *self.rendered.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
+    }
+
+    /// The kept `response` object, if any.
+    pub fn take_rendered(&self) -> Option<serde_json::Value> {
+        self.rendered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Keeps the answer instead of sending it; true when capturing.

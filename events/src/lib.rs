@@ -15,6 +15,7 @@ pub mod pricing;
 pub mod project;
 pub mod provider;
 pub mod request;
+pub mod response;
 pub mod sign_in;
 pub mod team;
 pub mod wire;
@@ -43,6 +44,7 @@ pub use request::{
     Attempt, Attribution, ErrorClass, Outcome, RequestAggregate, RequestCommand, RequestError,
     RequestEvent, Route, Usage,
 };
+pub use response::{ResponseAggregate, ResponseCommand, ResponseError, ResponseEvent};
 pub use sign_in::{
     ClientInfo, SignInAggregate, SignInCommand, SignInError, SignInEvent, SignInStatus,
 };

@@ -53,6 +53,9 @@ pub enum ApiError {
     AdminUnauthorized,
     #[error("{message}")]
     NotFound { message: String, code: &'static str },
+    /// `previous_response_id` names no stored response of the caller's.
+    #[error("previous response {0} not found")]
+    PreviousResponseNotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("body over {0} bytes")]
@@ -109,6 +112,16 @@ impl IntoResponse for ApiError {
                 let mut body = error_body(message, "invalid_request_error", *code);
                 body["error"]["param"] = (*param).into();
                 return json(StatusCode::BAD_REQUEST, &body, None);
+            }
+            ApiError::PreviousResponseNotFound(id) => {
+                let message = format!("Previous response with id '{id}' not found.");
+                let mut body = error_body(
+                    &message,
+                    "invalid_request_error",
+                    Some("previous_response_not_found"),
+                );
+                body["error"]["param"] = "previous_response_id".into();
+                return json(StatusCode::NOT_FOUND, &body, None);
             }
             ApiError::MissingKey => (
                 StatusCode::UNAUTHORIZED,

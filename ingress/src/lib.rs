@@ -347,6 +347,15 @@ pub fn router(state: AppState) -> Router {
             post(chat::transcriptions).layer(DefaultBodyLimit::max(validate::MAX_AUDIO_BYTES)),
         )
         .route("/v1/responses", post(dialects::responses::responses))
+        .route(
+            "/v1/responses/{id}",
+            get(dialects::stored_responses::get_response)
+                .delete(dialects::stored_responses::delete_response),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(dialects::stored_responses::input_items),
+        )
         .route("/v1/models", get(ops::models))
         .route("/v1/key", get(keys::own_key))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list_jobs))

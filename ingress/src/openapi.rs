@@ -49,6 +49,9 @@ use crate::{
     paths(
         chat::chat_completions,
         dialects::responses::responses,
+        dialects::stored_responses::get_response,
+        dialects::stored_responses::delete_response,
+        dialects::stored_responses::input_items,
         dialects::anthropic::messages,
         dialects::anthropic::count_tokens,
         dialects::gemini::post_model,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use aigw_events::{
     AdminUserAggregate, AliasAggregate, KeyAggregate, ProjectAggregate, ProviderAggregate,
-    RequestAggregate, RequestCommand, RequestEvent, SignInAggregate, TeamAggregate,
+    RequestAggregate, RequestCommand, RequestEvent, ResponseAggregate, ResponseCommand,
+    SignInAggregate, TeamAggregate,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent};
@@ -26,6 +27,7 @@ pub struct Stores {
     pub projects: Arc<PostgresCqrs<ProjectAggregate>>,
     pub users: Arc<PostgresCqrs<AdminUserAggregate>>,
     pub sign_ins: Arc<PostgresCqrs<SignInAggregate>>,
+    pub responses: Arc<PostgresCqrs<ResponseAggregate>>,
 }
 
 impl Stores {
@@ -39,6 +41,7 @@ impl Stores {
             projects: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             users: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             sign_ins: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
+            responses: Arc::new(postgres_cqrs(pool.clone(), vec![], ())),
             pool,
         }
     }
@@ -74,6 +77,42 @@ impl Stores {
         metadata: &HashMap<String, String>,
     ) -> Result<bool> {
         record_request_in(&self.pool, request_id, command, metadata).await
+    }
+
+    /// Records a request's story and, in the same transaction, creates the
+    /// stored response `response` answers it with (`ResponseAggregate`,
+    /// at version 0). `false` when the request was recorded already: then
+    /// nothing is stored, the response neither (one response per request,
+    /// however many deliveries race).
+    pub async fn record_request_and_response(
+        &self,
+        request_id: &str,
+        command: RequestCommand,
+        response: (&str, ResponseCommand),
+        metadata: &HashMap<String, String>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        if !record_request_in(&mut *tx, request_id, command, metadata).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let (response_id, store) = response;
+        if create_in::<ResponseAggregate>(&mut tx, response_id, store, metadata)
+            .await?
+            .is_none()
+        {
+            tracing::warn!(%response_id, "the response was stored already");
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A stored response, folded from its events (read from the event
+    /// store itself: what a replica just wrote is read at once).
+    pub async fn response(&self, response_id: &str) -> Result<Option<ResponseAggregate>> {
+        Ok(load::<ResponseAggregate>(&self.pool, response_id)
+            .await?
+            .map(|(r, _)| r))
     }
 
     /// A request's stored events, in order.

@@ -49,6 +49,7 @@ mod queue_limits;
 mod quotas;
 mod resilience;
 mod responses;
+mod responses_store;
 mod roles;
 mod routing;
 mod scale_out;

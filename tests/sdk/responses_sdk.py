@@ -62,6 +62,24 @@ with client.responses.stream(model=MODEL, input="Weather in Paris?", tools=tools
 call = next(item for item in done.output if item.type == "function_call")
 print("stream tool call:", ",".join(item.type for item in done.output), call.name, args)
 
+# Stored responses: continued by id right after the answer (aigw waits for
+# the recording), read back, listed, deleted.
+stored = client.responses.create(model=MODEL, input="Weather in Paris?", tools=tools)
+call = next(item for item in stored.output if item.type == "function_call")
+cont = client.responses.create(
+    model=MODEL, tools=tools, previous_response_id=stored.id,
+    input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+print("continued:", cont.output_text, cont.previous_response_id == stored.id)
+got = client.responses.retrieve(cont.id)
+print("retrieved:", got.id == cont.id, got.output_text)
+items = client.responses.input_items.list(cont.id, order="asc")
+print("input items:", ",".join(item.type for item in items.data), items.has_more)
+client.responses.delete(stored.id)
+try:
+    client.responses.retrieve(stored.id)
+except openai.NotFoundError as e:
+    print("deleted:", e.status_code)
+
 try:
     client.responses.create(model=MODEL, input="x", tools=[{"type": "file_search", "vector_store_ids": ["vs_1"]}])
 except openai.BadRequestError as e:

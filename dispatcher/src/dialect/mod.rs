@@ -207,6 +207,14 @@ impl StreamRenderer {
         }
     }
 
+    /// The whole `response` object a finished Responses stream ended with.
+    pub fn final_response(&self) -> Option<Value> {
+        match self {
+            Self::Responses(r) => r.final_response.clone(),
+            Self::Anthropic(_) | Self::Gemini(_) => None,
+        }
+    }
+
     /// Renders the stream's closing events, with the billed usage.
     pub fn finish(&mut self, usage: &Usage, out: &mut Vec<u8>) {
         match self {

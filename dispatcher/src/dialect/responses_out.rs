@@ -226,6 +226,8 @@ pub struct StreamRenderer {
     /// Tool calls by OpenAI index.
     calls: Vec<(u64, Call)>,
     finish_reason: Option<String>,
+    /// The `response` object of `response.completed`, once finished.
+    pub final_response: Option<Value>,
 }
 
 impl StreamRenderer {
@@ -240,6 +242,7 @@ impl StreamRenderer {
             next_index: 0,
             calls: Vec::new(),
             finish_reason: None,
+            final_response: None,
         }
     }
 
@@ -505,7 +508,8 @@ impl StreamRenderer {
         } else {
             "response.completed"
         };
-        self.event(out, json!({"type": kind, "response": response}));
+        self.event(out, json!({"type": kind, "response": response.clone()}));
+        self.final_response = Some(response);
     }
 }
 

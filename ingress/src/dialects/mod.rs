@@ -17,6 +17,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod responses;
+pub mod stored_responses;
 
 use aigw_events::wire;
 use axum::http::StatusCode;

@@ -10,8 +10,9 @@
 //!   same code (`chat::answer`): no limit, scope or budget differs by route.
 //!   The wire carries the caller's body; the dispatcher translates it and
 //!   renders the answer as a `response` object or the Responses SSE events.
-//! - Stored responses are not kept yet: `previous_response_id` is refused
-//!   (it changes the answer), `store` is accepted and has no effect.
+//! - `previous_response_id` is expanded into the body's input before
+//!   translation and admission (`stored_responses`); an answer with
+//!   `store` not false is stored by the dispatcher with its outcome.
 
 use aigw_events::wire;
 use aigw_runtime::dialect::responses_in;
@@ -27,7 +28,7 @@ use crate::AppState;
 use crate::RequestId;
 use crate::auth::Caller;
 use crate::chat::{self, Inbound, body_bytes};
-use crate::dialects::Dialect;
+use crate::dialects::{Dialect, stored_responses};
 use crate::error::ApiError;
 use crate::validate::validate;
 
@@ -55,29 +56,22 @@ pub fn error_frame(payload: &[u8]) -> Bytes {
     error_event(message, code)
 }
 
-/// A Responses body, parsed and translated.
-fn parse(bytes: &[u8]) -> Result<(Value, responses_in::Translated), ApiError> {
-    let native: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
+/// A Responses body as JSON.
+fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice::<Value>(bytes).map_err(|e| ApiError::BadRequest {
         message: format!("The request body is not valid JSON: {e}"),
         param: None,
         code: Some("invalid_json"),
-    })?;
-    if native
-        .get("previous_response_id")
-        .is_some_and(|v| !v.is_null())
-    {
-        return Err(ApiError::BadRequest {
-            message: "'previous_response_id' is not supported by aigw yet: send the whole conversation in 'input'.".into(),
-            param: Some("previous_response_id"),
-            code: Some("unsupported_parameter"),
-        });
-    }
-    let translated = responses_in::to_chat(&native).map_err(|e| ApiError::BadRequest {
+    })
+}
+
+/// A Responses body translated to OpenAI chat.
+fn translate(native: &Value) -> Result<responses_in::Translated, ApiError> {
+    responses_in::to_chat(native).map_err(|e| ApiError::BadRequest {
         message: e.message,
         param: None,
         code: Some("invalid_request"),
-    })?;
-    Ok((native, translated))
+    })
 }
 
 /// `POST /v1/responses`: OpenAI's Responses API, plain or streamed.
@@ -98,7 +92,10 @@ pub async fn responses(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
-    let (native, translated) = parse(&bytes)?;
+    let mut native = parse(&bytes)?;
+    // A continuation carries its whole conversation from here on.
+    stored_responses::continue_from_previous(&state, key.id, &mut native).await?;
+    let translated = translate(&native)?;
     let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
     // The same checks and limits as an OpenAI chat completion.
     let chat = validate(&internal)?;
@@ -124,15 +121,5 @@ mod tests {
             b"event: error\ndata: {\"code\":\"upstream_error\",\"message\":\"boom\",\"param\":null,\"sequence_number\":0,\"type\":\"error\"}\n\n"
         );
         assert!(String::from_utf8_lossy(&error_frame(b"junk")).contains("The stream failed."));
-    }
-
-    #[test]
-    fn previous_response_id_is_refused_by_name() {
-        let Err(ApiError::BadRequest { param, .. }) =
-            parse(br#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#)
-        else {
-            panic!("accepted");
-        };
-        assert_eq!(param, Some("previous_response_id"));
     }
 }

@@ -615,3 +615,26 @@ pub struct ResponseObject {
     /// `input_tokens`, `output_tokens`, `total_tokens` and their details.
     pub usage: Value,
 }
+
+/// A deleted stored response.
+#[derive(ToSchema)]
+pub struct ResponseDeleted {
+    /// `resp_...`.
+    pub id: String,
+    /// Always `response.deleted`.
+    #[schema(example = "response.deleted")]
+    pub object: String,
+    pub deleted: bool,
+}
+
+/// A page of a stored response's input items.
+#[derive(ToSchema)]
+pub struct InputItemList {
+    #[schema(example = "list")]
+    pub object: String,
+    /// Input items (`message`, `function_call`, `function_call_output`, ...).
+    pub data: Vec<Value>,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+    pub has_more: bool,
+}

@@ -118,6 +118,30 @@ pub fn custom_tools(body: &Value) -> Vec<String> {
     out
 }
 
+/// The request's `input` as a list of items (a string is one user
+/// message item, as OpenAI lists it); anything else is no items.
+pub fn input_items(body: &Value) -> Vec<Value> {
+    match body.get("input") {
+        Some(Value::String(s)) => vec![json!({"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": s}]})],
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Continues a stored conversation: `body`'s `input` becomes the previous
+/// response's input and output items, then its own.
+pub fn expand(body: &mut Value, previous_input: &[Value], previous_output: &[Value]) {
+    let own = input_items(body);
+    let mut items = Vec::with_capacity(previous_input.len() + previous_output.len() + own.len());
+    items.extend_from_slice(previous_input);
+    items.extend_from_slice(previous_output);
+    items.extend(own);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("input".into(), Value::Array(items));
+    }
+}
+
 /// Translates a Responses body into an OpenAI chat body.
 pub fn to_chat(body: &Value) -> Result<Translated, DialectError> {
     let obj = body
