@@ -92,28 +92,11 @@ pub fn message(completion: &Value, id: &str, model: &str, usage: &Usage) -> Valu
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
-    let calls = msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let calls = super::tool_calls(msg);
     for (n, call) in calls.iter().enumerate() {
-        let id = call
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map_or_else(|| format!("toolu_{n}"), str::to_string);
-        let name = call
-            .pointer("/function/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let arguments = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        content.push(
-            json!({"type": "tool_use", "id": id, "name": name, "input": input_of(arguments)}),
-        );
+        let id = call.id.map_or_else(|| format!("toolu_{n}"), str::to_string);
+        content.push(json!({"type": "tool_use", "id": id, "name": call.name,
+            "input": input_of(call.arguments)}));
     }
     let finish = choice.get("finish_reason").and_then(Value::as_str);
     let stop = if finish.is_none() && !calls.is_empty() {

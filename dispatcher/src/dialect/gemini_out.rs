@@ -102,28 +102,9 @@ pub fn response(completion: &Value, id: &str, model: &str, usage: &Usage) -> Val
         if !text.is_empty() {
             parts.push(json!({"text": text}));
         }
-        for (k, call) in msg
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map_or_else(|| format!("call_{k}"), str::to_string);
-            let name = call
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let arguments = call
-                .pointer("/function/arguments")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            parts.push(function_call(&id, name, arguments));
+        for (k, call) in super::tool_calls(msg).iter().enumerate() {
+            let id = call.id.map_or_else(|| format!("call_{k}"), str::to_string);
+            parts.push(function_call(&id, call.name, call.arguments));
         }
         let index = choice
             .get("index")

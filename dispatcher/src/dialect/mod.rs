@@ -31,6 +31,37 @@ use crate::attempt::AttemptResult;
 use crate::openai::UpstreamError;
 use crate::reply::Replier;
 
+/// A tool call in an OpenAI chat answer's `message`.
+pub(crate) struct ToolCall<'a> {
+    /// `None` when the upstream gave none (or an empty one).
+    pub id: Option<&'a str>,
+    pub name: &'a str,
+    /// The arguments as the upstream wrote them (JSON text, maybe invalid).
+    pub arguments: &'a str,
+}
+
+/// The tool calls of an OpenAI chat answer's `message`, in order; a field
+/// missing or of the wrong type reads as empty.
+pub(crate) fn tool_calls<'a>(msg: &'a Value) -> Vec<ToolCall<'a>> {
+    let text = |call: &'a Value, path: &str| -> &'a str {
+        call.pointer(path).and_then(Value::as_str).unwrap_or("")
+    };
+    msg.get("tool_calls")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|call| ToolCall {
+            id: call
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty()),
+            name: text(call, "/function/name"),
+            arguments: text(call, "/function/arguments"),
+        })
+        .collect()
+}
+
 /// An upstream's answer in the caller's own dialect.
 pub enum NativeAnswer {
     /// The answer JSON as sent, and the usage read from it.

@@ -161,26 +161,16 @@ pub fn response(completion: &Value, id: &str, echo: &Echo, usage: &Usage) -> Val
     if !text.is_empty() {
         output.push(message_item(&format!("msg_{suffix}"), status, &text));
     }
-    let calls = msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for (n, call) in calls.iter().enumerate() {
+    for (n, call) in super::tool_calls(msg).iter().enumerate() {
         let call_id = call
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+            .id
             .map_or_else(|| format!("call_{suffix}_{n}"), str::to_string);
-        let name = call
-            .pointer("/function/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let arguments = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        output.push(echo.call_item(&format!("fc_{suffix}_{n}"), &call_id, name, arguments));
+        output.push(echo.call_item(
+            &format!("fc_{suffix}_{n}"),
+            &call_id,
+            call.name,
+            call.arguments,
+        ));
     }
     echo.response(id, status, output, Some(usage))
 }
