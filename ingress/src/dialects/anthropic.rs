@@ -159,19 +159,23 @@ fn wire_dialect(headers: &HeaderMap) -> Result<wire::Dialect, ApiError> {
     })
 }
 
-/// A Messages body, parsed and translated.
-fn parse(bytes: &[u8]) -> Result<(Value, anthropic_in::Translated), ApiError> {
-    let native: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
-        message: format!("The request body is not valid JSON: {e}"),
-        param: None,
-        code: Some("invalid_json"),
-    })?;
-    let translated = anthropic_in::to_chat(&native).map_err(|e| ApiError::BadRequest {
+/// A Messages body in the internal shape (a 400 when it is not a valid
+/// Messages request).
+fn translate(native: &Value) -> Result<anthropic_in::Translated, ApiError> {
+    anthropic_in::to_chat(native).map_err(|e| ApiError::BadRequest {
         message: e.message,
         param: None,
         code: Some("invalid_request"),
-    })?;
-    Ok((native, translated))
+    })
+}
+
+/// A Messages body, parsed.
+fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
+        message: format!("The request body is not valid JSON: {e}"),
+        param: None,
+        code: Some("invalid_json"),
+    })
 }
 
 /// `POST /v1/messages`: Anthropic's Messages API, plain or streamed.
@@ -198,16 +202,7 @@ pub async fn messages(
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let wire = wire_dialect(&headers)?;
-    let (native, translated) = parse(&bytes)?;
-    let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
-    // The same checks and limits as an OpenAI chat completion.
-    let chat = validate(&internal)?;
-    let inbound = Inbound {
-        dialect: Dialect::Anthropic,
-        wire,
-        native_body: Some(native),
-        native_only: translated.native_only,
-    };
+    let (chat, inbound) = admissible(parse(&bytes)?, wire)?;
     chat::answer(&state, key, &headers, chat, request_id.0, inbound).await
 }
 
@@ -215,19 +210,22 @@ pub async fn messages(
 /// checked and translated as `POST /v1/messages` would, with no
 /// `anthropic-version` or `anthropic-beta` to forward.
 pub fn job_request(native: Value) -> Result<(ChatRequest, Inbound), ApiError> {
-    let translated = anthropic_in::to_chat(&native).map_err(|e| ApiError::BadRequest {
-        message: e.message,
-        param: None,
-        code: Some("invalid_request"),
-    })?;
+    let wire = wire::Dialect::AnthropicMessages {
+        version: None,
+        beta: None,
+    };
+    admissible(native, wire)
+}
+
+/// A Messages body translated, and checked with the same limits as an
+/// OpenAI chat completion.
+fn admissible(native: Value, wire: wire::Dialect) -> Result<(ChatRequest, Inbound), ApiError> {
+    let translated = translate(&native)?;
     let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
     let chat = validate(&internal)?;
     let inbound = Inbound {
         dialect: Dialect::Anthropic,
-        wire: wire::Dialect::AnthropicMessages {
-            version: None,
-            beta: None,
-        },
+        wire,
         native_body: Some(native),
         native_only: translated.native_only,
     };
@@ -251,20 +249,12 @@ pub async fn count_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
-    let mut native: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
-        message: format!("The request body is not valid JSON: {e}"),
-        param: None,
-        code: Some("invalid_json"),
-    })?;
+    let mut native = parse(&bytes)?;
     // Counting needs no output cap.
     if let Some(obj) = native.as_object_mut() {
         obj.entry("max_tokens").or_insert(json!(1));
     }
-    let translated = anthropic_in::to_chat(&native).map_err(|e| ApiError::BadRequest {
-        message: e.message,
-        param: None,
-        code: Some("invalid_request"),
-    })?;
+    let translated = translate(&native)?;
     let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
     let chat = validate(&internal)?;
     let targets = state

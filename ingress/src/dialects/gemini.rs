@@ -305,16 +305,7 @@ async fn generate(
     stream: bool,
     request_id: RequestId,
 ) -> Result<Response, ApiError> {
-    let translated = translate(&native, model, stream)?;
-    let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
-    // The same checks and limits as an OpenAI chat completion.
-    let chat = validate(&internal)?;
-    let inbound = Inbound {
-        dialect: Dialect::Gemini,
-        wire: wire::Dialect::GeminiGenerate,
-        native_body: Some(native),
-        native_only: translated.native_only,
-    };
+    let (chat, inbound) = admissible(native, model, stream)?;
     chat::answer(state, key, headers, chat, request_id.0, inbound).await
 }
 
@@ -331,7 +322,17 @@ pub fn job_request(name: &str, native: Value) -> Result<(ChatRequest, Inbound), 
             code: Some("invalid_url"),
         });
     }
-    let translated = translate(&native, model, false)?;
+    admissible(native, model, false)
+}
+
+/// A generation body translated, and checked with the same limits as an
+/// OpenAI chat completion.
+fn admissible(
+    native: Value,
+    model: &str,
+    stream: bool,
+) -> Result<(ChatRequest, Inbound), ApiError> {
+    let translated = translate(&native, model, stream)?;
     let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
     let chat = validate(&internal)?;
     let inbound = Inbound {
