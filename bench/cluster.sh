@@ -11,18 +11,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/aigw-cluster-bench.XXXXXX")"
 trap 'rm -rf "$OUT"' EXIT
+# shellcheck source=bench/stack.sh
+source "$ROOT/bench/stack.sh"
 
-idle() { # the machine's idle share over one second, in percent
-    local a b
-    read -r -a a < <(grep '^cpu ' /proc/stat)
-    sleep 1
-    read -r -a b < <(grep '^cpu ' /proc/stat)
-    local total=0 i
-    for i in $(seq 1 8); do total=$((total + b[i] - a[i])); done
-    awk -v idle=$((b[4] + b[5] - a[4] - a[5])) -v t="$total" 'BEGIN { printf "%.0f", 100 * idle / t }'
-}
 
-echo "machine idle before the runs: $(idle)% (commit $(git -C "$ROOT" rev-parse --short HEAD))"
+echo "machine idle before the runs: $(idle_cpu)% (commit $(git -C "$ROOT" rev-parse --short HEAD))"
 for nodes in 1 3; do
     echo "==> NATS with $nodes node(s)"
     BENCH_NATS_NODES=$nodes BENCH_JSON="$OUT/n$nodes.json" "$ROOT/bench/run.sh" "$@" | tee "$OUT/n$nodes.txt"
@@ -36,9 +29,10 @@ for nodes in (1, 3):
     s = json.load(open(f"{out}/n{nodes}.json"))
     text = open(f"{out}/n{nodes}.txt").read()
     def cpu(label):
-        m = re.search(rf"^\s+{re.escape(label)}.*?\s([\d.]+)\s*$", text, re.M)
-        return float(m.group(1)) if m else float("nan")
-    used = cpu("aigw all") + cpu("nats-server") + cpu("postgres (aigw's backends)")
+        # The first figure after the label (a line may go on with peak RSS).
+        found = re.findall(rf"^\s+{re.escape(label)}[^\d\n]*?(?:x\d+)?\s+([\d.]+)", text, re.M)
+        return sum(map(float, found)) if found else float("nan")
+    used = cpu("aigw ") + cpu("nats-server") + cpu("postgres (aigw's backends)")
     sent = s["gateway"]["sent"] + (s["gateway_throughput"] or {}).get("sent", 0)
     g, t = s["gateway"], s["gateway_throughput"] or {}
     rows.append((f"{nodes} node" + ("s, R3" if nodes > 1 else ", R1"),

