@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
 use aigw_runtime::readiness::Readiness;
 use aigw_runtime::reseal::{self, Resealed};
-use aigw_runtime::traces::{TraceSettings, TracesGuard};
+use aigw_runtime::traces::TraceSettings;
 use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -437,26 +437,31 @@ async fn main() -> anyhow::Result<()> {
         Command::All { .. } => Some("all"),
         _ => None,
     };
-    let traces = match role {
-        Some(role) => telemetry::init(
-            format,
-            &TraceSettings {
-                endpoint: cli.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
-                content: cli.trace_content,
-                role,
-            },
-        )
-        .context("setting up traces")?,
-        None if quiet => TracesGuard::default(),
+    let telemetry = match role {
+        Some(role) => Some(
+            telemetry::init(
+                format,
+                &TraceSettings {
+                    endpoint: cli.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
+                    content: cli.trace_content,
+                    role,
+                },
+            )
+            .context("setting up traces")?,
+        ),
+        None if quiet => None,
         None => {
             telemetry::init_tracing(format);
-            TracesGuard::default()
+            None
         }
     };
     telemetry::metrics();
     let result = serve(cli.command).await;
-    // Spans still batched go out before the process ends.
-    traces.shutdown().await;
+    // Spans still batched and log lines still queued go out before the
+    // process ends.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     result
 }
 
