@@ -184,9 +184,31 @@ pub enum IngressError {
     Config(#[from] config_file::ConfigError),
 }
 
-/// Handles every request handler shares; cheap to clone.
+/// What every request handler shares, behind one `Arc`: cloning it is one
+/// reference count, whatever it holds. (The handles inside are not cheap to
+/// clone: a JetStream key-value store or object store copies its stream's
+/// whole description. Axum clones the state into every middleware and
+/// handler a request passes, so an unshared state cost each request
+/// hundreds of such copies.)
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Handles>);
+
+impl AppState {
+    pub fn new(handles: Handles) -> Self {
+        Self(Arc::new(handles))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+/// The handles in [`AppState`].
+pub struct Handles {
     pub names: Names,
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
@@ -618,7 +640,7 @@ async fn prepare_state(
     let health = Health::open(&js, &names, BreakerConfig::default(), replicas).await?;
     let media = nats::ensure_media_store(&js, &names.media_bucket(), replicas).await?;
     let bodies = nats::ensure_body_store(&js, &names.bodies_bucket(), replicas).await?;
-    Ok(AppState {
+    Ok(AppState::new(Handles {
         media,
         bodies,
         names,
@@ -649,7 +671,7 @@ async fn prepare_state(
         max_queued_jobs_per_key: (args.max_queued_jobs_per_key > 0)
             .then_some(args.max_queued_jobs_per_key),
         metrics: telemetry::metrics(),
-    })
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` fires.
