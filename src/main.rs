@@ -12,10 +12,11 @@ use aigw_ingress::config_file;
 use std::io::Write;
 use std::path::PathBuf;
 
-use aigw_projector::{ProjectorArgs, audit, quarantine, rebuild};
+use aigw_projector::{ProjectorArgs, audit, rebuild};
 use aigw_runtime::readiness::Readiness;
 use aigw_runtime::reseal::{self, Resealed};
 use aigw_runtime::traces::TraceSettings;
+use aigw_runtime::views::quarantine;
 use aigw_runtime::{CommonArgs, Stores, db, nats, telemetry};
 use anyhow::Context;
 use chrono::NaiveDate;

@@ -9,7 +9,6 @@
 use aigw_events::wire::{AnswerCost, DispatchRequest, Endpoint};
 use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
-use aigw_runtime::crypto::{self, Binding, CredentialField};
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
@@ -119,23 +118,9 @@ pub(crate) async fn attempt(
 ) -> AttemptResult {
     let provider = &target.provider.spec;
     let id = target.provider.id;
-    let sealed = [
-        provider
-            .credentials()
-            .get(credential)
-            .map(|s| (*s, crypto::credential_field(provider, credential))),
-        provider
-            .sealed_session_token
-            .as_deref()
-            .map(|s| (s, CredentialField::SessionToken)),
-    ];
-    let opened = sealed.map(|s| {
-        s.map(|(s, field)| shared.sealer.open(s, &Binding::new(id, field)))
-            .transpose()
-    });
-    let [api_key, session_token] = match opened {
-        [Ok(k), Ok(t)] => [k, t],
-        [Err(e), _] | [_, Err(e)] => {
+    let (api_key, session_token) = match shared.sealer.open_call_secrets(id, provider, credential) {
+        Ok(secrets) => (secrets.api_key, secrets.session_token),
+        Err(e) => {
             tracing::error!(provider = %provider.name, error = %e, "cannot open the provider credential");
             return AttemptResult::Failed {
                 error: UpstreamError {

@@ -286,12 +286,6 @@ async fn release_hold(shared: &Shared, request: &DispatchRequest) {
     settle(shared, request, Usage::default(), Some(0), true).await;
 }
 
-/// Why a webhook URL may not be called (unless private addresses are
-/// allowed); checked on submission and before each delivery.
-pub fn refused_webhook(url: &str) -> Option<String> {
-    egress::refused_url(url)
-}
-
 /// POSTs the finished job to its webhook, signed, retrying with backoff;
 /// every attempt is an event. Goes on from the attempts already recorded.
 pub async fn deliver_webhook(shared: &Shared, row: &JobRow) {

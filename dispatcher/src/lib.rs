@@ -20,6 +20,7 @@ pub mod media;
 pub mod openai;
 pub mod probe;
 pub mod process;
+pub mod provider_test;
 pub mod pull;
 pub mod record;
 pub mod relay;
@@ -334,6 +335,7 @@ pub async fn run_ready(
     });
 
     let cancels = follow_cancellations(shared.clone(), &names).await?;
+    let provider_tests = provider_test::serve(shared.clone(), &names).await?;
     let prober = args
         .health_probe_interval
         .map(|every| probe::spawn(shared.clone(), every));
@@ -358,6 +360,7 @@ pub async fn run_ready(
     let _ = job_runner.await;
     running.finish(common.shutdown_grace).await;
     cancels.abort();
+    provider_tests.abort();
     follower.abort();
     health_follower.abort();
     if let Some(p) = prober {

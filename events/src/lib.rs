@@ -14,6 +14,7 @@ pub mod names;
 pub mod pricing;
 pub mod project;
 pub mod provider;
+pub mod provider_test;
 pub mod request;
 pub mod response;
 pub mod sign_in;

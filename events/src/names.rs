@@ -3,6 +3,10 @@
 //! `AIGW_NAMESPACE` prefixes everything aigw creates on NATS, so several
 //! deployments or test runs can share one server without seeing each other.
 
+/// The queue group of dispatchers answering "test connection" requests:
+/// each request is answered once, by any replica.
+pub const PROVIDER_TEST_QUEUE: &str = "dispatchers";
+
 /// Every NATS name aigw uses, derived from one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -110,6 +114,13 @@ impl Names {
         format!("{}.registry.{kind}", self.namespace)
     }
 
+    /// Subject of the admin's "test connection" requests
+    /// (`crate::provider_test`), answered by one dispatcher of
+    /// [`PROVIDER_TEST_QUEUE`]. Outside `requests.>`: no stream keeps them.
+    pub fn provider_test_subject(&self) -> String {
+        format!("{}.providers.test", self.namespace)
+    }
+
     /// Wildcard for every registry change.
     pub fn registry_wildcard(&self) -> String {
         format!("{}.registry.*", self.namespace)
@@ -126,6 +137,7 @@ mod tests {
         assert_eq!(n.requests_stream(), "t1_requests");
         assert_eq!(n.chat_subject(), "t1.requests.chat");
         assert_eq!(n.cancel_subject("abc"), "t1.cancel.abc");
+        assert_eq!(n.provider_test_subject(), "t1.providers.test");
     }
 
     #[test]

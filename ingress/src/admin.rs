@@ -3,20 +3,23 @@
 //! announced to every replica before the call returns.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use aigw_events::deployments::{Deployments, deployment_prices};
 use aigw_events::pricing::PriceUsd;
 use aigw_events::provider::{Price, ProviderKind, ProviderSpec};
+use aigw_events::provider_test::{PROVIDER_TEST_WAIT_SECS, ProviderTestReply, ProviderTestRequest};
 use aigw_events::{KeyError, META_ACTOR, ProviderCommand, ProviderError};
 use aigw_runtime::ProviderEntry;
 use aigw_runtime::catalog;
 use aigw_runtime::crypto::{Binding, CredentialField};
 use aigw_runtime::registry::{self, KIND_PROVIDERS};
 use aigw_runtime::store::metadata;
-use axum::Json;
+use async_nats::RequestErrorKind;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use chrono::Utc;
 use cqrs_es::AggregateError;
@@ -25,12 +28,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::Admin;
 use crate::chat::body_bytes;
 use crate::error::ApiError;
 use crate::presets::preset_error;
 use crate::validate;
+use crate::{AppState, RequestId};
 
 /// Parses a JSON body, answering 400 with serde's explanation.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -718,11 +721,16 @@ pub async fn delete_provider(
     ))
 }
 
+/// How long a provider test waits for a dispatcher to be listening at all
+/// (a rolling restart leaves none for a moment) before answering 504.
+const NO_DISPATCHER_GRACE: Duration = Duration::from_secs(5);
+
 /// `POST /admin/api/providers/{id}/test`: a one-token chat with the
-/// provider's first model, straight from the ingress, to check the endpoint
-/// and credential (media-only providers: a free read of the key's account).
-/// Not routed, not recorded, not billed to any key (the provider may charge
-/// for the token).
+/// provider's first model (media-only providers: a free read of the key's
+/// account), to check the endpoint and credential. A dispatcher makes the
+/// call, as it makes real ones (`aigw_events::provider_test`): the ingress
+/// sends only the provider's id. Not routed, not recorded, not billed to
+/// any key (the provider may charge for the token).
 #[utoipa::path(
     post,
     path = "/admin/api/providers/{id}/test",
@@ -733,60 +741,74 @@ pub async fn delete_provider(
 )]
 pub async fn test_provider(
     State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "provider")?;
-    let provider = state
-        .registry
-        .provider(&id.to_string())
-        .ok_or_else(|| ApiError::NotFound {
+    if state.registry.provider(&id.to_string()).is_none() {
+        return Err(ApiError::NotFound {
             message: "No such provider.".into(),
             code: "not_found",
-        })?;
-    let spec = &provider.spec;
-    let model = spec
-        .served()
-        .first()
-        .map(|m| m.to_string())
-        .ok_or_else(|| ApiError::bad_request("The provider lists no model to test with."))?;
-    let key = match spec.sealed_credential.as_deref() {
-        None => None,
-        Some(sealed) => Some(
-            state
-                .sealer
-                .open(sealed, &Binding::new(id, CredentialField::ApiKey))
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
-        ),
+        });
+    }
+    let asked = ProviderTestRequest {
+        provider_id: id,
+        request_id,
     };
-    let body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": "ping"}],
-        "max_tokens": 1,
-    });
-    let started = std::time::Instant::now();
-    // Media-only providers cannot chat: their credential is checked with a
-    // free read of the account it belongs to instead.
-    let answer = match aigw_dispatcher::media::check_account(&state.http, spec, key.as_ref()).await
-    {
-        Some(checked) => checked,
-        None => aigw_dispatcher::adapter::chat(&state.http, spec, key.as_ref(), &body, false)
-            .await
-            .map(|_| "chat"),
+    let payload = Bytes::from(serde_json::to_vec(&asked).map_err(ApiError::internal)?);
+    let started = Instant::now();
+    let answer = loop {
+        let request = async_nats::Request::new()
+            .payload(payload.clone())
+            .timeout(Some(Duration::from_secs(PROVIDER_TEST_WAIT_SECS)));
+        let sent = state
+            .client
+            .send_request(state.names.provider_test_subject(), request)
+            .await;
+        match sent {
+            Ok(answer) => break answer,
+            // Dispatchers may be (re)starting: ask again for a moment.
+            Err(e)
+                if e.kind() == RequestErrorKind::NoResponders
+                    && started.elapsed() < NO_DISPATCHER_GRACE =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(match e.kind() {
+                    RequestErrorKind::NoResponders | RequestErrorKind::TimedOut => {
+                        ApiError::NoDispatcher
+                    }
+                    RequestErrorKind::InvalidSubject
+                    | RequestErrorKind::MaxPayloadExceeded
+                    | RequestErrorKind::Other => ApiError::Unavailable(e.to_string()),
+                });
+            }
+        }
     };
-    let latency_ms = started.elapsed().as_millis() as u64;
-    match answer {
-        Ok(check) => Ok(Json(json!({
+    let reply: ProviderTestReply =
+        serde_json::from_slice(&answer.payload).map_err(ApiError::internal)?;
+    match reply {
+        ProviderTestReply::Passed {
+            provider,
+            model,
+            check,
+            latency_ms,
+        } => Ok(Json(json!({
             "ok": true,
-            "provider": spec.name,
+            "provider": provider,
             "model": model,
             "check": check,
             "latency_ms": latency_ms,
         }))),
-        Err(e) => Err(ApiError::Relayed {
-            status: axum::http::StatusCode::from_u16(e.status)
-                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
-            body: Bytes::from(serde_json::to_vec(&e.body()).unwrap_or_default()),
-            retry_after: e.retry_after,
+        ProviderTestReply::Failed {
+            status,
+            body,
+            retry_after,
+        } => Err(ApiError::Relayed {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            body: Bytes::from(serde_json::to_vec(&body).map_err(ApiError::internal)?),
+            retry_after,
         }),
     }
 }

@@ -5,7 +5,7 @@
 //! budget's owner (a key, a project or a team) and level, and paged by
 //! time.
 
-use aigw_projector::alerts::{ALERT_COLUMNS, AlertRow};
+use aigw_runtime::views::alerts::{ALERT_COLUMNS, AlertRow};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

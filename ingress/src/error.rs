@@ -71,6 +71,10 @@ pub enum ApiError {
     },
     #[error("no answer in time")]
     Timeout,
+    /// No dispatcher answered a request only a dispatcher answers (the
+    /// admin's provider test): none is running, or none in time.
+    #[error("no dispatcher answered")]
+    NoDispatcher,
     /// The request was recorded but its answer was lost on its way back
     /// (`crate::lost_answer`).
     #[error("answer of request {0} lost in transit")]
@@ -276,6 +280,14 @@ impl IntoResponse for ApiError {
                 "The request was not answered in time.".into(),
                 "server_error",
                 Some("timeout"),
+                None,
+            ),
+            ApiError::NoDispatcher => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "No dispatcher answered in time: the check runs on a dispatcher, is one running?"
+                    .into(),
+                "server_error",
+                Some("no_dispatcher"),
                 None,
             ),
             ApiError::AnswerLost(id) => (

@@ -181,7 +181,7 @@ pub async fn submit(
     )?;
     if !state.webhook_allow_private
         && let Some(url) = &fields.webhook_url
-        && let Some(why) = aigw_dispatcher::jobs::refused_webhook(url)
+        && let Some(why) = aigw_runtime::egress::refused_url(url)
     {
         return Err(invalid(
             format!("'webhook_url' must reach a public address: {why}."),

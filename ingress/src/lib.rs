@@ -220,7 +220,8 @@ pub struct Handles {
     pub limiter: Limiter,
     pub health: Health,
     pub sealer: Sealer,
-    /// For the admin's "test connection" calls to providers.
+    /// For single sign-on's calls to the identity provider (discovery,
+    /// keys, token exchange). Providers are only ever called by dispatchers.
     pub http: reqwest::Client,
     pub admin_token: Option<SecretString>,
     /// The bootstrap token is off (`AIGW_ADMIN_TOKEN_DISABLED`).

@@ -2,7 +2,7 @@
 //! (events it could not fold into the views), newest first, with their error.
 //! Read-only: an event leaves the quarantine when a rebuild applies it.
 
-use aigw_projector::quarantine;
+use aigw_runtime::views::quarantine;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

@@ -44,6 +44,7 @@ use aigw_runtime::crypto::webhook_signature;
 use aigw_runtime::egress::{self, Egress};
 use aigw_runtime::limits::{Owner, owner_spend};
 use aigw_runtime::store::{create_in, metadata};
+use aigw_runtime::views::alerts::{ALERT_COLUMNS, AlertRow};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
 use secrecy::SecretString;
@@ -276,47 +277,6 @@ async fn outbox(
     .await?;
     Ok(())
 }
-
-/// One alert as stored, delivered and listed.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AlertRow {
-    pub id: String,
-    pub level: String,
-    pub target_id: Uuid,
-    pub period: String,
-    pub threshold: i32,
-    pub spent_micros: i64,
-    pub budget_micros: i64,
-    pub at: DateTime<Utc>,
-    pub attempts: i32,
-    pub last_status: Option<i32>,
-    pub last_error: Option<String>,
-    pub delivered_at: Option<DateTime<Utc>>,
-}
-
-impl AlertRow {
-    /// The alert as the webhook receives it and the admin API lists it.
-    pub fn to_json(&self) -> serde_json::Value {
-        let usd = |m: i64| m as f64 / 1_000_000.0;
-        serde_json::json!({
-            "object": "budget_alert",
-            "id": self.id,
-            "type": "budget.threshold_crossed",
-            "level": self.level,
-            "target_id": self.target_id,
-            "period": self.period,
-            "threshold": self.threshold,
-            "spent_micros": self.spent_micros,
-            "spent_usd": usd(self.spent_micros),
-            "budget_micros": self.budget_micros,
-            "budget_usd": usd(self.budget_micros),
-            "at": self.at,
-        })
-    }
-}
-
-pub const ALERT_COLUMNS: &str = "id, level, target_id, period, threshold, spent_micros,
-    budget_micros, at, attempts, last_status, last_error, delivered_at";
 
 /// Claims the next due alert: locked against other replicas, and its next
 /// attempt pushed past this one's timeout (a crash mid-delivery lets

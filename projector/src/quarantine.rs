@@ -12,9 +12,8 @@
 //! request with a quarantined event that has not finished in the request log
 //! is marked `quarantined` there, never left `running`.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgConnection;
 
 /// Longest error text kept, in characters.
 pub const MAX_ERROR_CHARS: usize = 1000;
@@ -166,42 +165,6 @@ pub async fn adopt_rebuilt(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-/// One quarantined event, as the admin API and the CLI show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct QuarantinedEvent {
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub txid: String,
-    pub pos: i64,
-    pub reason: String,
-    pub error: String,
-    pub quarantined_at: DateTime<Utc>,
-}
-
-/// The `limit` most recently quarantined events, newest first, and how many
-/// there are in all.
-pub async fn list<'e>(
-    db: impl PgExecutor<'e> + Copy,
-    limit: i64,
-) -> Result<(Vec<QuarantinedEvent>, i64), sqlx::Error> {
-    let events = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, txid::text AS txid, pos,
-                reason, error, quarantined_at
-         FROM projector_quarantine
-         ORDER BY quarantined_at DESC, txid DESC, pos DESC
-         LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM projector_quarantine")
-        .fetch_one(db)
-        .await?;
-    Ok((events, total))
 }
 
 #[cfg(test)]

@@ -225,6 +225,15 @@ pub struct Opened {
     pub current: bool,
 }
 
+/// The opened secrets of one provider call ([`Sealer::open_call_secrets`]).
+#[derive(Debug)]
+pub struct CallSecrets {
+    /// The API key (for Bedrock SigV4, the secret access key).
+    pub api_key: Option<SecretString>,
+    /// Bedrock only: the session token of temporary AWS credentials.
+    pub session_token: Option<SecretString>,
+}
+
 /// Seals and opens provider credentials with AES-256-GCM under keys derived
 /// from `AIGW_MASTER_KEY`; opens what was sealed under
 /// `AIGW_MASTER_KEY_PREVIOUS` too, so the master key can be rotated.
@@ -305,6 +314,34 @@ impl Sealer {
     /// binding and opens anywhere).
     pub fn open(&self, sealed: &str, binding: &Binding) -> Result<SecretString, SealError> {
         self.open_checked(sealed, binding).map(|o| o.secret)
+    }
+
+    /// The secrets one call to provider `id` is signed with: its `index`-th
+    /// credential ([`ProviderSpec::credentials`]) and, for Bedrock's
+    /// temporary AWS credentials, the session token. Every path that calls
+    /// a provider (requests, jobs, the admin's connection test) opens them
+    /// here, so none signs with fewer secrets than the others.
+    pub fn open_call_secrets(
+        &self,
+        id: Uuid,
+        spec: &ProviderSpec,
+        index: usize,
+    ) -> Result<CallSecrets, SealError> {
+        let open = |sealed: Option<&str>, field| {
+            sealed
+                .map(|s| self.open(s, &Binding::new(id, field)))
+                .transpose()
+        };
+        Ok(CallSecrets {
+            api_key: open(
+                spec.credentials().get(index).copied(),
+                credential_field(spec, index),
+            )?,
+            session_token: open(
+                spec.sealed_session_token.as_deref(),
+                CredentialField::SessionToken,
+            )?,
+        })
     }
 
     /// Opens a credential and tells whether its ciphertext is current.
@@ -391,6 +428,45 @@ pub fn webhook_signature(secret: &SecretString, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_secrets_include_the_session_token_of_temporary_credentials() {
+        let sealer = Sealer::new(Some(&SecretString::from("master one")));
+        let id = uuid::Uuid::from_u128(9);
+        let seal = |plain: &str, field| sealer.seal(plain, &Binding::new(id, field)).unwrap();
+        let spec = ProviderSpec {
+            kind: aigw_events::provider::ProviderKind::Bedrock,
+            sealed_credential: Some(seal("secret", CredentialField::ApiKey)),
+            extra_credentials: vec![seal("second", CredentialField::Extra(0))],
+            sealed_session_token: Some(seal("token", CredentialField::SessionToken)),
+            ..ProviderSpec::default()
+        };
+        let opened = |index| {
+            let s = sealer.open_call_secrets(id, &spec, index).unwrap();
+            let show = |v: Option<SecretString>| v.map(|v| v.expose_secret().to_string());
+            (show(s.api_key), show(s.session_token))
+        };
+        let some = |v: &str| Some(v.to_string());
+        assert_eq!(opened(0), (some("secret"), some("token")));
+        assert_eq!(opened(1), (some("second"), some("token")));
+        assert_eq!(opened(2), (None, some("token")));
+        // A token sealed for another provider does not open here.
+        let other = ProviderSpec {
+            sealed_session_token: Some(
+                sealer
+                    .seal(
+                        "token",
+                        &Binding::new(uuid::Uuid::from_u128(1), CredentialField::SessionToken),
+                    )
+                    .unwrap(),
+            ),
+            ..spec.clone()
+        };
+        assert_eq!(
+            sealer.open_call_secrets(id, &other, 0).unwrap_err(),
+            SealError::Unreadable
+        );
+    }
 
     #[test]
     fn cookies_open_only_for_their_purpose_and_master_key() {

@@ -26,6 +26,7 @@ pub mod teams;
 pub mod telemetry;
 pub mod traces;
 pub mod users;
+pub mod views;
 pub mod worst_case;
 
 pub use config::CommonArgs;

@@ -44,6 +44,7 @@ mod openapi;
 mod operations;
 mod presets;
 mod probes;
+mod provider_test;
 mod quarantine;
 mod queue_limits;
 mod quotas;
