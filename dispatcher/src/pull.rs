@@ -51,6 +51,9 @@ impl Running {
     {
         let held = msg.clone();
         let hand_back = self.hand_back.clone();
+        // A request's work is a future of about 11 KB: boxed once here, the
+        // wrappers below (and the task itself) move a pointer, not a copy.
+        let work = Box::pin(work);
         self.tracker.spawn(
             async move {
                 tokio::select! {
