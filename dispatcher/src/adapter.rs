@@ -1,21 +1,22 @@
-//! The seam between the dispatcher and provider wire formats.
+//! What a provider call gives back ([`Answer`], [`StreamItem`]) and the
+//! secrets it takes ([`Credentials`]), plus [`chat`], the entry point the
+//! ingress's connection test calls.
 //!
-//! Every adapter speaks OpenAI's chat format to the rest of aigw: it takes an
-//! OpenAI chat completion body and gives back either a complete OpenAI
-//! `chat.completion` JSON or a stream of OpenAI `chat.completion.chunk` JSON
-//! payloads. Translation to and from a provider's own format stays inside
-//! the adapter.
+//! Invariants: every provider (`crate::providers`) speaks OpenAI's format to
+//! the rest of aigw: it takes an OpenAI body and gives back a complete
+//! OpenAI JSON or a stream of OpenAI `chat.completion.chunk` payloads (or,
+//! `Native`, the caller's own dialect verbatim). Translation to and from a
+//! provider's own format stays inside its module.
 
 use aigw_events::Usage;
-use aigw_events::provider::{ProviderKind, ProviderSpec};
-use aigw_events::wire::Endpoint;
+use aigw_events::provider::ProviderSpec;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::openai::{self, UpstreamError};
-use crate::{anthropic, azure, bedrock, cohere, embeddings, gemini, media};
+use crate::providers::{self, Call};
+use crate::upstream::UpstreamError;
 
 /// A successful upstream answer, in OpenAI's format (or, `Native`, in the
 /// caller's own dialect).
@@ -63,11 +64,8 @@ pub async fn chat(
     body: &Value,
     stream: bool,
 ) -> Result<Answer, UpstreamError> {
-    let credentials = Credentials {
-        api_key,
-        session_token: None,
-    };
-    chat_with(http, provider, credentials, body, stream).await
+    let call = Call::with_key(http, provider, api_key);
+    providers::of(provider.kind).chat(call, body, stream).await
 }
 
 /// [`chat`] with every secret the provider may need.
@@ -78,50 +76,21 @@ pub async fn chat_with(
     body: &Value,
     stream: bool,
 ) -> Result<Answer, UpstreamError> {
-    let name = provider.name.as_str();
-    let api_key = credentials.api_key;
-    match provider.kind {
-        ProviderKind::OpenaiCompatible => {
-            let body = openai::adjust_for_preset(provider.preset.as_deref(), body);
-            openai::chat(http, name, &provider.base_url, api_key, &body, stream).await
-        }
-        ProviderKind::Azure => azure::chat(http, provider, api_key, body, stream).await,
-        ProviderKind::Anthropic => anthropic::chat(http, provider, api_key, body, stream).await,
-        ProviderKind::Gemini => gemini::chat(http, provider, api_key, body, stream).await,
-        ProviderKind::Bedrock => bedrock::chat(http, provider, credentials, body, stream).await,
-        ProviderKind::Cohere => cohere::chat(http, provider, api_key, body, stream).await,
-        ProviderKind::Stability
-        | ProviderKind::Elevenlabs
-        | ProviderKind::Assemblyai
-        | ProviderKind::Replicate
-        | ProviderKind::Runway => Err(media::unsupported(provider, Endpoint::Chat)),
-    }
+    let call = Call {
+        http,
+        spec: provider,
+        credentials,
+    };
+    providers::of(provider.kind).chat(call, body, stream).await
 }
 
-/// Calls `provider`'s embeddings with an OpenAI-format body (model already
-/// set): OpenAI-compatible `/embeddings`, or natively Gemini and Cohere.
-/// Other providers are refused with a clear error.
+/// Calls `provider`'s embeddings with an OpenAI-format body (model set).
 pub async fn embeddings(
     http: &reqwest::Client,
     provider: &ProviderSpec,
     api_key: Option<&SecretString>,
     body: &Value,
 ) -> Result<Answer, UpstreamError> {
-    match provider.kind {
-        ProviderKind::OpenaiCompatible => {
-            openai::call(
-                http,
-                &provider.name,
-                &provider.base_url,
-                api_key,
-                "embeddings",
-                body,
-                false,
-            )
-            .await
-        }
-        ProviderKind::Gemini => embeddings::gemini(http, provider, api_key, body).await,
-        ProviderKind::Cohere => embeddings::cohere(http, provider, api_key, body).await,
-        _ => Err(media::unsupported(provider, Endpoint::Embeddings)),
-    }
+    let call = Call::with_key(http, provider, api_key);
+    providers::of(provider.kind).embeddings(call, body).await
 }

@@ -20,13 +20,14 @@ use crate::adapter::{self, Answer};
 use crate::candidates;
 use crate::convert;
 use crate::dialect::{self, NativeAnswer};
-use crate::media;
-use crate::openai::UpstreamError;
 use crate::process::json_bytes;
+use crate::providers;
 use crate::record::Billed;
 use crate::relay::relay_stream;
 use crate::reply::Replier;
 use crate::spans;
+use crate::upstream;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use aigw_events::provider::ProviderKind;
 use aigw_runtime::estimate;
 use aigw_runtime::health::Admission;
@@ -82,7 +83,7 @@ pub(crate) async fn credential_health(
                 .await
         }
         AttemptResult::Failed { error, .. }
-            if error.class == ErrorClass::RateLimited
+            if error.class() == ErrorClass::RateLimited
                 || matches!(error.upstream_status, Some(401 | 403)) =>
         {
             shared
@@ -138,15 +139,10 @@ pub(crate) async fn attempt(
         [Err(e), _] | [_, Err(e)] => {
             tracing::error!(provider = %provider.name, error = %e, "cannot open the provider credential");
             return AttemptResult::Failed {
-                error: UpstreamError {
-                    class: ErrorClass::Upstream,
-                    upstream_status: None,
-                    status: 502,
-                    error_type: "upstream_error".into(),
-                    code: Some("provider_credential_unavailable".into()),
-                    message: format!("provider {} is misconfigured", provider.name),
-                    retry_after: None,
-                },
+                error: UpstreamError::new(
+                    UpstreamErrorKind::CredentialUnavailable,
+                    format!("provider {} is misconfigured", provider.name),
+                ),
                 billed: Billed::nothing(),
                 started_stream: false,
             };
@@ -155,9 +151,18 @@ pub(crate) async fn attempt(
     let body = upstream_body(request, &target.model, output_cap_for(request, target));
     let native = dialect::native_to(request, provider);
     let untranslatable = dialect::untranslatable(request, provider);
+    let call = providers::Call {
+        http: &shared.http,
+        spec: provider,
+        credentials: adapter::Credentials {
+            api_key: api_key.as_ref(),
+            session_token: session_token.as_ref(),
+        },
+    };
+    let provider_of = providers::of(provider.kind);
     let call = async {
         match request.endpoint {
-            Endpoint::Chat if untranslatable.is_some() => Err(convert::unsupported(
+            Endpoint::Chat if untranslatable.is_some() => Err(upstream::unsupported(
                 &provider.name,
                 untranslatable.as_deref().unwrap_or_default(),
             )),
@@ -171,34 +176,12 @@ pub(crate) async fn attempt(
             )
             .await
             .map(Answer::Native),
-            Endpoint::Chat => {
-                let credentials = adapter::Credentials {
-                    api_key: api_key.as_ref(),
-                    session_token: session_token.as_ref(),
-                };
-                adapter::chat_with(&shared.http, provider, credentials, &body, request.stream).await
-            }
-            Endpoint::Embeddings => {
-                adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await
-            }
-            Endpoint::Images => {
-                media::images(
-                    &shared.http,
-                    &shared.egress,
-                    provider,
-                    api_key.as_ref(),
-                    &body,
-                )
-                .await
-            }
-            Endpoint::Speech => {
-                media::speech(&shared.http, provider, api_key.as_ref(), &body).await
-            }
+            Endpoint::Chat => provider_of.chat(call, &body, request.stream).await,
+            Endpoint::Embeddings => provider_of.embeddings(call, &body).await,
+            Endpoint::Images => provider_of.images(call, &shared.egress, &body).await,
+            Endpoint::Speech => provider_of.speech(call, &body).await,
             Endpoint::Transcriptions => match upload(shared, request).await {
-                Ok(audio) => {
-                    media::transcriptions(&shared.http, provider, api_key.as_ref(), &body, audio)
-                        .await
-                }
+                Ok(audio) => provider_of.transcriptions(call, &body, audio).await,
                 Err(e) => Err(e),
             },
         }
@@ -364,16 +347,11 @@ pub(crate) async fn upload(
     let lost = |e: String| {
         tracing::error!(request_id = %request.request_id, error = %e, "reading the upload");
         // Not a provider's fault and no other provider would do better: a
-        // non-retryable class, so no failover and no breaker trips.
-        UpstreamError {
-            class: ErrorClass::Client,
-            upstream_status: None,
-            status: 502,
-            error_type: "server_error".into(),
-            code: Some("upload_unavailable".into()),
-            message: "the uploaded file could not be read".into(),
-            retry_after: None,
-        }
+        // non-retryable kind, so no failover and no breaker trips.
+        UpstreamError::new(
+            UpstreamErrorKind::UploadUnavailable,
+            "the uploaded file could not be read",
+        )
     };
     let mut object = shared
         .media
@@ -455,15 +433,7 @@ pub fn upstream_body(
 }
 
 pub(crate) fn cancelled() -> UpstreamError {
-    UpstreamError {
-        class: ErrorClass::Cancelled,
-        upstream_status: None,
-        status: 499,
-        error_type: "client_closed_request".into(),
-        code: Some("client_closed_request".into()),
-        message: "the caller went away".into(),
-        retry_after: None,
-    }
+    UpstreamError::new(UpstreamErrorKind::Cancelled, "the caller went away")
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ pub(crate) fn attempt_result(span: &Span, result: &AttemptResult) {
             if let Some(status) = error.upstream_status {
                 traces::attr(span, "http.response.status_code", i64::from(status));
             }
-            traces::error(span, format!("{:?}", error.class).to_lowercase());
+            traces::error(span, format!("{:?}", error.class()).to_lowercase());
             billed
         }
     };

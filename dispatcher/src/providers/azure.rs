@@ -15,8 +15,28 @@ use serde_json::Value;
 use futures::StreamExt;
 use futures::future::ready;
 
+use super::{Call, Capabilities, Provider, Reply};
 use crate::adapter::{Answer, StreamItem};
-use crate::openai::{self, UpstreamError};
+use crate::providers::openai;
+use crate::upstream::UpstreamError;
+use aigw_events::wire::Endpoint;
+
+/// Azure OpenAI: chat.
+pub struct Azure;
+
+impl Provider for Azure {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Chat],
+            native: &[],
+            max_images: None,
+        }
+    }
+
+    fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {
+        Box::pin(chat(call.http, call.spec, call.api_key(), body, stream))
+    }
+}
 
 /// Data-plane version used when the provider names none (latest GA in the
 /// reference).
