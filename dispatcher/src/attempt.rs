@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::adapter::{self, Answer};
+use crate::answer::{self, Answer};
 use crate::candidates;
 use crate::convert;
 use crate::dialect::{self, NativeAnswer};
@@ -154,7 +154,7 @@ pub(crate) async fn attempt(
     let call = providers::Call {
         http: &shared.http,
         spec: provider,
-        credentials: adapter::Credentials {
+        credentials: answer::Credentials {
             api_key: api_key.as_ref(),
             session_token: session_token.as_ref(),
         },

@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Answer, StreamItem};
+use crate::answer::{Answer, StreamItem};
 use crate::upstream::UpstreamError;
 
 /// Characters escaped in a URL path segment (all but RFC 3986 unreserved).

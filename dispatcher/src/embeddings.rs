@@ -8,7 +8,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::adapter::Answer;
+use crate::answer::Answer;
 use crate::upstream::UpstreamError;
 use crate::upstream::{self, invalid};
 

@@ -3,6 +3,7 @@
 //! request's events exactly once.
 
 pub mod adapter;
+pub mod answer;
 pub mod attempt;
 pub mod candidates;
 pub mod convert;

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::StreamItem;
+use crate::answer::StreamItem;
 use crate::attempt::{AttemptResult, cancelled, message_id};
 use crate::convert;
 use crate::dialect::StreamRenderer;

@@ -783,7 +783,7 @@ pub async fn test_provider(
             "latency_ms": latency_ms,
         }))),
         Err(e) => Err(ApiError::Relayed {
-            status: axum::http::StatusCode::from_u16(e.status)
+            status: axum::http::StatusCode::from_u16(e.status())
                 .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
             body: Bytes::from(serde_json::to_vec(&e.body()).unwrap_or_default()),
             retry_after: e.retry_after,

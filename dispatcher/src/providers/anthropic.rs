@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
 use super::{Call, Capabilities, NativeDialect, Provider, Reply};
-use crate::adapter::{Answer, StreamItem};
+use crate::answer::{Answer, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
 use crate::upstream;
 use crate::upstream::{UpstreamError, broken};

@@ -15,9 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::{Call, Capabilities, Provider, Reply};
-use crate::adapter::Answer;
-use crate::media::KeyHeader;
-use crate::media::{self, Transcript};
+use crate::answer::Answer;
+use crate::providers::media::KeyHeader;
+use crate::providers::media::{self, Transcript};
 use crate::upstream;
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use aigw_events::wire::Endpoint;

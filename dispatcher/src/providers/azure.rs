@@ -16,7 +16,7 @@ use futures::StreamExt;
 use futures::future::ready;
 
 use super::{Call, Capabilities, Provider, Reply};
-use crate::adapter::{Answer, StreamItem};
+use crate::answer::{Answer, StreamItem};
 use crate::providers::openai;
 use crate::upstream::UpstreamError;
 use aigw_events::wire::Endpoint;

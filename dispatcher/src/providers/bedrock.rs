@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
 use super::{Call, Capabilities, Provider, Reply};
-use crate::adapter::{Answer, Credentials, StreamItem};
+use crate::answer::{Answer, Credentials, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
 use crate::upstream;
 use crate::upstream::{UpstreamError, UpstreamErrorKind, broken};

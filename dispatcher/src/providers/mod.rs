@@ -16,6 +16,7 @@ pub mod bedrock;
 pub mod cohere;
 pub mod elevenlabs;
 pub mod gemini;
+pub mod media;
 pub mod openai;
 pub mod replicate;
 pub mod runway;
@@ -29,7 +30,7 @@ use futures::future::BoxFuture;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::adapter::{Answer, Credentials};
+use crate::answer::{Answer, Credentials};
 use crate::upstream::{UpstreamError, unsupported_endpoint};
 
 /// A caller dialect a provider may take verbatim (see `crate::dialect`).

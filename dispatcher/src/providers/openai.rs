@@ -18,8 +18,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{Call, Capabilities, Provider, Reply};
-use crate::adapter::{Answer, StreamItem};
-use crate::media::{self, Transcript};
+use crate::answer::{Answer, StreamItem};
+use crate::providers::media::{self, Transcript};
 use crate::upstream::{self, Part, UpstreamError, UpstreamErrorKind, broken};
 
 /// Any server speaking OpenAI's API: every endpoint, no native dialect.
@@ -417,7 +417,7 @@ pub fn openai_image_usage(answer: &Value) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::transcript_answer;
+    use crate::providers::media::transcript_answer;
     use serde_json::json;
 
     #[test]

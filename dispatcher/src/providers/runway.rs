@@ -17,9 +17,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::{Call, Capabilities, Provider, Reply};
-use crate::adapter::Answer;
-use crate::media;
-use crate::media::KeyHeader;
+use crate::answer::Answer;
+use crate::providers::media;
+use crate::providers::media::KeyHeader;
 use crate::upstream;
 use crate::upstream::UpstreamError;
 use aigw_events::wire::Endpoint;
