@@ -331,11 +331,7 @@ pub(crate) fn message_id(request: &DispatchRequest) -> String {
 /// (polled predictions and tasks), which then produce, and bill, nothing
 /// more. A stream stops, and bills what was relayed (see `relay_stream`).
 pub(crate) fn runs_to_completion(request: &DispatchRequest, kind: ProviderKind) -> bool {
-    !request.stream
-        && !matches!(
-            kind,
-            ProviderKind::Replicate | ProviderKind::Runway | ProviderKind::Assemblyai
-        )
+    !request.stream && !providers::capabilities(kind).cancels_upstream
 }
 
 /// The uploaded audio of a transcription request.

@@ -22,7 +22,12 @@ impl Provider for Anthropic {
             endpoints: &[Endpoint::Chat],
             native: &[NativeDialect::AnthropicMessages],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "anthropic".into()
     }
 
     fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {

@@ -32,7 +32,12 @@ impl Provider for Assemblyai {
             endpoints: &[Endpoint::Transcriptions],
             native: &[],
             max_images: None,
+            cancels_upstream: true,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "assemblyai".into()
     }
 
     fn transcriptions<'a>(&'a self, call: Call<'a>, body: &'a Value, audio: Bytes) -> Reply<'a> {

@@ -30,7 +30,12 @@ impl Provider for Azure {
             endpoints: &[Endpoint::Chat],
             native: &[],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "azure.ai.openai".into()
     }
 
     fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {

@@ -32,7 +32,12 @@ impl Provider for Bedrock {
             endpoints: &[Endpoint::Chat],
             native: &[],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "aws.bedrock".into()
     }
 
     fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {

@@ -23,7 +23,12 @@ impl Provider for Cohere {
             endpoints: &[Endpoint::Chat, Endpoint::Embeddings],
             native: &[],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "cohere".into()
     }
 
     fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {

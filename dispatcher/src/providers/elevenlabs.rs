@@ -26,7 +26,12 @@ impl Provider for Elevenlabs {
             endpoints: &[Endpoint::Speech],
             native: &[],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "elevenlabs".into()
     }
 
     fn speech<'a>(&'a self, call: super::Call<'a>, body: &'a Value) -> Reply<'a> {

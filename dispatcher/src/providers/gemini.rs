@@ -26,7 +26,12 @@ impl Provider for Gemini {
             endpoints: &[Endpoint::Chat, Endpoint::Embeddings],
             native: &[NativeDialect::GeminiGenerate],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "gcp.gemini".into()
     }
 
     fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {

@@ -50,6 +50,10 @@ pub struct Capabilities {
     /// The most images one request may ask of it, where it has a limit of
     /// its own (below the API's 10).
     pub max_images: Option<u64>,
+    /// Whether an abandoned call (deadline, caller gone) cancels the
+    /// provider's task, which then produces and bills nothing more (polled
+    /// predictions and tasks); other calls are let run to their end.
+    pub cancels_upstream: bool,
 }
 
 impl Capabilities {
@@ -126,6 +130,9 @@ fn refuse<'a>(call: Call<'a>, endpoint: Endpoint) -> Reply<'a> {
 pub trait Provider: Sync {
     /// What it serves; every endpoint listed here is overridden below.
     fn serves(&self) -> Capabilities;
+
+    /// The GenAI `gen_ai.system` of a provider of this kind.
+    fn gen_ai_system(&self, spec: &ProviderSpec) -> String;
 
     /// `POST /v1/chat/completions`.
     fn chat<'a>(&'a self, call: Call<'a>, _body: &'a Value, _stream: bool) -> Reply<'a> {
@@ -341,5 +348,40 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn trace_names_and_upstream_cancellation_per_kind() {
+        use ProviderKind as K;
+        let expected = [
+            (K::OpenaiCompatible, "openai", false),
+            (K::Azure, "azure.ai.openai", false),
+            (K::Anthropic, "anthropic", false),
+            (K::Gemini, "gcp.gemini", false),
+            (K::Bedrock, "aws.bedrock", false),
+            (K::Cohere, "cohere", false),
+            (K::Stability, "stability", false),
+            (K::Elevenlabs, "elevenlabs", false),
+            (K::Assemblyai, "assemblyai", true),
+            (K::Replicate, "replicate", true),
+            (K::Runway, "runway", true),
+        ];
+        assert_eq!(expected.len(), all_kinds().len());
+        for (kind, system, cancels) in expected {
+            let spec = ProviderSpec {
+                kind,
+                ..ProviderSpec::default()
+            };
+            assert_eq!(of(kind).gen_ai_system(&spec), system, "{kind:?}");
+            assert_eq!(capabilities(kind).cancels_upstream, cancels, "{kind:?}");
+        }
+        let deepseek = ProviderSpec {
+            preset: Some("deepseek".into()),
+            ..ProviderSpec::default()
+        };
+        assert_eq!(
+            of(ProviderKind::OpenaiCompatible).gen_ai_system(&deepseek),
+            "deepseek"
+        );
     }
 }

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use aigw_events::Usage;
+use aigw_events::provider::ProviderSpec;
 use aigw_events::wire::Endpoint;
 use aigw_runtime::egress::Egress;
 use bytes::Bytes;
@@ -37,7 +38,13 @@ impl Provider for OpenaiCompatible {
             ],
             native: &[],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    /// Its preset (`deepseek`, `mistral`, ...), else `openai`.
+    fn gen_ai_system(&self, spec: &ProviderSpec) -> String {
+        spec.preset.clone().unwrap_or_else(|| "openai".into())
     }
 
     fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {

@@ -35,7 +35,12 @@ impl Provider for Replicate {
             endpoints: &[Endpoint::Images],
             native: &[],
             max_images: Some(MAX_OUTPUTS),
+            cancels_upstream: true,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "replicate".into()
     }
 
     fn images<'a>(&'a self, call: Call<'a>, egress: &'a Egress, body: &'a Value) -> Reply<'a> {

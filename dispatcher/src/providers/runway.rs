@@ -34,7 +34,12 @@ impl Provider for Runway {
             endpoints: &[Endpoint::Images],
             native: &[],
             max_images: Some(MAX_IMAGES),
+            cancels_upstream: true,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "runway".into()
     }
 
     fn images<'a>(&'a self, call: Call<'a>, egress: &'a Egress, body: &'a Value) -> Reply<'a> {

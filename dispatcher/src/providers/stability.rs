@@ -30,7 +30,12 @@ impl Provider for Stability {
             endpoints: &[Endpoint::Images],
             native: &[],
             max_images: None,
+            cancels_upstream: false,
         }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "stability".into()
     }
 
     fn images<'a>(
