@@ -151,7 +151,7 @@ pub(crate) async fn attempt(
     let body = upstream_body(request, &target.model, output_cap_for(request, target));
     let native = dialect::native_to(request, provider);
     let untranslatable = dialect::untranslatable(request, provider);
-    let call = providers::Call {
+    let to_provider = providers::Call {
         http: &shared.http,
         spec: provider,
         credentials: answer::Credentials {
@@ -159,7 +159,7 @@ pub(crate) async fn attempt(
             session_token: session_token.as_ref(),
         },
     };
-    let provider_of = providers::of(provider.kind);
+    let provider_code = providers::of(provider.kind);
     let call = async {
         match request.endpoint {
             Endpoint::Chat if untranslatable.is_some() => Err(upstream::unsupported(
@@ -176,12 +176,20 @@ pub(crate) async fn attempt(
             )
             .await
             .map(Answer::Native),
-            Endpoint::Chat => provider_of.chat(call, &body, request.stream).await,
-            Endpoint::Embeddings => provider_of.embeddings(call, &body).await,
-            Endpoint::Images => provider_of.images(call, &shared.egress, &body).await,
-            Endpoint::Speech => provider_of.speech(call, &body).await,
+            Endpoint::Chat => provider_code.chat(to_provider, &body, request.stream).await,
+            Endpoint::Embeddings => provider_code.embeddings(to_provider, &body).await,
+            Endpoint::Images => {
+                provider_code
+                    .images(to_provider, &shared.egress, &body)
+                    .await
+            }
+            Endpoint::Speech => provider_code.speech(to_provider, &body).await,
             Endpoint::Transcriptions => match upload(shared, request).await {
-                Ok(audio) => provider_of.transcriptions(call, &body, audio).await,
+                Ok(audio) => {
+                    provider_code
+                        .transcriptions(to_provider, &body, audio)
+                        .await
+                }
                 Err(e) => Err(e),
             },
         }
