@@ -3,9 +3,9 @@
 //!
 //! Invariants: what the caller is told (HTTP status, OpenAI error `type`
 //! and `code`) and the [`ErrorClass`] that decides failover, retries and
-//! breakers are derived from the kind in one place, [`UpstreamErrorKind::
-//! describe`]; no call site writes them out. Only the kinds that relay an
-//! upstream's own type or code carry them.
+//! breakers are derived from the kind in one place,
+//! [`UpstreamErrorKind::describe`]; no call site writes them out. Only the
+//! kinds that relay an upstream's own type or code carry them.
 
 use aigw_events::{ErrorClass, wire};
 use serde_json::Value;
