@@ -15,17 +15,18 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::adapter::{self, Answer};
+use crate::answer::{self, Answer};
 use crate::candidates;
 use crate::convert;
 use crate::dialect::{self, NativeAnswer};
-use crate::media;
-use crate::openai::UpstreamError;
 use crate::process::json_bytes;
+use crate::providers;
 use crate::record::Billed;
 use crate::relay::relay_stream;
 use crate::reply::Replier;
 use crate::spans;
+use crate::upstream;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use aigw_events::provider::ProviderKind;
 use aigw_runtime::estimate;
 use aigw_runtime::health::Admission;
@@ -81,7 +82,7 @@ pub(crate) async fn credential_health(
                 .await
         }
         AttemptResult::Failed { error, .. }
-            if error.class == ErrorClass::RateLimited
+            if error.class() == ErrorClass::RateLimited
                 || matches!(error.upstream_status, Some(401 | 403)) =>
         {
             shared
@@ -123,15 +124,10 @@ pub(crate) async fn attempt(
         Err(e) => {
             tracing::error!(provider = %provider.name, error = %e, "cannot open the provider credential");
             return AttemptResult::Failed {
-                error: UpstreamError {
-                    class: ErrorClass::Upstream,
-                    upstream_status: None,
-                    status: 502,
-                    error_type: "upstream_error".into(),
-                    code: Some("provider_credential_unavailable".into()),
-                    message: format!("provider {} is misconfigured", provider.name),
-                    retry_after: None,
-                },
+                error: UpstreamError::new(
+                    UpstreamErrorKind::CredentialUnavailable,
+                    format!("provider {} is misconfigured", provider.name),
+                ),
                 billed: Billed::nothing(),
                 started_stream: false,
             };
@@ -140,9 +136,18 @@ pub(crate) async fn attempt(
     let body = upstream_body(request, &target.model, output_cap_for(request, target));
     let native = dialect::native_to(request, provider);
     let untranslatable = dialect::untranslatable(request, provider);
+    let to_provider = providers::Call {
+        http: &shared.http,
+        spec: provider,
+        credentials: answer::Credentials {
+            api_key: api_key.as_ref(),
+            session_token: session_token.as_ref(),
+        },
+    };
+    let provider_code = providers::of(provider.kind);
     let call = async {
         match request.endpoint {
-            Endpoint::Chat if untranslatable.is_some() => Err(convert::unsupported(
+            Endpoint::Chat if untranslatable.is_some() => Err(upstream::unsupported(
                 &provider.name,
                 untranslatable.as_deref().unwrap_or_default(),
             )),
@@ -156,32 +161,18 @@ pub(crate) async fn attempt(
             )
             .await
             .map(Answer::Native),
-            Endpoint::Chat => {
-                let credentials = adapter::Credentials {
-                    api_key: api_key.as_ref(),
-                    session_token: session_token.as_ref(),
-                };
-                adapter::chat_with(&shared.http, provider, credentials, &body, request.stream).await
-            }
-            Endpoint::Embeddings => {
-                adapter::embeddings(&shared.http, provider, api_key.as_ref(), &body).await
-            }
+            Endpoint::Chat => provider_code.chat(to_provider, &body, request.stream).await,
+            Endpoint::Embeddings => provider_code.embeddings(to_provider, &body).await,
             Endpoint::Images => {
-                media::images(
-                    &shared.http,
-                    &shared.egress,
-                    provider,
-                    api_key.as_ref(),
-                    &body,
-                )
-                .await
+                provider_code
+                    .images(to_provider, &shared.egress, &body)
+                    .await
             }
-            Endpoint::Speech => {
-                media::speech(&shared.http, provider, api_key.as_ref(), &body).await
-            }
+            Endpoint::Speech => provider_code.speech(to_provider, &body).await,
             Endpoint::Transcriptions => match upload(shared, request).await {
                 Ok(audio) => {
-                    media::transcriptions(&shared.http, provider, api_key.as_ref(), &body, audio)
+                    provider_code
+                        .transcriptions(to_provider, &body, audio)
                         .await
                 }
                 Err(e) => Err(e),
@@ -333,11 +324,7 @@ pub(crate) fn message_id(request: &DispatchRequest) -> String {
 /// (polled predictions and tasks), which then produce, and bill, nothing
 /// more. A stream stops, and bills what was relayed (see `relay_stream`).
 pub(crate) fn runs_to_completion(request: &DispatchRequest, kind: ProviderKind) -> bool {
-    !request.stream
-        && !matches!(
-            kind,
-            ProviderKind::Replicate | ProviderKind::Runway | ProviderKind::Assemblyai
-        )
+    !request.stream && !providers::capabilities(kind).cancels_upstream
 }
 
 /// The uploaded audio of a transcription request.
@@ -349,16 +336,11 @@ pub(crate) async fn upload(
     let lost = |e: String| {
         tracing::error!(request_id = %request.request_id, error = %e, "reading the upload");
         // Not a provider's fault and no other provider would do better: a
-        // non-retryable class, so no failover and no breaker trips.
-        UpstreamError {
-            class: ErrorClass::Client,
-            upstream_status: None,
-            status: 502,
-            error_type: "server_error".into(),
-            code: Some("upload_unavailable".into()),
-            message: "the uploaded file could not be read".into(),
-            retry_after: None,
-        }
+        // non-retryable kind, so no failover and no breaker trips.
+        UpstreamError::new(
+            UpstreamErrorKind::UploadUnavailable,
+            "the uploaded file could not be read",
+        )
     };
     let mut object = shared
         .media
@@ -440,15 +422,7 @@ pub fn upstream_body(
 }
 
 pub(crate) fn cancelled() -> UpstreamError {
-    UpstreamError {
-        class: ErrorClass::Cancelled,
-        upstream_status: None,
-        status: 499,
-        error_type: "client_closed_request".into(),
-        code: Some("client_closed_request".into()),
-        message: "the caller went away".into(),
-        retry_after: None,
-    }
+    UpstreamError::new(UpstreamErrorKind::Cancelled, "the caller went away")
 }
 
 #[cfg(test)]

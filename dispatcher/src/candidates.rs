@@ -14,15 +14,15 @@
 //! A request none of whose targets qualifies is refused with a clear error,
 //! never sent somewhere else.
 
+use aigw_events::Usage;
 use aigw_events::key::KeyScopes;
 use aigw_events::pricing;
 use aigw_events::wire::DispatchRequest;
-use aigw_events::{ErrorClass, Usage};
 use aigw_runtime::Target;
 use aigw_runtime::worst_case::{self, TargetLimits};
 
 use crate::Shared;
-use crate::openai::UpstreamError;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 
 /// The scopes the request was admitted under (older messages carry none:
 /// the key's current scopes then apply).
@@ -68,40 +68,24 @@ pub enum NoCandidate {
 
 impl NoCandidate {
     pub fn error(self, model: &str, path: &str) -> UpstreamError {
-        let (status, error_type, code, message, class) = match self {
+        let (kind, message) = match self {
             NoCandidate::Unsupported => (
-                400,
-                "invalid_request_error",
-                "unsupported_endpoint",
+                UpstreamErrorKind::UnsupportedEndpoint,
                 format!("no provider of `{model}` offers {path} through aigw"),
-                ErrorClass::Client,
             ),
             NoCandidate::NotAllowed => (
-                403,
-                "invalid_request_error",
-                "provider_not_allowed",
+                UpstreamErrorKind::ProviderNotAllowed,
                 "This key may not use the providers that serve this model.".to_string(),
-                ErrorClass::Client,
             ),
             NoCandidate::OverHold => (
-                503,
-                "server_error",
-                "hold_exceeded",
+                UpstreamErrorKind::HoldExceeded,
                 format!(
                     "the providers of `{model}` changed while the request waited, and its budget hold no longer covers them; retry"
                 ),
-                ErrorClass::Upstream,
             ),
         };
-        UpstreamError {
-            class,
-            upstream_status: None,
-            status,
-            error_type: error_type.into(),
-            code: Some(code.into()),
-            message,
-            retry_after: (self == NoCandidate::OverHold).then(|| "1".to_string()),
-        }
+        UpstreamError::new(kind, message)
+            .retry_after((self == NoCandidate::OverHold).then(|| "1".to_string()))
     }
 }
 
@@ -114,9 +98,7 @@ pub fn filter(
     let serving: Vec<Target> = targets
         .into_iter()
         .filter(|t| {
-            t.provider
-                .spec
-                .kind
+            crate::providers::capabilities(t.provider.spec.kind)
                 .serves_body(request.endpoint, &request.body)
         })
         .collect();

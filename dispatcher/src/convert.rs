@@ -4,14 +4,14 @@
 
 use std::collections::VecDeque;
 
-use aigw_events::{ErrorClass, Usage};
+use aigw_events::Usage;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Answer, StreamItem};
-use crate::openai::UpstreamError;
+use crate::answer::{Answer, StreamItem};
+use crate::upstream::UpstreamError;
 
 /// Characters escaped in a URL path segment (all but RFC 3986 unreserved).
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -498,88 +498,6 @@ where
         }
     })
     .boxed()
-}
-
-/// A response body aigw could not understand.
-pub fn invalid_response(provider: &str, status: u16) -> UpstreamError {
-    UpstreamError {
-        class: ErrorClass::Upstream,
-        upstream_status: Some(status),
-        status: 502,
-        error_type: "upstream_error".into(),
-        code: Some("upstream_invalid_response".into()),
-        message: format!("provider {provider} sent a response aigw could not read"),
-        retry_after: None,
-    }
-}
-
-/// A request aigw cannot translate for this provider (the caller's fault).
-pub fn unsupported(provider: &str, what: &str) -> UpstreamError {
-    UpstreamError {
-        class: ErrorClass::Client,
-        upstream_status: None,
-        status: 400,
-        error_type: "invalid_request_error".into(),
-        code: Some("unsupported_for_provider".into()),
-        message: format!("provider {provider}: {what}"),
-        retry_after: None,
-    }
-}
-
-/// A provider misconfigured in aigw (missing setting or credential).
-pub fn misconfigured(provider: &str, what: &str) -> UpstreamError {
-    UpstreamError {
-        class: ErrorClass::Upstream,
-        upstream_status: None,
-        status: 502,
-        error_type: "upstream_error".into(),
-        code: Some("provider_misconfigured".into()),
-        message: format!("provider {provider} is misconfigured: {what}"),
-        retry_after: None,
-    }
-}
-
-/// Sends `request`, returning the response when it succeeded and the
-/// classified error otherwise.
-pub async fn send(
-    request: reqwest::RequestBuilder,
-    provider: &str,
-) -> Result<reqwest::Response, UpstreamError> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| crate::openai::transport_error(&e, provider))?;
-    if !response.status().is_success() {
-        return Err(crate::openai::error_from_response(response, provider).await);
-    }
-    Ok(response)
-}
-
-/// Reads a successful JSON response body.
-pub async fn read_json(
-    response: reqwest::Response,
-    provider: &str,
-) -> Result<Value, UpstreamError> {
-    let status = response.status().as_u16();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| crate::openai::transport_error(&e, provider))?;
-    serde_json::from_slice(&body).map_err(|_| invalid_response(provider, status))
-}
-
-/// An SSE body as `(event name, data)` pairs.
-pub fn sse_events(
-    response: reqwest::Response,
-    provider: String,
-) -> impl Stream<Item = Result<(String, String), UpstreamError>> + Send + 'static {
-    crate::sse::events(response.bytes_stream()).map(move |event| match event {
-        Ok(ev) => Ok((ev.event, ev.data)),
-        Err(eventsource_stream::EventStreamError::Transport(t)) if t.is_timeout() => {
-            Err(crate::openai::broken(&provider, "the stream stalled"))
-        }
-        Err(_) => Err(crate::openai::broken(&provider, "the stream broke")),
-    })
 }
 
 /// Reads a non-negative integer field.

@@ -4,16 +4,13 @@
 //! asks `encoding_format: "base64"` (the OpenAI SDKs' default).
 
 use aigw_events::Usage;
-use aigw_events::provider::ProviderSpec;
 use base64::Engine;
 use bytes::Bytes;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::adapter::Answer;
-use crate::media;
-use crate::openai::UpstreamError;
-use crate::{convert, media::invalid};
+use crate::answer::Answer;
+use crate::upstream::UpstreamError;
+use crate::upstream::{self, invalid};
 
 /// The texts of an OpenAI `input`: a string or an array of strings.
 pub fn texts(body: &Value) -> Result<Vec<String>, UpstreamError> {
@@ -107,61 +104,21 @@ pub fn to_openai(vectors: Vec<Vec<f64>>, model: &str, base64: bool, prompt_token
     })
 }
 
-fn answer(
+/// An OpenAI embeddings answer from a provider's vectors.
+pub fn answer(
     parsed: &Value,
     body: &Value,
     model: &str,
     usage: Option<Usage>,
     provider: &str,
 ) -> Result<Answer, UpstreamError> {
-    let vectors = vectors(parsed).ok_or_else(|| media::not_json(provider))?;
+    let vectors = vectors(parsed).ok_or_else(|| upstream::not_json(provider))?;
     let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let out = to_openai(vectors, model, base64, usage.map_or(0, |u| u.prompt_tokens));
     Ok(Answer::Full {
         body: Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
         usage,
     })
-}
-
-pub async fn gemini(
-    http: &reqwest::Client,
-    provider: &ProviderSpec,
-    api_key: Option<&SecretString>,
-    body: &Value,
-) -> Result<Answer, UpstreamError> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    let model = model.strip_prefix("models/").unwrap_or(model);
-    let url = format!(
-        "{}/models/{}:batchEmbedContents",
-        provider.base_url.trim_end_matches('/'),
-        convert::path_segment(model)
-    );
-    let mut request = http.post(url).json(&to_gemini(body, model)?);
-    if let Some(key) = api_key {
-        request = request.header("x-goog-api-key", key.expose_secret());
-    }
-    let response = convert::send(request, &provider.name).await?;
-    let parsed = convert::read_json(response, &provider.name).await?;
-    // Gemini reports no token counts: the dispatcher estimates (flagged).
-    answer(&parsed, body, model, None, &provider.name)
-}
-
-pub async fn cohere(
-    http: &reqwest::Client,
-    provider: &ProviderSpec,
-    api_key: Option<&SecretString>,
-    body: &Value,
-) -> Result<Answer, UpstreamError> {
-    let url = format!("{}/v2/embed", provider.base_url.trim_end_matches('/'));
-    let mut request = http.post(url).json(&to_cohere(body)?);
-    if let Some(key) = api_key {
-        request = request.bearer_auth(key.expose_secret());
-    }
-    let response = convert::send(request, &provider.name).await?;
-    let parsed = convert::read_json(response, &provider.name).await?;
-    let usage = parsed.get("meta").map(crate::cohere::usage);
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    answer(&parsed, body, model, usage, &provider.name)
 }
 
 #[cfg(test)]
@@ -185,7 +142,7 @@ mod tests {
                 "embedding_types": ["float"]})
         );
         assert_eq!(
-            texts(&json!({"input": [[1, 2, 3]]})).unwrap_err().status,
+            texts(&json!({"input": [[1, 2, 3]]})).unwrap_err().status(),
             400
         );
     }

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use aigw_events::wire::DispatchRequest;
 use aigw_events::{
-    Delivery, ErrorClass, JobCommand, JobError, JobResult, META_ACTOR, META_REQUEST_ID, Outcome,
-    Usage,
+    Delivery, JobCommand, JobError, JobResult, META_ACTOR, META_REQUEST_ID, Outcome, Usage,
 };
 use aigw_runtime::bodies;
 use aigw_runtime::crypto::webhook_signature;
@@ -31,10 +30,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::openai::UpstreamError;
 use crate::process::{body_unavailable, failed, json_bytes, keep_alive, run};
 use crate::record::{Billed, recorded_usage, request_command, settle};
 use crate::reply::Replier;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 
 /// A message whose job row never appeared (its ingress died between queueing
 /// and storing it, so its caller never got a 202) is dropped after this.
@@ -162,17 +161,12 @@ async fn run_job(
     // Something kept killing the dispatchers running this job: fail it
     // rather than loop.
     let (attempts, outcome, route) = if runs > shared.max_deliver {
-        let err = UpstreamError {
-            class: ErrorClass::Upstream,
-            upstream_status: None,
-            status: 502,
-            error_type: "upstream_error".into(),
-            code: Some("delivery_limit".into()),
-            message: "the job could not be completed".into(),
-            retry_after: None,
-        };
+        let err = UpstreamError::new(
+            UpstreamErrorKind::DeliveryLimit,
+            "the job could not be completed",
+        );
         replier
-            .error(err.status, json_bytes(&err.body()), None, 0)
+            .error(err.status(), json_bytes(&err.body()), None, 0)
             .await;
         (vec![], failed(&err, Billed::nothing(), 0), None)
     } else {
@@ -190,7 +184,7 @@ async fn run_job(
             Err(e) => {
                 let err = body_unavailable(id, &e);
                 replier
-                    .error(err.status, json_bytes(&err.body()), None, 0)
+                    .error(err.status(), json_bytes(&err.body()), None, 0)
                     .await;
                 (vec![], failed(&err, Billed::nothing(), 0), None)
             }

@@ -3,34 +3,25 @@
 //! request's events exactly once.
 
 pub mod adapter;
-pub mod anthropic;
-pub mod assemblyai;
+pub mod answer;
 pub mod attempt;
-pub mod azure;
-pub mod bedrock;
 pub mod candidates;
-pub mod cohere;
 pub mod convert;
 pub mod dialect;
-pub mod elevenlabs;
 pub mod embeddings;
-pub mod gemini;
 pub mod jobs;
 pub mod media;
-pub mod openai;
 pub mod probe;
 pub mod process;
 pub mod provider_test;
+pub mod providers;
 pub mod pull;
 pub mod record;
 pub mod relay;
-pub mod replicate;
 pub mod reply;
 pub mod routing;
-pub mod runway;
 pub mod spans;
-pub mod sse;
-pub mod stability;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

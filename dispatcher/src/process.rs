@@ -22,11 +22,11 @@ use tracing::Instrument;
 use crate::Shared;
 use crate::attempt::{AttemptResult, attempt, choose_credential, credential_health};
 use crate::candidates;
-use crate::openai::UpstreamError;
 use crate::record::{Billed, Recorded, record, recorded_usage, settle};
 use crate::reply::Replier;
 use crate::routing::Slot;
 use crate::spans;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use aigw_runtime::estimate;
 use aigw_runtime::health::Admission;
 
@@ -96,36 +96,26 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
     let replier = Replier::new(shared.client.clone(), request.reply_to.clone(), delivered);
 
     let (attempts, outcome, route) = if expired {
-        let err = UpstreamError {
-            class: ErrorClass::Timeout,
-            upstream_status: None,
-            status: 504,
-            error_type: "server_error".into(),
-            code: Some("expired_in_queue".into()),
-            message: "the request waited too long for a dispatcher".into(),
-            retry_after: None,
-        };
+        let err = UpstreamError::new(
+            UpstreamErrorKind::ExpiredInQueue,
+            "the request waited too long for a dispatcher",
+        );
         (vec![], failed(&err, Billed::nothing(), 0), None)
     } else if delivered >= shared.max_deliver {
         // Something kept killing the dispatchers working on this request:
         // give up on it rather than loop.
-        let err = UpstreamError {
-            class: ErrorClass::Upstream,
-            upstream_status: None,
-            status: 502,
-            error_type: "upstream_error".into(),
-            code: Some("delivery_limit".into()),
-            message: "the request could not be completed".into(),
-            retry_after: None,
-        };
+        let err = UpstreamError::new(
+            UpstreamErrorKind::DeliveryLimit,
+            "the request could not be completed",
+        );
         replier
-            .error(err.status, json_bytes(&err.body()), None, 0)
+            .error(err.status(), json_bytes(&err.body()), None, 0)
             .await;
         (vec![], failed(&err, Billed::nothing(), 0), None)
     } else if let Err(e) = body {
         let err = body_unavailable(id, &e);
         replier
-            .error(err.status, json_bytes(&err.body()), None, 0)
+            .error(err.status(), json_bytes(&err.body()), None, 0)
             .await;
         (vec![], failed(&err, Billed::nothing(), 0), None)
     } else {
@@ -182,15 +172,10 @@ pub async fn handle(shared: Arc<Shared>, msg: Message) {
 /// failed, not retried. Not a provider's fault, so no failover or breaker.
 pub(crate) fn body_unavailable(id: uuid::Uuid, e: &BodyError) -> UpstreamError {
     tracing::error!(request_id = %id, error = %e, "the request body is gone");
-    UpstreamError {
-        class: ErrorClass::Client,
-        upstream_status: None,
-        status: 502,
-        error_type: "server_error".into(),
-        code: Some("body_unavailable".into()),
-        message: "the request body could not be read (it expired or was deleted before a dispatcher ran the request)".into(),
-        retry_after: None,
-    }
+    UpstreamError::new(
+        UpstreamErrorKind::BodyUnavailable,
+        "the request body could not be read (it expired or was deleted before a dispatcher ran the request)",
+    )
 }
 
 /// Keeps the JetStream message from being redelivered while we still work on
@@ -222,23 +207,15 @@ pub(crate) async fn run(
     {
         Ok(t) => t,
         Err(e) => {
-            let (status, code) = match e {
-                ResolveError::AmbiguousModel { .. } => (400, "ambiguous_model"),
+            let kind = match e {
+                ResolveError::AmbiguousModel { .. } => UpstreamErrorKind::AmbiguousModel,
                 ResolveError::UnknownModel(_)
                 | ResolveError::UnknownProvider(_)
-                | ResolveError::ProviderDisabled(_) => (404, "model_not_found"),
+                | ResolveError::ProviderDisabled(_) => UpstreamErrorKind::ModelNotFound,
             };
-            let err = UpstreamError {
-                class: ErrorClass::Client,
-                upstream_status: None,
-                status,
-                error_type: "invalid_request_error".into(),
-                code: Some(code.into()),
-                message: e.to_string(),
-                retry_after: None,
-            };
+            let err = UpstreamError::new(kind, e.to_string());
             replier
-                .error(status, json_bytes(&err.body()), None, 0)
+                .error(err.status(), json_bytes(&err.body()), None, 0)
                 .await;
             return (vec![], failed(&err, Billed::nothing(), 0), None);
         }
@@ -251,7 +228,7 @@ pub(crate) async fn run(
             let err = none.error(&request.model, request.endpoint.path());
             replier
                 .error(
-                    err.status,
+                    err.status(),
                     json_bytes(&err.body()),
                     err.retry_after.as_deref(),
                     0,
@@ -400,10 +377,10 @@ pub(crate) async fn run(
                     started_stream,
                 } => {
                     record.status = error.upstream_status;
-                    record.error = Some(error.class);
+                    record.error = Some(error.class());
                     attempts.push(record);
-                    count_upstream(target, error_label(error.class));
-                    if error.class.is_retryable() {
+                    count_upstream(target, error_label(error.class()));
+                    if error.class().is_retryable() {
                         shared
                             .health
                             .failure(
@@ -415,13 +392,13 @@ pub(crate) async fn run(
                             )
                             .await;
                     }
-                    if started_stream || !error.class.is_retryable() {
+                    if started_stream || !error.class().is_retryable() {
                         // Bytes already reached the caller, or the caller's
                         // own request is at fault: no other target helps.
                         if !started_stream {
                             replier
                                 .error(
-                                    error.status,
+                                    error.status(),
                                     json_bytes(&error.body()),
                                     error.retry_after.as_deref(),
                                     attempts.len(),
@@ -434,7 +411,7 @@ pub(crate) async fn run(
                     tracing::info!(
                         request_id = %request.request_id,
                         target = %target.label(),
-                        class = ?error.class,
+                        class = ?error.class(),
                         retry,
                         "attempt failed"
                     );
@@ -459,25 +436,21 @@ pub(crate) async fn run(
         route.reason = format!("{}; skipped {}", route.reason, skipped.join(", "));
     }
     let error = match last_error {
-        Some(e) if Instant::now() < deadline || e.class == ErrorClass::Timeout => e,
+        Some(e) if Instant::now() < deadline || e.class() == ErrorClass::Timeout => e,
         Some(_) => deadline_passed(),
-        None if attempts.is_empty() && soonest_retry_ms.is_some() => UpstreamError {
-            class: ErrorClass::Upstream,
-            upstream_status: None,
-            status: 503,
-            error_type: "server_error".into(),
-            code: Some("no_healthy_provider".into()),
-            message: format!(
+        None if attempts.is_empty() && soonest_retry_ms.is_some() => UpstreamError::new(
+            UpstreamErrorKind::NoHealthyProvider,
+            format!(
                 "every provider of `{}` is failing right now (circuit open); retry later",
                 request.model
             ),
-            retry_after: soonest_retry_ms.map(|ms| (ms / 1000 + 1).to_string()),
-        },
+        )
+        .retry_after(soonest_retry_ms.map(|ms| (ms / 1000 + 1).to_string())),
         None => deadline_passed(),
     };
     replier
         .error(
-            error.status,
+            error.status(),
             json_bytes(&error.body()),
             error.retry_after.as_deref(),
             attempts.len(),
@@ -504,22 +477,17 @@ fn backoff(retry: u32, retry_after: Option<&str>) -> Duration {
 }
 
 fn deadline_passed() -> UpstreamError {
-    UpstreamError {
-        class: ErrorClass::Timeout,
-        upstream_status: None,
-        status: 504,
-        error_type: "upstream_timeout".into(),
-        code: Some("upstream_timeout".into()),
-        message: "no provider answered within the request's deadline".into(),
-        retry_after: None,
-    }
+    UpstreamError::new(
+        UpstreamErrorKind::Timeout,
+        "no provider answered within the request's deadline",
+    )
 }
 
 /// A failed outcome, with what the provider may bill for it.
 pub(crate) fn failed(error: &UpstreamError, billed: Billed, latency_ms: u64) -> Outcome {
     Outcome::Failed {
-        status: error.status,
-        error_type: error.error_type.clone(),
+        status: error.status(),
+        error_type: error.error_type().to_string(),
         message: error.message.clone(),
         usage: billed.usage,
         usage_estimated: billed.estimated,

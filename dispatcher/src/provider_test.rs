@@ -140,7 +140,7 @@ pub async fn check(shared: &Shared, id: Uuid) -> ProviderTestReply {
             latency_ms: started.elapsed().as_millis() as u64,
         },
         Ok(Err(e)) => ProviderTestReply::Failed {
-            status: e.status,
+            status: e.status(),
             body: e.body(),
             retry_after: e.retry_after,
         },

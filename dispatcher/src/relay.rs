@@ -14,15 +14,15 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::StreamItem;
+use crate::answer::StreamItem;
 use crate::attempt::{AttemptResult, cancelled, message_id};
 use crate::convert;
 use crate::dialect::StreamRenderer;
-use crate::openai::{self, UpstreamError, broken};
 use crate::process::json_bytes;
 use crate::record::Billed;
 use crate::reply::Replier;
 use crate::spans::StreamSeen;
+use crate::upstream::{UpstreamError, broken};
 use aigw_runtime::estimate;
 
 /// Relays an upstream SSE stream frame by frame, watching for usage.
@@ -78,7 +78,7 @@ pub(crate) async fn relay_stream(
         let chunk_usage = chunk
             .get("usage")
             .filter(|u| !u.is_null())
-            .and_then(openai::parse_usage)
+            .and_then(crate::providers::openai::parse_usage)
             .filter(Usage::is_plausible);
         if let Some(render) = render.as_mut() {
             if let Some(u) = chunk_usage {
@@ -168,9 +168,9 @@ pub(crate) async fn finish_stream(
             }
         }
         Err(error) => {
-            if error.class != ErrorClass::Cancelled {
+            if error.class() != ErrorClass::Cancelled {
                 replier
-                    .error(error.status, json_bytes(&error.body()), None, 0)
+                    .error(error.status(), json_bytes(&error.body()), None, 0)
                     .await;
             }
             AttemptResult::Failed {

@@ -11,7 +11,7 @@
 //! by its id, never by its secret, and credentials never.
 
 use aigw_events::Usage;
-use aigw_events::provider::{ProviderKind, ProviderSpec};
+use aigw_events::provider::ProviderSpec;
 use aigw_events::wire::DispatchRequest;
 use aigw_runtime::Target;
 use aigw_runtime::traces;
@@ -124,22 +124,7 @@ fn usage_and_cost(span: &Span, usage: &Usage, cost_micros: Option<i64>) {
 /// The GenAI `gen_ai.system` of a provider: its preset for
 /// OpenAI-compatible ones (`deepseek`, `mistral`, ...), else its kind.
 pub(crate) fn gen_ai_system(spec: &ProviderSpec) -> String {
-    let kind = match spec.kind {
-        ProviderKind::OpenaiCompatible => {
-            return spec.preset.clone().unwrap_or_else(|| "openai".into());
-        }
-        ProviderKind::Azure => "azure.ai.openai",
-        ProviderKind::Anthropic => "anthropic",
-        ProviderKind::Gemini => "gcp.gemini",
-        ProviderKind::Bedrock => "aws.bedrock",
-        ProviderKind::Cohere => "cohere",
-        ProviderKind::Stability => "stability",
-        ProviderKind::Elevenlabs => "elevenlabs",
-        ProviderKind::Assemblyai => "assemblyai",
-        ProviderKind::Replicate => "replicate",
-        ProviderKind::Runway => "runway",
-    };
-    kind.to_string()
+    crate::providers::of(spec.kind).gen_ai_system(spec)
 }
 
 /// The client span of one upstream attempt (`{operation} {model}`).
@@ -203,7 +188,7 @@ pub(crate) fn attempt_result(span: &Span, result: &AttemptResult) {
             if let Some(status) = error.upstream_status {
                 traces::attr(span, "http.response.status_code", i64::from(status));
             }
-            traces::error(span, format!("{:?}", error.class).to_lowercase());
+            traces::error(span, format!("{:?}", error.class()).to_lowercase());
             billed
         }
     };

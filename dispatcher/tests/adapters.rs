@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use aigw_dispatcher::adapter::{self, Answer, StreamItem};
-use aigw_dispatcher::openai::UpstreamError;
+use aigw_dispatcher::upstream::UpstreamError;
 use aigw_events::ErrorClass;
 use aigw_events::provider::{ProviderKind, ProviderSpec};
 use aigw_runtime::catalog::{self, PresetInput};
@@ -388,7 +388,7 @@ async fn anthropic_mid_stream_error_is_reported() {
     assert!(matches!(s.next().await, Some(StreamItem::Data(_))));
     match s.next().await {
         Some(StreamItem::Error(e)) => {
-            assert_eq!(e.class, ErrorClass::StreamBroken);
+            assert_eq!(e.class(), ErrorClass::StreamBroken);
             assert!(e.message.contains("Overloaded"));
         }
         other => panic!("{other:?}"),
@@ -435,19 +435,16 @@ async fn anthropic_errors_are_classified() {
         async move { err(adapter::chat(&http(), &p, Some(&key(k)), &simple_request("m"), false).await) }
     };
     let e = call("limited").await;
-    assert_eq!((e.status, e.class), (429, ErrorClass::RateLimited));
+    assert_eq!((e.status(), e.class()), (429, ErrorClass::RateLimited));
     assert_eq!(e.retry_after.as_deref(), Some("7"));
-    assert_eq!(e.error_type, "rate_limit_error");
+    assert_eq!(e.error_type(), "rate_limit_error");
     let e = call("bad").await;
-    assert_eq!(
-        (e.status, e.error_type.as_str()),
-        (502, "upstream_auth_error")
-    );
+    assert_eq!((e.status(), e.error_type()), (502, "upstream_auth_error"));
     assert!(!e.message.contains("bad"));
     let e = call("busy").await;
-    assert_eq!((e.status, e.class), (502, ErrorClass::Upstream));
+    assert_eq!((e.status(), e.class()), (502, ErrorClass::Upstream));
     let e = call("client").await;
-    assert_eq!((e.status, e.class), (400, ErrorClass::Client));
+    assert_eq!((e.status(), e.class()), (400, ErrorClass::Client));
     assert!(e.message.contains("messages: field required"));
 }
 
@@ -649,7 +646,7 @@ async fn gemini_thought_signatures_come_back_with_the_tool_calls() {
 /// Bedrock accept only letters, digits, `_` and `-`; Bedrock at most 64).
 #[test]
 fn other_providers_get_tool_call_ids_without_a_gemini_signature() {
-    use aigw_dispatcher::{anthropic, bedrock, cohere};
+    use aigw_dispatcher::providers::{anthropic, bedrock, cohere};
     let id = "call_0__thought__c2ln+bmF0/dXJl==";
     let body = json!({"model": "m", "messages": [
         {"role": "user", "content": "Weather in Oslo?"},
@@ -692,7 +689,7 @@ async fn gemini_errors_are_classified() {
         false,
     )
     .await);
-    assert_eq!((e.status, e.class), (429, ErrorClass::RateLimited));
+    assert_eq!((e.status(), e.class()), (429, ErrorClass::RateLimited));
     assert!(e.message.contains("Resource has been exhausted"));
     assert!(!e.message.contains("secret-g"));
 }
@@ -787,8 +784,8 @@ async fn azure_streams_and_maps_content_filter_errors() {
         false,
     )
     .await);
-    assert_eq!((e.status, e.class), (400, ErrorClass::Client));
-    assert_eq!(e.code.as_deref(), Some("content_filter"));
+    assert_eq!((e.status(), e.class()), (400, ErrorClass::Client));
+    assert_eq!(e.code(), Some("content_filter"));
 }
 
 // ---------------------------------------------------------------- Cohere
@@ -920,7 +917,7 @@ async fn cohere_errors_are_classified() {
         .await;
     let p = spec(ProviderKind::Cohere, &server.uri(), &[]);
     let e = err(adapter::chat(&http(), &p, Some(&key("k")), &simple_request("x"), false).await);
-    assert_eq!((e.status, e.class), (400, ErrorClass::Client));
+    assert_eq!((e.status(), e.class()), (400, ErrorClass::Client));
     assert!(e.message.contains("model 'x' not found"));
 }
 
@@ -1220,24 +1217,21 @@ async fn bedrock_stream_exception_and_http_errors() {
     assert!(matches!(s.next().await, Some(StreamItem::Data(_))));
     match s.next().await {
         Some(StreamItem::Error(e)) => {
-            assert_eq!(e.class, ErrorClass::StreamBroken);
+            assert_eq!(e.class(), ErrorClass::StreamBroken);
             assert!(e.message.contains("throttlingException"));
         }
         other => panic!("{other:?}"),
     }
     let e = err(adapter::chat(&http(), &p, Some(&key("k")), &simple_request("m"), false).await);
-    assert_eq!(
-        (e.status, e.error_type.as_str()),
-        (502, "upstream_auth_error")
-    );
+    assert_eq!((e.status(), e.error_type()), (502, "upstream_auth_error"));
     let e = err(adapter::chat(&http(), &p, Some(&key("k")), &simple_request("bad"), false).await);
-    assert_eq!((e.status, e.class), (400, ErrorClass::Client));
+    assert_eq!((e.status(), e.class()), (400, ErrorClass::Client));
     assert!(e.message.contains("Malformed input request"));
     // An image by http URL cannot be sent to Bedrock: refused before any call.
     let image = json!({"model": "m", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
     let e = err(adapter::chat(&http(), &p, Some(&key("k")), &image, false).await);
-    assert_eq!((e.status, e.class), (400, ErrorClass::Client));
+    assert_eq!((e.status(), e.class()), (400, ErrorClass::Client));
 }
 
 // ---------------------------------------------------------------- OpenAI-compatible deviations
@@ -1661,7 +1655,7 @@ async fn replicate_errors_are_classified() {
             &body,
         )
         .await);
-        assert_eq!((e.status, e.class), (caller, class), "{status}");
+        assert_eq!((e.status(), e.class()), (caller, class), "{status}");
         // The provider's message is relayed, except for an authentication
         // failure (it may echo the credential).
         assert_eq!(

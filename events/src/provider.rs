@@ -41,6 +41,10 @@ pub enum ProviderKind {
     Runway,
 }
 
+/// What each kind serves, as the ingress reads it. Each kind's own
+/// declaration is beside its code in the dispatcher
+/// (`dispatcher/src/providers/`); a unit test there checks that the two
+/// agree for every kind, endpoint and dialect.
 impl ProviderKind {
     /// Whether aigw can call this kind of provider for `endpoint`.
     pub fn serves(self, endpoint: crate::wire::Endpoint) -> bool {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use aigw_dispatcher::bedrock::{AwsCredentials, sigv4_headers};
+use aigw_dispatcher::providers::bedrock::{AwsCredentials, sigv4_headers};
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use secrecy::SecretString;
 use serde_json::{Value, json};

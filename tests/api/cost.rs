@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use aigw_dispatcher::media::{Part, multipart};
+use aigw_dispatcher::upstream::{Part, multipart};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};

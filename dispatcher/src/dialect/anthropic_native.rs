@@ -26,13 +26,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::NativeAnswer;
-use crate::anthropic::{ANTHROPIC_VERSION, usage as anthropic_usage};
 use crate::attempt::{AttemptResult, cancelled};
-use crate::convert;
-use crate::openai::{UpstreamError, broken};
+use crate::providers::anthropic::{ANTHROPIC_VERSION, usage as anthropic_usage};
 use crate::record::Billed;
 use crate::relay::finish_stream;
 use crate::reply::Replier;
+use crate::upstream;
+use crate::upstream::{StreamFault, UpstreamError, UpstreamErrorKind, broken};
 
 /// Where `provider` serves the Messages API natively, if it does.
 pub fn messages_url(provider: &ProviderSpec) -> Option<String> {
@@ -40,8 +40,7 @@ pub fn messages_url(provider: &ProviderSpec) -> Option<String> {
         version: None,
         beta: None,
     };
-    provider
-        .kind
+    crate::providers::capabilities(provider.kind)
         .speaks(&anthropic)
         .then(|| format!("{}/v1/messages", provider.base_url.trim_end_matches('/')))
 }
@@ -65,7 +64,7 @@ pub async fn call(
 ) -> Result<NativeAnswer, UpstreamError> {
     let name = provider.name.as_str();
     let (Some(url), Some(native)) = (messages_url(provider), request.native_body.as_ref()) else {
-        return Err(convert::unsupported(name, "the Anthropic Messages API"));
+        return Err(upstream::unsupported(name, "the Anthropic Messages API"));
     };
     let (version, beta) = match &request.dialect {
         Dialect::AnthropicMessages { version, beta } => (version.as_deref(), beta.as_deref()),
@@ -85,19 +84,19 @@ pub async fn call(
     if request.stream {
         call = call.header(reqwest::header::ACCEPT, "text/event-stream");
     }
-    let response = convert::send(call, name).await?;
+    let response = upstream::send(call, name).await?;
     if request.stream {
         return Ok(NativeAnswer::Stream(
-            convert::sse_events(response, name.to_string()).boxed(),
+            upstream::sse::provider_events(response, name.to_string()).boxed(),
         ));
     }
     let status = response.status().as_u16();
     let body = response
         .bytes()
         .await
-        .map_err(|e| crate::openai::transport_error(&e, name))?;
+        .map_err(|e| crate::upstream::transport_error(&e, name))?;
     let parsed: Value =
-        serde_json::from_slice(&body).map_err(|_| convert::invalid_response(name, status))?;
+        serde_json::from_slice(&body).map_err(|_| upstream::invalid_response(name, status))?;
     if parsed.get("type").and_then(Value::as_str) == Some("error") {
         let message = parsed
             .pointer("/error/message")
@@ -149,14 +148,16 @@ pub fn stream_error(provider: &str, event: &Value) -> UpstreamError {
         .pointer("/error/message")
         .and_then(Value::as_str)
         .unwrap_or("stream error");
-    let mut error = broken(provider, message);
-    error.status = match event.pointer("/error/type").and_then(Value::as_str) {
-        Some("overloaded_error") => 529,
-        Some("rate_limit_error") => 429,
-        Some("timeout_error") => 504,
-        _ => error.status,
+    let fault = match event.pointer("/error/type").and_then(Value::as_str) {
+        Some("overloaded_error") => StreamFault::Overloaded,
+        Some("rate_limit_error") => StreamFault::RateLimited,
+        Some("timeout_error") => StreamFault::TimedOut,
+        _ => StreamFault::Interrupted,
     };
-    error
+    UpstreamError::new(
+        UpstreamErrorKind::StreamBroken(fault),
+        format!("provider {provider}: {message}"),
+    )
 }
 
 /// Relays an upstream Messages stream event by event, verbatim, billing
@@ -267,11 +268,11 @@ mod tests {
                 &json!({"type": "error", "error": {"type": kind, "message": "busy"}}),
             )
         };
-        assert_eq!(error("overloaded_error").status, 529);
-        assert_eq!(error("rate_limit_error").status, 429);
-        assert_eq!(error("api_error").status, 502);
+        assert_eq!(error("overloaded_error").status(), 529);
+        assert_eq!(error("rate_limit_error").status(), 429);
+        assert_eq!(error("api_error").status(), 502);
         assert_eq!(error("overloaded_error").message, "provider p: busy");
-        assert_eq!(stream_error("p", &json!(null)).status, 502);
+        assert_eq!(stream_error("p", &json!(null)).status(), 502);
     }
 
     #[test]

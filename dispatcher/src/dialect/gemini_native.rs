@@ -28,15 +28,16 @@ use tokio_util::sync::CancellationToken;
 use super::NativeAnswer;
 use crate::attempt::{AttemptResult, cancelled};
 use crate::convert;
-use crate::gemini::usage as gemini_usage;
-use crate::openai::{UpstreamError, broken};
+use crate::providers::gemini::usage as gemini_usage;
 use crate::record::Billed;
 use crate::relay::finish_stream;
 use crate::reply::Replier;
+use crate::upstream;
+use crate::upstream::{UpstreamError, broken};
 
 /// Where `provider` serves `model`'s `generateContent` natively, if it does.
 pub fn generate_url(provider: &ProviderSpec, model: &str, stream: bool) -> Option<String> {
-    if !provider.kind.speaks(&Dialect::GeminiGenerate) {
+    if !crate::providers::capabilities(provider.kind).speaks(&Dialect::GeminiGenerate) {
         return None;
     }
     let model = model.strip_prefix("models/").unwrap_or(model);
@@ -81,30 +82,30 @@ pub async fn call(
         generate_url(provider, model, request.stream),
         request.native_body.as_ref(),
     ) else {
-        return Err(convert::unsupported(name, "Gemini's generateContent"));
+        return Err(upstream::unsupported(name, "Gemini's generateContent"));
     };
     let mut call = http.post(url).json(&upstream_body(native, cap));
     if let Some(key) = api_key {
         call = call.header("x-goog-api-key", key.expose_secret());
     }
-    let response = convert::send(call, name).await?;
+    let response = upstream::send(call, name).await?;
     if request.stream {
         return Ok(NativeAnswer::Stream(
-            convert::sse_events(response, name.to_string()).boxed(),
+            upstream::sse::provider_events(response, name.to_string()).boxed(),
         ));
     }
     let status = response.status().as_u16();
     let body = response
         .bytes()
         .await
-        .map_err(|e| crate::openai::transport_error(&e, name))?;
+        .map_err(|e| crate::upstream::transport_error(&e, name))?;
     let parsed: Value =
-        serde_json::from_slice(&body).map_err(|_| convert::invalid_response(name, status))?;
+        serde_json::from_slice(&body).map_err(|_| upstream::invalid_response(name, status))?;
     if let Some(message) = error_message(&parsed) {
         return Err(broken(name, message));
     }
     if parsed.get("candidates").is_none() && parsed.get("promptFeedback").is_none() {
-        return Err(convert::invalid_response(name, status));
+        return Err(upstream::invalid_response(name, status));
     }
     Ok(NativeAnswer::Full {
         usage: parsed.get("usageMetadata").map(gemini_usage),

@@ -28,8 +28,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::AttemptResult;
-use crate::openai::UpstreamError;
 use crate::reply::Replier;
+use crate::upstream::UpstreamError;
 
 /// A tool call in an OpenAI chat answer's `message`.
 pub(crate) struct ToolCall<'a> {
@@ -126,7 +126,8 @@ pub fn untranslatable(request: &DispatchRequest, provider: &ProviderSpec) -> Opt
 
 /// Whether `provider` takes `request` in its own dialect, verbatim.
 pub fn native_to(request: &DispatchRequest, provider: &ProviderSpec) -> bool {
-    request.native_body.is_some() && provider.kind.speaks(&request.dialect)
+    request.native_body.is_some()
+        && crate::providers::capabilities(provider.kind).speaks(&request.dialect)
 }
 
 /// Calls `provider` in the request's own dialect (see [`native_to`]);
@@ -146,7 +147,7 @@ pub async fn call(
         Dialect::GeminiGenerate => {
             gemini_native::call(http, provider, api_key, request, model, cap).await
         }
-        Dialect::OpenaiChat | Dialect::OpenaiResponses => Err(crate::convert::unsupported(
+        Dialect::OpenaiChat | Dialect::OpenaiResponses => Err(crate::upstream::unsupported(
             &provider.name,
             "no native dialect",
         )),

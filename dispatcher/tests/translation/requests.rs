@@ -8,7 +8,7 @@
 //! and arguments are carried through; the system prompt lands where the
 //! provider wants it; no provider gets an empty text block.
 
-use aigw_dispatcher::{anthropic, bedrock, cohere, gemini};
+use aigw_dispatcher::providers::{anthropic, bedrock, cohere, gemini};
 use aigw_events::ErrorClass;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -418,7 +418,7 @@ proptest! {
         match bedrock::to_converse(&req.json(), "p") {
             Err(e) => {
                 prop_assert!(refused, "refused {:?}", e);
-                prop_assert_eq!((e.status, e.class), (400, ErrorClass::Client));
+                prop_assert_eq!((e.status(), e.class()), (400, ErrorClass::Client));
             }
             Ok(out) => {
                 prop_assert!(!refused);
@@ -509,7 +509,7 @@ proptest! {
         let _ = gemini::to_gemini(&body).to_string();
         let _ = cohere::to_cohere(&body, stream).to_string();
         if let Err(e) = bedrock::to_converse(&body, "p") {
-            prop_assert_eq!((e.status, e.class), (400, ErrorClass::Client));
+            prop_assert_eq!((e.status(), e.class()), (400, ErrorClass::Client));
         }
     }
 }

@@ -7,8 +7,8 @@
 //! at all translates or fails cleanly, without a panic.
 
 use aigw_dispatcher::adapter::Answer;
-use aigw_dispatcher::openai::UpstreamError;
-use aigw_dispatcher::{anthropic, bedrock, cohere, gemini};
+use aigw_dispatcher::providers::{anthropic, bedrock, cohere, gemini};
+use aigw_dispatcher::upstream::UpstreamError;
 use aigw_events::Usage;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -462,7 +462,7 @@ proptest! {
                     prop_assert!(body["choices"][0]["message"].is_object());
                 }
                 Ok(_) => prop_assert!(false, "not a full answer"),
-                Err(e) => prop_assert!(e.status >= 400),
+                Err(e) => prop_assert!(e.status() >= 400),
             }
         }
     }

@@ -10,7 +10,8 @@
 //! in exactly one `Done` or error.
 
 use aigw_dispatcher::adapter::StreamItem;
-use aigw_dispatcher::{anthropic, bedrock, cohere, convert, gemini, openai};
+use aigw_dispatcher::convert;
+use aigw_dispatcher::providers::{anthropic, bedrock, cohere, gemini, openai};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use proptest::prelude::*;
@@ -69,15 +70,15 @@ fn run(decoder: Decoder, chunks: Vec<Vec<u8>>) -> Vec<Seen> {
         let items: BoxStream<'static, StreamItem> = match decoder {
             Decoder::OpenAi => openai::sse_items(response, p()),
             Decoder::Anthropic => convert::translate(
-                convert::sse_events(response, p()),
+                aigw_dispatcher::upstream::sse::provider_events(response, p()),
                 anthropic::StreamState::new("p", "m"),
             ),
             Decoder::Gemini => convert::translate(
-                convert::sse_events(response, p()),
+                aigw_dispatcher::upstream::sse::provider_events(response, p()),
                 gemini::StreamState::new("p", "id", "m"),
             ),
             Decoder::Cohere => convert::translate(
-                convert::sse_events(response, p()),
+                aigw_dispatcher::upstream::sse::provider_events(response, p()),
                 cohere::StreamState::new("p", "m"),
             ),
             Decoder::Bedrock => convert::translate(

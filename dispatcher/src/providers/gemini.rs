@@ -9,9 +9,39 @@ use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Answer, StreamItem};
+use super::{Call, Capabilities, NativeDialect, Provider, Reply};
+use crate::answer::{Answer, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
-use crate::openai::{UpstreamError, broken};
+use crate::embeddings;
+use crate::upstream;
+use crate::upstream::{UpstreamError, broken};
+use aigw_events::wire::Endpoint;
+
+/// Google Gemini: chat and embeddings, and generateContent natively.
+pub struct Gemini;
+
+impl Provider for Gemini {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Chat, Endpoint::Embeddings],
+            native: &[NativeDialect::GeminiGenerate],
+            max_images: None,
+            cancels_upstream: false,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "gcp.gemini".into()
+    }
+
+    fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {
+        Box::pin(chat(call.http, call.spec, call.api_key(), body, stream))
+    }
+
+    fn embeddings<'a>(&'a self, call: Call<'a>, body: &'a Value) -> Reply<'a> {
+        Box::pin(embeddings(call, body))
+    }
+}
 
 pub async fn chat(
     http: &reqwest::Client,
@@ -34,16 +64,16 @@ pub async fn chat(
     if let Some(key) = api_key {
         request = request.header("x-goog-api-key", key.expose_secret());
     }
-    let response = convert::send(request, name).await?;
+    let response = upstream::send(request, name).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     if stream {
-        let events = convert::sse_events(response, name.to_string());
+        let events = upstream::sse::provider_events(response, name.to_string());
         return Ok(Answer::Stream(convert::translate(
             events,
             StreamState::new(name, &id, model),
         )));
     }
-    let parsed = convert::read_json(response, name).await?;
+    let parsed = upstream::read_json(response, name).await?;
     from_gemini(&parsed, name, &id, model)
 }
 
@@ -314,7 +344,7 @@ pub fn from_gemini(
     model: &str,
 ) -> Result<Answer, UpstreamError> {
     if v.get("candidates").is_none() && v.get("promptFeedback").is_none() {
-        return Err(convert::invalid_response(provider, 200));
+        return Err(upstream::invalid_response(provider, 200));
     }
     let parts = read_parts(v);
     let tool_calls: Vec<Value> = parts
@@ -429,4 +459,23 @@ impl Translate for StreamState {
         }
         out.push(StreamItem::Done);
     }
+}
+/// `/v1/embeddings` as `batchEmbedContents`.
+async fn embeddings(call: Call<'_>, body: &Value) -> Result<Answer, UpstreamError> {
+    let (http, provider, api_key) = (call.http, call.spec, call.api_key());
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    let url = format!(
+        "{}/models/{}:batchEmbedContents",
+        provider.base_url.trim_end_matches('/'),
+        convert::path_segment(model)
+    );
+    let mut request = http.post(url).json(&embeddings::to_gemini(body, model)?);
+    if let Some(key) = api_key {
+        request = request.header("x-goog-api-key", key.expose_secret());
+    }
+    let response = upstream::send(request, &provider.name).await?;
+    let parsed = upstream::read_json(response, &provider.name).await?;
+    // Gemini reports no token counts: the dispatcher estimates (flagged).
+    embeddings::answer(&parsed, body, model, None, &provider.name)
 }

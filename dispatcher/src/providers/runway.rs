@@ -16,9 +16,51 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::adapter::Answer;
-use crate::media;
-use crate::openai::UpstreamError;
+use super::{Call, Capabilities, Provider, Reply};
+use crate::answer::Answer;
+use crate::providers::media;
+use crate::providers::media::KeyHeader;
+use crate::upstream;
+use crate::upstream::UpstreamError;
+use aigw_events::wire::Endpoint;
+use futures::future::BoxFuture;
+
+/// Runway text-to-image tasks: image generation, at most 4 images a request.
+pub struct Runway;
+
+impl Provider for Runway {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Images],
+            native: &[],
+            max_images: Some(MAX_IMAGES),
+            cancels_upstream: true,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "runway".into()
+    }
+
+    fn images<'a>(&'a self, call: Call<'a>, egress: &'a Egress, body: &'a Value) -> Reply<'a> {
+        Box::pin(images(call.http, egress, call.spec, call.api_key(), body))
+    }
+
+    fn check_account<'a>(
+        &'a self,
+        call: Call<'a>,
+    ) -> Option<BoxFuture<'a, Result<&'static str, UpstreamError>>> {
+        let base = call.spec.base_url.trim_end_matches('/');
+        let url = upstream::url(base, "organization");
+        Some(Box::pin(media::account_check(
+            call,
+            url,
+            KeyHeader::Bearer,
+            Some(("X-Runway-Version", API_VERSION)),
+            "organization",
+        )))
+    }
+}
 
 pub const API_VERSION: &str = "2024-11-06";
 /// Runway asks for polls no more often than every 5 s, with backoff.
@@ -64,7 +106,7 @@ pub fn to_runway(body: &Value) -> Result<Value, UpstreamError> {
     };
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
     if !(1..=MAX_IMAGES).contains(&n) {
-        return Err(media::invalid(
+        return Err(upstream::invalid(
             format!("Runway makes 1 to {MAX_IMAGES} images per request through aigw, not {n}"),
             "invalid_n",
         ));
@@ -147,13 +189,13 @@ async fn one(
 ) -> Result<Vec<String>, UpstreamError> {
     let name = provider.name.as_str();
     let base = &provider.base_url;
-    let request = authorized(http.post(media::url(base, "text_to_image")), api_key).json(task);
-    let (created, _) = media::send_raw(request, name).await?;
-    let created: Value = serde_json::from_slice(&created).map_err(|_| media::not_json(name))?;
+    let request = authorized(http.post(upstream::url(base, "text_to_image")), api_key).json(task);
+    let (created, _) = upstream::send_raw(request, name).await?;
+    let created: Value = serde_json::from_slice(&created).map_err(|_| upstream::not_json(name))?;
     let id = task_id(&created)
-        .ok_or_else(|| media::not_json(name))?
+        .ok_or_else(|| upstream::not_json(name))?
         .to_string();
-    let task_url = media::url(base, &format!("tasks/{id}"));
+    let task_url = upstream::url(base, &format!("tasks/{id}"));
     let mut guard = media::CancelOnDrop {
         request: Some(authorized(http.delete(&task_url), api_key)),
     };
@@ -162,14 +204,14 @@ async fn one(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_POLL);
         let poll = authorized(http.get(&task_url), api_key);
-        let (polled, _) = media::send_raw(poll, name).await?;
-        let found = status(&serde_json::from_slice(&polled).map_err(|_| media::not_json(name))?);
+        let (polled, _) = upstream::send_raw(poll, name).await?;
+        let found = status(&serde_json::from_slice(&polled).map_err(|_| upstream::not_json(name))?);
         let result = match found {
             Status::Pending => continue,
             Status::Succeeded(urls) if !urls.is_empty() => Ok(urls),
-            Status::Succeeded(_) => Err(media::task_failed(name, "the task produced no image")),
-            Status::Failed(message) => Err(media::task_failed(name, &message)),
-            Status::Cancelled => Err(media::task_failed(name, "the task was cancelled")),
+            Status::Succeeded(_) => Err(upstream::task_failed(name, "the task produced no image")),
+            Status::Failed(message) => Err(upstream::task_failed(name, &message)),
+            Status::Cancelled => Err(upstream::task_failed(name, "the task was cancelled")),
         };
         guard.request = None;
         return result;
@@ -254,7 +296,7 @@ mod tests {
         assert_eq!(ratio(1920, 1080), "1920:1080");
         assert_eq!(ratio(2560, 1080), "1808:768");
         let err = to_runway(&json!({"model": "gen4_image", "prompt": "x", "n": 9})).unwrap_err();
-        assert_eq!(err.status, 400);
+        assert_eq!(err.status(), 400);
     }
 
     #[test]

@@ -15,8 +15,33 @@ use serde_json::Value;
 use futures::StreamExt;
 use futures::future::ready;
 
-use crate::adapter::{Answer, StreamItem};
-use crate::openai::{self, UpstreamError};
+use super::{Call, Capabilities, Provider, Reply};
+use crate::answer::{Answer, StreamItem};
+use crate::providers::openai;
+use crate::upstream::UpstreamError;
+use aigw_events::wire::Endpoint;
+
+/// Azure OpenAI: chat.
+pub struct Azure;
+
+impl Provider for Azure {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Chat],
+            native: &[],
+            max_images: None,
+            cancels_upstream: false,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "azure.ai.openai".into()
+    }
+
+    fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {
+        Box::pin(chat(call.http, call.spec, call.api_key(), body, stream))
+    }
+}
 
 /// Data-plane version used when the provider names none (latest GA in the
 /// reference).

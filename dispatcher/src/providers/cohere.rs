@@ -1,14 +1,44 @@
-//! The Cohere v2 chat adapter: OpenAI chat in, `/v2/chat` out, answers and
-//! typed stream events back in OpenAI's format.
+//! The Cohere v2 provider: chat (OpenAI chat in, `/v2/chat` out, answers
+//! and typed stream events back in OpenAI's format) and embeddings
+//! (`/v2/embed`).
 
 use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Answer, StreamItem};
+use super::{Call, Capabilities, Provider, Reply};
+use crate::answer::{Answer, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
-use crate::openai::{UpstreamError, broken};
+use crate::embeddings;
+use crate::upstream::{self, UpstreamError, broken};
+use aigw_events::wire::Endpoint;
+
+/// Cohere v2: chat and embeddings.
+pub struct Cohere;
+
+impl Provider for Cohere {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Chat, Endpoint::Embeddings],
+            native: &[],
+            max_images: None,
+            cancels_upstream: false,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "cohere".into()
+    }
+
+    fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {
+        Box::pin(chat(call.http, call.spec, call.api_key(), body, stream))
+    }
+
+    fn embeddings<'a>(&'a self, call: Call<'a>, body: &'a Value) -> Reply<'a> {
+        Box::pin(embeddings(call, body))
+    }
+}
 
 pub async fn chat(
     http: &reqwest::Client,
@@ -26,16 +56,16 @@ pub async fn chat(
     if stream {
         request = request.header(reqwest::header::ACCEPT, "text/event-stream");
     }
-    let response = convert::send(request, name).await?;
+    let response = upstream::send(request, name).await?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     if stream {
-        let events = convert::sse_events(response, name.to_string());
+        let events = upstream::sse::provider_events(response, name.to_string());
         return Ok(Answer::Stream(convert::translate(
             events,
             StreamState::new(name, model),
         )));
     }
-    let parsed = convert::read_json(response, name).await?;
+    let parsed = upstream::read_json(response, name).await?;
     from_cohere(&parsed, name, model)
 }
 
@@ -206,7 +236,7 @@ fn calls_of(message: &Value) -> Vec<Value> {
 pub fn from_cohere(v: &Value, provider: &str, model: &str) -> Result<Answer, UpstreamError> {
     let message = v
         .get("message")
-        .ok_or_else(|| convert::invalid_response(provider, 200))?;
+        .ok_or_else(|| upstream::invalid_response(provider, 200))?;
     let text: String = message
         .get("content")
         .and_then(Value::as_array)
@@ -339,4 +369,18 @@ impl Translate for StreamState {
             "the stream ended before message-end",
         )));
     }
+}
+/// `/v1/embeddings` as `/v2/embed`.
+async fn embeddings(call: Call<'_>, body: &Value) -> Result<Answer, UpstreamError> {
+    let (http, provider, api_key) = (call.http, call.spec, call.api_key());
+    let url = format!("{}/v2/embed", provider.base_url.trim_end_matches('/'));
+    let mut request = http.post(url).json(&embeddings::to_cohere(body)?);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    let response = upstream::send(request, &provider.name).await?;
+    let parsed = upstream::read_json(response, &provider.name).await?;
+    let usage = parsed.get("meta").map(usage);
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    embeddings::answer(&parsed, body, model, usage, &provider.name)
 }

@@ -8,9 +8,55 @@ use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::adapter::Answer;
-use crate::media;
-use crate::openai::UpstreamError;
+use super::{Capabilities, Provider, Reply};
+use crate::answer::Answer;
+use crate::providers::media;
+use crate::providers::media::KeyHeader;
+use crate::upstream;
+use crate::upstream::UpstreamError;
+use aigw_events::wire::Endpoint;
+use futures::future::BoxFuture;
+
+/// ElevenLabs: text to speech.
+pub struct Elevenlabs;
+
+impl Provider for Elevenlabs {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Speech],
+            native: &[],
+            max_images: None,
+            cancels_upstream: false,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "elevenlabs".into()
+    }
+
+    fn speech<'a>(&'a self, call: super::Call<'a>, body: &'a Value) -> Reply<'a> {
+        let usage = Usage {
+            characters: media::speech_characters(body),
+            ..Usage::default()
+        };
+        Box::pin(speech(call.http, call.spec, call.api_key(), body, usage))
+    }
+
+    fn check_account<'a>(
+        &'a self,
+        call: super::Call<'a>,
+    ) -> Option<BoxFuture<'a, Result<&'static str, UpstreamError>>> {
+        let base = call.spec.base_url.trim_end_matches('/');
+        let url = upstream::url(base, "v1/user");
+        Some(Box::pin(media::account_check(
+            call,
+            url,
+            KeyHeader::Plain("xi-api-key"),
+            None,
+            "user",
+        )))
+    }
+}
 
 /// A text-to-speech call: path under the base URL, `output_format`, JSON
 /// body, and the content type of the audio it returns.
@@ -43,7 +89,7 @@ pub fn to_elevenlabs(body: &Value) -> Result<Call, UpstreamError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(media::invalid(
+        return Err(upstream::invalid(
             format!(
                 "{voice:?} is not an ElevenLabs voice id ('voice' must be one, e.g. JBFqnCBsd6RMkjVDRZzb)"
             ),
@@ -55,7 +101,7 @@ pub fn to_elevenlabs(body: &Value) -> Result<Call, UpstreamError> {
         .and_then(Value::as_str)
         .unwrap_or("mp3");
     let (output_format, content_type) = output_format(format).ok_or_else(|| {
-        media::invalid(
+        upstream::invalid(
             format!("ElevenLabs does not produce {format:?} audio (mp3, pcm, opus or wav)"),
             "invalid_response_format",
         )
@@ -86,14 +132,14 @@ pub async fn speech(
     let mut request = http
         .post(format!(
             "{}?output_format={}",
-            media::url(&provider.base_url, &call.path),
+            upstream::url(&provider.base_url, &call.path),
             call.output_format
         ))
         .json(&call.body);
     if let Some(key) = api_key {
         request = request.header("xi-api-key", key.expose_secret());
     }
-    let (audio, _) = media::send_raw(request, &provider.name).await?;
+    let (audio, _) = upstream::send_raw(request, &provider.name).await?;
     Ok(Answer::Media {
         body: audio,
         content_type: call.content_type.into(),
@@ -133,7 +179,7 @@ mod tests {
             json!({"model": "m", "input": "x", "voice": "../admin"}),
             json!({"model": "m", "input": "x", "voice": "v", "response_format": "flac"}),
         ] {
-            assert_eq!(to_elevenlabs(&body).unwrap_err().status, 400);
+            assert_eq!(to_elevenlabs(&body).unwrap_err().status(), 400);
         }
     }
 }

@@ -8,15 +8,63 @@
 
 use std::time::Duration;
 
+use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
-use aigw_events::{ErrorClass, Usage};
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::adapter::Answer;
-use crate::media::{self, Transcript};
-use crate::openai::UpstreamError;
+use super::{Call, Capabilities, Provider, Reply};
+use crate::answer::Answer;
+use crate::providers::media::KeyHeader;
+use crate::providers::media::{self, Transcript};
+use crate::upstream;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
+use aigw_events::wire::Endpoint;
+use futures::future::BoxFuture;
+
+/// AssemblyAI: transcription.
+pub struct Assemblyai;
+
+impl Provider for Assemblyai {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Transcriptions],
+            native: &[],
+            max_images: None,
+            cancels_upstream: true,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "assemblyai".into()
+    }
+
+    fn transcriptions<'a>(&'a self, call: Call<'a>, body: &'a Value, audio: Bytes) -> Reply<'a> {
+        Box::pin(transcriptions(
+            call.http,
+            call.spec,
+            call.api_key(),
+            body,
+            audio,
+        ))
+    }
+
+    fn check_account<'a>(
+        &'a self,
+        call: Call<'a>,
+    ) -> Option<BoxFuture<'a, Result<&'static str, UpstreamError>>> {
+        let base = call.spec.base_url.trim_end_matches('/');
+        let url = upstream::url(base, "v2/transcript?limit=1");
+        Some(Box::pin(media::account_check(
+            call,
+            url,
+            KeyHeader::Plain("authorization"),
+            None,
+            "transcript list",
+        )))
+    }
+}
 
 /// First wait between polls; doubled up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(250);
@@ -85,7 +133,7 @@ fn authorized(
 }
 
 fn json_of(bytes: &Bytes, provider: &str) -> Result<Value, UpstreamError> {
-    serde_json::from_slice(bytes).map_err(|_| media::not_json(provider))
+    serde_json::from_slice(bytes).map_err(|_| upstream::not_json(provider))
 }
 
 pub async fn transcriptions(
@@ -97,18 +145,18 @@ pub async fn transcriptions(
 ) -> Result<Answer, UpstreamError> {
     let name = provider.name.as_str();
     let base = &provider.base_url;
-    let upload = authorized(http.post(media::url(base, "v2/upload")), api_key)
+    let upload = authorized(http.post(upstream::url(base, "v2/upload")), api_key)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(audio);
-    let (uploaded, _) = media::send_raw(upload, name).await?;
+    let (uploaded, _) = upstream::send_raw(upload, name).await?;
     let upload_url = json_of(&uploaded, name)?
         .get("upload_url")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| media::not_json(name))?;
-    let submit = authorized(http.post(media::url(base, "v2/transcript")), api_key)
+        .ok_or_else(|| upstream::not_json(name))?;
+    let submit = authorized(http.post(upstream::url(base, "v2/transcript")), api_key)
         .json(&submit_body(&upload_url, body));
-    let (submitted, _) = media::send_raw(submit, name).await?;
+    let (submitted, _) = upstream::send_raw(submit, name).await?;
     let submitted = json_of(&submitted, name)?;
     let id = submitted
         .get("id")
@@ -117,7 +165,7 @@ pub async fn transcriptions(
             id.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
-        .ok_or_else(|| media::not_json(name))?
+        .ok_or_else(|| upstream::not_json(name))?
         .to_string();
     let mut found = status(&submitted);
     let mut wait = FIRST_POLL;
@@ -125,25 +173,21 @@ pub async fn transcriptions(
         match found {
             Status::Done(transcript) => return Ok(media::transcript_answer(body, transcript)),
             Status::Failed(message) => {
-                return Err(UpstreamError {
-                    class: ErrorClass::Client,
-                    upstream_status: Some(200),
-                    status: 400,
-                    error_type: "invalid_request_error".into(),
-                    code: Some("transcription_failed".into()),
-                    message: format!("provider {name}: {message}"),
-                    retry_after: None,
-                });
+                return Err(UpstreamError::new(
+                    UpstreamErrorKind::TranscriptionFailed,
+                    format!("provider {name}: {message}"),
+                )
+                .from_status(200));
             }
             Status::Pending => {}
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_POLL);
         let poll = authorized(
-            http.get(media::url(base, &format!("v2/transcript/{id}"))),
+            http.get(upstream::url(base, &format!("v2/transcript/{id}"))),
             api_key,
         );
-        let (polled, _) = media::send_raw(poll, name).await?;
+        let (polled, _) = upstream::send_raw(poll, name).await?;
         found = status(&json_of(&polled, name)?);
     }
 }

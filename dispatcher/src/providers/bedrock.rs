@@ -5,8 +5,8 @@
 
 use std::time::SystemTime;
 
+use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
-use aigw_events::{ErrorClass, Usage};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_eventstream::frame::read_message_from;
@@ -16,9 +16,34 @@ use futures::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Answer, Credentials, StreamItem};
+use super::{Call, Capabilities, Provider, Reply};
+use crate::answer::{Answer, Credentials, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
-use crate::openai::{UpstreamError, broken};
+use crate::upstream;
+use crate::upstream::{UpstreamError, UpstreamErrorKind, broken};
+use aigw_events::wire::Endpoint;
+
+/// Amazon Bedrock Converse: chat.
+pub struct Bedrock;
+
+impl Provider for Bedrock {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Chat],
+            native: &[],
+            max_images: None,
+            cancels_upstream: false,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "aws.bedrock".into()
+    }
+
+    fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {
+        Box::pin(chat(call.http, call.spec, call.credentials, body, stream))
+    }
+}
 
 /// SigV4 service name for the Bedrock runtime.
 const SERVICE: &str = "bedrock";
@@ -43,10 +68,10 @@ pub async fn chat(
         }
     );
     let payload = serde_json::to_vec(&to_converse(body, name)?)
-        .map_err(|_| convert::invalid_response(name, 0))?;
+        .map_err(|_| upstream::invalid_response(name, 0))?;
     let key = credentials
         .api_key
-        .ok_or_else(|| convert::misconfigured(name, "no credential"))?;
+        .ok_or_else(|| upstream::misconfigured(name, "no credential"))?;
     let mut request = http
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -59,10 +84,10 @@ pub async fn chat(
     if provider.setting("auth") == Some("sigv4") {
         let access_key_id = provider
             .setting("aws_access_key_id")
-            .ok_or_else(|| convert::misconfigured(name, "no aws_access_key_id"))?;
+            .ok_or_else(|| upstream::misconfigured(name, "no aws_access_key_id"))?;
         let region = provider
             .setting("region")
-            .ok_or_else(|| convert::misconfigured(name, "no region"))?;
+            .ok_or_else(|| upstream::misconfigured(name, "no region"))?;
         let aws = AwsCredentials {
             access_key_id,
             secret_access_key: key,
@@ -75,7 +100,7 @@ pub async fn chat(
     } else {
         request = request.bearer_auth(key.expose_secret());
     }
-    let response = convert::send(request.body(payload), name)
+    let response = upstream::send(request.body(payload), name)
         .await
         .map_err(model_error_is_upstream)?;
     if stream {
@@ -85,7 +110,7 @@ pub async fn chat(
             StreamState::new(name, model),
         )));
     }
-    let parsed = convert::read_json(response, name).await?;
+    let parsed = upstream::read_json(response, name).await?;
     from_converse(&parsed, name, model)
 }
 
@@ -122,7 +147,7 @@ pub fn sigv4_headers(
         .time(time)
         .settings(SigningSettings::default())
         .build()
-        .map_err(|_| convert::misconfigured(provider, "cannot sign requests"))?
+        .map_err(|_| upstream::misconfigured(provider, "cannot sign requests"))?
         .into();
     let headers = [("content-type", "application/json")];
     let signable = SignableRequest::new(
@@ -131,9 +156,9 @@ pub fn sigv4_headers(
         headers.into_iter(),
         SignableBody::Bytes(payload),
     )
-    .map_err(|_| convert::misconfigured(provider, "cannot sign requests"))?;
+    .map_err(|_| upstream::misconfigured(provider, "cannot sign requests"))?;
     let (instructions, _signature) = sign(signable, &params)
-        .map_err(|_| convert::misconfigured(provider, "cannot sign requests"))?
+        .map_err(|_| upstream::misconfigured(provider, "cannot sign requests"))?
         .into_parts();
     Ok(instructions
         .headers()
@@ -143,10 +168,10 @@ pub fn sigv4_headers(
 
 /// Bedrock's 424 (`ModelErrorException`) is the model failing, not the caller.
 fn model_error_is_upstream(mut e: UpstreamError) -> UpstreamError {
-    if e.upstream_status == Some(424) {
-        e.class = ErrorClass::Upstream;
-        e.status = 502;
-        e.error_type = "upstream_error".into();
+    if e.upstream_status == Some(424)
+        && let UpstreamErrorKind::Rejected { code, .. } = &mut e.kind
+    {
+        e.kind = UpstreamErrorKind::Failed { code: code.take() };
     }
     e
 }
@@ -212,7 +237,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
                         Part::Text(text) => json!({"text": text}),
                         Part::InlineImage { media_type, data } => {
                             let format = image_format(&media_type).ok_or_else(|| {
-                                convert::unsupported(
+                                upstream::unsupported(
                                     provider,
                                     &format!("images of type {media_type} are not supported"),
                                 )
@@ -220,7 +245,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
                             json!({"image": {"format": format, "source": {"bytes": data}}})
                         }
                         Part::ImageUrl(_) => {
-                            return Err(convert::unsupported(
+                            return Err(upstream::unsupported(
                                 provider,
                                 "Bedrock takes images only as base64 data: URLs",
                             ));
@@ -314,7 +339,7 @@ pub fn from_converse(v: &Value, provider: &str, model: &str) -> Result<Answer, U
     let blocks = v
         .pointer("/output/message/content")
         .and_then(Value::as_array)
-        .ok_or_else(|| convert::invalid_response(provider, 200))?;
+        .ok_or_else(|| upstream::invalid_response(provider, 200))?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();

@@ -6,9 +6,34 @@ use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Answer, StreamItem};
+use super::{Call, Capabilities, NativeDialect, Provider, Reply};
+use crate::answer::{Answer, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
-use crate::openai::{UpstreamError, broken};
+use crate::upstream;
+use crate::upstream::{UpstreamError, broken};
+use aigw_events::wire::Endpoint;
+
+/// The Anthropic Messages API: chat, and Messages natively.
+pub struct Anthropic;
+
+impl Provider for Anthropic {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Chat],
+            native: &[NativeDialect::AnthropicMessages],
+            max_images: None,
+            cancels_upstream: false,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "anthropic".into()
+    }
+
+    fn chat<'a>(&'a self, call: Call<'a>, body: &'a Value, stream: bool) -> Reply<'a> {
+        Box::pin(chat(call.http, call.spec, call.api_key(), body, stream))
+    }
+}
 
 /// The long-standing API version; it still accepts sampling parameters.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -33,16 +58,16 @@ pub async fn chat(
     if stream {
         request = request.header(reqwest::header::ACCEPT, "text/event-stream");
     }
-    let response = convert::send(request, name).await?;
+    let response = upstream::send(request, name).await?;
     if stream {
-        let events = convert::sse_events(response, name.to_string());
+        let events = upstream::sse::provider_events(response, name.to_string());
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         return Ok(Answer::Stream(convert::translate(
             events,
             StreamState::new(name, model),
         )));
     }
-    let parsed = convert::read_json(response, name).await?;
+    let parsed = upstream::read_json(response, name).await?;
     from_anthropic(&parsed, name)
 }
 
@@ -220,7 +245,7 @@ pub fn from_anthropic(v: &Value, provider: &str) -> Result<Answer, UpstreamError
     let blocks = v
         .get("content")
         .and_then(Value::as_array)
-        .ok_or_else(|| convert::invalid_response(provider, 200))?;
+        .ok_or_else(|| upstream::invalid_response(provider, 200))?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();

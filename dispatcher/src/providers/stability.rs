@@ -10,9 +10,62 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::adapter::Answer;
-use crate::media::{self, Part};
-use crate::openai::UpstreamError;
+use super::{Capabilities, Provider, Reply};
+use crate::answer::Answer;
+use crate::providers::media;
+use crate::providers::media::KeyHeader;
+use crate::upstream;
+use crate::upstream::Part;
+use crate::upstream::UpstreamError;
+use aigw_events::wire::Endpoint;
+use aigw_runtime::egress::Egress;
+use futures::future::BoxFuture;
+
+/// Stability AI: image generation.
+pub struct Stability;
+
+impl Provider for Stability {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Images],
+            native: &[],
+            max_images: None,
+            cancels_upstream: false,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "stability".into()
+    }
+
+    fn images<'a>(
+        &'a self,
+        call: super::Call<'a>,
+        _egress: &'a Egress,
+        body: &'a Value,
+    ) -> Reply<'a> {
+        Box::pin(images(call.http, call.spec, call.api_key(), body))
+    }
+
+    fn check_account<'a>(
+        &'a self,
+        call: super::Call<'a>,
+    ) -> Option<BoxFuture<'a, Result<&'static str, UpstreamError>>> {
+        let base = call.spec.base_url.trim_end_matches('/');
+        let url = {
+            // The account API is v1, at the root of the v2beta base.
+            let root = base.strip_suffix("/v2beta").unwrap_or(base);
+            upstream::url(root, "v1/user/account")
+        };
+        Some(Box::pin(media::account_check(
+            call,
+            url,
+            KeyHeader::Bearer,
+            None,
+            "account",
+        )))
+    }
+}
 
 /// Aspect ratios Stability accepts.
 const RATIOS: &[(&str, f64)] = &[
@@ -68,7 +121,7 @@ pub fn to_stability(body: &Value) -> Result<Call, UpstreamError> {
             "stable-image/generate/sd3"
         }
         other => {
-            return Err(media::invalid(
+            return Err(upstream::invalid(
                 format!(
                     "Stability AI has no image model {other:?} (known: stable-image-ultra, stable-image-core, sd3.5-large, sd3.5-large-turbo, sd3.5-medium)"
                 ),
@@ -101,7 +154,7 @@ pub fn to_stability(body: &Value) -> Result<Call, UpstreamError> {
         Some("jpeg" | "jpg") => "jpeg",
         Some("webp") => "webp",
         Some(other) => {
-            return Err(media::invalid(
+            return Err(upstream::invalid(
                 format!("Stability AI cannot produce {other:?} images (png, jpeg or webp)"),
                 "invalid_output_format",
             ));
@@ -136,7 +189,7 @@ pub async fn images(
     let call = to_stability(body)?;
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     let as_url = body.get("response_format").and_then(Value::as_str) == Some("url");
-    let url = media::url(&provider.base_url, call.path);
+    let url = upstream::url(&provider.base_url, call.path);
     let mut data = Vec::new();
     for i in 0..n {
         let fields: Vec<(&str, Part)> = call
@@ -144,7 +197,7 @@ pub async fn images(
             .iter()
             .map(|(k, v)| (*k, Part::Text(v.clone())))
             .collect();
-        let (content_type, form) = media::multipart(&fields);
+        let (content_type, form) = upstream::multipart(&fields);
         let mut request = http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -153,13 +206,13 @@ pub async fn images(
         if let Some(key) = api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        let item = media::send_raw(request, &provider.name)
+        let item = upstream::send_raw(request, &provider.name)
             .await
             .and_then(|(answer, _)| {
                 serde_json::from_slice::<Value>(&answer)
                     .ok()
                     .and_then(|v| to_openai_item(&v, &call.output_format, as_url))
-                    .ok_or_else(|| media::not_json(&provider.name))
+                    .ok_or_else(|| upstream::not_json(&provider.name))
             });
         match item {
             Ok(item) => data.push(item),
@@ -221,11 +274,11 @@ mod tests {
         assert!(call.fields.contains(&("aspect_ratio", "4:5".into())));
         assert_eq!(call.output_format, "webp");
         let err = to_stability(&json!({"model": "dall-e-3", "prompt": "x"})).unwrap_err();
-        assert_eq!(err.status, 400);
+        assert_eq!(err.status(), 400);
         let err = to_stability(&json!({"model": "stable-image-core", "prompt": "x",
             "output_format": "gif"}))
         .unwrap_err();
-        assert_eq!(err.status, 400);
+        assert_eq!(err.status(), 400);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The server-sent-events reader every streaming adapter shares:
-//! `eventsource-stream` behind a guard for a leading byte-order mark.
+//! `eventsource-stream` behind a guard for a leading byte-order mark, and
+//! a provider's SSE body as `(event, data)` pairs.
 //!
 //! Invariants: the events read do not depend on how the body is cut into
 //! chunks, and no body, however malformed, makes the reader panic; bytes that
@@ -10,6 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 
+use super::error::{UpstreamError, broken};
+
 /// A UTF-8 byte-order mark, which an event stream may start with.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -19,6 +22,21 @@ where
     S: Stream<Item = Result<Bytes, E>>,
 {
     guarded(body).eventsource()
+}
+
+/// A provider's SSE body as `(event name, data)` pairs; a stall or a
+/// broken body ends it with a broken-stream error.
+pub fn provider_events(
+    response: reqwest::Response,
+    provider: String,
+) -> impl Stream<Item = Result<(String, String), UpstreamError>> + Send + 'static {
+    events(response.bytes_stream()).map(move |event| match event {
+        Ok(ev) => Ok((ev.event, ev.data)),
+        Err(EventStreamError::Transport(t)) if t.is_timeout() => {
+            Err(broken(&provider, "the stream stalled"))
+        }
+        Err(_) => Err(broken(&provider, "the stream broke")),
+    })
 }
 
 /// `body` as eventsource-stream 0.2.3 reads it right: led by an empty line,

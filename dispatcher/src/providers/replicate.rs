@@ -17,9 +17,51 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::adapter::Answer;
-use crate::media;
-use crate::openai::UpstreamError;
+use super::{Call, Capabilities, Provider, Reply};
+use crate::answer::Answer;
+use crate::providers::media;
+use crate::providers::media::KeyHeader;
+use crate::upstream;
+use crate::upstream::UpstreamError;
+use aigw_events::wire::Endpoint;
+use futures::future::BoxFuture;
+
+/// Replicate predictions: image generation, at most 4 images a request.
+pub struct Replicate;
+
+impl Provider for Replicate {
+    fn serves(&self) -> Capabilities {
+        Capabilities {
+            endpoints: &[Endpoint::Images],
+            native: &[],
+            max_images: Some(MAX_OUTPUTS),
+            cancels_upstream: true,
+        }
+    }
+
+    fn gen_ai_system(&self, _spec: &ProviderSpec) -> String {
+        "replicate".into()
+    }
+
+    fn images<'a>(&'a self, call: Call<'a>, egress: &'a Egress, body: &'a Value) -> Reply<'a> {
+        Box::pin(images(call.http, egress, call.spec, call.api_key(), body))
+    }
+
+    fn check_account<'a>(
+        &'a self,
+        call: Call<'a>,
+    ) -> Option<BoxFuture<'a, Result<&'static str, UpstreamError>>> {
+        let base = call.spec.base_url.trim_end_matches('/');
+        let url = upstream::url(base, "account");
+        Some(Box::pin(media::account_check(
+            call,
+            url,
+            KeyHeader::Bearer,
+            None,
+            "account",
+        )))
+    }
+}
 
 /// First wait between polls; doubled up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(250);
@@ -50,7 +92,7 @@ pub fn to_replicate(body: &Value) -> Result<Create, UpstreamError> {
         .split_once('/')
         .filter(|(o, n)| safe_segment(o) && safe_segment(n))
     else {
-        return Err(media::invalid(
+        return Err(upstream::invalid(
             format!(
                 "Replicate models are named owner/name (e.g. black-forest-labs/flux-schnell), not {model:?}"
             ),
@@ -64,7 +106,7 @@ pub fn to_replicate(body: &Value) -> Result<Create, UpstreamError> {
     };
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
     if !(1..=MAX_OUTPUTS).contains(&n) {
-        return Err(media::invalid(
+        return Err(upstream::invalid(
             format!("Replicate makes 1 to {MAX_OUTPUTS} images per request, not {n}"),
             "invalid_n",
         ));
@@ -75,7 +117,7 @@ pub fn to_replicate(body: &Value) -> Result<Create, UpstreamError> {
             .and_then(|s| s.split_once('x'))
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
             .filter(|(w, h)| *w > 0 && *h > 0)
-            .map(|(w, h)| crate::stability::aspect_ratio(w, h).to_string())
+            .map(|(w, h)| crate::providers::stability::aspect_ratio(w, h).to_string())
     });
     if let Some(r) = ratio {
         input["aspect_ratio"] = json!(r);
@@ -153,15 +195,16 @@ pub async fn images(
     let name = provider.name.as_str();
     let base = &provider.base_url;
     let create = to_replicate(body)?;
-    let request = authorized(http.post(media::url(base, &create.path)), api_key).json(&create.body);
-    let (created, _) = media::send_raw(request, name).await?;
-    let created: Value = serde_json::from_slice(&created).map_err(|_| media::not_json(name))?;
+    let request =
+        authorized(http.post(upstream::url(base, &create.path)), api_key).json(&create.body);
+    let (created, _) = upstream::send_raw(request, name).await?;
+    let created: Value = serde_json::from_slice(&created).map_err(|_| upstream::not_json(name))?;
     let id = prediction_id(&created)
-        .ok_or_else(|| media::not_json(name))?
+        .ok_or_else(|| upstream::not_json(name))?
         .to_string();
     let mut guard = media::CancelOnDrop {
         request: Some(authorized(
-            http.post(media::url(base, &format!("predictions/{id}/cancel"))),
+            http.post(upstream::url(base, &format!("predictions/{id}/cancel"))),
             api_key,
         )),
     };
@@ -172,26 +215,29 @@ pub async fn images(
             Status::Succeeded(urls) if !urls.is_empty() => break urls,
             Status::Succeeded(_) => {
                 guard.request = None;
-                return Err(media::task_failed(name, "the prediction produced no image"));
+                return Err(upstream::task_failed(
+                    name,
+                    "the prediction produced no image",
+                ));
             }
             Status::Failed(message) => {
                 guard.request = None;
-                return Err(media::task_failed(name, &message));
+                return Err(upstream::task_failed(name, &message));
             }
             Status::Canceled => {
                 guard.request = None;
-                return Err(media::task_failed(name, "the prediction was canceled"));
+                return Err(upstream::task_failed(name, "the prediction was canceled"));
             }
             Status::Pending => {}
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_POLL);
         let poll = authorized(
-            http.get(media::url(base, &format!("predictions/{id}"))),
+            http.get(upstream::url(base, &format!("predictions/{id}"))),
             api_key,
         );
-        let (polled, _) = media::send_raw(poll, name).await?;
-        found = status(&serde_json::from_slice(&polled).map_err(|_| media::not_json(name))?);
+        let (polled, _) = upstream::send_raw(poll, name).await?;
+        found = status(&serde_json::from_slice(&polled).map_err(|_| upstream::not_json(name))?);
     };
     guard.request = None;
     let as_b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
@@ -255,13 +301,13 @@ mod tests {
         for model in ["flux-schnell", "a/../b", "../x", "a/b/c", "a b/c", ""] {
             let err = to_replicate(&json!({"model": model, "prompt": "x"})).unwrap_err();
             assert_eq!(
-                (err.status, err.class),
+                (err.status(), err.class()),
                 (400, ErrorClass::Client),
                 "{model}"
             );
         }
         let err = to_replicate(&json!({"model": "a/b", "prompt": "x", "n": 5})).unwrap_err();
-        assert_eq!(err.status, 400);
+        assert_eq!(err.status(), 400);
     }
 
     #[test]
