@@ -26,6 +26,13 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// mimalloc instead of the system allocator: aigw allocates many small,
+/// short-lived buffers per request (bodies, JSON values, headers), where
+/// glibc's malloc spent about a fifth of every role's instructions
+/// (`bench/instructions.sh`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `aigw --version`: the package version and the git commit it was built
 /// from (`build.rs`).
 const VERSION: &str = concat!(
