@@ -315,7 +315,10 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
 
     let mut peer_tp = None;
-    if let Some(target) = peer.as_ref().filter(|_| !args.throughput_duration.is_zero()) {
+    if let Some(target) = peer
+        .as_ref()
+        .filter(|_| !args.throughput_duration.is_zero())
+    {
         tokio::time::sleep(args.pause).await;
         println!(
             "== throughput through {} ({} concurrent, {:?})",
