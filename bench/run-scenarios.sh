@@ -32,6 +32,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# free_port, wait_port, idle_cpu, commit_label (its stack_* pieces are not used here).
+# shellcheck source=bench/stack.sh
+source "$ROOT/bench/stack.sh"
 
 SCENARIOS=("$@")
 [[ ${#SCENARIOS[@]} -eq 0 ]] && SCENARIOS=(routing failover admission)
@@ -50,6 +53,7 @@ ENFORCE=()
 export AIGW_LOG="${AIGW_LOG:-warn}"
 
 log() { printf '[run-scenarios.sh] %s\n' "$*" >&2; }
+log "commit $(commit_label), machine idle $(idle_cpu)% before the run, AIGW_LOG=$AIGW_LOG"
 
 # ---- build ---------------------------------------------------------------
 if [[ -n "${AIGW_BIN:-}" && -n "${BENCH_BIN:-}" ]]; then
@@ -121,19 +125,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() { # port, what, pid
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$3" 2>/dev/null || { log "$2 exited early"; return 1; }
-        sleep 0.1
-    done
-    log "$2 did not open port $1"
-    return 1
-}
 
 NATS_PORT="$(free_port)"
 AIGW_PORT="$(free_port)"
