@@ -150,7 +150,9 @@ for role in ingress dispatcher; do
     echo
     echo "== $role: the $TOP functions with the most instructions of their own (requests window)"
     callgrind_annotate --inclusive=no --threshold=100 "$WORK/$role.requests.out" 2>/dev/null \
-        | awk '/^-+$/ { block++ } block >= 3 && NF' | sed -n "2,$((TOP + 1))p" | cut -c1-160
+        | awk 'listing && NF && !/^-+$/ { print } /file:function/ { listing = 1 }' \
+        | sed 's#/root/.cargo/registry/src/[^/]*/##; s#/rustc/[0-9a-f]*/library/##; s# \[.*\]$##' \
+        | head -n "$TOP" | cut -c1-160
 done
 
 if [[ -n "$SAVE" ]]; then

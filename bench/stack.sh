@@ -40,11 +40,12 @@ idle_cpu() {
     awk -v idle=$((b[4] + b[5] - a[4] - a[5])) -v t="$total" 'BEGIN { printf "%.0f", 100 * idle / t }'
 }
 
-# The commit measured, marked when the work tree differs from it.
+# The commit measured, marked when the work tree's code differs from it
+# (changes to documentation alone do not count).
 commit_label() {
     local c
     c="$(git -C "$STACK_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    if ! git -C "$STACK_ROOT" diff --quiet HEAD -- . ':!bench/results' 2>/dev/null; then
+    if ! git -C "$STACK_ROOT" diff --quiet HEAD -- . ':!*.md' ':!bench/results' 2>/dev/null; then
         c="$c+uncommitted changes"
     fi
     echo "$c"
