@@ -58,7 +58,7 @@ impl Dialect {
     /// priced, [`COST_FLAGGED`] `unpriced` otherwise.
     pub fn answer_headers(self, headers: &mut HeaderMap, cost: AnswerCost) {
         match self {
-            Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini | Dialect::Responses => {
+            Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini | Dialect::Responses { .. } => {
                 match cost {
                     AnswerCost::Micros(m) => {
                         if let Ok(v) = HeaderValue::from_str(&usd(m)) {
@@ -96,7 +96,7 @@ impl Dialect {
             }
             Dialect::Anthropic => anthropic_usage_event(payload, cost),
             Dialect::Gemini => gemini_usage_event(payload, cost),
-            Dialect::Responses => responses_usage_event(payload, cost),
+            Dialect::Responses { .. } => responses_usage_event(payload, cost),
         }
     }
 }
@@ -286,7 +286,10 @@ mod responses_tests {
     fn the_final_event_gets_the_cost_and_nothing_else_changes() {
         let done = "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":5}\n\n";
         let completed = "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":6,\"response\":{\"id\":\"resp_1\",\"usage\":{\"input_tokens\":3}}}\n\n";
-        let out = Dialect::Responses.usage_event(
+        let out = Dialect::Responses {
+            request_id: uuid::Uuid::nil(),
+        }
+        .usage_event(
             Bytes::from(format!("{done}{completed}")),
             AnswerCost::Micros(210),
         );
@@ -315,7 +318,13 @@ mod responses_tests {
             ),
         ] {
             let b = Bytes::from(payload);
-            assert_eq!(Dialect::Responses.usage_event(b.clone(), cost), b);
+            assert_eq!(
+                Dialect::Responses {
+                    request_id: uuid::Uuid::nil(),
+                }
+                .usage_event(b.clone(), cost),
+                b
+            );
         }
     }
 }

@@ -321,7 +321,7 @@ async fn budgets_holds_and_idempotency_are_chats() {
 }
 
 #[tokio::test]
-async fn a_stream_that_fails_midway_ends_with_an_error_event() {
+async fn a_stream_that_fails_midway_ends_with_error_then_response_failed() {
     let env = TestEnv::start().await;
     let mock = MockServer::start().await;
     let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
@@ -342,16 +342,29 @@ async fn a_stream_that_fails_midway_ends_with_an_error_event() {
     )
     .await;
     assert_eq!(r.status(), 200);
+    let r_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let text = r.text().await.unwrap();
-    let last = text
+    let events: Vec<&str> = text
         .split("\n\n")
         .filter(|e| !e.trim().is_empty())
-        .last()
+        .collect();
+    let data_of = |event: &str| -> Value {
+        serde_json::from_str(
+            event
+                .lines()
+                .nth(1)
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap(),
+        )
         .unwrap()
-        .to_string();
-    assert!(last.starts_with("event: error\ndata: "), "{text}");
-    let data: Value =
-        serde_json::from_str(last.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    };
+    // As OpenAI ends a failed stream: `error`, then `response.failed`.
+    let [.., error, failed] = events[..] else {
+        panic!("{text}")
+    };
+    assert!(error.starts_with("event: error\ndata: "), "{text}");
+    let data = data_of(error);
     assert_eq!(data["type"], "error");
     assert!(
         data["message"]
@@ -359,6 +372,23 @@ async fn a_stream_that_fails_midway_ends_with_an_error_event() {
             .unwrap()
             .contains("upstream exploded"),
         "{data}"
+    );
+    assert!(
+        failed.starts_with("event: response.failed\ndata: "),
+        "{text}"
+    );
+    let failed = data_of(failed);
+    assert_eq!(failed["response"]["status"], "failed");
+    assert_eq!(
+        failed["response"]["id"],
+        format!("resp_{}", uuid::Uuid::parse_str(&r_id).unwrap().simple())
+    );
+    assert!(
+        failed["response"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream exploded"),
+        "{failed}"
     );
     assert!(text.contains("event: response.output_text.delta"), "{text}");
     assert!(!text.contains("response.completed"), "{text}");

@@ -23,6 +23,7 @@ use aigw_events::wire;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::chat::Inbound;
 use crate::error::ApiError;
@@ -63,8 +64,9 @@ pub enum Dialect {
     /// Gemini's `generateContent` (`/v1beta/models/...`).
     Gemini,
     /// OpenAI's Responses API (`/v1/responses`): OpenAI's error JSON, its
-    /// own named stream events.
-    Responses,
+    /// own named stream events. The request's id names the response a
+    /// failed stream reports (`response.failed`).
+    Responses { request_id: Uuid },
 }
 
 impl Dialect {
@@ -74,7 +76,7 @@ impl Dialect {
     pub fn sse_chunk(self, payload: &[u8]) -> Bytes {
         match self {
             Dialect::OpenAi => sse_data(payload),
-            Dialect::Anthropic | Dialect::Gemini | Dialect::Responses => {
+            Dialect::Anthropic | Dialect::Gemini | Dialect::Responses { .. } => {
                 Bytes::copy_from_slice(payload)
             }
         }
@@ -103,7 +105,7 @@ impl Dialect {
                     .unwrap_or("The stream failed.");
                 gemini::error_event(StatusCode::INTERNAL_SERVER_ERROR, message)
             }
-            Dialect::Responses => responses::error_frame(payload),
+            Dialect::Responses { request_id } => responses::error_frame(request_id, payload),
         }
     }
 
@@ -130,7 +132,7 @@ impl Dialect {
                 };
                 gemini::error_event(status, message)
             }
-            Dialect::Responses => responses::error_event(message, code),
+            Dialect::Responses { request_id } => responses::failure(request_id, message, code),
         }
     }
 
@@ -141,7 +143,7 @@ impl Dialect {
     pub fn sse_end(self) -> Bytes {
         match self {
             Dialect::OpenAi => Bytes::from_static(b"data: [DONE]\n\n"),
-            Dialect::Anthropic | Dialect::Gemini | Dialect::Responses => Bytes::new(),
+            Dialect::Anthropic | Dialect::Gemini | Dialect::Responses { .. } => Bytes::new(),
         }
     }
 }

@@ -14,7 +14,7 @@
 //!   translation and admission (`stored_responses`); an answer with
 //!   `store` not false is stored by the dispatcher with its outcome.
 
-use aigw_events::wire;
+use aigw_events::{response, wire};
 use aigw_runtime::dialect::responses_in;
 use axum::Extension;
 use axum::extract::State;
@@ -23,6 +23,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::RequestId;
@@ -32,17 +33,37 @@ use crate::dialects::{Dialect, stored_responses};
 use crate::error::ApiError;
 use crate::validate::validate;
 
-/// The Responses API's `error` SSE event: OpenAI's error JSON's message and
-/// code, as a stream event (its `sequence_number` is unknown to the
-/// ingress, which cut the stream: 0).
-pub fn error_event(message: &str, code: &str) -> Bytes {
-    let data = json!({"type": "error", "code": code, "message": message, "param": null,
+/// How a Responses stream that failed midway ends, as OpenAI's does: an
+/// `error` event with the error's message and code, then `response.failed`
+/// with the response (this request's id, status `failed`, the same error),
+/// so a client waiting for the response's last event (Codex waits for
+/// `response.completed` or `response.failed`) learns why it ended. The
+/// `sequence_number`s are unknown to the ingress, which cut the stream: 0.
+pub fn failure(request_id: Uuid, message: &str, code: &str) -> Bytes {
+    let error = json!({"type": "error", "code": code, "message": message, "param": null,
         "sequence_number": 0});
-    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+    let failed = json!({
+        "type": "response.failed",
+        "sequence_number": 0,
+        "response": {
+            "id": response::response_id(request_id),
+            "object": "response",
+            "created_at": chrono::Utc::now().timestamp(),
+            "status": "failed",
+            "error": {"code": code, "message": message},
+            "incomplete_details": null,
+            "output": [],
+            "usage": null,
+        },
+    });
+    Bytes::from(format!(
+        "event: error\ndata: {error}\n\nevent: response.failed\ndata: {failed}\n\n"
+    ))
 }
 
-/// A stream's error frame (OpenAI's error JSON) as an `error` event.
-pub fn error_frame(payload: &[u8]) -> Bytes {
+/// A stream's error frame (OpenAI's error JSON) as the events of a
+/// [`failure`].
+pub fn error_frame(request_id: Uuid, payload: &[u8]) -> Bytes {
     let parsed = serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
     let message = parsed
         .pointer("/error/message")
@@ -53,7 +74,7 @@ pub fn error_frame(payload: &[u8]) -> Bytes {
         .and_then(Value::as_str)
         .or_else(|| parsed.pointer("/error/type").and_then(Value::as_str))
         .unwrap_or("server_error");
-    error_event(message, code)
+    failure(request_id, message, code)
 }
 
 /// A Responses body as JSON.
@@ -100,7 +121,9 @@ pub async fn responses(
     // The same checks and limits as an OpenAI chat completion.
     let chat = validate(&internal)?;
     let inbound = Inbound {
-        dialect: Dialect::Responses,
+        dialect: Dialect::Responses {
+            request_id: request_id.0,
+        },
         wire: wire::Dialect::OpenaiResponses,
         native_body: Some(native),
         native_only: translated.native_only,
@@ -113,13 +136,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_frames_become_error_events() {
+    fn error_frames_end_the_stream_with_error_then_response_failed() {
         let frame =
             br#"{"error":{"message":"boom","type":"server_error","code":"upstream_error"}}"#;
+        let id = Uuid::now_v7();
+        let text = String::from_utf8(error_frame(id, frame).to_vec()).unwrap();
+        let (error, failed) = text.split_once("\n\n").unwrap();
         assert_eq!(
-            &error_frame(frame)[..],
-            b"event: error\ndata: {\"code\":\"upstream_error\",\"message\":\"boom\",\"param\":null,\"sequence_number\":0,\"type\":\"error\"}\n\n"
+            error,
+            "event: error\ndata: {\"code\":\"upstream_error\",\"message\":\"boom\",\"param\":null,\"sequence_number\":0,\"type\":\"error\"}"
         );
-        assert!(String::from_utf8_lossy(&error_frame(b"junk")).contains("The stream failed."));
+        let data = failed
+            .strip_prefix("event: response.failed\ndata: ")
+            .and_then(|d| d.strip_suffix("\n\n"))
+            .unwrap();
+        let data: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(data["type"], "response.failed");
+        assert_eq!(data["response"]["id"], response::response_id(id));
+        assert_eq!(data["response"]["status"], "failed");
+        assert_eq!(data["response"]["error"]["code"], "upstream_error");
+        assert_eq!(data["response"]["error"]["message"], "boom");
+        let junk = String::from_utf8(error_frame(id, b"junk").to_vec()).unwrap();
+        assert!(junk.contains("The stream failed."), "{junk}");
     }
 }
