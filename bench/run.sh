@@ -194,8 +194,9 @@ rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[2]) if line.stri
 sent = s["gateway"]["sent"] + (s.get("gateway_throughput") or {}).get("sent", 0)
 parts = [(name, float(cpu)) for name, cpu, _ in rows]
 total = sum(c for _, c in parts)
-print(f"CPU per request through aigw ({sent} requests): {1000 * total / sent:.2f} ms = "
-      + " + ".join(f"{name} {1000 * c / sent:.2f}" for name, c in parts))
+per = max(sent, 1)
+print(f"CPU per request through aigw ({sent} requests): {1000 * total / per:.2f} ms = "
+      + " + ".join(f"{name} {1000 * c / per:.2f}" for name, c in parts))
 PY
 echo "  (commit $(commit_label), machine idle ${IDLE}% before the run)"
 

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::adapter::{self, Credentials};
 use crate::media;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use crate::{DispatcherError, Shared};
 
 /// Answers "test connection" requests until aborted.
@@ -139,17 +140,23 @@ pub async fn check(shared: &Shared, id: Uuid) -> ProviderTestReply {
             check: check.into(),
             latency_ms: started.elapsed().as_millis() as u64,
         },
-        Ok(Err(e)) => ProviderTestReply::Failed {
-            status: e.status(),
-            body: e.body(),
-            retry_after: e.retry_after,
-        },
-        Err(_) => failed(
-            504,
-            &format!("provider {} did not answer in time", spec.name),
-            "upstream_timeout",
-            Some("upstream_timeout"),
-        ),
+        Ok(Err(e)) => upstream_failed(&e),
+        Err(_) => upstream_failed(&UpstreamError::new(
+            UpstreamErrorKind::UpstreamTimeout {
+                code: Some("upstream_timeout".into()),
+            },
+            format!("provider {} did not answer in time", spec.name),
+        )),
+    }
+}
+
+/// An upstream failure as the reply: its status and body are the ones the
+/// request path would answer with (`upstream::error`).
+fn upstream_failed(e: &UpstreamError) -> ProviderTestReply {
+    ProviderTestReply::Failed {
+        status: e.status(),
+        body: e.body(),
+        retry_after: e.retry_after.clone(),
     }
 }
 
