@@ -163,6 +163,8 @@ pub(crate) async fn attempt(
             .map(Answer::Native),
             Endpoint::Chat => provider_code.chat(to_provider, &body, request.stream).await,
             Endpoint::Embeddings => provider_code.embeddings(to_provider, &body).await,
+            Endpoint::Rerank => provider_code.rerank(to_provider, &body).await,
+            Endpoint::Moderations => provider_code.moderations(to_provider, &body).await,
             Endpoint::Images => {
                 provider_code
                     .images(to_provider, &shared.egress, &body)
@@ -364,9 +366,21 @@ pub(crate) fn estimate_from_body(request: &DispatchRequest, body: &Bytes) -> Usa
                 .map(estimate::text_tokens)
         })
         .unwrap_or(0);
+    // A rerank billed per search is held to one unit per hundred documents.
+    let searches = match request.endpoint {
+        Endpoint::Rerank => request
+            .body
+            .get("documents")
+            .and_then(Value::as_array)
+            .map_or(0, |d| d.len() as u64)
+            .div_ceil(worst_case::RERANK_DOCS_PER_SEARCH)
+            .max(1),
+        _ => 0,
+    };
     Usage {
         prompt_tokens: estimate::prompt_tokens(&request.body),
         completion_tokens: completion,
+        searches,
         ..Default::default()
     }
 }

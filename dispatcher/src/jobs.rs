@@ -191,6 +191,8 @@ async fn run_job(
         }
     };
     let result = job_result(&replier, &outcome);
+    // A Responses job's answer is stored like one from `/v1/responses`.
+    let response = crate::record::stored_response(request, &outcome, replier.take_rendered());
     let (usage, cost) = match &outcome {
         Outcome::Completed {
             usage, cost_micros, ..
@@ -211,6 +213,7 @@ async fn run_job(
             request_id: &request_id,
             command: command.clone(),
             metadata: meta,
+            response: response.clone(),
         };
         match jobs::execute(&shared.stores.pool, id, finish, meta, Some(record)).await {
             Ok(Ok(row)) => {

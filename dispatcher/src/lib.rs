@@ -19,6 +19,7 @@ pub mod pull;
 pub mod record;
 pub mod relay;
 pub mod reply;
+pub mod rerank;
 pub mod routing;
 pub mod spans;
 pub mod upstream;

@@ -221,7 +221,7 @@ pub(crate) async fn record(
 /// rendered whole; none either when it is over
 /// [`response::MAX_STORED_BYTES`] (logged: the caller was answered, and a
 /// later read or continuation of it is a 404).
-fn stored_response(
+pub(crate) fn stored_response(
     request: &DispatchRequest,
     outcome: &Outcome,
     rendered: Option<Value>,

@@ -272,6 +272,7 @@ mod tests {
         images: 0,
         characters: 0,
         audio_seconds: 0,
+        searches: 0,
         cached_tokens: 0,
         cache_write_5m_tokens: 0,
         cache_write_1h_tokens: 0,

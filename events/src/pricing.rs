@@ -63,6 +63,9 @@ pub struct Price {
     /// Micro-dollars per hour of transcribed audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_micros_per_hour: Option<i64>,
+    /// Micro-dollars per thousand rerank search units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_micros_per_k: Option<i64>,
 }
 
 /// What a usage costs at a price.
@@ -89,6 +92,7 @@ impl Price {
             image_micros: None,
             character_micros_per_m: None,
             audio_micros_per_hour: None,
+            search_micros_per_k: None,
         }
     }
 
@@ -179,6 +183,7 @@ impl Price {
             images: usage.images,
             characters: usage.characters,
             audio_seconds: usage.audio_seconds,
+            searches: usage.searches,
             ..Usage::default()
         };
         // A negative class rate makes `cost` refuse, so it does here too.
@@ -202,9 +207,11 @@ impl Price {
         let audio = term(usage.audio_seconds, self.audio_micros_per_hour, 1_000_000)?
             .checked_add(3599)?
             / 3600;
+        let searches = term(usage.searches, self.search_micros_per_k, 1_000)?;
         term(usage.images, self.image_micros, 1_000_000)?
             .checked_add(term(usage.characters, self.character_micros_per_m, 1)?)?
-            .checked_add(audio)
+            .checked_add(audio)?
+            .checked_add(searches)
     }
 }
 
@@ -264,6 +271,9 @@ pub struct PriceUsd {
     pub per_mchar_usd: Option<f64>,
     #[serde(default)]
     pub per_hour_usd: Option<f64>,
+    /// USD per thousand rerank search units.
+    #[serde(default)]
+    pub per_ksearch_usd: Option<f64>,
 }
 
 /// A USD amount that is negative, not finite or above [`MAX_USD`].
@@ -286,6 +296,7 @@ impl PriceUsd {
             image_micros: optional(self.per_image_usd)?,
             character_micros_per_m: optional(self.per_mchar_usd)?,
             audio_micros_per_hour: optional(self.per_hour_usd)?,
+            search_micros_per_k: optional(self.per_ksearch_usd)?,
         })
     }
 }
@@ -303,6 +314,7 @@ impl From<&Price> for PriceUsd {
             per_image_usd: p.image_micros.map(usd),
             per_mchar_usd: p.character_micros_per_m.map(usd),
             per_hour_usd: p.audio_micros_per_hour.map(usd),
+            per_ksearch_usd: p.search_micros_per_k.map(usd),
         }
     }
 }
@@ -357,6 +369,37 @@ mod tests {
         assert_eq!(price.cost_micros(&usage(0, 0, 60)), Some(2_500));
         // A model without a media rate bills its media units as nothing.
         assert_eq!(Price::tokens(1, 1).cost_micros(&usage(3, 3, 3)), Some(0));
+    }
+
+    #[test]
+    fn rerank_search_units_are_billed_per_thousand_and_held_at_worst() {
+        // Cohere's Rerank 3.5: $2.00 per 1,000 searches.
+        let price = Price {
+            search_micros_per_k: Some(2_000_000),
+            ..Price::tokens(0, 0)
+        };
+        let searches = |searches, prompt_tokens| Usage {
+            searches,
+            prompt_tokens,
+            ..Default::default()
+        };
+        assert_eq!(price.cost_micros(&searches(1, 0)), Some(2_000));
+        assert_eq!(price.cost_micros(&searches(3, 5_000)), Some(6_000));
+        assert_eq!(price.hold_micros(&searches(3, 5_000)), Some(6_000));
+        // Token-priced rerankers (Jina, Voyage) bill their tokens instead.
+        let tokens = Price::tokens(20_000, 0);
+        assert_eq!(tokens.cost_micros(&searches(2, 1_000_000)), Some(20_000));
+        let dear = Price {
+            search_micros_per_k: Some(i64::MAX),
+            ..Price::tokens(0, 0)
+        };
+        assert_eq!(dear.cost_micros(&searches(u64::MAX, 0)), None);
+        let usd = PriceUsd {
+            per_ksearch_usd: Some(2.0),
+            ..PriceUsd::default()
+        };
+        assert_eq!(usd.to_price().unwrap().search_micros_per_k, Some(2_000_000));
+        assert_eq!(PriceUsd::from(&usd.to_price().unwrap()), usd);
     }
 
     #[test]

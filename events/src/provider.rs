@@ -51,9 +51,8 @@ impl ProviderKind {
         use crate::wire::Endpoint as E;
         match self {
             ProviderKind::OpenaiCompatible => true,
-            ProviderKind::Gemini | ProviderKind::Cohere => {
-                matches!(endpoint, E::Chat | E::Embeddings)
-            }
+            ProviderKind::Gemini => matches!(endpoint, E::Chat | E::Embeddings),
+            ProviderKind::Cohere => matches!(endpoint, E::Chat | E::Embeddings | E::Rerank),
             ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Bedrock => {
                 endpoint == E::Chat
             }

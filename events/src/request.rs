@@ -56,6 +56,10 @@ pub struct Usage {
     /// Seconds of audio transcribed (`/v1/audio/transcriptions`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub audio_seconds: u64,
+    /// Search units of a rerank (`/v1/rerank`): Cohere bills one per query
+    /// over up to 100 documents (or document chunks).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub searches: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -99,6 +103,7 @@ impl Usage {
             self.images,
             self.characters,
             self.audio_seconds,
+            self.searches,
         ];
         counts.iter().all(|&n| n <= Self::MAX_COUNT)
             && self.cache_tokens() <= self.prompt_tokens
@@ -128,7 +133,11 @@ impl Usage {
 
     /// Whether nothing billable was consumed.
     pub fn is_empty(&self) -> bool {
-        self.total() == 0 && self.images == 0 && self.characters == 0 && self.audio_seconds == 0
+        self.total() == 0
+            && self.images == 0
+            && self.characters == 0
+            && self.audio_seconds == 0
+            && self.searches == 0
     }
 }
 

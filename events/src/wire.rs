@@ -144,7 +144,8 @@ pub struct BodyObject {
     pub bytes: u64,
 }
 
-/// The OpenAI endpoints aigw relays.
+/// The endpoints aigw relays (OpenAI's, and the rerank endpoint OpenAI has
+/// not but Cohere, Jina, SiliconFlow and Voyage share).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
@@ -159,6 +160,10 @@ pub enum Endpoint {
     Speech,
     /// `/v1/audio/transcriptions`.
     Transcriptions,
+    /// `/v1/rerank` (Cohere, Jina, SiliconFlow and Voyage style).
+    Rerank,
+    /// `/v1/moderations`.
+    Moderations,
 }
 
 impl Endpoint {
@@ -170,6 +175,8 @@ impl Endpoint {
             Endpoint::Images => "/v1/images/generations",
             Endpoint::Speech => "/v1/audio/speech",
             Endpoint::Transcriptions => "/v1/audio/transcriptions",
+            Endpoint::Rerank => "/v1/rerank",
+            Endpoint::Moderations => "/v1/moderations",
         }
     }
 
@@ -179,6 +186,9 @@ impl Endpoint {
             Endpoint::Chat => "chat",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Images | Endpoint::Speech | Endpoint::Transcriptions => "generate_content",
+            // Not among GenAI's well-known values, which allow others.
+            Endpoint::Rerank => "rerank",
+            Endpoint::Moderations => "moderation",
         }
     }
 }

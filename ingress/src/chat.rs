@@ -25,8 +25,8 @@ use crate::cost::{self, Dialect};
 use crate::error::ApiError;
 use crate::idempotency::{self, Claim};
 use crate::validate::{
-    ChatRequest, MAX_AUDIO_BYTES, validate, validate_embeddings, validate_images, validate_speech,
-    validate_transcription,
+    ChatRequest, MAX_AUDIO_BYTES, validate, validate_embeddings, validate_images,
+    validate_moderations, validate_rerank, validate_speech, validate_transcription,
 };
 use crate::{AppState, RequestId, admission, attribution, relay};
 
@@ -114,6 +114,7 @@ pub async fn speech(
     path = "/v1/embeddings",
     tag = "inference",
     summary = "Embeddings",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 ASCII characters: a repeat within 24 hours returns the stored answer.")),
     request_body = crate::openapi::schemas::EmbeddingsRequest,
     responses((status = 200, description = "The embeddings.", body = crate::openapi::schemas::EmbeddingsResponse))
 )]
@@ -126,8 +127,75 @@ pub async fn embeddings(
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let request = validate_embeddings(&bytes)?;
-    let attribution = attribution::of_body(&headers, &request.body)?;
-    queue_and_answer(&state, key, request, attribution, request_id.0).await
+    answer(
+        &state,
+        key,
+        &headers,
+        request,
+        request_id.0,
+        Inbound::openai(),
+    )
+    .await
+}
+
+/// `POST /v1/rerank`: queued and relayed like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/rerank",
+    tag = "inference",
+    summary = "Rerank documents by relevance to a query (Cohere, Jina, SiliconFlow, Voyage)",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 ASCII characters: a repeat within 24 hours returns the stored answer.")),
+    request_body = crate::openapi::schemas::RerankRequest,
+    responses((status = 200, description = "The documents' scores, most relevant first.", body = crate::openapi::schemas::RerankResponse))
+)]
+pub async fn rerank(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body_bytes(&state, body)?;
+    let request = validate_rerank(&bytes)?;
+    answer(
+        &state,
+        key,
+        &headers,
+        request,
+        request_id.0,
+        Inbound::openai(),
+    )
+    .await
+}
+
+/// `POST /v1/moderations`: queued and relayed like a chat completion.
+#[utoipa::path(
+    post,
+    path = "/v1/moderations",
+    tag = "inference",
+    summary = "Classify text and images as OpenAI's moderation does",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 ASCII characters: a repeat within 24 hours returns the stored answer.")),
+    request_body = crate::openapi::schemas::ModerationRequest,
+    responses((status = 200, description = "One result per input.", body = crate::openapi::schemas::ModerationResponse))
+)]
+pub async fn moderations(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body_bytes(&state, body)?;
+    let request = validate_moderations(&bytes)?;
+    answer(
+        &state,
+        key,
+        &headers,
+        request,
+        request_id.0,
+        Inbound::openai(),
+    )
+    .await
 }
 
 /// Reads the body, turning the size limit into a 413.

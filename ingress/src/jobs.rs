@@ -50,7 +50,7 @@ const MAX_URL: usize = 512;
 /// Splits `webhook_url` and `metadata` off the body and validates them. The
 /// rest is a non-streamed chat completion request, or an envelope: `url`
 /// names the route whose dialect `body` speaks (`dialects::job_request`).
-fn split_body(bytes: &[u8]) -> Result<(JobFields, ChatRequest, Inbound), ApiError> {
+fn split_body(bytes: &[u8], id: Uuid) -> Result<(JobFields, ChatRequest, Inbound), ApiError> {
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("The body is not valid JSON: {e}")))?;
     let Some(obj) = value.as_object_mut() else {
@@ -96,7 +96,7 @@ fn split_body(bytes: &[u8]) -> Result<(JobFields, ChatRequest, Inbound), ApiErro
                     code: Some("unknown_field"),
                 });
             }
-            dialects::job_request(&url, body)?
+            dialects::job_request(&url, body, id)?
         }
         Some(_) => return Err(invalid("'url' must be a string.", "url")),
     };
@@ -156,7 +156,7 @@ fn accepted(row: &JobRow, replayed: bool) -> Response {
     post,
     path = "/v1/jobs",
     tag = "jobs",
-    summary = "Submit a chat completion to run in the background",
+    summary = "Submit a request of any dialect (chat, Responses, Messages, generateContent, embeddings, rerank, moderation) to run in the background",
     params(("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 hours returns the first job.")),
     request_body = crate::openapi::schemas::JobRequest,
     responses((status = 202, description = "Queued; `Location` names the job.", body = crate::openapi::schemas::Job, headers(("location" = String, description = "/v1/jobs/{id}"))))
@@ -169,7 +169,19 @@ pub async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = chat::body_bytes(&state, body)?;
-    let (fields, chat, inbound) = split_body(&bytes)?;
+    let (fields, mut chat, mut inbound) = split_body(&bytes, request_id.0)?;
+    // A Responses continuation carries its whole conversation, read from
+    // the stored responses (this key's only), as on `/v1/responses`.
+    if inbound.wire == aigw_events::wire::Dialect::OpenaiResponses
+        && let Some(native) = &inbound.native_body
+        && native
+            .get("previous_response_id")
+            .is_some_and(|p| !p.is_null())
+    {
+        let mut native = native.clone();
+        dialects::stored_responses::continue_from_previous(&state, key.id, &mut native).await?;
+        (chat, inbound) = dialects::responses::job_request(native, request_id.0)?;
+    }
     let attribution = attribution::resolve(
         &headers,
         chat.body.get("user").and_then(Value::as_str),
@@ -556,7 +568,7 @@ mod tests {
     use super::*;
 
     fn status(bytes: &str) -> Option<&'static str> {
-        match split_body(bytes.as_bytes()) {
+        match split_body(bytes.as_bytes(), Uuid::nil()) {
             Ok(_) => None,
             Err(ApiError::BadRequest { param, .. }) => Some(param.unwrap_or("")),
             Err(_) => Some("other"),
@@ -569,6 +581,7 @@ mod tests {
             br#"{"url":"/v1/messages","metadata":{"batch":"7"},
                 "body":{"model":"claude","max_tokens":64,"metadata":{"user_id":"u1"},
                         "messages":[{"role":"user","content":"hi"}]}}"#,
+            Uuid::nil(),
         )
         .unwrap();
         assert_eq!(fields.metadata.get("batch").map(String::as_str), Some("7"));
@@ -586,6 +599,7 @@ mod tests {
         let (_, chat, inbound) = split_body(
             br#"{"url":"/v1beta/models/gemini-x:generateContent",
                 "body":{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}}"#,
+            Uuid::nil(),
         )
         .unwrap();
         assert_eq!(chat.model, "gemini-x");
@@ -593,15 +607,57 @@ mod tests {
 
         let (_, chat, inbound) = split_body(
             br#"{"url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hi"}]}}"#,
+            Uuid::nil(),
         )
         .unwrap();
         assert_eq!(chat.model, "m");
         assert!(inbound.native_body.is_none());
 
+        // Every dialect's body and the other JSON endpoints.
+        let id = Uuid::now_v7();
+        let (_, chat, inbound) = split_body(
+            br#"{"url":"/v1/responses","body":{"model":"m","input":"hi","store":true}}"#,
+            id,
+        )
+        .unwrap();
+        assert_eq!(chat.model, "m");
+        assert_eq!(inbound.wire, aigw_events::wire::Dialect::OpenaiResponses);
+        assert_eq!(
+            inbound.dialect,
+            dialects::Dialect::Responses { request_id: id }
+        );
+        for (url, body, endpoint) in [
+            (
+                "/v1/embeddings",
+                r#"{"model":"e","input":"hi"}"#,
+                aigw_events::wire::Endpoint::Embeddings,
+            ),
+            (
+                "/v1/rerank",
+                r#"{"model":"r","query":"q","documents":["a","b"],"top_n":1}"#,
+                aigw_events::wire::Endpoint::Rerank,
+            ),
+            (
+                "/v1/moderations",
+                r#"{"input":"hi"}"#,
+                aigw_events::wire::Endpoint::Moderations,
+            ),
+        ] {
+            let envelope = format!(r#"{{"url":"{url}","body":{body}}}"#);
+            let (_, chat, inbound) = split_body(envelope.as_bytes(), id).unwrap();
+            assert_eq!(chat.endpoint, endpoint, "{url}");
+            assert_eq!(inbound.wire, aigw_events::wire::Dialect::OpenaiChat);
+        }
+
         let gemini = r#""body":{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
         for (body, param) in [
             // Not a route jobs run; a stream; countTokens.
-            (format!(r#"{{"url":"/v1/embeddings",{gemini}}}"#), "url"),
+            (format!(r#"{{"url":"/v1/audio/speech",{gemini}}}"#), "url"),
+            // A rerank body without documents.
+            (
+                r#"{"url":"/v1/rerank","body":{"model":"r","query":"q"}}"#.to_string(),
+                "documents",
+            ),
             (
                 format!(r#"{{"url":"/v1beta/models/g:streamGenerateContent",{gemini}}}"#),
                 "url",
@@ -631,6 +687,7 @@ mod tests {
         let (fields, chat, _) = split_body(
             br#"{"model":"m","messages":[{"role":"user","content":"hi"}],
                 "webhook_url":"https://example.com/hook","metadata":{"batch":"7"}}"#,
+            Uuid::nil(),
         )
         .unwrap();
         assert_eq!(

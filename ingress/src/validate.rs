@@ -23,6 +23,12 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::multipart;
 
+mod moderations;
+mod rerank;
+
+pub use moderations::{DEFAULT_MODERATION_MODEL, MAX_MODERATION_INPUTS, validate_moderations};
+pub use rerank::{MAX_RERANK_DOCUMENTS, MAX_RERANK_QUERY, validate_rerank};
+
 /// Longest model name (or alias, or `provider/model`).
 pub const MAX_MODEL_LEN: usize = 256;
 /// Longest provider name.

@@ -76,7 +76,7 @@ impl Totals {
         self.price_fallback_requests += i64::from(o.price_fallback);
         match o.cost_micros {
             Some(c) => self.cost_micros += c,
-            None if o.usage.total() > 0 => self.unpriced_requests += 1,
+            None if !o.usage.is_empty() => self.unpriced_requests += 1,
             None => {}
         }
     }

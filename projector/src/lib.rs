@@ -167,6 +167,8 @@ pub struct UsageDelta {
     pub reasoning_tokens: i64,
     /// Requests with tokens billed at a fallback rate (their class had no price).
     pub price_fallback_requests: i64,
+    /// Rerank search units.
+    pub searches: i64,
 }
 
 impl UsageDelta {
@@ -185,9 +187,10 @@ impl UsageDelta {
         self.cache_write_1h_tokens += o.usage.cache_write_1h_tokens as i64;
         self.reasoning_tokens += o.usage.reasoning_tokens as i64;
         self.price_fallback_requests += i64::from(o.price_fallback);
+        self.searches += o.usage.searches as i64;
         match o.cost_micros {
             Some(c) => self.cost_micros += c,
-            None if o.usage.total() > 0 => self.unpriced_requests += 1,
+            None if !o.usage.is_empty() => self.unpriced_requests += 1,
             None => {}
         }
     }
@@ -631,6 +634,41 @@ mod tests {
     use serde_json::to_value;
 
     #[test]
+    fn an_unpriced_request_that_used_only_media_units_is_counted_unpriced() {
+        for usage in [
+            Usage {
+                searches: 1,
+                ..Usage::default()
+            },
+            Usage {
+                images: 1,
+                ..Usage::default()
+            },
+        ] {
+            let outcome = Outcome {
+                key_id: Uuid::nil(),
+                project_id: None,
+                team_id: None,
+                provider: None,
+                model: "rerank".into(),
+                usage,
+                estimated: false,
+                failed: false,
+                status: 200,
+                error_type: None,
+                cost_micros: None,
+                price_fallback: false,
+                latency_ms: 1,
+                at: Utc::now(),
+                attribution: Attribution::default(),
+            };
+            let mut delta = UsageDelta::default();
+            delta.add(&outcome);
+            assert_eq!(delta.unpriced_requests, 1, "{usage:?}");
+        }
+    }
+
+    #[test]
     fn folds_request_outcomes_by_key_day_and_model() {
         let key = Uuid::now_v7();
         let at: DateTime<Utc> = "2026-11-26T23:59:00Z".parse().unwrap();
@@ -644,6 +682,7 @@ mod tests {
             images: 1,
             characters: 40,
             audio_seconds: 3,
+            searches: 2,
         };
         let completed = RequestEvent::RequestCompleted {
             key_id: key,
@@ -731,6 +770,7 @@ mod tests {
                 cache_write_1h_tokens: 3,
                 reasoning_tokens: 9,
                 price_fallback_requests: 2,
+                searches: 6,
             }
         );
         assert!(effect.keys.contains(&key));

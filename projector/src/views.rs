@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::{BillingKey, HourlyKey, LogRow, UsageDelta, UsageKey};
 
 /// Column vectors of usage deltas, in `UsageDelta` field order.
-fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 16] {
-    let mut cols: [Vec<i64>; 16] = Default::default();
+fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 17] {
+    let mut cols: [Vec<i64>; 17] = Default::default();
     for d in deltas {
         for (col, v) in cols.iter_mut().zip([
             d.requests,
@@ -32,6 +32,7 @@ fn columns<'a>(deltas: impl Iterator<Item = &'a UsageDelta>) -> [Vec<i64>; 16] {
             d.cache_write_1h_tokens,
             d.reasoning_tokens,
             d.price_fallback_requests,
+            d.searches,
         ]) {
             col.push(v);
         }
@@ -67,18 +68,20 @@ pub(crate) async fn write_usage(
         write_1h,
         reasoning,
         fallback,
+        searches,
     ] = columns(usage.values());
     sqlx::query(&format!(
         "INSERT INTO usage_daily{suffix} AS u (key_id, day, model, requests, errors, prompt_tokens,
                 completion_tokens, estimated_requests, latency_ms_total, cost_micros,
                 unpriced_requests, images, characters, audio_seconds, cached_tokens,
                 cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens,
-                price_fallback_requests)
+                price_fallback_requests, searches)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
                 $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
-                $18::int8[], $19::int8[])
+                $18::int8[], $19::int8[], $20::int8[])
          ON CONFLICT (key_id, day, model) DO UPDATE SET
+           searches = u.searches + EXCLUDED.searches,
            requests = u.requests + EXCLUDED.requests,
            errors = u.errors + EXCLUDED.errors,
            prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
@@ -115,6 +118,7 @@ pub(crate) async fn write_usage(
     .bind(write_1h)
     .bind(reasoning)
     .bind(fallback)
+    .bind(searches)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -148,17 +152,20 @@ pub(crate) async fn write_billing(
         write_1h,
         reasoning,
         fallback,
+        searches,
     ] = columns(billing.values());
     sqlx::query(&format!(
         "INSERT INTO billing_monthly{suffix} AS b (key_id, month, model, requests, errors,
                 prompt_tokens, completion_tokens, cost_micros, unpriced_requests, images,
                 characters, audio_seconds, cached_tokens,
                 cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens,
-                price_fallback_requests)
+                price_fallback_requests, searches)
          SELECT * FROM UNNEST($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[],
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[])
+                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
+                $18::int8[])
          ON CONFLICT (key_id, month, model) DO UPDATE SET
+           searches = b.searches + EXCLUDED.searches,
            requests = b.requests + EXCLUDED.requests,
            errors = b.errors + EXCLUDED.errors,
            prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
@@ -191,6 +198,7 @@ pub(crate) async fn write_billing(
     .bind(write_1h)
     .bind(reasoning)
     .bind(fallback)
+    .bind(searches)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -225,18 +233,20 @@ pub(crate) async fn write_hourly(
         write_1h,
         reasoning,
         fallback,
+        searches,
     ] = columns(hourly.values());
     sqlx::query(&format!(
         "INSERT INTO usage_hourly{suffix} AS h (key_id, hour, provider, model, requests, errors,
                 prompt_tokens, completion_tokens, cost_micros, unpriced_requests, latency_ms_total,
                 images, characters, audio_seconds, cached_tokens,
                 cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens,
-                price_fallback_requests)
+                price_fallback_requests, searches)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[],
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
                 $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
-                $18::int8[], $19::int8[])
+                $18::int8[], $19::int8[], $20::int8[])
          ON CONFLICT (key_id, hour, provider, model) DO UPDATE SET
+           searches = h.searches + EXCLUDED.searches,
            requests = h.requests + EXCLUDED.requests,
            errors = h.errors + EXCLUDED.errors,
            prompt_tokens = h.prompt_tokens + EXCLUDED.prompt_tokens,
@@ -272,6 +282,7 @@ pub(crate) async fn write_hourly(
     .bind(write_1h)
     .bind(reasoning)
     .bind(fallback)
+    .bind(searches)
     .execute(&mut *tx)
     .await?;
     Ok(())

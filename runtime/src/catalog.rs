@@ -52,6 +52,8 @@ pub const FEATURES: &[&str] = &[
     "image",
     "audio",
     "video",
+    "rerank",
+    "moderation",
 ];
 /// Fields a preset may name as required or optional (besides `api_key`).
 pub const FIELDS: &[&str] = &[
@@ -158,6 +160,9 @@ pub struct PresetModel {
     /// USD per hour of transcribed audio (speech-to-text models).
     #[serde(default)]
     pub per_hour: Option<f64>,
+    /// USD per 1,000 search units (rerank models billed per search).
+    #[serde(default)]
+    pub per_ksearch: Option<f64>,
 }
 
 impl PresetModel {
@@ -165,7 +170,7 @@ impl PresetModel {
     /// output together) and/or a media rate. `None` when a given amount is
     /// negative or no price is given.
     pub fn price(&self) -> Option<Price> {
-        let media = [self.image, self.per_mchar, self.per_hour];
+        let media = [self.image, self.per_mchar, self.per_hour, self.per_ksearch];
         let (input, output) = match (self.input, self.output) {
             (Some(i), Some(o)) => (i, o),
             (None, None) if media.iter().any(Option::is_some) => (0.0, 0.0),
@@ -181,6 +186,7 @@ impl PresetModel {
             per_image_usd: self.image,
             per_mchar_usd: self.per_mchar,
             per_hour_usd: self.per_hour,
+            per_ksearch_usd: self.per_ksearch,
         }
         .to_price()
         .ok()
@@ -322,9 +328,16 @@ impl Catalog {
                 if m.id.trim().is_empty() || !model_ids.insert(m.id.as_str()) {
                     return Err(bad(format!("model id {:?} is empty or repeated", m.id)));
                 }
-                let priced = [m.input, m.output, m.image, m.per_mchar, m.per_hour]
-                    .iter()
-                    .any(Option::is_some);
+                let priced = [
+                    m.input,
+                    m.output,
+                    m.image,
+                    m.per_mchar,
+                    m.per_hour,
+                    m.per_ksearch,
+                ]
+                .iter()
+                .any(Option::is_some);
                 any_price |= priced;
                 let classed = [
                     m.cached_input,

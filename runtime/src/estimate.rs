@@ -20,14 +20,35 @@ pub fn text_tokens(text: &str) -> u64 {
     ascii.div_ceil(4) + wide
 }
 
-/// Estimated prompt tokens of a chat completion body.
+/// Estimated prompt tokens of a chat completion, embeddings, moderation
+/// or rerank body.
 pub fn prompt_tokens(body: &Value) -> u64 {
     let count = text_tokens;
+    if let (Some(query), Some(documents)) = (
+        body.get("query").and_then(Value::as_str),
+        body.get("documents").and_then(Value::as_array),
+    ) {
+        // A rerank body: the query is scored with each document.
+        return documents
+            .iter()
+            .map(|d| {
+                count(query)
+                    + d.as_str()
+                        .or_else(|| d.get("text")?.as_str())
+                        .map_or(0, count)
+            })
+            .sum();
+    }
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
-        // An embeddings body: `input` is a string or an array of strings.
+        // An embeddings or moderation body: `input` is a string or an array
+        // of strings (or of moderation parts).
         return match body.get("input") {
             Some(Value::String(s)) => count(s),
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(count).sum(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|i| i.as_str().or_else(|| i.get("text")?.as_str()))
+                .map(count)
+                .sum(),
             _ => 0,
         };
     };
@@ -80,5 +101,9 @@ mod tests {
             9
         );
         assert_eq!(max_output_tokens(&json!({}), 100), 100);
+        let rerank = json!({"query": "abcd", "documents": ["abcdefgh", {"text": "abcd"}]});
+        assert_eq!(prompt_tokens(&rerank), (1 + 2) + (1 + 1));
+        let moderation = json!({"input": ["abcd", {"type": "text", "text": "abcdefgh"}]});
+        assert_eq!(prompt_tokens(&moderation), 1 + 2);
     }
 }

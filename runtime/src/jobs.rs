@@ -15,7 +15,7 @@ use cqrs_es::event_sink::EventSink;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store::{EventRows, record_request_in};
+use crate::store::{EventRows, create_in, record_request_in};
 use crate::{Result, RuntimeError};
 
 /// A job as stored: its fold and the sequence of its last event.
@@ -52,6 +52,9 @@ pub struct RequestRecord<'a> {
     pub request_id: &'a str,
     pub command: RequestCommand,
     pub metadata: &'a HashMap<String, String>,
+    /// The stored response a Responses job's answer makes (its id and
+    /// command), created with the request's story or not at all.
+    pub response: Option<(String, aigw_events::response::ResponseCommand)>,
 }
 
 /// A job as the API shows it (`GET /v1/jobs/{id}`, lists, webhooks).
@@ -308,6 +311,18 @@ pub async fn execute(
         // unique violation, which must not abort the job's own change.
         let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
         if record_request_in(&mut *savepoint, r.request_id, r.command, r.metadata).await? {
+            if let Some((response_id, store)) = r.response
+                && create_in::<aigw_events::response::ResponseAggregate>(
+                    &mut savepoint,
+                    &response_id,
+                    store,
+                    r.metadata,
+                )
+                .await?
+                .is_none()
+            {
+                tracing::warn!(%response_id, "the response was stored already");
+            }
             savepoint.commit().await?;
         } else {
             savepoint.rollback().await?;

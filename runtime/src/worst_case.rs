@@ -27,6 +27,13 @@
 //!   input (and [`SPEECH_TOKENS_PER_CHARACTER`] for token-priced speech);
 //!   the longest an uploaded audio file can last (and
 //!   [`TRANSCRIPTION_TOKENS_PER_SECOND`] for token-priced transcription).
+//! - **Rerank**: the query's bytes once per document plus each document's
+//!   bytes (token-priced rerankers score every query-document pair), and
+//!   the search units of a provider that splits documents into chunks of
+//!   at least [`RERANK_CHUNK_TOKENS`] tokens and bills one unit per
+//!   [`RERANK_DOCS_PER_SEARCH`] chunks.
+//! - **Moderation**: the bytes of the input's texts, [`IMAGE_TOKENS`] per
+//!   image.
 
 use aigw_events::Usage;
 use aigw_events::provider::{ProviderKind, ProviderSpec};
@@ -66,6 +73,13 @@ pub const SPEECH_TOKENS_PER_CHARACTER: u64 = 20;
 /// Tokens held per second of audio for token-priced transcription models
 /// (audio in and text out together).
 pub const TRANSCRIPTION_TOKENS_PER_SECOND: u64 = 100;
+
+/// Documents (or chunks of one) a rerank search unit covers (Cohere's).
+pub const RERANK_DOCS_PER_SEARCH: u64 = 100;
+/// The fewest tokens of a document (with the query) one rerank chunk
+/// holds: Cohere splits long documents at 4,096 tokens today, 512 in its
+/// older models.
+pub const RERANK_CHUNK_TOKENS: u64 = 256;
 
 /// A worst case that does not fit in the integers: the request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -223,6 +237,42 @@ fn embeddings_prompt(body: &Value) -> Result<u64, Overflow> {
     body.get("input").map_or(Ok(0), item)
 }
 
+/// A rerank request's prompt tokens and search units (see the module doc).
+fn rerank_usage(body: &Value) -> Result<Usage, Overflow> {
+    let query = body.get("query").map_or(0, json_len);
+    let (mut tokens, mut chunks) = (0u64, 0u64);
+    for document in body
+        .get("documents")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let pair = add(add(json_len(document), query)?, MESSAGE_OVERHEAD)?;
+        tokens = add(tokens, pair)?;
+        chunks = add(chunks, pair.div_ceil(RERANK_CHUNK_TOKENS).max(1))?;
+    }
+    Ok(Usage {
+        prompt_tokens: tokens,
+        searches: chunks.div_ceil(RERANK_DOCS_PER_SEARCH).max(1),
+        ..Usage::default()
+    })
+}
+
+/// An upper bound of a moderation request's input tokens: the bytes of
+/// its texts, [`IMAGE_TOKENS`] per image.
+fn moderation_prompt(body: &Value) -> Result<u64, Overflow> {
+    match body.get("input") {
+        Some(Value::Array(items)) => items.iter().try_fold(0, |sum, item| {
+            let tokens = match item {
+                Value::String(s) => add(s.len() as u64, MESSAGE_OVERHEAD)?,
+                part => part_tokens(part),
+            };
+            add(sum, tokens)
+        }),
+        Some(other) => Ok(json_len(other)),
+        None => Ok(0),
+    }
+}
+
 /// The most the request can consume at this target: tokens (prompt capped
 /// by the context window), and the media units it asks for.
 pub fn worst_usage(
@@ -274,6 +324,11 @@ pub fn worst_usage(
                 ..Usage::default()
             }
         }
+        Endpoint::Rerank => rerank_usage(body)?,
+        Endpoint::Moderations => Usage {
+            prompt_tokens: cap(moderation_prompt(body)?),
+            ..Usage::default()
+        },
     };
     if usage.is_plausible() {
         Ok(usage)
@@ -359,6 +414,52 @@ mod tests {
         context: None,
         max_output: None,
     };
+
+    #[test]
+    fn rerank_holds_every_query_document_pair_and_the_search_units_of_its_chunks() {
+        let docs: Vec<String> = (0..150).map(|i| format!("document {i}")).collect();
+        let body = json!({"model": "rerank-v3.5", "query": "which one?", "documents": docs});
+        let worst = worst_usage(Endpoint::Rerank, &body, &OPENAI).unwrap();
+        // 150 short documents: 150 chunks, two search units.
+        assert_eq!(worst.searches, 2);
+        let query = "\"which one?\"".len() as u64;
+        assert!(worst.prompt_tokens >= 150 * (query + "\"document 0\"".len() as u64));
+        // One long document is several chunks.
+        let long =
+            json!({"query": "q", "documents": ["x".repeat(RERANK_CHUNK_TOKENS as usize * 250)]});
+        assert_eq!(
+            worst_usage(Endpoint::Rerank, &long, &OPENAI)
+                .unwrap()
+                .searches,
+            3
+        );
+        // A body with no documents still holds a unit.
+        assert_eq!(
+            worst_usage(Endpoint::Rerank, &json!({"query": "q"}), &OPENAI)
+                .unwrap()
+                .searches,
+            1
+        );
+    }
+
+    #[test]
+    fn moderation_holds_text_bytes_and_images() {
+        let text = json!({"input": "héllo"});
+        assert!(
+            worst_usage(Endpoint::Moderations, &text, &OPENAI)
+                .unwrap()
+                .prompt_tokens
+                >= 6
+        );
+        let parts = json!({"input": [{"type": "text", "text": "hi"},
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]});
+        assert!(
+            worst_usage(Endpoint::Moderations, &parts, &OPENAI)
+                .unwrap()
+                .prompt_tokens
+                >= IMAGE_TOKENS
+        );
+    }
 
     #[test]
     fn an_azure_deployment_has_the_limits_of_the_model_it_serves() {

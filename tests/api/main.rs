@@ -48,6 +48,7 @@ mod provider_test;
 mod quarantine;
 mod queue_limits;
 mod quotas;
+mod rerank_moderations;
 mod resilience;
 mod responses;
 mod responses_store;

@@ -1,6 +1,6 @@
 //! The Cohere v2 provider: chat (OpenAI chat in, `/v2/chat` out, answers
-//! and typed stream events back in OpenAI's format) and embeddings
-//! (`/v2/embed`).
+//! and typed stream events back in OpenAI's format), embeddings
+//! (`/v2/embed`) and rerank (`/v2/rerank`).
 
 use aigw_events::Usage;
 use aigw_events::provider::ProviderSpec;
@@ -11,16 +11,17 @@ use super::{Call, Capabilities, Provider, Reply};
 use crate::answer::{Answer, StreamItem};
 use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
 use crate::embeddings;
+use crate::rerank;
 use crate::upstream::{self, UpstreamError, broken};
 use aigw_events::wire::Endpoint;
 
-/// Cohere v2: chat and embeddings.
+/// Cohere v2: chat, embeddings and rerank.
 pub struct Cohere;
 
 impl Provider for Cohere {
     fn serves(&self) -> Capabilities {
         Capabilities {
-            endpoints: &[Endpoint::Chat, Endpoint::Embeddings],
+            endpoints: &[Endpoint::Chat, Endpoint::Embeddings, Endpoint::Rerank],
             native: &[],
             max_images: None,
             cancels_upstream: false,
@@ -37,6 +38,10 @@ impl Provider for Cohere {
 
     fn embeddings<'a>(&'a self, call: Call<'a>, body: &'a Value) -> Reply<'a> {
         Box::pin(embeddings(call, body))
+    }
+
+    fn rerank<'a>(&'a self, call: Call<'a>, body: &'a Value) -> Reply<'a> {
+        Box::pin(rerank(call, body))
     }
 }
 
@@ -383,4 +388,16 @@ async fn embeddings(call: Call<'_>, body: &Value) -> Result<Answer, UpstreamErro
     let usage = parsed.get("meta").map(usage);
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     embeddings::answer(&parsed, body, model, usage, &provider.name)
+}
+
+async fn rerank(call: Call<'_>, body: &Value) -> Result<Answer, UpstreamError> {
+    let (http, provider, api_key) = (call.http, call.spec, call.api_key());
+    let url = format!("{}/v2/rerank", provider.base_url.trim_end_matches('/'));
+    let mut request = http.post(url).json(&rerank::to_cohere(body));
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    let response = upstream::send(request, &provider.name).await?;
+    let parsed = upstream::read_json(response, &provider.name).await?;
+    rerank::answer(&parsed, body, &provider.name)
 }

@@ -144,6 +144,16 @@ pub trait Provider: Sync {
         refuse(call, Endpoint::Embeddings)
     }
 
+    /// `POST /v1/rerank`; the answer in `crate::rerank`'s one shape.
+    fn rerank<'a>(&'a self, call: Call<'a>, _body: &'a Value) -> Reply<'a> {
+        refuse(call, Endpoint::Rerank)
+    }
+
+    /// `POST /v1/moderations`.
+    fn moderations<'a>(&'a self, call: Call<'a>, _body: &'a Value) -> Reply<'a> {
+        refuse(call, Endpoint::Moderations)
+    }
+
     /// `POST /v1/images/generations`; `egress` fetches the output files
     /// async providers answer with.
     fn images<'a>(&'a self, call: Call<'a>, _egress: &'a Egress, _body: &'a Value) -> Reply<'a> {
@@ -234,12 +244,14 @@ mod tests {
         all
     }
 
-    const ENDPOINTS: [Endpoint; 5] = [
+    const ENDPOINTS: [Endpoint; 7] = [
         Endpoint::Chat,
         Endpoint::Embeddings,
         Endpoint::Images,
         Endpoint::Speech,
         Endpoint::Transcriptions,
+        Endpoint::Rerank,
+        Endpoint::Moderations,
     ];
 
     #[test]
@@ -297,12 +309,15 @@ mod tests {
             },
         };
         let body = json!({"model": "owner/model", "input": "hi", "prompt": "a cat",
+            "query": "q", "documents": ["d"],
             "voice": "JBFqnCBsd6RMkjVDRZzb",
             "messages": [{"role": "user", "content": "hi"}]});
         let provider = of(kind);
         let answer = match endpoint {
             Endpoint::Chat => provider.chat(call, &body, false).await,
             Endpoint::Embeddings => provider.embeddings(call, &body).await,
+            Endpoint::Rerank => provider.rerank(call, &body).await,
+            Endpoint::Moderations => provider.moderations(call, &body).await,
             Endpoint::Images => provider.images(call, &egress, &body).await,
             Endpoint::Speech => provider.speech(call, &body).await,
             Endpoint::Transcriptions => {

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible provider: any base URL that speaks OpenAI's API
 //! (`/chat/completions`, `/embeddings`, `/images/generations`,
-//! `/audio/speech`, `/audio/transcriptions`), and the reading of OpenAI
+//! `/audio/speech`, `/audio/transcriptions`, `/moderations`, and the
+//! `/rerank` of Jina, SiliconFlow and Voyage), and the reading of OpenAI
 //! answers (usage, SSE chunks) that Azure and the relay share.
 //!
 //! Invariants: bodies go out as the caller sent them (after the preset's
@@ -35,6 +36,8 @@ impl Provider for OpenaiCompatible {
                 Endpoint::Images,
                 Endpoint::Speech,
                 Endpoint::Transcriptions,
+                Endpoint::Rerank,
+                Endpoint::Moderations,
             ],
             native: &[],
             max_images: None,
@@ -81,6 +84,25 @@ impl Provider for OpenaiCompatible {
         Box::pin(images(call, body))
     }
 
+    fn rerank<'a>(&'a self, call: Call<'a>, body: &'a Value) -> Reply<'a> {
+        Box::pin(rerank(call, body))
+    }
+
+    /// The answer is relayed as it came; OpenAI's reports no usage (it is
+    /// free), so the request is billed by estimate.
+    fn moderations<'a>(&'a self, call: Call<'a>, body: &'a Value) -> Reply<'a> {
+        let spec = call.spec;
+        Box::pin(self::call(
+            call.http,
+            &spec.name,
+            &spec.base_url,
+            call.api_key(),
+            "moderations",
+            body,
+            false,
+        ))
+    }
+
     fn speech<'a>(&'a self, call: Call<'a>, body: &'a Value) -> Reply<'a> {
         Box::pin(speech(call, body))
     }
@@ -88,6 +110,25 @@ impl Provider for OpenaiCompatible {
     fn transcriptions<'a>(&'a self, call: Call<'a>, body: &'a Value, audio: Bytes) -> Reply<'a> {
         Box::pin(transcriptions(call, body, audio))
     }
+}
+
+/// `POST {base}/rerank`: the caller's body as it came (Jina's, SiliconFlow's
+/// and Voyage's shapes are the caller's), the answer in one shape.
+async fn rerank(call: Call<'_>, body: &Value) -> Result<Answer, UpstreamError> {
+    let name = call.name();
+    let mut request = call
+        .http
+        .post(upstream::url(&call.spec.base_url, "rerank"))
+        .json(body);
+    if let Some(key) = call.api_key() {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    let response = upstream::send(request, name).await?;
+    let parsed = upstream::read_json(response, name).await?;
+    if let Some(err) = parsed.get("error").filter(|e| e.is_object()) {
+        return Err(upstream::error_in_answer(200, err, name));
+    }
+    crate::rerank::answer(&parsed, body, name)
 }
 
 /// Smooths known deviations of OpenAI-compatible presets from OpenAI's

@@ -27,22 +27,29 @@ use uuid::Uuid;
 
 use crate::chat::Inbound;
 use crate::error::ApiError;
-use crate::validate::{ChatRequest, validate};
+use crate::validate::{
+    ChatRequest, validate, validate_embeddings, validate_moderations, validate_rerank,
+};
 
 /// The routes whose bodies `/v1/jobs` runs, as its `url` names them.
-pub const JOB_URLS: &str = "/v1/chat/completions, /v1/messages, /v1beta/models/{model}:generateContent or /v1/models/{model}:generateContent";
+pub const JOB_URLS: &str = "/v1/chat/completions, /v1/responses, /v1/messages, /v1beta/models/{model}:generateContent, /v1/models/{model}:generateContent, /v1/embeddings, /v1/rerank or /v1/moderations";
 
 /// A body of the dialect that `url` (a route's path) speaks, checked and
-/// translated exactly as that route would: what `/v1/jobs` runs.
-pub fn job_request(url: &str, body: Value) -> Result<(ChatRequest, Inbound), ApiError> {
+/// translated exactly as that route would: what `/v1/jobs` runs. `id` is
+/// the job's request id (a Responses job's answer is `resp_<id>`). A
+/// Responses body's `previous_response_id` is expanded by the caller
+/// (`jobs::submit`), which can read the stored responses.
+pub fn job_request(url: &str, body: Value, id: Uuid) -> Result<(ChatRequest, Inbound), ApiError> {
     let gemini = url
         .strip_prefix("/v1beta/models/")
         .or_else(|| url.strip_prefix("/v1/models/"));
+    let bytes = || serde_json::to_vec(&body).map_err(ApiError::internal);
     match (url, gemini) {
-        ("/v1/chat/completions", _) => {
-            let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
-            Ok((validate(&bytes)?, Inbound::openai()))
-        }
+        ("/v1/chat/completions", _) => Ok((validate(&bytes()?)?, Inbound::openai())),
+        ("/v1/embeddings", _) => Ok((validate_embeddings(&bytes()?)?, Inbound::openai())),
+        ("/v1/rerank", _) => Ok((validate_rerank(&bytes()?)?, Inbound::openai())),
+        ("/v1/moderations", _) => Ok((validate_moderations(&bytes()?)?, Inbound::openai())),
+        ("/v1/responses", _) => responses::job_request(body, id),
         ("/v1/messages", _) => anthropic::job_request(body),
         (_, Some(name)) => gemini::job_request(name, body),
         _ => Err(ApiError::BadRequest {

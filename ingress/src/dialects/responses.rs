@@ -31,7 +31,7 @@ use crate::auth::Caller;
 use crate::chat::{self, Inbound, body_bytes};
 use crate::dialects::{Dialect, stored_responses};
 use crate::error::ApiError;
-use crate::validate::validate;
+use crate::validate::{ChatRequest, validate};
 
 /// How a Responses stream that failed midway ends, as OpenAI's does: an
 /// `error` event with the error's message and code, then `response.failed`
@@ -116,19 +116,29 @@ pub async fn responses(
     let mut native = parse(&bytes)?;
     // A continuation carries its whole conversation from here on.
     stored_responses::continue_from_previous(&state, key.id, &mut native).await?;
+    let (chat, inbound) = admissible(native, request_id.0)?;
+    chat::answer(&state, key, &headers, chat, request_id.0, inbound).await
+}
+
+/// A Responses body for `/v1/jobs` (its `previous_response_id` already
+/// expanded, see `jobs::submit`).
+pub fn job_request(native: Value, id: Uuid) -> Result<(ChatRequest, Inbound), ApiError> {
+    admissible(native, id)
+}
+
+/// A Responses body translated, and checked with the same limits as an
+/// OpenAI chat completion; `id` names the response (`resp_<id>`).
+fn admissible(native: Value, id: Uuid) -> Result<(ChatRequest, Inbound), ApiError> {
     let translated = translate(&native)?;
     let internal = serde_json::to_vec(&translated.body).map_err(ApiError::internal)?;
-    // The same checks and limits as an OpenAI chat completion.
     let chat = validate(&internal)?;
     let inbound = Inbound {
-        dialect: Dialect::Responses {
-            request_id: request_id.0,
-        },
+        dialect: Dialect::Responses { request_id: id },
         wire: wire::Dialect::OpenaiResponses,
         native_body: Some(native),
         native_only: translated.native_only,
     };
-    chat::answer(&state, key, &headers, chat, request_id.0, inbound).await
+    Ok((chat, inbound))
 }
 
 #[cfg(test)]

@@ -146,6 +146,73 @@ pub struct EmbeddingsResponse {
     pub usage: Option<Usage>,
 }
 
+/// A rerank request: Cohere's, Jina's and SiliconFlow's shape (Voyage's
+/// `top_k` is taken for `top_n`).
+#[derive(ToSchema)]
+pub struct RerankRequest {
+    #[schema(example = "rerank-v3.5")]
+    pub model: String,
+    #[schema(example = "What is the capital of France?", max_length = 32768)]
+    pub query: String,
+    /// 1 to 10,000 strings, or objects with a `text`.
+    #[schema(min_items = 1, max_items = 10000)]
+    pub documents: Vec<Value>,
+    /// How many results to return (all by default).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub top_n: Option<u32>,
+    /// Whether each result carries its document's text.
+    pub return_documents: Option<bool>,
+    /// Cohere: the longest a document may be before it is split.
+    #[schema(minimum = 1)]
+    pub max_tokens_per_doc: Option<u32>,
+}
+
+#[derive(ToSchema)]
+pub struct RerankResult {
+    /// The document's position in the request's `documents`.
+    pub index: u32,
+    pub relevance_score: f64,
+    /// `{"text": ...}`, with `return_documents: true`.
+    #[schema(value_type = Option<Object>)]
+    pub document: Option<Value>,
+}
+
+/// The documents' scores, most relevant first.
+#[derive(ToSchema)]
+pub struct RerankResponse {
+    pub id: String,
+    pub model: String,
+    pub results: Vec<RerankResult>,
+    /// `total_tokens` the provider reported, where it bills tokens.
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<Value>,
+    /// `billed_units.search_units`, where the provider bills searches.
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+}
+
+/// OpenAI's moderation request.
+#[derive(ToSchema)]
+pub struct ModerationRequest {
+    /// Defaults to `omni-moderation-latest`.
+    #[schema(example = "omni-moderation-latest")]
+    pub model: Option<String>,
+    /// A string, an array of strings, or an array of `text` and
+    /// `image_url` parts (at most 2,048 items).
+    #[schema(example = "I want to hurt them.")]
+    pub input: Value,
+}
+
+/// OpenAI's moderation, as the provider answered it.
+#[derive(ToSchema)]
+pub struct ModerationResponse {
+    pub id: String,
+    pub model: String,
+    /// One per input: `flagged`, `categories`, `category_scores`.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+}
+
 /// OpenAI's image generation request.
 #[derive(ToSchema)]
 pub struct ImagesRequest {
