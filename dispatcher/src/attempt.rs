@@ -468,6 +468,7 @@ mod tests {
             rate_on_key: true,
             attribution: Default::default(),
             dialect: Default::default(),
+            raw_body: None,
             native_body: None,
             native_only: None,
         }

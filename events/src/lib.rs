@@ -15,6 +15,7 @@ pub mod pricing;
 pub mod project;
 pub mod provider;
 pub mod provider_test;
+pub mod raw_body;
 pub mod request;
 pub mod response;
 pub mod sign_in;

@@ -78,6 +78,12 @@ pub struct DispatchRequest {
     /// goes back in it. Absent (older messages): OpenAI chat.
     #[serde(default, skip_serializing_if = "Dialect::is_openai_chat")]
     pub dialect: Dialect,
+    /// The caller's body byte for byte, for a body in a dialect other than
+    /// OpenAI chat that arrived whole at its route: `body` is then null on
+    /// the wire, and the dispatcher reads it from this. A same-dialect
+    /// upstream gets these bytes, only the model's replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_body: Option<crate::raw_body::RawBody>,
     /// Dispatcher-side only, never on the wire: the caller's body as it
     /// arrived, when `body` was translated from another dialect into
     /// OpenAI chat (what every adapter takes). A same-dialect upstream gets
@@ -142,6 +148,10 @@ pub struct BodyObject {
     pub name: String,
     /// The stored JSON's length in bytes.
     pub bytes: u64,
+    /// Whether it is the caller's body byte for byte (`raw_body`), not
+    /// `body`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 /// The endpoints aigw relays (OpenAI's, and the rerank endpoint OpenAI has

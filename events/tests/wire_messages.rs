@@ -33,6 +33,7 @@ fn a_message_with_a_body_object_names_it() {
         Some(BodyObject {
             name: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c".into(),
             bytes: 9_000_000,
+            raw: false,
         })
     );
     assert_eq!(serde_json::to_value(&r).unwrap(), v);

@@ -242,6 +242,10 @@ pub struct Inbound {
     pub wire: wire::Dialect,
     /// The caller's body (sent on the wire instead of the translation).
     pub native_body: Option<serde_json::Value>,
+    /// The caller's body as the bytes that arrived, when `native_body` is
+    /// exactly them (sent instead of it, so a same-dialect upstream gets
+    /// them byte for byte).
+    pub native_raw: Option<aigw_events::raw_body::RawBody>,
     /// A field that only a target speaking `wire` natively can honour.
     pub native_only: Option<String>,
 }
@@ -253,6 +257,7 @@ impl Inbound {
             dialect: Dialect::OpenAi,
             wire: wire::Dialect::OpenaiChat,
             native_body: None,
+            native_raw: None,
             native_only: None,
         }
     }
@@ -455,7 +460,13 @@ async fn queue_in(
         key_id: key.id,
         reply_to,
         accepted_at: now,
-        body: inbound.native_body.unwrap_or(chat.body),
+        // The caller's own bytes where it has them (the dispatcher parses
+        // them), else its body, else the OpenAI body.
+        body: match inbound.native_raw {
+            Some(_) => serde_json::Value::Null,
+            None => inbound.native_body.unwrap_or(chat.body),
+        },
+        raw_body: inbound.native_raw,
         model: chat.model,
         stream: chat.stream,
         include_usage: chat.include_usage,

@@ -251,6 +251,7 @@ pub async fn submit(
         // A body in another dialect travels as the caller sent it; the
         // dispatcher translates it again where the target needs it.
         body: inbound.native_body.unwrap_or(chat.body),
+        raw_body: None,
         model: chat.model.clone(),
         stream: false,
         include_usage: false,

@@ -23,6 +23,7 @@
 //!   of the request ([`BodyError::Missing`]), never a redelivery loop; only a
 //!   store that cannot be reached right now is retried.
 
+use aigw_events::raw_body::RawBody;
 use aigw_events::wire::{self, BodyObject, DispatchRequest};
 use async_nats::jetstream::object_store::{GetErrorKind, ObjectMetadata, ObjectStore};
 use serde_json::Value;
@@ -85,22 +86,31 @@ pub async fn message(
         return Ok(whole);
     }
     drop(whole);
-    let body = serde_json::to_vec(&request.body)?;
+    // The caller's own bytes, if the message carries them, else `body`.
+    let raw = request.raw_body.take();
+    let body = match &raw {
+        Some(raw) => raw.get().as_bytes().to_vec(),
+        None => serde_json::to_vec(&request.body)?,
+    };
     let name = request.request_id.to_string();
-    store
+    if let Err(e) = store
         .put(object_meta(&name, max_payload), &mut body.as_slice())
         .await
-        .map_err(|e| BodyError::Unavailable(e.to_string()))?;
+    {
+        request.raw_body = raw;
+        return Err(BodyError::Unavailable(e.to_string()));
+    }
     request.body = Value::Null;
     request.body_object = Some(BodyObject {
         name,
         bytes: body.len() as u64,
+        raw: raw.is_some(),
     });
     Ok(serde_json::to_vec(request)?)
 }
 
-/// Puts a stored body back into `request.body`; a request that carried its
-/// body needs nothing.
+/// Puts a stored body back into `request.body` (or `raw_body`, when that
+/// is what was stored); a request that carried its body needs nothing.
 pub async fn load(store: &ObjectStore, request: &mut DispatchRequest) -> Result<(), BodyError> {
     let Some(object) = &request.body_object else {
         return Ok(());
@@ -127,8 +137,12 @@ pub async fn load(store: &ObjectStore, request: &mut DispatchRequest) -> Result<
             object.bytes
         )));
     }
-    request.body = serde_json::from_slice(&bytes)
-        .map_err(|e| BodyError::Missing(format!("not the JSON stored: {e}")))?;
+    let not_json = |e: serde_json::Error| BodyError::Missing(format!("not the JSON stored: {e}"));
+    if object.raw {
+        request.raw_body = Some(RawBody::from_bytes(&bytes).map_err(not_json)?);
+    } else {
+        request.body = serde_json::from_slice(&bytes).map_err(not_json)?;
+    }
     Ok(())
 }
 

@@ -73,7 +73,7 @@ async fn messages_and_gemini_bodies_run_as_jobs_and_keep_their_dialect() {
     assert_eq!(job["result"]["object"], "chat.completion");
     for (body, param) in [
         (
-            json!({"url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}),
+            json!({"url": "/v1/audio/speech", "body": {"model": "m", "input": "x"}}),
             "url",
         ),
         (

@@ -42,6 +42,7 @@ mod oidc;
 mod oidc_provider;
 mod openapi;
 mod operations;
+mod passthrough_bytes;
 mod presets;
 mod probes;
 mod provider_test;

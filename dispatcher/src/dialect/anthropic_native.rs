@@ -70,11 +70,21 @@ pub async fn call(
         Dialect::AnthropicMessages { version, beta } => (version.as_deref(), beta.as_deref()),
         Dialect::OpenaiChat | Dialect::GeminiGenerate | Dialect::OpenaiResponses => (None, None),
     };
-    let body = upstream_body(native, model);
+    // The caller's bytes, only the model's replaced, where the message
+    // carried them; else the parsed body with the model set.
+    let bytes = match request
+        .raw_body
+        .as_ref()
+        .and_then(|raw| raw.with_model(model))
+    {
+        Some(text) => text.into_owned().into_bytes(),
+        None => serde_json::to_vec(&upstream_body(native, model)).unwrap_or_default(),
+    };
     let mut call = http
         .post(url)
         .header("anthropic-version", version.unwrap_or(ANTHROPIC_VERSION))
-        .json(&body);
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(bytes);
     if let Some(beta) = beta {
         call = call.header("anthropic-beta", beta);
     }

@@ -84,7 +84,20 @@ pub async fn call(
     ) else {
         return Err(upstream::unsupported(name, "Gemini's generateContent"));
     };
-    let mut call = http.post(url).json(&upstream_body(native, cap));
+    // The caller's bytes where the message carried them and no output cap
+    // must be added (the model is in the URL); else the parsed body.
+    let capped = cap.is_some()
+        && native
+            .pointer("/generationConfig/maxOutputTokens")
+            .is_none();
+    let bytes = match &request.raw_body {
+        Some(raw) if !capped => raw.get().as_bytes().to_vec(),
+        _ => serde_json::to_vec(&upstream_body(native, cap)).unwrap_or_default(),
+    };
+    let mut call = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(bytes);
     if let Some(key) = api_key {
         call = call.header("x-goog-api-key", key.expose_secret());
     }

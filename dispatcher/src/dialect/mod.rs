@@ -74,11 +74,23 @@ pub enum NativeAnswer {
 }
 
 /// Puts a request's body in the internal shape: a body in another dialect
-/// is kept as `native_body` and `body` becomes its OpenAI chat
-/// translation. The ingress checked the body already (with this same
+/// (read from `raw_body` when it came as the caller's bytes) is kept as
+/// `native_body` and `body` becomes its OpenAI chat translation. The ingress checked the body already (with this same
 /// translation), so a failure here means a body aigw never accepted: it is
 /// left as it is, and the upstream judges it.
 pub fn prepare(request: &mut DispatchRequest) {
+    // A body that came as the caller's bytes is read from them (they stay,
+    // for a same-dialect upstream).
+    if request.body.is_null()
+        && let Some(raw) = &request.raw_body
+    {
+        match raw.to_value() {
+            Ok(body) => request.body = body,
+            Err(e) => {
+                tracing::warn!(request_id = %request.request_id, error = %e, "a queued body is not JSON");
+            }
+        }
+    }
     let translated = match request.dialect {
         Dialect::OpenaiChat => return,
         Dialect::AnthropicMessages { .. }

@@ -16,6 +16,7 @@
 //!   status OpenAI's shape had ([`anthropic_errors`] rewrites them all in
 //!   one place); mid-stream errors are `event: error`.
 
+use aigw_events::raw_body::RawBody;
 use aigw_events::wire;
 use aigw_runtime::dialect::anthropic_in;
 use aigw_runtime::estimate;
@@ -202,7 +203,9 @@ pub async fn messages(
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(&state, body)?;
     let wire = wire_dialect(&headers)?;
-    let (chat, inbound) = admissible(parse(&bytes)?, wire)?;
+    let (chat, mut inbound) = admissible(parse(&bytes)?, wire)?;
+    // An Anthropic-native upstream gets these very bytes.
+    inbound.native_raw = RawBody::from_bytes(&bytes).ok();
     chat::answer(&state, key, &headers, chat, request_id.0, inbound).await
 }
 
@@ -227,6 +230,7 @@ fn admissible(native: Value, wire: wire::Dialect) -> Result<(ChatRequest, Inboun
         dialect: Dialect::Anthropic,
         wire,
         native_body: Some(native),
+        native_raw: None,
         native_only: translated.native_only,
     };
     Ok((chat, inbound))

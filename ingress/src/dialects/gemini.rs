@@ -25,6 +25,7 @@
 //!   all in one place); mid-stream errors are a `data:` event of the same
 //!   shape.
 
+use aigw_events::raw_body::RawBody;
 use aigw_events::wire;
 use aigw_runtime::dialect::gemini_in;
 use aigw_runtime::estimate;
@@ -244,13 +245,41 @@ pub async fn post_model(
         .unwrap_or(false);
     match method {
         Method::CountTokens => count_tokens(&state, key, model, &native).await,
-        Method::Generate => generate(&state, key, &headers, model, native, false, request_id).await,
+        Method::Generate => {
+            generate(
+                &state,
+                key,
+                &headers,
+                model,
+                (native, &bytes),
+                false,
+                request_id,
+            )
+            .await
+        }
         Method::Stream if sse => {
-            generate(&state, key, &headers, model, native, true, request_id).await
+            generate(
+                &state,
+                key,
+                &headers,
+                model,
+                (native, &bytes),
+                true,
+                request_id,
+            )
+            .await
         }
         Method::Stream => {
-            let response =
-                generate(&state, key, &headers, model, native, false, request_id).await?;
+            let response = generate(
+                &state,
+                key,
+                &headers,
+                model,
+                (native, &bytes),
+                false,
+                request_id,
+            )
+            .await?;
             if !response.status().is_success() {
                 return Ok(response);
             }
@@ -301,11 +330,13 @@ async fn generate(
     key: std::sync::Arc<aigw_runtime::KeyEntry>,
     headers: &HeaderMap,
     model: &str,
-    native: Value,
+    (native, raw): (Value, &Bytes),
     stream: bool,
     request_id: RequestId,
 ) -> Result<Response, ApiError> {
-    let (chat, inbound) = admissible(native, model, stream)?;
+    let (chat, mut inbound) = admissible(native, model, stream)?;
+    // A Gemini-native upstream gets these very bytes.
+    inbound.native_raw = RawBody::from_bytes(raw).ok();
     chat::answer(state, key, headers, chat, request_id.0, inbound).await
 }
 
@@ -339,6 +370,7 @@ fn admissible(
         dialect: Dialect::Gemini,
         wire: wire::Dialect::GeminiGenerate,
         native_body: Some(native),
+        native_raw: None,
         native_only: translated.native_only,
     };
     Ok((chat, inbound))

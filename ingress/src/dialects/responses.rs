@@ -136,6 +136,7 @@ fn admissible(native: Value, id: Uuid) -> Result<(ChatRequest, Inbound), ApiErro
         dialect: Dialect::Responses { request_id: id },
         wire: wire::Dialect::OpenaiResponses,
         native_body: Some(native),
+        native_raw: None,
         native_only: translated.native_only,
     };
     Ok((chat, inbound))
