@@ -90,6 +90,8 @@ pub struct Target {
     /// Extra headers on every request (a peer gateway's routing headers).
     headers: reqwest::header::HeaderMap,
     body: Bytes,
+    /// Bytes every successful non-streamed answer contains.
+    expect: &'static [u8],
     pub stream: bool,
 }
 
@@ -121,8 +123,25 @@ impl Target {
             auth: format!("Bearer {key}"),
             headers: reqwest::header::HeaderMap::new(),
             body: Bytes::from(serde_json::to_vec(&body)?),
+            expect: b"\"choices\"",
             stream,
         })
+    }
+
+    /// The same client and key, sending `body` (not streamed) to `path`
+    /// under `base_url`; an answer counts when it contains `expect`.
+    pub fn posting(
+        mut self,
+        base_url: &str,
+        path: &str,
+        body: &serde_json::Value,
+        expect: &'static [u8],
+    ) -> anyhow::Result<Self> {
+        self.url = format!("{}{path}", base_url.trim_end_matches('/'));
+        self.body = Bytes::from(serde_json::to_vec(body)?);
+        self.expect = expect;
+        self.stream = false;
+        Ok(self)
     }
 
     /// Adds `name: value` headers (`"name: value"` strings) to every request.
@@ -159,8 +178,11 @@ impl Target {
             if !status.is_success() {
                 return Err(format!("HTTP {}", status.as_u16()));
             }
-            if !contains(&body, b"\"choices\"") {
-                return Err("answer without choices".into());
+            if !contains(&body, self.expect) {
+                return Err(format!(
+                    "answer without {}",
+                    String::from_utf8_lossy(self.expect)
+                ));
             }
             return Ok(first);
         }

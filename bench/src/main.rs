@@ -7,6 +7,7 @@
 
 mod ab;
 mod compare;
+mod dialects;
 mod jobs;
 mod load;
 mod mock;
@@ -38,6 +39,9 @@ enum Command {
     /// Compare two request shapes through aigw at the same rate (failover,
     /// admission): success rates, latencies and the difference.
     Ab(ab::AbArgs),
+    /// What translating between dialects costs: in process, and through
+    /// aigw side by side with chat completions.
+    Dialects(dialects::DialectsArgs),
     /// Submit many jobs (`POST /v1/jobs`) to build a backlog.
     Jobs(jobs::JobsArgs),
     /// Time the routing decision (`Router::plan`) for every strategy.
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args).await,
         Command::Compare(args) => compare::run(args).await,
         Command::Ab(args) => ab::run(args).await,
+        Command::Dialects(args) => dialects::run(args).await,
         Command::Jobs(args) => jobs::run(args).await,
         Command::Routing(args) => routing::run(args),
     }
