@@ -29,7 +29,16 @@ pub enum Answer {
     },
     /// An answer in the caller's own dialect, from an upstream that speaks
     /// it natively (relayed verbatim; see `dialect`).
-    Native(crate::dialect::NativeAnswer),
+    Native(NativeAnswer),
+}
+
+/// An upstream's answer in the caller's own dialect (relayed by
+/// `crate::dialect`).
+pub enum NativeAnswer {
+    /// The answer JSON as sent, and the usage read from it.
+    Full { body: Bytes, usage: Option<Usage> },
+    /// The SSE events as `(event name, data)`.
+    Stream(BoxStream<'static, Result<(String, String), UpstreamError>>),
 }
 
 /// One step of a streamed answer.

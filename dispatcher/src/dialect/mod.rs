@@ -62,16 +62,7 @@ pub(crate) fn tool_calls<'a>(msg: &'a Value) -> Vec<ToolCall<'a>> {
         .collect()
 }
 
-/// An upstream's answer in the caller's own dialect.
-pub enum NativeAnswer {
-    /// The answer JSON as sent, and the usage read from it.
-    Full {
-        body: bytes::Bytes,
-        usage: Option<Usage>,
-    },
-    /// The SSE events as `(event name, data)`.
-    Stream(BoxStream<'static, Result<(String, String), UpstreamError>>),
-}
+pub use crate::answer::NativeAnswer;
 
 /// Puts a request's body in the internal shape: a body in another dialect
 /// (read from `raw_body` when it came as the caller's bytes) is kept as
