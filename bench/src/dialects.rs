@@ -149,8 +149,7 @@ fn translate_once(dialect: &Dialect, bytes: &[u8], model: &str, answer: &Value) 
             "gemini_generate" => gemini_in::to_chat(&native, model, false).map(|t| t.body),
             _ => return 0,
         };
-        out += serde_json::to_vec(&translated.unwrap_or_default())
-            .map_or(0, |v| v.len());
+        out += serde_json::to_vec(&translated.unwrap_or_default()).map_or(0, |v| v.len());
     }
     let native: Value = serde_json::from_slice(bytes).unwrap_or_default();
     let rendered = match dialect.name {
@@ -227,7 +226,11 @@ fn in_process(args: &DialectsArgs, all: &[Dialect]) -> Vec<InProcess> {
     rows
 }
 
-async fn through_aigw(args: &DialectsArgs, url: &str, all: &[Dialect]) -> anyhow::Result<Vec<Through>> {
+async fn through_aigw(
+    args: &DialectsArgs,
+    url: &str,
+    all: &[Dialect],
+) -> anyhow::Result<Vec<Through>> {
     let base = Target::new(&format!("{url}/v1"), &args.key, &args.model, false)?;
     let targets: Vec<Target> = all
         .iter()
@@ -238,7 +241,11 @@ async fn through_aigw(args: &DialectsArgs, url: &str, all: &[Dialect]) -> anyhow
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); all.len()];
     for round in 0..rounds {
         for (i, target) in targets.iter().enumerate() {
-            let warmup = if round == 0 { args.warmup } else { Duration::ZERO };
+            let warmup = if round == 0 {
+                args.warmup
+            } else {
+                Duration::ZERO
+            };
             let mut got = open_loop_samples(target, args.rate, slice, warmup).await?;
             samples[i].append(&mut got);
         }

@@ -17,19 +17,20 @@ use std::time::Duration;
 
 pub mod alerts;
 pub mod apply;
-pub mod audit;
+pub use aigw_runtime::audit;
 pub mod quarantine;
 pub mod rebuild;
 mod views;
 
 use aigw_events::alert::AlertLevel;
 use aigw_events::{
-    AdminUserEvent, AliasEvent, Attribution, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent,
-    TeamEvent, Usage,
+    AdminUserEvent, AliasEvent, KeyEvent, ProjectEvent, ProviderEvent, RequestEvent, TeamEvent,
 };
+pub use aigw_runtime::checkpoint::{Position, checkpoint, save_checkpoint};
+pub use aigw_runtime::outcome::{BillingKey, Outcome, month_of};
 use aigw_runtime::readiness::Readiness;
 use aigw_runtime::{CommonArgs, RuntimeError, db, registry};
-use chrono::{DateTime, Datelike, DurationRound, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use clap::Args;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -77,7 +78,7 @@ const QUARANTINED: &str = "aigw_projector_quarantined_total";
 /// growing while the projector is behind, stuck or stopped).
 const CAUGHT_UP: &str = "aigw_projector_caught_up_timestamp_seconds";
 
-pub(crate) const CHECKPOINT: &str = "views";
+pub(crate) use aigw_runtime::checkpoint::VIEWS as CHECKPOINT;
 pub(crate) const LOCK: &str = "aigw-projector:views";
 
 /// Runs until `shutdown` fires.
@@ -198,8 +199,6 @@ impl UsageDelta {
 
 /// Row key of the daily usage view.
 pub type UsageKey = (Uuid, NaiveDate, String);
-/// Row key of the billing view: key, month (its first day), model.
-pub type BillingKey = (Uuid, NaiveDate, String);
 /// Row key of the hourly usage view: key, hour, provider, model.
 pub type HourlyKey = (Uuid, DateTime<Utc>, String, String);
 
@@ -237,105 +236,6 @@ pub struct LogRow {
     pub tags: Option<String>,
 }
 
-/// The billable facts of a request outcome (`RequestCompleted` or `RequestFailed`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub key_id: Uuid,
-    pub project_id: Option<Uuid>,
-    pub team_id: Option<Uuid>,
-    pub provider: Option<String>,
-    pub model: String,
-    pub usage: Usage,
-    pub estimated: bool,
-    pub failed: bool,
-    pub status: u16,
-    pub error_type: Option<String>,
-    pub cost_micros: Option<i64>,
-    /// Some tokens were billed at a fallback rate.
-    pub price_fallback: bool,
-    pub latency_ms: u64,
-    pub at: DateTime<Utc>,
-    /// The caller's user and tags.
-    pub attribution: Attribution,
-}
-
-impl Outcome {
-    /// The outcome an event records, if it is one.
-    pub fn of(event: RequestEvent) -> Option<Self> {
-        match event {
-            RequestEvent::RequestCompleted {
-                key_id,
-                project_id,
-                team_id,
-                provider,
-                model,
-                usage,
-                usage_estimated,
-                cost_micros,
-                price_fallback,
-                attribution,
-                latency_ms,
-                at,
-                ..
-            } => Some(Self {
-                attribution,
-                key_id,
-                project_id,
-                team_id,
-                provider: Some(provider),
-                model,
-                usage,
-                estimated: usage_estimated,
-                failed: false,
-                status: 200,
-                error_type: None,
-                cost_micros,
-                price_fallback,
-                latency_ms,
-                at,
-            }),
-            RequestEvent::RequestFailed {
-                key_id,
-                project_id,
-                team_id,
-                model,
-                status,
-                error_type,
-                usage,
-                usage_estimated,
-                cost_micros,
-                price_fallback,
-                attribution,
-                latency_ms,
-                at,
-                ..
-            } => Some(Self {
-                attribution,
-                key_id,
-                project_id,
-                team_id,
-                provider: None,
-                model,
-                usage,
-                estimated: usage_estimated,
-                failed: true,
-                status,
-                error_type: Some(error_type),
-                cost_micros,
-                price_fallback,
-                latency_ms,
-                at,
-            }),
-            RequestEvent::RequestAccepted { .. } | RequestEvent::AttemptRecorded(_) => None,
-        }
-    }
-
-    /// First day of the billing month the outcome falls in.
-    pub fn month(&self) -> NaiveDate {
-        month_of(self.at.date_naive())
-    }
-}
-
 fn read<E: serde::de::DeserializeOwned>(
     aggregate_type: &'static str,
     payload: &str,
@@ -348,11 +248,6 @@ fn read<E: serde::de::DeserializeOwned>(
 
 fn uuid_of(aggregate_type: &'static str, aggregate_id: &str) -> Result<Uuid, FoldError> {
     Uuid::parse_str(aggregate_id).map_err(|_| FoldError::AggregateId { aggregate_type })
-}
-
-/// First day of `day`'s month.
-pub fn month_of(day: NaiveDate) -> NaiveDate {
-    day.with_day(1).unwrap_or(day)
 }
 
 /// What a batch of events changes.
@@ -512,49 +407,6 @@ impl BatchEffect {
     }
 }
 
-/// A position in the event history, `(txid, pos)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub txid: String,
-    pub pos: i64,
-}
-
-impl Position {
-    pub fn start() -> Self {
-        Self {
-            txid: "0".into(),
-            pos: 0,
-        }
-    }
-}
-
-/// The checkpoint `name` (the start of history when there is none).
-pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
-    let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT txid::text, pos FROM projector_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row.map_or_else(Position::start, |(txid, pos)| Position { txid, pos }))
-}
-
-pub(crate) async fn save_checkpoint(
-    conn: &mut PgConnection,
-    name: &str,
-    at: &Position,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projector_checkpoints (name, txid, pos) VALUES ($1, $2::text::xid8, $3)
-         ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, pos = EXCLUDED.pos",
-    )
-    .bind(name)
-    .bind(&at.txid)
-    .bind(at.pos)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Applies the next batch of events, quarantining poison ones; returns how
 /// many events it got past.
 pub async fn project_batch(pool: &PgPool, limit: i64) -> Result<usize, ProjectorError> {
@@ -630,6 +482,7 @@ pub(crate) async fn refresh_registry(pool: &PgPool, applied: &apply::Applied) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aigw_events::{Attribution, Usage};
     use chrono::{DateTime, Utc};
     use serde_json::to_value;
 

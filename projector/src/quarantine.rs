@@ -15,8 +15,7 @@
 use serde::Serialize;
 use sqlx::PgConnection;
 
-/// Longest error text kept, in characters.
-pub const MAX_ERROR_CHARS: usize = 1000;
+pub use aigw_runtime::views::quarantine::{MAX_ERROR_CHARS, error_text};
 
 /// Why an event was quarantined (a low-cardinality metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,22 +66,6 @@ impl Poison {
             error: error_text(error),
         }
     }
-}
-
-/// `error` as stored: at most [`MAX_ERROR_CHARS`] characters, without NUL
-/// (which PostgreSQL text refuses, and which a quoted payload value can carry).
-pub fn error_text(error: &dyn std::fmt::Display) -> String {
-    let full = error.to_string();
-    let mut out: String = full
-        .chars()
-        .take(MAX_ERROR_CHARS)
-        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
-        .collect();
-    if full.chars().nth(MAX_ERROR_CHARS).is_some() {
-        out.pop();
-        out.push('…');
-    }
-    out
 }
 
 /// Quarantines `poisons` in `projector_quarantine{suffix}` (empty suffix: the

@@ -3,8 +3,10 @@
 //! and providers, secrets handling (and resealing them under a new master
 //! key), egress to URLs no admin chose, and telemetry (logs, traces, metrics).
 
+pub mod audit;
 pub mod bodies;
 pub mod catalog;
+pub mod checkpoint;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -15,6 +17,7 @@ pub mod health;
 pub mod jobs;
 pub mod limits;
 pub mod nats;
+pub mod outcome;
 pub mod pg_hosts;
 pub mod publish;
 pub mod readiness;

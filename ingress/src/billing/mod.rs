@@ -15,7 +15,7 @@ pub mod group_by;
 
 use std::collections::{BTreeMap, HashMap};
 
-use aigw_projector::audit::{self, AuditScope};
+use aigw_runtime::audit::{self, AuditScope};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};

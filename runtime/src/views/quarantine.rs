@@ -7,6 +7,25 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgExecutor;
 
+/// Longest error text kept, in characters.
+pub const MAX_ERROR_CHARS: usize = 1000;
+
+/// `error` as stored: at most [`MAX_ERROR_CHARS`] characters, without NUL
+/// (which PostgreSQL text refuses, and which a quoted payload value can carry).
+pub fn error_text(error: &dyn std::fmt::Display) -> String {
+    let full = error.to_string();
+    let mut out: String = full
+        .chars()
+        .take(MAX_ERROR_CHARS)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect();
+    if full.chars().nth(MAX_ERROR_CHARS).is_some() {
+        out.pop();
+        out.push('…');
+    }
+    out
+}
+
 /// One quarantined event, as the admin API and the CLI show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct QuarantinedEvent {

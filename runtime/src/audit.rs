@@ -23,9 +23,9 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{
-    BillingKey, CHECKPOINT, Outcome, Position, ProjectorError, checkpoint, month_of, quarantine,
-};
+use crate::checkpoint::{self, Position, checkpoint};
+use crate::outcome::{BillingKey, Outcome, month_of};
+use crate::views::quarantine::error_text;
 use aigw_events::RequestEvent;
 
 /// What is audited: the months from `from` to `to`, one key or all.
@@ -208,12 +208,12 @@ pub async fn audit(
     scope: AuditScope,
     page: i64,
     mut progress: impl FnMut(u64),
-) -> Result<AuditReport, ProjectorError> {
+) -> crate::Result<AuditReport> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let until = checkpoint(&mut tx, CHECKPOINT).await?;
+    let until = checkpoint(&mut tx, checkpoint::VIEWS).await?;
     let (first, last) = scope.months();
     let rows: Vec<BillingRow> = sqlx::query_as(
         "SELECT key_id, month, model, requests, prompt_tokens, completion_tokens, cost_micros,
@@ -286,7 +286,7 @@ pub async fn audit(
             let outcome = read.as_ref().ok().and_then(Option::as_ref);
             let error = match (error, &read) {
                 (Some(error), _) => Some(error),
-                (None, Err(e)) => Some(quarantine::error_text(e)),
+                (None, Err(e)) => Some(error_text(e)),
                 (None, Ok(_)) => None,
             };
             if let Some(error) = error {
