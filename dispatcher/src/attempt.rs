@@ -290,6 +290,12 @@ pub(crate) async fn attempt(
                 Some(u) => Billed::priced(target, u, false),
                 None => Billed::priced(target, estimate_from_body(request, &Bytes::new()), true),
             };
+            // A native Responses answer is stored as the caller got it.
+            if request.dialect == aigw_events::wire::Dialect::OpenaiResponses
+                && let Ok(response) = serde_json::from_slice::<Value>(&body)
+            {
+                replier.keep_rendered(response);
+            }
             replier
                 .response(
                     200,

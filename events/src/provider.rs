@@ -73,8 +73,8 @@ impl ProviderKind {
             D::OpenaiChat => false,
             D::AnthropicMessages { .. } => self == ProviderKind::Anthropic,
             D::GeminiGenerate => self == ProviderKind::Gemini,
-            // Native Responses passthrough is not built yet: every target
-            // gets the chat translation.
+            // Only OpenAI itself (a preset of the OpenAI-compatible kind:
+            // see `ProviderSpec::speaks`).
             D::OpenaiResponses => false,
         }
     }
@@ -148,6 +148,17 @@ pub struct ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// Whether this provider takes requests in `dialect` natively: what its
+    /// kind speaks, and OpenAI's Responses API for OpenAI itself (the
+    /// `openai` preset; other OpenAI-compatible servers get the chat
+    /// translation).
+    pub fn speaks(&self, dialect: &crate::wire::Dialect) -> bool {
+        self.kind.speaks(dialect)
+            || (*dialect == crate::wire::Dialect::OpenaiResponses
+                && self.kind == ProviderKind::OpenaiCompatible
+                && self.preset.as_deref() == Some("openai"))
+    }
+
     /// Every sealed credential: the main one first, then the extra ones.
     pub fn credentials(&self) -> Vec<&str> {
         self.sealed_credential

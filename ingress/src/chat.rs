@@ -350,7 +350,7 @@ pub(crate) fn natively_served(
     if let Some(field) = &inbound.native_only
         && let Some(t) = targets
             .iter()
-            .find(|t| !t.provider.spec.kind.speaks(&inbound.wire))
+            .find(|t| !t.provider.spec.speaks(&inbound.wire))
     {
         return Err(ApiError::BadRequest {
             message: format!(

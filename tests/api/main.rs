@@ -52,6 +52,7 @@ mod quotas;
 mod rerank_moderations;
 mod resilience;
 mod responses;
+mod responses_native;
 mod responses_store;
 mod roles;
 mod routing;

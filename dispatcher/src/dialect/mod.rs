@@ -15,6 +15,7 @@ pub mod anthropic_native;
 pub mod anthropic_out;
 pub mod gemini_native;
 pub mod gemini_out;
+pub mod responses_native;
 pub mod responses_out;
 
 use aigw_events::Usage;
@@ -129,8 +130,7 @@ pub fn untranslatable(request: &DispatchRequest, provider: &ProviderSpec) -> Opt
 
 /// Whether `provider` takes `request` in its own dialect, verbatim.
 pub fn native_to(request: &DispatchRequest, provider: &ProviderSpec) -> bool {
-    request.native_body.is_some()
-        && crate::providers::capabilities(provider.kind).speaks(&request.dialect)
+    request.native_body.is_some() && provider.speaks(&request.dialect)
 }
 
 /// Calls `provider` in the request's own dialect (see [`native_to`]);
@@ -150,7 +150,10 @@ pub async fn call(
         Dialect::GeminiGenerate => {
             gemini_native::call(http, provider, api_key, request, model, cap).await
         }
-        Dialect::OpenaiChat | Dialect::OpenaiResponses => Err(crate::upstream::unsupported(
+        Dialect::OpenaiResponses => {
+            responses_native::call(http, provider, api_key, request, model, cap).await
+        }
+        Dialect::OpenaiChat => Err(crate::upstream::unsupported(
             &provider.name,
             "no native dialect",
         )),
@@ -169,7 +172,10 @@ pub(crate) async fn relay(
         Dialect::GeminiGenerate => {
             gemini_native::relay(request, target, events, replier, cancel).await
         }
-        Dialect::AnthropicMessages { .. } | Dialect::OpenaiChat | Dialect::OpenaiResponses => {
+        Dialect::OpenaiResponses => {
+            responses_native::relay(request, target, events, replier, cancel).await
+        }
+        Dialect::AnthropicMessages { .. } | Dialect::OpenaiChat => {
             anthropic_native::relay(request, target, events, replier, cancel).await
         }
     }
