@@ -124,14 +124,22 @@ async fn responses_reach_openai_as_sent_and_come_back_with_aigws_id() {
     let sent = body(&requests[1]);
     assert!(sent.get("previous_response_id").is_none(), "{sent}");
     let input = sent["input"].as_array().unwrap();
-    assert_eq!(input.first().unwrap()["content"][0]["text"], "ping", "{sent}");
+    assert_eq!(
+        input.first().unwrap()["content"][0]["text"],
+        "ping",
+        "{sent}"
+    );
     assert!(
         input
             .iter()
             .any(|i| i["encrypted_content"] == "gAAAA-opaque"),
         "{sent}"
     );
-    assert_eq!(input.last().unwrap()["content"][0]["text"], "again", "{sent}");
+    assert_eq!(
+        input.last().unwrap()["content"][0]["text"],
+        "again",
+        "{sent}"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +166,11 @@ async fn a_native_stream_is_openais_events_with_aigws_id_billed_and_stored() {
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["response.created", "response.output_text.delta", "response.completed"],
+        [
+            "response.created",
+            "response.output_text.delta",
+            "response.completed"
+        ],
         "{text}"
     );
     assert_eq!(events[0]["response"]["id"], json!(id));

@@ -69,10 +69,7 @@ pub fn as_answered(response: &mut Value, request: &DispatchRequest) {
         .cloned()
         .unwrap_or(Value::Null);
     if let Some(obj) = response.as_object_mut() {
-        obj.insert(
-            "id".into(),
-            Value::String(response_id(request.request_id)),
-        );
+        obj.insert("id".into(), Value::String(response_id(request.request_id)));
         if obj.contains_key("previous_response_id") || !previous.is_null() {
             obj.insert("previous_response_id".into(), previous);
         }
@@ -153,8 +150,10 @@ pub(crate) async fn relay(
     let provider = target.provider.spec.name.as_str();
     let mut usage_seen: Option<Usage> = None;
     let mut text_tokens = 0u64;
-    let mut end: Result<(), UpstreamError> =
-        Err(broken(provider, "the stream ended before response.completed"));
+    let mut end: Result<(), UpstreamError> = Err(broken(
+        provider,
+        "the stream ended before response.completed",
+    ));
     loop {
         let next = tokio::select! {
             n = events.next() => n,
@@ -285,11 +284,17 @@ mod tests {
         let body = upstream_body(&native, "gpt-5.4", Some(500));
         let mut expected = native.clone();
         expected["model"] = json!("gpt-5.4");
-        expected.as_object_mut().unwrap().remove("previous_response_id");
+        expected
+            .as_object_mut()
+            .unwrap()
+            .remove("previous_response_id");
         expected["max_output_tokens"] = json!(500);
         assert_eq!(body, expected);
         let capped = json!({"model": "a", "input": "x", "max_output_tokens": 10});
-        assert_eq!(upstream_body(&capped, "m", Some(500))["max_output_tokens"], 10);
+        assert_eq!(
+            upstream_body(&capped, "m", Some(500))["max_output_tokens"],
+            10
+        );
     }
 
     #[test]
@@ -304,7 +309,12 @@ mod tests {
         assert_eq!(response["previous_response_id"], "resp_prev");
         let u = usage(&response).unwrap();
         assert_eq!(
-            (u.prompt_tokens, u.cached_tokens, u.completion_tokens, u.reasoning_tokens),
+            (
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.completion_tokens,
+                u.reasoning_tokens
+            ),
             (100, 40, 30, 20)
         );
         assert!(usage(&json!({"usage": null})).is_none());
