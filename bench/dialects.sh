@@ -10,7 +10,8 @@
 #
 # Usage: bench/dialects.sh [extra `aigw-bench dialects` flags, e.g. --enforce]
 #
-# Environment: BENCH_RATE (200), BENCH_DURATION (15s per dialect),
+# Environment: BENCH_RATE (200), BENCH_DURATION (30s per dialect, in 8
+# rounds that each start with the next dialect),
 # BENCH_PG_URL, AIGW_LOG (aigw's default level), AIGW_BIN, NATS_SERVER,
 # BENCH_KEEP_LOGS=1, BENCH_JSON (where the JSON summary goes).
 set -euo pipefail
@@ -21,7 +22,7 @@ cd "$ROOT"
 source "$ROOT/bench/stack.sh"
 
 RATE="${BENCH_RATE:-200}"
-DURATION="${BENCH_DURATION:-15s}"
+DURATION="${BENCH_DURATION:-30s}"
 
 if [[ -n "${AIGW_BIN:-}" ]]; then
     log "building aigw-bench (aigw from AIGW_BIN=$AIGW_BIN)"

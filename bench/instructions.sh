@@ -17,7 +17,8 @@
 #   --top K        functions listed per role (default 25)
 #   --save FILE    write the per-request counts to FILE (a baseline)
 #   --check FILE   exit 1 when a role's count exceeds FILE's by over 3 %
-# Environment: BENCH_PG_URL, AIGW_BIN, NATS_SERVER, BENCH_KEEP_LOGS as for
+# Environment: BENCH_DIALECT (chat, the default; messages, responses or
+# gemini: the same request in that dialect, translated), BENCH_PG_URL, AIGW_BIN, NATS_SERVER, BENCH_KEEP_LOGS as for
 # bench/run.sh; AIGW_LOG (default: aigw's own, info).
 set -euo pipefail
 
@@ -36,7 +37,7 @@ while [[ $# -gt 0 ]]; do
         --top) TOP="$2"; shift 2 ;;
         --save) SAVE="$2"; shift 2 ;;
         --check) CHECK="$2"; shift 2 ;;
-        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
         *) log "unknown argument $1"; exit 2 ;;
     esac
 done
@@ -78,16 +79,27 @@ stack_wait_ready "$GW" "${ROLE_PID[ingress]}" "$WORK/aigw-ingress.log" 3000
 stack_register "$GW"
 
 send() { # count: sequential non-streamed chat requests on one connection; prints the wall seconds
-    python3 - "$PORT" "$KEY" "$1" <<'PY'
+    python3 - "$PORT" "$KEY" "$1" "${BENCH_DIALECT:-chat}" <<'PY'
 import http.client, json, sys, time
-port, key, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-body = json.dumps({"model": "bench-model", "max_tokens": 32, "temperature": 0, "messages": [
-    {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "Say hello in one short sentence."}]})
+port, key, n, dialect = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+system, user = "You are a helpful assistant.", "Say hello in one short sentence."
+path, body = {
+    "chat": ("/v1/chat/completions", {"model": "bench-model", "max_tokens": 32, "temperature": 0,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}),
+    "messages": ("/v1/messages", {"model": "bench-model", "max_tokens": 32, "temperature": 0,
+        "system": system, "messages": [{"role": "user", "content": user}]}),
+    "responses": ("/v1/responses", {"model": "bench-model", "max_output_tokens": 32, "temperature": 0,
+        "instructions": system, "input": user, "store": False}),
+    "gemini": ("/v1beta/models/bench-model:generateContent", {
+        "systemInstruction": {"parts": [{"text": system}]},
+        "contents": [{"role": "user", "parts": [{"text": user}]}],
+        "generationConfig": {"maxOutputTokens": 32, "temperature": 0}}),
+}[dialect]
+body = json.dumps(body)
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 started = time.monotonic()
 for i in range(n):
-    conn.request("POST", "/v1/chat/completions", body,
+    conn.request("POST", path, body,
                  {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     r = conn.getresponse()
     answer = r.read()
@@ -140,7 +152,7 @@ done
 RESULT="$WORK/result.tsv"
 : >"$RESULT"
 echo
-echo "Instructions per request ($REQUESTS sequential non-streamed chat requests, ${wall}s under callgrind; commit $(commit_label)):"
+echo "Instructions per request ($REQUESTS sequential non-streamed ${BENCH_DIALECT:-chat} requests, ${wall}s under callgrind; commit $(commit_label)):"
 for role in ingress dispatcher; do
     per=$(((LOAD[$role] - IDLE[$role]) / REQUESTS))
     printf '  %-11s %12s per request  (requests window %s, idle window %s)\n' "$role" "$per" "${LOAD[$role]}" "${IDLE[$role]}"

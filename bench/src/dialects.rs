@@ -55,11 +55,12 @@ pub struct DialectsArgs {
     pub rate: f64,
 
     /// Measured time of each dialect through aigw (split into `--rounds`).
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
 
-    /// Alternate the dialects in this many slices.
-    #[arg(long, default_value_t = 3)]
+    /// Alternate the dialects in this many slices, each round starting
+    /// with the next one.
+    #[arg(long, default_value_t = 8)]
     pub rounds: u32,
 
     /// Unmeasured load before the first slice of each dialect.
@@ -239,14 +240,17 @@ async fn through_aigw(
     let rounds = args.rounds.max(1);
     let slice = args.duration / rounds;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); all.len()];
-    for round in 0..rounds {
-        for (i, target) in targets.iter().enumerate() {
+    for round in 0..rounds as usize {
+        // Each round starts with the next dialect, so none always follows
+        // the same one; the first slice of each dialect is warmed up.
+        for k in 0..targets.len() {
+            let i = (round + k) % targets.len();
             let warmup = if round == 0 {
                 args.warmup
             } else {
                 Duration::ZERO
             };
-            let mut got = open_loop_samples(target, args.rate, slice, warmup).await?;
+            let mut got = open_loop_samples(&targets[i], args.rate, slice, warmup).await?;
             samples[i].append(&mut got);
         }
     }
