@@ -15,7 +15,7 @@ use crate::acceptance::body;
 use crate::anthropic_messages::{COST_MICROS, openai_provider, openai_upstream, request_id};
 use crate::harness::TestEnv;
 
-async fn upstream() -> MockServer {
+pub(crate) async fn upstream() -> MockServer {
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
@@ -68,7 +68,7 @@ fn python() -> PathBuf {
     python
 }
 
-async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
+pub(crate) async fn run_sdk(env: &TestEnv, key: &str, model: &str) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/responses_sdk.py");
     let (python, base, key, model) = (
         python(),

@@ -2,15 +2,19 @@
 //! not translated: the caller's body reaches `/v1/responses` with only the
 //! model renamed and aigw's stored chain expanded, OpenAI's answer (JSON
 //! or events) comes back with only the response's id made aigw's, and the
-//! answer is billed by OpenAI's usage and stored like any other.
+//! answer is billed by OpenAI's usage and stored like any other. The
+//! official openai SDK works through it unchanged, against an upstream
+//! that speaks the Responses API natively (a second aigw, which renders
+//! OpenAI's event sequences exactly).
 
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::acceptance::{body, sse_response};
+use crate::anthropic_messages::openai_provider;
 use crate::harness::TestEnv;
-use crate::responses::responses;
+use crate::responses::{responses, run_sdk, upstream};
 
 fn upstream_response(stream_text: &str) -> Value {
     json!({"id": "resp_openai_1", "object": "response", "created_at": 1_764_000_000,
@@ -192,4 +196,58 @@ async fn a_native_stream_is_openais_events_with_aigws_id_billed_and_stored() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "completed");
+}
+
+#[tokio::test]
+async fn the_openai_sdk_works_against_a_native_responses_upstream() {
+    // The native upstream: another aigw in front of an OpenAI-compatible
+    // chat mock, serving `/v1/responses` with OpenAI's objects and events.
+    let upstream_env = TestEnv::start().await;
+    let chat = upstream().await;
+    openai_provider(&upstream_env, &chat).await;
+    let (_, upstream_key) = upstream_env.add_key("upstream").await;
+
+    let env = TestEnv::start().await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(
+            &json!({"name": "openai", "preset": "openai", "api_key": upstream_key,
+            "base_url": format!("{}/v1", upstream_env.base), "models": ["gpt-x"],
+            "prices": {"gpt-x": {"input_usd_per_mtok": 2.0, "output_usd_per_mtok": 8.0,
+                "cached_input_usd_per_mtok": 0.5}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (_, key) = env.add_key("sdk").await;
+    let out = run_sdk(&env, &key, "gpt-x").await;
+    for line in [
+        "plain: pong\n",
+        "plain id: True response completed\n",
+        "usage: 1000 20 1020 600 0\n",
+        "cost header: 0.001260\n",
+        "stream events: response.created,response.in_progress,response.output_item.added,response.content_part.added,response.output_text.delta,response.output_text.delta,response.output_text.done,response.content_part.done,response.output_item.done,response.completed\n",
+        "stream text: pong streamed | pong streamed\n",
+        "stream usage: 1000 20\n",
+        "tool call: get_weather {\"city\":\"Paris\"} call_1\n",
+        "tool answer: It is sunny.\n",
+        "stream tool call: reasoning,function_call get_weather {\"city\":\"Paris\"}\n",
+        "continued: It is sunny. True\n",
+        "retrieved: True It is sunny.\n",
+        "deleted: 404\n",
+        "bad key: 401\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // A hosted tool is the upstream's to judge: it refused it, by name.
+    assert!(out.contains("refused: 400"), "{out}");
+    // The calls reached the upstream as Responses calls, not translated to
+    // chat completions: it stored responses of its own.
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ResponseStored'")
+            .fetch_one(&upstream_env.pool)
+            .await
+            .unwrap();
+    assert!(stored >= 3, "{stored}");
 }
