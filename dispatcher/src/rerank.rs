@@ -46,6 +46,17 @@ pub fn to_cohere(body: &Value) -> Value {
     out
 }
 
+/// Why Cohere's v2 rerank cannot take `body`, if it cannot: a field that
+/// changes the ranking and has no equivalent there (v2 dropped
+/// `max_chunks_per_doc` for `max_tokens_per_doc`, and `rank_fields` with
+/// structured documents).
+pub fn untranslatable_for_cohere(body: &Value) -> Option<String> {
+    ["max_chunks_per_doc", "rank_fields"]
+        .into_iter()
+        .find(|f| body.get(*f).is_some_and(|v| !v.is_null()))
+        .map(|f| format!("'{f}' has no equivalent in Cohere's v2 rerank"))
+}
+
 /// The caller's documents.
 fn documents(body: &Value) -> &[Value] {
     body.get("documents")
@@ -159,6 +170,25 @@ mod tests {
             to_cohere(&body),
             json!({"model": "rerank-v3.5", "query": "q", "documents": ["a", "b"],
                 "top_n": 1, "max_tokens_per_doc": 512})
+        );
+    }
+
+    #[test]
+    fn cohere_refuses_by_name_what_v2_cannot_express() {
+        let base = json!({"model": "m", "query": "q", "documents": ["a"]});
+        assert_eq!(untranslatable_for_cohere(&base), None);
+        let mut chunks = base.clone();
+        chunks["max_chunks_per_doc"] = json!(4);
+        assert_eq!(
+            untranslatable_for_cohere(&chunks).as_deref(),
+            Some("'max_chunks_per_doc' has no equivalent in Cohere's v2 rerank")
+        );
+        let mut fields = base.clone();
+        fields["rank_fields"] = json!(["title"]);
+        assert!(
+            untranslatable_for_cohere(&fields)
+                .unwrap()
+                .contains("'rank_fields'")
         );
     }
 

@@ -168,6 +168,27 @@ pub async fn rerank(
     .await
 }
 
+/// `POST /v2/rerank`: the path Cohere's SDKs (`ClientV2`) call, served as
+/// `/v1/rerank` (whose answer is a superset of Cohere's).
+#[utoipa::path(
+    post,
+    path = "/v2/rerank",
+    tag = "inference",
+    summary = "Rerank at the path Cohere's SDKs call: the same as /v1/rerank",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 ASCII characters: a repeat within 24 hours returns the stored answer.")),
+    request_body = crate::openapi::schemas::RerankRequest,
+    responses((status = 200, description = "The documents' scores, most relevant first.", body = crate::openapi::schemas::RerankResponse))
+)]
+pub async fn rerank_cohere_v2(
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    rerank(state, request_id, caller, headers, body).await
+}
+
 /// `POST /v1/moderations`: queued and relayed like a chat completion.
 #[utoipa::path(
     post,

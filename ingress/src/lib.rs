@@ -364,6 +364,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(chat::embeddings))
         .route("/v1/rerank", post(chat::rerank))
+        .route("/v2/rerank", post(chat::rerank_cohere_v2))
         .route("/v1/moderations", post(chat::moderations))
         .route("/v1/images/generations", post(chat::images))
         .route("/v1/audio/speech", post(chat::speech))

@@ -60,6 +60,7 @@ use crate::{
         dialects::gemini::get_model,
         chat::embeddings,
         chat::rerank,
+        chat::rerank_cohere_v2,
         chat::moderations,
         chat::images,
         chat::speech,

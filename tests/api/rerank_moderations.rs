@@ -109,14 +109,47 @@ async fn cohere_reranks_natively_billed_per_search_unit_and_shown_in_stats() {
     assert_eq!(done["usage_estimated"], false);
     // One search unit at $2 per 1,000.
     assert_eq!(done["cost_micros"], 2_000);
-    assert_eq!(mock.received_requests().await.unwrap().len(), 1);
+    // Cohere's SDKs call /v2/rerank: the same route.
+    let r = post(
+        &env,
+        &key,
+        "/v2/rerank",
+        json!({"model": "rerank-v3.5", "query": "capital of France?",
+            "documents": ["Berlin is in Germany.", "Madrid is in Spain.", "Paris is the capital."],
+            "top_n": 2}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["results"][0],
+        json!({"index": 2, "relevance_score": 0.98})
+    );
+    // What Cohere's v2 rerank cannot express is refused by name.
+    let r = post(
+        &env,
+        &key,
+        "/v1/rerank",
+        json!({"model": "rerank-v3.5", "query": "q", "documents": ["a"], "max_chunks_per_doc": 3}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let error: Value = r.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'max_chunks_per_doc'"),
+        "{error}"
+    );
+    assert_eq!(mock.received_requests().await.unwrap().len(), 2);
     wait_until(Duration::from_secs(30), || async {
-        env.stats(&key).await["totals"]["searches"] == 1
+        env.stats(&key).await["totals"]["searches"] == 2
     })
     .await;
     let stats = env.stats(&key).await;
     assert_eq!(stats["data"][0]["model"], "rerank-v3.5");
-    assert_eq!(stats["totals"]["cost_micros"], 2_000);
+    assert_eq!(stats["totals"]["cost_micros"], 4_000);
 }
 
 #[tokio::test]

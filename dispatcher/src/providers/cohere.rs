@@ -392,6 +392,9 @@ async fn embeddings(call: Call<'_>, body: &Value) -> Result<Answer, UpstreamErro
 
 async fn rerank(call: Call<'_>, body: &Value) -> Result<Answer, UpstreamError> {
     let (http, provider, api_key) = (call.http, call.spec, call.api_key());
+    if let Some(field) = rerank::untranslatable_for_cohere(body) {
+        return Err(upstream::unsupported(&provider.name, &field));
+    }
     let url = format!("{}/v2/rerank", provider.base_url.trim_end_matches('/'));
     let mut request = http.post(url).json(&rerank::to_cohere(body));
     if let Some(key) = api_key {

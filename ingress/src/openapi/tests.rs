@@ -21,6 +21,7 @@ fn routed_paths() -> BTreeSet<String> {
         .filter(|p| {
             p.starts_with("/v1/")
                 || p.starts_with("/v1beta/")
+                || p.starts_with("/v2/")
                 || p.starts_with("/admin/api/")
                 || ["/stats", "/health", "/ready"].contains(p)
         })
