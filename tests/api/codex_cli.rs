@@ -223,3 +223,74 @@ async fn codex_runs_a_tool_through_aigw_from_an_openai_upstream() {
     .unwrap();
     assert!(accepted >= 2, "{accepted}");
 }
+
+/// Codex against OpenAI itself (the `openai` preset), relayed rather than
+/// translated: the native upstream is a second aigw in front of the same
+/// OpenAI-compatible mock, serving `/v1/responses` as OpenAI does. (That
+/// the `openai` preset is relayed, never translated, is pinned by
+/// `tests/api/responses_native.rs`, whose mock serves only
+/// `/v1/responses`.)
+#[tokio::test]
+async fn codex_runs_a_tool_through_aigw_from_a_native_responses_upstream() {
+    let upstream_env = TestEnv::start().await;
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_upstream)
+        .mount(&mock)
+        .await;
+    let r = upstream_env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(
+            &json!({"name": "oai", "base_url": format!("{}/v1", mock.uri()),
+            "api_key": "sk-upstream-secret", "models": ["gpt-x"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, upstream_key) = upstream_env.add_key("aigw-upstream").await;
+
+    let env = TestEnv::start().await;
+    let r = env
+        .admin(reqwest::Method::POST, "/admin/api/providers")
+        .json(
+            &json!({"name": "openai", "preset": "openai", "api_key": upstream_key,
+            "base_url": format!("{}/v1", upstream_env.base), "models": ["gpt-x"],
+            "prices": {"gpt-x": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, key) = env.add_key("codex").await;
+    run_codex(&env, &key, "gpt-x").await;
+
+    // Both turns reached the upstream aigw, and the tool's output its mock.
+    let sent: Vec<Value> =
+        sqlx::query_scalar("SELECT payload::jsonb FROM events WHERE event_type = 'ResponseStored'")
+            .fetch_all(&upstream_env.pool)
+            .await
+            .unwrap();
+    let relayed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'request' AND event_type = 'RequestCompleted'",
+    )
+    .fetch_one(&upstream_env.pool)
+    .await
+    .unwrap();
+    assert!(relayed >= 2, "{relayed}");
+    // Codex says `store: false`, so neither aigw stored its turns.
+    assert!(sent.is_empty(), "{sent:?}");
+    let tool_turn = mock
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(body)
+        .any(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|m| m["role"] == "tool"))
+        });
+    assert!(tool_turn, "the tool result reached the upstream");
+}
