@@ -18,7 +18,6 @@ use aigw_events::provider::ProviderSpec;
 use aigw_events::wire::{AnswerCost, Dialect, DispatchRequest};
 use aigw_runtime::Target;
 use aigw_runtime::estimate;
-use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
@@ -216,42 +215,20 @@ pub(crate) async fn relay(
         {
             text_tokens = text_tokens.saturating_add(estimate::text_tokens(text));
         }
-        let mut frame = Vec::with_capacity(data.len() + name.len() + 16);
-        if !name.is_empty() {
-            frame.extend_from_slice(b"event: ");
-            frame.extend_from_slice(name.as_bytes());
-            frame.push(b'\n');
-        }
-        for line in data.split('\n') {
-            frame.extend_from_slice(b"data: ");
-            frame.extend_from_slice(line.as_bytes());
-            frame.push(b'\n');
-        }
-        frame.push(b'\n');
+        let frame = super::sse_frame(&name, &data, b"\n");
         // The final usage is known at `message_delta`: its frame carries
         // the cost the outcome records, for the caller's `usage.cost_usd`.
         let cost = (kind == "message_delta")
             .then(|| usage.filter(Usage::is_plausible))
             .flatten()
             .map(|u| AnswerCost::of(Billed::priced(target, u, false).cost_micros));
-        replier.chunk(Bytes::from(frame), cost).await;
+        replier.chunk(frame, cost).await;
         if kind == "message_stop" {
             end = Ok(());
             break;
         }
     }
-    let billed = match usage.filter(Usage::is_plausible) {
-        Some(u) => Billed::priced(target, u, false),
-        None => Billed::priced(
-            target,
-            Usage {
-                prompt_tokens: estimate::prompt_tokens(&request.body),
-                completion_tokens: text_tokens,
-                ..Default::default()
-            },
-            true,
-        ),
-    };
+    let billed = super::stream_billed(request, target, usage, text_tokens);
     finish_stream(end, billed, replier).await
 }
 

@@ -18,7 +18,6 @@ use aigw_events::provider::ProviderSpec;
 use aigw_events::wire::{AnswerCost, Dialect, DispatchRequest};
 use aigw_runtime::Target;
 use aigw_runtime::estimate;
-use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
@@ -189,13 +188,7 @@ pub(crate) async fn relay(
             }
         }
         finished |= parsed.pointer("/promptFeedback/blockReason").is_some();
-        let mut frame = Vec::with_capacity(data.len() + 12);
-        for line in data.split('\n') {
-            frame.extend_from_slice(b"data: ");
-            frame.extend_from_slice(line.as_bytes());
-            frame.extend_from_slice(b"\r\n");
-        }
-        frame.extend_from_slice(b"\r\n");
+        let frame = super::sse_frame("", &data, b"\r\n");
         // The chunk that finishes the answer carries its final usage: its
         // frame carries the cost the outcome records (`usageMetadata.costUsd`).
         let finishing = parsed
@@ -206,23 +199,12 @@ pub(crate) async fn relay(
             .then(|| usage.filter(Usage::is_plausible))
             .flatten()
             .map(|u| AnswerCost::of(Billed::priced(target, u, false).cost_micros));
-        replier.chunk(Bytes::from(frame), cost).await;
+        replier.chunk(frame, cost).await;
     }
     if end.is_ok() && !finished {
         end = Err(broken(provider, "the stream ended before a finishReason"));
     }
-    let billed = match usage.filter(Usage::is_plausible) {
-        Some(u) => Billed::priced(target, u, false),
-        None => Billed::priced(
-            target,
-            Usage {
-                prompt_tokens: estimate::prompt_tokens(&request.body),
-                completion_tokens: text_tokens,
-                ..Default::default()
-            },
-            true,
-        ),
-    };
+    let billed = super::stream_billed(request, target, usage, text_tokens);
     finish_stream(end, billed, replier).await
 }
 

@@ -133,6 +133,48 @@ pub fn native_to(request: &DispatchRequest, provider: &ProviderSpec) -> bool {
     request.native_body.is_some() && provider.speaks(&request.dialect)
 }
 
+/// One SSE event as the caller gets it: its `event:` line (when named),
+/// a `data:` line per line of `data`, and the blank line, each ended by
+/// `eol` (`\n`, or Gemini's `\r\n`).
+pub(crate) fn sse_frame(name: &str, data: &str, eol: &[u8]) -> bytes::Bytes {
+    let mut frame = Vec::with_capacity(data.len() + name.len() + 16);
+    if !name.is_empty() {
+        frame.extend_from_slice(b"event: ");
+        frame.extend_from_slice(name.as_bytes());
+        frame.extend_from_slice(eol);
+    }
+    for line in data.split('\n') {
+        frame.extend_from_slice(b"data: ");
+        frame.extend_from_slice(line.as_bytes());
+        frame.extend_from_slice(eol);
+    }
+    frame.extend_from_slice(eol);
+    bytes::Bytes::from(frame)
+}
+
+/// What a relayed native stream bills: the usage it reported, else an
+/// estimate (flagged) from the request's prompt and the text relayed.
+pub(crate) fn stream_billed(
+    request: &DispatchRequest,
+    target: &Target,
+    usage: Option<Usage>,
+    text_tokens: u64,
+) -> crate::record::Billed {
+    use crate::record::Billed;
+    match usage.filter(Usage::is_plausible) {
+        Some(u) => Billed::priced(target, u, false),
+        None => Billed::priced(
+            target,
+            Usage {
+                prompt_tokens: aigw_runtime::estimate::prompt_tokens(&request.body),
+                completion_tokens: text_tokens,
+                ..Default::default()
+            },
+            true,
+        ),
+    }
+}
+
 /// Calls `provider` in the request's own dialect (see [`native_to`]);
 /// `cap` is the output cap a budget hold assumed, if any.
 pub async fn call(

@@ -196,18 +196,7 @@ pub(crate) async fn relay(
             }
             _ => data,
         };
-        let mut frame = Vec::with_capacity(data.len() + name.len() + 16);
-        if !name.is_empty() {
-            frame.extend_from_slice(b"event: ");
-            frame.extend_from_slice(name.as_bytes());
-            frame.push(b'\n');
-        }
-        for line in data.split('\n') {
-            frame.extend_from_slice(b"data: ");
-            frame.extend_from_slice(line.as_bytes());
-            frame.push(b'\n');
-        }
-        frame.push(b'\n');
+        let frame = super::sse_frame(&name, &data, b"\n");
         let last = matches!(
             kind.as_str(),
             "response.completed" | "response.incomplete" | "response.failed"
@@ -216,7 +205,7 @@ pub(crate) async fn relay(
             .then(|| usage_seen.filter(Usage::is_plausible))
             .flatten()
             .map(|u| AnswerCost::of(Billed::priced(target, u, false).cost_micros));
-        replier.chunk(Bytes::from(frame), cost).await;
+        replier.chunk(frame, cost).await;
         if kind == "response.failed" {
             end = Err(broken(provider, "the response failed"));
             break;
@@ -226,18 +215,7 @@ pub(crate) async fn relay(
             break;
         }
     }
-    let billed = match usage_seen.filter(Usage::is_plausible) {
-        Some(u) => Billed::priced(target, u, false),
-        None => Billed::priced(
-            target,
-            Usage {
-                prompt_tokens: estimate::prompt_tokens(&request.body),
-                completion_tokens: text_tokens,
-                ..Default::default()
-            },
-            true,
-        ),
-    };
+    let billed = super::stream_billed(request, target, usage_seen, text_tokens);
     finish_stream(end, billed, replier).await
 }
 
