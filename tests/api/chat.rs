@@ -370,7 +370,7 @@ async fn embeddings_go_through_the_same_pipeline_and_are_billed() {
             "model": "text-embedding-3-small",
             "usage": {"prompt_tokens": 8, "total_tokens": 8}
         })))
-        .expect(1)
+        .expect(2)
         .mount(&mock)
         .await;
     let r = env
@@ -406,6 +406,21 @@ async fn embeddings_go_through_the_same_pipeline_and_are_billed() {
     assert_eq!(done["usage"]["prompt_tokens"], 8);
     // 8 tokens at $1000 per million tokens = 8,000 micro-dollars.
     assert_eq!(done["cost_micros"], 8000);
+    // An Idempotency-Key makes a repeat the stored answer, not a second call.
+    for _ in 0..2 {
+        let r = env
+            .http
+            .post(env.url("/v1/embeddings"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "emb-once")
+            .json(&json!({"model": "text-embedding-3-small", "input": "again"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["data"][0]["embedding"][1], -0.2);
+    }
     let r = env
         .http
         .post(env.url("/v1/embeddings"))

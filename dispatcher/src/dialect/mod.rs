@@ -307,3 +307,17 @@ impl StreamRenderer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_frames_name_the_event_and_split_data_lines() {
+        assert_eq!(
+            sse_frame("ping", "{\"type\":\"ping\"}", b"\n"),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+        );
+        assert_eq!(sse_frame("", "a\nb", b"\r\n"), "data: a\r\ndata: b\r\n\r\n");
+    }
+}
