@@ -151,6 +151,13 @@ pub fn check(param: &'static str, value: &str, rule: fn(&str) -> Rule) -> Result
 
 /// The body as a JSON object, and its required `model`.
 fn object_with_model(bytes: &[u8]) -> Result<(Map<String, Value>, String), ApiError> {
+    let obj = json_object(bytes)?;
+    let model = required_model(&obj)?;
+    Ok((obj, model))
+}
+
+/// The body as a JSON object.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
         message: format!("We could not parse the JSON body of your request: {e}"),
         param: None,
@@ -161,6 +168,12 @@ fn object_with_model(bytes: &[u8]) -> Result<(Map<String, Value>, String), ApiEr
             "The request body must be a JSON object.",
         ));
     };
+    Ok(obj)
+}
+
+/// A body's required `model` (checked as a model name), its `user` checked
+/// too.
+fn required_model(obj: &Map<String, Value>) -> Result<String, ApiError> {
     let model = match obj.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
         None | Some(Value::Null) => {
@@ -169,8 +182,8 @@ fn object_with_model(bytes: &[u8]) -> Result<(Map<String, Value>, String), ApiEr
         Some(_) => return Err(invalid("'model' must be a non-empty string.", "model")),
     };
     check("model", &model, model_name)?;
-    check_user(&obj)?;
-    Ok((obj, model))
+    check_user(obj)?;
+    Ok(model)
 }
 
 /// OpenAI's `user` (an end-user id, forwarded): plain text, bounded.

@@ -13,7 +13,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::{TestEnv, wait_until};
 
-async fn post(env: &TestEnv, key: &str, route: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn post(env: &TestEnv, key: &str, route: &str, body: Value) -> reqwest::Response {
     env.http
         .post(env.url(route))
         .bearer_auth(key)
@@ -23,7 +23,7 @@ async fn post(env: &TestEnv, key: &str, route: &str, body: Value) -> reqwest::Re
         .unwrap()
 }
 
-async fn add(env: &TestEnv, body: Value) {
+pub(crate) async fn add(env: &TestEnv, body: Value) {
     let r = env
         .admin(reqwest::Method::POST, "/admin/api/providers")
         .json(&body)
@@ -34,7 +34,7 @@ async fn add(env: &TestEnv, body: Value) {
 }
 
 /// The request's `RequestCompleted` payload, once stored.
-async fn completed(env: &TestEnv, response: &reqwest::Response) -> Value {
+pub(crate) async fn completed(env: &TestEnv, response: &reqwest::Response) -> Value {
     let id = response.headers()["x-request-id"].to_str().unwrap();
     let events = env.wait_recorded(id).await;
     events.last().unwrap().1["RequestCompleted"].clone()

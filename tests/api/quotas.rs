@@ -58,7 +58,7 @@ fn worst_micros(body: &Value) -> i64 {
         .unwrap()
 }
 
-async fn create_key(env: &TestEnv, body: Value) -> (String, String) {
+pub(crate) async fn create_key(env: &TestEnv, body: Value) -> (String, String) {
     let r = env
         .admin(reqwest::Method::POST, "/admin/api/keys")
         .json(&body)

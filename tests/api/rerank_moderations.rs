@@ -12,44 +12,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::{TestEnv, wait_until};
 use crate::jobs::{submit_ok, wait_status};
+use crate::media::{add, completed, post};
 
-async fn post(env: &TestEnv, key: &str, route: &str, body: Value) -> reqwest::Response {
-    env.http
-        .post(env.url(route))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn add_provider(env: &TestEnv, body: Value) {
-    let r = env
-        .admin(reqwest::Method::POST, "/admin/api/providers")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
+/// A new key with `body`'s settings.
 async fn create_key(env: &TestEnv, body: Value) -> String {
-    let r = env
-        .admin(reqwest::Method::POST, "/admin/api/keys")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let v: Value = r.json().await.unwrap();
-    v["key"].as_str().unwrap().into()
-}
-
-/// The request's `RequestCompleted` payload, once stored.
-async fn completed(env: &TestEnv, response: &reqwest::Response) -> Value {
-    let id = response.headers()["x-request-id"].to_str().unwrap();
-    let events = env.wait_recorded(id).await;
-    events.last().unwrap().1["RequestCompleted"].clone()
+    crate::quotas::create_key(env, body).await.1
 }
 
 /// A Cohere provider (the preset: `rerank-v3.5` at $2 per 1,000 searches)
@@ -67,7 +34,7 @@ async fn cohere(env: &TestEnv, expected: Value) -> MockServer {
         })))
         .mount(&mock)
         .await;
-    add_provider(
+    add(
         env,
         json!({"preset": "cohere", "api_key": "co-key", "base_url": mock.uri()}),
     )
@@ -183,7 +150,7 @@ async fn openai_compatible_rerankers_get_the_callers_body_and_bill_tokens() {
         .expect(1)
         .mount(&mock)
         .await;
-    add_provider(
+    add(
         &env,
         json!({"name": "jina", "base_url": format!("{}/v1", mock.uri()), "api_key": "jina-key",
             "models": ["jina-reranker-v2-base-multilingual", "rerank-2.5"],
@@ -341,7 +308,7 @@ async fn moderations_are_relayed_estimated_idempotent_and_run_as_jobs() {
         .respond_with(ResponseTemplate::new(200).set_body_json(answer.clone()))
         .mount(&mock)
         .await;
-    add_provider(
+    add(
         &env,
         json!({"preset": "openai", "api_key": "sk-mod", "base_url": format!("{}/v1", mock.uri())}),
     )

@@ -93,19 +93,10 @@ pub async fn call(
     if request.stream {
         call = call.header(reqwest::header::ACCEPT, "text/event-stream");
     }
-    let response = upstream::send(call, name).await?;
-    if request.stream {
-        return Ok(NativeAnswer::Stream(
-            upstream::sse::provider_events(response, name.to_string()).boxed(),
-        ));
-    }
-    let status = response.status().as_u16();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| crate::upstream::transport_error(&e, name))?;
-    let parsed: Value =
-        serde_json::from_slice(&body).map_err(|_| upstream::invalid_response(name, status))?;
+    let (body, parsed) = match super::send(call, name, request.stream).await? {
+        super::Sent::Stream(events) => return Ok(events),
+        super::Sent::Whole { body, parsed, .. } => (body, parsed),
+    };
     if parsed.get("type").and_then(Value::as_str) == Some("error") {
         let message = parsed
             .pointer("/error/message")

@@ -100,19 +100,14 @@ pub async fn call(
     if let Some(key) = api_key {
         call = call.header("x-goog-api-key", key.expose_secret());
     }
-    let response = upstream::send(call, name).await?;
-    if request.stream {
-        return Ok(NativeAnswer::Stream(
-            upstream::sse::provider_events(response, name.to_string()).boxed(),
-        ));
-    }
-    let status = response.status().as_u16();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| crate::upstream::transport_error(&e, name))?;
-    let parsed: Value =
-        serde_json::from_slice(&body).map_err(|_| upstream::invalid_response(name, status))?;
+    let (status, body, parsed) = match super::send(call, name, request.stream).await? {
+        super::Sent::Stream(events) => return Ok(events),
+        super::Sent::Whole {
+            status,
+            body,
+            parsed,
+        } => (status, body, parsed),
+    };
     if let Some(message) = error_message(&parsed) {
         return Err(broken(name, message));
     }

@@ -133,6 +133,45 @@ pub fn native_to(request: &DispatchRequest, provider: &ProviderSpec) -> bool {
     request.native_body.is_some() && provider.speaks(&request.dialect)
 }
 
+/// A native call's answer before its dialect reads it: the event stream,
+/// or the whole body as sent, with its status and its JSON.
+pub(crate) enum Sent {
+    Stream(NativeAnswer),
+    Whole {
+        status: u16,
+        body: bytes::Bytes,
+        parsed: Value,
+    },
+}
+
+/// Sends a prepared native call; failures are classified like any
+/// upstream error, and a whole answer that is not JSON is unreadable.
+pub(crate) async fn send(
+    call: reqwest::RequestBuilder,
+    name: &str,
+    stream: bool,
+) -> Result<Sent, UpstreamError> {
+    use futures::StreamExt;
+    let response = crate::upstream::send(call, name).await?;
+    if stream {
+        return Ok(Sent::Stream(NativeAnswer::Stream(
+            crate::upstream::sse::provider_events(response, name.to_string()).boxed(),
+        )));
+    }
+    let status = response.status().as_u16();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| crate::upstream::transport_error(&e, name))?;
+    let parsed = serde_json::from_slice(&body)
+        .map_err(|_| crate::upstream::invalid_response(name, status))?;
+    Ok(Sent::Whole {
+        status,
+        body,
+        parsed,
+    })
+}
+
 /// One SSE event as the caller gets it: its `event:` line (when named),
 /// a `data:` line per line of `data`, and the blank line, each ended by
 /// `eol` (`\n`, or Gemini's `\r\n`).

@@ -110,19 +110,10 @@ pub async fn call(
     if request.stream {
         call = call.header(reqwest::header::ACCEPT, "text/event-stream");
     }
-    let response = upstream::send(call, name).await?;
-    if request.stream {
-        return Ok(NativeAnswer::Stream(
-            upstream::sse::provider_events(response, name.to_string()).boxed(),
-        ));
-    }
-    let status = response.status().as_u16();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| upstream::transport_error(&e, name))?;
-    let mut parsed: Value =
-        serde_json::from_slice(&body).map_err(|_| upstream::invalid_response(name, status))?;
+    let (status, mut parsed) = match super::send(call, name, request.stream).await? {
+        super::Sent::Stream(events) => return Ok(events),
+        super::Sent::Whole { status, parsed, .. } => (status, parsed),
+    };
     if let Some(err) = parsed.get("error").filter(|e| e.is_object()) {
         return Err(upstream::error_in_answer(status, err, name));
     }

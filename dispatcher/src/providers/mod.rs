@@ -65,7 +65,8 @@ impl Capabilities {
         let native = match dialect {
             Dialect::AnthropicMessages { .. } => NativeDialect::AnthropicMessages,
             Dialect::GeminiGenerate => NativeDialect::GeminiGenerate,
-            // Native Responses passthrough is not built yet.
+            // No kind speaks Responses as a whole: OpenAI itself is a
+            // preset of the OpenAI-compatible kind (`ProviderSpec::speaks`).
             Dialect::OpenaiChat | Dialect::OpenaiResponses => return false,
         };
         self.native.contains(&native)

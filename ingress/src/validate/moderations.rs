@@ -10,7 +10,7 @@
 use aigw_events::wire::Endpoint;
 use serde_json::Value;
 
-use super::{ChatRequest, invalid, object_with_model, take_provider};
+use super::{ChatRequest, invalid, json_object, required_model, take_provider};
 use crate::error::ApiError;
 
 /// The model OpenAI uses when a moderation names none.
@@ -20,17 +20,11 @@ pub const MAX_MODERATION_INPUTS: usize = 2_048;
 
 /// Checks a moderation body (see the module doc).
 pub fn validate_moderations(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
-    let defaulted;
-    let bytes = match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(mut obj)) if obj.get("model").is_none_or(Value::is_null) => {
-            obj.insert("model".into(), Value::from(DEFAULT_MODERATION_MODEL));
-            defaulted = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
-            &defaulted[..]
-        }
-        // Anything else is judged (and refused) as usual.
-        _ => bytes,
-    };
-    let (mut obj, model) = object_with_model(bytes)?;
+    let mut obj = json_object(bytes)?;
+    if obj.get("model").is_none_or(Value::is_null) {
+        obj.insert("model".into(), Value::from(DEFAULT_MODERATION_MODEL));
+    }
+    let model = required_model(&obj)?;
     let bad = || {
         invalid(
             format!(
