@@ -211,6 +211,7 @@ async fn rerank_bodies_scopes_and_budgets_are_checked_before_any_provider_call()
     .await;
     let key = create_key(&env, json!({"name": "any"})).await;
     let many: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
+    let long_query = "é".repeat(32_769);
     for (body, param) in [
         (json!({"model": "rerank-v3.5", "documents": ["a"]}), "query"),
         (
@@ -237,6 +238,14 @@ async fn rerank_bodies_scopes_and_budgets_are_checked_before_any_provider_call()
         (
             json!({"model": "rerank-v3.5", "query": "q", "documents": ["a"], "top_n": 0}),
             "top_n",
+        ),
+        (
+            json!({"model": "rerank-v3.5", "query": "q", "documents": ["a"], "top_n": -1}),
+            "top_n",
+        ),
+        (
+            json!({"model": "rerank-v3.5", "query": long_query, "documents": ["a"]}),
+            "query",
         ),
         (
             json!({"model": "rerank-v3.5", "query": "q", "documents": ["a"], "top_n": 1, "top_k": 1}),
