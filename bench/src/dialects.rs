@@ -15,6 +15,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aigw_dispatcher::chat::answer::Completion;
 use aigw_dispatcher::dialect::{anthropic_out, gemini_out, responses_out};
 use aigw_events::Usage;
 use aigw_runtime::dialect::{anthropic_in, gemini_in, responses_in};
@@ -153,6 +154,7 @@ fn translate_once(dialect: &Dialect, bytes: &[u8], model: &str, answer: &Value) 
         out += serde_json::to_vec(&translated.unwrap_or_default()).map_or(0, |v| v.len());
     }
     let native: Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let answer = &Completion::read(answer);
     let rendered = match dialect.name {
         "anthropic_messages" => anthropic_out::message(answer, "msg_bench", model, &usage),
         "openai_responses" => responses_out::response(

@@ -1,6 +1,7 @@
-//! Pieces every native adapter shares: reading the OpenAI request, writing
-//! OpenAI responses and chunks, and turning a provider's event stream into
-//! `StreamItem`s.
+//! Pieces every native adapter shares: building its turns, writing OpenAI
+//! responses and chunks, and turning a provider's event stream into
+//! `StreamItem`s. The request itself is read through
+//! [`crate::chat::request`].
 
 use std::collections::VecDeque;
 
@@ -34,73 +35,6 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// The text of an OpenAI `content` (a string, or the text parts of an array).
-pub fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
-/// A part of an OpenAI user message.
-pub enum Part {
-    Text(String),
-    /// A `data:` URL: media type and base64 data.
-    InlineImage {
-        media_type: String,
-        data: String,
-    },
-    /// An image by URL.
-    ImageUrl(String),
-}
-
-/// The parts of an OpenAI `content`, images included. Empty text parts are
-/// left out: they carry nothing, and Anthropic, Bedrock and Gemini refuse
-/// empty text blocks where OpenAI takes `"content": ""`.
-pub fn parts_of(content: &Value) -> Vec<Part> {
-    match content {
-        Value::String(s) if s.is_empty() => Vec::new(),
-        Value::String(s) => vec![Part::Text(s.clone())],
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => p
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                    .map(|t| Part::Text(t.to_string())),
-                Some("image_url") => {
-                    let url = p
-                        .get("image_url")
-                        .and_then(|i| i.get("url").or(Some(i)))
-                        .and_then(Value::as_str)?;
-                    Some(image_part(url))
-                }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn image_part(url: &str) -> Part {
-    if let Some(rest) = url.strip_prefix("data:")
-        && let Some((meta, data)) = rest.split_once(',')
-        && let Some(media_type) = meta.strip_suffix(";base64")
-    {
-        return Part::InlineImage {
-            media_type: media_type.to_string(),
-            data: data.to_string(),
-        };
-    }
-    Part::ImageUrl(url.to_string())
-}
-
 /// A guess at an image URL's media type from its extension.
 pub fn media_type_of_url(url: &str) -> &'static str {
     let path = url
@@ -119,7 +53,6 @@ pub fn media_type_of_url(url: &str) -> &'static str {
     }
 }
 
-/// `stop` as a list (OpenAI allows a string or an array).
 /// Appends a turn, merging it into the previous one when both have the same
 /// role (Anthropic, Gemini and Bedrock want roles to alternate). `field`
 /// names the turn's list of blocks (`content` or `parts`).
@@ -134,72 +67,6 @@ pub fn push_turn(turns: &mut Vec<Value>, role: &str, field: &str, blocks: Vec<Va
     }
 }
 
-pub fn stop_list(body: &Value) -> Option<Vec<Value>> {
-    match body.get("stop")? {
-        Value::String(s) => Some(vec![Value::String(s.clone())]),
-        Value::Array(a) if !a.is_empty() => Some(a.clone()),
-        _ => None,
-    }
-}
-
-/// `max_completion_tokens`, else `max_tokens`.
-pub fn max_tokens(body: &Value) -> Option<u64> {
-    body.get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
-}
-
-/// The OpenAI function tools of a request: `(name, description, parameters)`.
-pub fn function_tools(body: &Value) -> Vec<(String, Option<String>, Value)> {
-    body.get("tools")
-        .and_then(Value::as_array)
-        .map(|tools| {
-            tools
-                .iter()
-                .filter_map(|t| {
-                    let f = t.get("function")?;
-                    let name = f.get("name")?.as_str()?.to_string();
-                    let description = f
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    let parameters = f
-                        .get("parameters")
-                        .cloned()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-                    Some((name, description, parameters))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// What `tool_choice` asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToolChoice {
-    Auto,
-    None,
-    Required,
-    Function(String),
-}
-
-pub fn tool_choice(body: &Value) -> Option<ToolChoice> {
-    match body.get("tool_choice")? {
-        Value::String(s) => match s.as_str() {
-            "none" => Some(ToolChoice::None),
-            "required" | "any" => Some(ToolChoice::Required),
-            _ => Some(ToolChoice::Auto),
-        },
-        Value::Object(o) => o
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .map(|n| ToolChoice::Function(n.to_string())),
-        _ => None,
-    }
-}
-
-/// An assistant message's tool calls: `(id, name, arguments as JSON value)`.
 /// Joins a Gemini function call's thought signature to its OpenAI tool-call
 /// id (see `gemini::openai_call_id`).
 pub const THOUGHT_SIGNATURE_MARK: &str = "__thought__";
@@ -209,35 +76,6 @@ pub const THOUGHT_SIGNATURE_MARK: &str = "__thought__";
 /// Gemini to another provider).
 pub fn call_id_without_signature(id: &str) -> &str {
     id.split(THOUGHT_SIGNATURE_MARK).next().unwrap_or(id)
-}
-
-pub fn tool_calls_of(message: &Value) -> Vec<(String, String, Value)> {
-    message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(|calls| {
-            calls
-                .iter()
-                .filter_map(|c| {
-                    let id = c
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    let f = c.get("function")?;
-                    let name = f.get("name")?.as_str()?.to_string();
-                    let args = match f.get("arguments") {
-                        Some(Value::String(s)) => {
-                            serde_json::from_str(s).unwrap_or_else(|_| json!({}))
-                        }
-                        Some(v @ Value::Object(_)) => v.clone(),
-                        _ => json!({}),
-                    };
-                    Some((id, name, args))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// An OpenAI tool call, with the arguments as a JSON string.
@@ -517,29 +355,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn images_from_data_urls() {
-        let parts = parts_of(&json!([
-            {"type": "text", "text": "hi"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-            {"type": "image_url", "image_url": {"url": "https://x/y.webp"}},
-        ]));
-        assert!(matches!(&parts[0], Part::Text(t) if t == "hi"));
-        assert!(
-            matches!(&parts[1], Part::InlineImage { media_type, data } if media_type == "image/png" && data == "AAAA")
-        );
-        assert!(matches!(&parts[2], Part::ImageUrl(u) if media_type_of_url(u) == "image/webp"));
-    }
-
-    #[test]
-    fn tool_choice_forms() {
-        assert_eq!(
-            tool_choice(&json!({"tool_choice": "required"})),
-            Some(ToolChoice::Required)
-        );
-        assert_eq!(
-            tool_choice(&json!({"tool_choice": {"type": "function", "function": {"name": "f"}}})),
-            Some(ToolChoice::Function("f".into()))
-        );
-        assert_eq!(tool_choice(&json!({})), None);
+    fn image_media_types_come_from_the_url_path() {
+        assert_eq!(media_type_of_url("https://x/y.webp"), "image/webp");
+        assert_eq!(media_type_of_url("https://x/Y.PNG?sig=.gif"), "image/png");
+        assert_eq!(media_type_of_url("https://x/y"), "image/jpeg");
     }
 }

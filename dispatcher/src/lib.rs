@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod answer;
 pub mod attempt;
 pub mod candidates;
+pub mod chat;
 pub mod convert;
 pub mod dialect;
 pub mod embeddings;

@@ -21,6 +21,7 @@ mod concurrency;
 mod config_file;
 mod cors;
 mod cost;
+mod cross_features;
 mod database_hosts;
 mod egress;
 mod errors;

@@ -18,6 +18,8 @@
 use aigw_events::Usage;
 use serde_json::{Value, json};
 
+use crate::chat::answer::{Chunk, Completion, Turn};
+
 /// Usage in Anthropic's shape, from aigw's token classes.
 pub fn usage_json(u: &Usage) -> Value {
     let writes = u
@@ -61,44 +63,28 @@ fn input_of(arguments: &str) -> Value {
     }
 }
 
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    }
-}
-
-fn reasoning_of(v: &Value) -> Option<&str> {
-    v.get("reasoning_content")
-        .or_else(|| v.get("reasoning"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 /// A `chat.completion` as an Anthropic `message` with id `id`, naming the
 /// caller's `model`, with the `usage` aigw billed.
-pub fn message(completion: &Value, id: &str, model: &str, usage: &Usage) -> Value {
-    let choice = completion.pointer("/choices/0").unwrap_or(&Value::Null);
-    let msg = choice.get("message").unwrap_or(&Value::Null);
+pub fn message(completion: &Completion, id: &str, model: &str, usage: &Usage) -> Value {
+    let choice = completion.choices.first();
+    let msg = choice.map(|c| &c.message);
     let mut content = Vec::new();
-    if let Some(thinking) = reasoning_of(msg) {
+    if let Some(thinking) = msg.and_then(Turn::reasoning) {
         content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
     }
-    let text = text_of(msg.get("content").unwrap_or(&Value::Null));
+    let text = msg.map(Turn::text).unwrap_or_default();
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
-    let calls = super::tool_calls(msg);
+    let calls = msg.map(|m| m.tool_calls.as_slice()).unwrap_or_default();
     for (n, call) in calls.iter().enumerate() {
-        let id = call.id.map_or_else(|| format!("toolu_{n}"), str::to_string);
-        content.push(json!({"type": "tool_use", "id": id, "name": call.name,
-            "input": input_of(call.arguments)}));
+        let id = call
+            .id()
+            .map_or_else(|| format!("toolu_{n}"), str::to_string);
+        content.push(json!({"type": "tool_use", "id": id, "name": call.name(),
+            "input": input_of(call.arguments())}));
     }
-    let finish = choice.get("finish_reason").and_then(Value::as_str);
+    let finish = choice.and_then(|c| c.finish_reason.as_deref());
     let stop = if finish.is_none() && !calls.is_empty() {
         "tool_use"
     } else {
@@ -217,26 +203,21 @@ impl StreamRenderer {
 
     /// Renders one `chat.completion.chunk` (usage chunks render nothing:
     /// the billed usage comes with [`finish`](Self::finish)).
-    pub fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+    pub fn chunk(&mut self, chunk: &Chunk, out: &mut Vec<u8>) {
         self.start(out);
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = chunk.choices.first() else {
             return;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(thinking) = reasoning_of(delta) {
+        let delta = &choice.delta;
+        if let Some(thinking) = delta.reasoning() {
             self.delta(Open::Thinking, thinking, out);
         }
-        let text = text_of(delta.get("content").unwrap_or(&Value::Null));
+        let text = delta.text();
         if !text.is_empty() {
             self.delta(Open::Text, &text, out);
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        for call in &delta.tool_calls {
+            let index = call.index.unwrap_or(0);
             let at = match self.calls.iter().position(|(i, _)| *i == index) {
                 Some(at) => at,
                 None => {
@@ -245,18 +226,12 @@ impl StreamRenderer {
                 }
             };
             let entry = &mut self.calls[at].1;
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
-                entry.id.push_str(id);
-            }
-            if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
-                entry.name.push_str(name);
-            }
-            if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                entry.arguments.push_str(args);
-            }
+            entry.id.push_str(call.id.as_deref().unwrap_or(""));
+            entry.name.push_str(call.name());
+            entry.arguments.push_str(call.arguments());
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_string());
+        if let Some(reason) = &choice.finish_reason {
+            self.finish_reason = Some(reason.clone());
         }
     }
 
@@ -327,8 +302,8 @@ mod tests {
             .collect()
     }
 
-    fn chunk(delta: Value, finish: Option<&str>) -> Value {
-        json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    fn chunk(delta: Value, finish: Option<&str>) -> Chunk {
+        Chunk::read(&json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
     }
 
     #[test]
@@ -355,7 +330,7 @@ mod tests {
             "reasoning_content": "think",
             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
             "finish_reason": "tool_calls"}]});
-        let m = message(&c, "msg_1", "m", &Usage::default());
+        let m = message(&Completion::read(&c), "msg_1", "m", &Usage::default());
         assert_eq!(
             m["content"][0],
             json!({"type": "thinking", "thinking": "think", "signature": ""})
@@ -373,7 +348,7 @@ mod tests {
         ] {
             let c = json!({"choices": [{"message": {"content": "x"}, "finish_reason": finish}]});
             assert_eq!(
-                message(&c, "i", "m", &Usage::default())["stop_reason"],
+                message(&Completion::read(&c), "i", "m", &Usage::default())["stop_reason"],
                 stop
             );
         }
@@ -400,7 +375,7 @@ mod tests {
         );
         r.chunk(&chunk(json!({}), Some("tool_calls")), &mut out);
         r.chunk(
-            &json!({"choices": [], "usage": {"prompt_tokens": 3}}),
+            &Chunk::read(&json!({"choices": [], "usage": {"prompt_tokens": 3}})),
             &mut out,
         );
         let usage = Usage {
@@ -487,8 +462,8 @@ mod tests {
             let mut r = StreamRenderer::new("msg", "m");
             let mut out = Vec::new();
             for c in &chunks {
-                r.chunk(&json!({"choices": [c]}), &mut out);
-                r.chunk(c, &mut out);
+                r.chunk(&Chunk::read(&json!({"choices": [c]})), &mut out);
+                r.chunk(&Chunk::read(c), &mut out);
             }
             r.finish(&Usage::default(), &mut out);
             let names = names(&out);
@@ -509,7 +484,7 @@ mod tests {
 
         #[test]
         fn any_completion_renders_a_message(c in any_json()) {
-            let m = message(&c, "id", "m", &Usage::default());
+            let m = message(&Completion::read(&c), "id", "m", &Usage::default());
             prop_assert!(m["content"].is_array());
             prop_assert!(m["stop_reason"].is_string());
         }

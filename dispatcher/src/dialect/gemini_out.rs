@@ -19,6 +19,8 @@
 use aigw_events::Usage;
 use serde_json::{Value, json};
 
+use crate::chat::answer::{Chunk, Completion};
+
 /// Usage in Gemini's shape, from aigw's token classes.
 pub fn usage_metadata(u: &Usage) -> Value {
     let thoughts = u.reasoning_tokens.min(u.completion_tokens);
@@ -53,24 +55,6 @@ fn args_of(arguments: &str) -> Value {
     }
 }
 
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    }
-}
-
-fn reasoning_of(v: &Value) -> Option<&str> {
-    v.get("reasoning_content")
-        .or_else(|| v.get("reasoning"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 fn function_call(id: &str, name: &str, arguments: &str) -> Value {
     json!({"functionCall": {"id": id, "name": name, "args": args_of(arguments)}})
 }
@@ -85,32 +69,26 @@ fn candidate(index: u64, parts: Vec<Value>, finish: Option<&str>) -> Value {
 
 /// A `chat.completion` as a `GenerateContentResponse` with id `id`,
 /// naming the caller's `model`, with the `usage` aigw billed.
-pub fn response(completion: &Value, id: &str, model: &str, usage: &Usage) -> Value {
-    let choices = completion
-        .get("choices")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+pub fn response(completion: &Completion, id: &str, model: &str, usage: &Usage) -> Value {
     let mut candidates = Vec::new();
-    for (n, choice) in choices.iter().enumerate() {
-        let msg = choice.get("message").unwrap_or(&Value::Null);
+    for (n, choice) in completion.choices.iter().enumerate() {
+        let msg = &choice.message;
         let mut parts = Vec::new();
-        if let Some(thought) = reasoning_of(msg) {
+        if let Some(thought) = msg.reasoning() {
             parts.push(json!({"text": thought, "thought": true}));
         }
-        let text = text_of(msg.get("content").unwrap_or(&Value::Null));
+        let text = msg.text();
         if !text.is_empty() {
             parts.push(json!({"text": text}));
         }
-        for (k, call) in super::tool_calls(msg).iter().enumerate() {
-            let id = call.id.map_or_else(|| format!("call_{k}"), str::to_string);
-            parts.push(function_call(&id, call.name, call.arguments));
+        for (k, call) in msg.tool_calls.iter().enumerate() {
+            let id = call
+                .id()
+                .map_or_else(|| format!("call_{k}"), str::to_string);
+            parts.push(function_call(&id, call.name(), call.arguments()));
         }
-        let index = choice
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(n as u64);
-        let finish = finish_reason(choice.get("finish_reason").and_then(Value::as_str));
+        let index = choice.index.unwrap_or(n as u64);
+        let finish = finish_reason(choice.finish_reason.as_deref());
         candidates.push(candidate(index, parts, Some(finish)));
     }
     json!({
@@ -186,33 +164,22 @@ impl StreamRenderer {
 
     /// Renders one `chat.completion.chunk` (usage chunks render nothing:
     /// the billed usage comes with [`finish`](Self::finish)).
-    pub fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
-        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
-            return;
-        };
+    pub fn chunk(&mut self, chunk: &Chunk, out: &mut Vec<u8>) {
         let mut rendered = Vec::new();
-        for (n, choice) in choices.iter().enumerate() {
-            let index = choice
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(n as u64);
-            let delta = choice.get("delta").unwrap_or(&Value::Null);
+        for (n, choice) in chunk.choices.iter().enumerate() {
+            let index = choice.index.unwrap_or(n as u64);
+            let delta = &choice.delta;
             let mut parts = Vec::new();
-            if let Some(thought) = reasoning_of(delta) {
+            if let Some(thought) = delta.reasoning() {
                 parts.push(json!({"text": thought, "thought": true}));
             }
-            let text = text_of(delta.get("content").unwrap_or(&Value::Null));
+            let text = delta.text();
             if !text.is_empty() {
                 parts.push(json!({"text": text}));
             }
             let state = self.candidate(index);
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let k = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            for call in &delta.tool_calls {
+                let k = call.index.unwrap_or(0);
                 let at = match state.calls.iter().position(|(i, _)| *i == k) {
                     Some(at) => at,
                     None => {
@@ -221,18 +188,12 @@ impl StreamRenderer {
                     }
                 };
                 let entry = &mut state.calls[at].1;
-                if let Some(id) = call.get("id").and_then(Value::as_str) {
-                    entry.id.push_str(id);
-                }
-                if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
-                    entry.name.push_str(name);
-                }
-                if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                    entry.arguments.push_str(args);
-                }
+                entry.id.push_str(call.id.as_deref().unwrap_or(""));
+                entry.name.push_str(call.name());
+                entry.arguments.push_str(call.arguments());
             }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                state.finish_reason = Some(reason.to_string());
+            if let Some(reason) = &choice.finish_reason {
+                state.finish_reason = Some(reason.clone());
             }
             if !parts.is_empty() {
                 rendered.push(candidate(index, parts, None));
@@ -289,8 +250,8 @@ mod tests {
             .collect()
     }
 
-    fn chunk(delta: Value, finish: Option<&str>) -> Value {
-        json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    fn chunk(delta: Value, finish: Option<&str>) -> Chunk {
+        Chunk::read(&json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
     }
 
     #[test]
@@ -316,7 +277,7 @@ mod tests {
             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
             "finish_reason": "tool_calls"},
             {"index": 1, "message": {"content": "Other"}, "finish_reason": "length"}]});
-        let r = response(&c, "r1", "m", &Usage::default());
+        let r = response(&Completion::read(&c), "r1", "m", &Usage::default());
         assert_eq!(
             r["candidates"][0]["content"],
             json!({"role": "model", "parts": [{"text": "think", "thought": true}, {"text": "Hi"},
@@ -330,7 +291,7 @@ mod tests {
         for (finish, reason) in [("stop", "STOP"), ("content_filter", "SAFETY")] {
             let c = json!({"choices": [{"message": {"content": "x"}, "finish_reason": finish}]});
             assert_eq!(
-                response(&c, "i", "m", &Usage::default())["candidates"][0]["finishReason"],
+                response(&Completion::read(&c), "i", "m", &Usage::default())["candidates"][0]["finishReason"],
                 reason
             );
         }
@@ -356,7 +317,7 @@ mod tests {
         );
         r.chunk(&chunk(json!({}), Some("tool_calls")), &mut out);
         r.chunk(
-            &json!({"choices": [], "usage": {"prompt_tokens": 3}}),
+            &Chunk::read(&json!({"choices": [], "usage": {"prompt_tokens": 3}})),
             &mut out,
         );
         let usage = Usage {
@@ -437,8 +398,8 @@ mod tests {
             let mut r = StreamRenderer::new("r", "m");
             let mut out = Vec::new();
             for c in &chunks {
-                r.chunk(&json!({"choices": [c]}), &mut out);
-                r.chunk(c, &mut out);
+                r.chunk(&Chunk::read(&json!({"choices": [c]})), &mut out);
+                r.chunk(&Chunk::read(c), &mut out);
             }
             r.finish(&Usage::default(), &mut out);
             let events = events(&out);
@@ -449,7 +410,7 @@ mod tests {
 
         #[test]
         fn any_completion_renders_a_response(c in any_json()) {
-            let r = response(&c, "id", "m", &Usage::default());
+            let r = response(&Completion::read(&c), "id", "m", &Usage::default());
             prop_assert!(r["candidates"].is_array());
         }
     }

@@ -32,37 +32,6 @@ use crate::attempt::AttemptResult;
 use crate::reply::Replier;
 use crate::upstream::UpstreamError;
 
-/// A tool call in an OpenAI chat answer's `message`.
-pub(crate) struct ToolCall<'a> {
-    /// `None` when the upstream gave none (or an empty one).
-    pub id: Option<&'a str>,
-    pub name: &'a str,
-    /// The arguments as the upstream wrote them (JSON text, maybe invalid).
-    pub arguments: &'a str,
-}
-
-/// The tool calls of an OpenAI chat answer's `message`, in order; a field
-/// missing or of the wrong type reads as empty.
-pub(crate) fn tool_calls<'a>(msg: &'a Value) -> Vec<ToolCall<'a>> {
-    let text = |call: &'a Value, path: &str| -> &'a str {
-        call.pointer(path).and_then(Value::as_str).unwrap_or("")
-    };
-    msg.get("tool_calls")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|call| ToolCall {
-            id: call
-                .get("id")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty()),
-            name: text(call, "/function/name"),
-            arguments: text(call, "/function/arguments"),
-        })
-        .collect()
-}
-
 pub use crate::answer::NativeAnswer;
 
 /// Puts a request's body in the internal shape: a body in another dialect
@@ -271,6 +240,10 @@ pub fn render_full(
     id: &str,
     usage: &Usage,
 ) -> Option<Value> {
+    if request.dialect == Dialect::OpenaiChat {
+        return None;
+    }
+    let completion = &crate::chat::answer::Completion::read(completion);
     match request.dialect {
         Dialect::OpenaiChat => None,
         Dialect::AnthropicMessages { .. } => Some(anthropic_out::message(
@@ -322,6 +295,7 @@ impl StreamRenderer {
 
     /// Renders one chunk's events into `out`.
     pub fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+        let chunk = &crate::chat::answer::Chunk::read(chunk);
         match self {
             Self::Anthropic(r) => r.chunk(chunk, out),
             Self::Gemini(r) => r.chunk(chunk, out),

@@ -20,6 +20,8 @@
 use aigw_events::Usage;
 use serde_json::{Value, json};
 
+use crate::chat::answer::{Chunk, Completion, ToolCall, Turn};
+
 /// Usage in the Responses API's shape, from aigw's token classes.
 pub fn usage_json(u: &Usage) -> Value {
     json!({
@@ -109,24 +111,6 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    }
-}
-
-fn reasoning_of(v: &Value) -> Option<&str> {
-    v.get("reasoning_content")
-        .or_else(|| v.get("reasoning"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 fn status_of(finish_reason: Option<&str>) -> &'static str {
     if finish_reason == Some("length") {
         "incomplete"
@@ -147,29 +131,29 @@ fn reasoning_item(id: &str, text: &str) -> Value {
 
 /// A `chat.completion` as a `response` with id `id`, with the `usage` aigw
 /// billed.
-pub fn response(completion: &Value, id: &str, echo: &Echo, usage: &Usage) -> Value {
-    let choice = completion.pointer("/choices/0").unwrap_or(&Value::Null);
-    let msg = choice.get("message").unwrap_or(&Value::Null);
+pub fn response(completion: &Completion, id: &str, echo: &Echo, usage: &Usage) -> Value {
+    let choice = completion.choices.first();
+    let msg = choice.map(|c| &c.message);
     let suffix = id.strip_prefix("resp_").unwrap_or(id);
     let mut output = Vec::new();
-    if let Some(reasoning) = reasoning_of(msg) {
+    if let Some(reasoning) = msg.and_then(Turn::reasoning) {
         output.push(reasoning_item(&format!("rs_{suffix}"), reasoning));
     }
-    let text = text_of(msg.get("content").unwrap_or(&Value::Null));
-    let finish = choice.get("finish_reason").and_then(Value::as_str);
-    let status = status_of(finish);
+    let text = msg.map(Turn::text).unwrap_or_default();
+    let status = status_of(choice.and_then(|c| c.finish_reason.as_deref()));
     if !text.is_empty() {
         output.push(message_item(&format!("msg_{suffix}"), status, &text));
     }
-    for (n, call) in super::tool_calls(msg).iter().enumerate() {
+    let calls = msg.map(|m| m.tool_calls.as_slice()).unwrap_or_default();
+    for (n, call) in calls.iter().enumerate() {
         let call_id = call
-            .id
+            .id()
             .map_or_else(|| format!("call_{suffix}_{n}"), str::to_string);
         output.push(echo.call_item(
             &format!("fc_{suffix}_{n}"),
             &call_id,
-            call.name,
-            call.arguments,
+            call.name(),
+            call.arguments(),
         ));
     }
     echo.response(id, status, output, Some(usage))
@@ -372,34 +356,29 @@ impl StreamRenderer {
 
     /// Renders one `chat.completion.chunk` (usage chunks render nothing:
     /// the billed usage comes with [`finish`](Self::finish)).
-    pub fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+    pub fn chunk(&mut self, chunk: &Chunk, out: &mut Vec<u8>) {
         self.start(out);
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = chunk.choices.first() else {
             return;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(reasoning) = reasoning_of(delta) {
+        let delta = &choice.delta;
+        if let Some(reasoning) = delta.reasoning() {
             self.delta(Open::Reasoning, reasoning, out);
         }
-        let text = text_of(delta.get("content").unwrap_or(&Value::Null));
+        let text = delta.text();
         if !text.is_empty() {
             self.delta(Open::Text, &text, out);
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
+        for call in &delta.tool_calls {
             self.call_delta(call, out);
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_string());
+        if let Some(reason) = &choice.finish_reason {
+            self.finish_reason = Some(reason.clone());
         }
     }
 
-    fn call_delta(&mut self, call: &Value, out: &mut Vec<u8>) {
-        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+    fn call_delta(&mut self, call: &ToolCall, out: &mut Vec<u8>) {
+        let index = call.index.unwrap_or(0);
         let at = match self.calls.iter().position(|(i, _)| *i == index) {
             Some(at) => at,
             None => {
@@ -408,20 +387,13 @@ impl StreamRenderer {
                 self.next_index += 1;
                 let n = self.calls.len();
                 let call_id = call
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
+                    .id()
                     .map_or_else(|| format!("call_{}_{n}", self.suffix()), str::to_string);
-                let name = call
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
                 let entry = Call {
                     output_index,
                     item_id: format!("fc_{}_{output_index}", self.suffix()),
                     call_id,
-                    name,
+                    name: call.name().to_string(),
                     arguments: String::new(),
                 };
                 let custom = self.echo.custom_tools.contains(&entry.name);
@@ -440,13 +412,10 @@ impl StreamRenderer {
                 self.calls.len() - 1
             }
         };
-        let Some(args) = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .filter(|a| !a.is_empty())
-        else {
+        let args = call.arguments();
+        if args.is_empty() {
             return;
-        };
+        }
         let entry = &mut self.calls[at].1;
         entry.arguments.push_str(args);
         let (item_id, output_index) = (entry.item_id.clone(), entry.output_index);

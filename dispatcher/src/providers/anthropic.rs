@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Call, Capabilities, NativeDialect, Provider, Reply};
 use crate::answer::{Answer, StreamItem};
-use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
+use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
+use crate::convert::{self, Chunker, Completion, Translate};
 use crate::upstream;
 use crate::upstream::{UpstreamError, broken};
 use aigw_events::wire::Endpoint;
@@ -48,6 +49,7 @@ pub async fn chat(
     let name = provider.name.as_str();
     let url = format!("{}/v1/messages", provider.base_url.trim_end_matches('/'));
     let request_body = to_anthropic(body, stream);
+    let json_tool = uses_json_tool(&request_body);
     let mut request = http
         .post(url)
         .header("anthropic-version", ANTHROPIC_VERSION)
@@ -64,56 +66,89 @@ pub async fn chat(
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         return Ok(Answer::Stream(convert::translate(
             events,
-            StreamState::new(name, model),
+            StreamState::new(name, model).with_json_tool(json_tool),
         )));
     }
     let parsed = upstream::read_json(response, name).await?;
-    from_anthropic(&parsed, name)
+    from_anthropic(&parsed, name, json_tool)
 }
 
+/// Whether an Anthropic request offers the [`JSON_TOOL`].
+pub fn uses_json_tool(request: &Value) -> bool {
+    request
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|tools| tools.iter().any(|t| t["name"] == JSON_TOOL))
+}
+
+/// The tool that carries a JSON answer: Anthropic-compatible endpoints
+/// constrain output to a schema only through a forced tool, whose input
+/// aigw returns as the answer's text.
+pub const JSON_TOOL: &str = "aigw_json_answer";
+
+/// The thinking budget for `req`, if it asks for reasoning and Anthropic
+/// can think here: the budget fits under the output cap (thinking counts
+/// toward `max_tokens`, as reasoning does toward OpenAI's cap) and is at
+/// least Anthropic's minimum, no tool is forced (forced tool use and
+/// thinking exclude each other), and the conversation is not inside a tool
+/// loop (Anthropic would want the loop's thinking blocks back, with
+/// signatures an OpenAI client never returns).
+pub(crate) fn thinking_budget(
+    req: &ChatRequest,
+    max_tokens: u64,
+    forced_tool: bool,
+) -> Option<u64> {
+    let budget = req
+        .effort()?
+        .budget_tokens()?
+        .min(max_tokens.saturating_sub(1));
+    (budget >= MIN_THINKING_BUDGET && !forced_tool && !req.in_tool_loop()).then_some(budget)
+}
+
+/// Anthropic's smallest `thinking.budget_tokens`.
+pub const MIN_THINKING_BUDGET: u64 = 1_024;
+
 /// Translates an OpenAI chat request into an Anthropic Messages request.
+///
+/// `response_format` becomes the forced [`JSON_TOOL`], and
+/// `reasoning_effort` a thinking budget (see [`thinking_budget`]); with
+/// thinking on, `temperature` and `top_p` are left out, as Anthropic
+/// requires.
 pub fn to_anthropic(body: &Value, stream: bool) -> Value {
+    let req = ChatRequest::read(body);
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
-    let empty = Vec::new();
-    for m in body
-        .get("messages")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-        let content = m.get("content").unwrap_or(&Value::Null);
-        let (role, blocks) = match role {
-            "system" | "developer" => {
-                system.push(convert::text_of(content));
+    for m in &req.messages {
+        let (role, blocks) = match m.role() {
+            Role::System => {
+                system.push(m.text());
                 continue;
             }
-            "assistant" => {
+            Role::Assistant => {
                 let mut blocks = Vec::new();
-                let text = convert::text_of(content);
+                let text = m.text();
                 if !text.is_empty() {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
-                for (id, name, input) in convert::tool_calls_of(m) {
-                    let id = convert::call_id_without_signature(&id);
-                    blocks
-                        .push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+                for call in m.tool_calls() {
+                    let id = convert::call_id_without_signature(&call.id);
+                    blocks.push(json!({"type": "tool_use", "id": id, "name": call.name,
+                        "input": call.arguments}));
                 }
                 ("assistant", blocks)
             }
-            "tool" => {
-                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
-                let id = convert::call_id_without_signature(id);
+            Role::Tool => {
+                let id = convert::call_id_without_signature(m.tool_call_id());
                 (
                     "user",
                     vec![json!({
                         "type": "tool_result",
                         "tool_use_id": id,
-                        "content": convert::text_of(content),
+                        "content": m.text(),
                     })],
                 )
             }
-            _ => ("user", user_blocks(content)),
+            Role::User => ("user", user_blocks(m.parts())),
         };
         if blocks.is_empty() {
             continue;
@@ -128,36 +163,65 @@ pub fn to_anthropic(body: &Value, stream: bool) -> Value {
         body.get("model").cloned().unwrap_or(Value::Null),
     );
     out.insert("messages".into(), Value::Array(messages));
-    out.insert(
-        "max_tokens".into(),
-        json!(convert::max_tokens(body).unwrap_or(convert::DEFAULT_MAX_TOKENS)),
-    );
+    let max_tokens = req.max_tokens().unwrap_or(convert::DEFAULT_MAX_TOKENS);
+    out.insert("max_tokens".into(), json!(max_tokens));
     let system: Vec<String> = system.into_iter().filter(|s| !s.is_empty()).collect();
     if !system.is_empty() {
         out.insert("system".into(), Value::String(system.join("\n\n")));
     }
-    if let Some(stop) = convert::stop_list(body) {
-        out.insert("stop_sequences".into(), Value::Array(stop));
+    if let Some(stop) = req.stop() {
+        out.insert("stop_sequences".into(), json!(stop));
     }
-    for field in ["temperature", "top_p"] {
-        if let Some(v) = body.get(field).filter(|v| v.is_number()) {
-            out.insert(field.into(), v.clone());
+    let mut tools: Vec<Value> = req
+        .function_tools()
+        .into_iter()
+        .map(|tool| {
+            let mut t = json!({"name": tool.name, "input_schema": tool.parameters});
+            if let Some(d) = tool.description {
+                t["description"] = Value::String(d);
+            }
+            t
+        })
+        .collect();
+    let has_tools = !tools.is_empty();
+    let json_output = req.json_output();
+    let mut choice = if has_tools { req.tool_choice() } else { None };
+    if let Some(output) = &json_output {
+        let mut description =
+            "Give your final answer by calling this tool: its input is the answer.".to_string();
+        if let Some(name) = &output.name {
+            description.push_str(&format!(" The answer is a {name}."));
+        }
+        tools.push(json!({"name": JSON_TOOL, "description": description,
+            "input_schema": output.schema}));
+        // The model answers through the JSON tool, or calls one of the
+        // caller's tools first (a forced function stays forced).
+        choice = match choice {
+            Some(ToolChoice::Function(name)) => Some(ToolChoice::Function(name)),
+            Some(ToolChoice::Auto | ToolChoice::Required) | None if has_tools => {
+                Some(ToolChoice::Required)
+            }
+            _ => Some(ToolChoice::Function(JSON_TOOL.to_string())),
+        };
+    }
+    let forced = matches!(choice, Some(ToolChoice::Required | ToolChoice::Function(_)));
+    let thinking = thinking_budget(&req, max_tokens, forced);
+    if thinking.is_none() {
+        for field in ["temperature", "top_p"] {
+            if let Some(v) = body.get(field).filter(|v| v.is_number()) {
+                out.insert(field.into(), v.clone());
+            }
         }
     }
-    let tools = convert::function_tools(body);
+    if let Some(budget) = thinking {
+        out.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": budget}),
+        );
+    }
     if !tools.is_empty() {
-        let tools: Vec<Value> = tools
-            .into_iter()
-            .map(|(name, description, parameters)| {
-                let mut t = json!({"name": name, "input_schema": parameters});
-                if let Some(d) = description {
-                    t["description"] = Value::String(d);
-                }
-                t
-            })
-            .collect();
         out.insert("tools".into(), Value::Array(tools));
-        if let Some(choice) = convert::tool_choice(body) {
+        if let Some(choice) = choice {
             let choice = match choice {
                 ToolChoice::Auto => json!({"type": "auto"}),
                 ToolChoice::None => json!({"type": "none"}),
@@ -176,8 +240,8 @@ pub fn to_anthropic(body: &Value, stream: bool) -> Value {
     Value::Object(out)
 }
 
-fn user_blocks(content: &Value) -> Vec<Value> {
-    convert::parts_of(content)
+fn user_blocks(parts: Vec<Part>) -> Vec<Value> {
+    parts
         .into_iter()
         .map(|p| match p {
             Part::Text(text) => json!({"type": "text", "text": text}),
@@ -199,6 +263,16 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
         // end_turn, stop_sequence, and pause_turn (the turn ended early; the
         // text so far is the answer).
         _ => "stop",
+    }
+}
+
+/// The finish reason of an answer: a `tool_use` stop that called the
+/// [`JSON_TOOL`] (`json_answered`) and none of the caller's tools
+/// (`tool_calls`) is a plain stop.
+fn answer_finish(stop_reason: Option<&str>, json_answered: bool, tool_calls: bool) -> &'static str {
+    match finish_reason(stop_reason) {
+        "tool_calls" if json_answered && !tool_calls => "stop",
+        other => other,
     }
 }
 
@@ -233,8 +307,9 @@ pub fn usage(u: &Value) -> Usage {
     }
 }
 
-/// Translates an Anthropic message into an OpenAI `chat.completion`.
-pub fn from_anthropic(v: &Value, provider: &str) -> Result<Answer, UpstreamError> {
+/// Translates an Anthropic message into an OpenAI `chat.completion`; with
+/// `json_tool`, a call of the [`JSON_TOOL`] is the answer's text.
+pub fn from_anthropic(v: &Value, provider: &str, json_tool: bool) -> Result<Answer, UpstreamError> {
     if v.get("type").and_then(Value::as_str) == Some("error") {
         let message = v
             .pointer("/error/message")
@@ -249,11 +324,16 @@ pub fn from_anthropic(v: &Value, provider: &str) -> Result<Answer, UpstreamError
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
+    let mut json_answered = false;
     for b in blocks {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("thinking") => {
                 reasoning.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
+            Some("tool_use") if json_tool && b["name"] == JSON_TOOL => {
+                json_answered = true;
+                text.push_str(&b.get("input").unwrap_or(&json!({})).to_string());
             }
             Some("tool_use") => tool_calls.push(convert::openai_tool_call(
                 b.get("id").and_then(Value::as_str).unwrap_or(""),
@@ -263,6 +343,7 @@ pub fn from_anthropic(v: &Value, provider: &str) -> Result<Answer, UpstreamError
             _ => {}
         }
     }
+    let has_calls = !tool_calls.is_empty();
     Ok(Completion {
         id: v
             .get("id")
@@ -277,7 +358,12 @@ pub fn from_anthropic(v: &Value, provider: &str) -> Result<Answer, UpstreamError
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
         reasoning: (!reasoning.is_empty()).then_some(reasoning),
         tool_calls,
-        finish_reason: finish_reason(v.get("stop_reason").and_then(Value::as_str)).into(),
+        finish_reason: answer_finish(
+            v.get("stop_reason").and_then(Value::as_str),
+            json_answered,
+            has_calls,
+        )
+        .into(),
         usage: v.get("usage").map(usage),
     }
     .into_answer())
@@ -292,6 +378,10 @@ pub struct StreamState {
     tools: usize,
     usage: Usage,
     stop_reason: Option<String>,
+    /// Whether a [`JSON_TOOL`] call is the answer's text.
+    json_tool: bool,
+    /// The content block of that call, once it started.
+    json_block: Option<u64>,
 }
 
 impl StreamState {
@@ -303,7 +393,15 @@ impl StreamState {
             tools: 0,
             usage: Usage::default(),
             stop_reason: None,
+            json_tool: false,
+            json_block: None,
         }
+    }
+
+    /// Streams a [`JSON_TOOL`] call's input as the answer's text.
+    pub fn with_json_tool(mut self, json_tool: bool) -> Self {
+        self.json_tool = json_tool;
+        self
     }
 }
 
@@ -332,11 +430,13 @@ impl Translate for StreamState {
             }
             "content_block_start" => {
                 let block = &v["content_block"];
-                if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                let at = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                if self.json_tool && block["type"] == "tool_use" && block["name"] == JSON_TOOL {
+                    self.json_block = Some(at);
+                } else if block.get("type").and_then(Value::as_str) == Some("tool_use") {
                     let index = self.tools;
                     self.tools += 1;
-                    self.tool_index
-                        .push((v.get("index").and_then(Value::as_u64).unwrap_or(0), index));
+                    self.tool_index.push((at, index));
                     out.push(self.chunker.tool_start(
                         index,
                         block.get("id").and_then(Value::as_str).unwrap_or(""),
@@ -357,7 +457,13 @@ impl Translate for StreamState {
                     ),
                     Some("input_json_delta") => {
                         let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        if let Some((_, index)) = self.tool_index.iter().find(|(b, _)| *b == block)
+                        if self.json_block == Some(block) {
+                            out.push(
+                                self.chunker
+                                    .text(delta["partial_json"].as_str().unwrap_or("")),
+                            );
+                        } else if let Some((_, index)) =
+                            self.tool_index.iter().find(|(b, _)| *b == block)
                         {
                             out.push(
                                 self.chunker.tool_args(
@@ -387,10 +493,11 @@ impl Translate for StreamState {
                 }
             }
             "message_stop" => {
-                out.push(
-                    self.chunker
-                        .finish(finish_reason(self.stop_reason.as_deref())),
-                );
+                out.push(self.chunker.finish(answer_finish(
+                    self.stop_reason.as_deref(),
+                    self.json_block.is_some(),
+                    self.tools > 0,
+                )));
                 out.push(self.chunker.usage(&self.usage));
                 out.push(StreamItem::Done);
             }

@@ -18,7 +18,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Call, Capabilities, Provider, Reply};
 use crate::answer::{Answer, Credentials, StreamItem};
-use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
+use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
+use crate::convert::{self, Chunker, Completion, Translate};
 use crate::upstream;
 use crate::upstream::{UpstreamError, UpstreamErrorKind, broken};
 use aigw_events::wire::Endpoint;
@@ -186,53 +187,69 @@ fn image_format(media_type: &str) -> Option<&'static str> {
     }
 }
 
+/// The thinking budget of a request to a Claude model on Bedrock, under
+/// the same conditions as at Anthropic (`anthropic::thinking_budget`);
+/// other Bedrock models have no common reasoning setting, so
+/// `reasoning_effort` goes nowhere for them (listed in the README).
+fn claude_thinking_budget(body: &Value, req: &ChatRequest) -> Option<u64> {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    if !model.contains("anthropic.") && !model.contains("claude") {
+        return None;
+    }
+    let max_tokens = req.max_tokens().unwrap_or(convert::DEFAULT_MAX_TOKENS);
+    let forced = matches!(
+        req.tool_choice(),
+        Some(ToolChoice::Required | ToolChoice::Function(_))
+    ) && !req.function_tools().is_empty();
+    super::anthropic::thinking_budget(req, max_tokens, forced)
+}
+
 /// Translates an OpenAI chat request into a Converse request.
 pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError> {
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
-    let empty = Vec::new();
-    for m in body
-        .get("messages")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-        let content = m.get("content").unwrap_or(&Value::Null);
-        let (role, blocks) = match role {
-            "system" | "developer" => {
-                let text = convert::text_of(content);
+    let req = ChatRequest::read(body);
+    if req.json_output().is_some() {
+        return Err(upstream::unsupported(
+            provider,
+            "'response_format' (JSON output) has no equivalent in Bedrock's Converse API",
+        ));
+    }
+    for m in &req.messages {
+        let (role, blocks) = match m.role() {
+            Role::System => {
+                let text = m.text();
                 if !text.is_empty() {
                     system.push(json!({"text": text}));
                 }
                 continue;
             }
-            "assistant" => {
+            Role::Assistant => {
                 let mut blocks = Vec::new();
-                let text = convert::text_of(content);
+                let text = m.text();
                 if !text.is_empty() {
                     blocks.push(json!({"text": text}));
                 }
-                for (id, name, input) in convert::tool_calls_of(m) {
-                    let id = convert::call_id_without_signature(&id);
-                    blocks
-                        .push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
+                for call in m.tool_calls() {
+                    let id = convert::call_id_without_signature(&call.id);
+                    blocks.push(json!({"toolUse": {"toolUseId": id, "name": call.name,
+                        "input": call.arguments}}));
                 }
                 ("assistant", blocks)
             }
-            "tool" => {
-                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
-                let id = convert::call_id_without_signature(id);
+            Role::Tool => {
+                let id = convert::call_id_without_signature(m.tool_call_id());
                 (
                     "user",
                     vec![json!({"toolResult": {
                         "toolUseId": id,
-                        "content": [{"text": convert::text_of(content)}],
+                        "content": [{"text": m.text()}],
                     }})],
                 )
             }
-            _ => {
+            Role::User => {
                 let mut blocks = Vec::new();
-                for part in convert::parts_of(content) {
+                for part in m.parts() {
                     blocks.push(match part {
                         Part::Text(text) => json!({"text": text}),
                         Part::InlineImage { media_type, data } => {
@@ -267,28 +284,41 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
         out.insert("system".into(), Value::Array(system));
     }
     let mut config = Map::new();
-    if let Some(n) = convert::max_tokens(body) {
+    if let Some(n) = req.max_tokens() {
         config.insert("maxTokens".into(), json!(n));
     }
-    if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
-        config.insert("temperature".into(), t.clone());
+    let thinking = claude_thinking_budget(body, &req);
+    if thinking.is_none() {
+        if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
+            config.insert("temperature".into(), t.clone());
+        }
+        if let Some(p) = body.get("top_p").filter(|v| v.is_number()) {
+            config.insert("topP".into(), p.clone());
+        }
     }
-    if let Some(p) = body.get("top_p").filter(|v| v.is_number()) {
-        config.insert("topP".into(), p.clone());
+    if let Some(budget) = thinking {
+        // Thinking counts toward the cap, which must then be explicit.
+        config
+            .entry("maxTokens")
+            .or_insert_with(|| json!(convert::DEFAULT_MAX_TOKENS));
+        out.insert(
+            "additionalModelRequestFields".into(),
+            json!({"thinking": {"type": "enabled", "budget_tokens": budget}}),
+        );
     }
-    if let Some(stop) = convert::stop_list(body) {
-        config.insert("stopSequences".into(), Value::Array(stop));
+    if let Some(stop) = req.stop() {
+        config.insert("stopSequences".into(), json!(stop));
     }
     if !config.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(config));
     }
-    let tools = convert::function_tools(body);
+    let tools = req.function_tools();
     if !tools.is_empty() {
         let tools: Vec<Value> = tools
             .into_iter()
-            .map(|(name, description, parameters)| {
-                let mut spec = json!({"name": name, "inputSchema": {"json": parameters}});
-                if let Some(d) = description {
+            .map(|tool| {
+                let mut spec = json!({"name": tool.name, "inputSchema": {"json": tool.parameters}});
+                if let Some(d) = tool.description {
                     spec["description"] = Value::String(d);
                 }
                 json!({ "toolSpec": spec })
@@ -296,7 +326,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
             .collect();
         let mut tool_config = json!({ "tools": tools });
         // Converse has no "none": leave the choice out (the model decides).
-        match convert::tool_choice(body) {
+        match req.tool_choice() {
             Some(ToolChoice::Auto) => tool_config["toolChoice"] = json!({"auto": {}}),
             Some(ToolChoice::Required) => tool_config["toolChoice"] = json!({"any": {}}),
             Some(ToolChoice::Function(name)) => {

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Call, Capabilities, Provider, Reply};
 use crate::answer::{Answer, StreamItem};
-use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
+use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
+use crate::convert::{self, Chunker, Completion, Translate};
 use crate::embeddings;
 use crate::rerank;
 use crate::upstream::{self, UpstreamError, broken};
@@ -74,71 +75,62 @@ pub async fn chat(
     from_cohere(&parsed, name, model)
 }
 
-/// Translates an OpenAI chat request into a Cohere v2 chat request.
+/// Translates an OpenAI chat request into a Cohere v2 chat request
+/// (`response_format` as Cohere's `json_object` with its `json_schema`).
 pub fn to_cohere(body: &Value, stream: bool) -> Value {
-    let empty = Vec::new();
-    let messages: Vec<Value> = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
+    let req = ChatRequest::read(body);
+    let messages: Vec<Value> = req
+        .messages
         .iter()
-        .map(|m| {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-            let content = m.get("content").unwrap_or(&Value::Null);
-            match role {
-                "system" | "developer" => {
-                    json!({"role": "system", "content": convert::text_of(content)})
+        .map(|m| match m.role() {
+            Role::System => json!({"role": "system", "content": m.text()}),
+            Role::Assistant => {
+                let mut out = json!({"role": "assistant"});
+                let text = m.text();
+                if !text.is_empty() {
+                    out["content"] = Value::String(text);
                 }
-                "assistant" => {
-                    let mut out = json!({"role": "assistant"});
-                    let text = convert::text_of(content);
-                    if !text.is_empty() {
-                        out["content"] = Value::String(text);
-                    }
-                    let calls: Vec<Value> = convert::tool_calls_of(m)
-                        .iter()
-                        .map(|(id, name, args)| {
-                            let id = convert::call_id_without_signature(id);
-                            convert::openai_tool_call(id, name, args)
-                        })
-                        .collect();
-                    if !calls.is_empty() {
-                        out["tool_calls"] = Value::Array(calls);
-                    }
-                    out
+                let calls: Vec<Value> = m
+                    .tool_calls()
+                    .iter()
+                    .map(|call| {
+                        let id = convert::call_id_without_signature(&call.id);
+                        convert::openai_tool_call(id, &call.name, &call.arguments)
+                    })
+                    .collect();
+                if !calls.is_empty() {
+                    out["tool_calls"] = Value::Array(calls);
                 }
-                "tool" => json!({
-                    "role": "tool",
-                    "tool_call_id": m
-                        .get("tool_call_id")
-                        .and_then(Value::as_str)
-                        .map(convert::call_id_without_signature),
-                    "content": convert::text_of(content),
-                }),
-                _ => {
-                    let parts = convert::parts_of(content);
-                    let only_text = parts.iter().all(|p| matches!(p, Part::Text(_)));
-                    let content = if only_text {
-                        Value::String(convert::text_of(content))
-                    } else {
-                        Value::Array(
-                            parts
-                                .into_iter()
-                                .map(|p| match p {
-                                    Part::Text(t) => json!({"type": "text", "text": t}),
-                                    Part::InlineImage { media_type, data } => json!({
-                                        "type": "image_url",
-                                        "image_url": {"url": format!("data:{media_type};base64,{data}")},
-                                    }),
-                                    Part::ImageUrl(url) => {
-                                        json!({"type": "image_url", "image_url": {"url": url}})
-                                    }
-                                })
-                                .collect(),
-                        )
-                    };
-                    json!({"role": "user", "content": content})
-                }
+                out
+            }
+            Role::Tool => json!({
+                "role": "tool",
+                "tool_call_id": convert::call_id_without_signature(m.tool_call_id()),
+                "content": m.text(),
+            }),
+            Role::User => {
+                let parts = m.parts();
+                let only_text = parts.iter().all(|p| matches!(p, Part::Text(_)));
+                let content = if only_text {
+                    Value::String(m.text())
+                } else {
+                    Value::Array(
+                        parts
+                            .into_iter()
+                            .map(|p| match p {
+                                Part::Text(t) => json!({"type": "text", "text": t}),
+                                Part::InlineImage { media_type, data } => json!({
+                                    "type": "image_url",
+                                    "image_url": {"url": format!("data:{media_type};base64,{data}")},
+                                }),
+                                Part::ImageUrl(url) => {
+                                    json!({"type": "image_url", "image_url": {"url": url}})
+                                }
+                            })
+                            .collect(),
+                    )
+                };
+                json!({"role": "user", "content": content})
             }
         })
         .collect();
@@ -149,7 +141,7 @@ pub fn to_cohere(body: &Value, stream: bool) -> Value {
         body.get("model").cloned().unwrap_or(Value::Null),
     );
     out.insert("messages".into(), Value::Array(messages));
-    if let Some(n) = convert::max_tokens(body) {
+    if let Some(n) = req.max_tokens() {
         out.insert("max_tokens".into(), json!(n));
     }
     if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
@@ -161,16 +153,22 @@ pub fn to_cohere(body: &Value, stream: bool) -> Value {
     if let Some(seed) = body.get("seed").filter(|v| v.is_number()) {
         out.insert("seed".into(), seed.clone());
     }
-    if let Some(stop) = convert::stop_list(body) {
-        out.insert("stop_sequences".into(), Value::Array(stop));
+    if let Some(stop) = req.stop() {
+        out.insert("stop_sequences".into(), json!(stop));
     }
-    let tools = convert::function_tools(body);
+    if let Some(output) = req.json_output() {
+        out.insert(
+            "response_format".into(),
+            json!({"type": "json_object", "json_schema": output.schema}),
+        );
+    }
+    let tools = req.function_tools();
     if !tools.is_empty() {
         let tools: Vec<Value> = tools
             .into_iter()
-            .map(|(name, description, parameters)| {
-                let mut f = json!({"name": name, "parameters": parameters});
-                if let Some(d) = description {
+            .map(|tool| {
+                let mut f = json!({"name": tool.name, "parameters": tool.parameters});
+                if let Some(d) = tool.description {
                     f["description"] = Value::String(d);
                 }
                 json!({"type": "function", "function": f})
@@ -178,7 +176,7 @@ pub fn to_cohere(body: &Value, stream: bool) -> Value {
             .collect();
         out.insert("tools".into(), Value::Array(tools));
         // Cohere has only REQUIRED and NONE; auto is the default.
-        match convert::tool_choice(body) {
+        match req.tool_choice() {
             Some(ToolChoice::Required) | Some(ToolChoice::Function(_)) => {
                 out.insert("tool_choice".into(), json!("REQUIRED"));
             }

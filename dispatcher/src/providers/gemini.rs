@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Call, Capabilities, NativeDialect, Provider, Reply};
 use crate::answer::{Answer, StreamItem};
-use crate::convert::{self, Chunker, Completion, Part, ToolChoice, Translate};
+use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
+use crate::convert::{self, Chunker, Completion, Translate};
 use crate::embeddings;
 use crate::upstream;
 use crate::upstream::{UpstreamError, broken};
@@ -114,45 +115,48 @@ fn schema_for_gemini(v: &Value) -> Value {
     }
 }
 
-/// Translates an OpenAI chat request into a Gemini `generateContent` body.
+/// The largest `thinkingBudget` every thinking Gemini model takes.
+pub const MAX_THINKING_BUDGET: u64 = 24_576;
+
+/// Translates an OpenAI chat request into a Gemini `generateContent` body:
+/// `response_format` becomes `responseSchema` (JSON out), and
+/// `reasoning_effort` a `thinkingConfig` budget (`none` is 0) with the
+/// thoughts included, to come back as reasoning.
 pub fn to_gemini(body: &Value) -> Value {
     let mut system: Vec<String> = Vec::new();
     let mut contents: Vec<Value> = Vec::new();
     // Gemini matches tool results by function name, not call id.
     let mut call_names: HashMap<String, String> = HashMap::new();
-    let empty = Vec::new();
-    for m in body
-        .get("messages")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-        let content = m.get("content").unwrap_or(&Value::Null);
-        let (role, parts) = match role {
-            "system" | "developer" => {
-                system.push(convert::text_of(content));
+    let req = ChatRequest::read(body);
+    for m in &req.messages {
+        let (role, parts) = match m.role() {
+            Role::System => {
+                system.push(m.text());
                 continue;
             }
-            "assistant" => {
+            Role::Assistant => {
                 let mut parts = Vec::new();
-                let text = convert::text_of(content);
+                let text = m.text();
                 if !text.is_empty() {
                     parts.push(json!({"text": text}));
                 }
-                for (id, name, args) in convert::tool_calls_of(m) {
-                    let mut part = json!({"functionCall": {"name": name, "args": args}});
-                    if let Some(sig) = signature_of(&id) {
+                for call in m.tool_calls() {
+                    let mut part =
+                        json!({"functionCall": {"name": call.name, "args": call.arguments}});
+                    if let Some(sig) = signature_of(&call.id) {
                         part["thoughtSignature"] = Value::String(sig.to_string());
                     }
                     parts.push(part);
-                    call_names.insert(id, name);
+                    call_names.insert(call.id, call.name);
                 }
                 ("model", parts)
             }
-            "tool" => {
-                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
-                let name = call_names.get(id).cloned().unwrap_or_default();
-                let text = convert::text_of(content);
+            Role::Tool => {
+                let name = call_names
+                    .get(m.tool_call_id())
+                    .cloned()
+                    .unwrap_or_default();
+                let text = m.text();
                 let response = match serde_json::from_str::<Value>(&text) {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({"content": text}),
@@ -162,7 +166,7 @@ pub fn to_gemini(body: &Value) -> Value {
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 )
             }
-            _ => ("user", user_parts(content)),
+            Role::User => ("user", user_parts(m.parts())),
         };
         if parts.is_empty() {
             continue;
@@ -180,7 +184,7 @@ pub fn to_gemini(body: &Value) -> Value {
         );
     }
     let mut config = Map::new();
-    if let Some(n) = convert::max_tokens(body) {
+    if let Some(n) = req.max_tokens() {
         config.insert("maxOutputTokens".into(), json!(n));
     }
     if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
@@ -189,26 +193,33 @@ pub fn to_gemini(body: &Value) -> Value {
     if let Some(p) = body.get("top_p").filter(|v| v.is_number()) {
         config.insert("topP".into(), p.clone());
     }
-    if let Some(stop) = convert::stop_list(body) {
-        config.insert("stopSequences".into(), Value::Array(stop));
+    if let Some(stop) = req.stop() {
+        config.insert("stopSequences".into(), json!(stop));
     }
-    if body
-        .pointer("/response_format/type")
-        .and_then(Value::as_str)
-        == Some("json_object")
-    {
+    if let Some(output) = req.json_output() {
         config.insert("responseMimeType".into(), json!("application/json"));
+        config.insert("responseSchema".into(), schema_for_gemini(&output.schema));
+    }
+    if let Some(effort) = req.effort() {
+        let budget = effort
+            .budget_tokens()
+            .map_or(0, |b| b.min(MAX_THINKING_BUDGET));
+        config.insert(
+            "thinkingConfig".into(),
+            json!({"thinkingBudget": budget, "includeThoughts": budget > 0}),
+        );
     }
     if !config.is_empty() {
         out.insert("generationConfig".into(), Value::Object(config));
     }
-    let tools = convert::function_tools(body);
+    let tools = req.function_tools();
     if !tools.is_empty() {
         let declarations: Vec<Value> = tools
             .into_iter()
-            .map(|(name, description, parameters)| {
-                let mut d = json!({"name": name, "parameters": schema_for_gemini(&parameters)});
-                if let Some(desc) = description {
+            .map(|tool| {
+                let mut d =
+                    json!({"name": tool.name, "parameters": schema_for_gemini(&tool.parameters)});
+                if let Some(desc) = tool.description {
                     d["description"] = Value::String(desc);
                 }
                 d
@@ -218,7 +229,7 @@ pub fn to_gemini(body: &Value) -> Value {
             "tools".into(),
             json!([{ "functionDeclarations": declarations }]),
         );
-        if let Some(choice) = convert::tool_choice(body) {
+        if let Some(choice) = req.tool_choice() {
             let config = match choice {
                 ToolChoice::Auto => json!({"mode": "AUTO"}),
                 ToolChoice::None => json!({"mode": "NONE"}),
@@ -236,8 +247,8 @@ pub fn to_gemini(body: &Value) -> Value {
     Value::Object(out)
 }
 
-fn user_parts(content: &Value) -> Vec<Value> {
-    convert::parts_of(content)
+fn user_parts(parts: Vec<Part>) -> Vec<Value> {
+    parts
         .into_iter()
         .map(|p| match p {
             Part::Text(text) => json!({"text": text}),

@@ -170,12 +170,28 @@ fn max_tokens(req: &Request) -> Option<u64> {
         .or_else(|| req.max_tokens.as_ref().and_then(Value::as_u64))
 }
 
+/// The stop sequences: a string, or the strings of a list (other items
+/// are no stop sequence).
 fn stop_list(req: &Request) -> Option<Value> {
     match req.stop.as_ref()? {
         Value::String(s) => Some(json!([s])),
-        Value::Array(a) if !a.is_empty() => Some(json!(a)),
+        Value::Array(a) => {
+            let strings: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+            (!strings.is_empty()).then(|| json!(strings))
+        }
         _ => None,
     }
+}
+
+/// Whether the request asks for JSON output.
+fn json_mode(req: &Request) -> bool {
+    matches!(
+        req.response_format
+            .as_ref()
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str),
+        Some("json_object" | "json_schema")
+    )
 }
 
 fn tool_names(req: &Request) -> Vec<Value> {
@@ -370,10 +386,16 @@ proptest! {
         prop_assert_eq!(out.get("stream").is_some(), req.stream);
         let names: Vec<Value> = out["tools"].as_array().into_iter().flatten()
             .map(|t| t["name"].clone()).collect();
-        prop_assert_eq!(names, tool_names(&req));
-        if req.tools.is_empty() {
+        let mut want = tool_names(&req);
+        if json_mode(&req) {
+            // JSON output is a forced tool, or one among the caller's.
+            want.push(json!(anthropic::JSON_TOOL));
+            let forced = &out["tool_choice"]["type"];
+            prop_assert!(forced == "tool" || (forced == "any" && !req.tools.is_empty()), "{}", out["tool_choice"]);
+        } else if req.tools.is_empty() {
             prop_assert!(out.get("tool_choice").is_none());
         }
+        prop_assert_eq!(names, want);
     }
 
     #[test]
@@ -394,9 +416,7 @@ proptest! {
         let config = &out["generationConfig"];
         prop_assert_eq!(config.get("maxOutputTokens").cloned(), max_tokens(&req).map(|n| json!(n)));
         prop_assert_eq!(config.get("stopSequences").cloned(), stop_list(&req));
-        let json_mode = req.response_format.as_ref().and_then(|f| f.get("type"))
-            == Some(&json!("json_object"));
-        prop_assert_eq!(config.get("responseMimeType").is_some(), json_mode);
+        prop_assert_eq!(config.get("responseMimeType").is_some(), json_mode(&req));
         let declarations: Vec<Value> = out.pointer("/tools/0/functionDeclarations")
             .and_then(Value::as_array).cloned().unwrap_or_default();
         let names: Vec<Value> = declarations.iter().map(|d| d["name"].clone()).collect();
@@ -410,7 +430,7 @@ proptest! {
     #[test]
     fn bedrock_requests_keep_the_conversation_or_refuse_cleanly(req in strategies::request()) {
         let (system, items) = expected(&req);
-        let refused = items.iter().any(|(_, i)| match i {
+        let refused = json_mode(&req) || items.iter().any(|(_, i)| match i {
             Item::ImageUrl(_) => true,
             Item::Image { media_type, .. } => bedrock_format(media_type).is_none(),
             _ => false,

@@ -301,7 +301,7 @@ proptest! {
                 ..tokens(sum(&[input, read, write]), output).unwrap()
             });
         }
-        check(anthropic::from_anthropic(&native, "p"), &want)?;
+        check(anthropic::from_anthropic(&native, "p", false), &want)?;
     }
 
     #[test]
@@ -451,7 +451,7 @@ proptest! {
     #[test]
     fn odd_answers_translate_or_fail_cleanly(v in strategies::json_value()) {
         for answer in [
-            anthropic::from_anthropic(&v, "p"),
+            anthropic::from_anthropic(&v, "p", false),
             gemini::from_gemini(&v, "p", "id", "m"),
             bedrock::from_converse(&v, "p", "m"),
             cohere::from_cohere(&v, "p", "m"),
@@ -483,7 +483,7 @@ fn huge_token_counts_saturate_instead_of_overflowing() {
     let bedrock = json!({"output": {"message": {"content": []}},
         "usage": {"inputTokens": max, "outputTokens": max, "cacheReadInputTokens": 1}});
     for answer in [
-        anthropic::from_anthropic(&anthropic, "p"),
+        anthropic::from_anthropic(&anthropic, "p", false),
         gemini::from_gemini(&gemini, "p", "id", "m"),
         bedrock::from_converse(&bedrock, "p", "m"),
     ] {

@@ -27,8 +27,8 @@ fn names(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
-fn chunk(delta: Value, finish: Option<&str>) -> Value {
-    json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+fn chunk(delta: Value, finish: Option<&str>) -> Chunk {
+    Chunk::read(&json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
 }
 
 fn echo(request: Value) -> Echo {
@@ -61,7 +61,7 @@ fn a_completion_becomes_a_response() {
         "finish_reason": "tool_calls"}]});
     let e =
         echo(json!({"instructions": "be", "tools": [{"type": "custom", "name": "apply_patch"}]}));
-    let r = response(&c, "resp_1", &e, &Usage::default());
+    let r = response(&Completion::read(&c), "resp_1", &e, &Usage::default());
     assert_eq!(r["object"], "response");
     assert_eq!(r["id"], "resp_1");
     assert_eq!(r["model"], "alias");
@@ -81,7 +81,7 @@ fn a_completion_becomes_a_response() {
     assert_eq!(r["output"][3]["type"], "custom_tool_call");
     assert_eq!(r["output"][3]["input"], "P");
     let cut = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "length"}]});
-    let r = response(&cut, "resp_2", &e, &Usage::default());
+    let r = response(&Completion::read(&cut), "resp_2", &e, &Usage::default());
     assert_eq!(r["status"], "incomplete");
     assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
 }
@@ -230,8 +230,8 @@ proptest! {
         let mut r = StreamRenderer::new("resp_x", echo(json!({})));
         let mut out = Vec::new();
         for c in &chunks {
-            r.chunk(&json!({"choices": [c]}), &mut out);
-            r.chunk(c, &mut out);
+            r.chunk(&Chunk::read(&json!({"choices": [c]})), &mut out);
+            r.chunk(&Chunk::read(c), &mut out);
         }
         r.finish(&Usage::default(), &mut out);
         let events = events(&out);
@@ -246,7 +246,7 @@ proptest! {
 
     #[test]
     fn any_completion_renders_a_response(c in any_json()) {
-        let r = response(&c, "resp_x", &echo(json!({})), &Usage::default());
+        let r = response(&Completion::read(&c), "resp_x", &echo(json!({})), &Usage::default());
         prop_assert!(r["output"].is_array());
         prop_assert!(r["status"].is_string());
     }
