@@ -9,6 +9,11 @@
 //!   first). A document is `{"text": ...}`, and present exactly when the
 //!   caller asked `return_documents: true` (taken from the request where
 //!   the provider does not echo it, as Cohere v2 does not).
+//! - A caller in Voyage's shape (it sent `top_k` or `truncation`, as the
+//!   voyageai SDK does) also gets Voyage's fields: `object: "list"`,
+//!   `data` (the same results, a document as its string) and
+//!   `usage.total_tokens` (0 when the provider billed no tokens), which
+//!   that SDK requires.
 //! - Usage is what the provider billed: tokens (`usage.total_tokens`,
 //!   `meta.tokens.input_tokens` or `meta.billed_units.input_tokens`) and
 //!   search units (`meta.billed_units.search_units`). An answer with
@@ -67,6 +72,11 @@ fn documents(body: &Value) -> &[Value] {
 /// A document's text: the string itself, or its `text`.
 fn text(doc: &Value) -> Option<&str> {
     doc.as_str().or_else(|| doc.get("text")?.as_str())
+}
+
+/// Whether the caller speaks Voyage's rerank (`top_k`, `truncation`).
+fn voyage_shaped(body: &Value) -> bool {
+    body.get("top_k").is_some() || body.get("truncation").is_some()
 }
 
 /// What the provider billed, if it said.
@@ -133,7 +143,7 @@ pub fn answer(parsed: &Value, body: &Value, provider: &str) -> Result<Answer, Up
     let mut out = json!({
         "id": parsed.get("id").and_then(Value::as_str).unwrap_or_default(),
         "model": model,
-        "results": results,
+        "results": &results,
     });
     if let Some(u) = usage {
         if u.prompt_tokens > 0 {
@@ -142,6 +152,23 @@ pub fn answer(parsed: &Value, body: &Value, provider: &str) -> Result<Answer, Up
         }
         if u.searches > 0 {
             out["meta"] = json!({"billed_units": {"search_units": u.searches}});
+        }
+    }
+    if voyage_shaped(body) {
+        let data: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if let Some(text) = r.pointer("/document/text").cloned() {
+                    r["document"] = text;
+                }
+                r
+            })
+            .collect();
+        out["object"] = json!("list");
+        out["data"] = Value::Array(data);
+        if out.get("usage").is_none() {
+            out["usage"] = json!({"total_tokens": 0});
         }
     }
     Ok(Answer::Full {
@@ -240,6 +267,29 @@ mod tests {
         // No usage at all: billed by estimate.
         let bare = json!({"results": [{"index": 0, "relevance_score": 0.5}]});
         assert!(full(answer(&bare, &plain, "p").unwrap()).1.is_none());
+    }
+
+    #[test]
+    fn a_voyage_caller_also_gets_voyages_fields() {
+        let cohere = json!({"id": "c1", "results": [{"index": 1, "relevance_score": 0.9}],
+            "meta": {"billed_units": {"search_units": 1}}});
+        let voyage = json!({"model": "m", "query": "q", "documents": ["zero", "one"],
+            "top_k": null, "truncation": true, "return_documents": true});
+        let (out, _) = full(answer(&cohere, &voyage, "p").unwrap());
+        assert_eq!(out["object"], "list");
+        assert_eq!(
+            out["data"],
+            json!([{"index": 1, "relevance_score": 0.9, "document": "one"}])
+        );
+        assert_eq!(
+            out["results"][0]["document"],
+            json!({"text": "one"}),
+            "the shared shape stays"
+        );
+        assert_eq!(out["usage"], json!({"total_tokens": 0}));
+        let cohere_caller = json!({"model": "m", "query": "q", "documents": ["zero", "one"]});
+        let (out, _) = full(answer(&cohere, &cohere_caller, "p").unwrap());
+        assert!(out.get("data").is_none() && out.get("usage").is_none());
     }
 
     #[test]

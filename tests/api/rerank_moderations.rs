@@ -202,6 +202,67 @@ async fn openai_compatible_rerankers_get_the_callers_body_and_bill_tokens() {
 }
 
 #[tokio::test]
+async fn the_voyage_sdk_reranks_through_aigw_at_cohere_and_at_voyage() {
+    let env = TestEnv::start().await;
+    // The SDK sends `top_k` and `truncation`: Cohere gets `top_n`.
+    let _cohere = cohere(
+        &env,
+        json!({"model": "rerank-v3.5", "query": "capital of France?",
+            "documents": ["Berlin is in Germany.", "Madrid is in Spain.", "Paris is the capital."],
+            "top_n": 2}),
+    )
+    .await;
+    let voyage = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/rerank"))
+        .and(body_json(
+            json!({"model": "rerank-2.5", "query": "capital of France?",
+            "documents": ["Berlin is in Germany.", "Madrid is in Spain.", "Paris is the capital."],
+            "top_k": 2, "truncation": true}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "model": "rerank-2.5", "usage": {"total_tokens": 30},
+            "data": [{"index": 2, "relevance_score": 0.9}, {"index": 1, "relevance_score": 0.2}]
+        })))
+        .expect(1)
+        .mount(&voyage)
+        .await;
+    add(
+        &env,
+        json!({"name": "voyage", "base_url": format!("{}/v1", voyage.uri()), "api_key": "vo-key",
+            "models": ["rerank-2.5"]}),
+    )
+    .await;
+    let key = create_key(&env, json!({"name": "voyage-sdk"})).await;
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/voyage_sdk.py");
+    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python");
+    let base = format!("{}/v1", env.base);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .env("VOYAGE_BASE_URL", base)
+            .env("VOYAGE_API_KEY", key)
+            .env("MODELS", "rerank-v3.5,rerank-2.5")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "rerank-v3.5: [(2, 'Paris is the capital.', 0.98), (0, 'Berlin is in Germany.', 0.12)] 0\n\
+         rerank-2.5: [(2, 'Paris is the capital.', 0.9), (1, 'Madrid is in Spain.', 0.2)] 30\n"
+    );
+}
+
+#[tokio::test]
 async fn rerank_bodies_scopes_and_budgets_are_checked_before_any_provider_call() {
     let env = TestEnv::start().await;
     let mock = cohere(
