@@ -99,17 +99,39 @@ fn signature_of(call_id: &str) -> Option<&str> {
         .filter(|sig| !sig.is_empty())
 }
 
-/// Drops JSON Schema keys Gemini's `parameters` (an OpenAPI subset) refuses.
-fn schema_for_gemini(v: &Value) -> Value {
+/// A JSON Schema in the OpenAPI subset Gemini's `parameters` and
+/// `responseSchema` take: the keys it refuses dropped (`$schema`,
+/// `additionalProperties`, `strict`), and a nullable type list
+/// (`["string", "null"]`, what OpenAI's strict schemas use) as the type
+/// with `nullable: true`.
+pub fn schema_for_gemini(v: &Value) -> Value {
     match v {
-        Value::Object(o) => Value::Object(
-            o.iter()
+        Value::Object(o) => {
+            let mut out: Map<String, Value> = o
+                .iter()
                 .filter(|(k, _)| {
                     !matches!(k.as_str(), "$schema" | "additionalProperties" | "strict")
                 })
                 .map(|(k, v)| (k.clone(), schema_for_gemini(v)))
-                .collect(),
-        ),
+                .collect();
+            if let Some(Value::Array(types)) = o.get("type") {
+                let nullable = types.iter().any(|t| t == "null");
+                let mut named = types.iter().filter(|t| *t != "null");
+                match (named.next(), named.next()) {
+                    (Some(t), None) => {
+                        out.insert("type".into(), t.clone());
+                    }
+                    // Several types: Gemini's subset has one per schema.
+                    _ => {
+                        out.remove("type");
+                    }
+                }
+                if nullable {
+                    out.insert("nullable".into(), Value::Bool(true));
+                }
+            }
+            Value::Object(out)
+        }
         Value::Array(a) => Value::Array(a.iter().map(schema_for_gemini).collect()),
         other => other.clone(),
     }

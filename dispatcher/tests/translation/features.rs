@@ -162,6 +162,20 @@ fn gemini_takes_a_schema_and_a_thinking_budget() {
 }
 
 #[test]
+fn gemini_schemas_keep_to_its_subset() {
+    let schema = json!({"$schema": "x", "type": "object", "additionalProperties": false,
+        "properties": {"a": {"type": ["string", "null"]}, "b": {"type": ["integer", "string"]},
+            "c": {"type": "array", "items": {"type": ["null", "number"]}}}});
+    assert_eq!(
+        gemini::schema_for_gemini(&schema),
+        json!({"type": "object", "properties": {
+            "a": {"type": "string", "nullable": true},
+            "b": {},
+            "c": {"type": "array", "items": {"type": "number", "nullable": true}}}})
+    );
+}
+
+#[test]
 fn bedrock_refuses_json_output_and_thinks_only_on_claude() {
     let e =
         bedrock::to_converse(&chat(json!({"response_format": json_schema()})), "p").unwrap_err();
