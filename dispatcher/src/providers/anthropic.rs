@@ -6,6 +6,7 @@ use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
+use super::anthropic_wire::{Event, Message, WireUsage};
 use super::{Call, Capabilities, NativeDialect, Provider, Reply};
 use crate::answer::{Answer, StreamItem};
 use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
@@ -276,95 +277,54 @@ fn answer_finish(stop_reason: Option<&str>, json_answered: bool, tool_calls: boo
     }
 }
 
-/// Anthropic's usage: its `input_tokens` excludes cache reads and writes,
-/// so prompt tokens are the three together, with the reads and writes as
-/// their classes. Writes are split by lifetime when `cache_creation` tells
-/// it (all 5-minute otherwise). Thinking is not reported apart from output.
+/// Anthropic's usage in aigw's token classes (see
+/// [`WireUsage::to_usage`]).
 pub fn usage(u: &Value) -> Usage {
-    let read = convert::u64_at(u, &["cache_read_input_tokens"]);
-    let written = convert::u64_at(u, &["cache_creation_input_tokens"]);
-    let (write_5m, write_1h) = match u.get("cache_creation").filter(|c| c.is_object()) {
-        Some(c) => {
-            let hour = convert::u64_at(c, &["ephemeral_1h_input_tokens"]);
-            // Writes the split does not account for are 5-minute ones.
-            let five = convert::u64_at(c, &["ephemeral_5m_input_tokens"])
-                .max(written.saturating_sub(hour));
-            (five, hour)
-        }
-        None => (written, 0),
-    };
-    Usage {
-        prompt_tokens: convert::token_sum([
-            convert::u64_at(u, &["input_tokens"]),
-            read,
-            write_5m.saturating_add(write_1h).max(written),
-        ]),
-        completion_tokens: convert::u64_at(u, &["output_tokens"]),
-        cached_tokens: read,
-        cache_write_5m_tokens: write_5m,
-        cache_write_1h_tokens: write_1h,
-        ..Default::default()
-    }
+    WireUsage::read(u).to_usage()
 }
 
 /// Translates an Anthropic message into an OpenAI `chat.completion`; with
 /// `json_tool`, a call of the [`JSON_TOOL`] is the answer's text.
 pub fn from_anthropic(v: &Value, provider: &str, json_tool: bool) -> Result<Answer, UpstreamError> {
-    if v.get("type").and_then(Value::as_str) == Some("error") {
-        let message = v
-            .pointer("/error/message")
-            .and_then(Value::as_str)
-            .unwrap_or("error");
-        return Err(broken(provider, message));
+    let message = Message::read(v);
+    if message.kind.as_deref() == Some("error") {
+        let text = message.error.message.as_deref().unwrap_or("error");
+        return Err(broken(provider, text));
     }
-    let blocks = v
-        .get("content")
-        .and_then(Value::as_array)
+    let blocks = message
+        .content
         .ok_or_else(|| upstream::invalid_response(provider, 200))?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     let mut json_answered = false;
     for b in blocks {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("thinking") => {
-                reasoning.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or(""))
-            }
-            Some("tool_use") if json_tool && b["name"] == JSON_TOOL => {
+        let name = b.name.as_deref().unwrap_or("");
+        match b.kind.as_deref() {
+            Some("text") => text.push_str(b.text.as_deref().unwrap_or("")),
+            Some("thinking") => reasoning.push_str(b.thinking.as_deref().unwrap_or("")),
+            Some("tool_use") if json_tool && name == JSON_TOOL => {
                 json_answered = true;
-                text.push_str(&b.get("input").unwrap_or(&json!({})).to_string());
+                text.push_str(&b.input.unwrap_or_else(|| json!({})).to_string());
             }
             Some("tool_use") => tool_calls.push(convert::openai_tool_call(
-                b.get("id").and_then(Value::as_str).unwrap_or(""),
-                b.get("name").and_then(Value::as_str).unwrap_or(""),
-                b.get("input").unwrap_or(&json!({})),
+                b.id.as_deref().unwrap_or(""),
+                name,
+                b.input.as_ref().unwrap_or(&json!({})),
             )),
             _ => {}
         }
     }
     let has_calls = !tool_calls.is_empty();
     Ok(Completion {
-        id: v
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        model: v
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        id: message.id.unwrap_or_default(),
+        model: message.model.unwrap_or_default(),
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
         reasoning: (!reasoning.is_empty()).then_some(reasoning),
         tool_calls,
-        finish_reason: answer_finish(
-            v.get("stop_reason").and_then(Value::as_str),
-            json_answered,
-            has_calls,
-        )
-        .into(),
-        usage: v.get("usage").map(usage),
+        finish_reason: answer_finish(message.stop_reason.as_deref(), json_answered, has_calls)
+            .into(),
+        usage: message.usage.as_ref().map(WireUsage::to_usage),
     }
     .into_answer())
 }
@@ -412,84 +372,83 @@ impl Translate for StreamState {
         let Ok(v) = serde_json::from_str::<Value>(&data) else {
             return;
         };
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or(event.as_str());
-        match kind {
+        let e = Event::read(&v);
+        let at = e.index.unwrap_or(0);
+        match e.kind.as_deref().unwrap_or(event.as_str()) {
             "message_start" => {
-                let m = &v["message"];
-                if let Some(id) = m.get("id").and_then(Value::as_str) {
-                    self.chunker.id = id.to_string();
+                if let Some(id) = e.message.id {
+                    self.chunker.id = id;
                 }
-                if let Some(model) = m.get("model").and_then(Value::as_str) {
-                    self.chunker.model = model.to_string();
+                if let Some(model) = e.message.model {
+                    self.chunker.model = model;
                 }
-                self.usage = usage(&m["usage"]);
+                self.usage = e
+                    .message
+                    .usage
+                    .as_ref()
+                    .map(WireUsage::to_usage)
+                    .unwrap_or_default();
                 out.push(self.chunker.role());
             }
             "content_block_start" => {
-                let block = &v["content_block"];
-                let at = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                if self.json_tool && block["type"] == "tool_use" && block["name"] == JSON_TOOL {
-                    self.json_block = Some(at);
-                } else if block.get("type").and_then(Value::as_str) == Some("tool_use") {
-                    let index = self.tools;
-                    self.tools += 1;
-                    self.tool_index.push((at, index));
-                    out.push(self.chunker.tool_start(
-                        index,
-                        block.get("id").and_then(Value::as_str).unwrap_or(""),
-                        block.get("name").and_then(Value::as_str).unwrap_or(""),
-                        "",
-                    ));
+                let block = &e.content_block;
+                if block.kind.as_deref() != Some("tool_use") {
+                    return;
                 }
+                let name = block.name.as_deref().unwrap_or("");
+                if self.json_tool && name == JSON_TOOL {
+                    self.json_block = Some(at);
+                    return;
+                }
+                let index = self.tools;
+                self.tools += 1;
+                self.tool_index.push((at, index));
+                out.push(self.chunker.tool_start(
+                    index,
+                    block.id.as_deref().unwrap_or(""),
+                    name,
+                    "",
+                ));
             }
             "content_block_delta" => {
-                let delta = &v["delta"];
-                match delta.get("type").and_then(Value::as_str) {
+                let delta = &e.delta;
+                match delta.kind.as_deref() {
                     Some("text_delta") => {
-                        out.push(self.chunker.text(delta["text"].as_str().unwrap_or("")))
+                        out.push(self.chunker.text(delta.text.as_deref().unwrap_or("")))
                     }
                     Some("thinking_delta") => out.push(
                         self.chunker
-                            .reasoning(delta["thinking"].as_str().unwrap_or("")),
+                            .reasoning(delta.thinking.as_deref().unwrap_or("")),
                     ),
                     Some("input_json_delta") => {
-                        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        if self.json_block == Some(block) {
-                            out.push(
-                                self.chunker
-                                    .text(delta["partial_json"].as_str().unwrap_or("")),
-                            );
+                        let fragment = delta.partial_json.as_deref().unwrap_or("");
+                        if self.json_block == Some(at) {
+                            out.push(self.chunker.text(fragment));
                         } else if let Some((_, index)) =
-                            self.tool_index.iter().find(|(b, _)| *b == block)
+                            self.tool_index.iter().find(|(b, _)| *b == at)
                         {
-                            out.push(
-                                self.chunker.tool_args(
-                                    *index,
-                                    delta["partial_json"].as_str().unwrap_or(""),
-                                ),
-                            );
+                            out.push(self.chunker.tool_args(*index, fragment));
                         }
                     }
                     _ => {}
                 }
             }
             "message_delta" => {
-                if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    self.stop_reason = Some(r.to_string());
+                if let Some(r) = e.delta.stop_reason {
+                    self.stop_reason = Some(r);
                 }
-                // Cumulative counts: the last one wins.
-                if let Some(n) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
-                    self.usage.completion_tokens = n;
-                }
-                if v.pointer("/usage/input_tokens").is_some() {
-                    // The input side anew (with its cache classes).
-                    self.usage = Usage {
-                        completion_tokens: self.usage.completion_tokens,
-                        ..usage(&v["usage"])
-                    };
+                if let Some(u) = &e.usage {
+                    // Cumulative counts: the last one wins.
+                    if let Some(n) = u.output_tokens {
+                        self.usage.completion_tokens = n;
+                    }
+                    if u.input_tokens.is_some() {
+                        // The input side anew (with its cache classes).
+                        self.usage = Usage {
+                            completion_tokens: self.usage.completion_tokens,
+                            ..u.to_usage()
+                        };
+                    }
                 }
             }
             "message_stop" => {
@@ -502,10 +461,7 @@ impl Translate for StreamState {
                 out.push(StreamItem::Done);
             }
             "error" => {
-                let message = v
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("stream error");
+                let message = e.error.message.as_deref().unwrap_or("stream error");
                 out.push(StreamItem::Error(broken(&self.provider, message)));
             }
             // ping, content_block_stop and unknown events.

@@ -10,6 +10,7 @@
 //! `max_images`), which the tests below check for every kind.
 
 pub mod anthropic;
+pub mod anthropic_wire;
 pub mod assemblyai;
 pub mod azure;
 pub mod bedrock;
