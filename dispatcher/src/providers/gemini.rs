@@ -9,6 +9,7 @@ use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
+use super::gemini_wire::{Response, UsageMetadata};
 use super::{Call, Capabilities, NativeDialect, Provider, Reply};
 use crate::answer::{Answer, StreamItem};
 use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
@@ -302,71 +303,9 @@ pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str
 /// `usageMetadata`: the prompt count includes the cached content
 /// (`cachedContentTokenCount`, its class); completion counts thinking
 /// tokens too (`thoughtsTokenCount`, reported apart: the reasoning class).
+/// See [`UsageMetadata::to_usage`].
 pub fn usage(u: &Value) -> Usage {
-    let thoughts = convert::u64_at(u, &["thoughtsTokenCount"]);
-    Usage {
-        prompt_tokens: convert::u64_at(u, &["promptTokenCount"]),
-        completion_tokens: convert::token_sum([
-            convert::u64_at(u, &["candidatesTokenCount"]),
-            thoughts,
-        ]),
-        cached_tokens: convert::u64_at(u, &["cachedContentTokenCount"]),
-        reasoning_tokens: thoughts,
-        ..Default::default()
-    }
-}
-
-/// Text, thoughts and function calls of a response's first candidate.
-struct Parts {
-    text: String,
-    thoughts: String,
-    /// (id, name, args, thought signature).
-    calls: Vec<(Option<String>, String, Value, Option<String>)>,
-    finish: Option<String>,
-}
-
-fn read_parts(v: &Value) -> Parts {
-    let mut parts = Parts {
-        text: String::new(),
-        thoughts: String::new(),
-        calls: Vec::new(),
-        finish: None,
-    };
-    let candidate = &v["candidates"][0];
-    parts.finish = candidate
-        .get("finishReason")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if parts.finish.is_none() && v.pointer("/promptFeedback/blockReason").is_some() {
-        parts.finish = Some("SAFETY".into());
-    }
-    for p in candidate
-        .pointer("/content/parts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(call) = p.get("functionCall") {
-            parts.calls.push((
-                call.get("id").and_then(Value::as_str).map(str::to_string),
-                call.get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                call.get("args").cloned().unwrap_or_else(|| json!({})),
-                p.get("thoughtSignature")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            ));
-        } else if let Some(t) = p.get("text").and_then(Value::as_str) {
-            if p.get("thought").and_then(Value::as_bool) == Some(true) {
-                parts.thoughts.push_str(t);
-            } else {
-                parts.text.push_str(t);
-            }
-        }
-    }
-    parts
+    UsageMetadata::read(u).to_usage()
 }
 
 /// Translates a `GenerateContentResponse` into an OpenAI `chat.completion`.
@@ -379,28 +318,33 @@ pub fn from_gemini(
     if v.get("candidates").is_none() && v.get("promptFeedback").is_none() {
         return Err(upstream::invalid_response(provider, 200));
     }
-    let parts = read_parts(v);
+    let response = Response::read(v);
+    let model = response
+        .model_version
+        .clone()
+        .unwrap_or_else(|| model.to_string());
+    let usage = response
+        .usage_metadata
+        .as_ref()
+        .map(UsageMetadata::to_usage);
+    let parts = response.parts();
     let tool_calls: Vec<Value> = parts
         .calls
         .iter()
         .enumerate()
-        .map(|(i, (call_id, name, args, signature))| {
-            let call_id = openai_call_id(call_id.as_deref(), i, signature.as_deref());
-            convert::openai_tool_call(&call_id, name, args)
+        .map(|(i, call)| {
+            let call_id = openai_call_id(call.id.as_deref(), i, call.thought_signature.as_deref());
+            convert::openai_tool_call(&call_id, &call.name, &call.args)
         })
         .collect();
     Ok(Completion {
         id: id.to_string(),
-        model: v
-            .get("modelVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(model)
-            .to_string(),
+        model,
         content: (!parts.text.is_empty() || tool_calls.is_empty()).then_some(parts.text),
         reasoning: (!parts.thoughts.is_empty()).then_some(parts.thoughts),
         finish_reason: finish_reason(parts.finish.as_deref(), !tool_calls.is_empty()).into(),
         tool_calls,
-        usage: v.get("usageMetadata").map(usage),
+        usage,
     }
     .into_answer())
 }
@@ -443,34 +387,36 @@ impl Translate for StreamState {
             out.push(StreamItem::Error(broken(&self.provider, message)));
             return;
         }
+        let response = Response::read(&v);
         if !self.started {
             self.started = true;
-            if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
-                self.chunker.model = m.to_string();
+            if let Some(m) = &response.model_version {
+                self.chunker.model = m.clone();
             }
             out.push(self.chunker.role());
         }
-        let parts = read_parts(&v);
+        if let Some(u) = &response.usage_metadata {
+            self.usage = Some(u.to_usage());
+        }
+        let parts = response.parts();
         if !parts.thoughts.is_empty() {
             out.push(self.chunker.reasoning(&parts.thoughts));
         }
         if !parts.text.is_empty() {
             out.push(self.chunker.text(&parts.text));
         }
-        for (call_id, name, args, signature) in parts.calls {
+        for call in parts.calls {
             let index = self.tools;
             self.tools += 1;
-            let call_id = openai_call_id(call_id.as_deref(), index, signature.as_deref());
+            let call_id =
+                openai_call_id(call.id.as_deref(), index, call.thought_signature.as_deref());
             out.push(
                 self.chunker
-                    .tool_start(index, &call_id, &name, &args.to_string()),
+                    .tool_start(index, &call_id, &call.name, &call.args.to_string()),
             );
         }
         if parts.finish.is_some() {
             self.finish = parts.finish;
-        }
-        if let Some(u) = v.get("usageMetadata") {
-            self.usage = Some(usage(u));
         }
     }
 

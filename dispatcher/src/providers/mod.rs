@@ -17,6 +17,7 @@ pub mod bedrock;
 pub mod cohere;
 pub mod elevenlabs;
 pub mod gemini;
+pub mod gemini_wire;
 pub mod media;
 pub mod openai;
 pub mod replicate;
