@@ -16,6 +16,7 @@ use futures::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
+use super::bedrock_wire::{Event, Response, WireUsage};
 use super::{Call, Capabilities, Provider, Reply};
 use crate::answer::{Answer, Credentials, StreamItem};
 use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
@@ -352,40 +353,30 @@ pub fn finish_reason(reason: Option<&str>) -> &'static str {
 /// Converse usage: `inputTokens` excludes cache reads and writes, so prompt
 /// tokens are the three together, with the reads and writes as their
 /// classes (writes as 5-minute ones: Converse does not tell their lifetime).
+/// See [`WireUsage::to_usage`].
 pub fn usage(u: &Value) -> Usage {
-    let read = convert::u64_at(u, &["cacheReadInputTokens"]);
-    let written = convert::u64_at(u, &["cacheWriteInputTokens"]);
-    Usage {
-        prompt_tokens: convert::token_sum([convert::u64_at(u, &["inputTokens"]), read, written]),
-        completion_tokens: convert::u64_at(u, &["outputTokens"]),
-        cached_tokens: read,
-        cache_write_5m_tokens: written,
-        ..Default::default()
-    }
+    WireUsage::read(u).to_usage()
 }
 
 /// Translates a Converse response into an OpenAI `chat.completion`.
 pub fn from_converse(v: &Value, provider: &str, model: &str) -> Result<Answer, UpstreamError> {
-    let blocks = v
-        .pointer("/output/message/content")
-        .and_then(Value::as_array)
+    let mut response = Response::read(v);
+    let blocks = response
+        .content()
         .ok_or_else(|| upstream::invalid_response(provider, 200))?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for b in blocks {
-        if let Some(t) = b.get("text").and_then(Value::as_str) {
+        if let Some(t) = &b.text {
             text.push_str(t);
-        } else if let Some(t) = b
-            .pointer("/reasoningContent/reasoningText/text")
-            .and_then(Value::as_str)
-        {
+        } else if let Some(t) = b.reasoning() {
             reasoning.push_str(t);
-        } else if let Some(tool) = b.get("toolUse") {
+        } else if let Some(tool) = &b.tool_use {
             tool_calls.push(convert::openai_tool_call(
-                tool.get("toolUseId").and_then(Value::as_str).unwrap_or(""),
-                tool.get("name").and_then(Value::as_str).unwrap_or(""),
-                tool.get("input").unwrap_or(&json!({})),
+                tool.tool_use_id.as_deref().unwrap_or(""),
+                tool.name.as_deref().unwrap_or(""),
+                tool.input.as_ref().unwrap_or(&json!({})),
             ));
         }
     }
@@ -395,8 +386,8 @@ pub fn from_converse(v: &Value, provider: &str, model: &str) -> Result<Answer, U
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
         reasoning: (!reasoning.is_empty()).then_some(reasoning),
         tool_calls,
-        finish_reason: finish_reason(v.get("stopReason").and_then(Value::as_str)).into(),
-        usage: v.get("usage").map(usage),
+        finish_reason: finish_reason(response.stop_reason.as_deref()).into(),
+        usage: response.usage.as_ref().map(WireUsage::to_usage),
     }
     .into_answer())
 }
@@ -548,66 +539,52 @@ impl Translate for StreamState {
     type Event = Frame;
 
     fn feed(&mut self, frame: Frame, out: &mut Vec<StreamItem>) {
-        let v = &frame.payload;
+        let e = Event::read(&frame.payload);
         if frame.message_type == "exception" || frame.message_type == "error" {
-            let message = v
-                .get("message")
-                .or_else(|| v.get("Message"))
-                .and_then(Value::as_str)
-                .unwrap_or(frame.event_type.as_str());
+            let message = e.message().unwrap_or(frame.event_type.as_str());
             out.push(StreamItem::Error(broken(
                 &self.provider,
                 &format!("{}: {message}", frame.event_type),
             )));
             return;
         }
-        let block = v
-            .get("contentBlockIndex")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let block = e.content_block_index.unwrap_or(0);
         match frame.event_type.as_str() {
             "messageStart" => out.push(self.chunker.role()),
             "contentBlockStart" => {
-                if let Some(tool) = v.pointer("/start/toolUse") {
+                if let Some(tool) = e.started_tool() {
                     let index = self.tool_index.len();
                     self.tool_index.push((block, index));
                     out.push(self.chunker.tool_start(
                         index,
-                        tool.get("toolUseId").and_then(Value::as_str).unwrap_or(""),
-                        tool.get("name").and_then(Value::as_str).unwrap_or(""),
+                        tool.tool_use_id.as_deref().unwrap_or(""),
+                        tool.name.as_deref().unwrap_or(""),
                         "",
                     ));
                 }
             }
             "contentBlockDelta" => {
-                let delta = &v["delta"];
-                if let Some(t) = delta.get("text").and_then(Value::as_str) {
+                let delta = &e.delta;
+                if let Some(t) = &delta.text {
                     out.push(self.chunker.text(t));
-                } else if let Some(t) = delta
-                    .pointer("/reasoningContent/text")
-                    .and_then(Value::as_str)
-                {
+                } else if let Some(t) = delta.reasoning() {
                     out.push(self.chunker.reasoning(t));
-                } else if let Some(fragment) =
-                    delta.pointer("/toolUse/input").and_then(Value::as_str)
+                } else if let Some(fragment) = delta.tool_input()
                     && let Some((_, index)) = self.tool_index.iter().find(|(b, _)| *b == block)
                 {
                     out.push(self.chunker.tool_args(*index, fragment));
                 }
             }
             "messageStop" => {
-                self.stop_reason = v
-                    .get("stopReason")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                self.stop_reason = e.stop_reason;
                 out.push(
                     self.chunker
                         .finish(finish_reason(self.stop_reason.as_deref())),
                 );
             }
             "metadata" => {
-                if let Some(u) = v.get("usage") {
-                    out.push(self.chunker.usage(&usage(u)));
+                if let Some(u) = &e.usage {
+                    out.push(self.chunker.usage(&u.to_usage()));
                 }
                 out.push(StreamItem::Done);
             }

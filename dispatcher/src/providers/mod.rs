@@ -14,6 +14,7 @@ pub mod anthropic_wire;
 pub mod assemblyai;
 pub mod azure;
 pub mod bedrock;
+pub mod bedrock_wire;
 pub mod cohere;
 pub mod elevenlabs;
 pub mod gemini;
