@@ -338,18 +338,6 @@ where
     .boxed()
 }
 
-/// Reads a non-negative integer field.
-pub fn u64_at(v: &Value, path: &[&str]) -> u64 {
-    let mut cur = v;
-    for key in path {
-        match cur.get(key) {
-            Some(next) => cur = next,
-            None => return 0,
-        }
-    }
-    cur.as_u64().unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

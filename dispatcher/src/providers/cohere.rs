@@ -7,6 +7,7 @@ use aigw_events::provider::ProviderSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
+use super::cohere_wire::{Event, Response, WireUsage};
 use super::{Call, Capabilities, Provider, Reply};
 use crate::answer::{Answer, StreamItem};
 use crate::chat::request::{ChatRequest, Part, Role, ToolChoice};
@@ -202,65 +203,39 @@ pub fn finish_reason(reason: Option<&str>) -> &'static str {
     }
 }
 
-/// Billed units when present (what is paid for), else raw token counts.
+/// Billed units when present (what is paid for), else raw token counts
+/// (see [`WireUsage::to_usage`]).
 pub fn usage(u: &Value) -> Usage {
-    let pick = |field: &str| {
-        u.pointer(&format!("/billed_units/{field}"))
-            .or_else(|| u.pointer(&format!("/tokens/{field}")))
-            .and_then(Value::as_f64)
-            .map_or(0, |n| n.max(0.0) as u64)
-    };
-    Usage {
-        prompt_tokens: pick("input_tokens"),
-        completion_tokens: pick("output_tokens"),
-        ..Default::default()
-    }
-}
-
-fn calls_of(message: &Value) -> Vec<Value> {
-    message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            convert::openai_tool_call(
-                c.get("id").and_then(Value::as_str).unwrap_or(""),
-                c.pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                c.pointer("/function/arguments").unwrap_or(&json!("{}")),
-            )
-        })
-        .collect()
+    WireUsage::read(u).to_usage()
 }
 
 /// Translates a Cohere v2 chat response into an OpenAI `chat.completion`.
 pub fn from_cohere(v: &Value, provider: &str, model: &str) -> Result<Answer, UpstreamError> {
-    let message = v
-        .get("message")
+    let response = Response::read(v);
+    let message = response
+        .message
+        .as_ref()
         .ok_or_else(|| upstream::invalid_response(provider, 200))?;
-    let text: String = message
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|c| c.get("type").and_then(Value::as_str) == Some("text"))
-        .filter_map(|c| c.get("text").and_then(Value::as_str))
+    let text = message.text();
+    let tool_calls: Vec<Value> = message
+        .tool_calls
+        .iter()
+        .map(|c| {
+            convert::openai_tool_call(
+                c.id.as_deref().unwrap_or(""),
+                c.function.name.as_deref().unwrap_or(""),
+                c.function.arguments.as_ref().unwrap_or(&json!("{}")),
+            )
+        })
         .collect();
-    let tool_calls = calls_of(message);
     Ok(Completion {
-        id: v
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        id: response.id.clone().unwrap_or_default(),
         model: model.to_string(),
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
         reasoning: None,
         tool_calls,
-        finish_reason: finish_reason(v.get("finish_reason").and_then(Value::as_str)).into(),
-        usage: v.get("usage").map(usage),
+        finish_reason: finish_reason(response.finish_reason.as_deref()).into(),
+        usage: response.usage.as_ref().map(WireUsage::to_usage),
     }
     .into_answer())
 }
@@ -303,61 +278,47 @@ impl Translate for StreamState {
         let Ok(v) = serde_json::from_str::<Value>(&data) else {
             return;
         };
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or(event.as_str());
-        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-        match kind {
+        let e = Event::read(&v);
+        let index = e.index.unwrap_or(0);
+        match e.kind.as_deref().unwrap_or(event.as_str()) {
             "message-start" => {
-                if let Some(id) = v.get("id").and_then(Value::as_str) {
-                    self.chunker.id = id.to_string();
+                if let Some(id) = e.id {
+                    self.chunker.id = id;
                 }
                 out.push(self.chunker.role());
             }
             "content-delta" => {
-                if let Some(t) = v
-                    .pointer("/delta/message/content/text")
-                    .and_then(Value::as_str)
-                {
+                if let Some(t) = e.delta.text() {
                     out.push(self.chunker.text(t));
                 }
             }
             "tool-call-start" => {
-                let call = &v["delta"]["message"]["tool_calls"];
+                let call = e.delta.tool_call();
                 let i = self.tool_index(index);
-                out.push(
-                    self.chunker.tool_start(
-                        i,
-                        call.get("id").and_then(Value::as_str).unwrap_or(""),
-                        call.pointer("/function/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                        call.pointer("/function/arguments")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                    ),
-                );
+                out.push(self.chunker.tool_start(
+                    i,
+                    call.id.as_deref().unwrap_or(""),
+                    call.function.name.as_deref().unwrap_or(""),
+                    call.arguments_text().unwrap_or(""),
+                ));
             }
             "tool-call-delta" => {
-                if let Some(a) = v
-                    .pointer("/delta/message/tool_calls/function/arguments")
-                    .and_then(Value::as_str)
-                {
+                if let Some(a) = e.delta.tool_call().arguments_text() {
                     let i = self.tool_index(index);
                     out.push(self.chunker.tool_args(i, a));
                 }
             }
             "message-end" => {
-                let delta = &v["delta"];
-                if let Some(err) = delta.get("error").and_then(Value::as_str) {
+                if let Some(err) = &e.delta.error {
                     out.push(StreamItem::Error(broken(&self.provider, err)));
                     return;
                 }
-                let reason = delta.get("finish_reason").and_then(Value::as_str);
-                out.push(self.chunker.finish(finish_reason(reason)));
-                if let Some(u) = delta.get("usage") {
-                    out.push(self.chunker.usage(&usage(u)));
+                out.push(
+                    self.chunker
+                        .finish(finish_reason(e.delta.finish_reason.as_deref())),
+                );
+                if let Some(u) = &e.delta.usage {
+                    out.push(self.chunker.usage(&u.to_usage()));
                 }
                 out.push(StreamItem::Done);
             }

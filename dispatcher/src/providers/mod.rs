@@ -16,6 +16,7 @@ pub mod azure;
 pub mod bedrock;
 pub mod bedrock_wire;
 pub mod cohere;
+pub mod cohere_wire;
 pub mod elevenlabs;
 pub mod gemini;
 pub mod gemini_wire;
