@@ -114,6 +114,21 @@ async fn providers(env: &TestEnv) -> (MockServer, MockServer) {
     (claude, google)
 }
 
+/// Gemini's `generateContent` for `claude-x`, with `config` as its
+/// `generationConfig`.
+async fn generate(env: &TestEnv, key: &str, config: Value) -> reqwest::Response {
+    env.http
+        .post(env.url("/v1beta/models/claude-x:generateContent"))
+        .header("x-goog-api-key", key)
+        .json(
+            &json!({"contents": [{"role": "user", "parts": [{"text": "Weather?"}]}],
+            "generationConfig": config}),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
 fn last_body(requests: &[Request]) -> Value {
     body(requests.last().expect("the upstream was called"))
 }
@@ -179,18 +194,13 @@ async fn a_gemini_thinking_budget_reaches_anthropic_as_thinking_and_returns_as_t
     let env = TestEnv::start().await;
     let (claude, _) = providers(&env).await;
     let (_, key) = env.add_key("cross").await;
-    let r = env
-        .http
-        .post(env.url("/v1beta/models/claude-x:generateContent"))
-        .header("x-goog-api-key", &key)
-        .json(
-            &json!({"contents": [{"role": "user", "parts": [{"text": "Weather?"}]}],
-            "generationConfig": {"temperature": 0, "maxOutputTokens": 20000,
-                "thinkingConfig": {"thinkingBudget": 8192, "includeThoughts": true}}}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = generate(
+        &env,
+        &key,
+        json!({"temperature": 0, "maxOutputTokens": 20000,
+            "thinkingConfig": {"thinkingBudget": 8192, "includeThoughts": true}}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.unwrap();
     let sent = last_body(&claude.received_requests().await.unwrap());
@@ -210,18 +220,13 @@ async fn a_gemini_thinking_budget_reaches_anthropic_as_thinking_and_returns_as_t
 
     // A cap too small for Anthropic's least budget: no thinking, and the
     // sampling settings stay.
-    let r = env
-        .http
-        .post(env.url("/v1beta/models/claude-x:generateContent"))
-        .header("x-goog-api-key", &key)
-        .json(
-            &json!({"contents": [{"role": "user", "parts": [{"text": "Weather?"}]}],
-            "generationConfig": {"temperature": 0, "maxOutputTokens": 500,
-                "thinkingConfig": {"thinkingBudget": 8192}}}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = generate(
+        &env,
+        &key,
+        json!({"temperature": 0, "maxOutputTokens": 500,
+            "thinkingConfig": {"thinkingBudget": 8192}}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let sent = last_body(&claude.received_requests().await.unwrap());
     assert!(sent.get("thinking").is_none(), "{sent}");

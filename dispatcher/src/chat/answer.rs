@@ -136,9 +136,59 @@ impl ToolCall {
     }
 }
 
+/// Arbitrary answer-shaped JSON for the property tests of the readers
+/// and of the renderers in `crate::dialect`.
+#[cfg(test)]
+pub(crate) mod arbitrary {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// JSON up to 5 deep whose object keys are the answer's own field
+    /// names, with values of any type (strings include JSON punctuation,
+    /// as tool arguments do).
+    pub(crate) fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z{}\":]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 48, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec![
+                            "choices",
+                            "message",
+                            "delta",
+                            "content",
+                            "text",
+                            "tool_calls",
+                            "index",
+                            "id",
+                            "function",
+                            "name",
+                            "arguments",
+                            "finish_reason",
+                            "reasoning_content",
+                            "reasoning",
+                        ]),
+                        inner
+                    ),
+                    0..5
+                )
+                .prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::answer::arbitrary::any_json;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -180,43 +230,6 @@ mod tests {
                 .choices
                 .is_empty()
         );
-    }
-
-    fn any_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<i64>().prop_map(|n| json!(n)),
-            "[a-z]{0,4}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(5, 48, 5, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec(
-                    (
-                        prop::sample::select(vec![
-                            "choices",
-                            "message",
-                            "delta",
-                            "content",
-                            "text",
-                            "tool_calls",
-                            "index",
-                            "id",
-                            "function",
-                            "name",
-                            "arguments",
-                            "finish_reason",
-                            "reasoning",
-                        ]),
-                        inner
-                    ),
-                    0..5
-                )
-                .prop_map(|kv| Value::Object(
-                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-                )),
-            ]
-        })
     }
 
     proptest! {

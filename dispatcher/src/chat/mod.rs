@@ -102,6 +102,26 @@ pub(crate) fn items<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
     })
 }
 
+/// The struct `T` if the value is an object (read as by [`object`]),
+/// `None` otherwise: for an optional part whose absence means something.
+pub(crate) fn object_opt<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(v.is_object().then(|| of_object(v)))
+}
+
+/// An array's items as by [`items`], `None` when it is not an array: for a
+/// list whose absence makes the answer unreadable.
+pub(crate) fn list_opt<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Array(list) => Ok(Some(list.into_iter().map(of_object).collect())),
+        _ => Ok(None),
+    }
+}
+
 /// A top-level body read as `T` (see the module's invariants).
 pub(crate) fn read<T: DeserializeOwned + Default>(v: &Value) -> T {
     if v.is_object() {

@@ -240,6 +240,7 @@ impl StreamRenderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::answer::arbitrary::any_json;
     use proptest::prelude::*;
 
     fn events(sse: &[u8]) -> Vec<Value> {
@@ -354,42 +355,6 @@ mod tests {
         let events = events(&out);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["candidates"][0]["finishReason"], "STOP");
-    }
-
-    fn any_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<i64>().prop_map(|n| json!(n)),
-            "[a-z{}\":]{0,6}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(5, 48, 5, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec(
-                    (
-                        prop_oneof![
-                            Just("choices"),
-                            Just("delta"),
-                            Just("message"),
-                            Just("content"),
-                            Just("tool_calls"),
-                            Just("index"),
-                            Just("id"),
-                            Just("function"),
-                            Just("name"),
-                            Just("arguments"),
-                            Just("finish_reason"),
-                            Just("reasoning_content")
-                        ],
-                        inner
-                    ),
-                    0..5
-                )
-                .prop_map(|kv| Value::Object(
-                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-                )),
-            ]
-        })
     }
 
     proptest! {

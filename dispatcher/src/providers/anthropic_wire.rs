@@ -13,7 +13,7 @@ use aigw_events::Usage;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chat::{items, lenient, object, read as read_object};
+use crate::chat::{lenient, list_opt, object, object_opt, read as read_object};
 use crate::convert;
 
 /// A whole `message`.
@@ -26,7 +26,7 @@ pub struct Message {
     #[serde(default, deserialize_with = "lenient")]
     pub model: Option<String>,
     /// `None` when the answer has no content list at all.
-    #[serde(default, deserialize_with = "content")]
+    #[serde(default, deserialize_with = "list_opt")]
     pub content: Option<Vec<Block>>,
     #[serde(default, deserialize_with = "lenient")]
     pub stop_reason: Option<String>,
@@ -168,24 +168,6 @@ impl WireUsage {
             ..Default::default()
         }
     }
-}
-
-/// A struct read only from an object, `None` otherwise.
-fn object_opt<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned + Default>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(v.is_object().then(|| crate::chat::of_object(v)))
-}
-
-/// The content list, its blocks each read as by `items`; `None` when it
-/// is not a list.
-fn content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Block>>, D::Error> {
-    let v = Value::deserialize(d)?;
-    if !v.is_array() {
-        return Ok(None);
-    }
-    Ok(Some(items(v).unwrap_or_default()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use aigw_events::Usage;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chat::{items, lenient, object, of_object, read as read_object};
+use crate::chat::{lenient, list_opt, object, object_opt, read as read_object};
 use crate::convert;
 
 /// A Converse response.
@@ -35,7 +35,7 @@ struct Output {
 #[derive(Debug, Default, Deserialize)]
 struct OutputMessage {
     /// `None` when the answer has no content list at all.
-    #[serde(default, deserialize_with = "content")]
+    #[serde(default, deserialize_with = "list_opt")]
     content: Option<Vec<Block>>,
 }
 
@@ -204,24 +204,6 @@ impl WireUsage {
             ..Default::default()
         }
     }
-}
-
-/// A struct read only from an object, `None` otherwise.
-fn object_opt<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned + Default>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(v.is_object().then(|| of_object(v)))
-}
-
-/// The content list, its blocks each read as by `items`; `None` when it
-/// is not a list.
-fn content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Block>>, D::Error> {
-    let v = Value::deserialize(d)?;
-    if !v.is_array() {
-        return Ok(None);
-    }
-    Ok(Some(items(v).unwrap_or_default()))
 }
 
 #[cfg(test)]

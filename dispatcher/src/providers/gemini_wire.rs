@@ -13,7 +13,7 @@ use aigw_events::Usage;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chat::{items, lenient, object, read as read_object};
+use crate::chat::{items, lenient, object, object_opt, read as read_object};
 use crate::convert;
 
 /// A `GenerateContentResponse`.
@@ -164,14 +164,6 @@ impl UsageMetadata {
             ..Default::default()
         }
     }
-}
-
-/// A struct read only from an object, `None` otherwise.
-fn object_opt<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned + Default>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(v.is_object().then(|| crate::chat::of_object(v)))
 }
 
 #[cfg(test)]
