@@ -7,8 +7,9 @@
 //!   caller's) and its answer, JSON or SSE, comes back verbatim; aigw only
 //!   reads the usage from it.
 //! - Otherwise the adapter gets the OpenAI chat translation, and its
-//!   OpenAI answer is rendered back in the caller's dialect here, with the
-//!   usage aigw billed (token classes included).
+//!   OpenAI answer, read once into the typed internal answer
+//!   (`crate::chat::answer`), is rendered back in the caller's dialect
+//!   here, with the usage aigw billed (token classes included).
 //! - A new dialect is one module here and one arm in each function below.
 
 pub mod anthropic_native;
