@@ -49,8 +49,7 @@ pub async fn chat(
 ) -> Result<Answer, UpstreamError> {
     let name = provider.name.as_str();
     let url = format!("{}/v1/messages", provider.base_url.trim_end_matches('/'));
-    let request_body = to_anthropic(body, stream);
-    let json_tool = uses_json_tool(&request_body);
+    let (request_body, json_tool) = translate(body, stream);
     let mut request = http
         .post(url)
         .header("anthropic-version", ANTHROPIC_VERSION)
@@ -72,14 +71,6 @@ pub async fn chat(
     }
     let parsed = upstream::read_json(response, name).await?;
     from_anthropic(&parsed, name, json_tool)
-}
-
-/// Whether an Anthropic request offers the [`JSON_TOOL`].
-pub fn uses_json_tool(request: &Value) -> bool {
-    request
-        .get("tools")
-        .and_then(Value::as_array)
-        .is_some_and(|tools| tools.iter().any(|t| t["name"] == JSON_TOOL))
 }
 
 /// The tool that carries a JSON answer: Anthropic-compatible endpoints
@@ -116,6 +107,12 @@ pub const MIN_THINKING_BUDGET: u64 = 1_024;
 /// thinking on, `temperature` and `top_p` are left out, as Anthropic
 /// requires.
 pub fn to_anthropic(body: &Value, stream: bool) -> Value {
+    translate(body, stream).0
+}
+
+/// [`to_anthropic`]'s request, and whether it offers the [`JSON_TOOL`]
+/// (whose call is then the answer's text).
+fn translate(body: &Value, stream: bool) -> (Value, bool) {
     let req = ChatRequest::read(body);
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
@@ -238,7 +235,7 @@ pub fn to_anthropic(body: &Value, stream: bool) -> Value {
     if stream {
         out.insert("stream".into(), Value::Bool(true));
     }
-    Value::Object(out)
+    (Value::Object(out), json_output.is_some())
 }
 
 fn user_blocks(parts: Vec<Part>) -> Vec<Value> {

@@ -192,17 +192,13 @@ fn image_format(media_type: &str) -> Option<&'static str> {
 /// the same conditions as at Anthropic (`anthropic::thinking_budget`);
 /// other Bedrock models have no common reasoning setting, so
 /// `reasoning_effort` goes nowhere for them (listed in the README).
-fn claude_thinking_budget(body: &Value, req: &ChatRequest) -> Option<u64> {
+fn claude_thinking_budget(body: &Value, req: &ChatRequest, forced_tool: bool) -> Option<u64> {
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     if !model.contains("anthropic.") && !model.contains("claude") {
         return None;
     }
     let max_tokens = req.max_tokens().unwrap_or(convert::DEFAULT_MAX_TOKENS);
-    let forced = matches!(
-        req.tool_choice(),
-        Some(ToolChoice::Required | ToolChoice::Function(_))
-    ) && !req.function_tools().is_empty();
-    super::anthropic::thinking_budget(req, max_tokens, forced)
+    super::anthropic::thinking_budget(req, max_tokens, forced_tool)
 }
 
 /// Translates an OpenAI chat request into a Converse request.
@@ -288,7 +284,11 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
     if let Some(n) = req.max_tokens() {
         config.insert("maxTokens".into(), json!(n));
     }
-    let thinking = claude_thinking_budget(body, &req);
+    let tools = req.function_tools();
+    let choice = req.tool_choice();
+    let forced =
+        !tools.is_empty() && matches!(choice, Some(ToolChoice::Required | ToolChoice::Function(_)));
+    let thinking = claude_thinking_budget(body, &req, forced);
     if thinking.is_none() {
         if let Some(t) = body.get("temperature").filter(|v| v.is_number()) {
             config.insert("temperature".into(), t.clone());
@@ -313,7 +313,6 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
     if !config.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(config));
     }
-    let tools = req.function_tools();
     if !tools.is_empty() {
         let tools: Vec<Value> = tools
             .into_iter()
@@ -327,7 +326,7 @@ pub fn to_converse(body: &Value, provider: &str) -> Result<Value, UpstreamError>
             .collect();
         let mut tool_config = json!({ "tools": tools });
         // Converse has no "none": leave the choice out (the model decides).
-        match req.tool_choice() {
+        match choice {
             Some(ToolChoice::Auto) => tool_config["toolChoice"] = json!({"auto": {}}),
             Some(ToolChoice::Required) => tool_config["toolChoice"] = json!({"any": {}}),
             Some(ToolChoice::Function(name)) => {
